@@ -1,0 +1,383 @@
+"""mattebox wire protocol v1 — the one source of truth for both sides.
+
+Every message is a ZeroMQ multipart message::
+
+    [MAGIC, header, *buffers]
+
+``MAGIC`` is ``b"MBX"``; ``header`` is a msgpack map with at least ``v`` (protocol version), ``op`` and, for job
+messages, ``id``; each raw pixel buffer travels as its own frame, described (in the same order) by the header's
+``buffers`` list. Nothing is ever pickled. docs/protocol.md documents every op and field below; a test checks
+that it names them all.
+
+This module is imported by host plug-ins (Python 3.9+ inside Nuke, Blender, GIMP), so it uses the standard
+library and msgpack only. numpy is optional and only touched by :class:`Buffer` conversions.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+MAGIC = b"MBX"
+
+# ---------------------------------------------------------------------------------------------- ops
+HELLO = "hello"  #: both ways: handshake (versions, engines, limits, device)
+MATTE = "matte"  #: client -> server: submit a job
+ACCEPTED = "accepted"  #: server -> client: the job is queued
+PROGRESS = "progress"  #: server -> client: stage, done, total, message
+RESULT = "result"  #: server -> client: the job's outputs
+CANCEL = "cancel"  #: client -> server: stop a job at its next stage boundary
+ATTACH = "attach"  #: client -> server: route a job's messages to this connection and report its state
+RELEASE = "release"  #: client -> server: the client has the result; free it
+STATUS = "status"  #: both ways: server health, queue, memory
+ERROR = "error"  #: server -> client: code, message, field, hint
+
+CLIENT_OPS = (HELLO, MATTE, CANCEL, ATTACH, RELEASE, STATUS)
+SERVER_OPS = (HELLO, ACCEPTED, PROGRESS, RESULT, ERROR, STATUS, CANCEL, RELEASE)
+
+# ------------------------------------------------------------------------------------------- errors
+#: error code -> what it means. Every error message carries ``code``, ``message`` and, where one field is to
+#: blame, ``field`` (a dotted path such as ``buffers.1.shape``) and a ``hint``.
+ERROR_CODES = {
+    "bad_message": "the multipart framing or the header could not be decoded",
+    "bad_version": "the header's protocol version is not one the server speaks",
+    "unknown_op": "the header's op is not a client op",
+    "bad_field": "a header field is missing, of the wrong type or out of range",
+    "bad_buffer": "a pixel buffer does not match its description (size, dtype, shape)",
+    "bad_pixels": "pixel values are not finite (NaN or infinity)",
+    "shape_mismatch": "an input's height and width differ from the image's",
+    "too_large": "the message or image is over a server limit",
+    "queue_full": "this client already has the maximum number of queued jobs",
+    "unknown_job": "no job with this id is known (never submitted, released or expired)",
+    "duplicate_job": "a job with this id already exists",
+    "unknown_engine": "the requested engine or model is not registered",
+    "engine_unavailable": "the engine exists but cannot run here (missing weights or device)",
+    "engine_failed": "the engine raised an error while running the job",
+    "cancelled": "the job was cancelled",
+    "server_busy": "the server is shutting down or cannot take work",
+}
+
+
+class ProtocolError(Exception):
+    """A protocol-level error with a code from :data:`ERROR_CODES` and the field to blame."""
+
+    def __init__(self, code: str, message: str, field: Optional[str] = None, hint: Optional[str] = None):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.hint = hint
+
+    def to_header(self, job_id: Optional[str] = None) -> Dict[str, Any]:
+        header = {"v": PROTOCOL_VERSION, "op": ERROR, "code": self.code, "message": self.message}
+        if job_id is not None:
+            header["id"] = job_id
+        if self.field is not None:
+            header["field"] = self.field
+        if self.hint is not None:
+            header["hint"] = self.hint
+        return header
+
+    @classmethod
+    def from_header(cls, header: Dict[str, Any]) -> "ProtocolError":
+        code = header.get("code", "bad_message")
+        if code not in ERROR_CODES:
+            code = "bad_message"
+        return cls(code, str(header.get("message", "")), header.get("field"), header.get("hint"))
+
+    def __str__(self) -> str:
+        text = f"[{self.code}] {self.message}"
+        if self.field:
+            text += f" (field: {self.field})"
+        if self.hint:
+            text += f" — {self.hint}"
+        return text
+
+
+# ------------------------------------------------------------------------------------------ buffers
+#: dtype name -> (struct code, bytes per element). Little-endian on the wire.
+DTYPES = {"float32": ("f", 4), "float16": ("e", 2), "uint8": ("B", 1), "uint16": ("H", 2)}
+COLORSPACES = ("linear", "srgb", "data")
+#: input buffer name -> (required, allowed channel counts, description)
+INPUTS = {
+    "image": (True, (3, 4), "the plate to matte, RGB or RGBA"),
+    "second": (False, (3, 4), "a second frame of the same shot with slight camera motion (parallax partner)"),
+    "mask": (False, (1,), "coarse foreground mask in [0, 1]"),
+    "trimap": (False, (1,), "trimap: 0 background, 0.5 unknown, 1 foreground (or 0/128/255 as uint8)"),
+    "background": (False, (3, 4), "clean plate of the background"),
+}
+#: output name -> description
+OUTPUTS = {
+    "alpha": "H×W float32 alpha in [0, 1]",
+    "foreground": "H×W×3 float32 straight (unpremultiplied) decontaminated foreground, in the image's colourspace",
+    "trimap": "H×W float32 trimap the engine used (0, 0.5, 1)",
+    "premultiplied": "H×W×4 float32 RGBA: foreground × alpha, alpha",
+}
+DEFAULT_OUTPUTS = ("alpha", "foreground")
+
+
+def _field_spec(kind, default, doc, check=None):
+    return {"type": kind, "default": default, "doc": doc, "check": check}
+
+
+#: ``params`` of a matte request: name -> spec. The server fills defaults; unknown names are rejected.
+MATTE_PARAMS = {
+    "engine": _field_spec(str, "auto", "engine or model name from hello's engines; 'auto' picks the best available"),
+    "band_width": _field_spec((int, float), 0, "unknown-band width in pixels for mask→trimap; 0 scales with size",
+                              lambda v: 0 <= v <= 2000),
+    "quality": _field_spec(str, "balanced", "preset: 'fast', 'balanced' or 'best'",
+                           lambda v: v in ("fast", "balanced", "best")),
+    "foreground_method": _field_spec(str, "auto", "foreground estimator: 'auto', 'multilevel' or 'blur_fusion'",
+                                     lambda v: v in ("auto", "multilevel", "blur_fusion")),
+    "outputs": _field_spec(list, list(DEFAULT_OUTPUTS), "outputs wanted, names from OUTPUTS",
+                           lambda v: len(v) > 0 and all(o in OUTPUTS for o in v)),
+    "tile": _field_spec(int, 0, "learned engines: tile size in pixels; 0 chooses from free memory",
+                        lambda v: v == 0 or 64 <= v <= 4096),
+    "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap; -1 means half the tile",
+                                lambda v: v >= -1),
+    "roi": _field_spec(list, None, "[x, y, width, height] region to solve; outside it alpha comes from guidance",
+                       lambda v: len(v) == 4 and all(isinstance(x, int) and x >= 0 for x in v)),
+    "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
+}
+
+#: server limits announced in hello; clients check them before sending.
+DEFAULT_LIMITS = {
+    "max_message_bytes": 1 << 30,
+    "max_pixels": 64_000_000,
+    "max_side": 16384,
+    "max_queued_jobs_per_client": 16,
+}
+
+
+class Buffer:
+    """One raw pixel buffer with its description. ``data`` is any bytes-like object (zero-copy for numpy)."""
+
+    __slots__ = ("name", "data", "shape", "dtype", "colorspace", "premultiplied")
+
+    def __init__(self, name: str, data: Any, shape: Sequence[int], dtype: str = "float32",
+                 colorspace: str = "linear", premultiplied: bool = False):
+        self.name = name
+        self.data = data
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtype
+        self.colorspace = colorspace
+        self.premultiplied = bool(premultiplied)
+
+    @classmethod
+    def from_array(cls, name: str, array: Any, colorspace: str = "linear", premultiplied: bool = False) -> "Buffer":
+        """Wrap a numpy array (C-contiguous copy made only when needed)."""
+        import numpy as np
+
+        array = np.asarray(array)
+        dtype = array.dtype.name
+        if dtype not in DTYPES:
+            if dtype in ("float64", "bool") or array.dtype.kind in "iu":
+                array = array.astype(np.float32)
+                dtype = "float32"
+            else:
+                raise ProtocolError("bad_buffer", f"{name}: dtype {dtype} is not one of {sorted(DTYPES)}",
+                                    field=f"{name}.dtype")
+        array = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        return cls(name, array, array.shape, dtype, colorspace, premultiplied)
+
+    def to_array(self):
+        """The buffer as a numpy array (a view of the frame's bytes, read-only when they are)."""
+        import numpy as np
+
+        return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return expected_nbytes(self.shape, self.dtype)
+
+    def describe(self) -> Dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "colorspace": self.colorspace, "premultiplied": self.premultiplied}
+
+
+def expected_nbytes(shape: Sequence[int], dtype: str) -> int:
+    count = 1
+    for s in shape:
+        count *= int(s)
+    return count * DTYPES[dtype][1]
+
+
+# ------------------------------------------------------------------------------------ encode/decode
+def encode(header: Dict[str, Any], buffers: Sequence[Any] = ()) -> List[Any]:
+    """Header map + raw frames -> the multipart list to send (frames stay zero-copy)."""
+    header = dict(header)
+    header.setdefault("v", PROTOCOL_VERSION)
+    return [MAGIC, msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+def decode(frames: Sequence[Any]) -> Tuple[Dict[str, Any], List[Any]]:
+    """Multipart frames (without any ROUTER identity) -> (header, buffer frames). Raises ProtocolError."""
+    if len(frames) < 2:
+        raise ProtocolError("bad_message", f"expected at least 2 frames (magic, header), got {len(frames)}",
+                            hint="send [b'MBX', msgpack header, *buffers]")
+    if bytes(frames[0]) != MAGIC:
+        raise ProtocolError("bad_message", "first frame is not the mattebox magic b'MBX'",
+                            hint="send [b'MBX', msgpack header, *buffers]")
+    try:
+        header = msgpack.unpackb(bytes(frames[1]), raw=False, strict_map_key=True, max_bin_len=0,
+                                 max_array_len=4096, max_map_len=4096, max_str_len=1 << 20)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError("bad_message", f"header is not valid msgpack: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("bad_message", f"header must be a msgpack map, got {type(header).__name__}")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError("bad_version", f"protocol version {version!r} is not supported; this side speaks "
+                            f"v{PROTOCOL_VERSION}", field="v", hint="upgrade the older side so both match")
+    op = header.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError("bad_field", "header field 'op' must be a string", field="op")
+    return header, list(frames[2:])
+
+
+def require(header: Dict[str, Any], name: str, kind, where: str = "") -> Any:
+    """Fetch a required header field of the given type, or raise bad_field naming it."""
+    path = f"{where}{name}"
+    if name not in header:
+        raise ProtocolError("bad_field", f"missing field '{path}'", field=path)
+    value = header[name]
+    if not _is_type(value, kind):
+        raise ProtocolError("bad_field", f"field '{path}' must be {_type_name(kind)}, got {type(value).__name__}",
+                            field=path)
+    return value
+
+
+def _is_type(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False
+    if isinstance(value, float) and float in kinds and not math.isfinite(value):
+        return False
+    return isinstance(value, kinds)
+
+
+def _type_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a map", bool: "a boolean"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def validate_job_id(header: Dict[str, Any]) -> str:
+    job_id = require(header, "id", str)
+    if not (1 <= len(job_id) <= 128) or not all(c.isalnum() or c in "-_." for c in job_id):
+        raise ProtocolError("bad_field", "field 'id' must be 1-128 characters of letters, digits, '-', '_', '.'",
+                            field="id")
+    return job_id
+
+
+def validate_params(params: Any) -> Dict[str, Any]:
+    """Check a matte request's ``params`` map and return it with defaults filled."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError("bad_field", "field 'params' must be a map", field="params")
+    out = {}
+    for name, value in params.items():
+        if name not in MATTE_PARAMS:
+            raise ProtocolError("bad_field", f"unknown parameter '{name}'", field=f"params.{name}",
+                                hint=f"known parameters: {', '.join(sorted(MATTE_PARAMS))}")
+        spec = MATTE_PARAMS[name]
+        if value is None and spec["default"] is None:
+            continue
+        if not _is_type(value, spec["type"]):
+            raise ProtocolError("bad_field", f"parameter '{name}' must be {_type_name(spec['type'])}, "
+                                f"got {type(value).__name__}", field=f"params.{name}")
+        if spec["check"] is not None and not spec["check"](value):
+            raise ProtocolError("bad_field", f"parameter '{name}' has an invalid value {value!r}: {spec['doc']}",
+                                field=f"params.{name}")
+        out[name] = value
+    for name, spec in MATTE_PARAMS.items():
+        if name not in out:
+            default = spec["default"]
+            out[name] = list(default) if isinstance(default, list) else default
+    return out
+
+
+def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict[str, int]) -> Dict[str, Buffer]:
+    """Check every buffer description against its frame and the limits; return name -> Buffer.
+
+    Checks, in order: descriptions are a list matching the frame count; each has a known input name (once), a
+    known dtype and colourspace, a 2-D or 3-D shape with an allowed channel count and a size within the limits,
+    and a frame of exactly the described byte size; every input has the image's height and width. Pixel values
+    (NaN/inf) are checked by the server after decoding, where numpy is at hand.
+    """
+    descs = require(header, "buffers", list)
+    if len(descs) != len(frames):
+        raise ProtocolError("bad_buffer", f"header describes {len(descs)} buffers but {len(frames)} frames arrived",
+                            field="buffers", hint="send one frame per buffer description, in the same order")
+    out: Dict[str, Buffer] = {}
+    for index, (desc, frame) in enumerate(zip(descs, frames)):
+        where = f"buffers.{index}."
+        if not isinstance(desc, dict):
+            raise ProtocolError("bad_field", f"buffer description {index} must be a map", field=f"buffers.{index}")
+        name = require(desc, "name", str, where)
+        if name not in INPUTS:
+            raise ProtocolError("bad_field", f"unknown input '{name}'", field=where + "name",
+                                hint=f"inputs are {', '.join(INPUTS)}")
+        if name in out:
+            raise ProtocolError("bad_field", f"input '{name}' given twice", field=where + "name")
+        dtype = require(desc, "dtype", str, where)
+        if dtype not in DTYPES:
+            raise ProtocolError("bad_buffer", f"{name}: dtype '{dtype}' is not one of {', '.join(DTYPES)}",
+                                field=where + "dtype")
+        colorspace = desc.get("colorspace", "linear")
+        if colorspace not in COLORSPACES:
+            raise ProtocolError("bad_field", f"{name}: colorspace '{colorspace}' is not one of "
+                                f"{', '.join(COLORSPACES)}", field=where + "colorspace")
+        premultiplied = desc.get("premultiplied", False)
+        if not isinstance(premultiplied, bool):
+            raise ProtocolError("bad_field", f"{name}: premultiplied must be a boolean", field=where + "premultiplied")
+        shape = require(desc, "shape", list, where)
+        _check_shape(name, shape, where + "shape", limits)
+        size = len(memoryview(frame)) if not isinstance(frame, (bytes, bytearray)) else len(frame)
+        want = expected_nbytes(shape, dtype)
+        if size != want:
+            raise ProtocolError("bad_buffer", f"{name}: frame has {size} bytes but shape {shape} of {dtype} needs "
+                                f"{want}", field=where + "shape")
+        out[name] = Buffer(name, frame, shape, dtype, colorspace, premultiplied)
+    if "image" not in out:
+        raise ProtocolError("bad_field", "the required input 'image' is missing", field="buffers",
+                            hint="describe a buffer named 'image'")
+    height, width = out["image"].shape[:2]
+    for name, buf in out.items():
+        if buf.shape[:2] != (height, width):
+            index = [d.get("name") for d in descs].index(name)
+            raise ProtocolError("shape_mismatch", f"{name} is {buf.shape[1]}×{buf.shape[0]} but image is "
+                                f"{width}×{height}", field=f"buffers.{index}.shape",
+                                hint="resample every input to the image's size")
+    return out
+
+
+def _check_shape(name: str, shape: List[Any], field: str, limits: Dict[str, int]) -> None:
+    if not (2 <= len(shape) <= 3) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape):
+        raise ProtocolError("bad_field", f"{name}: shape must be [height, width] or [height, width, channels] "
+                            f"of integers, got {shape!r}", field=field)
+    height, width = shape[0], shape[1]
+    channels = shape[2] if len(shape) == 3 else 1
+    allowed = INPUTS[name][1]
+    if channels not in allowed:
+        raise ProtocolError("bad_field", f"{name}: {channels} channels, expected {' or '.join(map(str, allowed))}",
+                            field=field)
+    if height < 1 or width < 1:
+        raise ProtocolError("bad_field", f"{name}: height and width must be positive, got {height}×{width}",
+                            field=field)
+    max_side = limits.get("max_side", DEFAULT_LIMITS["max_side"])
+    max_pixels = limits.get("max_pixels", DEFAULT_LIMITS["max_pixels"])
+    if height > max_side or width > max_side or height * width > max_pixels:
+        raise ProtocolError("too_large", f"{name}: {width}×{height} is over the server limit (max side "
+                            f"{max_side}, max {max_pixels} pixels)", field=field,
+                            hint="use roi, downscale, or raise the server's --max-pixels")
+
+
+def message_nbytes(frames: Sequence[Any]) -> int:
+    return sum(len(f) if isinstance(f, (bytes, bytearray)) else len(memoryview(f)) for f in frames)
+

@@ -1,0 +1,106 @@
+"""The matting contract every engine implements (DESIGN section 3).
+
+The server decodes a request's buffers into a :class:`MatteRequest` in one working convention, so engines never
+deal with wire dtypes, colourspaces or premultiplication:
+
+* colour images are H×W×3 float32, **linear light**, straight (unpremultiplied); ``image_srgb`` gives the same
+  pixels sRGB-encoded in [0, 1] for solvers and models that work on perceptual values (datasets are sRGB);
+* ``mask`` is H×W float32 in [0, 1]; ``trimap`` is H×W float32 with values exactly 0, 0.5 or 1.
+
+An engine returns a :class:`MatteResult` whose ``foreground`` is linear light, straight, so that
+``image ≈ alpha·foreground + (1 − alpha)·background`` holds in the space compositors blend in. The server
+converts it back to the input's colourspace. Output shapes always equal the input's height and width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .colour import linear_to_srgb
+
+
+class JobCancelled(Exception):
+    """Raised by a :data:`Progress` callback when the job was cancelled; engines let it propagate."""
+
+
+#: progress(stage, done, total, message="") — report work; raises JobCancelled if the job was cancelled.
+#: Engines call it at every stage boundary and inside long loops (tiles, solver iterations).
+Progress = Callable[..., None]
+
+
+def no_progress(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+    """A Progress that ignores reports (library use outside the server)."""
+
+
+@dataclass
+class MatteRequest:
+    image: np.ndarray
+    params: Dict[str, Any] = field(default_factory=dict)
+    second: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    trimap: Optional[np.ndarray] = None
+    background: Optional[np.ndarray] = None
+    _srgb_cache: Dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.image.shape[:2]
+
+    def srgb(self, name: str = "image") -> Optional[np.ndarray]:
+        """An input colour image sRGB-encoded in [0, 1] (computed once)."""
+        if name not in self._srgb_cache:
+            value = getattr(self, name)
+            if value is None:
+                return None
+            self._srgb_cache[name] = linear_to_srgb(np.clip(value, 0.0, 1.0))
+        return self._srgb_cache[name]
+
+    @property
+    def image_srgb(self) -> np.ndarray:
+        return self.srgb("image")
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return self.params.get(name, default)
+
+
+@dataclass
+class MatteResult:
+    alpha: np.ndarray  #: H×W float32 in [0, 1]
+    foreground: np.ndarray  #: H×W×3 float32 linear, straight
+    trimap: np.ndarray  #: H×W float32 in {0, 0.5, 1}: the guidance the engine used
+    info: Dict[str, Any] = field(default_factory=dict)  #: engine, guidance source, timings, pair usability…
+
+    def check(self, shape: Tuple[int, int]) -> "MatteResult":
+        """Assert the contract: shapes equal the input's and alpha is finite in [0, 1]."""
+        if self.alpha.shape != tuple(shape) or self.foreground.shape != (*shape, 3) or self.trimap.shape != tuple(shape):
+            raise RuntimeError(f"engine returned shapes alpha {self.alpha.shape}, foreground {self.foreground.shape}, "
+                               f"trimap {self.trimap.shape} for an input of {shape}")
+        self.alpha = np.clip(np.nan_to_num(self.alpha.astype(np.float32, copy=False)), 0.0, 1.0)
+        self.foreground = np.nan_to_num(self.foreground.astype(np.float32, copy=False))
+        self.trimap = self.trimap.astype(np.float32, copy=False)
+        return self
+
+
+class Engine:
+    """Base class of an engine. Subclasses set the class attributes and implement :meth:`matte`."""
+
+    name: str = ""
+    description: str = ""
+    #: optional inputs this engine makes use of (others are accepted and ignored)
+    uses: Tuple[str, ...] = ()
+    #: "classical" or "learned"
+    kind: str = "classical"
+
+    def availability(self) -> Tuple[bool, str]:
+        """(True, "") when the engine can run here, else (False, why)."""
+        return True, ""
+
+    def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, Any]:
+        ok, why = self.availability()
+        return {"name": self.name, "kind": self.kind, "description": self.description, "uses": list(self.uses),
+                "available": ok, "why": why}

@@ -1,0 +1,51 @@
+"""Engine registry: name -> factory, imported lazily so listing engines never imports torch.
+
+Each entry names a module and a class implementing :class:`mattebox.contract.Engine`. Learned engines register
+their models in :mod:`mattebox.models.registry`; this table lists the engines the server offers.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Dict, List
+
+from ..contract import Engine
+
+#: engine name -> "module:Class". The first available one in AUTO_ORDER serves engine='auto'.
+ENGINE_SPECS: Dict[str, str] = {
+    "classical": "mattebox.engines.classical:ClassicalEngine",
+}
+AUTO_ORDER: List[str] = ["classical"]
+
+_instances: Dict[str, Engine] = {}
+
+
+def register(name: str, spec: str, auto_rank: int = -1) -> None:
+    """Add an engine (plug-in packages call this); auto_rank >= 0 inserts it into the 'auto' order."""
+    ENGINE_SPECS[name] = spec
+    if auto_rank >= 0 and name not in AUTO_ORDER:
+        AUTO_ORDER.insert(auto_rank, name)
+
+
+def get(name: str) -> Engine:
+    """The engine instance for ``name`` (created once). Raises KeyError for unknown names."""
+    if name not in ENGINE_SPECS:
+        raise KeyError(name)
+    if name not in _instances:
+        module_name, class_name = ENGINE_SPECS[name].split(":")
+        _instances[name] = getattr(importlib.import_module(module_name), class_name)()
+    return _instances[name]
+
+
+def resolve(name: str, request_inputs=()) -> Engine:
+    """Map 'auto' to the best available engine; otherwise return the named engine."""
+    if name != "auto":
+        return get(name)
+    for candidate in AUTO_ORDER:
+        engine = get(candidate)
+        if engine.availability()[0]:
+            return engine
+    return get("classical")
+
+
+def describe_all() -> List[dict]:
+    return [get(name).describe() for name in ENGINE_SPECS]
