@@ -101,7 +101,7 @@ class Server:
         self._pull = self.ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(self._notify_endpoint)
-        for index in range(max(1, self.config.workers)):
+        for _ in range(max(1, self.config.workers)):
             worker = Worker(self.queue, self._notify, self.config.device)
             worker.start()
             self.workers.append(worker)

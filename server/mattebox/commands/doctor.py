@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if device.startswith("cuda"):
         import torch
 
-        device += f" ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else " (driver present, torch sees none)"
+        seen = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "driver present, torch sees none"
+        device += f" ({seen})"
     print(f"device       {device}")
     cfg = client_config.load()
     endpoint = args.endpoint or cfg["endpoint"]
