@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tree_env(**extra) -> dict:
     """Environment for subprocesses that must import this tree's packages."""
     env = dict(os.environ)
-    paths = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "installers")]
+    paths = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "installers"), str(ROOT)]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update(extra)
     return env
