@@ -306,6 +306,7 @@ class MatteRun:
         self.finished = threading.Event()
         self.started = time.monotonic()
         self.thread: Optional[threading.Thread] = None
+        self._percent = 0
 
     def work(self) -> None:
         """The server part (worker thread in the GUI): no Nuke API calls except ProgressTask/executeInMainThread."""
@@ -323,20 +324,22 @@ class MatteRun:
 
                 def on_progress(event: Dict[str, Any], index: int = index, frame: int = frame) -> None:
                     done, stages = event.get("done") or 0, event.get("total") or 0
-                    part = (done / stages) if stages else 0.0
-                    task.setProgress(int(100 * (index + part) / total))
+                    part = min(1.0, done / stages) if stages else 0.0
+                    self._percent = max(self._percent, int(100 * (index + part) / total))  # never backwards
+                    task.setProgress(self._percent)
                     task.setMessage(f"frame {frame} ({index + 1}/{total}): {event.get('stage') or ''}")
 
                 task.setMessage(f"frame {frame} ({index + 1}/{total})")
                 outcome = matte_frame(client, self.settings, frame, self.connected, on_progress, task.isCancelled)
                 self.outcomes.append(outcome)
-                task.setProgress(int(100 * (index + 1) / total))
+                self._percent = int(100 * (index + 1) / total)
+                task.setProgress(self._percent)
         except BaseException as exc:  # reported on the node; re-raised by wait() in terminal mode
             self.error = exc
         finally:
             if client is not None:
                 client.close()
-            del task  # closes the progress bar
+            task = None  # dropping the last reference closes the progress bar
             _on_main(self._finish)
 
     def _finish(self) -> None:
