@@ -277,11 +277,17 @@ def read(path: str) -> ExrImage:
     if width < 1 or height < 1:
         raise ExrError(f"{path}: empty display window {header['displayWindow']}")
     chunks = (dh + lines_per_chunk - 1) // lines_per_chunk if dw > 0 and dh > 0 else 0
+    if pos + 8 * chunks > len(data):
+        raise ExrError(f"{path}: file is truncated (chunk offset table)")
     offsets = struct.unpack(f"<{chunks}Q", data[pos:pos + 8 * chunks]) if chunks else ()
     # decode the data window, channel by channel, into row-major float32 byte strings
     rows: Dict[str, List[bytes]] = {name: [b""] * dh for name, _ in channels}
     for offset in offsets:
+        if offset + 8 > len(data):
+            raise ExrError(f"{path}: file is truncated (chunk at offset {offset})")
         y, size = struct.unpack("<ii", data[offset:offset + 8])
+        if not dy0 <= y <= dy1:
+            raise ExrError(f"{path}: chunk at offset {offset} claims line {y}, outside the data window")
         payload = data[offset + 8:offset + 8 + size]
         if len(payload) != size:
             raise ExrError(f"{path}: chunk at offset {offset} is truncated")
