@@ -53,12 +53,14 @@ def test_opencv_reads_what_we_write(tmp_path, compression):
         assert np.array_equal(bgra[..., index], planes[channel]), channel
 
 
+@pytest.mark.parametrize("compression", [0, 2, 3])  # NO, ZIPS, ZIP
 @pytest.mark.parametrize("half", [False, True])
-def test_we_read_what_opencv_writes(tmp_path, half):
+def test_we_read_what_opencv_writes(tmp_path, half, compression):
     rng = np.random.default_rng(2)
-    bgr = rng.random((25, 41, 3)).astype(np.float32)
+    bgr = (rng.random((25, 41, 3)) * 4).astype(np.float32)
     path = str(tmp_path / "cv.exr")
-    params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_HALF if half else cv2.IMWRITE_EXR_TYPE_FLOAT]
+    params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_HALF if half else cv2.IMWRITE_EXR_TYPE_FLOAT,
+              cv2.IMWRITE_EXR_COMPRESSION, compression]
     assert cv2.imwrite(path, bgr, params)
     image = exr.read(path)
     expected = bgr.astype(np.float16).astype(np.float32) if half else bgr
@@ -144,4 +146,6 @@ def test_unsupported_files_are_named(tmp_path):
         exr.write(good, 8, 8, {"R": np.ones((8, 8), np.float32)}, "piz")
     with pytest.raises(exr.ExrError, match="shape"):
         exr.write(good, 8, 8, {"R": np.ones((4, 8), np.float32)})
+    with pytest.raises(exr.ExrError, match="channel 'A' is not in the EXR"):
+        exr.read(good).plane("A")
     assert struct.unpack("<i", data[:4])[0] == exr.MAGIC
