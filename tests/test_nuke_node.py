@@ -108,6 +108,30 @@ def test_cache_reuses_results_and_invalidates_on_change(fake_nuke, server):
     assert float(np.abs(out["rgba.red"] * (1 - mask)).max()) == 0.0  # premultiplied: zero outside the mask
 
 
+def test_alpha_only_output_keeps_the_plate_rgb(fake_nuke, server):
+    import mattebox_nuke
+
+    mask = square_mask(H, W)
+    group, pixels = make_comp(fake_nuke, server, frames=(1,), guide=mask)
+    group["outputs"].setValue("alpha")
+    mattebox_nuke.matte(group)
+    out = group._render(1)
+    assert "mattebox.trimap" not in out and np.array_equal(out["rgba.alpha"], mask)
+    assert np.array_equal(out["rgba.blue"], pixels[1]["rgba.blue"])
+
+
+def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypatch):
+    import mattebox_nuke
+
+    monkeypatch.setenv("MATTEBOX_ENDPOINT", server)
+    group = mattebox_nuke.create()
+    assert group["endpoint"].value() == server
+    assert {"auto", "classical", "passthrough", "test-slow"} <= set(group["engine"].values())
+    monkeypatch.setenv("MATTEBOX_ENDPOINT", _closed_port_endpoint())
+    offline = mattebox_nuke.create()
+    assert offline["engine"].values() == ["auto"] and "not reachable" in offline["status"].value()
+
+
 def test_classical_engine_with_trimap(fake_nuke, server):
     """A real solve: alpha is 1/0 in the trimap's known regions and the trimap layer is the one used."""
     import mattebox_nuke

@@ -48,7 +48,28 @@ def create() -> Any:
         index += 1
     group["name"].setValue(f"Mattebox{index}")
     build(group)
+    _try_refresh(group)
     return group
+
+
+def _try_refresh(group: Any) -> None:
+    """Fill the engine menu at creation when a server already answers; never start one or wait long here."""
+    try:
+        from mattebox_plugin.launcher import port_open
+
+        if not port_open(_config_for(group["endpoint"].value())["endpoint"]):
+            set_status(group, "server not reachable yet: Matte starts the configured local server")
+            return
+        from mattebox_plugin.client import Client
+        from mattebox_plugin.config import client_kwargs
+
+        client = Client(**dict(client_kwargs(_config_for(group["endpoint"].value())), timeout=2.0))
+        try:
+            set_engines(group, client.hello())
+        finally:
+            client.close()
+    except Exception as exc:  # creation must not fail because of the server; Matte reports it properly
+        set_status(group, f"engines not listed yet: {describe_error(exc)}")
 
 
 def build(group: Any) -> Any:
