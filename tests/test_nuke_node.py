@@ -99,6 +99,9 @@ def test_cache_reuses_results_and_invalidates_on_change(fake_nuke, server):
     mattebox_nuke.matte(group)
     again = mattebox_nuke.matte(group)
     assert all(o.cached for o in again.outcomes) and "(3 from cache)" in group["status"].value()
+    assert all(o.cached for o in mattebox_nuke.matte(group).outcomes)  # a third time: same files, no leftovers
+    node_dir = os.path.join(group["cache_dir"].value(), "Mattebox1")
+    assert sorted(os.listdir(node_dir)) == ["in", "result.0001.exr", "result.0002.exr", "result.0003.exr"]
     group["premultiply"].setValue(True)  # a setting that changes the result file: new key
     changed = mattebox_nuke.matte(group, frames=[2])
     assert not changed.outcomes[0].cached

@@ -195,12 +195,18 @@ def write_result(path: str, result: Any, inputs: FrameInputs, settings: Settings
 def _publish(store: str, target: str) -> None:
     """Make ``target`` (the Read's frame file) hold the stored result: hard link, else copy; atomically."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    if os.path.exists(target) and os.path.samefile(store, target):
+        return  # already this result
     tmp = f"{target}.tmp{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
     try:
         os.link(store, tmp)
     except OSError:
         shutil.copyfile(store, tmp)
     os.replace(tmp, target)
+    if os.path.lexists(tmp):  # POSIX rename() between two links of one file does nothing and keeps both
+        os.unlink(tmp)
 
 
 class FrameOutcome:
