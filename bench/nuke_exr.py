@@ -43,30 +43,30 @@ def exr_rows(folder: Path):
     rng = np.random.default_rng(0)
     planes = {c: rng.random((H, W), dtype=np.float32) for c in "RGBA"}
     bgra = np.stack([planes[c] for c in "BGRA"], -1)
-    rows = []
-    for compression, cv_code in (("none", 0), ("zips", 2)):
-        path = str(folder / f"ours-{compression}.exr")
-        cv_path = str(folder / f"cv-{compression}.exr")
-        cv_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv_code]
-        cv_write = timed(lambda: cv2.imwrite(cv_path, bgra, cv_params))
-        cv_read = timed(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED))
-        write_np = timed(lambda: exr.write(path, W, H, planes, compression))
-        read_np = timed(lambda: exr.read(cv_path))
-        row = {"compression": compression, "cv2_write_s": cv_write, "cv2_read_s": cv_read,
-               "numpy_write_s": write_np, "numpy_read_s": read_np}
-        if compression == "none":  # without numpy: what the node's internal Writes produce
-            saved = exr.np
-            exr.np = None
-            try:
-                arrays = {c: exr._plane_from_bytes(p.tobytes(), H, W) for c, p in planes.items()}
-                row["pure_write_s"] = timed(lambda: exr.write(path, W, H, arrays, compression), 3)
-                row["pure_read_s"] = timed(lambda: exr.read(cv_path), 3)
-                image = exr.read(cv_path)
-                row["pure_interleave_s"] = timed(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
-            finally:
-                exr.np = saved
-        rows.append(row)
-    return rows
+    return [exr_row(folder, planes, bgra, "none", 0), exr_row(folder, planes, bgra, "zips", 2)]
+
+
+def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
+    path = str(folder / f"ours-{compression}.exr")
+    cv_path = str(folder / f"cv-{compression}.exr")
+    cv_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv_code]
+    row = {"compression": compression,
+           "cv2_write_s": timed(lambda: cv2.imwrite(cv_path, bgra, cv_params)),
+           "cv2_read_s": timed(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED)),
+           "numpy_write_s": timed(lambda: exr.write(path, W, H, planes, compression)),
+           "numpy_read_s": timed(lambda: exr.read(cv_path))}
+    if compression == "none":  # without numpy: what the node's internal Writes produce
+        saved = exr.np
+        exr.np = None
+        try:
+            arrays = {c: exr._plane_from_bytes(p.tobytes(), H, W) for c, p in planes.items()}
+            row["pure_write_s"] = timed(lambda: exr.write(path, W, H, arrays, compression), 3)
+            row["pure_read_s"] = timed(lambda: exr.read(cv_path), 3)
+            image = exr.read(cv_path)
+            row["pure_interleave_s"] = timed(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
+        finally:
+            exr.np = saved
+    return row
 
 
 def node_rows(folder: Path):
