@@ -65,6 +65,7 @@ class Settings:
         self.guide_channel = guide_channel
         self.premultiply = bool(premultiply)
         self.quality = quality
+        self.server_version = ""  #: set from the server's hello: a new server does not reuse old results
 
     def params(self) -> Dict[str, Any]:
         """The matte request's ``params`` (protocol.MATTE_PARAMS)."""
@@ -143,9 +144,10 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
 
 
 def cache_key(settings: Settings, inputs: FrameInputs) -> str:
-    """SHA-256 over the input pixels and everything that changes the result file."""
+    """SHA-256 over the input pixels and everything that changes the result file (settings, server version)."""
     digest = hashlib.sha256()
-    recipe = {"v": CACHE_VERSION, "params": settings.params(), "premultiply": settings.premultiply,
+    recipe = {"v": CACHE_VERSION, "server": settings.server_version, "params": settings.params(),
+              "premultiply": settings.premultiply,
               "inputs": {n: [list(b.shape), b.dtype] for n, b in sorted(inputs.buffers.items())}}
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for name in sorted(inputs.buffers):

@@ -337,6 +337,7 @@ class MatteRun:
             task.setMessage("connecting to the mattebox server")
             client = connect(self.settings.endpoint)
             hello = client.hello()
+            self.settings.server_version = str(hello.get("server_version", ""))
             _on_main(set_engines, self.group, hello)
             total = len(self.frames)
             for index, frame in enumerate(self.frames):
