@@ -12,7 +12,9 @@ import pytest
 
 from mattebox_installers import common
 from mattebox_installers import nuke as nuke_installer
-from tests.support.fake_nuke import FAKE_NUKE_T
+from tests.support.fake_nuke import FAKE_NUKE_T, NODE_DIR
+
+sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
 
 USER_INIT = "import nuke\nnuke.pluginAddPath('./gizmos')  # the artist's own line\n"
 
@@ -154,19 +156,48 @@ def _python39():
 PYTHON39 = _python39()
 
 
+NO_NUMPY_FRAME = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from mattebox_nuke import exr, job
+from mattebox_plugin.client import Client
+assert not exr.have_numpy(), "this check wants a Python without numpy, like some Nuke builds"
+settings = job.Settings("Mattebox1", sys.argv[4], engine="passthrough", guide="mask")
+client = Client(sys.argv[3], timeout=20)
+print(client.hello()["protocol"])
+outcome = job.matte_frame(client, settings, 7, {"plate": True, "guide": True})
+client.close()
+print(outcome.path)
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(PYTHON39 is None, reason="needs a Python 3.9 interpreter (Nuke 13/14's)")
-def test_real_wheels_for_nuke_14_python(tmp_path, monkeypatch, mattebox_server):
-    """Real pyzmq/msgpack cp39 wheels from the package index, imported by a real Python 3.9 with the installed
-    client, which then shakes hands with a real server: what Nuke 14's Python would do."""
+def test_real_wheels_and_a_frame_under_nuke_14_python_without_numpy(tmp_path, monkeypatch, mattebox_server):
+    """Real pyzmq/msgpack cp39 wheels from the package index, used by a real Python 3.9 that has no numpy (as
+    some Nuke builds): the installed client shakes hands with a real server and the installed node mattes one
+    frame from rendered input EXRs; the result is checked bit for bit here, with numpy."""
+    import numpy as np
+
+    from mattebox_nuke import exr
+
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MATTEBOX_CONFIG", str(tmp_path / "client.json"))
     dest = nuke_installer.install(python_versions=("3.9",), write_config=False)
-    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
-            "from mattebox_plugin.client import Client\nimport mattebox_nuke.job\n"
-            "c = Client(sys.argv[3], timeout=10); print(c.hello()['protocol']); c.close()\n")
-    proc = subprocess.run([PYTHON39, "-c", code, str(dest / "site-packages" / "cp39"), str(dest),
-                           mattebox_server], capture_output=True, text=True, timeout=60,
+    cache = tmp_path / "cache"
+    rng = np.random.default_rng(9)
+    plate = {c: rng.random((20, 30), dtype=np.float32) for c in "RGBA"}
+    mask = {"A": (rng.random((20, 30)) > 0.5).astype(np.float32)}
+    (cache / "Mattebox1" / "in").mkdir(parents=True)
+    exr.write(str(cache / "Mattebox1" / "in" / "plate.0007.exr"), 30, 20, plate, "none")
+    exr.write(str(cache / "Mattebox1" / "in" / "guide.0007.exr"), 30, 20, mask, "zips")
+    proc = subprocess.run([PYTHON39, "-c", NO_NUMPY_FRAME, str(dest / "site-packages" / "cp39"), str(dest),
+                           mattebox_server, str(cache)], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "1"
+    protocol, path = proc.stdout.split()
+    assert protocol == "1" and path.endswith("Mattebox1/result.0007.exr")
+    result = exr.read(path)
+    assert np.array_equal(result.planes["A"], mask["A"])
+    for c in "RGB":
+        assert np.array_equal(result.planes[c], plate[c])
