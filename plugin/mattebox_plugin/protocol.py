@@ -338,7 +338,7 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
             raise ProtocolError("bad_field", f"{name}: premultiplied must be a boolean", field=where + "premultiplied")
         shape = require(desc, "shape", list, where)
         _check_shape(name, shape, where + "shape", limits)
-        size = len(memoryview(frame)) if not isinstance(frame, (bytes, bytearray)) else len(frame)
+        size = frame_nbytes(frame)
         want = expected_nbytes(shape, dtype)
         if size != want:
             raise ProtocolError("bad_buffer", f"{name}: frame has {size} bytes but shape {shape} of {dtype} needs "
@@ -378,6 +378,30 @@ def _check_shape(name: str, shape: List[Any], field: str, limits: Dict[str, int]
                             hint="use roi, downscale, or raise the server's --max-pixels")
 
 
-def message_nbytes(frames: Sequence[Any]) -> int:
-    return sum(len(f) if isinstance(f, (bytes, bytearray)) else len(memoryview(f)) for f in frames)
+def frame_nbytes(frame: Any) -> int:
+    """Byte size of any frame object (bytes, memoryview, zmq buffer, numpy array)."""
+    return memoryview(frame).nbytes
 
+
+def message_nbytes(frames: Sequence[Any]) -> int:
+    return sum(frame_nbytes(f) for f in frames)
+
+
+
+def validate_result_buffers(header: Dict[str, Any], frames: Sequence[Any]) -> Dict[str, Buffer]:
+    """Client side: check a result's buffer descriptions against its frames; return name -> Buffer."""
+    descs = require(header, "buffers", list)
+    if len(descs) != len(frames):
+        raise ProtocolError("bad_buffer", f"result describes {len(descs)} buffers but {len(frames)} frames arrived",
+                            field="buffers")
+    out = {}
+    for index, (desc, frame) in enumerate(zip(descs, frames)):
+        where = f"buffers.{index}."
+        name = require(desc, "name", str, where)
+        dtype = require(desc, "dtype", str, where)
+        shape = require(desc, "shape", list, where)
+        if dtype not in DTYPES or frame_nbytes(frame) != expected_nbytes(shape, dtype):
+            raise ProtocolError("bad_buffer", f"result buffer {name} does not match its description",
+                                field=where + "shape")
+        out[name] = Buffer(name, frame, shape, dtype, desc.get("colorspace", "data"), desc.get("premultiplied", False))
+    return out

@@ -74,7 +74,8 @@ class MatteResult:
 
     def check(self, shape: Tuple[int, int]) -> "MatteResult":
         """Assert the contract: shapes equal the input's and alpha is finite in [0, 1]."""
-        if self.alpha.shape != tuple(shape) or self.foreground.shape != (*shape, 3) or self.trimap.shape != tuple(shape):
+        shape = tuple(shape)
+        if self.alpha.shape != shape or self.foreground.shape != (*shape, 3) or self.trimap.shape != shape:
             raise RuntimeError(f"engine returned shapes alpha {self.alpha.shape}, foreground {self.foreground.shape}, "
                                f"trimap {self.trimap.shape} for an input of {shape}")
         self.alpha = np.clip(np.nan_to_num(self.alpha.astype(np.float32, copy=False)), 0.0, 1.0)

@@ -6,6 +6,7 @@ their models in :mod:`mattebox.models.registry`; this table lists the engines th
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Dict, List
 
 from ..contract import Engine
@@ -17,6 +18,11 @@ ENGINE_SPECS: Dict[str, str] = {
 AUTO_ORDER: List[str] = ["classical"]
 
 _instances: Dict[str, Engine] = {}
+
+# Site engines: MATTEBOX_ENGINES="name=package.module:Class,other=..." adds engines without editing this table.
+for _entry in filter(None, os.environ.get("MATTEBOX_ENGINES", "").split(",")):
+    _name, _, _spec = _entry.partition("=")
+    ENGINE_SPECS[_name.strip()] = _spec.strip()
 
 
 def register(name: str, spec: str, auto_rank: int = -1) -> None:
@@ -41,11 +47,22 @@ def resolve(name: str, request_inputs=()) -> Engine:
     if name != "auto":
         return get(name)
     for candidate in AUTO_ORDER:
-        engine = get(candidate)
+        try:
+            engine = get(candidate)
+        except Exception:
+            continue
         if engine.availability()[0]:
             return engine
     return get("classical")
 
 
 def describe_all() -> List[dict]:
-    return [get(name).describe() for name in ENGINE_SPECS]
+    """Every engine's description; an engine whose module fails to import is listed as unavailable, with why."""
+    out = []
+    for name in ENGINE_SPECS:
+        try:
+            out.append(get(name).describe())
+        except Exception as exc:  # a broken optional engine must not break hello
+            out.append({"name": name, "kind": "unknown", "description": "", "uses": [], "available": False,
+                        "why": f"cannot load {ENGINE_SPECS[name]}: {exc.__class__.__name__}: {exc}"})
+    return out

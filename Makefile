@@ -1,0 +1,35 @@
+# mattebox — the two commands: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint serve clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned exactly: any looser spec pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,demo]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m mattebox demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not host"
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check plugin server nodes installers tests bench
+
+serve: $(STAMP)
+	$(VENV)/bin/mattebox serve
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

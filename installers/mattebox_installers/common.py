@@ -1,0 +1,132 @@
+"""What every host installer shares. Standard library only (runs before anything else is installed)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_PACKAGE = PROJECT_ROOT / "plugin" / "mattebox_plugin"
+NODES = PROJECT_ROOT / "nodes"
+#: the client's runtime dependencies, vendored into hosts whose Python lacks them
+CLIENT_REQUIREMENTS = ("pyzmq", "msgpack")
+
+#: host platform names -> pip platform tags (most compatible first)
+PLATFORM_TAGS = {
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "linux-arm64": ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_11_0_arm64", "macosx_10_15_universal2"],
+    "macos-x64": ["macosx_10_15_x86_64", "macosx_10_9_x86_64", "macosx_10_15_universal2"],
+}
+
+
+def current_platform() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    arm = machine in ("arm64", "aarch64")
+    if sys.platform.startswith("linux"):
+        return "linux-arm64" if arm else "linux-x64"
+    if sys.platform == "darwin":
+        return "macos-arm64" if arm else "macos-x64"
+    return "windows-x64"
+
+
+def vendor_wheels(target_dir: Path, python_version: str = "3.11", platform: Optional[str] = None,
+                  requirements: Sequence[str] = CLIENT_REQUIREMENTS) -> List[Path]:
+    """Download binary wheels of ``requirements`` for another Python ABI/platform (pip download, PyPI).
+
+    ``python_version`` is the host's Python ("3.9", "3.11", "3.13"), ``platform`` a key of PLATFORM_TAGS.
+    Returns the wheel paths. Raises RuntimeError with pip's message when no matching wheel exists.
+    """
+    target_dir = Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    tags = PLATFORM_TAGS[platform or current_platform()]
+    abi = "cp" + python_version.replace(".", "")
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           "--python-version", python_version, "--implementation", "cp", "--abi", abi, "--abi", "abi3",
+           "--abi", "none", "-d", str(target_dir)]
+    for tag in tags + ["any"]:
+        cmd += ["--platform", tag]
+    proc = subprocess.run(cmd + list(requirements), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"could not fetch wheels {list(requirements)} for Python {python_version} "
+                           f"({platform or current_platform()}): {proc.stderr.strip()[-800:]}")
+    wanted = {r.lower().replace("-", "_") for r in requirements}
+    wheels = [w for w in sorted(target_dir.glob("*.whl")) if w.name.split("-")[0].lower() in wanted]
+    missing = wanted - {w.name.split("-")[0].lower() for w in wheels}
+    if missing:
+        raise RuntimeError(f"pip returned no wheel for {sorted(missing)} (Python {python_version})")
+    return wheels
+
+
+def unpack_wheels(wheels: Sequence[Path], site_dir: Path) -> Path:
+    """Unzip wheels into a folder the host puts on sys.path (what pip does, minus scripts)."""
+    site_dir = Path(site_dir)
+    site_dir.mkdir(parents=True, exist_ok=True)
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(site_dir)
+    return site_dir
+
+
+def copy_plugin_package(dest_dir: Path) -> Path:
+    """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``; returns the package path."""
+    dest = Path(dest_dir) / "mattebox_plugin"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(PLUGIN_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def server_command() -> List[str]:
+    """argv that starts a server from this installation (the Python running the installer)."""
+    return [sys.executable, "-m", "mattebox", "serve"]
+
+
+def write_client_config(endpoint: Optional[str] = None, command: Optional[List[str]] = None,
+                        path: Optional[Path] = None) -> Path:
+    """Record the endpoint and how to start a local server in the shared client config."""
+    sys.path.insert(0, str(PROJECT_ROOT / "plugin"))
+    try:
+        from mattebox_plugin import config
+    finally:
+        sys.path.pop(0)
+    values = {"server_command": command or server_command()}
+    if endpoint:
+        values["endpoint"] = endpoint
+    return config.save(values, path)
+
+
+def doctor_handshake(endpoint: str, timeout: float = 3.0) -> Tuple[bool, str]:
+    """(True, summary) when a server answers hello at ``endpoint``; (False, why) otherwise."""
+    from mattebox_plugin.client import Client, ServerUnavailable
+
+    client = Client(endpoint, timeout=timeout)
+    try:
+        info = client.hello()
+    except ServerUnavailable as exc:
+        return False, str(exc)
+    except Exception as exc:
+        return False, f"{exc.__class__.__name__}: {exc}"
+    finally:
+        client.close()
+    engines = [e["name"] for e in info["engines"] if e["available"]]
+    return True, f"mattebox {info['server_version']} at {endpoint} on {info['device']}, engines {engines}"
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove a folder or file if present; True when something was removed."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+        return True
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        return True
+    return False
+

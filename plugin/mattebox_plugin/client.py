@@ -1,0 +1,325 @@
+"""The mattebox client: handshake, submit, progress, cancel, timeouts and reconnect, over a ZeroMQ DEALER.
+
+Single-threaded and poll-driven, so a host can drive it from a UI timer (``job.poll(0)``) or block on it
+(``job.result()``). Every wait is bounded: ``timeout`` is the longest silence accepted from the server. While a
+job runs the client pings it (``attach``) every ``heartbeat`` seconds; after ``timeout`` seconds of silence it
+reconnects once on a fresh socket and re-attaches; if the server no longer knows the job (it restarted), the
+client resubmits the request it kept, so a restart loses no work. Only after a second silent ``timeout`` does it
+raise :class:`ServerUnavailable`.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import zmq
+
+from . import __version__, protocol
+from .protocol import Buffer, ProtocolError
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:23517"
+
+
+class ServerUnavailable(Exception):
+    """Nothing answered at the endpoint within the timeout."""
+
+
+class JobFailed(ProtocolError):
+    """The server answered a job with an error (``code`` from protocol.ERROR_CODES)."""
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Result:
+    """A finished job: output buffers by name, plus the server's ``info`` map."""
+
+    def __init__(self, job_id: str, buffers: Dict[str, Buffer], info: Dict[str, Any]):
+        self.id = job_id
+        self.buffers = buffers
+        self.info = info
+
+    def get(self, name: str):
+        """An output as a numpy array (a Buffer when numpy is missing), or None if it was not requested."""
+        buf = self.buffers.get(name)
+        if buf is None:
+            return None
+        try:
+            return buf.to_array()
+        except ImportError:
+            return buf
+
+    alpha = property(lambda self: self.get("alpha"))
+    foreground = property(lambda self: self.get("foreground"))
+    trimap = property(lambda self: self.get("trimap"))
+    premultiplied = property(lambda self: self.get("premultiplied"))
+
+
+class Job:
+    """A submitted matte job. Poll it, iterate its progress, wait for its result, or cancel it."""
+
+    def __init__(self, client: "Client", job_id: str, header: Dict[str, Any], frames: List[Any]):
+        self.client = client
+        self.id = job_id
+        self._request = (header, frames)  # kept until the result arrives, to resubmit after a server restart
+        self._events: List[Dict[str, Any]] = []
+        self._result: Optional[Result] = None
+        self._error: Optional[JobFailed] = None
+        self.last_progress: Optional[Dict[str, Any]] = None
+        self._last_heard = time.monotonic()
+        self._last_ping = time.monotonic()
+        self._reconnected = False
+        self.accepted = False
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None or self._error is not None
+
+    def poll(self, timeout: float = 0.0) -> List[Dict[str, Any]]:
+        """Receive what has arrived (waiting up to ``timeout`` s) and return new progress events.
+
+        Raises ServerUnavailable after the client's timeout of silence (one reconnect is tried first).
+        """
+        if not self.done:
+            self.client._pump(timeout)
+            self._keepalive()
+        events, self._events = self._events, []
+        return events
+
+    def progress(self) -> Iterator[Dict[str, Any]]:
+        """Block, yielding progress events until the job is done."""
+        while not self.done:
+            for event in self.poll(min(self.client.heartbeat, 0.5)):
+                yield event
+        for event in self.poll(0.0):
+            yield event
+
+    def result(self, timeout: Optional[float] = None) -> Result:
+        """Wait for the result (``timeout`` bounds the whole wait; None waits while the server answers)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+            self.poll(min(self.client.heartbeat, 0.5))
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def cancel(self) -> None:
+        """Ask the server to stop the job at its next stage boundary; result() will raise code 'cancelled'."""
+        if not self.done:
+            self.client._send({"op": protocol.CANCEL, "id": self.id})
+
+    def release(self) -> None:
+        """Tell the server it may free the stored result (done automatically once a result is received)."""
+        self.client._send({"op": protocol.RELEASE, "id": self.id})
+
+    # ------------------------------------------------------------------------------------ internals
+    def _heard(self) -> None:
+        self._last_heard = time.monotonic()
+        self._reconnected = False
+
+    def _keepalive(self) -> None:
+        if self.done:
+            return
+        now = time.monotonic()
+        silent = now - self._last_heard
+        if silent > self.client.timeout:
+            if self._reconnected:
+                raise ServerUnavailable(f"no answer from the mattebox server at {self.client.endpoint} for "
+                                        f"{silent:.0f} s (job {self.id}); is it running?")
+            self.client._reconnect()
+            self._reconnected = True
+            self._last_heard = now
+            self._attach()
+        elif now - self._last_ping > self.client.heartbeat:
+            self._attach()
+
+    def _attach(self) -> None:
+        self._last_ping = time.monotonic()
+        self.client._send({"op": protocol.ATTACH, "id": self.id})
+
+    def _deliver(self, header: Dict[str, Any], frames: List[Any]) -> None:
+        self._heard()
+        op = header["op"]
+        if op == protocol.PROGRESS:
+            event = {k: header.get(k) for k in ("stage", "done", "total", "message", "state")}
+            self.last_progress = event
+            self._events.append(event)
+        elif op == protocol.RESULT:
+            buffers = protocol.validate_result_buffers(header, frames)
+            self._result = Result(self.id, buffers, header.get("info", {}))
+            self._request = None
+            self.release()
+        elif op == protocol.ERROR:
+            if header.get("code") == "unknown_job" and self._request is not None and self.client.resubmit:
+                header_, frames_ = self._request  # the server lost the job (restart): submit it again
+                self.client._send(header_, frames_)
+                return
+            self._error = JobFailed.from_header(header)
+            self._request = None
+        # ACCEPTED and CANCEL acknowledgements only refresh liveness
+
+
+class Client:
+    """Connection to one mattebox server.
+
+    ``timeout``: the longest silence accepted from the server, in seconds. ``heartbeat``: how often a waiting job
+    pings the server. ``server_public_key``: the server's CURVE public key (Z85 text) for remote, encrypted
+    servers; the client then makes an ephemeral key pair unless ``client_secret_key``/``client_public_key`` are
+    given (servers that authenticate clients need the registered pair).
+    """
+
+    def __init__(self, endpoint: Optional[str] = None, timeout: float = 30.0, heartbeat: float = 2.0,
+                 server_public_key: Optional[str] = None, client_public_key: Optional[str] = None,
+                 client_secret_key: Optional[str] = None, resubmit: bool = True, context: Optional[zmq.Context] = None):
+        self.endpoint = endpoint or DEFAULT_ENDPOINT
+        self.timeout = float(timeout)
+        self.heartbeat = float(heartbeat)
+        self.resubmit = resubmit
+        self.client_id = _new_id()
+        self._curve = (server_public_key, client_public_key, client_secret_key)
+        self._own_context = context is None
+        self._ctx = context or zmq.Context()
+        self._sock: Optional[zmq.Socket] = None
+        self._jobs: Dict[str, Job] = {}
+        self._replies: Dict[str, Dict[str, Any]] = {}
+        self.server_info: Optional[Dict[str, Any]] = None
+        self._connect()
+
+    # ----------------------------------------------------------------------------------- public API
+    def hello(self) -> Dict[str, Any]:
+        """Handshake: check the protocol version and learn engines, limits and device."""
+        reply = self._request({"op": protocol.HELLO, "client": self.client_id, "client_version": __version__,
+                               "protocol": protocol.PROTOCOL_VERSION})
+        server_protocol = reply.get("protocol")
+        if server_protocol != protocol.PROTOCOL_VERSION:
+            raise ProtocolError("bad_version", f"server speaks protocol v{server_protocol} (mattebox "
+                                f"{reply.get('server_version')}), this client speaks v{protocol.PROTOCOL_VERSION} "
+                                f"(mattebox {__version__})", field="v", hint="upgrade the older side")
+        self.server_info = reply
+        return reply
+
+    def status(self) -> Dict[str, Any]:
+        return self._request({"op": protocol.STATUS})
+
+    def submit(self, image: Any, second: Any = None, mask: Any = None, trimap: Any = None, background: Any = None,
+               params: Optional[Dict[str, Any]] = None, colorspace: str = "linear", premultiplied: bool = False,
+               job_id: Optional[str] = None) -> Job:
+        """Send a matte job and wait until the server accepted it (or raise JobFailed naming the bad field).
+
+        Inputs are numpy arrays or :class:`protocol.Buffer`; ``colorspace``/``premultiplied`` describe the colour
+        inputs given as arrays (``image``, ``second``, ``background``); masks and trimaps are data.
+        """
+        if self.server_info is None:
+            self.hello()
+        params = protocol.validate_params(params or {})
+        buffers = []
+        for name, value in (("image", image), ("second", second), ("mask", mask), ("trimap", trimap),
+                            ("background", background)):
+            if value is None:
+                continue
+            if not isinstance(value, Buffer):
+                colour = protocol.INPUTS[name][1] != (1,)
+                value = Buffer.from_array(name, value, colorspace if colour else "data",
+                                          premultiplied if colour else False)
+            value.name = name
+            buffers.append(value)
+        job_id = job_id or _new_id()
+        header = {"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
+                  "buffers": [b.describe() for b in buffers]}
+        frames = [b.data for b in buffers]
+        limits = dict(protocol.DEFAULT_LIMITS, **self.server_info.get("limits", {}))
+        protocol.validate_buffers(header, frames, limits)  # same checks as the server, before sending
+        size = protocol.message_nbytes(frames)
+        if size > limits["max_message_bytes"]:
+            raise JobFailed("too_large", f"request is {size} bytes, over the server's max_message_bytes "
+                            f"{limits['max_message_bytes']}", field="buffers")
+        job = Job(self, job_id, header, frames)
+        self._jobs[job_id] = job
+        self._send(header, frames)
+        deadline = time.monotonic() + self.timeout
+        while not job.done and not job.accepted and job.last_progress is None:
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"the mattebox server at {self.endpoint} did not accept job {job_id} "
+                                        f"within {self.timeout} s")
+            self._pump(0.1)
+        if job._error is not None:
+            raise job._error
+        return job
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._own_context:
+            self._ctx.term()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------ internals
+    def _connect(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        server_key, public, secret = self._curve
+        if server_key:
+            if not (public and secret):
+                public, secret = zmq.curve_keypair()
+            sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+            sock.curve_publickey = public.encode() if isinstance(public, str) else public
+            sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
+        sock.connect(self.endpoint)
+        self._sock = sock
+
+    def _reconnect(self) -> None:
+        self._sock.close(linger=0)
+        self._connect()
+
+    def _send(self, header: Dict[str, Any], frames: Sequence[Any] = ()) -> None:
+        self._sock.send_multipart(protocol.encode(header, frames), copy=False)
+
+    def _request(self, header: Dict[str, Any]) -> Dict[str, Any]:
+        """Send a request that has one reply (hello, status), matched by id; reconnect once on silence."""
+        request_id = _new_id()
+        header = dict(header, id=request_id)
+        for attempt in range(2):
+            self._send(header)
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                self._pump(min(0.1, max(0.0, deadline - time.monotonic())))
+                if request_id in self._replies:
+                    reply = self._replies.pop(request_id)
+                    if reply["op"] == protocol.ERROR:
+                        raise ProtocolError.from_header(reply)
+                    return reply
+            if attempt == 0:
+                self._reconnect()
+        raise ServerUnavailable(f"no answer from the mattebox server at {self.endpoint} within {self.timeout} s "
+                                f"('{header['op']}'); is it running? (start one with `mattebox serve`)")
+
+    def _pump(self, timeout: float) -> None:
+        """Receive and dispatch every message available, waiting up to ``timeout`` s for the first."""
+        wait_ms = int(max(0.0, timeout) * 1000)
+        while self._sock.poll(wait_ms, zmq.POLLIN):
+            wait_ms = 0
+            frames = self._sock.recv_multipart(copy=False)
+            try:
+                header, buffers = protocol.decode([f.buffer for f in frames])
+            except ProtocolError:
+                continue  # not for us / corrupted: ignore, timeouts cover real trouble
+            job = self._jobs.get(header.get("id"))
+            if job is not None:
+                if header["op"] == protocol.ACCEPTED:
+                    job.accepted = True
+                job._deliver(header, buffers)
+                if job.done:
+                    self._jobs.pop(job.id, None)
+            elif header.get("id") is not None:
+                self._replies[header["id"]] = header
+

@@ -1,0 +1,44 @@
+"""The `mattebox` command line. Each subcommand lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only for the command being run (and for --help listings, which
+import no heavy packages), so `mattebox matte` never pays for torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from . import __version__
+
+#: subcommand -> (module, one-line help)
+COMMANDS = {
+    "serve": ("mattebox.commands.serve", "run the matting server"),
+    "matte": ("mattebox.commands.matte", "matte an image (uses a running server or starts a local one)"),
+    "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
+    "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
+}
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mattebox", description="Production image matting for Blender, GIMP 3 "
+                                     "and Nuke, served over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"mattebox {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if command in (None, name):  # build full argument lists only where needed
+            importlib.import_module(module_name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.run(args) or 0)

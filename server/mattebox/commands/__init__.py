@@ -1,0 +1,1 @@
+"""CLI subcommands owned by the foundation (serve, matte, doctor)."""

@@ -1,0 +1,106 @@
+"""`mattebox matte`: matte one image (or a pair) and write alpha/foreground files."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mattebox_plugin import protocol
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="plate to matte (PNG/JPEG/TIFF = sRGB, EXR = linear)")
+    parser.add_argument("--second", help="a second frame with slight camera motion (parallax partner)")
+    guide = parser.add_mutually_exclusive_group()
+    guide.add_argument("--mask", help="coarse foreground mask (grey image)")
+    guide.add_argument("--trimap", help="trimap (0 background, 128 unknown, 255 foreground)")
+    parser.add_argument("--background", help="clean plate")
+    parser.add_argument("--out", default="mattebox_out", help="output folder (default: %(default)s)")
+    parser.add_argument("--engine", default="auto", help="engine or model (default: auto)")
+    parser.add_argument("--band-width", type=float, default=0, help="mask->trimap band in px (0 = by size)")
+    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
+    parser.add_argument("--foreground-method", default="auto", choices=("auto", "multilevel", "blur_fusion"))
+    parser.add_argument("--endpoint", help="server to use (default: the configured one if it answers, else a "
+                                           "local server inside this process)")
+    parser.add_argument("--local", action="store_true", help="always use a local in-process server")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds of server silence tolerated")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+
+    from ..colour import srgb_to_linear, linear_to_srgb
+    from ..embedded import server_endpoint
+    from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
+
+    started = time.perf_counter()
+    try:
+        image, colorspace = read_image(args.image)
+        inputs = {"image": image}
+        if args.second:
+            second, second_space = read_image(args.second)
+            inputs["second"] = second if second_space == colorspace else _convert(second, second_space, colorspace)
+        if args.background:
+            background, bg_space = read_image(args.background)
+            inputs["background"] = background if bg_space == colorspace else _convert(background, bg_space, colorspace)
+        if args.mask:
+            inputs["mask"] = read_gray(args.mask)
+        if args.trimap:
+            inputs["trimap"] = read_gray(args.trimap)
+    except ImageReadError as exc:
+        print(f"mattebox: {exc}", file=sys.stderr)
+        return 2
+    params = {"engine": args.engine, "band_width": args.band_width, "quality": args.quality,
+              "foreground_method": args.foreground_method, "outputs": ["alpha", "foreground", "trimap"]}
+    try:
+        with server_endpoint(args.endpoint, args.local) as endpoint, Client(endpoint, timeout=args.timeout) as client:
+            job = client.submit(params=params, colorspace=colorspace, **inputs)
+            for event in job.progress():
+                if not args.quiet:
+                    _progress_bar(event)
+            result = job.result()
+    except (JobFailed, protocol.ProtocolError) as exc:
+        print(f"\nmattebox: the server refused the job: {exc}", file=sys.stderr)
+        return 1
+    except ServerUnavailable as exc:
+        print(f"\nmattebox: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        sys.stderr.write("\r" + " " * 70 + "\r")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    alpha, foreground, trimap = result.alpha, result.foreground, result.trimap
+    fg_linear = srgb_to_linear(foreground) if colorspace == "srgb" else foreground
+    write_exr(out / f"{stem}_alpha.exr", alpha)
+    write_png(out / f"{stem}_alpha.png", alpha, bits=16)
+    write_exr(out / f"{stem}_fg.exr", fg_linear)
+    write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
+    write_png(out / f"{stem}_trimap.png", trimap)
+    info = result.info
+    print(f"{args.image}: engine {info.get('engine')}, guidance {info.get('guidance', '?')}, "
+          f"solve {info.get('seconds', 0):.2f} s, total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
+    return 0
+
+
+def _convert(array, source: str, target: str):
+    """Bring a secondary input into the image's colourspace (both go in one request)."""
+    import numpy as np
+
+    from ..colour import from_colorspace, to_colorspace
+
+    values = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 65535.0) \
+        if array.dtype.kind == "u" else array
+    return to_colorspace(from_colorspace(values, source), target)
+
+
+def _progress_bar(event) -> None:
+    done, total = event.get("done") or 0, event.get("total") or 0
+    fraction = done / total if total else 0.0
+    bar = "#" * int(30 * fraction) + "-" * (30 - int(30 * fraction))
+    sys.stderr.write(f"\r{event.get('stage', ''):>12s} [{bar}] {100 * fraction:5.1f}%")
+    sys.stderr.flush()

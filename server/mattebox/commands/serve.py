@@ -1,0 +1,61 @@
+"""`mattebox serve`: run the server until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+from mattebox_plugin import protocol
+from mattebox_plugin.config import DEFAULTS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=DEFAULTS["endpoint"],
+                        help="ZeroMQ endpoint to bind (tcp://HOST:PORT, port 0 = random; ipc://PATH). Only loopback "
+                             "unless CURVE keys are given. Default: %(default)s")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--workers", type=int, default=1, help="worker threads (one per device is usual)")
+    parser.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_LIMITS["max_message_bytes"])
+    parser.add_argument("--max-pixels", type=int, default=protocol.DEFAULT_LIMITS["max_pixels"])
+    parser.add_argument("--max-side", type=int, default=protocol.DEFAULT_LIMITS["max_side"])
+    parser.add_argument("--max-queued-jobs", type=int,
+                        default=protocol.DEFAULT_LIMITS["max_queued_jobs_per_client"],
+                        help="maximum unfinished jobs per client")
+    parser.add_argument("--result-ttl", type=float, default=3600.0,
+                        help="seconds a finished result waits for its client (default: %(default)s)")
+    parser.add_argument("--curve-secret-key", metavar="FILE",
+                        help="server key pair (from `mattebox keys`); required for a non-loopback endpoint")
+    parser.add_argument("--curve-clients", metavar="DIR",
+                        help="folder of allowed client public keys (default: any client with CURVE)")
+    parser.add_argument("--ready-file", metavar="PATH", help="write the bound endpoint here once listening")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--log-level", default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import logs
+    from ..server import BindRefused, Server, ServerConfig
+    from ..sysinfo import resolve_device
+
+    logs.setup(args.log_level, args.log_format)
+    limits = {"max_message_bytes": args.max_message_bytes, "max_pixels": args.max_pixels,
+              "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs}
+    config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
+                          limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
+                          curve_clients_dir=args.curve_clients)
+    server = Server(config)
+    try:
+        endpoint = server.bind()
+    except BindRefused as exc:
+        logging.getLogger("mattebox.server").error(str(exc))
+        return 2
+    if args.ready_file:
+        with open(args.ready_file + ".tmp", "w") as fh:
+            fh.write(endpoint)
+        import os
+
+        os.replace(args.ready_file + ".tmp", args.ready_file)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    server.serve_forever()
+    return 0

@@ -1,0 +1,173 @@
+"""Jobs, the priority queue, and the worker threads that run engines (one worker per device).
+
+The request loop (server.py) owns the sockets; workers never touch them directly. A worker reports through a
+``notify(job, header, frames)`` callable that the loop provides (it pushes onto an inproc socket), so the loop
+never blocks on work and every message leaves through one thread.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from mattebox_plugin import protocol
+from mattebox_plugin.protocol import Buffer, ProtocolError
+
+from . import engines
+from .codec import decode_request, encode_result
+from .contract import JobCancelled
+
+log = logging.getLogger("mattebox.jobs")
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+
+
+@dataclass
+class Job:
+    id: str
+    client: str
+    route: bytes  #: ROUTER identity messages go to; changed by ``attach`` after a reconnect
+    params: Dict[str, Any]
+    buffers: Optional[Dict[str, Buffer]]  #: inputs; dropped as soon as the job stops, to free memory
+    priority: int = 0
+    state: str = QUEUED
+    created: float = field(default_factory=time.monotonic)
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    last_progress: Dict[str, Any] = field(default_factory=dict)
+    reply: Optional[tuple] = None  #: (header, frames) of the final result or error, kept for re-delivery
+
+    def summary(self) -> Dict[str, Any]:
+        now = time.monotonic()
+        return {"id": self.id, "state": self.state, "engine": self.params.get("engine"),
+                "age_s": round(now - self.created, 3), "progress": self.last_progress}
+
+
+class JobQueue:
+    """Highest priority first, then first come first served. Thread-safe."""
+
+    def __init__(self):
+        self._heap: List[tuple] = []
+        self._counter = itertools.count()
+        self._cv = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (-job.priority, next(self._counter), job))
+            self._cv.notify()
+
+    def get(self, timeout: float = 0.5) -> Optional[Job]:
+        with self._cv:
+            if not self._heap and not self._closed:
+                self._cv.wait(timeout)
+            while self._heap:
+                job = heapq.heappop(self._heap)[2]
+                if job.state == QUEUED:  # cancelled jobs stay in the heap until popped
+                    return job
+            return None
+
+    def position(self, job: Job) -> int:
+        with self._cv:
+            ahead = sorted(self._heap)
+            return next((i for i, entry in enumerate(ahead) if entry[2] is job), -1)
+
+    def __len__(self) -> int:
+        with self._cv:
+            return sum(1 for entry in self._heap if entry[2].state == QUEUED)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+Notify = Callable[[Job, Dict[str, Any], List[Any]], None]
+
+
+class Worker(threading.Thread):
+    """Takes jobs from the queue and runs them on one device, reporting progress and the result via ``notify``."""
+
+    def __init__(self, queue: JobQueue, notify: Notify, device: str, progress_interval: float = 0.05):
+        super().__init__(name=f"mattebox-worker-{device}", daemon=True)
+        self.queue = queue
+        self.notify = notify
+        self.device = device
+        self.progress_interval = progress_interval
+        self.stopping = threading.Event()
+        self.current: Optional[Job] = None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            job = self.queue.get()
+            if job is None:
+                continue
+            self.current = job
+            try:
+                self.run_job(job)
+            finally:
+                self.current = None
+
+    def run_job(self, job: Job) -> None:
+        job.state, job.started = RUNNING, time.monotonic()
+        last_sent = [0.0, None]
+
+        def progress(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+            if job.cancel_event.is_set():
+                raise JobCancelled()
+            job.last_progress = {"stage": stage, "done": int(done), "total": int(total), "message": message}
+            now = time.monotonic()
+            # stage changes always go out; repeats within a stage are throttled
+            if stage != last_sent[1] or now - last_sent[0] >= self.progress_interval or done == total:
+                last_sent[0], last_sent[1] = now, stage
+                self.notify(job, dict(job.last_progress, op=protocol.PROGRESS, id=job.id, state=RUNNING), [])
+
+        try:
+            progress("decode")
+            request = decode_request(job.buffers, job.params)
+            colorspace = job.buffers["image"].colorspace
+            job.buffers = None  # the decoded copy is all we need now
+            engine = engines.resolve(job.params["engine"])
+            progress("start", message=engine.name)
+            started = time.perf_counter()
+            result = engine.matte(request, progress).check(request.shape)
+            elapsed = time.perf_counter() - started
+            progress("encode")
+            descs, frames = encode_result(result, job.params["outputs"], colorspace)
+            info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=self.device)
+            job.state = DONE
+            header = {"op": protocol.RESULT, "id": job.id, "buffers": descs, "info": _plain(info)}
+        except JobCancelled:
+            job.state = CANCELLED
+            header, frames = ProtocolError("cancelled", f"job {job.id} was cancelled").to_header(job.id), []
+        except ProtocolError as exc:
+            job.state = FAILED
+            header, frames = exc.to_header(job.id), []
+        except Exception as exc:  # an engine bug must never take the server down
+            job.state = FAILED
+            log.error("job %s failed: %s", job.id, traceback.format_exc())
+            header = ProtocolError("engine_failed", f"{exc.__class__.__name__}: {exc}",
+                                   hint="see the server log for the traceback").to_header(job.id)
+            frames = []
+        job.buffers = None
+        job.finished = time.monotonic()
+        job.reply = (header, frames)
+        self.notify(job, header, frames)
+
+
+def _plain(value: Any) -> Any:
+    """Make an info map msgpack-safe (numpy scalars -> Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value

@@ -1,0 +1,34 @@
+"""Engines for testing the server's mechanics (loaded with MATTEBOX_ENGINES or engines.register)."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from mattebox.contract import Engine, MatteResult
+
+
+class SlowEngine(Engine):
+    """Alpha = mean of the image's channels; runs MATTEBOX_TEST_STEPS steps of MATTEBOX_TEST_STEP_S seconds,
+    reporting progress at each, so tests can cancel or kill mid-job."""
+
+    name = "test-slow"
+    description = "test engine: slow, deterministic"
+
+    def matte(self, request, progress):
+        steps = int(os.environ.get("MATTEBOX_TEST_STEPS", "20"))
+        for step in range(steps):
+            progress("work", step, steps)
+            time.sleep(float(os.environ.get("MATTEBOX_TEST_STEP_S", "0.05")))
+        alpha = request.image.mean(axis=2).astype(np.float32)
+        return MatteResult(alpha=alpha, foreground=request.image.copy(), trimap=np.full(alpha.shape, 0.5, np.float32),
+                           info={"guidance": "test"})
+
+
+class FailingEngine(Engine):
+    name = "test-fail"
+    description = "test engine: always raises"
+
+    def matte(self, request, progress):
+        raise RuntimeError("deliberate failure")

@@ -1,0 +1,91 @@
+"""The `mattebox` command line end to end: matte on real data through a real server, doctor, help, and the
+classical path staying free of torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mattebox.imageio import read_gray, read_image, write_png
+from mattebox.paths import alphamatting_dir
+
+from .conftest import tree_env
+
+DATA = alphamatting_dir()
+needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data/alphamatting-dev is absent")
+
+
+def mattebox(*args, timeout=300, **env):
+    return subprocess.run([sys.executable, "-m", "mattebox", *args], env=tree_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@needs_data
+def test_matte_alphamatting_image_through_a_running_server(mattebox_server, tmp_path):
+    image, trimap = DATA / "image" / "GT05.png", DATA / "trimap1" / "GT05.png"
+    proc = mattebox("matte", str(image), "--trimap", str(trimap), "--endpoint", mattebox_server, "--out",
+                    str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    alpha_exr, _ = read_image(str(tmp_path / "GT05_alpha.exr"))
+    gt = read_gray(str(DATA / "alpha" / "GT05.png"))
+    tri = read_gray(str(trimap))
+    unknown = np.abs(tri - 0.5) < 0.1
+    assert alpha_exr.shape == gt.shape and alpha_exr.dtype == np.float32
+    sad = np.abs(alpha_exr - gt)[unknown].sum() / 1000
+    assert sad < 20, f"SAD {sad:.1f} on GT05/trimap1 is far worse than the closed-form solution (~5)"
+    fg, space = read_image(str(tmp_path / "GT05_fg.exr"))
+    assert space == "linear" and fg.shape == (*gt.shape, 3)
+    for name in ("GT05_alpha.png", "GT05_fg_premult.png", "GT05_trimap.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_matte_with_a_local_server_and_no_torch(tmp_path):
+    """With no server running, `matte` runs one in-process; the classical path never imports torch."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((64, 80, 3), np.float32) + rng.random((1, 1, 3), dtype=np.float32) * 0.3
+    image[16:48, 20:60] = [0.9, 0.7, 0.2]
+    mask = np.zeros((64, 80), np.float32)
+    mask[16:48, 20:60] = 1
+    write_png(str(tmp_path / "plate.png"), image)
+    write_png(str(tmp_path / "mask.png"), mask)
+    code = ("import sys; from mattebox.cli import main\n"
+            f"rc = main(['matte', {str(tmp_path / 'plate.png')!r}, '--mask', {str(tmp_path / 'mask.png')!r}, "
+            f"'--local', '--quiet', '--out', {str(tmp_path / 'out')!r}])\n"
+            "print('torch' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False", "torch was imported on the classical path"
+    alpha = read_gray(str(tmp_path / "out" / "plate_alpha.exr"))
+    assert alpha[32, 40] > 0.95 and alpha[2, 2] < 0.05
+
+
+def test_matte_reports_unreadable_input_clearly(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    proc = mattebox("matte", str(tmp_path / "bad.png"), "--local")
+    assert proc.returncode == 2 and "not an image" in proc.stderr
+
+
+def test_matte_reports_mismatched_mask_naming_the_field(tmp_path):
+    write_png(str(tmp_path / "plate.png"), np.zeros((20, 30, 3), np.float32))
+    write_png(str(tmp_path / "mask.png"), np.zeros((10, 30), np.float32))
+    proc = mattebox("matte", str(tmp_path / "plate.png"), "--mask", str(tmp_path / "mask.png"), "--local")
+    assert proc.returncode == 1 and "shape_mismatch" in proc.stderr and "buffers.1.shape" in proc.stderr
+
+
+def test_doctor_reports_versions_and_reachability(mattebox_server):
+    proc = mattebox("doctor", "--endpoint", mattebox_server)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pyzmq" in proc.stdout and "classical" in proc.stdout
+    down = mattebox("doctor", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.5")
+    assert down.returncode == 1 and "no answer" in down.stdout
+
+
+def test_help_lists_every_command():
+    from mattebox.cli import COMMANDS
+
+    proc = mattebox("--help")
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
