@@ -244,11 +244,16 @@ def describe_error(exc: BaseException, endpoint: str) -> str:
     from mattebox_plugin.client import JobFailed, ServerUnavailable
 
     if isinstance(exc, ServerUnavailable):
-        return (f"Mattebox: no server answered at {endpoint}. Start one with `mattebox serve` (or run "
-                f"`mattebox install gimp` to configure auto-start). Details: {exc}")
+        text = f"Mattebox: {exc}"
+        if "mattebox serve" not in text:
+            text += (f" Start a server with `mattebox serve --endpoint {endpoint}`, or run `mattebox install gimp` "
+                     f"so that one starts on demand.")
+        return text
     if isinstance(exc, JobFailed):
         return f"Mattebox: the server refused or failed the job: {exc}"
-    if isinstance(exc, (UnsupportedImage, ValueError)):
+    if isinstance(exc, UnsupportedImage):
+        return str(exc)
+    if isinstance(exc, ValueError):
         return f"Mattebox: {exc}"
     return f"Mattebox: unexpected {exc.__class__.__name__}: {exc}"
 
