@@ -28,18 +28,19 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
-PROCEDURE_NAME = "plug-in-mattebox"
+import mattebox_gimp as logic  # noqa: E402  (standard library only: safe before the client is importable)
+from mattebox_gimp import PROCEDURE_NAME  # noqa: E402
+
 #: seconds between polls of the server while a job runs (also how often the UI is refreshed)
 POLL_SECONDS = 0.05
 
 
-def _logic():
-    """The GIMP-free helpers and the client; ImportError names what is missing (pyzmq/msgpack)."""
-    import mattebox_gimp
+def _client_modules():
+    """The client, its config and launcher; ImportError names what is missing (pyzmq/msgpack)."""
     from mattebox_plugin import config as client_config
     from mattebox_plugin import client, launcher
 
-    return mattebox_gimp, client, client_config, launcher
+    return client, client_config, launcher
 
 
 def _choice(entries):
@@ -100,7 +101,7 @@ class _ProgressWindow:
         self.pump()
 
 
-def _run_dialog(procedure, config, logic, hello, endpoint_note):
+def _run_dialog(procedure, config, hello, endpoint_note):
     """The procedure dialog: every argument plus an engine list from the server's hello. False on Cancel."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
@@ -150,7 +151,7 @@ def _source_layer(drawables):
     return drawable
 
 
-def _gather_inputs(logic, image, layer, config, formats):
+def _gather_inputs(image, layer, config, formats):
     """Read the source, the optional second layer and the guide as wire Buffers (all over the source's area)."""
     width, height = layer.get_width(), layer.get_height()
     _, x, y = layer.get_offsets()
@@ -183,7 +184,7 @@ def _gather_inputs(logic, image, layer, config, formats):
     return inputs, source
 
 
-def _wait(job, logic, time_limit, window):
+def _wait(job, time_limit, window):
     """Poll the job, driving GIMP's progress (and the progress window); cancel on request or past the limit.
 
     Returns the Result, or None when the job was cancelled (the server confirmed or the result was discarded).
@@ -221,7 +222,7 @@ def _wait(job, logic, time_limit, window):
     return None if cancel_sent else result
 
 
-def _write_outputs(logic, image, layer, result, formats):
+def _write_outputs(image, layer, result, formats):
     """Add the matte (a copy of the layer with alpha as its mask) and the foreground layer, in one undo group."""
     width, height = layer.get_width(), layer.get_height()
     _, x, y = layer.get_offsets()
@@ -264,7 +265,7 @@ def _write_outputs(logic, image, layer, result, formats):
 
 def run(procedure, run_mode, image, drawables, config, run_data):
     try:
-        logic, client_module, client_config, launcher = _logic()
+        client_module, client_config, launcher = _client_modules()
     except ImportError as exc:
         return _error(procedure, run_mode, f"Mattebox cannot load its client ({exc}); reinstall it with "
                                            f"`mattebox install gimp`")
@@ -290,12 +291,12 @@ def run(procedure, run_mode, image, drawables, config, run_data):
                     probe.close()
             except (client_module.ServerUnavailable, OSError) as exc:
                 note = f"The mattebox server is not reachable ({exc}); only 'auto' is listed."
-            if not _run_dialog(procedure, config, logic, hello, note):
+            if not _run_dialog(procedure, config, hello, note):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
         params = logic.request_params(config.get_property("engine"), config.get_property("band-width"),
                                       config.get_property("quality"))
-        inputs, _guide = _gather_inputs(logic, image, layer, config, formats)
+        inputs, _guide = _gather_inputs(image, layer, config, formats)
         try:
             endpoint = launcher.ensure_server(cfg)
         except OSError as exc:  # the configured server_command could not be started
@@ -304,7 +305,7 @@ def run(procedure, run_mode, image, drawables, config, run_data):
         job = client.submit(params=params, **inputs)
         window = _ProgressWindow("Mattebox") if run_mode == Gimp.RunMode.INTERACTIVE else None
         try:
-            result = _wait(job, logic, config.get_property("time-limit"), window)
+            result = _wait(job, config.get_property("time-limit"), window)
         finally:
             if window is not None:
                 window.close()
@@ -313,7 +314,7 @@ def run(procedure, run_mode, image, drawables, config, run_data):
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error(message))
             return _error(procedure, run_mode, message, Gimp.PDBStatusType.CANCEL)
-        matte, cutout = _write_outputs(logic, image, layer, result, formats)
+        matte, cutout = _write_outputs(image, layer, result, formats)
     except Exception as exc:  # every failure becomes one clear message, never a traceback dialog
         return _error(procedure, run_mode, logic.describe_error(exc, endpoint))
     finally:
@@ -334,14 +335,12 @@ class Mattebox(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name):
-        from mattebox_gimp import GUIDE_KINDS, MASK_SOURCES, MENU_LABEL, MENU_PATH, QUALITIES
-
         Gegl.init(None)
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        procedure.set_menu_label(MENU_LABEL)
-        procedure.add_menu_path(MENU_PATH)
+        procedure.set_menu_label(logic.MENU_LABEL)
+        procedure.add_menu_path(logic.MENU_PATH)
         procedure.set_documentation(
             "Pull a matte with a mattebox server",
             "Adds a copy of the layer whose layer mask holds the matte's alpha and a decontaminated foreground "
@@ -354,14 +353,14 @@ class Mattebox(Gimp.PlugIn):
         procedure.add_layer_argument("second-layer", "_Second layer", "Parallax partner: the same shot with slight "
                                      "camera motion (optional)", True, rw)
         procedure.add_choice_argument("mask-source", "_Mask from", "Where the guide comes from",
-                                      _choice(MASK_SOURCES), "auto", rw)
+                                      _choice(logic.MASK_SOURCES), "auto", rw)
         procedure.add_channel_argument("mask-channel", "_Channel", "Channel to use when mask-source is 'channel'",
                                        True, rw)
         procedure.add_choice_argument("guide-kind", "_Guide is a", "How the guide's values are read",
-                                      _choice(GUIDE_KINDS), "mask", rw)
+                                      _choice(logic.GUIDE_KINDS), "mask", rw)
         procedure.add_int_argument("band-width", "_Band width", "Unknown-band width in pixels around the mask's "
                                    "edge; 0 scales with the image", 0, 2000, 0, rw)
-        procedure.add_choice_argument("quality", "_Quality", "Speed/accuracy preset", _choice(QUALITIES),
+        procedure.add_choice_argument("quality", "_Quality", "Speed/accuracy preset", _choice(logic.QUALITIES),
                                       "balanced", rw)
         procedure.add_string_argument("engine", "_Engine", "Engine or model name from the server, or 'auto'",
                                       "auto", rw)
