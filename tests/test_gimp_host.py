@@ -24,6 +24,7 @@ from tests.hosts import gimp_chroot
 pytestmark = pytest.mark.host
 
 BATCH_SCRIPT = Path(__file__).parent / "hosts" / "gimp_batch.py"
+INTERACTIVE_SCRIPT = Path(__file__).parent / "hosts" / "gimp_interactive.sh"
 TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
                                    "test-echo=tests.hosts.echo_engine:EchoEngine",
                "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
@@ -38,13 +39,26 @@ def gimp_root():
     return gimp_chroot.ensure_chroot()  # a failed build (no mirror) fails loudly: CI must run these
 
 
-@pytest.fixture(scope="module")
-def gimp_profile(gimp_root):
+def _new_profile(root: Path) -> Path:
     """A fresh GIMP profile inside the chroot with the plug-in installed by the real installer."""
-    profile = Path(tempfile.mkdtemp(prefix="mattebox-gimp-profile-", dir=gimp_root / "tmp"))
+    profile = Path(tempfile.mkdtemp(prefix="mattebox-gimp-profile-", dir=root / "tmp"))
     installed = gimp_installer.install(target=profile / "plug-ins", platform="linux-x64", vendor="never",
                                        write_config=False)
     assert (installed / "mattebox.py").stat().st_mode & 0o111
+    return profile
+
+
+@pytest.fixture(scope="module")
+def gimp_profile(gimp_root):
+    profile = _new_profile(gimp_root)
+    yield profile
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_profile(gimp_root):
+    """A profile of its own: interactive runs start from the settings GIMP saved after the previous run."""
+    profile = _new_profile(gimp_root)
     yield profile
     shutil.rmtree(profile, ignore_errors=True)
 
@@ -53,8 +67,12 @@ def _inside(root: Path, path: Path) -> str:
     return "/" + path.relative_to(root).as_posix()
 
 
-def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, **inputs) -> tuple:
+def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
+             **inputs) -> tuple:
     """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, layer_mask=, channel=).
+
+    ``respond`` runs GIMP with a virtual display and scripted key presses (tests/hosts/gimp_interactive.sh's
+    MATTEBOX_RESPOND), for runs in INTERACTIVE mode.
 
     Returns (out.json as dict, {"matte": H×W alpha from the matte layer's mask, "foreground": H×W×4}).
     """
@@ -69,9 +87,12 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
         env = {"GIMP3_DIRECTORY": _inside(root, profile), "MATTEBOX_CONFIG": _inside(root, config_file),
                "MATTEBOX_BATCH_DIR": _inside(root, folder)}
         code = f"exec(open({_inside(root, folder / 'batch.py')!r}).read())"
-        proc = gimp_chroot.run_in_chroot([gimp_chroot.GIMP_CONSOLE, "-i", "--quit",
-                                          "--batch-interpreter=python-fu-eval", "-b", code],
-                                         root=root, env=env, timeout=timeout)
+        argv = [gimp_chroot.GIMP_CONSOLE, "-i", "--quit", "--batch-interpreter=python-fu-eval", "-b", code]
+        if respond is not None:
+            shutil.copy(INTERACTIVE_SCRIPT, folder / "interactive.sh")
+            argv = ["sh", _inside(root, folder / "interactive.sh"), *argv]
+            env["MATTEBOX_RESPOND"] = respond
+        proc = gimp_chroot.run_in_chroot(argv, root=root, env=env, timeout=timeout)
         out_file = folder / "out.json"
         assert out_file.is_file(), f"GIMP wrote no result (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         out = json.loads(out_file.read_text())
@@ -80,7 +101,9 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
         if out.get("status") == "success":
             w, h = (spec.get("layer_rect") or [0, 0, spec["width"], spec["height"]])[2:]
             pixels["matte"] = np.frombuffer((folder / "matte.raw").read_bytes(), "<f4").reshape(h, w)
-            pixels["foreground"] = np.frombuffer((folder / "foreground.raw").read_bytes(), "<f4").reshape(h, w, 4)
+            channels = 2 if spec["result_format"].startswith("Y") else 4
+            pixels["foreground"] = np.frombuffer((folder / "foreground.raw").read_bytes(), "<f4").reshape(h, w,
+                                                                                                           channels)
         return out, pixels
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -123,7 +146,7 @@ def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precis
             "select_rectangle": select, "result_format": "R'G'B'A float" if non_linear else "RGBA float",
             "args": {"engine": "test-slow", "band-width": 7}}
     out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=sent)
-    assert out["status"] == "success", out
+    assert out["status"] == "success", out.get("error")
     assert "<Image>/Filters/Matting" in out["menu_paths"] and "Mattebox" in out["menu_label"]
     assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate"]
     assert out["matte_has_mask"]
@@ -173,7 +196,7 @@ def test_time_limit_cancels_the_job_and_leaves_the_image_unchanged(gimp_root, gi
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {"engine": "test-slow", "time-limit": 1.0}}
     out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, image=linear)
-    assert out["status"] == "cancel", out
+    assert out["status"] == "cancel", out.get("error")
     assert out["error"] is None or "cancelled" in out["error"]  # GIMP may drop the message of a CANCEL status
     assert out["seconds"] < 8  # the server stopped at a stage boundary, not after the whole job
     assert out["layers"] == ["plate"]
@@ -216,10 +239,85 @@ def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_pro
     rng = np.random.default_rng(7)
     spec, inputs, expected_alpha = _echo_case(rng, mask_source, guide_kind)
     out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, **inputs)
-    assert out["status"] == "success", out
+    assert out["status"] == "success", out.get("error")
     x, y, w, h = LAYER
     assert out["foreground_offsets"] == [x, y]
     np.testing.assert_array_equal(pixels["matte"], expected_alpha)
     np.testing.assert_array_equal(pixels["foreground"][..., 3], expected_alpha)
     # the second layer covers the whole image: the plug-in must send the part under the plate
     np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
+
+
+def test_vendored_client_dependencies_work_in_gimps_python(gimp_root, test_server):
+    """Install with pyzmq/msgpack wheels vendored for the chroot's Python; the plug-in must use those copies."""
+    version = gimp_chroot.run_in_chroot(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                        root=gimp_root, check=True).stdout.strip()
+    profile = Path(tempfile.mkdtemp(prefix="mattebox-gimp-vendored-", dir=gimp_root / "tmp"))
+    try:
+        try:
+            dest = gimp_installer.install(target=profile / "plug-ins", platform="linux-x64", vendor="always",
+                                          python_version=version, write_config=False)
+        except RuntimeError as exc:  # pip could not reach an index: nothing to test here
+            pytest.skip(f"could not download pyzmq/msgpack wheels for Python {version}: {exc}")
+        code = ("import sys; sys.path[:0] = [{0!r}, {0!r} + '/vendor']; import zmq, msgpack; "
+                "print(zmq.__file__); print(msgpack.__file__)").format(_inside(gimp_root, dest))
+        where = gimp_chroot.run_in_chroot(["python3", "-c", code], root=gimp_root, check=True).stdout.split()
+        assert all(path.startswith(_inside(gimp_root, dest / "vendor")) for path in where), where
+
+        spec, inputs, expected_alpha = _echo_case(np.random.default_rng(3), "layer-mask", "mask")
+        out, pixels = run_gimp(gimp_root, profile, test_server, spec, **inputs)
+        assert out["status"] == "success", out.get("error")
+        np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------- interactive runs: dialogs on a virtual display
+DIALOG = "^Mattebox$"  #: the procedure dialog's title
+PROGRESS_WINDOW = "^Mattebox: matting$"  #: the progress window's title
+
+
+def test_interactive_dialog_ok_mattes_with_the_dialogs_settings(gimp_root, fresh_profile, test_server):
+    spec, inputs, expected_alpha = _echo_case(np.random.default_rng(5), "selection", "mask")
+    spec["run_mode"] = "INTERACTIVE"
+    out, pixels = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Return", **inputs)
+    assert out["status"] == "success", out.get("error")
+    np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+
+
+def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, test_server):
+    spec, inputs, _ = _echo_case(np.random.default_rng(5), "selection", "mask")
+    spec["run_mode"] = "INTERACTIVE"
+    out, _ = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Escape", **inputs)
+    assert out["status"] == "cancel", out.get("error")
+    assert out["layers"] == ["plate", "second"]
+
+
+def test_interactive_cancel_button_stops_the_server_job(gimp_root, fresh_profile, server_process, monkeypatch):
+    for key, value in dict(TEST_ENGINE, MATTEBOX_TEST_STEPS="200", MATTEBOX_TEST_STEP_S="0.05").items():
+        monkeypatch.setenv(key, value)  # a 10 s job
+    endpoint = server_process().endpoint
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "result_format": "RGBA float", "args": {"engine": "test-slow"}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return;{PROGRESS_WINDOW}=Escape",
+                      image=linear)
+    assert out["status"] == "cancel", out.get("error")
+    assert out["seconds"] < 8  # well before the job's 10 s: the server stopped it
+    assert out["layers"] == ["plate"]
+
+
+def test_grayscale_images_round_trip(gimp_root, gimp_profile, test_server):
+    """Gray layers are read as RGB (babl replicates Y) and the foreground layer is written back as GRAYA."""
+    rng = np.random.default_rng(11)
+    gray = rng.random((H, W), np.float32)
+    spec = {"width": W, "height": H, "base": "GRAY", "precision": "FLOAT_LINEAR", "image_format": "Y float",
+            "select_rectangle": [0, 0, 20, H], "result_format": "YA float",
+            "args": {"engine": "test-echo", "mask-source": "selection"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=gray)
+    assert out["status"] == "success", out.get("error")
+    foreground = pixels["foreground"][..., 0]
+    np.testing.assert_allclose(foreground, gray, rtol=0, atol=2e-6)  # Y -> RGB -> Y through babl's luminance
+    expected = np.zeros((H, W), np.float32)
+    expected[:, :20] = 1
+    np.testing.assert_array_equal(pixels["matte"], expected)

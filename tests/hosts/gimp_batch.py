@@ -65,7 +65,7 @@ try:
     out["menu_paths"] = list(procedure.get_menu_paths())
     out["menu_label"] = procedure.get_menu_label()
     config = procedure.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("run-mode", getattr(Gimp.RunMode, spec.get("run_mode", "NONINTERACTIVE")))
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
     for name, value in spec.get("args", {}).items():

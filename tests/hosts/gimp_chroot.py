@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 SUITE = "trixie"
-PACKAGES = ("gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-numpy", "python3-zmq", "python3-msgpack")
+PACKAGES = ("gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-numpy", "python3-zmq", "python3-msgpack",
+            # a virtual display and a scripted "user" for the plug-in's interactive dialogs
+            "xvfb", "xauth", "xdotool")
 #: what a usable root holds; bump ``layout`` when the build steps change so cached roots are rebuilt.
-STAMP = {"layout": 1, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES)}
+STAMP = {"layout": 2, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES)}
 STAMP_NAME = ".mattebox-gimp-stamp.json"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 #: the executable that batch runs use inside the root

@@ -303,7 +303,7 @@ def run(procedure, run_mode, image, drawables, config, run_data):
             raise client_module.ServerUnavailable(f"could not start {cfg.get('server_command')}: {exc}") from None
         client = client_module.Client(**dict(client_config.client_kwargs(cfg), endpoint=endpoint))
         job = client.submit(params=params, **inputs)
-        window = _ProgressWindow("Mattebox") if run_mode == Gimp.RunMode.INTERACTIVE else None
+        window = _ProgressWindow("Mattebox: matting") if run_mode == Gimp.RunMode.INTERACTIVE else None
         try:
             result = _wait(job, config.get_property("time-limit"), window)
         finally:
@@ -350,11 +350,11 @@ class Mattebox(Gimp.PlugIn):
             name)
         procedure.set_attribution("mattebox", "mattebox", "2026")
         rw = GObject.ParamFlags.READWRITE
-        procedure.add_layer_argument("second-layer", "_Second layer", "Parallax partner: the same shot with slight "
+        procedure.add_layer_argument("second-layer", "Parallax _partner layer", "Parallax partner: the same shot with slight "
                                      "camera motion (optional)", True, rw)
         procedure.add_choice_argument("mask-source", "_Mask from", "Where the guide comes from",
                                       _choice(logic.MASK_SOURCES), "auto", rw)
-        procedure.add_channel_argument("mask-channel", "_Channel", "Channel to use when mask-source is 'channel'",
+        procedure.add_channel_argument("mask-channel", "Mas_k channel", "Channel to use when mask-source is 'channel'",
                                        True, rw)
         procedure.add_choice_argument("guide-kind", "_Guide is a", "How the guide's values are read",
                                       _choice(logic.GUIDE_KINDS), "mask", rw)
