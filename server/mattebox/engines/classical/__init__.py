@@ -1,0 +1,4 @@
+"""The classical engine (no weights, CPU): the embedded default that always works."""
+from .engine import ClassicalEngine
+
+__all__ = ["ClassicalEngine"]
