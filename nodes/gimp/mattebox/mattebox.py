@@ -115,7 +115,7 @@ def _run_dialog(procedure, config, hello, endpoint_note):
     combo = Gtk.ComboBoxText()
     current = config.get_property("engine") or "auto"
     names = []
-    for name, label, available in logic.engine_choices(hello):
+    for name, label, _available in logic.engine_choices(hello):  # unavailable ones say why
         combo.append(name, label)
         names.append(name)
     if current not in names:
@@ -350,8 +350,8 @@ class Mattebox(Gimp.PlugIn):
             name)
         procedure.set_attribution("mattebox", "mattebox", "2026")
         rw = GObject.ParamFlags.READWRITE
-        procedure.add_layer_argument("second-layer", "Parallax _partner layer", "Parallax partner: the same shot with slight "
-                                     "camera motion (optional)", True, rw)
+        procedure.add_layer_argument("second-layer", "Parallax _partner layer",
+                                     "Parallax partner: the same shot with slight camera motion (optional)", True, rw)
         procedure.add_choice_argument("mask-source", "_Mask from", "Where the guide comes from",
                                       _choice(logic.MASK_SOURCES), "auto", rw)
         procedure.add_channel_argument("mask-channel", "Mas_k channel", "Channel to use when mask-source is 'channel'",
