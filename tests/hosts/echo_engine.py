@@ -1,4 +1,5 @@
-"""A server engine that echoes its inputs, so host tests can check exactly which pixels a plug-in sent.
+"""A server engine that echoes its inputs, so host tests can check exactly which pixels a plug-in sent
+(like the diagnostic `passthrough` engine, but it also returns the second frame, to test parallax-pair plumbing).
 
 alpha = the trimap if one was sent, else the mask, else zeros; foreground = the second frame if one was sent,
 else the image. Loaded into a test server with ``MATTEBOX_ENGINES=test-echo=tests.hosts.echo_engine:EchoEngine``.
