@@ -153,6 +153,9 @@ def test_error_messages_are_one_clear_line():
     failed = mg.describe_error(JobFailed("bad_field", "nope", field="params.engine"), "x")
     assert "[bad_field] nope (field: params.engine)" in failed
     assert mg.describe_error(mg.UnsupportedImage("Mattebox cannot x"), "x") == "Mattebox cannot x"
+    too_large = mg.describe_error(ProtocolError("too_large", "image: 20000×10 is over the server limit"), "x")
+    assert too_large == "Mattebox: [too_large] image: 20000×10 is over the server limit"
+    assert mg.describe_error(KeyError("alpha"), "x") == "Mattebox: unexpected KeyError: 'alpha'"
 
 
 def test_helpers_and_client_work_without_numpy(server_process, monkeypatch):

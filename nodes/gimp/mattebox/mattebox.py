@@ -14,6 +14,7 @@ other plug-ins and scripts pass arguments; errors come back as the procedure's e
 import os
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The installer puts the client package beside this file and, when GIMP's Python lacks them, pyzmq and msgpack
@@ -194,25 +195,27 @@ def _wait(job, time_limit, window):
     started = time.monotonic()
     cancel_sent = False
     Gimp.progress_init("Mattebox: matting")
-    while not job.done:
-        for event in job.poll(POLL_SECONDS):
-            fraction = logic.progress_fraction(event)
-            text = logic.progress_text(event)
-            Gimp.progress_set_text(text)
-            if fraction is None:
-                Gimp.progress_pulse()
-            else:
-                Gimp.progress_update(fraction)
+    try:
+        while not job.done:
+            for event in job.poll(POLL_SECONDS):
+                fraction = logic.progress_fraction(event)
+                text = logic.progress_text(event)
+                Gimp.progress_set_text(text)
+                if fraction is None:
+                    Gimp.progress_pulse()
+                else:
+                    Gimp.progress_update(fraction)
+                if window is not None:
+                    window.update(text, fraction)
             if window is not None:
-                window.update(text, fraction)
-        if window is not None:
-            window.pump()
-        over_limit = time_limit > 0 and time.monotonic() - started > time_limit
-        if not cancel_sent and (over_limit or (window is not None and window.cancelled)):
-            job.cancel()
-            cancel_sent = True
-            Gimp.progress_set_text("Mattebox: cancelling")
-    Gimp.progress_end()
+                window.pump()
+            over_limit = time_limit > 0 and time.monotonic() - started > time_limit
+            if not cancel_sent and (over_limit or (window is not None and window.cancelled)):
+                job.cancel()
+                cancel_sent = True
+                Gimp.progress_set_text("Mattebox: cancelling")
+    finally:
+        Gimp.progress_end()
     try:
         result = job.result()
     except JobFailed as exc:
@@ -232,11 +235,13 @@ def _write_outputs(image, layer, result, formats):
     matte_name, foreground_name = logic.layer_names(layer.get_name())
     rect = Gegl.Rectangle.new(0, 0, width, height)
     parent = layer.get_parent()
+    created = []  # removed again if anything fails half-way, so a failed run leaves no stray layers
     image.undo_group_start()
     try:
         matte = layer.copy()
         matte.set_name(matte_name)
         image.insert_layer(matte, parent, image.get_item_position(layer))
+        created.append(matte)
         if matte.get_mask() is not None:
             matte.remove_mask(Gimp.MaskApplyMode.DISCARD)
         if not matte.has_alpha():
@@ -252,11 +257,16 @@ def _write_outputs(image, layer, result, formats):
             else Gimp.ImageType.RGBA_IMAGE
         cutout = Gimp.Layer.new(image, foreground_name, width, height, kind, 100.0, Gimp.LayerMode.NORMAL)
         image.insert_layer(cutout, parent, image.get_item_position(matte))
+        created.append(cutout)
         cutout.set_offsets(x, y)
         buffer = cutout.get_buffer()
         buffer.set(rect, formats.rgba, rgba)
         buffer.flush()
         cutout.update(0, 0, width, height)
+    except Exception:
+        for item in created:
+            image.remove_layer(item)
+        raise
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
@@ -316,6 +326,9 @@ def run(procedure, run_mode, image, drawables, config, run_data):
             return _error(procedure, run_mode, message, Gimp.PDBStatusType.CANCEL)
         matte, cutout = _write_outputs(image, layer, result, formats)
     except Exception as exc:  # every failure becomes one clear message, never a traceback dialog
+        expected = (ValueError, client_module.ServerUnavailable, client_module.ProtocolError)
+        if not isinstance(exc, expected):
+            traceback.print_exc()  # an unexpected error: keep the details on GIMP's console for a bug report
         return _error(procedure, run_mode, logic.describe_error(exc, endpoint))
     finally:
         if client is not None:

@@ -242,6 +242,7 @@ def layer_names(source_name: str) -> Tuple[str, str]:
 def describe_error(exc: BaseException, endpoint: str) -> str:
     """One clear line for GIMP's message system from whatever went wrong talking to the server."""
     from mattebox_plugin.client import JobFailed, ServerUnavailable
+    from mattebox_plugin.protocol import ProtocolError
 
     if isinstance(exc, ServerUnavailable):
         text = f"Mattebox: {exc}"
@@ -253,7 +254,7 @@ def describe_error(exc: BaseException, endpoint: str) -> str:
         return f"Mattebox: the server refused or failed the job: {exc}"
     if isinstance(exc, UnsupportedImage):
         return str(exc)
-    if isinstance(exc, ValueError):
+    if isinstance(exc, (ProtocolError, ValueError)):  # e.g. an image over the server's limits, checked here
         return f"Mattebox: {exc}"
     return f"Mattebox: unexpected {exc.__class__.__name__}: {exc}"
 
