@@ -7,7 +7,6 @@ debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/ho
 """
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
@@ -20,11 +19,10 @@ from mattebox.colour import linear_to_srgb
 from mattebox_installers import gimp as gimp_installer
 from mattebox_plugin.client import Client
 from tests.hosts import gimp_chroot
+from tests.hosts.gimp_runner import inside, new_profile, run_gimp
 
 pytestmark = pytest.mark.host
 
-BATCH_SCRIPT = Path(__file__).parent / "hosts" / "gimp_batch.py"
-INTERACTIVE_SCRIPT = Path(__file__).parent / "hosts" / "gimp_interactive.sh"
 TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
                                    "test-echo=tests.hosts.echo_engine:EchoEngine",
                "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
@@ -39,18 +37,9 @@ def gimp_root():
     return gimp_chroot.ensure_chroot()  # a failed build (no mirror) fails loudly: CI must run these
 
 
-def _new_profile(root: Path) -> Path:
-    """A fresh GIMP profile inside the chroot with the plug-in installed by the real installer."""
-    profile = Path(tempfile.mkdtemp(prefix="mattebox-gimp-profile-", dir=root / "tmp"))
-    installed = gimp_installer.install(target=profile / "plug-ins", platform="linux-x64", vendor="never",
-                                       write_config=False)
-    assert (installed / "mattebox.py").stat().st_mode & 0o111
-    return profile
-
-
 @pytest.fixture(scope="module")
 def gimp_profile(gimp_root):
-    profile = _new_profile(gimp_root)
+    profile = new_profile(gimp_root)
     yield profile
     shutil.rmtree(profile, ignore_errors=True)
 
@@ -58,55 +47,9 @@ def gimp_profile(gimp_root):
 @pytest.fixture
 def fresh_profile(gimp_root):
     """A profile of its own: interactive runs start from the settings GIMP saved after the previous run."""
-    profile = _new_profile(gimp_root)
+    profile = new_profile(gimp_root)
     yield profile
     shutil.rmtree(profile, ignore_errors=True)
-
-
-def _inside(root: Path, path: Path) -> str:
-    return "/" + path.relative_to(root).as_posix()
-
-
-def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
-             **inputs) -> tuple:
-    """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, layer_mask=, channel=).
-
-    ``respond`` runs GIMP with a virtual display and scripted key presses (tests/hosts/gimp_interactive.sh's
-    MATTEBOX_RESPOND), for runs in INTERACTIVE mode.
-
-    Returns (out.json as dict, {"matte": H×W alpha from the matte layer's mask, "foreground": H×W×4}).
-    """
-    folder = Path(tempfile.mkdtemp(prefix="mattebox-gimp-run-", dir=root / "tmp"))
-    try:
-        for name, array in inputs.items():
-            (folder / f"{name}.raw").write_bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())
-        (folder / "spec.json").write_text(json.dumps(spec))
-        config_file = folder / "client.json"
-        config_file.write_text(json.dumps({"endpoint": endpoint, "timeout": 10.0, "server_command": None}))
-        shutil.copy(BATCH_SCRIPT, folder / "batch.py")
-        env = {"GIMP3_DIRECTORY": _inside(root, profile), "MATTEBOX_CONFIG": _inside(root, config_file),
-               "MATTEBOX_BATCH_DIR": _inside(root, folder)}
-        code = f"exec(open({_inside(root, folder / 'batch.py')!r}).read())"
-        argv = [gimp_chroot.GIMP_CONSOLE, "-i", "--quit", "--batch-interpreter=python-fu-eval", "-b", code]
-        if respond is not None:
-            shutil.copy(INTERACTIVE_SCRIPT, folder / "interactive.sh")
-            argv = ["sh", _inside(root, folder / "interactive.sh"), *argv]
-            env["MATTEBOX_RESPOND"] = respond
-        proc = gimp_chroot.run_in_chroot(argv, root=root, env=env, timeout=timeout)
-        out_file = folder / "out.json"
-        assert out_file.is_file(), f"GIMP wrote no result (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        out = json.loads(out_file.read_text())
-        assert "exception" not in out, out["exception"] + proc.stderr
-        pixels = {}
-        if out.get("status") == "success":
-            w, h = (spec.get("layer_rect") or [0, 0, spec["width"], spec["height"]])[2:]
-            pixels["matte"] = np.frombuffer((folder / "matte.raw").read_bytes(), "<f4").reshape(h, w)
-            channels = 2 if spec["result_format"].startswith("Y") else 4
-            pixels["foreground"] = np.frombuffer((folder / "foreground.raw").read_bytes(), "<f4").reshape(h, w,
-                                                                                                           channels)
-        return out, pixels
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def plate() -> tuple:
@@ -261,9 +204,9 @@ def test_vendored_client_dependencies_work_in_gimps_python(gimp_root, test_serve
         except RuntimeError as exc:  # pip could not reach an index: nothing to test here
             pytest.skip(f"could not download pyzmq/msgpack wheels for Python {version}: {exc}")
         code = ("import sys; sys.path[:0] = [{0!r}, {0!r} + '/vendor']; import zmq, msgpack; "
-                "print(zmq.__file__); print(msgpack.__file__)").format(_inside(gimp_root, dest))
+                "print(zmq.__file__); print(msgpack.__file__)").format(inside(gimp_root, dest))
         where = gimp_chroot.run_in_chroot(["python3", "-c", code], root=gimp_root, check=True).stdout.split()
-        assert all(path.startswith(_inside(gimp_root, dest / "vendor")) for path in where), where
+        assert all(path.startswith(inside(gimp_root, dest / "vendor")) for path in where), where
 
         spec, inputs, expected_alpha = _echo_case(np.random.default_rng(3), "layer-mask", "mask")
         out, pixels = run_gimp(gimp_root, profile, test_server, spec, **inputs)

@@ -72,9 +72,17 @@ try:
         config.set_property(name, value)
     for name, key in spec.get("object_args", {}).items():
         config.set_property(name, objects[key])
-    started = time.monotonic()
-    values = procedure.run(config)
-    out["seconds"] = time.monotonic() - started
+    out["all_seconds"] = []
+    for attempt in range(spec.get("repeat", 1)):  # benchmarks repeat the call; earlier results are removed
+        if attempt:
+            for item in (values.index(1), values.index(2)):
+                image.remove_layer(item)
+        started = time.monotonic()
+        values = procedure.run(config)
+        out["all_seconds"].append(time.monotonic() - started)
+        if values.index(0) != Gimp.PDBStatusType.SUCCESS:
+            break
+    out["seconds"] = out["all_seconds"][0]
     status = values.index(0)
     out["status"] = status.value_nick
     if status == Gimp.PDBStatusType.SUCCESS:
