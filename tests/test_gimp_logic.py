@@ -51,23 +51,26 @@ def test_indexed_is_refused_with_how_to_convert(base):
         mg.check_base_type(base)
 
 
-def test_interleave_and_split_are_exact_inverses():
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_interleave_and_split_are_exact_inverses(use_numpy):
     rng = np.random.default_rng(0)
     rgb = rng.normal(size=(5, 7, 3)).astype(np.float32)  # out-of-range and negative values survive too
     alpha = rng.random((5, 7), dtype=np.float32)
-    rgba = np.frombuffer(mg.interleave_rgba(rgb.tobytes(), alpha.tobytes()), np.float32).reshape(5, 7, 4)
+    rgba = mg.interleave_rgba(rgb.tobytes(), alpha.tobytes(), use_numpy=use_numpy)
+    rgba = np.frombuffer(rgba, np.float32).reshape(5, 7, 4)
     np.testing.assert_array_equal(rgba[..., :3], rgb)
     np.testing.assert_array_equal(rgba[..., 3], alpha)
     colour, matte = mg.split_rgba(rgba.tobytes())
     assert colour == rgb.tobytes() and matte == alpha.tobytes()
 
 
-def test_interleave_accepts_result_frames_and_checks_sizes():
+@pytest.mark.parametrize("use_numpy", [True, False])
+def test_interleave_accepts_result_frames_and_checks_sizes(use_numpy):
     rgb = np.ones((2, 2, 3), np.float32)
     alpha = np.zeros((2, 2), np.float32)
-    assert len(mg.interleave_rgba(memoryview(rgb), memoryview(alpha))) == 2 * 2 * 4 * 4
+    assert len(mg.interleave_rgba(memoryview(rgb), memoryview(alpha), use_numpy)) == 2 * 2 * 4 * 4
     with pytest.raises(ValueError, match="foreground has 12 floats but alpha has 3 pixels"):
-        mg.interleave_rgba(rgb.tobytes(), alpha.tobytes()[:12])
+        mg.interleave_rgba(rgb.tobytes(), alpha.tobytes()[:12], use_numpy)
     with pytest.raises(ValueError, match="multiple of 4"):
         mg.split_rgba(b"\0" * 12)
 
