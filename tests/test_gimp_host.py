@@ -237,6 +237,22 @@ def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, tes
     assert out["layers"] == ["plate", "second"]
 
 
+def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "args": {}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return", image=linear)
+    assert out["status"] == "execution-error"
+    assert endpoint in out["error"]
+    # GIMP's core shows a returned error through its message system (gimp-console prints it): exactly once
+    lines = out["gimp_stderr"].splitlines()
+    assert lines.count(out["error"].splitlines()[0]) == 1
+    assert "plug-in-mattebox" in lines[lines.index(out["error"].splitlines()[0]) - 1]
+
+
 def test_interactive_cancel_button_stops_the_server_job(gimp_root, fresh_profile, server_process, monkeypatch):
     for key, value in dict(TEST_ENGINE, MATTEBOX_TEST_STEPS="200", MATTEBOX_TEST_STEP_S="0.05").items():
         monkeypatch.setenv(key, value)  # a 10 s job

@@ -73,8 +73,9 @@ try:
     for name, key in spec.get("object_args", {}).items():
         config.set_property(name, objects[key])
     out["all_seconds"] = []
-    for attempt in range(spec.get("repeat", 1)):  # benchmarks repeat the call; earlier results are removed
-        if attempt:
+    values = None
+    for _ in range(spec.get("repeat", 1)):  # benchmarks repeat the call; earlier results are removed
+        if values is not None:
             for item in (values.index(1), values.index(2)):
                 image.remove_layer(item)
         started = time.monotonic()

@@ -36,7 +36,8 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
     ``respond`` runs GIMP with a virtual display and scripted key presses (tests/hosts/gimp_interactive.sh's
     MATTEBOX_RESPOND), for runs in INTERACTIVE mode.
 
-    Returns (out.json as dict, {"matte": H×W alpha from the matte layer's mask, "foreground": H×W×4}).
+    Returns (out.json as dict plus "gimp_stderr", {"matte": H×W alpha from the matte layer's mask,
+    "foreground": H×W×4 or H×W×2}).
     """
     folder = Path(tempfile.mkdtemp(prefix="mattebox-gimp-run-", dir=root / "tmp"))
     try:
@@ -59,6 +60,7 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
         assert out_file.is_file(), f"GIMP wrote no result (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         out = json.loads(out_file.read_text())
         assert "exception" not in out, out["exception"] + proc.stderr
+        out["gimp_stderr"] = proc.stderr  # where gimp-console prints Gimp.message output
         pixels = {}
         if out.get("status") == "success":
             w, h = (spec.get("layer_rect") or [0, 0, spec["width"], spec["height"]])[2:]

@@ -51,10 +51,10 @@ def _choice(entries):
     return choice
 
 
-def _error(procedure, run_mode, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
-    """Report through GIMP's message system (interactive runs) and return the error to any caller."""
-    if run_mode != Gimp.RunMode.NONINTERACTIVE:
-        Gimp.message(message)
+def _error(procedure, message, status=Gimp.PDBStatusType.EXECUTION_ERROR):
+    """Return the error to the caller. GIMP's core shows a returned error through its message system (a dialog or
+    the error console; gimp-console prints it), so it is not also sent with Gimp.message, which would show it
+    twice."""
     return procedure.new_return_values(status, GLib.Error(message))
 
 
@@ -277,8 +277,8 @@ def run(procedure, run_mode, image, drawables, config, run_data):
     try:
         client_module, client_config, launcher = _client_modules()
     except ImportError as exc:
-        return _error(procedure, run_mode, f"Mattebox cannot load its client ({exc}); reinstall it with "
-                                           f"`mattebox install gimp`")
+        return _error(procedure, f"Mattebox cannot load its client ({exc}); reinstall it with "
+                                 f"`mattebox install gimp`")
     endpoint = "?"
     client = None
     try:
@@ -319,17 +319,14 @@ def run(procedure, run_mode, image, drawables, config, run_data):
         finally:
             if window is not None:
                 window.close()
-        if result is None:  # the user pressed Cancel (no message needed) or a batch time-limit ran out
-            message = "Mattebox: cancelled; the image is unchanged"
-            if run_mode == Gimp.RunMode.INTERACTIVE:
-                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error(message))
-            return _error(procedure, run_mode, message, Gimp.PDBStatusType.CANCEL)
+        if result is None:  # the user pressed Cancel or a batch time-limit ran out
+            return _error(procedure, "Mattebox: cancelled; the image is unchanged", Gimp.PDBStatusType.CANCEL)
         matte, cutout = _write_outputs(image, layer, result, formats)
     except Exception as exc:  # every failure becomes one clear message, never a traceback dialog
         expected = (ValueError, client_module.ServerUnavailable, client_module.ProtocolError)
         if not isinstance(exc, expected):
             traceback.print_exc()  # an unexpected error: keep the details on GIMP's console for a bug report
-        return _error(procedure, run_mode, logic.describe_error(exc, endpoint))
+        return _error(procedure, logic.describe_error(exc, endpoint))
     finally:
         if client is not None:
             client.close()
