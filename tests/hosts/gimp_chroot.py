@@ -61,18 +61,18 @@ def default_root() -> Path:
     return cache_dir() / "gimp-trixie"
 
 
-def debian_mirror() -> str:
+def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror: ``$MATTEBOX_DEBIAN_MIRROR``, else the host's first deb822/list source, else deb.debian.org."""
     env = os.environ.get("MATTEBOX_DEBIAN_MIRROR")
     if env:
         return env
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    sources = apt_dir / "sources.list.d" / "debian.sources"
     if sources.is_file():
         for match in re.finditer(r"^URIs:\s*(\S+)", sources.read_text(), re.M):
             uri = match.group(1).rstrip("/")
             if not uri.endswith("-security"):
                 return uri
-    legacy = Path("/etc/apt/sources.list")
+    legacy = apt_dir / "sources.list"
     if legacy.is_file():
         for line in legacy.read_text().splitlines():
             parts = line.split()
