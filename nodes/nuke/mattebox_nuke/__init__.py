@@ -1,0 +1,1 @@
+"""Mattebox for Nuke: the node logic (kept free of matting; the server mattes)."""
