@@ -123,6 +123,20 @@ def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
     assert out["layers"] == ["plate"]
 
 
+def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "args": {}}
+    out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, timeout=60, image=linear,
+                      server_command=["/opt/no-such/mattebox", "serve"])
+    assert out["status"] == "execution-error"
+    assert "could not start ['/opt/no-such/mattebox', 'serve']" in out["error"] and endpoint in out["error"]
+    assert out["layers"] == ["plate"]
+
+
 def test_indexed_image_is_refused_with_a_clear_message(gimp_root, gimp_profile, test_server):
     spec = {"width": 8, "height": 8, "base": "INDEXED", "precision": "U8_NON_LINEAR", "args": {}}
     out, _ = run_gimp(gimp_root, gimp_profile, test_server, spec)

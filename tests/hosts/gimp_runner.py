@@ -30,6 +30,7 @@ def inside(root: Path, path: Path) -> str:
 
 
 def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
+             server_command: list = None,
              **inputs) -> tuple:
     """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, layer_mask=, channel=).
 
@@ -45,7 +46,7 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
             (folder / f"{name}.raw").write_bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())
         (folder / "spec.json").write_text(json.dumps(spec))
         config_file = folder / "client.json"
-        config_file.write_text(json.dumps({"endpoint": endpoint, "timeout": 10.0, "server_command": None}))
+        config_file.write_text(json.dumps({"endpoint": endpoint, "timeout": 10.0, "server_command": server_command}))
         shutil.copy(BATCH_SCRIPT, folder / "batch.py")
         env = {"GIMP3_DIRECTORY": inside(root, profile), "MATTEBOX_CONFIG": inside(root, config_file),
                "MATTEBOX_BATCH_DIR": inside(root, folder)}
