@@ -121,11 +121,33 @@ def test_nuke_path_folder_install_and_clean_removal(home, tmp_path):
     assert (home / ".nuke" / "init.py").read_text() == USER_INIT
 
 
+def test_mattebox_cli_install_and_uninstall(home, tmp_path):
+    """`mattebox install nuke ...` forwards to this installer (server/mattebox/commands/hosts.py)."""
+    from tests.conftest import tree_env
+
+    env = tree_env(HOME=str(home), MATTEBOX_CONFIG=str(tmp_path / "client.json"))
+    studio = tmp_path / "studio"
+    run = [sys.executable, "-m", "mattebox"]
+    proc = subprocess.run(run + ["install", "nuke", "--target", str(studio), "--no-vendor", "--no-config"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "installed the Mattebox node in" in proc.stdout and (studio / "mattebox" / "init.py").is_file()
+    (studio / "init.py").write_text(nuke_installer.BEGIN + "\n")  # damaged by hand: a clear error, exit 1
+    proc = subprocess.run(run + ["install", "nuke", "--target", str(studio), "--no-vendor", "--no-config"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "error: unterminated mattebox block" in proc.stderr
+    (studio / "init.py").write_text("")
+    proc = subprocess.run(run + ["uninstall", "nuke", "--target", str(studio)], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and not (studio / "mattebox").exists()
+
+
 def test_unterminated_block_is_refused(home):
     init_py = home / ".nuke" / "init.py"
     init_py.write_text(USER_INIT + nuke_installer.BEGIN + "\nimport nuke\n")
     with pytest.raises(ValueError, match="unterminated mattebox block"):
         nuke_installer.install(vendor=False, write_config=False)
+    assert not (home / ".nuke" / "mattebox").exists()  # nothing half-installed
 
 
 def test_doctor(home, mattebox_server, tmp_path):

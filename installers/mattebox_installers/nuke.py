@@ -106,6 +106,9 @@ def install(target: Optional[Path] = None, python_versions: Sequence[str] = DEFA
     """Install into ``target`` (default ~/.nuke); returns the mattebox folder."""
     target = Path(target) if target else default_target()
     dest = target / FOLDER
+    init_py = target / "init.py"
+    if init_py.is_file():
+        strip_block(init_py.read_text(encoding="utf-8"))  # refuse a damaged init.py before changing anything
     previous = read_manifest(dest)
     dest.mkdir(parents=True, exist_ok=True)
     _copy_node(dest)
@@ -120,7 +123,7 @@ def install(target: Optional[Path] = None, python_versions: Sequence[str] = DEFA
             common.unpack_wheels(wheels, site / abi_tag(version))
             vendored.append(version)
         common.remove_tree(dest / ".wheels")
-    created = add_block(target / "init.py", dest)
+    created = add_block(init_py, dest)
     manifest = {"version": _version(), "python_versions": vendored or (previous or {}).get("python_versions", []),
                 "platform": platform, "created_init_py": created or bool((previous or {}).get("created_init_py")),
                 "target": target.as_posix()}
@@ -218,18 +221,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--platform", choices=sorted(common.PLATFORM_TAGS), help="default: this machine")
     parser.add_argument("--no-vendor", action="store_true", help="Nuke's Python already has pyzmq and msgpack")
     parser.add_argument("--endpoint", help="server endpoint to record in the client config / to check")
+    parser.add_argument("--no-config", action="store_true", help="leave the client config alone")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "install":
-        dest = install(args.target, tuple(args.pythons or DEFAULT_PYTHONS), args.platform, not args.no_vendor,
-                       args.endpoint)
-        print(f"installed the Mattebox node in {dest}; restart Nuke (toolbar: Mattebox)")
-        return 0
-    if args.action == "uninstall":
-        print("removed" if uninstall(args.target) else "nothing to remove")
-        return 0
-    ok, lines = doctor(args.target, args.endpoint)
+    try:
+        if args.action == "install":
+            dest = install(args.target, tuple(args.pythons or DEFAULT_PYTHONS), args.platform, not args.no_vendor,
+                           args.endpoint, write_config=not args.no_config)
+            print(f"installed the Mattebox node in {dest}; restart Nuke (Nodes toolbar > Mattebox)")
+            return 0
+        if args.action == "uninstall":
+            print("removed" if uninstall(args.target) else "nothing to remove")
+            return 0
+        ok, lines = doctor(args.target, args.endpoint)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(lines))
     return 0 if ok else 1
 
