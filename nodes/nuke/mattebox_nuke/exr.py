@@ -280,8 +280,9 @@ def read(path: str) -> ExrImage:
     if pos + 8 * chunks > len(data):
         raise ExrError(f"{path}: file is truncated (chunk offset table)")
     offsets = struct.unpack(f"<{chunks}Q", data[pos:pos + 8 * chunks]) if chunks else ()
-    # decode the data window, channel by channel, into row-major float32 byte strings
+    # decode the data window: numpy planes when available, else row-major float32 byte strings per channel
     rows: Dict[str, List[bytes]] = {name: [b""] * dh for name, _ in channels}
+    blocks = {name: np.zeros((max(dh, 0), max(dw, 0)), np.float32) for name, _ in channels} if np is not None else {}
     for offset in offsets:
         if offset + 8 > len(data):
             raise ExrError(f"{path}: file is truncated (chunk at offset {offset})")
@@ -297,6 +298,15 @@ def read(path: str) -> ExrImage:
             payload = _zip_decode(zlib.decompress(payload))
         if len(payload) != raw_size:
             raise ExrError(f"{path}: chunk for line {y} has {len(payload)} bytes, expected {raw_size}")
+        if np is not None:  # each line is [channel 0 samples | channel 1 samples | ...]: slice columns
+            block = np.frombuffer(payload, np.uint8).reshape(lines, -1)
+            col = 0
+            for name, ptype in channels:
+                n = dw * PIXEL_BYTES[ptype]
+                kind = {FLOAT: "<f4", HALF: "<f2", UINT: "<u4"}[ptype]
+                blocks[name][y - dy0:y - dy0 + lines] = block[:, col:col + n].copy().view(kind)
+                col += n
+            continue
         at = 0
         for line in range(lines):
             for name, ptype in channels:
@@ -305,8 +315,26 @@ def read(path: str) -> ExrImage:
                 at += n
     planes = {}
     for name, _ in channels:
-        planes[name] = _place(rows[name], (dx0, dy0, dw, dh), (wx0, wy0, width, height))
+        if np is not None:
+            planes[name] = _place_array(blocks[name], (dx0, dy0), (wx0, wy0, width, height))
+        else:
+            planes[name] = _place(rows[name], (dx0, dy0, dw, dh), (wx0, wy0, width, height))
     return ExrImage(width, height, planes, header)
+
+
+def _place_array(block, data_origin, display_win):
+    """numpy version of :func:`_place`: the data-window block inside a zeroed display-window plane."""
+    dx0, dy0 = data_origin
+    wx0, wy0, width, height = display_win
+    dh, dw = block.shape
+    if (dx0, dy0, dw, dh) == (wx0, wy0, width, height):
+        return block
+    out = np.zeros((height, width), np.float32)
+    x0, x1 = max(dx0, wx0), min(dx0 + dw, wx0 + width)
+    y0, y1 = max(dy0, wy0), min(dy0 + dh, wy0 + height)
+    if x0 < x1 and y0 < y1:
+        out[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0] = block[y0 - dy0:y1 - dy0, x0 - dx0:x1 - dx0]
+    return out
 
 
 def _to_float32_bytes(chunk: bytes, ptype: int) -> bytes:
