@@ -19,7 +19,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class WeightsEntry:
     """Where a model's trained weights live and how they were made. Nothing is downloaded: users install files."""
     file: str  #: file name under the models folder (weights.models_dir()), a .safetensors file
-    sha256: str  #: expected hex digest of the file; verified on load
+    #: expected hex digest of the file, verified on load. "" for weights no release publishes (trained locally):
+    #: then the digest recorded at export in the sidecar ``<file>.sha256`` is checked instead (weights.py)
+    sha256: str
     licence: str  #: licence of the weights (not of the code)
     source: str = ""  #: where a user obtains them (a URL or a training recipe), shown by ``mattebox models``
     #: input normalisation the weights were trained with: sRGB in [0, 1], then (x - mean) / std per channel
@@ -82,14 +84,20 @@ def build(name: str, tiny: bool = False, **overrides):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The built-in models. Weights entries name files users install under weights.models_dir(); the sha256 of a file
-# trained by this project's training recipe is filled in when such a file is published. Until then the entries
-# are None and the engines report available=False with why.
+# The built-in models. Weights entries name files users install under weights.models_dir(). No trained release
+# is published yet (sha256 ""): files exported by the training loop carry a .sha256 sidecar that is verified.
 # ---------------------------------------------------------------------------------------------------------------
 _M = "mattebox.models."
+_LOCAL = "weights you trained (mattebox training) — your licence; architecture code Apache-2.0"
+
+
+def _local_weights(name: str) -> WeightsEntry:
+    return WeightsEntry(file=f"{name}.safetensors", sha256="", licence=_LOCAL,
+                        source=f"train it (docs/models.md) and export to <models dir>/{name}.safetensors")
 
 register_model(ModelSpec(
     name="parallax",
+    weights=_local_weights("parallax"),
     constructor=_M + "parallax:ParallaxMattingNet",
     config=dict(embed_dim=384, depth=12, num_heads=6, decoder_depth=6, decoder_heads=6, patch_size=16,
                 detail_channels=(48, 96, 192), fusion_channels=(256, 128, 64, 32)),
@@ -105,6 +113,7 @@ register_model(ModelSpec(
 
 register_model(ModelSpec(
     name="ppmatting",
+    weights=_local_weights("ppmatting"),
     constructor=_M + "ppmatting:PPMatting",
     config=dict(hrnet_width=48, scb_channels=(128, 128, 64, 64, 32), hrdb_channels=64),
     tiny_config=dict(hrnet_width=4, stem_channels=8, stage_blocks=1, stage3_modules=1, stage4_modules=1,
@@ -114,21 +123,24 @@ register_model(ModelSpec(
     description="PP-Matting: trimap-free; HRNet encoder, semantic context branch (fg/bg/transition), high-res "
                 "detail branch with guidance flow, fusion replacing the transition region",
     paper="pp-matting.txt sec. 3.1-3.2",
+    full_params=79_267_533,  # HRNet-W48 encoder 65.3M
     tile=512,
 ))
 
 register_model(ModelSpec(
     name="mask2alpha",
+    weights=_local_weights("mask2alpha"),
     constructor=_M + "mask2alpha:Mask2Alpha",
     config=dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, decoder_channels=(128, 64, 32),
                 iterations=3, tau=0.5, detail_channels=32),
     tiny_config=dict(embed_dim=32, depth=2, num_heads=2, patch_size=16, decoder_channels=(16, 8, 8),
-                     iterations=2, tau=0.5, detail_channels=8),
+                     iterations=2, tau=0.0, detail_channels=8),  # tau 0: every pixel active, so tests reach the detail net
     inputs=("image", "mask"),
     outputs=("alpha", "confidence", "alpha_low"),
     description="Mask2Alpha: mask-guided ViT with region-weighted attention (2/1/0.5), iterative decoding with "
                 "confidence maps and unidirectional transitions, sparse detail recovery (tau)",
     paper="mask2alpha.txt sec. 3.1-3.4",
+    full_params=22_304_421,  # ViT-S encoder 21.7M
 ))
 
 register_model(ModelSpec(
@@ -141,6 +153,7 @@ register_model(ModelSpec(
     description="ViTMatte through transformers' VitMatteForImageMatting (optional extra 'vitmatte'); needs the "
                 "user's converted weights folder",
     paper="ViTMatte (Yao et al. 2024), via Hugging Face transformers",
+    full_params=25_814_753,  # ViTMatte-S as published (25.8M)
     tile=512,
     extras=dict(folder="vitmatte"),
 ))

@@ -41,6 +41,24 @@ def weights_path(spec) -> Optional[Path]:
     return models_dir() / folder if folder else None
 
 
+def sidecar_path(path: Path) -> Path:
+    return Path(str(path) + ".sha256")
+
+
+def expected_sha256(spec) -> str:
+    """The digest a spec's weights file must have: the registry's, else the export sidecar's."""
+    if spec.weights is None:
+        raise WeightsError(f"model {spec.name!r} has no weights entry")
+    if spec.weights.sha256:
+        return spec.weights.sha256
+    path = models_dir() / spec.weights.file
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise WeightsError(f"weights file {path} has no published sha256 and no {side.name} sidecar; export it "
+                           f"with mattebox.models.weights.export_weights (writes both)")
+    return side.read_text().split()[0].strip()
+
+
 def weights_status(spec) -> Tuple[bool, str, Optional[Path]]:
     """(present, why-not, path) without hashing or importing torch (``mattebox models``, engine availability)."""
     path = weights_path(spec)
@@ -48,7 +66,7 @@ def weights_status(spec) -> Tuple[bool, str, Optional[Path]]:
         return False, (f"no trained weights are published for {spec.name!r}; train them (docs/models.md) and add a "
                        f"weights entry"), None
     if not path.exists():
-        expected = f" (sha256 {spec.weights.sha256})" if spec.weights is not None else ""
+        expected = f" (sha256 {spec.weights.sha256})" if spec.weights is not None and spec.weights.sha256 else ""
         return False, f"weights not installed: {path}{expected}", path
     return True, "", path
 
@@ -76,6 +94,13 @@ def save_weights(model_or_state, path: Path, metadata: Optional[Dict[str, str]] 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata or {})
     return sha256_file(path)
+
+
+def export_weights(model_or_state, path: Path, metadata: Optional[Dict[str, str]] = None) -> str:
+    """Save as safetensors and write the ``<file>.sha256`` sidecar (for locally trained weights)."""
+    digest = save_weights(model_or_state, path, metadata)
+    sidecar_path(Path(path)).write_text(f"{digest}  {Path(path).name}\n")
+    return digest
 
 
 def read_state_dict(path: Path, expected_sha256: Optional[str] = None, device: str = "cpu") -> Dict:
@@ -118,7 +143,7 @@ def load_spec_weights(model, spec):
         raise WeightsError(f"model {spec.name!r} has no weights entry")
     path = models_dir() / spec.weights.file
     try:
-        return load_weights(model, path, spec.weights.sha256, resolve_filter(spec.weights.checkpoint_filter))
+        return load_weights(model, path, expected_sha256(spec), resolve_filter(spec.weights.checkpoint_filter))
     except RuntimeError as exc:
         if isinstance(exc, WeightsError):
             raise
