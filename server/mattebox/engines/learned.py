@@ -152,6 +152,7 @@ class LearnedEngine(Engine):
         timings["load"] = time.perf_counter() - started - timings["guidance"]
         tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
                                             self.spec.tile)
+        tile = int(request.param("tile", tile))
         batch = int(request.param("tile_batch", batch))
         fill = {"alpha": trimap[..., None]} if needed is not None else None
         run = torch_tile_fn(model, device, amp, outputs=self.spec.outputs[:2])

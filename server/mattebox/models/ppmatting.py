@@ -179,9 +179,10 @@ class PPMatting(nn.Module):
             cin = cout
         self.scb = nn.ModuleList(blocks)
         self.semantic_head = nn.Conv2d(cin, 3, 3, 1, 1)
-        # HRDB: input = high-res (1/4) encoder feature + low-level stem texture, three residual blocks with GCLs
+        # HRDB: input = the 1/4 feature, upsampled 1/8 and 1/16 features and the image at 1/4, three residual blocks with GCLs
         # from SCB blocks 1, 3 and 5 between them, then a conv to the detail map
-        self.hrdb_in = conv_bn_relu(widths[0] + widths[1] + 3, hrdb_channels)
+        # the 1/4 branch carries low-level texture; the 1/8 and 1/16 branches (upsampled) the high-level abstraction
+        self.hrdb_in = conv_bn_relu(widths[0] + widths[1] + widths[2] + 3, hrdb_channels)
         self.hrdb_blocks = nn.ModuleList(BasicBlock(hrdb_channels, hrdb_channels) for _ in range(3))
         self.guidance = nn.ModuleList(GatedConv(scb_channels[i], hrdb_channels) for i in (0, 2, 4))
         self.detail_head = nn.Conv2d(hrdb_channels, 1, 3, 1, 1)
@@ -198,9 +199,9 @@ class PPMatting(nn.Module):
             semantic_feats.append(s)
         semantic = F.interpolate(self.semantic_head(s), size=image.shape[-2:], mode="bilinear", align_corners=False)
         quarter = feats[0].shape[-2:]
-        d = self.hrdb_in(torch.cat([feats[0], F.interpolate(feats[1], size=quarter, mode="bilinear",
-                                                            align_corners=False),
-                                    F.interpolate(image, size=quarter, mode="bilinear", align_corners=False)], 1))
+        upsampled = [F.interpolate(f, size=quarter, mode="bilinear", align_corners=False) for f in feats[1:3]]
+        image_quarter = F.interpolate(image, size=quarter, mode="bilinear", align_corners=False)
+        d = self.hrdb_in(torch.cat([feats[0], *upsampled, image_quarter], 1))
         for block, gate, guide in zip(self.hrdb_blocks, self.guidance, (0, 2, 4)):
             d = gate(block(d), semantic_feats[guide])
         detail = torch.sigmoid(F.interpolate(self.detail_head(d), size=image.shape[-2:], mode="bilinear",
