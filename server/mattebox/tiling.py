@@ -57,12 +57,27 @@ def plan_tiles(shape: Tuple[int, int], tile: int = DEFAULT_TILE, overlap: int = 
     return tiles
 
 
-def gaussian_window(size: int, sigma_fraction: float = 0.25, floor: float = 1e-3) -> np.ndarray:
-    """size×size separable Gaussian centred on the tile, σ = sigma_fraction·size, floored so that border pixels
-    of the image (covered by a single tile edge) keep a positive weight. float64."""
+def gaussian_profile(size: int, sigma_fraction: float = 0.125, floor: float = 1e-6, flat_start: bool = False,
+                     flat_end: bool = False) -> np.ndarray:
+    """1-D Gaussian centred on the tile; ``flat_start``/``flat_end`` hold it at 1 on a side that touches the image
+    border (nothing there to blend with, and two border tiles must not both fade out)."""
     centre = (size - 1) / 2.0
-    g = np.exp(-0.5 * ((np.arange(size) - centre) / (sigma_fraction * size)) ** 2)
-    g = np.maximum(g, floor)
+    index = np.arange(size)
+    g = np.maximum(np.exp(-0.5 * ((index - centre) / (sigma_fraction * size)) ** 2), floor)
+    if flat_start:
+        g[index <= centre] = 1.0
+    if flat_end:
+        g[index >= centre] = 1.0
+    return g
+
+
+def gaussian_window(size: int, sigma_fraction: float = 0.125, floor: float = 1e-6) -> np.ndarray:
+    """size×size separable Gaussian centred on the tile, σ = sigma_fraction·size. With σ = size/8 the weight at
+    a tile's edge is e⁻⁸ ≈ 3e-4 of the centre's, so a neighbour's differing prediction enters smoothly (no seam);
+    with the stride of half a tile every pixel lies within size/4 of some centre (weight ≥ e⁻² per axis). The
+    floor keeps every weight positive. float64. (Tiles at the image border use :func:`gaussian_profile`'s flat
+    sides, see :class:`TileMerger`.)"""
+    g = gaussian_profile(size, sigma_fraction, floor)
     return np.outer(g, g)
 
 
@@ -80,23 +95,36 @@ def pad_to_tile(array: np.ndarray, tile: int) -> np.ndarray:
 class TileMerger:
     """Accumulates Σ w·p and Σ w per output; :meth:`result` divides (pixels no tile covered get ``fill``)."""
 
-    def __init__(self, shape: Tuple[int, int], tile: int, sigma_fraction: float = 0.25):
+    def __init__(self, shape: Tuple[int, int], tile: int, sigma_fraction: float = 0.125):
         self.shape = shape
-        self.window = gaussian_window(tile, sigma_fraction)
+        self.tile = tile
+        self.sigma_fraction = sigma_fraction
+        self._windows: Dict[Tuple[bool, bool, bool, bool], np.ndarray] = {}
         self.weight = np.zeros(shape, np.float64)
         self.sums: Dict[str, np.ndarray] = {}
 
     def add(self, tile: Tile, outputs: Mapping[str, np.ndarray]) -> None:
         """outputs: name -> size×size×C predictions for this tile."""
         ys, xs = tile.slices
-        self.weight[ys, xs] += self.window
+        window = self.window_for(tile)
+        self.weight[ys, xs] += window
         for name, value in outputs.items():
             value = np.asarray(value)
             if value.ndim == 2:
                 value = value[..., None]
             if name not in self.sums:
                 self.sums[name] = np.zeros((*self.shape, value.shape[-1]), np.float64)
-            self.sums[name][ys, xs] += self.window[..., None] * value
+            self.sums[name][ys, xs] += window[..., None] * value
+
+    def window_for(self, tile: Tile) -> np.ndarray:
+        """The tile's Gaussian window, flat towards image borders it touches."""
+        h, w = self.shape
+        key = (tile.y == 0, tile.y + tile.size >= h, tile.x == 0, tile.x + tile.size >= w)
+        if key not in self._windows:
+            gy = gaussian_profile(tile.size, self.sigma_fraction, flat_start=key[0], flat_end=key[1])
+            gx = gaussian_profile(tile.size, self.sigma_fraction, flat_start=key[2], flat_end=key[3])
+            self._windows[key] = np.outer(gy, gx)
+        return self._windows[key]
 
     @property
     def covered(self) -> np.ndarray:

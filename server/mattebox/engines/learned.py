@@ -91,6 +91,9 @@ class LearnedEngine(Engine):
     model_name = ""
     #: build the model from the tiny config (tests; never used by the server)
     tiny = False
+    #: forward outputs merged across tiles, and extra forward keyword arguments at inference
+    merge_outputs: Tuple[str, ...] = ("alpha",)
+    forward_options: Dict[str, object] = {}
 
     @property
     def spec(self):
@@ -155,7 +158,8 @@ class LearnedEngine(Engine):
         tile = int(request.param("tile", tile))
         batch = int(request.param("tile_batch", batch))
         fill = {"alpha": trimap[..., None]} if needed is not None else None
-        run = torch_tile_fn(model, device, amp, outputs=self.spec.outputs[:2])
+        options = dict(self.forward_options)
+        run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
         merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
                              progress=lambda done, total: progress("tiles", done, total), fill=fill)
         timings["inference"] = time.perf_counter() - started - sum(timings.values())
@@ -185,6 +189,8 @@ class ParallaxEngine(LearnedEngine):
     model_name = "parallax"
     description = "Parallax Portrait Matting (two frames; learned, needs weights)"
     uses = ("second", "trimap", "mask")
+    merge_outputs = ("alpha", "foreground")
+    forward_options = {"predict_aux": False}
 
     def prepare(self, request):
         trimap = self.guidance_trimap(request)

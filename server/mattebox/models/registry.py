@@ -104,7 +104,7 @@ register_model(ModelSpec(
     tiny_config=dict(embed_dim=32, depth=2, num_heads=2, decoder_depth=2, decoder_heads=2, patch_size=16,
                      detail_channels=(4, 8, 8), fusion_channels=(16, 8, 8, 8)),
     inputs=("image", "bg_aligned", "trimap", "fg_aligned", "companion", "warped_trimap"),
-    outputs=("alpha", "foreground_premultiplied"),
+    outputs=("alpha", "foreground", "aux_alpha", "aux_foreground"),  # foregrounds premultiplied (αF)
     description="Parallax Portrait Matting: two-frame net, background-aligned pair fused, foreground-aligned cue "
                 "through cross-attention, ViTMatte detail head; predicts alpha and premultiplied foreground",
     paper="parallax-portrait-matting.txt sec. 4.3-4.5, 5.1",
