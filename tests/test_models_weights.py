@@ -194,3 +194,23 @@ def test_vitmatte_tiny_config_saved_to_disk_reloads_and_serves(models_dir):
     (folder / "config.json").unlink()
     with pytest.raises(WeightsError, match="needs config.json"):
         load_vitmatte(folder=folder)
+
+
+def test_split_qkv_filter_loads_separate_projection_checkpoints(tmp_path):
+    from mattebox.models.weights import split_qkv
+
+    model = tiny_model("parallax")
+    foreign = {}
+    for key, value in model.state_dict().items():
+        if ".attn.qkv." in key:
+            stem, kind = key.split(".qkv.")
+            for name, part in zip("qkv", value.chunk(3, 0)):
+                foreign[f"{stem}.{name}.{kind}"] = part
+        else:
+            foreign[key] = value
+    path = tmp_path / "separate.safetensors"
+    digest = save_weights(foreign, path)
+    target = tiny_model("parallax", seed=3)
+    load_weights(target, path, digest, checkpoint_filter=split_qkv)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, target.state_dict()[key]), key

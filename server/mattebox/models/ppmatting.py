@@ -179,9 +179,9 @@ class PPMatting(nn.Module):
             cin = cout
         self.scb = nn.ModuleList(blocks)
         self.semantic_head = nn.Conv2d(cin, 3, 3, 1, 1)
-        # HRDB: input = the 1/4 feature, upsampled 1/8 and 1/16 features and the image at 1/4, three residual blocks with GCLs
-        # from SCB blocks 1, 3 and 5 between them, then a conv to the detail map
-        # the 1/4 branch carries low-level texture; the 1/8 and 1/16 branches (upsampled) the high-level abstraction
+        # HRDB: input = the 1/4 feature (low-level texture), the upsampled 1/8 and 1/16 features (high-level
+        # abstraction) and the image at 1/4; three residual blocks with GCLs from SCB blocks 1, 3 and 5 between
+        # them, then a conv to the detail map
         self.hrdb_in = conv_bn_relu(widths[0] + widths[1] + widths[2] + 3, hrdb_channels)
         self.hrdb_blocks = nn.ModuleList(BasicBlock(hrdb_channels, hrdb_channels) for _ in range(3))
         self.guidance = nn.ModuleList(GatedConv(scb_channels[i], hrdb_channels) for i in (0, 2, 4))

@@ -134,7 +134,7 @@ register_model(ModelSpec(
     config=dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, decoder_channels=(128, 64, 32),
                 iterations=3, tau=0.5, detail_channels=32),
     tiny_config=dict(embed_dim=32, depth=2, num_heads=2, patch_size=16, decoder_channels=(16, 8, 8),
-                     iterations=2, tau=0.0, detail_channels=8),  # tau 0: every pixel active, so tests reach the detail net
+                     iterations=2, tau=0.0, detail_channels=8),  # tau 0: all pixels active; tests reach SGSDR
     inputs=("image", "mask"),
     outputs=("alpha", "confidence", "alpha_low"),
     description="Mask2Alpha: mask-guided ViT with region-weighted attention (2/1/0.5), iterative decoding with "

@@ -119,8 +119,8 @@ def read_state_dict(path: Path, expected_sha256: Optional[str] = None, device: s
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
 
 
-def resolve_filter(spec_or_name) -> Optional[Callable[[Dict], Dict]]:
-    name = spec_or_name if isinstance(spec_or_name, str) else (spec_or_name or "")
+def resolve_filter(name: str) -> Optional[Callable[[Dict], Dict]]:
+    """The checkpoint filter named ``"module:function"`` in a WeightsEntry (None for "")."""
     if not name:
         return None
     module_name, func_name = name.split(":")
@@ -167,10 +167,11 @@ def rename_prefixes(mapping: Dict[str, str]) -> Callable[[Dict], Dict]:
 def split_qkv(state: Dict) -> Dict:
     """A checkpoint filter for ViT checkpoints storing separate q/k/v projections (``attn.q.weight`` ...):
     concatenates them into this project's fused ``attn.qkv`` layout (timm/DINO layout)."""
+    import torch
+
     out = dict(state)
     for key in [k for k in state if k.endswith("attn.q.weight") or k.endswith("attn.q.bias")]:
         stem, kind = key.rsplit(".q.", 1)
         parts = [out.pop(f"{stem}.{p}.{kind}") for p in ("q", "k", "v")]
-        import torch
         out[f"{stem}.qkv.{kind}"] = torch.cat(parts, 0)
     return out
