@@ -256,6 +256,8 @@ class ViTMatteEngine(LearnedEngine):
     def load_model(self, device):
         from ..models.vitmatte import load_vitmatte
 
+        if self.tiny:
+            return load_vitmatte("tiny").to(device).eval()
         _present, _why, path = weights_status(self.spec)
         return load_vitmatte(folder=path).to(device).eval()
 
