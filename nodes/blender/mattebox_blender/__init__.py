@@ -7,23 +7,33 @@ imported when an operator runs.
 """
 from __future__ import annotations
 
-import bpy
 
-from . import operators, properties, ui
 
-_CLASSES = properties.CLASSES + operators.CLASSES + ui.CLASSES
+def _classes():
+    # imported here, not at the top, so the bpy-free modules (core, runner) import anywhere, e.g. in tests
+    from . import operators, properties, ui
+
+    return properties.CLASSES + operators.CLASSES + ui.CLASSES
 
 
 def register() -> None:
-    for cls in _CLASSES:
+    import bpy
+
+    from . import properties
+
+    for cls in _classes():
         bpy.utils.register_class(cls)
     properties.register_properties()
 
 
 def unregister() -> None:
+    import bpy
+
+    from . import operators, properties
+
     run = operators.active_run()
     if run is not None:
         run.cancel()
     properties.unregister_properties()
-    for cls in reversed(_CLASSES):
+    for cls in reversed(_classes()):
         bpy.utils.unregister_class(cls)

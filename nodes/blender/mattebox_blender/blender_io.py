@@ -45,11 +45,10 @@ def image_rgba(image: "bpy.types.Image", data: bool = False) -> np.ndarray:
 def numbered_path(path: str, number: int) -> str:
     """The file of frame ``number`` in the numbered run that ``path`` belongs to (same digit padding)."""
     head, tail = os.path.split(path)
-    match = None
-    for match in re.finditer(r"\d+", tail):
-        pass
-    if match is None:
+    matches = list(re.finditer(r"\d+", tail))
+    if not matches:
         raise ValueError(f"{path!r} has no frame number to vary")
+    match = matches[-1]
     digits = match.group(0)
     return os.path.join(head, tail[:match.start()] + str(number).zfill(len(digits)) + tail[match.end():])
 

@@ -16,6 +16,8 @@ MASK_CHANNELS = [
     ("RED", "Red", "The mask image's red channel"),
     ("ALPHA", "Alpha", "The mask image's alpha channel"),
 ]
+#: Blender 5 warns about "//" in path properties unless they declare blend-relative support (4.x lacks the option)
+PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (5, 0, 0) else set()
 QUALITIES = [("fast", "Fast", ""), ("balanced", "Balanced", ""), ("best", "Best", "")]
 
 
@@ -79,6 +81,7 @@ class MatteboxSettings(bpy.types.PropertyGroup):
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
     frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9 or 1-100x10")
     output_dir: StringProperty(name="Output", default="//mattebox/", subtype="DIR_PATH",
+                               options=PATH_OPTIONS,
                                description="Folder for the result EXR files (// = next to the .blend file)")
 
     def params(self) -> dict:

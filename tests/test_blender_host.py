@@ -1,0 +1,286 @@
+"""The Blender extension in REAL Blender (bpy 5.0.1 in a cached venv), against real mattebox servers on loopback.
+
+Each test runs a snippet inside a fresh Blender process (tests/hosts/blender_session.py) with its own user
+resources folder, so nothing touches the user's Blender. Skipped with the reason when the venv cannot be built
+(no python3.11 or no network to PyPI); under CI (``$CI`` set) that is a failure instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import blender_env
+
+pytestmark = pytest.mark.host
+ROOT = Path(__file__).resolve().parents[1]
+SESSION = ROOT / "tests" / "hosts" / "blender_session.py"
+
+
+@pytest.fixture(scope="session")
+def blender_python() -> Path:
+    try:
+        return blender_env.ensure()
+    except blender_env.BlenderEnvUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Blender tests, but the bpy venv could not be built: {exc}")
+        pytest.skip(f"real Blender unavailable: {exc}")
+
+
+def run_blender(python: Path, tmp_path: Path, snippet: str, mode: str = "dev", timeout: float = 180,
+                **args) -> dict:
+    """Run ``snippet`` inside Blender with the extension enabled; returns its RESULT."""
+    script = tmp_path / f"snippet_{len(list(tmp_path.glob('snippet_*')))}.py"
+    script.write_text(PRELUDE + textwrap.dedent(snippet))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MATTEBOX_ENDPOINT")}
+    env.update(BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"), MATTEBOX_TEST_ARGS=json.dumps(args),
+               MATTEBOX_CONFIG=str(tmp_path / "client.json"), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([str(python), str(SESSION), mode, str(script)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(tmp_path))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("MATTEBOX_RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(f"Blender run failed (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("MATTEBOX_RESULT "):])
+
+
+#: shared by every snippet: a small synthetic plate (a textured disc on a gradient) and its coarse mask
+PRELUDE = '''
+import os, time
+core = ext.core
+H, W = 72, 96
+def make_plate(seed=7, shift=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    inside = ((xx - 48 - shift) ** 2 + (yy - 34) ** 2) < 22 ** 2
+    plate = np.ones((H, W, 4), np.float32)
+    fg = np.array([0.9, 0.45, 0.2], np.float32)
+    bg = np.stack([0.1 + 0.5 * xx / W, 0.3 + 0.2 * yy / H, 0.7 - 0.3 * xx / W], axis=2)
+    plate[..., :3] = np.where(inside[..., None], fg, bg) + rng.normal(0, 0.02, (H, W, 3))
+    return plate.astype(np.float32), inside.astype(np.float32)
+def setup_scene(endpoint, engine="classical", **kw):
+    helpers.use_server(endpoint, **kw)
+    plate, inside = make_plate()
+    s = bpy.context.scene.mattebox
+    s.image = helpers.new_image("plate", plate)
+    s.mask = helpers.new_image("mask", inside, "Non-Color")
+    s.engine = engine
+    s.output_dir = os.path.join(os.getcwd(), "mattes") + os.sep
+    return s, plate, inside
+def report_of(callable_):
+    t = time.monotonic()
+    try:
+        callable_()
+        return None, time.monotonic() - t
+    except RuntimeError as exc:
+        return str(exc), time.monotonic() - t
+'''
+
+
+def test_register_unregister_leaves_nothing(blender_python, tmp_path):
+    result = run_blender(blender_python, tmp_path, '''
+        import addon_utils
+        def ours():
+            bases = (bpy.types.Operator, bpy.types.Panel, bpy.types.PropertyGroup, bpy.types.AddonPreferences)
+            names = [c.__name__ for b in bases for c in b.__subclasses__()
+                     if c.__module__.startswith(helpers.MODULE) and c.is_registered]
+            names += [n for n in dir(bpy.types) if n.startswith("MATTEBOX_")]
+            ops = [n for n in dir(bpy.ops.mattebox)]
+            return {"types": sorted(set(names)), "ops": sorted(ops), "scene": hasattr(bpy.types.Scene, "mattebox"),
+                    "wm": hasattr(bpy.types.WindowManager, "mattebox_status"),
+                    "enabled": helpers.MODULE in bpy.context.preferences.addons}
+        before = ours()
+        addon_utils.disable(helpers.MODULE, default_set=True, handle_error=helpers._raise)
+        after = ours()
+        addon_utils.enable(helpers.MODULE, default_set=True, handle_error=helpers._raise)
+        again = ours()
+        RESULT = {"before": before, "after": after, "again": again}
+    ''')
+    before, after, again = result["before"], result["after"], result["again"]
+    assert before["enabled"] and before["scene"] and before["wm"]
+    assert {"MATTEBOX_OT_matte", "MATTEBOX_PT_matte", "MatteboxSettings"} <= set(before["types"])
+    assert {"matte", "cancel", "check_server"} <= set(before["ops"])
+    assert after == {"types": [], "ops": [], "scene": False, "wm": False, "enabled": False}
+    assert again == before  # symmetric: enable after disable gives the same state
+
+
+def test_matte_matches_server_output_exactly_and_renders(blender_python, tmp_path, mattebox_server):
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        error, seconds = report_of(lambda: bpy.ops.mattebox.matte())
+        assert error is None, error
+        got = {k: helpers.image_array(bpy.data.images["Matte " + k.title()]) for k in ("alpha", "foreground", "trimap")}
+        # the same request straight through the client: the extension must have stored exactly this
+        package = ext.connection.client_package()
+        client = package.client.Client(ARGS["endpoint"], timeout=30)
+        params = dict(s.params(), outputs=["alpha", "foreground", "trimap"])
+        want = client.submit(image=plate, mask=inside, params=params, colorspace="linear").result(timeout=60)
+        client.close()
+        diffs = {
+            "alpha": float(np.abs(got["alpha"][..., 0] - want.alpha).max()),
+            "alpha_all_channels": float(np.abs(got["alpha"] - want.alpha[..., None]).max()),
+            "foreground": float(np.abs(got["foreground"][..., :3] - want.foreground).max()),
+            "trimap": float(np.abs(got["trimap"][..., 0] - want.trimap).max()),
+        }
+        # render the compositor (Set Alpha(Foreground, Alpha) -> output) to a 32-bit EXR and read it back
+        scene = bpy.context.scene
+        scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
+        scene.view_settings.view_transform = "Standard"
+        fmt = scene.render.image_settings
+        fmt.file_format, fmt.color_depth, fmt.color_mode = "OPEN_EXR", "32", "RGBA"
+        scene.render.filepath = os.path.join(os.getcwd(), "render.exr")
+        bpy.ops.render.render(write_still=True)
+        rendered = bpy.data.images.load(scene.render.filepath)
+        rendered.colorspace_settings.name = "Non-Color"
+        rendered.alpha_mode = "CHANNEL_PACKED"
+        out = helpers.image_array(rendered)
+        group = bpy.data.node_groups["Mattebox Matte"]
+        RESULT = {"diffs": diffs, "seconds": seconds,
+                  "render_alpha_diff": float(np.abs(out[..., 3] - want.alpha).max()),
+                  "render_rgb_diff": float(np.abs(out[..., :3] - want.foreground * want.alpha[..., None]).max()),
+                  "outputs": [s.name for s in group.interface.items_tree if s.in_out == "OUTPUT"],
+                  "info": want.info.get("engine"), "alpha_range": [float(want.alpha.min()), float(want.alpha.max())],
+                  "alpha_colorspace": bpy.data.images["Matte Alpha"].colorspace_settings.name,
+                  "alpha_is_float": bpy.data.images["Matte Alpha"].is_float}
+    ''', endpoint=mattebox_server)
+    assert result["info"] == "classical"
+    assert result["alpha_range"][0] < 0.05 and result["alpha_range"][1] > 0.95  # a real matte, not a constant
+    assert result["diffs"] == {"alpha": 0.0, "alpha_all_channels": 0.0, "foreground": 0.0, "trimap": 0.0}
+    assert result["alpha_colorspace"] == "Non-Color" and result["alpha_is_float"]
+    assert result["outputs"] == ["Alpha", "Foreground", "Trimap"]
+    assert result["render_alpha_diff"] == 0.0
+    assert result["render_rgb_diff"] < 1e-6
+
+
+def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_path, mattebox_server):
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        seq_dir = os.path.join(os.getcwd(), "plates")
+        for frame in range(1, 5):
+            path = os.path.join(seq_dir, f"plate_{frame:04d}.exr")
+            ext.blender_io.write_exr(path, make_plate(seed=frame, shift=frame)[0])
+        seq = bpy.data.images.load(os.path.join(seq_dir, "plate_0001.exr"))
+        seq.source = "SEQUENCE"
+        s.image, s.use_range, s.frames, s.use_second, s.second_offset = seq, True, "1-3", True, 1
+        runs = []
+        def go():
+            run = ext.operators.start_run(bpy.context)
+            run.wait(timeout=120)
+            ext.operators.finish_run(run, bpy.context.scene, lambda *a: None)
+            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused})
+        go()
+        go()  # nothing changed: every frame comes from the cache
+        ext.blender_io.write_exr(os.path.join(seq_dir, "plate_0002.exr"), make_plate(seed=99, shift=2)[0])
+        go()  # frame 2 changed, and frame 1 (its second frame is plate 2) changed too
+        alpha = bpy.data.images["Matte Alpha"]
+        node = bpy.data.node_groups["Mattebox Matte"].nodes["Alpha"]
+        files = sorted(os.listdir(os.path.join(os.getcwd(), "mattes", "Matte")))
+        RESULT = {"runs": runs, "source": alpha.source, "files": files,
+                  "node": [node.frame_start, node.frame_offset, node.frame_duration]}
+    ''', endpoint=mattebox_server)
+    runs = result["runs"]
+    assert [r["state"] for r in runs] == ["finished"] * 3, runs
+    assert runs[0]["computed"] == [1, 2, 3] and runs[0]["reused"] == []
+    assert runs[1]["computed"] == [] and runs[1]["reused"] == [1, 2, 3]
+    assert runs[2]["computed"] == [1, 2] and runs[2]["reused"] == [3]
+    assert result["source"] == "SEQUENCE"
+    assert result["node"] == [1, 0, 3]
+    assert [f for f in result["files"] if f.startswith("alpha_")] == ["alpha_0001.exr", "alpha_0002.exr",
+                                                                      "alpha_0003.exr"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    result = run_blender(blender_python, tmp_path, '''
+        setup_scene(ARGS["endpoint"], auto_start=False)
+        down, down_s = report_of(lambda: bpy.ops.mattebox.matte())
+        helpers.use_server(ARGS["endpoint"], auto_start=True, server_command="/bin/false")
+        failing, failing_s = report_of(lambda: bpy.ops.mattebox.matte())
+        RESULT = {"down": down, "down_s": down_s, "failing": failing, "failing_s": failing_s,
+                  "images": [i.name for i in bpy.data.images]}
+    ''', endpoint=endpoint)
+    assert f"no mattebox server at {endpoint}" in result["down"]
+    assert result["down_s"] < 5
+    assert "exited with code 1" in result["failing"] and "/bin/false" in result["failing"]
+    assert result["failing_s"] < 10
+    assert not any(name.startswith("Matte ") for name in result["images"])
+
+
+def test_mismatched_frame_sizes_name_the_input(blender_python, tmp_path, mattebox_server):
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        s.mask = helpers.new_image("small mask", np.ones((40, 50), np.float32), "Non-Color")
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        RESULT = {"error": error}
+    ''', endpoint=mattebox_server)
+    assert "mask: 50x40 pixels, but the image is 96x72" in result["error"]
+
+
+def test_server_error_message_reaches_the_report(blender_python, tmp_path, mattebox_server):
+    result = run_blender(blender_python, tmp_path, '''
+        setup_scene(ARGS["endpoint"], engine="no-such-engine")
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        RESULT = {"error": error}
+    ''', endpoint=mattebox_server)
+    assert "no-such-engine" in result["error"] and "[unknown_engine]" in result["error"]
+
+
+def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 20 s if never cancelled
+    endpoint = server_process().endpoint
+    result = run_blender(blender_python, tmp_path, '''
+        setup_scene(ARGS["endpoint"], engine="test-slow")
+        run = ext.operators.start_run(bpy.context)
+        t = time.monotonic()
+        while run.last_event is None and time.monotonic() - t < 30:
+            run.step()
+            time.sleep(0.02)
+        progressed = run.last_event
+        t = time.monotonic()
+        run.cancel()
+        state = run.wait(timeout=30)
+        RESULT = {"progressed": progressed, "state": state, "cancel_s": time.monotonic() - t,
+                  "images": [i.name for i in bpy.data.images],
+                  "files": os.listdir(os.path.join(os.getcwd(), "mattes")) if os.path.isdir("mattes") else [],
+                  "cancel_poll_after": bpy.ops.mattebox.cancel.poll()}
+    ''', endpoint=endpoint)
+    assert result["progressed"] and result["progressed"]["stage"] == "work"
+    assert result["state"] == "cancelled"
+    assert result["cancel_s"] < 5
+    assert not any(name.startswith("Matte ") for name in result["images"])
+    assert result["files"] == []
+    assert result["cancel_poll_after"] is False
+
+
+def test_headless_frame_range_script(blender_python, tmp_path, mattebox_server):
+    """The farm path: the extension's headless module mattes a frame range of a saved .blend."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        seq_dir = os.path.join(os.getcwd(), "plates")
+        for frame in range(1, 4):
+            ext.blender_io.write_exr(os.path.join(seq_dir, f"plate_{frame:04d}.exr"), make_plate(seed=frame)[0])
+        seq = bpy.data.images.load(os.path.join(seq_dir, "plate_0001.exr"))
+        seq.source = "SEQUENCE"
+        s.image, s.output_dir = seq, "//farm/"
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.getcwd(), "shot.blend"))
+        import importlib
+        headless = importlib.import_module(helpers.MODULE + ".headless")
+        code = headless.main(["--frames", "2-3", "--endpoint", ARGS["endpoint"], "--no-start"])
+        RESULT = {"code": code, "files": sorted(os.listdir(os.path.join(os.getcwd(), "farm", "Matte")))}
+    ''', endpoint=mattebox_server)
+    assert result["code"] == 0
+    assert {"alpha_0002.exr", "alpha_0003.exr", "foreground_0003.exr"} <= set(result["files"])
+    assert "alpha_0001.exr" not in result["files"]
