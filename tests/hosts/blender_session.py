@@ -2,8 +2,7 @@
 
     python tests/hosts/blender_session.py MODE SNIPPET.py
         MODE: ``dev`` (the source folder linked into the user extension repo, the repo's plugin/ on sys.path)
-              or ``zip:PATH`` (install a built extension zip the way ``blender --command extension install-file``
-              does; the bundled client and wheels are used, nothing from the repo).
+              or ``installed`` (enable what an installer put in the user repo: its bundled client and wheels).
 The snippet runs with ``bpy``, ``np``, ``ext`` (the enabled extension module), ``helpers`` (this module) and
 ``ARGS`` (JSON from $MATTEBOX_TEST_ARGS) in scope and sets ``RESULT`` (JSON-able); this prints
 ``MATTEBOX_RESULT <json>`` as its last line. Set $BLENDER_USER_RESOURCES to a temporary folder first.
@@ -38,21 +37,15 @@ def enable_dev():
     return module
 
 
-def extension_cli(*args: str) -> int:
-    """``blender --command extension ARGS`` inside the bpy module (the same handler Blender's CLI calls)."""
-    bl_pkg = importlib.import_module("bl_pkg.bl_extension_cli")
-    return bl_pkg.cli_extension_handler(list(args))
-
-
-def enable_zip(path: str):
+def enable_installed():
+    """The extension as an installer left it in the user repository: nothing from the repo on sys.path."""
     import addon_utils
+    import bpy
 
-    code = extension_cli("install-file", "--repo", REPO, "--enable", path)
-    if code != 0:
-        raise RuntimeError(f"install-file {path} returned {code}")
-    module = sys.modules.get(MODULE)
-    if module is None or not addon_utils.check(MODULE)[1]:
-        module = addon_utils.enable(MODULE, default_set=True, handle_error=_raise)
+    bpy.ops.extensions.repo_refresh_all()
+    module = addon_utils.enable(MODULE, default_set=True, handle_error=_raise)
+    if module is None:
+        raise RuntimeError(f"could not enable {MODULE}")
     return module
 
 
@@ -97,7 +90,7 @@ def main() -> None:
     import bpy
     import numpy as np
 
-    ext = enable_dev() if mode == "dev" else enable_zip(mode[len("zip:"):])
+    ext = enable_dev() if mode == "dev" else enable_installed()
     scope = {"bpy": bpy, "np": np, "ext": ext, "helpers": sys.modules[__name__],
              "ARGS": json.loads(os.environ.get("MATTEBOX_TEST_ARGS", "{}")), "RESULT": None}
     try:
