@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
 from mattebox_installers import blender as installer
-from tests.hosts import blender_env
-from tests.test_blender_host import run_blender
+from tests.hosts.blender_harness import blender_python_or_skip, run_blender
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +87,7 @@ def test_zip_contents_and_blenders_own_validator(built_zip):
     assert sorted(w.split("/")[1].split("-")[0] for w in wheels) == ["msgpack", "pyzmq"]
     assert all(installer.wheel_fits(w.split("/")[1], "3.11") for w in wheels)
     assert set(manifest["wheels"]) == {f"./{w}" for w in wheels}
-    python = _blender_python_or_skip()
+    python = blender_python_or_skip()
     validator = next(Path(str(python)).parents[1].glob("lib/python3.11/site-packages/bpy/*/scripts/addons_core/"
                                                         "bl_pkg/cli/blender_ext.py"))
     proc = subprocess.run([str(python), str(validator), "validate", str(built_zip)], capture_output=True, text=True)
@@ -109,15 +108,6 @@ def test_build_for_blender_51_bundles_cp313(tmp_path, wheel_cache):
     assert not any(installer.wheel_fits(w.split("/")[1], "3.11") for w in wheels if "msgpack" in w)
 
 
-def _blender_python_or_skip() -> Path:
-    try:
-        return blender_env.ensure()
-    except blender_env.BlenderEnvUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the Blender tests: {exc}")
-        pytest.skip(f"real Blender unavailable: {exc}")
-
-
 def _blender_shim(tmp_path: Path, python: Path) -> str:
     """An executable `blender` that is the bpy module running Blender's extension CLI (tests/hosts/blender_shim)."""
     shim = tmp_path / "blender"
@@ -128,7 +118,7 @@ def _blender_shim(tmp_path: Path, python: Path) -> str:
 
 @pytest.mark.host
 def test_install_use_doctor_uninstall_through_blenders_cli(tmp_path, monkeypatch, built_zip, server_process):
-    python = _blender_python_or_skip()
+    python = blender_python_or_skip()
     endpoint = server_process().endpoint
     resources = tmp_path / "blender-user"
     monkeypatch.setenv("BLENDER_USER_RESOURCES", str(resources))
@@ -151,7 +141,8 @@ def test_install_use_doctor_uninstall_through_blenders_cli(tmp_path, monkeypatch
         site = os.path.join(os.environ["BLENDER_USER_RESOURCES"], "extensions", ".local")
         synced = sorted({p.split(os.sep)[-1] for p, _, _ in os.walk(site) if p.endswith(("zmq", "msgpack"))})
         RESULT = {"error": error, "alpha_diff": float(np.abs(alpha - inside).max()),
-                  "fg_diff": float(np.abs(fg - plate[..., :3]).max()), "client": ext.connection.client_package().__name__,
+                  "fg_diff": float(np.abs(fg - plate[..., :3]).max()),
+                  "client": ext.connection.client_package().__name__,
                   "repo_on_path": any(p.rstrip("/").endswith("/plugin") for p in sys.path), "synced": synced}
     ''', mode="installed", endpoint=endpoint)
     assert result["error"] is None
@@ -172,7 +163,7 @@ def test_install_use_doctor_uninstall_through_blenders_cli(tmp_path, monkeypatch
 
 @pytest.mark.host
 def test_plain_copy_install_without_a_blender_executable(tmp_path, monkeypatch, built_zip):
-    python = _blender_python_or_skip()
+    python = blender_python_or_skip()
     monkeypatch.delenv("BLENDER", raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setenv("BLENDER_USER_RESOURCES", str(tmp_path / "blender-user"))
