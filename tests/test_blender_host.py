@@ -222,3 +222,49 @@ def test_headless_frame_range_script(blender_python, tmp_path, mattebox_server):
     assert result["code"] == 0
     assert {"alpha_0002.exr", "alpha_0003.exr", "foreground_0003.exr"} <= set(result["files"])
     assert "alpha_0001.exr" not in result["files"]
+
+
+def test_render_and_movie_clip_sources(blender_python, tmp_path, mattebox_server):
+    """The render result (rendered with compositing off, then restored) and an image-sequence movie clip."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        scene = bpy.context.scene
+        scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
+        scene.render.engine = "CYCLES"  # on a CPU-only machine EEVEE compiles shaders for minutes
+        scene.cycles.samples, scene.cycles.device = 1, "CPU"
+        s.source, s.mask = "RENDER", None
+        error_render, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        fg = helpers.image_array(bpy.data.images["Matte Foreground"])
+        render_info = {"error": error_render, "size": list(bpy.data.images["Matte Foreground"].size),
+                       "compositing_restored": scene.render.use_compositing,
+                       "format_restored": scene.render.image_settings.file_format,
+                       "not_blank": float(fg[..., :3].std())}
+        seq_dir = os.path.join(os.getcwd(), "clip")
+        plates = {f: make_plate(seed=f, shift=f)[0] for f in range(1, 4)}
+        for f, p in plates.items():
+            ext.blender_io.write_exr(os.path.join(seq_dir, f"shot_{f + 100:04d}.exr"), p)
+        clip = bpy.data.movieclips.load(os.path.join(seq_dir, "shot_0101.exr"))
+        clip.frame_start = 1
+        got = ext.blender_io.clip_frame_rgba(clip, 2)
+        try:
+            ext.blender_io.clip_frame_rgba(clip, 9)
+            outside = None
+        except ValueError as exc:
+            outside = str(exc)
+        s.source, s.clip, s.name = "CLIP", clip, "Clip"
+        scene.frame_set(3)
+        error_clip, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        clip_fg = helpers.image_array(bpy.data.images["Clip Foreground"])[..., :3]
+        RESULT = {"render": render_info, "clip_source": clip.source,
+                  "clip_frame_diff": float(np.abs(got - plates[2]).max()),
+                  "outside": outside, "error_clip": error_clip,
+                  "clip_matte_diff": float(np.abs(clip_fg - plates[3][..., :3]).max())}
+    ''', endpoint=mattebox_server)
+    render = result["render"]
+    assert render["error"] is None
+    assert render["size"] == [96, 72] and render["not_blank"] > 0
+    assert render["compositing_restored"] is True and render["format_restored"] == "PNG"
+    assert result["clip_source"] == "SEQUENCE"
+    assert result["clip_frame_diff"] == 0.0
+    assert "no frame at scene frame 9" in result["outside"]
+    assert result["error_clip"] is None and result["clip_matte_diff"] == 0.0
