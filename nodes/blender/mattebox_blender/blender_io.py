@@ -208,14 +208,15 @@ def load_result_images(name: str, directory: str, frames: List[int]) -> Dict[str
         image_name = result_image_name(name, kind)
         image = bpy.data.images.get(image_name)
         if image is None:
-            image = bpy.data.images.load(path, check_existing=False)
+            image = bpy.data.images.load(path, check_existing=False)  # reads pixels lazily, when first used
             image.name = image_name
-        else:
-            image.filepath = path
-        image.source = "SEQUENCE" if len(frames) > 1 else "FILE"
-        image.colorspace_settings.name = colorspace
-        image.alpha_mode = "CHANNEL_PACKED"
-        image.reload()
+        source = "SEQUENCE" if len(frames) > 1 else "FILE"
+        # set only what differs: each of these assignments makes Blender reload the image's buffers
+        for owner, attribute, value in ((image, "source", source), (image.colorspace_settings, "name", colorspace),
+                                        (image, "alpha_mode", "CHANNEL_PACKED")):
+            if getattr(owner, attribute) != value:
+                setattr(owner, attribute, value)
+        image.filepath = path  # also when unchanged: drops cached pixels, the files were rewritten
         images[kind] = image
     return images
 

@@ -124,7 +124,7 @@ class MATTEBOX_OT_matte(bpy.types.Operator):
             return {"RUNNING_MODAL"}
         return self._end(context)
 
-    def _end(self, context):
+    def _cleanup(self, context) -> None:
         global _ACTIVE
         wm = context.window_manager
         wm.event_timer_remove(self._timer)
@@ -133,12 +133,16 @@ class MATTEBOX_OT_matte(bpy.types.Operator):
             context.workspace.status_text_set(None)
         wm.mattebox_status.running = False
         _ACTIVE = None
+
+    def _end(self, context):
+        self._cleanup(context)
         return finish_run(self._run, context.scene, self.report)
 
-    def cancel(self, context):  # Blender is closing the window or file: stop the run
+    def cancel(self, context):
+        """Blender ends the operator (file load, window closed): tell the server, drop the run quietly."""
         if self._run is not None:
             self._run.cancel()
-            self._end(context)
+            self._cleanup(context)
 
 
 class MATTEBOX_OT_cancel(bpy.types.Operator):

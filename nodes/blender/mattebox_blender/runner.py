@@ -51,6 +51,7 @@ class MatteRun:
         self._in_flight = 0  # frames handed to the worker and not yet back
         self._inbox: "queue.Queue" = queue.Queue()
         self._outbox: "queue.Queue" = queue.Queue()
+        self._pending: List[tuple] = []  # messages taken off the outbox by wait(), not yet handled
         self._cancel = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mattebox-client", daemon=True)
         self._worker.start()
@@ -125,13 +126,20 @@ class MatteRun:
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 deadline = None
-            time.sleep(poll)
+            self._await_message(poll)
         return self.state
+
+    def _await_message(self, timeout: float) -> None:
+        """Sleep until the worker reports something (or ``timeout``), keeping the message for _drain."""
+        try:
+            self._pending.append(self._outbox.get(timeout=timeout))
+        except queue.Empty:
+            pass
 
     def _drain(self) -> None:
         while True:
             try:
-                message = self._outbox.get_nowait()
+                message = self._pending.pop(0) if self._pending else self._outbox.get_nowait()
             except queue.Empty:
                 return
             kind = message[0]
