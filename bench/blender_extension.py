@@ -99,11 +99,13 @@ def main() -> int:
                   ratio=round(result["operator_s"] / result["direct_s"], 2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "blender_extension.json").write_text(json.dumps(result, indent=2) + "\n")
+    row = " | ".join([result["size"], f"{result['operator_s']:.3f}", f"{result['unchanged_s']:.3f}",
+                      f"{result['direct_s']:.3f}", f"{result['ratio']:.2f}x"])
     table = f"""# Blender extension overhead (passthrough engine, float32 RGBA + mask, Blender {result['blender']})
 
 | size | operator, median s | unchanged frame (cache), median s | direct client, median s | ratio |
 |---|---|---|---|---|
-| {result['size']} | {result['operator_s']:.3f} | {result['unchanged_s']:.3f} | {result['direct_s']:.3f} | {result['ratio']:.2f}x |
+| {row} |
 
 Parts of the operator (median s): reading plate + mask {result['read_s']:.3f}, writing three 32-bit EXRs
 {result['write_exr_s']:.3f}. Operator: `bpy.ops.mattebox.matte()` (EXEC, as in background mode); direct client:
