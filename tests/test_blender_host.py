@@ -216,10 +216,20 @@ def test_headless_frame_range_script(blender_python, tmp_path, mattebox_server):
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.getcwd(), "shot.blend"))
         import importlib
         headless = importlib.import_module(helpers.MODULE + ".headless")
-        code = headless.main(["--frames", "2-3", "--endpoint", ARGS["endpoint"], "--no-start"])
-        RESULT = {"code": code, "files": sorted(os.listdir(os.path.join(os.getcwd(), "farm", "Matte")))}
+        import sys
+        bad = headless.main(["--frames", "3-1", "--endpoint", ARGS["endpoint"], "--no-start"])
+        # what `blender -b shot.blend --python-expr "...; headless.run_cli()" -- ARGS` runs
+        sys.argv = ["blender", "-b", "shot.blend", "--", "--frames", "2-3", "--endpoint", ARGS["endpoint"],
+                    "--no-start", "--save"]
+        headless.run_cli()  # returns on success, sys.exit(1) on failure
+        files = sorted(os.listdir(os.path.join(os.getcwd(), "farm", "Matte")))
+        bpy.ops.wm.open_mainfile(filepath=os.path.join(os.getcwd(), "shot.blend"))  # --save kept the group
+        tree = bpy.context.scene.compositing_node_group
+        saved = "Mattebox Matte" in bpy.data.node_groups and any(n.bl_idname == "CompositorNodeGroup"
+                                                                 for n in tree.nodes)
+        RESULT = {"bad": bad, "saved": saved, "files": files}
     ''', endpoint=mattebox_server)
-    assert result["code"] == 0
+    assert result["bad"] == 1 and result["saved"]
     assert {"alpha_0002.exr", "alpha_0003.exr", "foreground_0003.exr"} <= set(result["files"])
     assert "alpha_0001.exr" not in result["files"]
 
