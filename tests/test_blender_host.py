@@ -69,6 +69,8 @@ def test_matte_matches_server_output_exactly_and_renders(blender_python, tmp_pat
         scene = bpy.context.scene
         scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
         scene.view_settings.view_transform = "Standard"
+        scene.render.engine = "CYCLES"  # Blender 4.x renders the scene too; EEVEE on CPU compiles for minutes
+        scene.cycles.samples, scene.cycles.device = 1, "CPU"
         fmt = scene.render.image_settings
         fmt.file_format, fmt.color_depth, fmt.color_mode = "OPEN_EXR", "32", "RGBA"
         scene.render.filepath = os.path.join(os.getcwd(), "render.exr")
@@ -224,7 +226,7 @@ def test_headless_frame_range_script(blender_python, tmp_path, mattebox_server):
         headless.run_cli()  # returns on success, sys.exit(1) on failure
         files = sorted(os.listdir(os.path.join(os.getcwd(), "farm", "Matte")))
         bpy.ops.wm.open_mainfile(filepath=os.path.join(os.getcwd(), "shot.blend"))  # --save kept the group
-        tree = bpy.context.scene.compositing_node_group
+        tree, _ = ext.blender_io.scene_compositor(bpy.context.scene, create=False)  # Blender 4.x or 5
         saved = "Mattebox Matte" in bpy.data.node_groups and any(n.bl_idname == "CompositorNodeGroup"
                                                                  for n in tree.nodes)
         RESULT = {"bad": bad, "saved": saved, "files": files}

@@ -1,7 +1,8 @@
 """A real Blender for tests: the ``bpy`` wheel in a Python 3.11 venv cached outside the clone.
 
 ``bpy==5.0.1`` is Blender 5.0.1 built as a Python module (cp311 only; bpy 5.1+ wheels are cp313). The venv lives
-under ``mattebox.paths.cache_dir() / "blender-venv"`` (``$MATTEBOX_BLENDER_VENV`` overrides) and is built once;
+under ``mattebox.paths.cache_dir() / "blender-venv"`` (``$MATTEBOX_BLENDER_VENV`` overrides; ``$MATTEBOX_BPY=4.2.0``
+selects another Blender, in ``blender-venv-4.2.0``) and is built once;
 a stamp file records the requirements it was built with, so a changed pin rebuilds it and an unchanged one costs
 nothing. Usage::
 
@@ -20,10 +21,13 @@ from pathlib import Path
 from typing import List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the Blender the tests run; ``$MATTEBOX_BPY`` picks another cp311 release (e.g. 4.2.0 to check Blender 4.x)
+DEFAULT_BPY = "5.0.1"
+BPY = os.environ.get("MATTEBOX_BPY") or DEFAULT_BPY
 #: what the venv holds: Blender itself plus the client's dependencies (the extension vendors these as wheels;
 #: in the test venv they are plain installs so tests exercise the extension code, not the wheel unpacking)
-REQUIREMENTS = ["bpy==5.0.1", "numpy", "pyzmq", "msgpack"]
-PYTHON_VERSION = "3.11"  # bpy 5.0.x wheels are cp311
+REQUIREMENTS = [f"bpy=={BPY}", "numpy", "pyzmq", "msgpack"]
+PYTHON_VERSION = "3.11"  # bpy 4.2-5.0 wheels are cp311
 
 
 class BlenderEnvUnavailable(RuntimeError):
@@ -39,7 +43,7 @@ def venv_dir() -> Path:
         from mattebox.paths import cache_dir
     finally:
         sys.path.pop(0)
-    return cache_dir() / "blender-venv"
+    return cache_dir() / ("blender-venv" if BPY == DEFAULT_BPY else f"blender-venv-{BPY}")
 
 
 def _stamp(venv: Path) -> Path:

@@ -262,7 +262,8 @@ def ensure_node_group(name: str, images: Dict[str, "bpy.types.Image"], frames: L
 
 
 def scene_compositor(scene: "bpy.types.Scene", create: bool = True):
-    """The scene's compositor node tree (Blender 5: a group assigned to the scene; 4.x: scene.node_tree)."""
+    """(tree, created): the scene's compositor node tree (Blender 5: a group assigned to the scene; 4.x:
+    scene.node_tree behind scene.use_nodes) and whether this call made it (so its default wiring is ours)."""
     if hasattr(scene, "compositing_node_group"):
         tree = scene.compositing_node_group
         if tree is None and create:
@@ -270,10 +271,12 @@ def scene_compositor(scene: "bpy.types.Scene", create: bool = True):
             _new_socket(tree, "Image", "NodeSocketColor")
             tree.nodes.new("NodeGroupOutput").location = (800, 0)
             scene.compositing_node_group = tree
-        return tree
+            return tree, True
+        return tree, False
     if create and not scene.use_nodes:
-        scene.use_nodes = True
-    return scene.node_tree
+        scene.use_nodes = True  # Blender 4.x fills a new tree with Render Layers -> Composite
+        return scene.node_tree, True
+    return scene.node_tree, False
 
 
 def _final_output(tree):
@@ -287,8 +290,9 @@ def _final_output(tree):
 
 def add_group_to_compositor(scene: "bpy.types.Scene", group) -> "bpy.types.Node":
     """Put an instance of ``group`` in the scene's compositor (once). When the final output is unconnected,
-    wire Foreground with Alpha applied (premultiplied, as the compositor works) into it."""
-    tree = scene_compositor(scene)
+    wire Foreground with Alpha applied (premultiplied, as the compositor works) into it. A compositor made by
+    this call is ours: its default Render Layers -> Composite link is replaced."""
+    tree, created = scene_compositor(scene)
     for node in tree.nodes:
         if node.bl_idname == "CompositorNodeGroup" and node.node_tree == group:
             return node
@@ -297,6 +301,9 @@ def add_group_to_compositor(scene: "bpy.types.Scene", group) -> "bpy.types.Node"
     node.name = node.label = group.name
     node.location = (200, 300)
     final = _final_output(tree)
+    if final is not None and created:
+        for link in list(final.links):
+            tree.links.remove(link)
     if final is not None and not final.is_linked:
         set_alpha = tree.nodes.new("CompositorNodeSetAlpha")
         set_alpha.location = (500, 300)
