@@ -280,3 +280,63 @@ def test_render_and_movie_clip_sources(blender_python, tmp_path, mattebox_server
     assert result["clip_frame_diff"] == 0.0
     assert "no frame at scene frame 9" in result["outside"]
     assert result["error_clip"] is None and result["clip_matte_diff"] == 0.0
+
+
+def test_movie_file_frames_via_clip_and_image(blender_python, tmp_path, mattebox_server):
+    """Movie files (not image sequences): frames decoded by Blender itself, the right frame each time."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        scene = bpy.context.scene
+        movie_dir = os.path.join(os.getcwd(), "movie")
+        pngs = {}
+        for f in range(1, 4):  # 8-bit frames, encoded losslessly (FFV1) into a movie by Blender's sequencer
+            png = helpers.new_image(f"png{f}", make_plate(seed=f, shift=4 * f)[0])
+            png.filepath_raw, png.file_format = os.path.join(movie_dir, f"p_{f:04d}.png"), "PNG"
+            os.makedirs(movie_dir, exist_ok=True)
+            png.save()
+            pngs[f] = png.filepath_raw
+        editor = scene.sequence_editor_create()
+        strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+        strip = strips.new_image("plates", pngs[1], 1, 1)
+        for f in (2, 3):
+            strip.elements.append(os.path.basename(pngs[f]))
+        scene.frame_start, scene.frame_end = 1, 3
+        scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
+        fmt = scene.render.image_settings
+        if hasattr(fmt, "media_type"):  # Blender 5 separates images from videos
+            fmt.media_type = "VIDEO"
+        fmt.file_format, fmt.color_mode = "FFMPEG", "RGB"
+        scene.render.ffmpeg.format, scene.render.ffmpeg.codec = "MKV", "FFV1"
+        scene.view_settings.view_transform = "Standard"
+        scene.render.dither_intensity = 0.0  # no noise added on the way to 8 bits
+        scene.render.filepath = os.path.join(movie_dir, "movie_")
+        bpy.ops.render.render(animation=True)
+        strips.remove(strip)
+        movie = [os.path.join(movie_dir, n) for n in os.listdir(movie_dir) if n.endswith(".mkv")][0]
+        def expected(f):  # the PNG decoded by Blender: 8-bit sRGB made linear
+            image = bpy.data.images.load(pngs[f])
+            return core.linearise(helpers.image_array(image), image.is_float, image.colorspace_settings.name)
+        clip = bpy.data.movieclips.load(movie)
+        clip_diffs = [float(np.abs(ext.blender_io.clip_frame_rgba(clip, f)[..., :3] - expected(f)[..., :3]).max())
+                      for f in (1, 2, 3)]
+        image = bpy.data.images.load(movie)
+        image.source = "MOVIE"
+        image_diffs = [float(np.abs(ext.blender_io.image_frame_rgba(image, f)[..., :3] - expected(f)[..., :3]).max())
+                       for f in (3, 1)]
+        frames_differ = float(np.abs(expected(1) - expected(3)).max())
+        s.source, s.clip, s.mask, s.name = "CLIP", clip, None, "Movie"
+        scene.frame_set(2)
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        fg = helpers.image_array(bpy.data.images["Movie Foreground"])[..., :3]
+        RESULT = {"clip_source": clip.source, "clip_diffs": clip_diffs, "image_diffs": image_diffs, "error": error,
+                  "frames_differ": frames_differ, "matte_diff": float(np.abs(fg - expected(2)[..., :3]).max()),
+                  "scenes": [sc.name for sc in bpy.data.scenes]}
+    ''', endpoint=mattebox_server)
+    assert result["clip_source"] == "MOVIE"
+    assert result["frames_differ"] > 0.1  # the frames really differ, so reading the wrong one would fail
+    # within one 8-bit code value (the sequencer's byte -> float -> byte trip while encoding the test movie), and
+    # far from the other frames: the right frame, decoded
+    assert max(result["clip_diffs"]) < 0.006, result["clip_diffs"]
+    assert max(result["image_diffs"]) < 0.006, result["image_diffs"]
+    assert result["error"] is None and result["matte_diff"] < 0.006
+    assert result["scenes"] == ["Scene"]  # the decode scenes are gone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from typing import Dict, List, Optional
 
@@ -80,25 +81,76 @@ def image_frame_rgba(image: "bpy.types.Image", frame: int, data: bool = False) -
         path = numbered_path(bpy.path.abspath(image.filepath, library=image.library), frame)
         return _load_file_rgba(path, data=data, colorspace=image.colorspace_settings.name)
     if image.source == "MOVIE":
-        raise ValueError(f"image {image.name!r} is a movie file; Python cannot read a movie's frames — "
-                         f"use a movie clip made from an image sequence, or convert the movie to EXR frames")
+        if not 1 <= frame <= image.frame_duration:
+            raise ValueError(f"movie {image.name!r} has no frame {frame} (it has 1..{image.frame_duration})")
+
+        def image_node(tree):
+            node = tree.nodes.new("CompositorNodeImage")
+            node.image = image
+            node.frame_start, node.frame_offset, node.frame_duration = 1, 0, image.frame_duration
+            return node.outputs["Image"]
+
+        return composite_frame(tuple(image.size), frame, image_node)
     if image.type == "RENDER_RESULT":
         raise ValueError("the Render Result cannot be read as an image; choose the source 'Render'")
     return image_rgba(image, data=data)
 
 
 def clip_frame_rgba(clip: "bpy.types.MovieClip", frame: int) -> np.ndarray:
-    """A movie clip's frame at a scene frame (clip start and offset honoured) for image-sequence clips."""
-    if clip.source != "SEQUENCE":
-        raise ValueError(f"movie clip {clip.name!r} is a movie file; Python cannot read a movie's frames — make the "
-                         f"clip from an image sequence (e.g. EXR or PNG frames)")
-    path = bpy.path.abspath(clip.filepath, library=clip.library)
-    clip_frame = frame - clip.frame_start + clip.frame_offset  # 0 at the clip's first file
+    """A movie clip's frame at a scene frame (the clip's start frame and offset honoured)."""
+    clip_frame = frame - clip.frame_start + clip.frame_offset  # 0 at the clip's first frame
     if clip_frame < 0 or clip_frame >= clip.frame_duration:
         raise ValueError(f"movie clip {clip.name!r} has no frame at scene frame {frame} "
                          f"(it covers {clip.frame_start}..{clip.frame_start + clip.frame_duration - 1})")
-    return _load_file_rgba(numbered_path(path, _first_number(path) + clip_frame),
-                           colorspace=clip.colorspace_settings.name)
+    if clip.source == "SEQUENCE":
+        path = bpy.path.abspath(clip.filepath, library=clip.library)
+        return _load_file_rgba(numbered_path(path, _first_number(path) + clip_frame),
+                               colorspace=clip.colorspace_settings.name)
+
+    def clip_node(tree):
+        node = tree.nodes.new("CompositorNodeMovieClip")
+        node.clip = clip
+        return node.outputs["Image"]
+
+    return composite_frame(tuple(clip.size), frame, clip_node)
+
+
+def composite_frame(size, frame: int, make_source) -> np.ndarray:
+    """Decode one frame of a movie the way Blender itself does: render ``frame`` of a throw-away scene whose
+    compositor is just ``make_source(tree) -> output`` to a 32-bit EXR and read it (Python has no API for a movie's
+    frames). It is an animation render of one frame because a still render of a scene that is not the window's
+    ignores that scene's frame. Needs no camera: the compositor uses no render layers."""
+    scene = bpy.data.scenes.new("mattebox decode")
+    directory = tempfile.mkdtemp(prefix="mattebox-decode-")
+    group = None
+    try:
+        render = scene.render
+        render.resolution_x, render.resolution_y = size
+        render.resolution_percentage = 100
+        render.use_compositing = True
+        scene.view_settings.view_transform = "Standard"
+        settings = render.image_settings
+        settings.file_format, settings.color_depth, settings.color_mode = "OPEN_EXR", "32", "RGBA"
+        render.filepath = os.path.join(directory, "frame_")
+        scene.frame_start = scene.frame_end = frame
+        if hasattr(scene, "compositing_node_group"):  # Blender 5
+            group = tree = bpy.data.node_groups.new("mattebox decode", "CompositorNodeTree")
+            _new_socket(tree, "Image", "NodeSocketColor")
+            output = tree.nodes.new("NodeGroupOutput").inputs[0]
+            scene.compositing_node_group = tree
+        else:  # Blender 4.x
+            scene.use_nodes = True
+            tree = scene.node_tree
+            tree.nodes.clear()
+            output = tree.nodes.new("CompositorNodeComposite").inputs["Image"]
+        tree.links.new(make_source(tree), output)
+        bpy.ops.render.render(animation=True, scene=scene.name)
+        return _load_file_rgba(render.frame_path(frame=frame))
+    finally:
+        bpy.data.scenes.remove(scene)
+        if group is not None:
+            bpy.data.node_groups.remove(group)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def render_rgba(scene: "bpy.types.Scene", frame: int) -> np.ndarray:

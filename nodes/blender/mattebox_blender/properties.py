@@ -7,9 +7,9 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 from . import core
 
 SOURCES = [
-    ("IMAGE", "Image", "An image datablock (a still, or an image sequence numbered by frame)"),
+    ("IMAGE", "Image", "An image datablock: a still, an image sequence numbered by frame, or a movie"),
     ("RENDER", "Render", "Render the frame (compositing off) and matte the render result"),
-    ("CLIP", "Movie Clip", "A movie clip made from an image sequence"),
+    ("CLIP", "Movie Clip", "A movie clip (movie file or image sequence)"),
 ]
 MASK_CHANNELS = [
     ("LUMINANCE", "Luminance", "Rec.709 luminance of the mask image"),
