@@ -2,6 +2,7 @@
 against a real server (no bpy needed; the real-Blender tests are in test_blender_host.py)."""
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -170,3 +171,21 @@ def test_remote_endpoint_needs_online_access():
     connect = make_connect("tcp://192.0.2.1:23517", 1.0, None, True, online_access=False)
     with pytest.raises(RuntimeError, match="online access is off"):
         connect()
+
+
+def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypatch, tmp_path):
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
+    server = server_process()
+
+    def read(frame):
+        return core.build_request(np.ones((8, 8, 4), np.float32), None, None, {"engine": "test-slow"})
+
+    run = runner.MatteRun([1], make_connect(server.endpoint, 1.0, None, False, False), read,
+                          lambda frame, result: None)
+    while run.last_event is None and not run.done:
+        run.step()
+        time.sleep(0.02)
+    server.stop(signal.SIGKILL)
+    assert run.wait(timeout=30) == runner.FAILED  # the client's timeout (1 s, one reconnect), not a hang
+    assert f"no answer from the mattebox server at {server.endpoint}" in run.error
