@@ -111,7 +111,7 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
         def go():
             run = ext.operators.start_run(bpy.context)
             run.wait(timeout=120)
-            ext.operators.finish_run(run, bpy.context.scene, lambda *a: None)
+            ext.operators.finish_run(run, lambda *a: None)
             runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused})
         go()
         go()  # nothing changed: every frame comes from the cache
@@ -221,17 +221,24 @@ def test_headless_frame_range_script(blender_python, tmp_path, mattebox_server):
         import sys
         bad = headless.main(["--frames", "3-1", "--endpoint", ARGS["endpoint"], "--no-start"])
         # what `blender -b shot.blend --python-expr "...; headless.run_cli()" -- ARGS` runs
+        scene = bpy.context.scene
+        scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
+        scene.render.engine = "CYCLES"  # Blender 4.x renders the scene too; keep it cheap
+        scene.cycles.samples = 1
+        scene.render.filepath = os.path.join(os.getcwd(), "renders", "shot_")
         sys.argv = ["blender", "-b", "shot.blend", "--", "--frames", "2-3", "--endpoint", ARGS["endpoint"],
-                    "--no-start", "--save"]
+                    "--no-start", "--save", "--render"]
         headless.run_cli()  # returns on success, sys.exit(1) on failure
         files = sorted(os.listdir(os.path.join(os.getcwd(), "farm", "Matte")))
+        renders = sorted(os.listdir(os.path.join(os.getcwd(), "renders")))
         bpy.ops.wm.open_mainfile(filepath=os.path.join(os.getcwd(), "shot.blend"))  # --save kept the group
         tree, _ = ext.blender_io.scene_compositor(bpy.context.scene, create=False)  # Blender 4.x or 5
         saved = "Mattebox Matte" in bpy.data.node_groups and any(n.bl_idname == "CompositorNodeGroup"
                                                                  for n in tree.nodes)
-        RESULT = {"bad": bad, "saved": saved, "files": files}
+        RESULT = {"bad": bad, "saved": saved, "files": files, "renders": renders}
     ''', endpoint=mattebox_server)
     assert result["bad"] == 1 and result["saved"]
+    assert result["renders"] == ["shot_0002.png", "shot_0003.png"]
     assert {"alpha_0002.exr", "alpha_0003.exr", "foreground_0003.exr"} <= set(result["files"])
     assert "alpha_0001.exr" not in result["files"]
 

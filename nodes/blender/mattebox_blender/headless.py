@@ -18,8 +18,8 @@ from typing import List, Optional
 
 import bpy
 
-from . import blender_io, core, runner
-from .connection import make_connect
+from . import core, runner
+from .scene_run import SceneRun
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -36,39 +36,21 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _preferences():
-    addon = bpy.context.preferences.addons.get(__package__)
-    return addon.preferences if addon else None
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[sys.argv.index("--") + 1:] if argv is None and "--" in sys.argv else (argv or []))
     scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
-    settings = scene.mattebox
     try:
         frames = core.parse_frames(args.frames) if args.frames else list(range(scene.frame_start,
                                                                                scene.frame_end + 1))
     except ValueError as exc:
         print(f"mattebox: {exc}", file=sys.stderr)
         return 1
-    prefs = _preferences()
-    endpoint = args.endpoint or (prefs.effective_endpoint() if prefs else None)
-    if endpoint is None:
-        from .connection import client_package
-
-        endpoint = client_package().config.load()["endpoint"]
-    timeout = args.timeout or (prefs.timeout if prefs else 30.0)
-    command = core.split_command(prefs.server_command) if prefs else None
-    auto_start = not args.no_start and (prefs.auto_start if prefs else True)
-    params = settings.params()
-    if args.engine:
-        params["engine"] = args.engine
-    directory = blender_io.output_directory(settings)
-
-    run = runner.MatteRun(frames, make_connect(endpoint, timeout, command, auto_start, bpy.app.online_access),
-                          lambda frame: blender_io.read_request(settings, scene, frame, params),
-                          lambda frame, result: blender_io.write_results(directory, frame, result),
-                          index=core.FrameIndex(directory))
+    addon = bpy.context.preferences.addons.get(__package__)
+    if addon is None:
+        print(f"mattebox: the extension {__package__} is not enabled", file=sys.stderr)
+        return 1
+    run = SceneRun.from_preferences(scene, addon.preferences, frames, endpoint=args.endpoint, timeout=args.timeout,
+                                    auto_start=False if args.no_start else None, engine=args.engine)
     last = None
     while not run.step():
         text = run.status_text()
@@ -79,16 +61,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if run.state != runner.FINISHED:
         print(run.error or f"mattebox: {run.state}", file=sys.stderr)
         return 1
-    blender_io.publish(settings.name, directory, frames, scene)
-    print(f"mattebox: {len(run.computed)} frame(s) matted, {len(run.reused)} unchanged, results in {directory}")
+    run.publish()
+    print(run.summary(), flush=True)
     if args.save:
         bpy.ops.wm.save_mainfile()
-    if args.render:
+    if args.render:  # through the compositor, to the scene's output path and format
         for frame in frames:
             scene.frame_set(frame)
-            scene.render.filepath, original = scene.render.frame_path(frame=frame), scene.render.filepath
-            bpy.ops.render.render(write_still=True, scene=scene.name)
-            scene.render.filepath = original
+            bpy.ops.render.render(scene=scene.name)
+            path = scene.render.frame_path(frame=frame)
+            bpy.data.images["Render Result"].save_render(path, scene=scene)
+            print(f"mattebox: rendered {path}", flush=True)
     return 0
 
 

@@ -5,49 +5,28 @@ from typing import Optional
 
 import bpy
 
-from . import blender_io, core, runner
-from .connection import make_connect
+from . import core, runner
 from .properties import preferences
+from .scene_run import SceneRun
 
 #: the run in progress (one at a time per Blender session); the Cancel operator and the panel read it
-_ACTIVE: Optional[runner.MatteRun] = None
+_ACTIVE: Optional[SceneRun] = None
 
 
-def active_run() -> Optional[runner.MatteRun]:
+def active_run() -> Optional[SceneRun]:
     return _ACTIVE
 
 
-def start_run(context, settings=None, frames=None) -> runner.MatteRun:
-    """Build the run for the scene's settings: reader, writer, cache index and connection from the preferences."""
-    scene = context.scene
-    settings = settings or scene.mattebox
-    prefs = preferences(context)
-    frames = frames or settings.frame_list(scene)
-    directory = blender_io.output_directory(settings)
-    params = settings.params()
-
-    def read_inputs(frame):
-        return blender_io.read_request(settings, scene, frame, params)
-
-    def write_results(frame, result):
-        blender_io.write_results(directory, frame, result)
-
-    connect = make_connect(prefs.effective_endpoint(), prefs.timeout,
-                           core.split_command(prefs.server_command), prefs.auto_start, bpy.app.online_access)
-    run = runner.MatteRun(frames, connect, read_inputs, write_results, index=core.FrameIndex(directory))
-    run.directory = directory
-    run.name = settings.name
-    return run
+def start_run(context) -> SceneRun:
+    """The run for the scene's settings and the extension's preferences."""
+    return SceneRun.from_preferences(context.scene, preferences(context))
 
 
-def finish_run(run: runner.MatteRun, scene, report) -> set:
-    """Publish results into the compositor (when any frame is ready) and report how the run ended."""
-    done = sorted(run.computed + run.reused)
-    if done and run.state == runner.FINISHED:
-        blender_io.publish(run.name, run.directory, sorted(run.frames), scene)
+def finish_run(run: SceneRun, report) -> set:
+    """Publish a finished run's results into the compositor and report how the run ended."""
     if run.state == runner.FINISHED:
-        report({"INFO"}, f"Mattebox: {len(run.computed)} frame(s) matted, {len(run.reused)} unchanged "
-                         f"(cached) -> group '{blender_io.group_name(run.name)}'")
+        run.publish()
+        report({"INFO"}, run.summary())
         return {"FINISHED"}
     if run.state == runner.CANCELLED:
         report({"WARNING"}, "Mattebox: cancelled")
@@ -89,7 +68,7 @@ class MATTEBOX_OT_matte(bpy.types.Operator):
             self._run.wait()
         finally:
             _ACTIVE = None
-        return finish_run(self._run, context.scene, self.report)
+        return finish_run(self._run, self.report)
 
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
@@ -136,7 +115,7 @@ class MATTEBOX_OT_matte(bpy.types.Operator):
 
     def _end(self, context):
         self._cleanup(context)
-        return finish_run(self._run, context.scene, self.report)
+        return finish_run(self._run, self.report)
 
     def cancel(self, context):
         """Blender ends the operator (file load, window closed): tell the server, drop the run quietly."""
