@@ -25,7 +25,11 @@ def start_run(context) -> SceneRun:
 def finish_run(run: SceneRun, report) -> set:
     """Publish a finished run's results into the compositor and report how the run ended."""
     if run.state == runner.FINISHED:
-        run.publish()
+        try:
+            run.publish()
+        except Exception as exc:  # e.g. a result file removed meanwhile: say so, never leave the UI stuck
+            report({"ERROR"}, f"Mattebox: results are in {run.directory} but could not be loaded: {exc}")
+            return {"CANCELLED"}
         report({"INFO"}, run.summary())
         return {"FINISHED"}
     if run.state == runner.CANCELLED:
