@@ -347,3 +347,51 @@ def test_movie_file_frames_via_clip_and_image(blender_python, tmp_path, mattebox
     assert max(result["image_diffs"]) < 0.006, result["image_diffs"]
     assert result["error"] is None and result["matte_diff"] < 0.006
     assert result["scenes"] == ["Scene"]  # the decode scenes are gone
+
+
+def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_path, server_process, monkeypatch):
+    """The UI path: the operator's modal() driven by timer events and Esc, with Blender's real window manager
+    (background Blender has no event loop, so the test plays the events; the operator's methods run unchanged)."""
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 2 s per job
+    endpoint = server_process().endpoint
+    result = run_blender(blender_python, tmp_path, '''
+        import types
+        setup_scene(ARGS["endpoint"], engine="test-slow")
+        op = ext.operators.MATTEBOX_OT_matte
+        wm = bpy.context.window_manager
+        def play(esc_after_progress):
+            reports = []
+            fake = types.SimpleNamespace(report=lambda kind, text: reports.append([sorted(kind)[0], text]))
+            for name in ("_start", "_cleanup", "_end"):
+                setattr(fake, name, getattr(op, name).__get__(fake))
+            assert fake._start(bpy.context)
+            fake._timer = wm.event_timer_add(0.1, window=None)
+            wm.progress_begin(0, 1000)
+            texts, outcome, t = [], None, time.monotonic()
+            while time.monotonic() - t < 30:
+                kind = "TIMER"
+                if esc_after_progress and fake._run.last_event is not None:
+                    kind = "ESC"
+                outcome = op.modal(fake, bpy.context, types.SimpleNamespace(type=kind))
+                texts.append(wm.mattebox_status.text)
+                if outcome != {"RUNNING_MODAL"}:
+                    break
+                time.sleep(0.05)
+            return {"outcome": sorted(outcome), "reports": reports, "active": ext.operators.active_run() is not None,
+                    "running": wm.mattebox_status.running, "saw_stage": any("(work" in t for t in texts)}
+        finished = play(False)
+        images_after_finish = sorted(i.name for i in bpy.data.images if i.name.startswith("Matte "))
+        bpy.context.scene.mattebox.quality = "fast"  # a new content key: the frame is not taken from the cache
+        cancelled = play(True)
+        RESULT = {"finished": finished, "cancelled": cancelled, "images": images_after_finish}
+    ''', endpoint=endpoint)
+    finished, cancelled = result["finished"], result["cancelled"]
+    assert finished["outcome"] == ["FINISHED"] and finished["reports"][0][0] == "INFO"
+    assert finished["saw_stage"]  # the status text followed the server's progress
+    assert not finished["active"] and not finished["running"]
+    assert result["images"] == ["Matte Alpha", "Matte Foreground", "Matte Trimap"]
+    assert cancelled["outcome"] == ["CANCELLED"]
+    assert cancelled["reports"] == [["WARNING", "Mattebox: cancelled"]]
+    assert not cancelled["active"] and not cancelled["running"]
