@@ -77,6 +77,7 @@ def built_zip(tmp_path_factory, wheel_cache) -> Path:
         pytest.skip(f"cannot fetch pyzmq/msgpack wheels: {exc}")
 
 
+@pytest.mark.host
 def test_zip_contents_and_blenders_own_validator(built_zip):
     with zipfile.ZipFile(built_zip) as zf:
         names = set(zf.namelist())
