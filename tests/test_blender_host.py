@@ -120,7 +120,28 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
         alpha = bpy.data.images["Matte Alpha"]
         node = bpy.data.node_groups["Mattebox Matte"].nodes["Alpha"]
         files = sorted(os.listdir(os.path.join(os.getcwd(), "mattes", "Matte")))
-        RESULT = {"runs": runs, "source": alpha.source, "files": files,
+        # after three runs (re-publishing keeps the compositor's links), each scene frame composites its own
+        # matte file: render frames 3 and 2, compare with the files
+        scene = bpy.context.scene
+        scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = W, H, 100
+        scene.render.engine, scene.cycles.samples = "CYCLES", 1
+        fmt = scene.render.image_settings
+        fmt.file_format, fmt.color_depth, fmt.color_mode = "OPEN_EXR", "32", "RGBA"
+        composited = {}
+        for f in (3, 2):
+            scene.frame_set(f)
+            scene.render.filepath = os.path.join(os.getcwd(), f"comp_{f}.exr")
+            bpy.ops.render.render(write_still=True)
+            out = bpy.data.images.load(scene.render.filepath)
+            out.colorspace_settings.name, out.alpha_mode = "Non-Color", "CHANNEL_PACKED"
+            got = helpers.image_array(out)[..., 3]
+            want = {}
+            for g in (1, 2, 3):
+                img = bpy.data.images.load(os.path.join(os.getcwd(), "mattes", "Matte", f"alpha_{g:04d}.exr"))
+                img.colorspace_settings.name, img.alpha_mode = "Non-Color", "CHANNEL_PACKED"
+                want[g] = helpers.image_array(img)[..., 0]
+            composited[f] = {g: float(np.abs(got - want[g]).max()) for g in want}
+        RESULT = {"runs": runs, "source": alpha.source, "files": files, "composited": composited,
                   "node": [node.frame_start, node.frame_offset, node.frame_duration]}
     ''', endpoint=mattebox_server)
     runs = result["runs"]
@@ -130,6 +151,8 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
     assert runs[2]["computed"] == [1, 2] and runs[2]["reused"] == [3]
     assert result["source"] == "SEQUENCE"
     assert result["node"] == [1, 0, 3]
+    for frame, diffs in result["composited"].items():  # the compositor shows frame f's own matte, exactly
+        assert diffs[frame] == 0.0 and all(d > 0 for g, d in diffs.items() if g != frame), (frame, diffs)
     assert [f for f in result["files"] if f.startswith("alpha_")] == ["alpha_0001.exr", "alpha_0002.exr",
                                                                       "alpha_0003.exr"]
 

@@ -288,10 +288,12 @@ def ensure_node_group(name: str, images: Dict[str, "bpy.types.Image"], frames: L
     if tree is None:
         tree = bpy.data.node_groups.new(group_name(name), "CompositorNodeTree")
     tree.nodes.clear()
-    tree.interface.clear()
-    _new_socket(tree, "Alpha", "NodeSocketFloat")
-    _new_socket(tree, "Foreground", "NodeSocketColor")
-    _new_socket(tree, "Trimap", "NodeSocketFloat")
+    wanted = [("Alpha", "NodeSocketFloat"), ("Foreground", "NodeSocketColor"), ("Trimap", "NodeSocketFloat")]
+    have = [(item.name, item.socket_type) for item in tree.interface.items_tree if item.item_type == "SOCKET"]
+    if have != wanted:  # only then: a new interface drops the links users made to the group's outputs
+        tree.interface.clear()
+        for name, socket_type in wanted:
+            _new_socket(tree, name, socket_type)
     output = tree.nodes.new("NodeGroupOutput")
     output.location = (600, 0)
     for row, kind in enumerate(("alpha", "foreground", "trimap")):
@@ -303,6 +305,7 @@ def ensure_node_group(name: str, images: Dict[str, "bpy.types.Image"], frames: L
             node.frame_start = min(frames)
             node.frame_offset = min(frames) - 1
             node.frame_duration = max(frames) - min(frames) + 1
+            node.use_auto_refresh = True  # follow the scene frame (off by default: the first frame only)
         source = node.outputs["Image"]
         if kind != "foreground":  # the data images repeat the value in every channel: take red, bit-exact
             split = tree.nodes.new("CompositorNodeSeparateColor")
