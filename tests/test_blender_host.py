@@ -6,10 +6,15 @@ resources folder, so nothing touches the user's Blender. Skipped with the reason
 """
 from __future__ import annotations
 
+import os
+import shlex
+import signal
 import socket
+import sys
 
 import pytest
 
+from tests.conftest import tree_env
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
 
 pytestmark = pytest.mark.host
@@ -418,3 +423,36 @@ def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_p
     assert cancelled["outcome"] == ["CANCELLED"]
     assert cancelled["reports"] == [["WARNING", "Mattebox: cancelled"]]
     assert not cancelled["active"] and not cancelled["running"]
+
+
+def _pids_with(marker: str) -> list:
+    """Processes whose command line contains ``marker`` (our own detached server, found by its unique port)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if marker.encode() in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the started server through /proc")
+def test_starts_a_local_server_when_none_answers(blender_python, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    command = " ".join([shlex.quote(sys.executable), "-m", "mattebox", "serve", "--device", "cpu"])
+    env_prefix = f"env PYTHONPATH={shlex.quote(tree_env()['PYTHONPATH'])} "
+    try:
+        result = run_blender(blender_python, tmp_path, '''
+            setup_scene(ARGS["endpoint"], engine="passthrough", auto_start=True, server_command=ARGS["command"])
+            error, seconds = report_of(lambda: bpy.ops.mattebox.matte())
+            RESULT = {"error": error, "seconds": seconds, "images": sorted(i.name for i in bpy.data.images)}
+        ''', endpoint=endpoint, command=env_prefix + command)
+        assert result["error"] is None
+        assert "Matte Alpha" in result["images"]
+        assert _pids_with(endpoint), "the started server should outlive Blender and serve later calls"
+    finally:
+        for pid in _pids_with(endpoint):
+            os.kill(pid, signal.SIGTERM)
