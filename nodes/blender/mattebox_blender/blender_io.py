@@ -210,7 +210,10 @@ def read_request(settings, scene: "bpy.types.Scene", frame: int, params: Dict) -
 
 # ------------------------------------------------------------------------------------------ writing
 def write_exr(path: str, array: np.ndarray) -> None:
-    """An H×W(×C) top-down float array -> a 32-bit float RGBA OpenEXR file, bit-exact."""
+    """An H×W(×C) top-down float array -> a 32-bit float RGBA OpenEXR file, bit-exact.
+
+    A fresh scratch Image per file: one reused after ``save()`` (it is file-backed then) wrote wrong pixels to the
+    next file in Blender 5.0.1, which the exactness tests caught."""
     height, width = array.shape[:2]
     scratch = bpy.data.images.new("mattebox scratch", width, height, alpha=True, float_buffer=True)
     try:
