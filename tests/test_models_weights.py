@@ -214,3 +214,38 @@ def test_split_qkv_filter_loads_separate_projection_checkpoints(tmp_path):
     load_weights(target, path, digest, checkpoint_filter=split_qkv)
     for key, value in model.state_dict().items():
         assert torch.equal(value, target.state_dict()[key]), key
+
+
+def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
+    """With a second frame the engine calls mattebox.twoframe.align_pair(image, second, trimap) and passes its
+    bg_aligned / fg_aligned / companion / warped_trimap arrays to the net (a stand-in module until the twoframe
+    branch lands)."""
+    import types
+
+    calls = []
+
+    def align_pair(image, second, trimap):
+        calls.append((image.shape, second.shape, trimap.shape))
+        return types.SimpleNamespace(bg_aligned=second, fg_aligned=image, companion=second,
+                                     warped_trimap=trimap)
+
+    monkeypatch.setitem(sys.modules, "mattebox.twoframe", types.SimpleNamespace(align_pair=align_pair))
+    request = disc_request()
+    request.second = np.roll(request.image, 3, axis=1)
+    seen = {}
+    engine = TinyParallax()
+    original = engine.model
+
+    def spy_model(device):
+        model = original(device)
+
+        def forward(**tensors):
+            seen.update({k: getattr(v, "shape", v) for k, v in tensors.items()})
+            return model(**tensors)
+        return forward
+
+    monkeypatch.setattr(engine, "model", spy_model)
+    result = engine.matte(request)
+    assert calls == [((96, 160, 3), (96, 160, 3), (96, 160))]
+    assert set(seen) == {"image", "bg_aligned", "trimap", "fg_aligned", "companion", "warped_trimap", "predict_aux"}
+    assert result.alpha.shape == (96, 160)
