@@ -249,3 +249,12 @@ def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
     assert calls == [((96, 160, 3), (96, 160, 3), (96, 160))]
     assert set(seen) == {"image", "bg_aligned", "trimap", "fg_aligned", "companion", "warped_trimap", "predict_aux"}
     assert result.alpha.shape == (96, 160)
+
+
+def test_a_trimap_without_unknown_pixels_runs_no_tile():
+    request = disc_request()
+    request.trimap = (request.mask > 0.5).astype(np.float32)
+    request.mask = None
+    stages = []
+    result = TinyParallax().matte(request, lambda stage, done=0, total=0, message="": stages.append(stage))
+    assert "tiles" not in stages and np.array_equal(result.alpha, request.trimap)

@@ -210,7 +210,8 @@ class ParallaxEngine(LearnedEngine):
         return inputs, trimap, trimap == 0.5
 
     def alpha_and_premultiplied(self, merged):
-        return merged["alpha"][..., 0], merged["foreground"]
+        # no foreground when no tile ran (a trimap without unknown pixels): Blur-Fusion of the trimap alpha
+        return merged["alpha"][..., 0], merged.get("foreground")
 
 
 class PPMattingEngine(LearnedEngine):
