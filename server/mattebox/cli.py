@@ -18,6 +18,7 @@ COMMANDS = {
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
+    "models": ("mattebox.models.cli", "list learned models and whether their weights are installed"),
     "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),
     "uninstall": ("mattebox.commands.hosts:run_uninstall", "remove the node from a host"),
     "host-doctor": ("mattebox.commands.hosts:run_doctor", "check a host's node install and its server"),
