@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ...contract import no_progress
-from .laplacian import MattingLaplacian
+from .laplacian import MattingLaplacian, affine_upsample
 
 UNKNOWN = 0.5
 
@@ -33,9 +33,12 @@ UNKNOWN = 0.5
 class SolverSettings:
     eps: float = 1e-6  #: Levin's ε (window covariance regulariser); paper: 1e-7, see docs/classical.md
     radius: int = 1  #: window radius r: (2r+1)² windows (Levin: 3×3)
-    max_iterations: int = 200  #: CG iterations at the finest level
+    max_iterations: int = 400  #: CG iterations at the coarsest level (the whole problem)
+    fine_iterations: int = 40  #: CG iterations at each finer level (started from the upsampled solution)
     tolerance: float = 1e-6  #: relative residual ‖r‖/‖b‖ to stop CG
-    coarse_min_side: int = 96  #: solve a half-resolution level first while the crop's short side exceeds 2× this
+    coarse_unknowns: int = 8000  #: solve a half-resolution level first while a level has more unknowns
+    coarse_min_side: int = 32  #: ... and its short side is at least 2× this
+    upsample_eps: float = 1e-4  #: regulariser of the affine model fitted to carry α up a level
     expand_radius: int = 10  #: known-region expansion search radius in px (Gastal & Oliveira: 10)
     expand_colour: float = 5.0 / 256.0  #: max colour distance for expansion (Gastal & Oliveira: 5/256)
     snap: float = 0.01  #: α within this of 0 or 1 is snapped
@@ -103,16 +106,33 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     return x
 
 
-def _solve_crop(image: np.ndarray, trimap: np.ndarray, settings: SolverSettings, report, level: int = 0):
-    """Solve one crop (all arrays cropped); returns α for the crop."""
+def _coarse_trimap(trimap: np.ndarray, size) -> np.ndarray:
+    """Half-resolution trimap: a coarse pixel is known only when every fine pixel under it has that label."""
+    area = cv2.resize(trimap, size, interpolation=cv2.INTER_AREA)
+    out = np.full(area.shape, UNKNOWN, np.float32)
+    out[area < 1e-4] = 0.0
+    out[area > 1.0 - 1e-4] = 1.0
+    return out
+
+
+def _solve_level(image: np.ndarray, trimap: np.ndarray, settings: SolverSettings, report, level: int = 0):
+    """Solve one crop (all arrays cropped) coarse-to-fine; returns α for the crop.
+
+    While the level has more than ``coarse_unknowns`` unknown pixels, the half-resolution problem is solved first
+    and carried up by Levin's affine model (:func:`affine_upsample`); the fine level then only has to remove
+    high-frequency error, which Jacobi-preconditioned CG does in a few dozen iterations.
+    """
     unknown = trimap == UNKNOWN
     h, w = trimap.shape
     initial = np.where(unknown, 0.5, trimap).astype(np.float32)
-    if min(h, w) > 2 * settings.coarse_min_side and unknown.sum() > 4096:
-        small_image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        small_trimap = cv2.resize(trimap, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
-        coarse = _solve_crop(small_image, small_trimap, settings, lambda *a: None, level + 1)
-        initial[unknown] = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)[unknown]
+    iterations = settings.max_iterations
+    if unknown.sum() > settings.coarse_unknowns and min(h, w) >= 2 * settings.coarse_min_side:
+        size = ((w + 1) // 2, (h + 1) // 2)
+        small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        coarse = _solve_level(small_image, _coarse_trimap(trimap, size), settings, lambda *a: None, level + 1)
+        guess = affine_upsample(coarse, small_image, image, settings.radius, settings.upsample_eps)
+        initial[unknown] = np.clip(guess[unknown], 0.0, 1.0)
+        iterations = settings.fine_iterations
     laplacian = MattingLaplacian(image, eps=settings.eps, r=settings.radius)
     mask = unknown.astype(np.float32)
     known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
@@ -121,7 +141,6 @@ def _solve_crop(image: np.ndarray, trimap: np.ndarray, settings: SolverSettings,
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
     precond = np.where(unknown, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
     x = initial * mask
-    iterations = settings.max_iterations if level == 0 else max(50, settings.max_iterations // 2)
     x = _cg(lambda v: mask * laplacian.apply(mask * v), b, x, precond, iterations, settings.tolerance, report)
     return np.where(unknown, x, trimap).astype(np.float32)
 
@@ -140,7 +159,7 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, trimap.shape[0])
     x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
     crop_trimap = trimap[y0:y1, x0:x1].copy()
-    crop = _solve_crop(np.ascontiguousarray(image_srgb[y0:y1, x0:x1]), crop_trimap, settings,
+    crop = _solve_level(np.ascontiguousarray(image_srgb[y0:y1, x0:x1]), crop_trimap, settings,
                        lambda done, total: progress("alpha", done, total))
     alpha[y0:y1, x0:x1] = crop
     alpha = np.clip(alpha, 0.0, 1.0)
