@@ -45,12 +45,14 @@ def window_statistics(image: np.ndarray, r: int, eps: float):
     Inverts the 3×3 covariances in closed form (adjugate / determinant), plane by plane, in float64.
     """
     channels = [np.ascontiguousarray(image[:, :, c], dtype=np.float32) for c in range(3)]
-    means = [_box_mean(c, r) for c in channels]
+    # float64: Σ_k = mean(I Iᵀ) − μμᵀ cancels badly in float32 (errors ~1e-8 exceed ε/|w| and make Δ_k indefinite)
+    channels64 = [c.astype(np.float64) for c in channels]
+    means64 = [_box_mean(c, r) for c in channels64]
+    means = [m.astype(np.float32) for m in means64]
     reg = eps / float((2 * r + 1) ** 2)
     cov = {}
     for a, b in _SYM:
-        cov[a, b] = (_box_mean(channels[a] * channels[b], r).astype(np.float64)
-                     - means[a].astype(np.float64) * means[b] + (reg if a == b else 0.0))
+        cov[a, b] = _box_mean(channels64[a] * channels64[b], r) - means64[a] * means64[b] + (reg if a == b else 0.0)
     s00, s01, s02, s11, s12, s22 = (cov[k] for k in _SYM)
     c00 = s11 * s22 - s12 * s12
     c01 = s02 * s12 - s01 * s22
