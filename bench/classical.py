@@ -125,6 +125,9 @@ def worker_foreground(names) -> dict:
     methods = {"classical multilevel": multilevel, "classical blur_fusion": blur_fusion,
                "pymatting estimate_foreground_ml": lambda i, a: pymatting.estimate_foreground_ml(
                    i.astype(np.float64), a.astype(np.float64))}
+    warm = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    for estimate in methods.values():  # first calls (numba JIT) are not timed
+        estimate(warm, warm[..., 0])
     scores = {m: [] for m in methods}
     seconds = {m: 0.0 for m in methods}
     for index, name in enumerate(names):

@@ -115,3 +115,10 @@ def test_solver_reports_progress_in_its_loop():
     solve_alpha(image, trimap, SolverSettings(tolerance=0.0, max_iterations=30, expand_radius=0),
                 progress=lambda stage, done, total: calls.append((stage, done, total)))
     assert calls and all(stage == "alpha" for stage, _, _ in calls) and calls[-1][1] >= 20
+
+
+def test_frames_smaller_than_a_window_use_the_colour_prior():
+    image = np.array([[[1.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]]], np.float32)  # 1×3: red, mix, blue
+    trimap = np.array([[1.0, 0.5, 0.0]], np.float32)
+    out = solve_alpha(image, trimap, SolverSettings(expand_radius=0, snap=0.0))
+    np.testing.assert_allclose(out, [[1.0, 0.5, 0.0]], atol=1e-5)

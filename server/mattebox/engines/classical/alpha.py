@@ -163,13 +163,18 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     unknown = trimap == UNKNOWN
     if not unknown.any():
         return alpha
+    if min(trimap.shape) < 2 * settings.radius + 1:  # smaller than one window: no Laplacian; use the colour prior
+        prior, _ = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
+        alpha[unknown] = prior[unknown]
+        return alpha
     ys, xs = np.nonzero(unknown)
     margin = settings.radius + 1
     y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, trimap.shape[0])
     x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
-        prior, weight = (np.ascontiguousarray(x[crop]) for x in alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma))
+        full = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
+        prior, weight = (np.ascontiguousarray(x[crop]) for x in full)
     else:
         prior = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
     solved = _solve_level(np.ascontiguousarray(image_srgb[crop]), trimap[crop].copy(), prior, weight, settings,
