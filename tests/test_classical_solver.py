@@ -72,9 +72,11 @@ def test_nearest_known_and_expansion():
     trimap = np.full((5, 5), 0.5, np.float32)
     trimap[:, 0] = 1.0
     trimap[:, 4] = 0.0
-    dist, ny, nx = nearest_known(trimap, 1.0)
-    assert dist[2, 3] == pytest.approx(3.0, abs=0.1) and (ny[2, 3], nx[2, 3]) == (2, 0)
-    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0) is None
+    where = np.zeros((5, 5), bool)
+    where[2, 3] = where[4, 1] = True
+    dist, ny, nx = nearest_known(trimap, 1.0, where)
+    assert dist[0] == pytest.approx(3.0, abs=0.1) and (ny[0], nx[0]) == (2, 0) and (ny[1], nx[1]) == (4, 0)
+    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, where) is None
     image = np.zeros((5, 5, 3), np.float32)
     image[:, :2] = 1.0  # column 1 has the foreground's colour, column 3 the background's
     out = expand_known(image, trimap, radius=2, colour=0.01)

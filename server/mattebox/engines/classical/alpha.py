@@ -67,12 +67,12 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
         return trimap
     out = trimap.copy()
     for label in (0.0, 1.0):
-        near = nearest_known(trimap, label)
+        near = nearest_known(trimap, label, unknown)
         if near is None:
             continue
         dist, ny, nx = near
-        py, px = np.nonzero(unknown & (dist <= radius))
-        close = np.linalg.norm(image[py, px] - image[ny[py, px], nx[py, px]], axis=1) <= colour
+        py, px = np.nonzero(unknown)
+        close = (dist <= radius) & (np.linalg.norm(image[py, px] - image[ny, nx], axis=1) <= colour)
         hit = np.zeros_like(unknown)
         hit[py[close], px[close]] = True
         both = hit & (out != UNKNOWN) & (out != label)
@@ -149,7 +149,8 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
     precond = np.where(unknown, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
     x = initial * mask
-    x = _cg(lambda v: mask * laplacian.apply(mask * v) + data * v, b, x, precond, iterations, settings.tolerance,
+    x = _cg(lambda v: mask * laplacian.apply(v) + data * v,  # v is zero on known pixels (CG keeps it so)
+            b, x, precond, iterations, settings.tolerance,
             report)
     return np.where(unknown, x, trimap).astype(np.float32)
 

@@ -21,28 +21,27 @@ import numpy as np
 UNKNOWN = 0.5
 
 
-def nearest_known(trimap: np.ndarray, label: float):
-    """(distance, y, x): for every pixel, the distance to and coordinates of the nearest pixel with ``label``
-    (None when the trimap has no such pixel)."""
+def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
+    """(distance, y, x), 1-D over the pixels of the boolean mask ``where``: the distance to and coordinates of
+    each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
     source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
     if source.all():
         return None
     dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.nonzero's order
     ys, xs = np.nonzero(source == 0)
-    lookup = np.zeros((int(idx.max()) + 1, 2), np.int32)
-    lookup[idx[ys, xs]] = np.stack([ys, xs], axis=1)
-    coords = lookup[idx]
-    return dist, coords[..., 0], coords[..., 1]
+    nearest = idx[where] - 1
+    return dist[where], ys[nearest], xs[nearest]
 
 
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray,
                        scales: Tuple[int, ...]) -> List[np.ndarray]:
     """N×3 candidate colours (one array per candidate) of ``label`` for the N unknown pixels."""
-    near = nearest_known(trimap, label)
+    near = nearest_known(trimap, label, unknown)
     if near is None:
         return []
     _, ny, nx = near
-    nearest = image[ny[unknown], nx[unknown]]
+    nearest = image[ny, nx]
     out = [nearest]
     weight = (trimap == label).astype(np.float32)
     for radius in scales:
