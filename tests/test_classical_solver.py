@@ -124,3 +124,20 @@ def test_frames_smaller_than_a_window_use_the_colour_prior():
     trimap = np.array([[1.0, 0.5, 0.0]], np.float32)
     out = solve_alpha(image, trimap, SolverSettings(expand_radius=0, snap=0.0))
     np.testing.assert_allclose(out, [[1.0, 0.5, 0.0]], atol=1e-5)
+
+
+def test_band_operator_equals_the_full_operator_on_band_vectors():
+    from mattebox.engines.classical.laplacian import BandOperator
+
+    rng = np.random.default_rng(5)
+    image = rng.random((45, 70, 3)).astype(np.float32)
+    unknown = np.zeros((45, 70), bool)
+    unknown[10:14, 3:60] = True  # a thin band, and a blob touching the crop's border
+    unknown[30:45, 50:70] = True
+    p = np.where(unknown, rng.random((45, 70)), 0).astype(np.float32)
+    band = BandOperator(image, unknown, eps=1e-5, r=1, tile=8)
+    assert band.count < (45 // 8 + 1) * (70 // 8 + 1)  # only tiles with unknowns
+    full = MattingLaplacian(image, eps=1e-5).apply(p)
+    out = band.full(band.apply(band.compact(p)), fill=np.zeros_like(p))
+    np.testing.assert_allclose(out[unknown], full[unknown], rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(band.full(band.compact(p), fill=p), p)

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...contract import no_progress
-from .laplacian import MattingLaplacian, affine_upsample
+from .laplacian import BandOperator, MattingLaplacian, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
@@ -41,6 +41,8 @@ class SolverSettings:
     coarse_unknowns: int = 2000  #: solve a half-resolution level first while a level has more unknowns
     coarse_min_side: int = 32  #: ... and its short side is at least 2× this
     upsample_eps: float = 1e-4  #: regulariser of the affine model fitted to carry α up a level
+    tile: int = 32  #: tile side of the band-only operator (:class:`BandOperator`)
+    band_fraction: float = 0.6  #: use the band-only operator when its tiles cover less than this share of the crop
     huge_unknowns: int = 2_000_000  #: a level with more unknowns than this is mostly left to the local affine model…
     huge_iterations: int = 12  #: … and gets only this many CG iterations (4K frames with very wide bands)
     data_weight: float = 0.005  #: λ of the sampling data term (Robust Matting eq. 8 uses γ = 0.1 with its own
@@ -149,9 +151,16 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
     precond = np.where(unknown, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
     x = initial * mask
-    x = _cg(lambda v: mask * laplacian.apply(v) + data * v,  # v is zero on known pixels (CG keeps it so)
-            b, x, precond, iterations, settings.tolerance,
-            report)
+    tiles = len(BandOperator.active_tiles(unknown, settings.tile))
+    if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
+        # thin band in a big crop: iterate over the band's tiles only (compact layout)
+        band = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
+        c_mask, c_data = band.compact(mask), band.compact(data)
+        x = band.full(_cg(lambda v: c_mask * band.apply(v) + c_data * v, band.compact(b), band.compact(x),
+                          band.compact(precond), iterations, settings.tolerance, report), fill=x)
+    else:
+        x = _cg(lambda v: mask * laplacian.apply(v) + data * v,  # v is zero on known pixels (CG keeps it so)
+                b, x, precond, iterations, settings.tolerance, report)
     return np.where(unknown, x, trimap).astype(np.float32)
 
 

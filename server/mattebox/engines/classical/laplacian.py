@@ -22,6 +22,8 @@ them"), which keeps the fine image's edges instead of blurring the coarse alpha.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -80,13 +82,14 @@ class MattingLaplacian:
     3×3 windows, as in the paper).
     """
 
-    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1):
+    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None):
         h, w = image.shape[:2]
         if h < 2 * r + 1 or w < 2 * r + 1:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
         self.r = r
-        valid = np.zeros((h, w), np.float32)
-        valid[r:h - r, r:w - r] = 1.0  # windows fully inside the image
+        if valid is None:  # windows fully inside the image (BandOperator passes its own)
+            valid = np.zeros((h, w), np.float32)
+            valid[r:h - r, r:w - r] = 1.0
         self.valid = valid
         self.window_count = _box_sum_valid(valid, r)  # n_i
         self.channels, self.mean, inv = window_statistics(image, r, eps)
@@ -129,6 +132,72 @@ class MattingLaplacian:
                 quad = diff[0] * inv_diff[0] + diff[1] * inv_diff[1] + diff[2] * inv_diff[2]
                 total += padded_valid[ys, xs] * (1.0 - (1.0 + quad) / size)
         return total
+
+
+class BandOperator:
+    """The same L applied only over the tiles that hold unknown pixels (the band), for thin bands in big crops.
+
+    The crop is cut into ``tile``×``tile`` tiles; the tiles holding unknown pixels, each with a halo of 2r pixels
+    (what one application of L reads around a pixel), are stacked into one tall mosaic image on which
+    :class:`MattingLaplacian` runs unchanged, with the window-validity mask of the full crop. Vectors live in a
+    compact layout (the tiles' interiors); each application gathers the halos from neighbouring tiles (zero where
+    a neighbour holds no unknowns, as the masked CG vectors are there). Cost ∝ band area instead of crop area.
+    """
+
+    @staticmethod
+    def active_tiles(active: np.ndarray, tile: int) -> np.ndarray:
+        """(n, 2) tile rows/columns of the tiles holding an active pixel."""
+        h, w = active.shape
+        th, tw = -(-h // tile), -(-w // tile)
+        grid = np.zeros((th * tile, tw * tile), bool)
+        grid[:h, :w] = active
+        return np.argwhere(grid.reshape(th, tile, tw, tile).any(axis=(1, 3)))
+
+    def __init__(self, image: np.ndarray, active: np.ndarray, eps: float, r: int, tile: int):
+        h, w = active.shape
+        pad = 2 * r
+        th, tw = -(-h // tile), -(-w // tile)
+        hp, wp = th * tile + 2 * pad, tw * tile + 2 * pad  # padded, extended to whole tiles
+        image_pad = np.zeros((hp, wp, 3), np.float32)
+        image_pad[pad:pad + h, pad:pad + w] = image
+        valid_pad = np.zeros((hp, wp), np.float32)
+        valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1.0  # windows fully inside the crop, as in the crop
+        tiles = self.active_tiles(active, tile)
+        self.count, self.tile, self.pad, self.shape = len(tiles), tile, pad, (h, w)
+        side = tile + 2 * pad
+        offsets = np.arange(side)
+        rows = tiles[:, 0, None] * tile + offsets  # padded coordinates of each block's rows, (n, side)
+        cols = tiles[:, 1, None] * tile + offsets
+        block = rows[:, :, None] * wp + cols[:, None, :]  # (n, side, side) flat indices into the padded crop
+        inner = block[:, pad:pad + tile, pad:pad + tile]  # (n, tile, tile)
+        self.inner = inner.reshape(-1)
+        lookup = np.full(hp * wp, self.inner.size, np.int64)  # padded pixel -> compact index (or the zero slot)
+        lookup[self.inner] = np.arange(self.inner.size)
+        self.halo_source = lookup[block].reshape(-1, side)  # (n·side, side)
+        self.padded_shape = (hp, wp)
+        mosaic = image_pad.reshape(-1, 3)[block.reshape(-1)].reshape(-1, side, 3)
+        self.laplacian = MattingLaplacian(mosaic, eps, r, valid=valid_pad.reshape(-1)[block.reshape(-1)]
+                                          .reshape(-1, side))
+
+    def compact(self, x: np.ndarray) -> np.ndarray:
+        """Crop layout (H×W) -> compact layout (n·tile² vector)."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
+        return padded.reshape(-1)[self.inner]
+
+    def full(self, v: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """Compact layout -> crop layout, pixels outside the tiles taken from ``fill``."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = fill
+        padded.reshape(-1)[self.inner] = v
+        return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        """L v in compact layout, for v zero outside the tiles' unknown pixels."""
+        pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
+        mosaic = np.append(v, np.float32(0.0))[self.halo_source]
+        out = self.laplacian.apply(mosaic).reshape(self.count, side, side)
+        return out[:, pad:pad + tile, pad:pad + tile].reshape(-1)
 
 
 def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fine: np.ndarray,
