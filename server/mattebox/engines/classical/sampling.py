@@ -35,20 +35,22 @@ def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
 
 
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray,
-                       scales: Tuple[int, ...]) -> List[np.ndarray]:
-    """N×3 candidate colours (one array per candidate) of ``label`` for the N unknown pixels."""
+                       scales: Tuple[int, ...]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Candidate colours of ``label`` for the N unknown pixels: one (R, G, B) triple of N-vectors per candidate."""
     near = nearest_known(trimap, label, unknown)
     if near is None:
         return []
     _, ny, nx = near
-    nearest = image[ny, nx]
-    out = [nearest]
+    nearest = [np.ascontiguousarray(image[ny, nx, c]) for c in range(3)]
+    out = [tuple(nearest)]
     weight = (trimap == label).astype(np.float32)
+    weighted = np.dstack([image * weight[..., None], weight])  # H×W×4: colour sums and counts in one filter
     for radius in scales:
-        size = (2 * radius + 1, 2 * radius + 1)
-        total = cv2.blur(image * weight[..., None], size)[unknown]
-        count = cv2.blur(weight, size)[unknown][:, None]
-        out.append(np.where(count > 1e-3, total / np.maximum(count, 1e-3), nearest))
+        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1))[unknown]  # N×4
+        count = blurred[:, 3]
+        seen = count > 1e-3
+        inv = 1.0 / np.maximum(count, 1e-3)
+        out.append(tuple(np.where(seen, blurred[:, c] * inv, nearest[c]) for c in range(3)))
     return out
 
 
@@ -63,19 +65,23 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     bgs = _colour_candidates(image, trimap, 0.0, unknown, scales)
     if not fgs or not bgs or not unknown.any():
         return prior, confidence
-    colour = image[unknown]  # N×3
-    best_ratio = np.full(colour.shape[0], np.inf, np.float32)
-    best_alpha = np.zeros(colour.shape[0], np.float32)
-    best_sep = np.zeros(colour.shape[0], np.float32)
-    for f in fgs:
-        for b in bgs:
-            fb = f - b
-            sep2 = np.einsum("ij,ij->i", fb, fb)
-            a = np.clip(np.einsum("ij,ij->i", colour - b, fb) / (sep2 + 1e-6), 0.0, 1.0)
-            residual = colour - b - a[:, None] * fb
-            ratio = np.sqrt(np.einsum("ij,ij->i", residual, residual) / (sep2 + 1e-6))
-            better = ratio < best_ratio
-            best_ratio[better], best_alpha[better], best_sep[better] = ratio[better], a[better], sep2[better]
+    colour = [np.ascontiguousarray(image[..., c][unknown]) for c in range(3)]  # 3 N-vectors
+    n = colour[0].shape[0]
+    best_ratio2 = np.full(n, np.inf, np.float32)  # squared distance ratio R²
+    best_alpha = np.zeros(n, np.float32)
+    best_sep2 = np.zeros(n, np.float32)
+    for b in bgs:
+        cb = [c - bc for c, bc in zip(colour, b)]  # I − B
+        for f in fgs:
+            fb = [fc - bc for fc, bc in zip(f, b)]  # F − B
+            sep2 = fb[0] * fb[0] + fb[1] * fb[1] + fb[2] * fb[2] + np.float32(1e-6)
+            a = np.clip((cb[0] * fb[0] + cb[1] * fb[1] + cb[2] * fb[2]) / sep2, 0.0, 1.0)
+            residual2 = sum((cbc - a * fbc) ** 2 for cbc, fbc in zip(cb, fb))
+            ratio2 = residual2 / sep2
+            better = ratio2 < best_ratio2
+            np.copyto(best_ratio2, ratio2, where=better)
+            np.copyto(best_alpha, a, where=better)
+            np.copyto(best_sep2, sep2, where=better)
     prior[unknown] = best_alpha
-    confidence[unknown] = np.exp(-(best_ratio / sigma) ** 2) * (1.0 - np.exp(-best_sep / separation ** 2))
+    confidence[unknown] = np.exp(-best_ratio2 / sigma ** 2) * (1.0 - np.exp(-best_sep2 / separation ** 2))
     return prior, confidence
