@@ -141,3 +141,9 @@ def test_band_operator_equals_the_full_operator_on_band_vectors():
     out = band.full(band.apply(band.compact(p)), fill=np.zeros_like(p))
     np.testing.assert_allclose(out[unknown], full[unknown], rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(band.full(band.compact(p), fill=p), p)
+    anything = rng.random((45, 70)).astype(np.float32)  # apply_crop reads known pixels outside the tiles too
+    lap = MattingLaplacian(image, eps=1e-5)
+    np.testing.assert_allclose(band.full(band.apply_crop(anything), fill=np.zeros_like(p))[unknown],
+                               lap.apply(anything)[unknown], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(band.full(band.diagonal(), fill=np.zeros_like(p))[unknown],
+                               lap.diagonal()[unknown], rtol=1e-4, atol=1e-4)

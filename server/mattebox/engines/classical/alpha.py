@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ...contract import no_progress
-from .laplacian import BandOperator, MattingLaplacian, affine_upsample
+from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
@@ -142,25 +142,23 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         iterations = settings.fine_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
-    laplacian = MattingLaplacian(image, eps=settings.eps, r=settings.radius)
-    mask = unknown.astype(np.float32)
-    known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
-    data = settings.data_weight * weight * mask  # λ c_i (Robust Matting eq. 8)
-    b = -mask * laplacian.apply(known_values) + data * prior
-    diag = laplacian.diagonal() + data
-    # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(unknown, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
-    x = initial * mask
     tiles = len(BandOperator.active_tiles(unknown, settings.tile))
     if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
-        # thin band in a big crop: iterate over the band's tiles only (compact layout)
-        band = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
-        c_mask, c_data = band.compact(mask), band.compact(data)
-        x = band.full(_cg(lambda v: c_mask * band.apply(v) + c_data * v, band.compact(b), band.compact(x),
-                          band.compact(precond), iterations, settings.tolerance, report), fill=x)
+        # thin band in a big crop: work on the band's tiles only (compact layout)
+        op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
-        x = _cg(lambda v: mask * laplacian.apply(v) + data * v,  # v is zero on known pixels (CG keeps it so)
-                b, x, precond, iterations, settings.tolerance, report)
+        op = CropOperator(image, settings.eps, settings.radius)
+    mask = op.compact(unknown.astype(np.float32))
+    data = settings.data_weight * op.compact(weight) * mask  # λ c_i (Robust Matting eq. 8)
+    known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
+    b = -mask * op.apply_crop(known_values) + data * op.compact(prior)
+    diag = op.diagonal() + data
+    # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
+    precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
+    x = op.compact(initial) * mask
+    # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
+    x = _cg(lambda v: mask * op.apply(v) + data * v, b, x, precond, iterations, settings.tolerance, report)
+    x = op.full(x, fill=initial)
     return np.where(unknown, x, trimap).astype(np.float32)
 
 

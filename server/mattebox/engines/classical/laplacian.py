@@ -175,6 +175,7 @@ class BandOperator:
         lookup[self.inner] = np.arange(self.inner.size)
         self.halo_source = lookup[block].reshape(-1, side)  # (n·side, side)
         self.padded_shape = (hp, wp)
+        self.block = block.reshape(-1, side)  # (n·side, side)
         mosaic = image_pad.reshape(-1, 3)[block.reshape(-1)].reshape(-1, side, 3)
         self.laplacian = MattingLaplacian(mosaic, eps, r, valid=valid_pad.reshape(-1)[block.reshape(-1)]
                                           .reshape(-1, side))
@@ -192,12 +193,40 @@ class BandOperator:
         padded.reshape(-1)[self.inner] = v
         return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
 
+    def _interiors(self, mosaic: np.ndarray) -> np.ndarray:
+        pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
+        return mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile].reshape(-1)
+
     def apply(self, v: np.ndarray) -> np.ndarray:
         """L v in compact layout, for v zero outside the tiles' unknown pixels."""
-        pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
-        mosaic = np.append(v, np.float32(0.0))[self.halo_source]
-        out = self.laplacian.apply(mosaic).reshape(self.count, side, side)
-        return out[:, pad:pad + tile, pad:pad + tile].reshape(-1)
+        return self._interiors(self.laplacian.apply(np.append(v, np.float32(0.0))[self.halo_source]))
+
+    def apply_crop(self, x: np.ndarray) -> np.ndarray:
+        """L x in compact layout for any crop-layout x (e.g. the known values)."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
+        return self._interiors(self.laplacian.apply(padded.reshape(-1)[self.block]))
+
+    def diagonal(self) -> np.ndarray:
+        """diag(L) in compact layout."""
+        return self._interiors(self.laplacian.diagonal())
+
+
+class CropOperator:
+    """:class:`MattingLaplacian` of the whole crop behind :class:`BandOperator`'s interface (identity layout)."""
+
+    def __init__(self, image: np.ndarray, eps: float, r: int):
+        self.laplacian = MattingLaplacian(image, eps, r)
+        self.apply = self.apply_crop = self.laplacian.apply
+        self.diagonal = self.laplacian.diagonal
+
+    @staticmethod
+    def compact(x: np.ndarray) -> np.ndarray:
+        return x
+
+    @staticmethod
+    def full(v: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        return v
 
 
 def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fine: np.ndarray,
