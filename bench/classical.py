@@ -227,7 +227,8 @@ def main(argv=None) -> int:
         return 0
 
     common = ["--quality", args.quality] + (["--images", args.images] if args.images else [])
-    result = {"images": f"{len(names)} images", "names": names, "quality": args.quality, "methods": {}}
+    result = {"images": f"{len(names)} images", "names": names, "quality": args.quality, "methods": {},
+              "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}
     for method in args.methods.split(","):
         print(f"{method} ...", file=sys.stderr, flush=True)
         run = _spawn("--worker", f"alpha:{method}", *common)
@@ -254,6 +255,7 @@ def main(argv=None) -> int:
         result["foreground"] = _spawn("--worker", "foreground:", *common)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["load_average_at_end"] = os.getloadavg()
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
