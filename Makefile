@@ -23,7 +23,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not host"
 
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH)
 
 lint: $(STAMP)
 	$(PY) -m ruff check plugin server nodes installers tests bench

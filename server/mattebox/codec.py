@@ -23,13 +23,15 @@ _SCALE = {"uint8": 255.0, "uint16": 65535.0}
 
 
 def to_float(buf: Buffer, field: str) -> np.ndarray:
-    """A buffer as float32 (H×W×C, C kept), scaled to [0, 1] for integer dtypes; rejects NaN/inf."""
+    """A buffer as float32 (H×W×C, C kept; a read-only view when already float32), scaled to [0, 1] for
+    integer dtypes; rejects NaN/inf."""
     array = buf.to_array()
     if buf.dtype in _SCALE:
         out = array.astype(np.float32) * np.float32(1.0 / _SCALE[buf.dtype])
     else:
-        out = array.astype(np.float32)
-        if not np.isfinite(out).all():
+        out = array if buf.dtype == "float32" else array.astype(np.float32)  # float32: a view, no copy
+        # one pass, no temporary: any NaN/inf makes the float64 sum non-finite (and finite float32 cannot overflow it)
+        if not np.isfinite(out.sum(dtype=np.float64)):
             bad = int(out.size - np.count_nonzero(np.isfinite(out)))
             raise ProtocolError("bad_pixels", f"{buf.name} has {bad} NaN or infinite values", field=field,
                                 hint="clamp or fix the input (e.g. a Clamp/Expression node before Mattebox)")

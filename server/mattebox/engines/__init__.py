@@ -14,6 +14,7 @@ from ..contract import Engine
 #: engine name -> "module:Class". The first available one in AUTO_ORDER serves engine='auto'.
 ENGINE_SPECS: Dict[str, str] = {
     "classical": "mattebox.engines.classical:ClassicalEngine",
+    "passthrough": "mattebox.engines.passthrough:PassthroughEngine",
 }
 AUTO_ORDER: List[str] = ["classical"]
 

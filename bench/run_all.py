@@ -1,0 +1,34 @@
+"""`make bench`: run every benchmark script in bench/ (each writes bench/results/NAME.json and NAME.md), then
+print the markdown tables. A failing benchmark is reported and the others still run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv) -> int:
+    wanted = set(argv)
+    scripts = [p for p in sorted(HERE.glob("*.py")) if p.name != "run_all.py" and (not wanted or p.stem in wanted)]
+    failed = []
+    for script in scripts:
+        print(f"== {script.stem}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.call([sys.executable, str(script)])
+        print(f"== {script.stem}: exit {code} in {time.perf_counter() - started:.0f} s", flush=True)
+        if code:
+            failed.append(script.stem)
+    for script in scripts:
+        table = HERE / "results" / f"{script.stem}.md"
+        if table.exists():
+            print(f"\n{table.read_text()}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

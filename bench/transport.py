@@ -1,0 +1,143 @@
+"""Transport cost of the protocol: a 1920x1080 and a 3840x2160 float32 RGB frame plus float alpha, round trip
+through a real server process (passthrough engine: alpha = mask, foreground = image), over tcp loopback and ipc,
+as ratios to a raw pyzmq ROUTER echo of the same bytes (also a separate process) and to a numpy copy of the
+payload, all in the same run. Target: protocol round trip within 1.5x of the raw echo.
+
+Writes bench/results/transport.json and bench/results/transport.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
+RESULTS = ROOT / "bench" / "results"
+REPEATS = 7
+
+ECHO = """
+import sys, zmq
+ctx = zmq.Context(); sock = ctx.socket(zmq.ROUTER); sock.bind(sys.argv[1])
+print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+while True:
+    frames = sock.recv_multipart(copy=False)
+    if len(frames) == 2 and frames[1].bytes == b"stop":
+        break
+    sock.send_multipart(frames, copy=False)
+"""
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugin"), str(ROOT / "server")]))
+
+
+def start_server(endpoint: str):
+    ready = Path(tempfile.mkdtemp()) / "endpoint"
+    proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint, "--ready-file",
+                             str(ready), "--log-level", "warning"], env=_env())
+    while not ready.exists():
+        time.sleep(0.02)
+    return proc, ready.read_text().strip()
+
+
+def start_echo(endpoint: str):
+    proc = subprocess.Popen([sys.executable, "-c", ECHO, endpoint], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def time_protocol(endpoint: str, image: np.ndarray, mask: np.ndarray) -> float:
+    from mattebox_plugin.client import Client
+
+    with Client(endpoint, timeout=60) as client:
+        client.hello()
+        times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            result = client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result()
+            times.append(time.perf_counter() - started)
+            assert result.alpha.shape == mask.shape
+        return statistics.median(times)
+
+
+def time_echo(endpoint: str, image: np.ndarray, mask: np.ndarray) -> float:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        sock.send_multipart([b"h", image, mask], copy=False)
+        frames = sock.recv_multipart(copy=False)
+        np.frombuffer(frames[1].buffer, np.float32)  # the reply viewed as arrays, as the client does
+        times.append(time.perf_counter() - started)
+    sock.send_multipart([b"stop"])
+    sock.close()
+    ctx.term()
+    return statistics.median(times)
+
+
+def time_copy(image: np.ndarray, mask: np.ndarray) -> float:
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        image.copy(), mask.copy()  # request payload
+        image.copy(), mask.copy()  # reply payload
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> int:
+    rows = []
+    folder = tempfile.mkdtemp(prefix="mattebox-bench-")
+    for width, height in ((1920, 1080), (3840, 2160)):
+        rng = np.random.default_rng(0)
+        image = rng.random((height, width, 3), dtype=np.float32)
+        mask = rng.random((height, width), dtype=np.float32)
+        copy_s = time_copy(image, mask)
+        for transport, endpoint in (("tcp", "tcp://127.0.0.1:0"), ("ipc", f"ipc://{folder}/s{width}.sock")):
+            server, bound = start_server(endpoint)
+            try:
+                protocol_s = time_protocol(bound, image, mask)
+            finally:
+                server.terminate()
+                server.wait()
+            echo_endpoint = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{folder}/e{width}.sock"
+            echo, echo_bound = start_echo(echo_endpoint)
+            try:
+                echo_s = time_echo(echo_bound, image, mask)
+            finally:
+                echo.wait(timeout=10)
+            rows.append({"frame": f"{width}x{height}", "transport": transport,
+                         "payload_mb_each_way": round((image.nbytes + mask.nbytes) / 2**20, 1),
+                         "protocol_s": round(protocol_s, 4), "raw_echo_s": round(echo_s, 4),
+                         "numpy_copy_s": round(copy_s, 4), "ratio_vs_echo": round(protocol_s / echo_s, 2),
+                         "ratio_vs_copy": round(protocol_s / copy_s, 2)})
+            print(rows[-1], flush=True)
+    result = {"target": "protocol round trip <= 1.5x raw pyzmq echo", "repeats": REPEATS, "rows": rows,
+              "met": all(r["ratio_vs_echo"] <= 1.5 for r in rows)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "transport.json").write_text(json.dumps(result, indent=2))
+    lines = ["| frame | transport | MiB each way | protocol s | raw echo s | numpy copy s | vs echo | vs copy |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['frame']} | {r['transport']} | {r['payload_mb_each_way']} | {r['protocol_s']} | "
+              f"{r['raw_echo_s']} | {r['numpy_copy_s']} | {r['ratio_vs_echo']}x | {r['ratio_vs_copy']}x |"
+              for r in rows]
+    (RESULTS / "transport.md").write_text("# Transport round trip (median of %d)\n\n%s\n\nTarget met: %s\n"
+                                          % (REPEATS, "\n".join(lines), result["met"]))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
