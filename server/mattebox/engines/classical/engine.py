@@ -1,7 +1,12 @@
-"""The classical engine: guidance -> closed-form alpha -> foreground decontamination. No weights, CPU only."""
+"""The classical engine: guidance -> closed-form alpha -> foreground decontamination. No weights, CPU only.
+
+Alpha is solved on the sRGB-encoded image (the colour-line model and the matting data sets are perceptual);
+the foreground is solved in linear light so that compositors reproduce the plate: I = αF + (1 − α)B there.
+"""
 from __future__ import annotations
 
 import time
+from typing import Tuple
 
 import numpy as np
 
@@ -12,45 +17,61 @@ from .guidance import grabcut_mask, trimap_from_mask
 
 #: foreground_method 'auto' per quality preset: blur-fusion is ~10x faster, multilevel more accurate
 AUTO_FOREGROUND = {"fast": "blur_fusion", "balanced": "multilevel", "best": "multilevel"}
+FOREGROUND_METHODS = {"multilevel": multilevel, "blur_fusion": blur_fusion}
 
 
 class ClassicalEngine(Engine):
     name = "classical"
     kind = "classical"
-    description = ("closed-form matting (Levin et al.) solved matrix-free over the unknown band, "
-                   "multilevel / blur-fusion foreground; no weights, CPU")
+    description = ("closed-form matting (Levin et al.) with a colour-sampling prior, solved matrix-free "
+                   "coarse-to-fine over the unknown band; multilevel / blur-fusion foreground; no weights, CPU")
     uses = ("trimap", "mask")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        timings = {}
-        started = time.perf_counter()
-        progress("guidance")
-        trimap, guidance = self.guidance(request)
-        timings["guidance"] = time.perf_counter() - started
         quality = request.param("quality", "balanced")
+        if quality not in PRESETS:
+            raise ValueError(f"params.quality: expected one of {sorted(PRESETS)}, got {quality!r}")
+        method = request.param("foreground_method", "auto")
+        if method == "auto":
+            method = AUTO_FOREGROUND[quality]
+        if method not in FOREGROUND_METHODS:
+            raise ValueError(f"params.foreground_method: expected 'auto' or one of {sorted(FOREGROUND_METHODS)}, "
+                             f"got {method!r}")
+        timings = {}
+        t = time.perf_counter()
+        progress("guidance", 0, 1)
+        trimap, guidance = self.guidance(request)
+        timings["guidance"] = time.perf_counter() - t
         progress("alpha", 0, 1)
         t = time.perf_counter()
         alpha = solve_alpha(request.image_srgb, trimap, PRESETS[quality], progress)
         timings["alpha"] = time.perf_counter() - t
-        method = request.param("foreground_method", "auto")
-        if method == "auto":
-            method = AUTO_FOREGROUND[quality]
-        progress("foreground", 0, 1, method)
-        t = time.perf_counter()
-        estimate = multilevel if method == "multilevel" else blur_fusion
-        foreground = estimate(request.image, alpha)
-        timings["foreground"] = time.perf_counter() - t
-        info = {"guidance": guidance, "foreground_method": method, "quality": quality,
+        if "foreground" in request.param("outputs", ("alpha", "foreground")) or \
+                "premultiplied" in request.param("outputs", ()):
+            progress("foreground", 0, 1, method)
+            t = time.perf_counter()
+            foreground = FOREGROUND_METHODS[method](request.image, alpha)
+            timings["foreground"] = time.perf_counter() - t
+        else:  # not requested: skip the work, return the plate (contract: a foreground of the input's shape)
+            method, foreground = "none", request.image.astype(np.float32, copy=False)
+        progress("done", 1, 1)
+        info = {"engine": self.name, "guidance": guidance, "foreground_method": method, "quality": quality,
                 "unknown_fraction": float(np.mean(trimap == 0.5)),
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
         return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=info)
 
     @staticmethod
-    def guidance(request: MatteRequest):
-        """(trimap, how it was made): given trimap, else mask -> trimap, else an automatic mask -> trimap."""
+    def guidance(request: MatteRequest) -> Tuple[np.ndarray, str]:
+        """(trimap, how it was made): 'trimap' (given), 'mask' (given mask -> trimap), 'auto:segmentation'
+        (installed segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback)."""
         band = request.param("band_width", 0)
         if request.trimap is not None:
             return request.trimap, "trimap"
         if request.mask is not None:
             return trimap_from_mask(request.mask, band), "mask"
+        from .segmentation import segmentation_mask, weights_path
+
+        weights = weights_path()
+        if weights is not None:
+            return trimap_from_mask(segmentation_mask(request.image_srgb, weights), band), "auto:segmentation"
         return trimap_from_mask(grabcut_mask(request.image_srgb), band), "auto:grabcut"

@@ -12,13 +12,23 @@ Expanding the sum gives, for any vector p (He et al.):
     (L p)_i = n_i p_i − (Σ_{k ∋ i} a_k)ᵀ I_i − Σ_{k ∋ i} b_k
 
 with n_i the number of windows containing i. Only windows lying fully inside the image are used, so the operator
-is exactly Levin's L (symmetric positive semi-definite) and each application costs a fixed number of box
-filters, whatever the window size. No matrix is ever stored: memory is a few dozen float32 images.
+is exactly Levin's L (symmetric positive semi-definite) and each application costs eight box filters and a few
+dozen element-wise products, whatever the window size. No matrix is ever stored: memory is about 25 float32
+images (Δ_k is kept as its 6 distinct entries).
+
+The same (a_k, b_k) are Levin's affine model α ≈ a_kᵀ I + b_k (eq. 3); :func:`affine_upsample` uses them to carry
+a coarse solution to a finer image (Levin §6: "compute the linear coefficients on the coarse image and interpolate
+them"), which keeps the fine image's edges instead of blurring the coarse alpha.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
+
+#: the 6 distinct entries of a symmetric 3×3 matrix, as (row, column)
+_SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
 
 def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
@@ -31,6 +41,40 @@ def _box_sum_valid(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
+def window_statistics(image: np.ndarray, r: int, eps: float):
+    """Per-window colour means μ_k (3 planes) and the 6 distinct entries of Δ_k = (Σ_k + ε/|w| U)⁻¹, float32.
+
+    Inverts the 3×3 covariances in closed form (adjugate / determinant), plane by plane, in float64.
+    """
+    channels = [np.ascontiguousarray(image[:, :, c], dtype=np.float32) for c in range(3)]
+    # float64: Σ_k = mean(I Iᵀ) − μμᵀ cancels badly in float32 (errors ~1e-8 exceed ε/|w| and make Δ_k indefinite)
+    channels64 = [c.astype(np.float64) for c in channels]
+    means64 = [_box_mean(c, r) for c in channels64]
+    means = [m.astype(np.float32) for m in means64]
+    reg = eps / float((2 * r + 1) ** 2)
+    cov = {}
+    for a, b in _SYM:
+        cov[a, b] = _box_mean(channels64[a] * channels64[b], r) - means64[a] * means64[b] + (reg if a == b else 0.0)
+    s00, s01, s02, s11, s12, s22 = (cov[k] for k in _SYM)
+    c00 = s11 * s22 - s12 * s12
+    c01 = s02 * s12 - s01 * s22
+    c02 = s01 * s12 - s02 * s11
+    c11 = s00 * s22 - s02 * s02
+    c12 = s01 * s02 - s00 * s12
+    c22 = s00 * s11 - s01 * s01
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    inv = [(c / det).astype(np.float32) for c in (c00, c01, c02, c11, c12, c22)]
+    return channels, means, inv
+
+
+def _sym_apply(inv, v):
+    """Δ v per pixel for Δ given by its 6 distinct planes and v by 3 planes."""
+    d00, d01, d02, d11, d12, d22 = inv
+    return (d00 * v[0] + d01 * v[1] + d02 * v[2],
+            d01 * v[0] + d11 * v[1] + d12 * v[2],
+            d02 * v[0] + d12 * v[1] + d22 * v[2])
+
+
 class MattingLaplacian:
     """The matting Laplacian of an H×W×3 image (float32 in [0, 1]), applied matrix-free.
 
@@ -38,39 +82,37 @@ class MattingLaplacian:
     3×3 windows, as in the paper).
     """
 
-    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1):
+    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None):
         h, w = image.shape[:2]
         if h < 2 * r + 1 or w < 2 * r + 1:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
         self.r = r
-        self.image = np.ascontiguousarray(image, dtype=np.float32)
-        size = float((2 * r + 1) ** 2)
-        valid = np.zeros((h, w), np.float32)
-        valid[r:h - r, r:w - r] = 1.0  # windows fully inside the image
+        if valid is None:  # windows fully inside the image (BandOperator passes its own)
+            valid = np.zeros((h, w), np.float32)
+            valid[r:h - r, r:w - r] = 1.0
         self.valid = valid
         self.window_count = _box_sum_valid(valid, r)  # n_i
-        channels = [self.image[:, :, c] for c in range(3)]
-        self.mean = np.stack([_box_mean(c, r) for c in channels], axis=-1)  # μ_k, H×W×3
-        cov = np.empty((h, w, 3, 3), np.float64)
-        for a in range(3):
-            for b in range(a, 3):
-                value = _box_mean(channels[a] * channels[b], r) - self.mean[:, :, a] * self.mean[:, :, b]
-                cov[:, :, a, b] = cov[:, :, b, a] = value
-        cov += (eps / size) * np.eye(3)
-        self.inv_cov = np.linalg.inv(cov).astype(np.float32)  # Δ_k, H×W×3×3
-        self.inv_cov *= valid[:, :, None, None]
+        self.channels, self.mean, inv = window_statistics(image, r, eps)
+        self.inv_cov = [d * valid for d in inv]  # Δ_k, zero for windows not fully inside
+
+    def coefficients(self, p: np.ndarray):
+        """Per-window (a_k, b_k) of Levin's affine model fitted to p (He et al. eq. 11); zero outside valid."""
+        r = self.r
+        mean_p = _box_mean(p, r)  # p̄_k
+        cross = [_box_mean(c * p, r) - m * mean_p for c, m in zip(self.channels, self.mean)]
+        a = _sym_apply(self.inv_cov, cross)
+        b = (mean_p - a[0] * self.mean[0] - a[1] * self.mean[1] - a[2] * self.mean[2]) * self.valid
+        return a, b
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """L p for an H×W float32 vector p."""
         r = self.r
-        mean_p = _box_mean(p, r)  # p̄_k
-        mean_ip = np.stack([_box_mean(self.image[:, :, c] * p, r) for c in range(3)], axis=-1)
-        cross = mean_ip - self.mean * mean_p[:, :, None]
-        a = np.einsum("hwij,hwj->hwi", self.inv_cov, cross)  # a_k (zero outside valid windows)
-        b = (mean_p - np.einsum("hwi,hwi->hw", a, self.mean)) * self.valid  # b_k
-        sum_a = np.stack([_box_sum_valid(np.ascontiguousarray(a[:, :, c]), r) for c in range(3)], axis=-1)
-        sum_b = _box_sum_valid(b, r)
-        return self.window_count * p - np.einsum("hwi,hwi->hw", sum_a, self.image) - sum_b
+        a, b = self.coefficients(p)
+        out = self.window_count * p
+        for a_c, i_c in zip(a, self.channels):
+            out -= _box_sum_valid(a_c, r) * i_c
+        out -= _box_sum_valid(b, r)
+        return out
 
     def diagonal(self) -> np.ndarray:
         """diag(L): n_i − Σ_{k∋i} (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w| (for the Jacobi preconditioner)."""
@@ -78,14 +120,130 @@ class MattingLaplacian:
         size = float((2 * r + 1) ** 2)
         h, w = self.valid.shape
         total = np.zeros((h, w), np.float32)
-        # Σ_k over the windows containing i, by shifting each window centre offset
-        padded_inv = np.pad(self.inv_cov, ((r, r), (r, r), (0, 0), (0, 0)))
-        padded_mean = np.pad(self.mean, ((r, r), (r, r), (0, 0)))
-        padded_valid = np.pad(self.valid, r)
+        pad = lambda x: np.pad(x, r)  # noqa: E731
+        padded_inv = [pad(d) for d in self.inv_cov]
+        padded_mean = [pad(m) for m in self.mean]
+        padded_valid = pad(self.valid)
         for dy in range(-r, r + 1):
             for dx in range(-r, r + 1):
                 ys, xs = slice(r + dy, r + dy + h), slice(r + dx, r + dx + w)
-                diff = self.image - padded_mean[ys, xs]
-                quad = np.einsum("hwi,hwij,hwj->hw", diff, padded_inv[ys, xs], diff)
+                diff = [c - m[ys, xs] for c, m in zip(self.channels, padded_mean)]
+                inv_diff = _sym_apply([d[ys, xs] for d in padded_inv], diff)
+                quad = diff[0] * inv_diff[0] + diff[1] * inv_diff[1] + diff[2] * inv_diff[2]
                 total += padded_valid[ys, xs] * (1.0 - (1.0 + quad) / size)
         return total
+
+
+class BandOperator:
+    """The same L applied only over the tiles that hold unknown pixels (the band), for thin bands in big crops.
+
+    The crop is cut into ``tile``×``tile`` tiles; the tiles holding unknown pixels, each with a halo of 2r pixels
+    (what one application of L reads around a pixel), are stacked into one tall mosaic image on which
+    :class:`MattingLaplacian` runs unchanged, with the window-validity mask of the full crop. Vectors live in a
+    compact layout (the tiles' interiors); each application gathers the halos from neighbouring tiles (zero where
+    a neighbour holds no unknowns, as the masked CG vectors are there). Cost ∝ band area instead of crop area.
+    """
+
+    @staticmethod
+    def active_tiles(active: np.ndarray, tile: int) -> np.ndarray:
+        """(n, 2) tile rows/columns of the tiles holding an active pixel."""
+        h, w = active.shape
+        th, tw = -(-h // tile), -(-w // tile)
+        grid = np.zeros((th * tile, tw * tile), bool)
+        grid[:h, :w] = active
+        return np.argwhere(grid.reshape(th, tile, tw, tile).any(axis=(1, 3)))
+
+    def __init__(self, image: np.ndarray, active: np.ndarray, eps: float, r: int, tile: int):
+        h, w = active.shape
+        pad = 2 * r
+        th, tw = -(-h // tile), -(-w // tile)
+        hp, wp = th * tile + 2 * pad, tw * tile + 2 * pad  # padded, extended to whole tiles
+        image_pad = np.zeros((hp, wp, 3), np.float32)
+        image_pad[pad:pad + h, pad:pad + w] = image
+        valid_pad = np.zeros((hp, wp), np.float32)
+        valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1.0  # windows fully inside the crop, as in the crop
+        tiles = self.active_tiles(active, tile)
+        self.count, self.tile, self.pad, self.shape = len(tiles), tile, pad, (h, w)
+        side = tile + 2 * pad
+        offsets = np.arange(side)
+        rows = tiles[:, 0, None] * tile + offsets  # padded coordinates of each block's rows, (n, side)
+        cols = tiles[:, 1, None] * tile + offsets
+        block = rows[:, :, None] * wp + cols[:, None, :]  # (n, side, side) flat indices into the padded crop
+        inner = block[:, pad:pad + tile, pad:pad + tile]  # (n, tile, tile)
+        self.inner = inner.reshape(-1)
+        lookup = np.full(hp * wp, self.inner.size, np.int64)  # padded pixel -> compact index (or the zero slot)
+        lookup[self.inner] = np.arange(self.inner.size)
+        self.halo_source = lookup[block].reshape(-1, side)  # (n·side, side)
+        self.padded_shape = (hp, wp)
+        self.block = block.reshape(-1, side)  # (n·side, side)
+        mosaic = image_pad.reshape(-1, 3)[block.reshape(-1)].reshape(-1, side, 3)
+        self.laplacian = MattingLaplacian(mosaic, eps, r, valid=valid_pad.reshape(-1)[block.reshape(-1)]
+                                          .reshape(-1, side))
+
+    def compact(self, x: np.ndarray) -> np.ndarray:
+        """Crop layout (H×W) -> compact layout (n·tile² vector)."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
+        return padded.reshape(-1)[self.inner]
+
+    def full(self, v: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """Compact layout -> crop layout, pixels outside the tiles taken from ``fill``."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = fill
+        padded.reshape(-1)[self.inner] = v
+        return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
+
+    def _interiors(self, mosaic: np.ndarray) -> np.ndarray:
+        pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
+        return mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile].reshape(-1)
+
+    def apply(self, v: np.ndarray) -> np.ndarray:
+        """L v in compact layout, for v zero outside the tiles' unknown pixels."""
+        return self._interiors(self.laplacian.apply(np.append(v, np.float32(0.0))[self.halo_source]))
+
+    def apply_crop(self, x: np.ndarray) -> np.ndarray:
+        """L x in compact layout for any crop-layout x (e.g. the known values)."""
+        padded = np.zeros(self.padded_shape, np.float32)
+        padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
+        return self._interiors(self.laplacian.apply(padded.reshape(-1)[self.block]))
+
+    def diagonal(self) -> np.ndarray:
+        """diag(L) in compact layout."""
+        return self._interiors(self.laplacian.diagonal())
+
+
+class CropOperator:
+    """:class:`MattingLaplacian` of the whole crop behind :class:`BandOperator`'s interface (identity layout)."""
+
+    def __init__(self, image: np.ndarray, eps: float, r: int):
+        self.laplacian = MattingLaplacian(image, eps, r)
+        self.apply = self.apply_crop = self.laplacian.apply
+        self.diagonal = self.laplacian.diagonal
+
+    @staticmethod
+    def compact(x: np.ndarray) -> np.ndarray:
+        return x
+
+    @staticmethod
+    def full(v: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        return v
+
+
+def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fine: np.ndarray,
+                    r: int = 1, eps: float = 1e-4) -> np.ndarray:
+    """Carry a coarse α to a finer image through Levin's local affine model (PAMI 2008 eq. 3 and §6).
+
+    Fits α ≈ a_kᵀ I + b_k in every coarse window (guided-filter least squares with regulariser ``eps``; He, Sun,
+    Tang, "Guided Image Filtering", ECCV 2010, eqs. 5-6), averages the coefficients over the windows covering each
+    pixel, upsamples them bilinearly and evaluates them on the fine image. Returns H×W float32 (not clipped).
+    """
+    h, w = image_fine.shape[:2]
+    channels, means, inv = window_statistics(image_coarse, r, eps)
+    mean_alpha = _box_mean(alpha_coarse, r)
+    cross = [_box_mean(c * alpha_coarse, r) - m * mean_alpha for c, m in zip(channels, means)]
+    a = _sym_apply(inv, cross)
+    b = mean_alpha - a[0] * means[0] - a[1] * means[1] - a[2] * means[2]
+    out = cv2.resize(_box_mean(b, r), (w, h), interpolation=cv2.INTER_LINEAR)
+    for c in range(3):
+        out += cv2.resize(_box_mean(a[c], r), (w, h), interpolation=cv2.INTER_LINEAR) * image_fine[:, :, c]
+    return out

@@ -1,0 +1,87 @@
+"""Colour sampling for the alpha solve: nearest known pixels and a per-pixel α prior with a confidence.
+
+The prior follows Robust Matting (Wang & Cohen, "Optimized Color Sampling for Robust Matting", CVPR 2007, §3):
+for candidate foreground/background colour pairs (F, B) the estimate α̂ is the projection of I on the segment
+B→F (eq. 2), the pair kept is the one with the smallest *distance ratio*
+R = ‖I − (α̂F + (1 − α̂)B)‖ / ‖F − B‖ (eq. 3), and the confidence is exp(−R²/σ²) (eq. 6). The solver then adds
+the data term λ Σ_i c_i (α_i − α̂_i)² to Levin's smoothness αᵀLα (Robust Matting eq. 8).
+
+Candidates here are cheap and vectorised instead of sampled along the boundary: for each label, the colour of the
+nearest known pixel (Shared Matting's nearest-sample idea, Gastal & Oliveira 2010) and local means of the known
+colours at several scales (normalised box filters), so a pixel sees near and far, sharp and averaged colours.
+The confidence is also scaled by 1 − exp(−‖F − B‖²/τ²): where F and B are alike the ratio R says nothing.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+
+UNKNOWN = 0.5
+
+
+def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
+    """(distance, y, x), 1-D over the pixels of the boolean mask ``where``: the distance to and coordinates of
+    each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
+    source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
+    if source.all():
+        return None
+    dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.nonzero's order
+    ys, xs = np.nonzero(source == 0)
+    nearest = idx[where] - 1
+    return dist[where], ys[nearest], xs[nearest]
+
+
+def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray,
+                       scales: Tuple[int, ...]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Candidate colours of ``label`` for the N unknown pixels: one (R, G, B) triple of N-vectors per candidate."""
+    near = nearest_known(trimap, label, unknown)
+    if near is None:
+        return []
+    _, ny, nx = near
+    nearest = [np.ascontiguousarray(image[ny, nx, c]) for c in range(3)]
+    out = [tuple(nearest)]
+    weight = (trimap == label).astype(np.float32)
+    weighted = np.dstack([image * weight[..., None], weight])  # H×W×4: colour sums and counts in one filter
+    for radius in scales:
+        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1))[unknown]  # N×4
+        count = blurred[:, 3]
+        seen = count > 1e-3
+        inv = 1.0 / np.maximum(count, 1e-3)
+        out.append(tuple(np.where(seen, blurred[:, c] * inv, nearest[c]) for c in range(3)))
+    return out
+
+
+def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] = (4, 16, 48),
+                sigma: float = 0.1, separation: float = 0.1):
+    """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
+    pairs by the distance ratio (Robust Matting eqs. 2, 3, 6)."""
+    unknown = trimap == UNKNOWN
+    prior = np.zeros(trimap.shape, np.float32)
+    confidence = np.zeros(trimap.shape, np.float32)
+    fgs = _colour_candidates(image, trimap, 1.0, unknown, scales)
+    bgs = _colour_candidates(image, trimap, 0.0, unknown, scales)
+    if not fgs or not bgs or not unknown.any():
+        return prior, confidence
+    colour = [np.ascontiguousarray(image[..., c][unknown]) for c in range(3)]  # 3 N-vectors
+    n = colour[0].shape[0]
+    best_ratio2 = np.full(n, np.inf, np.float32)  # squared distance ratio R²
+    best_alpha = np.zeros(n, np.float32)
+    best_sep2 = np.zeros(n, np.float32)
+    for b in bgs:
+        cb = [c - bc for c, bc in zip(colour, b)]  # I − B
+        for f in fgs:
+            fb = [fc - bc for fc, bc in zip(f, b)]  # F − B
+            sep2 = fb[0] * fb[0] + fb[1] * fb[1] + fb[2] * fb[2] + np.float32(1e-6)
+            a = np.clip((cb[0] * fb[0] + cb[1] * fb[1] + cb[2] * fb[2]) / sep2, 0.0, 1.0)
+            residual2 = sum((cbc - a * fbc) ** 2 for cbc, fbc in zip(cb, fb))
+            ratio2 = residual2 / sep2
+            better = ratio2 < best_ratio2
+            np.copyto(best_ratio2, ratio2, where=better)
+            np.copyto(best_alpha, a, where=better)
+            np.copyto(best_sep2, sep2, where=better)
+    prior[unknown] = best_alpha
+    confidence[unknown] = np.exp(-best_ratio2 / sigma ** 2) * (1.0 - np.exp(-best_sep2 / separation ** 2))
+    return prior, confidence

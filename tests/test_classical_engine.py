@@ -1,0 +1,112 @@
+"""The classical engine through the matting contract: guidance sources, foreground, progress, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mattebox.colour import srgb_to_linear
+from mattebox.contract import JobCancelled, MatteRequest
+from mattebox.engines import get
+from mattebox.engines.classical.foreground import blur_fusion, multilevel
+from mattebox.engines.classical.guidance import auto_band_width, trimap_from_mask
+from mattebox.paths import alphamatting_dir
+
+
+@pytest.fixture(autouse=True)
+def no_installed_weights(tmp_path, monkeypatch):
+    """Make sure no segmentation weights from this machine's cache are picked up."""
+    monkeypatch.setenv("MATTEBOX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MATTEBOX_SEGMENTATION_WEIGHTS", raising=False)
+
+
+def disc_scene(h=72, w=96, seed=0):
+    """Linear-light composite: a textured orange disc with a soft edge over a textured blue background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    radius = np.hypot(yy - h / 2, xx - w / 2)
+    alpha = np.clip((h * 0.3 - radius) / 3.0 + 0.5, 0, 1).astype(np.float32)
+    fg = (np.array([0.8, 0.35, 0.05]) + 0.05 * rng.random((h, w, 3))).astype(np.float32)
+    bg = (np.array([0.05, 0.15, 0.6]) + 0.05 * rng.random((h, w, 3))).astype(np.float32)
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return image.astype(np.float32), alpha, fg, bg
+
+
+def test_trimap_guidance_alpha_and_linear_foreground():
+    image, alpha, fg, _ = disc_scene()
+    trimap = trimap_from_mask(alpha, band_width=10)
+    result = get("classical").matte(MatteRequest(image=image, trimap=trimap)).check(alpha.shape)
+    assert result.info["guidance"] == "trimap" and result.info["foreground_method"] == "multilevel"
+    unknown = trimap == 0.5
+    assert np.abs(result.alpha - alpha)[unknown].mean() < 0.05
+    visible = alpha > 0.3
+    assert np.abs(result.foreground - fg)[visible].mean() < 0.05  # decontaminated, in linear light
+    np.testing.assert_array_equal(result.trimap, trimap)
+
+
+def test_mask_guidance_scales_the_band_with_the_image():
+    image, alpha, _, _ = disc_scene()
+    result = get("classical").matte(MatteRequest(image=image, mask=(alpha > 0.5).astype(np.float32)))
+    assert result.info["guidance"] == "mask"
+    assert set(np.unique(result.trimap)) == {0.0, 0.5, 1.0}
+    assert auto_band_width((2000, 1000)) == 100 and auto_band_width((40, 30)) == 4
+    wide = trimap_from_mask((alpha > 0.5).astype(np.float32), band_width=16)  # the auto band here is ~5 px
+    assert 0 < (result.trimap == 0.5).sum() < (wide == 0.5).sum()
+
+
+def test_automatic_guidance_falls_back_to_grabcut_without_weights():
+    image, alpha, _, _ = disc_scene(96, 128)
+    result = get("classical").matte(MatteRequest(image=image, params={"quality": "fast"}))
+    assert result.info["guidance"] == "auto:grabcut" and result.info["foreground_method"] == "blur_fusion"
+    assert np.abs(result.alpha - alpha).mean() < 0.1  # the disc is found
+
+
+def test_foreground_methods_decontaminate_a_known_composite():
+    image, alpha, fg, _ = disc_scene()
+    visible = alpha > 0.2
+    for estimate in (multilevel, blur_fusion):
+        estimate_fg = estimate(image, alpha)
+        assert estimate_fg.shape == image.shape and estimate_fg.dtype == np.float32
+        err = np.abs(alpha[..., None] * (estimate_fg - fg))[visible].mean()
+        assert err < 0.03, estimate.__name__
+        assert err < np.abs(alpha[..., None] * (image - fg))[visible].mean()  # better than the raw plate
+
+
+def test_progress_stages_and_cancel():
+    image, alpha, _, _ = disc_scene()
+    trimap = trimap_from_mask(alpha, band_width=10)
+    stages = []
+    get("classical").matte(MatteRequest(image=image, trimap=trimap),
+                           progress=lambda stage, done=0, total=0, message="": stages.append(stage))
+    assert stages[0] == "guidance" and "alpha" in stages and "foreground" in stages and stages[-1] == "done"
+
+    def cancel(stage, done=0, total=0, message=""):
+        if stage == "alpha":
+            raise JobCancelled()
+    with pytest.raises(JobCancelled):
+        get("classical").matte(MatteRequest(image=image, trimap=trimap), progress=cancel)
+
+
+def test_outputs_without_foreground_skip_it():
+    image, alpha, _, _ = disc_scene()
+    result = get("classical").matte(MatteRequest(image=image, trimap=trimap_from_mask(alpha, 10),
+                                                 params={"outputs": ["alpha"]}))
+    assert result.info["foreground_method"] == "none" and "foreground" not in result.info["timings"]
+
+
+@pytest.mark.parametrize("params, field", [({"quality": "ultra"}, "params.quality"),
+                                           ({"foreground_method": "magic"}, "params.foreground_method")])
+def test_bad_params_name_the_field(params, field):
+    image, alpha, _, _ = disc_scene(16, 16)
+    with pytest.raises(ValueError, match=field):
+        get("classical").matte(MatteRequest(image=image, trimap=trimap_from_mask(alpha, 4), params=params))
+
+
+@pytest.mark.skipif(alphamatting_dir() is None, reason="../shared/data/alphamatting-dev is absent")
+def test_alphamatting_gt05_narrow_trimap():
+    from mattebox import evaluation as ev
+
+    image, gt, trimap = ev.load_sample(alphamatting_dir(), "GT05", "trimap1")
+    request = MatteRequest(image=srgb_to_linear(image[..., :3] / 255.0), trimap=trimap,
+                           params={"outputs": ["alpha"]})
+    alpha = get("classical").matte(request).alpha
+    assert ev.sad(alpha, gt, trimap == 0.5) < 1.25  # pymatting cf: 1.26

@@ -1,0 +1,149 @@
+"""The classical alpha solver's pieces against brute-force references on tiny synthetic images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mattebox.engines.classical.alpha import SolverSettings, expand_known, solve_alpha
+from mattebox.engines.classical.laplacian import MattingLaplacian, affine_upsample
+from mattebox.engines.classical.sampling import alpha_prior, nearest_known
+
+
+def dense_levin_laplacian(image: np.ndarray, eps: float, r: int = 1) -> np.ndarray:
+    """Levin et al. 2008 eq. 12, summed window by window (windows fully inside the image), float64."""
+    h, w = image.shape[:2]
+    n = (2 * r + 1) ** 2
+    lap = np.zeros((h * w, h * w))
+    index = np.arange(h * w).reshape(h, w)
+    for y in range(r, h - r):
+        for x in range(r, w - r):
+            win = index[y - r:y + r + 1, x - r:x + r + 1].ravel()
+            colours = image.reshape(-1, 3)[win].astype(np.float64)
+            mu = colours.mean(0)
+            cov = (colours - mu).T @ (colours - mu) / n
+            inv = np.linalg.inv(cov + eps / n * np.eye(3))
+            d = colours - mu
+            block = np.eye(n) - (1 + d @ inv @ d.T) / n
+            lap[np.ix_(win, win)] += block
+    return lap
+
+
+def two_colour_composite(h=40, w=48, seed=0):
+    """I = αF + (1−α)B with constant F and B and a soft vertical edge; (image, alpha, trimap)."""
+    x = np.linspace(-1, 1, w, dtype=np.float32)
+    alpha = np.clip(0.5 + 2.0 * x, 0, 1)[None, :].repeat(h, 0)
+    fg, bg = np.array([0.9, 0.6, 0.2], np.float32), np.array([0.1, 0.3, 0.7], np.float32)
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    image += np.random.default_rng(seed).normal(0, 0.002, image.shape).astype(np.float32)
+    trimap = np.where(alpha <= 0.0, 0.0, np.where(alpha >= 1.0, 1.0, 0.5)).astype(np.float32)
+    # widen the unknown band by 4 px each side, as a user's trimap would be
+    trimap[:, 8:40] = np.where((trimap[:, 8:40] == 0) | (trimap[:, 8:40] == 1), 0.5, trimap[:, 8:40])
+    return image, alpha, trimap
+
+
+@pytest.mark.parametrize("eps", [1e-7, 1e-3])
+def test_matrix_free_laplacian_equals_levin_eq12(eps):
+    image = np.random.default_rng(1).random((6, 7, 3)).astype(np.float32)
+    dense = dense_levin_laplacian(image, eps)
+    lap = MattingLaplacian(image, eps=eps)
+    p = np.random.default_rng(2).random((6, 7)).astype(np.float32)
+    np.testing.assert_allclose(lap.apply(p).ravel(), dense @ p.ravel(), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(lap.diagonal().ravel(), np.diag(dense), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(lap.apply(np.ones((6, 7), np.float32)), 0.0, atol=1e-3)  # constants: null space
+
+
+def test_affine_upsample_reproduces_an_affine_function_of_the_image():
+    rng = np.random.default_rng(3)
+    fine = rng.random((48, 64, 3)).astype(np.float32)  # texture: every window's colours span 3-D
+    coarse = cv2_resize(fine, (32, 24))
+    coefficients, offset = np.array([0.3, 0.2, -0.1], np.float32), 0.25
+    alpha_coarse = coarse @ coefficients + offset
+    out = affine_upsample(alpha_coarse, coarse, fine, eps=1e-8)
+    np.testing.assert_allclose(out, fine @ coefficients + offset, atol=2e-3)
+
+
+def cv2_resize(image, size):
+    import cv2
+
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def test_nearest_known_and_expansion():
+    trimap = np.full((5, 5), 0.5, np.float32)
+    trimap[:, 0] = 1.0
+    trimap[:, 4] = 0.0
+    where = np.zeros((5, 5), bool)
+    where[2, 3] = where[4, 1] = True
+    dist, ny, nx = nearest_known(trimap, 1.0, where)
+    assert dist[0] == pytest.approx(3.0, abs=0.1) and (ny[0], nx[0]) == (2, 0) and (ny[1], nx[1]) == (4, 0)
+    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, where) is None
+    image = np.zeros((5, 5, 3), np.float32)
+    image[:, :2] = 1.0  # column 1 has the foreground's colour, column 3 the background's
+    out = expand_known(image, trimap, radius=2, colour=0.01)
+    assert out[2, 1] == 1.0 and out[2, 3] == 0.0
+    assert out[2, 2] == 0.0  # background colour, 2 px from the background column
+
+
+def test_alpha_prior_recovers_two_colour_alpha_with_confidence():
+    image, alpha, trimap = two_colour_composite()
+    prior, confidence = alpha_prior(image, trimap)
+    unknown = trimap == 0.5
+    assert np.abs(prior - alpha)[unknown].mean() < 0.02
+    assert confidence[unknown].mean() > 0.5 and confidence[~unknown].max() == 0.0
+
+
+@pytest.mark.parametrize("coarse_unknowns", [10 ** 9, 200])  # single level, and a forced 2-3 level cascade
+def test_solve_alpha_recovers_a_two_colour_composite(coarse_unknowns):
+    image, alpha, trimap = two_colour_composite()
+    settings = SolverSettings(coarse_unknowns=coarse_unknowns, coarse_min_side=8, expand_radius=0)
+    out = solve_alpha(image, trimap, settings)
+    unknown = trimap == 0.5
+    assert out.dtype == np.float32 and out.shape == trimap.shape
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert np.abs(out - alpha)[unknown].mean() < 0.03
+    np.testing.assert_array_equal(out[trimap == 1.0], 1.0)
+    np.testing.assert_array_equal(out[trimap == 0.0], 0.0)
+
+
+def test_solve_alpha_without_unknowns_returns_the_trimap():
+    trimap = np.zeros((8, 8), np.float32)
+    trimap[:, 4:] = 1.0
+    np.testing.assert_array_equal(solve_alpha(np.random.rand(8, 8, 3).astype(np.float32), trimap), trimap)
+
+
+def test_solver_reports_progress_in_its_loop():
+    image, _, trimap = two_colour_composite(64, 64)
+    calls = []
+    solve_alpha(image, trimap, SolverSettings(tolerance=0.0, max_iterations=30, expand_radius=0),
+                progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert calls and all(stage == "alpha" for stage, _, _ in calls) and calls[-1][1] >= 20
+
+
+def test_frames_smaller_than_a_window_use_the_colour_prior():
+    image = np.array([[[1.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]]], np.float32)  # 1×3: red, mix, blue
+    trimap = np.array([[1.0, 0.5, 0.0]], np.float32)
+    out = solve_alpha(image, trimap, SolverSettings(expand_radius=0, snap=0.0))
+    np.testing.assert_allclose(out, [[1.0, 0.5, 0.0]], atol=1e-5)
+
+
+def test_band_operator_equals_the_full_operator_on_band_vectors():
+    from mattebox.engines.classical.laplacian import BandOperator
+
+    rng = np.random.default_rng(5)
+    image = rng.random((45, 70, 3)).astype(np.float32)
+    unknown = np.zeros((45, 70), bool)
+    unknown[10:14, 3:60] = True  # a thin band, and a blob touching the crop's border
+    unknown[30:45, 50:70] = True
+    p = np.where(unknown, rng.random((45, 70)), 0).astype(np.float32)
+    band = BandOperator(image, unknown, eps=1e-5, r=1, tile=8)
+    assert band.count < (45 // 8 + 1) * (70 // 8 + 1)  # only tiles with unknowns
+    full = MattingLaplacian(image, eps=1e-5).apply(p)
+    out = band.full(band.apply(band.compact(p)), fill=np.zeros_like(p))
+    np.testing.assert_allclose(out[unknown], full[unknown], rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(band.full(band.compact(p), fill=p), p)
+    anything = rng.random((45, 70)).astype(np.float32)  # apply_crop reads known pixels outside the tiles too
+    lap = MattingLaplacian(image, eps=1e-5)
+    np.testing.assert_allclose(band.full(band.apply_crop(anything), fill=np.zeros_like(p))[unknown],
+                               lap.apply(anything)[unknown], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(band.full(band.diagonal(), fill=np.zeros_like(p))[unknown],
+                               lap.diagonal()[unknown], rtol=1e-4, atol=1e-4)
