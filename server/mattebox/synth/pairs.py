@@ -63,7 +63,7 @@ def _real_alphas() -> List:
 def _layer_map(size: Tuple[int, int], rng: np.random.Generator, shift: np.ndarray, rotation_deg: float,
                scale: float, noise_px: float, offset: float = 0.0) -> np.ndarray:
     """H×W×2 float32 backward map (source coordinates for each second-view pixel) of one layer: the inverse of an
-    affine motion about the image centre plus a smooth random displacement of up to ~``noise_px`` px."""
+    affine motion about the image centre plus a smooth random displacement spanning ``noise_px`` px peak to peak per axis."""
     h, w = size
     ys, xs = np.mgrid[:h, :w].astype(np.float32)
     cx, cy = w / 2.0, h / 2.0
@@ -73,7 +73,7 @@ def _layer_map(size: Tuple[int, int], rng: np.random.Generator, shift: np.ndarra
     src_x = cos * dx + sin * dy + cx
     src_y = -sin * dx + cos * dy + cy
     for axis, grid in enumerate((src_x, src_y)):
-        noise = fractal_noise(size, rng, octaves=2) * 2.0 - 1.0  # smooth, in [-1, 1]
+        noise = fractal_noise(size, rng, octaves=1) - 0.5  # smooth (4-cell cubic grid), in [-0.5, 0.5]
         grid += noise_px * noise
     return np.ascontiguousarray(np.stack([src_x + offset, src_y + offset], axis=-1), np.float32)
 
