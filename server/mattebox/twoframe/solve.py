@@ -35,7 +35,7 @@ from .motion import fill_nearest, warp
 
 @dataclass
 class PairSettings:
-    prior_weight: float = 2.0  #: λ, the data term's weight relative to the Laplacian
+    prior_weight: float = 0.3  #: λ, the data term's weight relative to the Laplacian
     colour_sigma: float = 0.08  #: σ (sRGB units): |F − B| at which the data term reaches half weight
     clear_alpha: float = 0.02  #: α_s below this counts as background in frame 0
     clear_radius: int = 2  #: … over a (2r+1)² neighbourhood (absorbs flow error)
@@ -43,7 +43,7 @@ class PairSettings:
     revealed_colour: float = 0.06  #: |I − B| above this (sRGB) = background hidden in frame 1, revealed in frame 0
     min_coverage: float = 0.01  #: the pair is usable when at least this fraction of the band has B known
     foreground_source: str = "nearest"  #: F for α_B: "nearest" definite-foreground colour or "multilevel"
-    prior_on_revealed_only: bool = True  #: data term only where the background is revealed (I clearly ≠ B)
+    prior_on_revealed_only: bool = False  #: data term only where the background is revealed (I clearly ≠ B)
 
 
 def known_background(aligned: AlignedPair, single_alpha: np.ndarray, settings: PairSettings) -> np.ndarray:
