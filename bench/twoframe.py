@@ -88,7 +88,7 @@ def motorcycle():
     result = get("classical-pair").matte(MatteRequest(image=image, second=second, params={"quality": "fast"}))
     seconds = time.perf_counter() - t
     fg_srgb = np.clip(result.foreground, 0, 1) ** (1 / 2.2)
-    sheet = contact_row(left.astype(np.float32) / 255.0, result.trimap, result.alpha, fg_srgb, height=160)
+    sheet = contact_row(left.astype(np.float32), result.trimap, result.alpha, fg_srgb, height=160)
     out = RESULTS / "twoframe_motorcycle.png"
     cv2.imwrite(str(out), cv2.cvtColor(np.clip(sheet * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
                 [cv2.IMWRITE_PNG_COMPRESSION, 9])

@@ -96,3 +96,22 @@ def test_aligned_views_line_up_each_layer():
 def test_align_pair_names_a_mismatched_second_frame():
     with pytest.raises(ValueError, match="second"):
         align_pair(np.zeros((8, 8, 3), np.float32), np.zeros((8, 9, 3), np.float32), np.zeros((8, 8), np.float32))
+
+
+def test_inspect_pair_writes_the_aligned_views(tmp_path):
+    from mattebox.cli import main
+    from mattebox.synth.pairs import make_pair
+
+    pair = make_pair(2, size=(48, 64), real_alpha=False)
+    to8 = lambda x: (np.clip(x, 0, 1) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)[..., ::-1]  # noqa: E731
+    cv2.imwrite(str(tmp_path / "a.png"), to8(pair.image))
+    cv2.imwrite(str(tmp_path / "b.png"), to8(pair.second))
+    cv2.imwrite(str(tmp_path / "t.png"), (pair.trimap * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["inspect-pair", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--trimap",
+                 str(tmp_path / "t.png"), "--out", str(out)]) == 0
+    for name in ("background_aligned", "foreground_aligned", "companion", "warped_trimap", "flow_foreground",
+                 "flow_background", "occluded", "disoccluded"):
+        written = cv2.imread(str(out / f"{name}.png"))
+        assert written is not None and written.shape[:2] == (48, 64), name
+    assert main(["inspect-pair", str(tmp_path / "a.png"), str(tmp_path / "missing.png"), "--out", str(out)]) == 2
