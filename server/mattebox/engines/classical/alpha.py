@@ -18,7 +18,7 @@ Pipeline (each step's parameter is documented in docs/classical.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import cv2
@@ -163,8 +163,13 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
 
 
 def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[SolverSettings] = None,
-                progress: Callable = no_progress) -> np.ndarray:
-    """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}."""
+                progress: Callable = no_progress, prior=None) -> np.ndarray:
+    """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}.
+
+    ``prior``: an optional extra data term (values α̂, weights λ ≥ 0), both H×W, added to the colour-sampling
+    prior: the system becomes (L_uu + Λ) α_u = −L_uk α_k + Λ α̂ with Λ the summed weights (the two-frame solver
+    passes the alpha implied by revealed background here).
+    """
     settings = settings or SolverSettings()
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     alpha = np.where(trimap == UNKNOWN, 0.5, trimap).astype(np.float32)
@@ -182,9 +187,18 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
         full = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
-        prior, weight = (np.ascontiguousarray(x[crop]) for x in full)
+        values, weight = (np.ascontiguousarray(x[crop]) for x in full)
     else:
-        prior = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
+        values = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
+    if prior is not None:  # combine both data terms in absolute λ units: Σλ·α̂ / Σλ
+        extra_values, extra_weight = (np.ascontiguousarray(x[crop], dtype=np.float32) for x in prior)
+        weight = settings.data_weight * weight
+        total = weight + extra_weight
+        values = np.where(total > 0, (weight * values + extra_weight * extra_values) / np.maximum(total, 1e-12),
+                          0.0).astype(np.float32)
+        weight = total.astype(np.float32)
+        settings = replace(settings, data_weight=1.0)
+    prior = values
     solved = _solve_level(np.ascontiguousarray(image_srgb[crop]), trimap[crop].copy(), prior, weight, settings,
                        lambda done, total: progress("alpha", done, total))
     alpha[crop] = solved
