@@ -277,6 +277,12 @@ class Client:
         sock.connect(self.endpoint)
         self._sock = sock
 
+    def _curve_hint(self) -> str:
+        if not self._curve[0]:
+            return ""
+        return (" — with CURVE, a wrong server_public_key or a client key the server has not registered (its "
+                "--curve-clients folder) also looks like silence; the server log says 'client refused'")
+
     def _reconnect(self) -> None:
         self._sock.close(linger=0)
         self._connect()
@@ -301,7 +307,8 @@ class Client:
             if attempt == 0:
                 self._reconnect()
         raise ServerUnavailable(f"no answer from the mattebox server at {self.endpoint} within {self.timeout} s "
-                                f"('{header['op']}'); is it running? (start one with `mattebox serve`)")
+                                f"('{header['op']}'); is it running? (start one with `mattebox serve`)"
+                                + self._curve_hint())
 
     def _pump(self, timeout: float) -> None:
         """Receive and dispatch every message available, waiting up to ``timeout`` s for the first."""

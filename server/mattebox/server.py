@@ -116,7 +116,7 @@ class Server:
         public, secret = zmq.auth.load_certificate(secret_file)
         if secret is None:
             raise BindRefused(f"{secret_file} holds no secret key; pass the server's .key_secret file")
-        self._authenticator = ThreadAuthenticator(self.ctx, log=logging.getLogger("mattebox.auth"))
+        self._authenticator = ThreadAuthenticator(self.ctx, log=_AuthLog(logging.getLogger("mattebox.auth")))
         self._authenticator.start()
         clients = self.config.curve_clients_dir
         if clients:
@@ -342,6 +342,24 @@ class Server:
             self._authenticator.stop()
         if self._own_context:
             self.ctx.term()
+
+
+class _AuthLog:
+    """zmq.auth logs every decision at debug level; a refused client must show in a normal server log, so
+    its DENIED lines are raised to warning (everything else stays debug)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def debug(self, msg, *args, **kwargs):
+        text = str(msg) % args if args else str(msg)
+        if text.startswith("DENIED"):
+            self.logger.warning("client refused: %s", text, extra={"fields": {"reason": "CURVE key not allowed"}})
+        else:
+            self.logger.debug(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.logger, name)
 
 
 def _hostname() -> str:
