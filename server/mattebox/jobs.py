@@ -43,6 +43,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     last_progress: Dict[str, Any] = field(default_factory=dict)
     reply: Optional[tuple] = None  #: (header, frames) of the final result or error, kept for re-delivery
+    reply_region: Any = None  #: shm.ReplyRegion: same-host client's shared memory for the outputs, or None
 
     def summary(self) -> Dict[str, Any]:
         now = time.monotonic()
@@ -137,10 +138,12 @@ class Worker(threading.Thread):
             engine = engines.resolve(job.params["engine"])
             progress("start", message=engine.name)
             started = time.perf_counter()
-            result = engine.matte(request, progress).check(request.shape)
+            result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
             elapsed = time.perf_counter() - started
             progress("encode")
             descs, frames = encode_result(result, job.params["outputs"], colorspace)
+            if job.reply_region is not None:
+                descs, frames = job.reply_region.place(descs, frames)
             info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=self.device)
             job.state = DONE
             header = {"op": protocol.RESULT, "id": job.id, "buffers": descs, "info": _plain(info)}
@@ -157,6 +160,7 @@ class Worker(threading.Thread):
                                    hint="see the server log for the traceback").to_header(job.id)
             frames = []
         job.buffers = None
+        job.reply_region = None
         job.finished = time.monotonic()
         job.reply = (header, frames)
         self.notify(job, header, frames)

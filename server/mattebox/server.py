@@ -76,6 +76,7 @@ class Server:
         self._notify_lock = threading.Lock()
         self.workers: List[Worker] = []
         self._authenticator = None
+        self.shm = _shm_cache()
         self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0}
 
     # -------------------------------------------------------------------------------------- set-up
@@ -191,7 +192,12 @@ class Server:
             raise ProtocolError("unknown_op", f"unknown op '{op}'", field="op",
                                 hint=f"client ops are {', '.join(protocol.CLIENT_OPS)}")
         if op == protocol.HELLO:
-            self._send(route, self.hello_info(request_id))
+            reply = self.hello_info(request_id)
+            if protocol.SHM in header:  # same-host probe: can this server read the client's segment?
+                ok, why = self.shm.probe(header.get("client"), header[protocol.SHM]) if self.shm is not None \
+                    else (False, "shared memory is off on this server")
+                reply[protocol.SHM], reply["shm_reason"] = ok, why
+            self._send(route, reply)
         elif op == protocol.STATUS:
             self._send(route, dict(self.status_info(), op=protocol.STATUS, id=request_id))
         elif op == protocol.MATTE:
@@ -231,7 +237,19 @@ class Server:
             raise ProtocolError("duplicate_job", f"job '{job_id}' already exists", field="id",
                                 hint="use a fresh id per job (the client does)")
         params = protocol.validate_params(header.get("params"))
-        described = protocol.validate_buffers(header, buffers, limits)
+        client = header.get("client") if isinstance(header.get("client"), str) else route.hex()
+        resolve = None
+        if self.shm is not None:
+            resolve = lambda value, nbytes: self.shm.view(client, _get(value, "name"), _get(value, "offset"), nbytes)
+        described = protocol.validate_buffers(header, buffers, limits, shm=resolve)
+        reply_region = None
+        if protocol.REPLY_SHM in header:
+            if self.shm is None:
+                raise ProtocolError("bad_field", "reply_shm sent but shared memory is off", field=protocol.REPLY_SHM)
+            try:
+                reply_region = self.shm.reply_region(client, header[protocol.REPLY_SHM])
+            except ValueError as exc:
+                raise ProtocolError("bad_field", str(exc), field=protocol.REPLY_SHM) from None
         engine_name = params["engine"]
         try:
             engine = engines.resolve(engine_name)
@@ -242,7 +260,6 @@ class Server:
         if not ok:
             raise ProtocolError("engine_unavailable", f"engine '{engine_name}' cannot run here: {why}",
                                 field="params.engine")
-        client = header.get("client") if isinstance(header.get("client"), str) else route.hex()
         queued = sum(1 for j in self.jobs.values() if j.client == client and j.state not in FINISHED)
         if queued >= limits["max_queued_jobs_per_client"]:
             raise ProtocolError("queue_full", f"this client already has {queued} unfinished jobs (limit "
@@ -250,7 +267,7 @@ class Server:
                                 hint="wait for results before submitting more")
         params["engine"] = engine.name
         job = Job(id=job_id, client=client, route=route, params=params, buffers=described,
-                  priority=params.get("priority", 0))
+                  priority=params.get("priority", 0), reply_region=reply_region)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
         self.queue.put(job)
@@ -318,7 +335,9 @@ class Server:
 
     # ------------------------------------------------------------------------------------ lifecycle
     def _sweep(self) -> None:
-        """Forget finished results older than result_ttl."""
+        """Forget finished results older than result_ttl; drop shared memory of clients that died."""
+        if self.shm is not None:
+            self.shm.sweep()
         now = time.monotonic()
         for job_id, job in list(self.jobs.items()):
             if job.state in FINISHED and job.finished is not None and now - job.finished > self.config.result_ttl:
@@ -340,6 +359,8 @@ class Server:
         self.router.close(linger=0)
         if self._authenticator is not None:
             self._authenticator.stop()
+        if self.shm is not None:
+            self.shm.close()
         if self._own_context:
             self.ctx.term()
 
@@ -360,6 +381,22 @@ class _AuthLog:
 
     def __getattr__(self, name):
         return getattr(self.logger, name)
+
+
+def _shm_cache():
+    """The same-host fast path's segment cache, or None where this host has no /dev/shm."""
+    from mattebox_plugin import shm
+
+    if not shm.supported() or os.environ.get("MATTEBOX_SHM", "1") == "0":
+        return None
+    shm.sweep_dead()  # segments left by clients killed while no server ran
+    return shm.ServerCache()
+
+
+def _get(value: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError("shm must be a map {name, offset}")
+    return value.get(key)
 
 
 def _hostname() -> str:
