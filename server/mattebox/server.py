@@ -43,6 +43,7 @@ class ServerConfig:
     result_ttl: float = 3600.0  #: seconds a finished, unreleased result is kept for a client to fetch
     curve_secret_key_file: Optional[str] = None  #: server key pair file from `mattebox keys` (zmq.auth format)
     curve_clients_dir: Optional[str] = None  #: folder of allowed client public keys; None allows any CURVE client
+    backend: Any = None  #: cluster.ClusterBackend (started): jobs run on its replicas instead of local workers
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -102,10 +103,13 @@ class Server:
         self._pull = self.ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(self._notify_endpoint)
-        for _ in range(max(1, self.config.workers)):
-            worker = Worker(self.queue, self._notify, self.config.device)
+        if self.config.backend is not None:
+            self.workers = self.config.backend.make_workers(self.queue, self._notify)
+        else:
+            self.workers = [Worker(self.queue, self._notify, self.config.device)
+                            for _ in range(max(1, self.config.workers))]
+        for worker in self.workers:
             worker.start()
-            self.workers.append(worker)
         log.info("listening", extra={"fields": {"endpoint": self.bound_endpoint, "device": self.config.device,
                                                 "curve": bool(curve), "version": __version__}})
         return self.bound_endpoint
@@ -331,7 +335,8 @@ class Server:
         return {"server_version": __version__, "uptime_s": round(time.time() - self.started, 3),
                 "queue": len(self.queue), "jobs": states, "device": self.config.device,
                 "running": [w.current.summary() for w in self.workers if w.current is not None],
-                "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint}
+                "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint,
+                **({"cluster": self.config.backend.status()} if self.config.backend is not None else {})}
 
     # ------------------------------------------------------------------------------------ lifecycle
     def _sweep(self) -> None:
@@ -361,6 +366,8 @@ class Server:
             self._authenticator.stop()
         if self.shm is not None:
             self.shm.close()
+        if self.config.backend is not None:
+            self.config.backend.close()
         if self._own_context:
             self.ctx.term()
 
