@@ -232,7 +232,7 @@ def load(clients: int = 8, jobs: int = 200, window: int = 4) -> dict:
     elapsed = time.perf_counter() - started
     alive = server.alive()
     server.stop()
-    latencies = sorted(l for part in parts for l in part[0])
+    latencies = sorted(seconds for part in parts for seconds in part[0])
     delivered = {}
     for part in parts:
         for job_id, count in part[1].items():
@@ -339,27 +339,35 @@ def faults() -> list:
 
 
 # ----------------------------------------------------------------------------------------------- memory
-def memory(first: int = 100, total: int = 1000, side: int = 256) -> dict:
+def memory(first: int = 100, total: int = 1000, side: int = 1024) -> list:
+    """Server RSS (highest over the 20 jobs before each point) after ``first`` and ``total`` jobs, pixels as
+    frames and through shared memory."""
     from mattebox_plugin.client import Client
 
-    server = ServerProc()
     rng = np.random.default_rng(0)
     image = rng.random((side, side, 3), dtype=np.float32)
     mask = rng.random((side, side), dtype=np.float32)
-    rss = {}
-    with Client(server.endpoint, timeout=60) as client:
-        client.hello()
-        for n in range(1, total + 1):
-            client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=60)
-            if n in (first, total):
-                time.sleep(1.5)  # let the server's sweep run
-                rss[n] = server.rss_mb()
-        shared = client.shared_memory
-    server.stop()
-    growth = rss[total] / rss[first] - 1
-    return {"frame": f"{side}x{side}", "shared_memory": shared, f"rss_mb_after_{first}": round(rss[first], 1),
-            f"rss_mb_after_{total}": round(rss[total], 1), "growth_pct": round(100 * growth, 1),
-            "pass": growth <= 0.10}
+    rows = []
+    for shared in (False, True):
+        server = ServerProc()
+        rss = {}
+        with Client(server.endpoint, timeout=60, shared_memory=shared) as client:
+            client.hello()
+            window: list = []
+            for n in range(1, total + 1):
+                client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=60)
+                window = (window + [server.rss_mb()])[-20:]
+                if n in (first, total):
+                    # the allocator returns big blocks to the OS at moments of its choosing, so one reading can
+                    # land in a dip: compare the highest RSS over the last 20 jobs before each point
+                    rss[n] = max(window)
+            assert client.shared_memory == shared
+        server.stop()
+        growth = rss[total] / rss[first] - 1
+        rows.append({"frame": f"{side}x{side}", "pixels": "shared memory" if shared else "frames",
+                     f"rss_mb_after_{first}": round(rss[first], 1), f"rss_mb_after_{total}": round(rss[total], 1),
+                     "growth_pct": round(100 * growth, 1), "pass": growth <= 0.10})
+    return rows
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -389,10 +397,12 @@ def _table(result: dict) -> str:
                 lines.append(f"| {f['fault']} | {jobs} | {f['delivered']} | {f['lost']} | {f['pass']} |")
         lines.append("")
     if "memory" in result:
-        m = result["memory"]
-        keys = [k for k in m if k.startswith("rss_mb_after_")]
-        lines += ["## Server memory", "", f"| frame | {' | '.join(keys)} | growth | pass |", "|---|---|---|---|---|",
-                  f"| {m['frame']} | {' | '.join(str(m[k]) for k in keys)} | {m['growth_pct']}% | {m['pass']} |", ""]
+        keys = [k for k in result["memory"][0] if k.startswith("rss_mb_after_")]
+        lines += ["## Server memory (RSS, MiB)", "", f"| frame | pixels | {' | '.join(keys)} | growth | pass |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {m['frame']} | {m['pixels']} | {' | '.join(str(m[k]) for k in keys)} | {m['growth_pct']}% | "
+                  f"{m['pass']} |" for m in result["memory"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -420,7 +430,7 @@ def main(argv=None) -> int:
     table = _table(result)
     (RESULTS / "reliability.md").write_text(table + "\n")
     print(table)
-    parts = [result[k] for k in ("fuzz", "load", "memory") if k in result] + result.get("faults", [])
+    parts = [result[k] for k in ("fuzz", "load") if k in result] + result.get("faults", []) + result.get("memory", [])
     return 0 if all(p.get("pass") in (True, None) for p in parts) else 1
 
 

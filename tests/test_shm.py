@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from mattebox_plugin import protocol, shm
-from mattebox_plugin.client import Client, JobFailed
+from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
 from .conftest import tree_env
 
@@ -179,7 +179,7 @@ def test_server_killed_mid_job_leaves_no_segment(server_process, monkeypatch):
         job = client.submit(image=np.ones((32, 32, 3), np.float32), params={"engine": "test-slow"})
         server.stop(signal.SIGKILL)
         assert segments_of(os.getpid())  # the client's own, still in use
-        with pytest.raises(Exception):
+        with pytest.raises(ServerUnavailable):
             job.result(timeout=5)
     finally:
         client.close()
