@@ -1,0 +1,121 @@
+"""Cost of the Blender extension around the server: Mattebox Matte on a 1920x1080 float image in real Blender
+(bpy 5.0.1, the cached venv of tests/hosts/blender_env.py), against a direct client round trip of the same pixels
+to the same server from the same Blender process in the same run. Engine: passthrough (alpha = mask, foreground
+= image), so the numbers are transport and host I/O, not matting.
+
+The operator's time includes reading the plate and mask (``foreach_get``, row flip, linear check), the content
+hash, the round trip, writing three 32-bit EXR files and re-pointing the result images and the compositor group.
+"Unchanged" is the same operator when the frame's content key is already in the output folder's index.
+Writes bench/results/blender_extension.json and bench/results/blender_extension.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
+RESULTS = ROOT / "bench" / "results"
+REPEATS = 5
+WIDTH, HEIGHT = 1920, 1080
+
+SNIPPET = '''
+import statistics
+W, H, REPEATS = ARGS["width"], ARGS["height"], ARGS["repeats"]
+rng = np.random.default_rng(0)
+plate = rng.random((H, W, 4), dtype=np.float32)
+mask = (plate[..., 0] > 0.5).astype(np.float32)
+helpers.use_server(ARGS["endpoint"], timeout=60)
+s = bpy.context.scene.mattebox
+s.image, s.mask = helpers.new_image("plate", plate), helpers.new_image("mask", mask, "Non-Color")
+s.engine, s.output_dir = "passthrough", os.path.join(os.getcwd(), "out") + os.sep
+io = ext.blender_io
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+operator, unchanged, read, write, direct = [], [], [], [], []
+package = ext.connection.client_package()
+client = package.client.Client(ARGS["endpoint"], timeout=60)
+for rep in range(REPEATS):
+    plate[0, 0, 0] = rep  # new content each repetition: no cache hit
+    s.image.pixels.foreach_set(ext.core.to_blender_pixels(plate))
+    operator.append(timed(lambda: bpy.ops.mattebox.matte()))
+    unchanged.append(timed(lambda: bpy.ops.mattebox.matte()))
+    read.append(timed(lambda: io.read_request(s, bpy.context.scene, 1, s.params())))
+    request = io.read_request(s, bpy.context.scene, 1, s.params())
+    request["params"]["outputs"] = ["alpha", "foreground", "trimap"]
+    result = []
+    direct.append(timed(lambda: result.append(client.submit(**request).result(timeout=60))))
+    write.append(timed(lambda: io.write_results(os.path.join(os.getcwd(), "w"), 1, result[0])))
+client.close()
+med = lambda xs: round(statistics.median(xs), 4)
+RESULT = {"operator_s": med(operator), "unchanged_s": med(unchanged), "read_s": med(read),
+          "direct_s": med(direct), "write_exr_s": med(write), "blender": bpy.app.version_string}
+'''
+
+
+def start_server():
+    ready = Path(tempfile.mkdtemp()) / "endpoint"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("plugin", "server")))
+    proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", "tcp://127.0.0.1:0",
+                             "--ready-file", str(ready), "--device", "cpu"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    return proc, ready.read_text().strip()
+
+
+def main() -> int:
+    from tests.hosts import blender_env
+    from tests.hosts.blender_harness import run_blender
+
+    try:
+        python = blender_env.ensure()
+    except blender_env.BlenderEnvUnavailable as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return 1
+    proc, endpoint = start_server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_blender(python, Path(tmp), SNIPPET, timeout=600, endpoint=endpoint, width=WIDTH,
+                                 height=HEIGHT, repeats=REPEATS)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    result.update(size=f"{WIDTH}x{HEIGHT}", repeats=REPEATS, machine=platform.machine(), cpus=os.cpu_count(),
+                  ratio=round(result["operator_s"] / result["direct_s"], 2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "blender_extension.json").write_text(json.dumps(result, indent=2) + "\n")
+    row = " | ".join([result["size"], f"{result['operator_s']:.3f}", f"{result['unchanged_s']:.3f}",
+                      f"{result['direct_s']:.3f}", f"{result['ratio']:.2f}x"])
+    table = f"""# Blender extension overhead (passthrough engine, float32 RGBA + mask, Blender {result['blender']})
+
+| size | operator, median s | unchanged frame (cache), median s | direct client, median s | ratio |
+|---|---|---|---|---|
+| {row} |
+
+Parts of the operator (median s): reading plate + mask {result['read_s']:.3f}, writing three 32-bit EXRs
+{result['write_exr_s']:.3f}. Operator: `bpy.ops.mattebox.matte()` (EXEC, as in background mode); direct client:
+`Client.submit(...).result()` with the same arrays from the same Blender process. {REPEATS} repeats,
+{result['cpus']} CPUs.
+"""
+    (RESULTS / "blender_extension.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

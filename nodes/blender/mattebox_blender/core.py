@@ -1,0 +1,239 @@
+"""The Blender extension's logic that needs no Blender: pixel layout, colour, cache keys, frame lists, requests.
+
+Blender stores an image as a flat RGBA float list, rows bottom-up (``Image.pixels``); mattebox speaks H×W×C
+arrays with rows top-down. Everything here is plain numpy so it is tested outside Blender.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+#: how a result is stored on disk and named in bpy.data: output name -> (file prefix, Blender colourspace)
+RESULT_KINDS = {
+    "alpha": ("alpha", "Non-Color"),
+    "foreground": ("foreground", "Linear Rec.709"),
+    "trimap": ("trimap", "Non-Color"),
+}
+#: bump when the meaning of a cached result changes (request layout, output layout)
+CACHE_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------- pixels
+def from_blender_pixels(flat: np.ndarray, width: int, height: int, channels: int = 4) -> np.ndarray:
+    """Blender's flat bottom-up pixel list -> an H×W×C top-down float32 array (a copy, C-contiguous)."""
+    flat = np.asarray(flat, dtype=np.float32)
+    expected = width * height * channels
+    if flat.size != expected:
+        raise ValueError(f"pixels: expected {width}x{height}x{channels} = {expected} values, got {flat.size}")
+    return np.ascontiguousarray(flat.reshape(height, width, channels)[::-1])
+
+
+def to_blender_pixels(array: np.ndarray) -> np.ndarray:
+    """An H×W, H×W×3 or H×W×4 top-down array -> Blender's flat bottom-up RGBA float32 list.
+
+    Single-channel data (alpha, trimap) is replicated into R, G, B and A so any channel reads back the value
+    (the extension's images use alpha mode CHANNEL_PACKED, so Blender never premultiplies it); RGB gets A = 1.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 2:
+        rgba = np.repeat(array[:, :, None], 4, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 3:
+        rgba = np.empty(array.shape[:2] + (4,), np.float32)
+        rgba[:, :, :3] = array
+        rgba[:, :, 3] = 1.0
+    elif array.ndim == 3 and array.shape[2] == 4:
+        rgba = array
+    else:
+        raise ValueError(f"result: expected H×W, H×W×3 or H×W×4, got shape {array.shape}")
+    return np.ascontiguousarray(rgba[::-1]).ravel()
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """The sRGB EOTF (IEC 61966-2-1), for 8-bit images Blender hands over still encoded."""
+    values = np.asarray(values, dtype=np.float32)
+    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+#: byte-image colourspaces whose stored values are already linear (or data)
+LINEAR_BYTE_COLORSPACES = ("Non-Color", "Linear Rec.709", "scene_linear", "Linear", "Raw")
+
+
+def linearise(rgba: np.ndarray, is_float: bool, colorspace: str) -> np.ndarray:
+    """Make an H×W×4 array read from ``Image.pixels`` scene-linear.
+
+    Blender converts float images to scene linear when it loads them; 8-bit images come back in their file's
+    encoding, so sRGB is decoded here (alpha is never touched) and any other encoding is refused by name.
+    """
+    if is_float or colorspace in LINEAR_BYTE_COLORSPACES:
+        return rgba
+    if colorspace == "sRGB":
+        out = rgba.copy()
+        out[:, :, :3] = srgb_to_linear(rgba[:, :, :3])
+        return out
+    raise ValueError(f"image colourspace {colorspace!r}: 8-bit images must be sRGB, linear or Non-Color; "
+                     f"convert it to a float image (e.g. save as EXR) first")
+
+
+def mask_channel(rgba: np.ndarray, channel: str = "LUMINANCE") -> np.ndarray:
+    """A coarse [0, 1] mask from an RGBA mask image: Rec.709 luminance, or its red or alpha channel."""
+    if channel == "LUMINANCE":
+        mask = rgba[:, :, 0] * 0.2126 + rgba[:, :, 1] * 0.7152 + rgba[:, :, 2] * 0.0722
+    elif channel == "RED":
+        mask = rgba[:, :, 0]
+    elif channel == "ALPHA":
+        mask = rgba[:, :, 3]
+    else:
+        raise ValueError(f"mask channel: expected LUMINANCE, RED or ALPHA, got {channel!r}")
+    return np.clip(mask, 0.0, 1.0).astype(np.float32)
+
+
+def check_same_size(named: Dict[str, Optional[np.ndarray]]) -> None:
+    """Every given input must be as large as the image; the error names the first that is not."""
+    image = named["image"]
+    for name, array in named.items():
+        if array is not None and array.shape[:2] != image.shape[:2]:
+            raise ValueError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels, but the image is "
+                             f"{image.shape[1]}x{image.shape[0]}; every input must have the image's size")
+
+
+# ----------------------------------------------------------------------------------------- requests
+def build_request(image: np.ndarray, second: Optional[np.ndarray], mask: Optional[np.ndarray],
+                  params: Dict[str, Any]) -> Dict[str, Any]:
+    """Keyword arguments for ``Client.submit``: linear straight RGBA inputs, the mask as data."""
+    check_same_size({"image": image, "second": second, "mask": mask})
+    return {"image": image, "second": second, "mask": mask, "params": dict(params), "colorspace": "linear",
+            "premultiplied": False}
+
+
+def content_key(request: Dict[str, Any]) -> str:
+    """sha256 over every input's shape, dtype and bytes plus the params: equal keys mean equal results."""
+    digest = hashlib.sha256()
+    meta = {"v": CACHE_VERSION, "params": request["params"], "colorspace": request["colorspace"],
+            "premultiplied": request["premultiplied"]}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    for name in ("image", "second", "mask"):
+        array = request.get(name)
+        digest.update(name.encode())
+        if array is None:
+            digest.update(b"-")
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype.str}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- frames
+_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+)\s*)?)?$")
+
+
+def parse_frames(text: str) -> List[int]:
+    """'1-10', '1,3,5', '1-100x10', '12' -> sorted unique frame numbers. Errors name the bad part."""
+    frames = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        match = _RANGE.match(part)
+        if not match:
+            raise ValueError(f"frames: cannot read {part.strip()!r}; use e.g. '1-10', '1,5,9' or '1-100x10'")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        step = int(match.group(3) or 1)
+        if last < first or step < 1:
+            raise ValueError(f"frames: {part.strip()!r} is empty (end before start or step below 1)")
+        frames.update(range(first, last + 1, step))
+    if not frames:
+        raise ValueError("frames: no frame given")
+    return sorted(frames)
+
+
+def result_path(directory: str, kind: str, frame: int) -> str:
+    """``<dir>/<kind>_<frame:04d>.exr``: Blender reads the numbered files as an image sequence."""
+    prefix = RESULT_KINDS[kind][0]
+    return os.path.join(directory, f"{prefix}_{frame:04d}.exr")
+
+
+class FrameIndex:
+    """Which content key produced each frame's files in an output folder (``mattebox_index.json``).
+
+    A frame whose inputs hash to the recorded key and whose files exist is not sent again.
+    """
+
+    NAME = "mattebox_index.json"
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.path = os.path.join(directory, self.NAME)
+        self.frames: Dict[str, Dict[str, Any]] = {}
+        if os.path.isfile(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as fh:
+                    data = json.load(fh)
+                if data.get("version") == CACHE_VERSION:
+                    self.frames = dict(data.get("frames", {}))
+            except (OSError, ValueError):
+                self.frames = {}  # a damaged index only costs a recompute
+
+    def is_current(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
+        entry = self.frames.get(str(frame))
+        if not entry or entry.get("key") != key:
+            return False
+        return all(os.path.isfile(result_path(self.directory, kind, frame)) for kind in kinds)
+
+    def record(self, frame: int, key: str, info: Optional[Dict[str, Any]] = None) -> None:
+        self.frames[str(frame)] = {"key": key, "engine": (info or {}).get("engine")}
+        self.save()
+
+    def save(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump({"version": CACHE_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+
+def progress_fraction(frame_position: int, frame_count: int, event: Optional[Dict[str, Any]]) -> float:
+    """Overall progress in [0, 1]: finished frames plus the share of the current one the server reported."""
+    within = 0.0
+    if event and event.get("total"):
+        within = min(1.0, max(0.0, float(event.get("done") or 0) / float(event["total"])))
+    return min(1.0, (frame_position + within) / max(1, frame_count))
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """Loopback TCP or ipc: talking to it is not 'online access' in Blender's sense."""
+    if endpoint.startswith("ipc://") or endpoint.startswith("inproc://"):
+        return True
+    match = re.match(r"^tcp://\[?([^\]/]+?)\]?:\d+$", endpoint)
+    host = match.group(1) if match else ""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def split_command(text: str) -> Optional[List[str]]:
+    """A server command typed in the preferences (shell words) -> argv, or None when empty."""
+    import shlex
+
+    words = shlex.split(text, posix=os.name != "nt")
+    return words or None
+
+
+def describe_error(exc: BaseException) -> str:
+    """The one line shown in Blender's report: the server's own message for job errors."""
+    code = getattr(exc, "code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    field = getattr(exc, "field", None)
+    hint = getattr(exc, "hint", None)
+    text = f"mattebox: {message}"
+    if code:
+        text += f" [{code}]"
+    if field:
+        text += f" (field {field})"
+    if hint:
+        text += f"; {hint}"
+    return text
+

@@ -1,0 +1,112 @@
+"""Settings: per scene (what to matte, saved in the .blend) and per user (the extension's preferences)."""
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import core
+
+SOURCES = [
+    ("IMAGE", "Image", "An image datablock: a still, an image sequence numbered by frame, or a movie"),
+    ("RENDER", "Render", "Render the frame (compositing off) and matte the render result"),
+    ("CLIP", "Movie Clip", "A movie clip (movie file or image sequence)"),
+]
+MASK_CHANNELS = [
+    ("LUMINANCE", "Luminance", "Rec.709 luminance of the mask image"),
+    ("RED", "Red", "The mask image's red channel"),
+    ("ALPHA", "Alpha", "The mask image's alpha channel"),
+]
+#: Blender 5 warns about "//" in path properties unless they declare blend-relative support (4.x lacks the option)
+PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (5, 0, 0) else set()
+QUALITIES = [("fast", "Fast", ""), ("balanced", "Balanced", ""), ("best", "Best", "")]
+
+
+def preferences(context=None):
+    """The extension's AddonPreferences (``__package__`` is the extension's module name once installed)."""
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+def _default_endpoint() -> str:
+    try:
+        from .connection import client_package
+
+        return client_package().config.load()["endpoint"]
+    except Exception:  # no client yet: the preferences still draw
+        return "tcp://127.0.0.1:23517"
+
+
+class MatteboxPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    endpoint: StringProperty(name="Endpoint", default="",
+                             description="The mattebox server, e.g. tcp://127.0.0.1:23517 (empty: the client config "
+                                         "file or $MATTEBOX_ENDPOINT)")
+    timeout: FloatProperty(name="Timeout", default=30.0, min=1.0, max=3600.0, subtype="TIME_ABSOLUTE",
+                           description="Seconds of silence from the server before a job is reported as failed")
+    auto_start: BoolProperty(name="Start a local server", default=True,
+                             description="When nothing answers at a local endpoint, start the installed server")
+    server_command: StringProperty(name="Server command", default="",
+                                   description="Command that starts a server (empty: the one `mattebox install "
+                                               "blender` recorded in the client config)")
+
+    def effective_endpoint(self) -> str:
+        return self.endpoint.strip() or _default_endpoint()
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "endpoint", placeholder=_default_endpoint())
+        layout.prop(self, "timeout")
+        layout.prop(self, "auto_start")
+        layout.prop(self, "server_command")
+        layout.operator("mattebox.check_server", icon="LINKED")
+
+
+class MatteboxSettings(bpy.types.PropertyGroup):
+    name: StringProperty(name="Name", default="Matte",
+                         description="Names the result images '<name> Alpha' etc. and the group 'Mattebox <name>'")
+    source: EnumProperty(name="Source", items=SOURCES, default="IMAGE")
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    clip: PointerProperty(name="Clip", type=bpy.types.MovieClip)
+    use_second: BoolProperty(name="Second Frame", default=False,
+                             description="Send a second frame of the same shot (parallax partner) to the server")
+    second_offset: IntProperty(name="Offset", default=1, description="Frames from the matted frame to the second")
+    mask: PointerProperty(name="Mask", type=bpy.types.Image,
+                          description="Optional coarse foreground mask (white = foreground)")
+    mask_channel: EnumProperty(name="Mask Channel", items=MASK_CHANNELS, default="LUMINANCE")
+    engine: StringProperty(name="Engine", default="auto", description="Engine name from the server, or 'auto'")
+    quality: EnumProperty(name="Quality", items=QUALITIES, default="balanced")
+    band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,
+                            description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
+    use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
+    frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9 or 1-100x10")
+    output_dir: StringProperty(name="Output", default="//mattebox/", subtype="DIR_PATH",
+                               options=PATH_OPTIONS,
+                               description="Folder for the result EXR files (// = next to the .blend file)")
+
+    def params(self) -> dict:
+        return {"engine": self.engine.strip() or "auto", "quality": self.quality, "band_width": self.band_width}
+
+    def frame_list(self, scene) -> list:
+        return core.parse_frames(self.frames) if self.use_range else [scene.frame_current]
+
+
+class MatteboxStatus(bpy.types.PropertyGroup):
+    """Run state shown in the panel (window manager: never saved)."""
+
+    running: BoolProperty(default=False)
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    text: StringProperty(default="")
+
+
+CLASSES = (MatteboxPreferences, MatteboxSettings, MatteboxStatus)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.mattebox = PointerProperty(type=MatteboxSettings)
+    bpy.types.WindowManager.mattebox_status = PointerProperty(type=MatteboxStatus)
+
+
+def unregister_properties() -> None:
+    del bpy.types.WindowManager.mattebox_status
+    del bpy.types.Scene.mattebox

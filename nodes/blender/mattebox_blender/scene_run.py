@@ -1,0 +1,45 @@
+"""A matte run over a scene's Mattebox settings: the one place the UI operator and the headless path build runs."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import bpy
+
+from . import blender_io, core, runner
+from .connection import make_connect
+
+
+class SceneRun(runner.MatteRun):
+    """:class:`runner.MatteRun` reading the scene's chosen source, writing EXRs to the settings' output folder
+    (with its content-key index) and, once finished, publishing them into the scene's compositor."""
+
+    def __init__(self, scene, frames: List[int], endpoint: str, timeout: float, server_command: Optional[List[str]],
+                 auto_start: bool, engine: Optional[str] = None):
+        settings = scene.mattebox
+        self.scene = scene
+        self.name = settings.name
+        self.directory = blender_io.output_directory(settings)
+        params = settings.params()
+        if engine:
+            params["engine"] = engine
+        super().__init__(
+            frames, make_connect(endpoint, timeout, server_command, auto_start, bpy.app.online_access),
+            lambda frame: blender_io.read_request(settings, scene, frame, params),
+            lambda frame, result: blender_io.write_results(self.directory, frame, result),
+            index=core.FrameIndex(self.directory))
+
+    @classmethod
+    def from_preferences(cls, scene, prefs, frames: Optional[List[int]] = None, **overrides) -> "SceneRun":
+        """Connection settings from the extension's preferences; keyword arguments override them."""
+        values = dict(endpoint=prefs.effective_endpoint(), timeout=prefs.timeout,
+                      server_command=core.split_command(prefs.server_command), auto_start=prefs.auto_start)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(scene, frames or scene.mattebox.frame_list(scene), **values)
+
+    def publish(self) -> None:
+        """Results on disk -> Image datablocks -> group -> the scene's compositor (after a finished run)."""
+        blender_io.publish(self.name, self.directory, sorted(self.frames), self.scene)
+
+    def summary(self) -> str:
+        return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
+                f"'{blender_io.group_name(self.name)}', files in {self.directory}")

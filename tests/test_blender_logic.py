@@ -1,0 +1,191 @@
+"""The Blender extension's Blender-free parts: pixel layout, colour, cache keys, frames, and the run state machine
+against a real server (no bpy needed; the real-Blender tests are in test_blender_host.py)."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes" / "blender"))
+
+from mattebox_blender import core, runner  # noqa: E402
+from mattebox_blender.connection import make_connect  # noqa: E402
+from mattebox_plugin.client import JobFailed  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------- pixels
+def test_blender_pixels_are_bottom_up_and_round_trip():
+    rgba = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # 2 rows, 3 columns
+    flat = core.to_blender_pixels(rgba)
+    assert flat.dtype == np.float32 and flat.shape == (24,)
+    assert np.array_equal(flat[:12], rgba[1].ravel())  # Blender's first row is the image's bottom row
+    assert np.array_equal(core.from_blender_pixels(flat, 3, 2), rgba)
+
+
+def test_single_channel_fills_every_channel_and_rgb_gets_opaque_alpha():
+    alpha = np.array([[0.25, 0.5]], np.float32)
+    assert np.array_equal(core.to_blender_pixels(alpha), np.repeat(alpha.ravel(), 4))
+    rgb = np.full((1, 1, 3), 0.3, np.float32)
+    assert np.array_equal(core.to_blender_pixels(rgb), np.array([0.3, 0.3, 0.3, 1.0], np.float32))
+    with pytest.raises(ValueError, match="expected 3x2x4 = 24 values, got 23"):
+        core.from_blender_pixels(np.zeros(23, np.float32), 3, 2)
+    with pytest.raises(ValueError, match="shape"):
+        core.to_blender_pixels(np.zeros((2, 2, 2), np.float32))
+
+
+def test_srgb_decoding_and_linearise():
+    assert np.allclose(core.srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0])),
+                       [0.0, 0.04045 / 12.92, 0.21404114, 1.0], atol=1e-7)
+    rgba = np.full((1, 1, 4), 0.5, np.float32)
+    assert core.linearise(rgba, True, "sRGB") is rgba  # float images are already scene-linear in Blender
+    decoded = core.linearise(rgba, False, "sRGB")
+    assert np.allclose(decoded[0, 0, :3], 0.21404114) and decoded[0, 0, 3] == 0.5  # alpha untouched
+    assert core.linearise(rgba, False, "Non-Color") is rgba
+    with pytest.raises(ValueError, match="'AgX Log'"):
+        core.linearise(rgba, False, "AgX Log")
+
+
+def test_mask_channels_and_size_check():
+    rgba = np.zeros((2, 2, 4), np.float32)
+    rgba[..., 0], rgba[..., 3] = 2.0, 0.25
+    assert np.all(core.mask_channel(rgba, "RED") == 1.0)  # clipped to [0, 1]
+    assert np.all(core.mask_channel(rgba, "ALPHA") == 0.25)
+    assert np.allclose(core.mask_channel(rgba, "LUMINANCE"), 0.4252)
+    with pytest.raises(ValueError, match="mask channel"):
+        core.mask_channel(rgba, "GREEN")
+    with pytest.raises(ValueError, match="second: 3x2 pixels, but the image is 2x2"):
+        core.build_request(rgba, np.zeros((2, 3, 4), np.float32), None, {})
+
+
+def test_content_key_changes_with_any_input_or_param():
+    image = np.random.default_rng(0).random((8, 8, 4), dtype=np.float32)
+    base = core.build_request(image, None, None, {"engine": "auto"})
+    key = core.content_key(base)
+    assert key == core.content_key(core.build_request(image.copy(), None, None, {"engine": "auto"}))
+    touched = image.copy()
+    touched[3, 3, 1] += 1e-6
+    assert core.content_key(core.build_request(touched, None, None, {"engine": "auto"})) != key
+    assert core.content_key(core.build_request(image, None, None, {"engine": "classical"})) != key
+    assert core.content_key(core.build_request(image, None, image[..., 0].copy(), {"engine": "auto"})) != key
+    assert core.content_key(core.build_request(image, image, None, {"engine": "auto"})) != key
+
+
+def test_parse_frames():
+    assert core.parse_frames("1-3, 5,10-20x5") == [1, 2, 3, 5, 10, 15, 20]
+    assert core.parse_frames("7") == [7]
+    assert core.parse_frames("3-3,3") == [3]
+    for bad, message in (("", "no frame"), ("a-b", "cannot read 'a-b'"), ("5-1", "empty"), ("1-4x0", "empty")):
+        with pytest.raises(ValueError, match=message):
+            core.parse_frames(bad)
+
+
+def test_frame_index_needs_matching_key_and_files(tmp_path):
+    index = core.FrameIndex(str(tmp_path))
+    index.record(3, "abc", {"engine": "classical"})
+    assert not index.is_current(3, "abc", ["alpha"])  # no file yet
+    Path(core.result_path(str(tmp_path), "alpha", 3)).write_bytes(b"x")
+    assert core.FrameIndex(str(tmp_path)).is_current(3, "abc", ["alpha"])  # persisted
+    assert not index.is_current(3, "abd", ["alpha"])
+    assert not index.is_current(4, "abc", ["alpha"])
+    (tmp_path / core.FrameIndex.NAME).write_text("{not json")
+    assert core.FrameIndex(str(tmp_path)).frames == {}  # a damaged index only costs a recompute
+
+
+def test_endpoint_policy_and_error_text():
+    assert core.is_local_endpoint("tcp://127.0.0.1:23517") and core.is_local_endpoint("tcp://localhost:1")
+    assert core.is_local_endpoint("ipc:///tmp/mattebox") and core.is_local_endpoint("tcp://[::1]:5")
+    assert not core.is_local_endpoint("tcp://10.0.0.5:23517")
+    text = core.describe_error(JobFailed("shape_mismatch", "mask is 4x4", field="buffers.1.shape", hint="resize"))
+    assert text == "mattebox: mask is 4x4 [shape_mismatch] (field buffers.1.shape); resize"
+    assert core.split_command("  ") is None
+    assert core.split_command("/opt/mb/bin/mattebox serve --device cpu") == ["/opt/mb/bin/mattebox", "serve",
+                                                                           "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------------------------ the run
+def _plates(n, size=(24, 32)):
+    rng = np.random.default_rng(1)
+    return {f: rng.random(size + (4,), dtype=np.float32) for f in range(1, n + 1)}
+
+
+def _run(endpoint, plates, written, directory, frames=None, read=None):
+    def read_inputs(frame):
+        mask = (plates[frame][..., 0] > 0.5).astype(np.float32)
+        return core.build_request(plates[frame], None, mask, {"engine": "passthrough"})
+
+    return runner.MatteRun(frames or sorted(plates), make_connect(endpoint, 5.0, None, False, False),
+                           read or read_inputs, lambda frame, result: written.update({frame: result}),
+                           index=core.FrameIndex(str(directory)), outputs=("alpha", "foreground"))
+
+
+def test_run_mattes_frames_in_order_without_blocking_and_reuses_cache(embedded_server, tmp_path):
+    plates, written = _plates(3), {}
+    run = _run(embedded_server.bound_endpoint, plates, written, tmp_path)
+    seen_running = False
+    while not run.step():
+        seen_running = seen_running or run.state in (runner.CONNECTING, runner.RUNNING)
+        time.sleep(0.01)
+    assert seen_running and run.state == runner.FINISHED, run.error
+    assert run.computed == [1, 2, 3] and run.reused == []
+    for frame, plate in plates.items():
+        assert np.array_equal(written[frame].foreground, plate[..., :3])  # passthrough: exact round trip
+        assert np.array_equal(written[frame].alpha, (plate[..., 0] > 0.5).astype(np.float32))
+        for kind in ("alpha", "foreground"):  # what a writer would have stored
+            Path(core.result_path(str(tmp_path), kind, frame)).write_bytes(b"x")
+    assert run.fraction == 1.0
+
+    plates[2] = plates[2].copy()
+    plates[2][0, 0, 0] += 0.25
+    again = _run(embedded_server.bound_endpoint, plates, {}, tmp_path)
+    assert again.wait() == runner.FINISHED
+    assert again.computed == [2] and again.reused == [1, 3]
+
+
+def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
+    def read(frame):
+        if frame == 2:
+            raise ValueError("mask: 3x3 pixels, but the image is 4x4")
+        return core.build_request(np.ones((4, 4, 4), np.float32), None, None, {"engine": "passthrough"})
+
+    run = _run(embedded_server.bound_endpoint, _plates(3), {}, tmp_path, read=read)
+    assert run.wait() == runner.FAILED
+    assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
+
+
+def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    run = _run(endpoint, _plates(1), {}, tmp_path)
+    assert run.wait(timeout=10) == runner.FAILED
+    assert f"no mattebox server at {endpoint}" in run.error
+
+
+def test_remote_endpoint_needs_online_access():
+    connect = make_connect("tcp://192.0.2.1:23517", 1.0, None, True, online_access=False)
+    with pytest.raises(RuntimeError, match="online access is off"):
+        connect()
+
+
+def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypatch, tmp_path):
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
+    server = server_process()
+
+    def read(frame):
+        return core.build_request(np.ones((8, 8, 4), np.float32), None, None, {"engine": "test-slow"})
+
+    run = runner.MatteRun([1], make_connect(server.endpoint, 1.0, None, False, False), read,
+                          lambda frame, result: None)
+    while run.last_event is None and not run.done:
+        run.step()
+        time.sleep(0.02)
+    server.stop(signal.SIGKILL)
+    assert run.wait(timeout=30) == runner.FAILED  # the client's timeout (1 s, one reconnect), not a hang
+    assert f"no answer from the mattebox server at {server.endpoint}" in run.error
