@@ -120,3 +120,31 @@ def test_non_loopback_bind_with_keys_is_allowed(tmp_path):
     finally:
         server.stop()
         thread.join(timeout=15)
+
+
+def test_matte_cli_and_doctor_use_the_configured_keys(tmp_path, server_process, monkeypatch):
+    import subprocess
+    import sys
+
+    import cv2
+
+    from .conftest import tree_env
+
+    texts = make_keys(tmp_path / "keys", ["farm"])
+    server = server_process("--curve-secret-key", str(tmp_path / "keys" / "server.key_secret"),
+                            "--curve-clients", str(tmp_path / "keys" / "clients"))
+    cfg_path = tmp_path / "client.json"
+    client_config.save({"endpoint": server.endpoint, "server_public_key": texts["server_public_key"],
+                        "client_public_key": texts["farm_public_key"], "client_secret_key": texts["farm_secret_key"]},
+                       cfg_path)
+    plate = tmp_path / "plate.png"
+    cv2.imwrite(str(plate), np.full((20, 30, 3), 128, np.uint8))
+    env = tree_env(MATTEBOX_CONFIG=str(cfg_path))
+    run = subprocess.run([sys.executable, "-m", "mattebox", "matte", str(plate), "--engine", "passthrough",
+                          "--out", str(tmp_path / "out"), "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert any((tmp_path / "out").iterdir())
+    doctor = subprocess.run([sys.executable, "-m", "mattebox", "doctor"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert doctor.returncode == 0 and "engines:" in doctor.stdout, doctor.stdout + doctor.stderr
