@@ -193,3 +193,18 @@ def test_job_error_frees_the_segment(embedded_server):
         with pytest.raises(JobFailed):
             client.submit(image=image, params={"engine": "no-such-engine"}).result(timeout=10)
         assert all(not s.in_use() for s in client._shm_pool.segments)
+
+
+def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server):
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        client.hello()
+        small, small_mask = frame(8, 8)
+        client.submit(image=small, mask=small_mask, params={"engine": "passthrough"}).result(timeout=30)
+        big, big_mask = frame(64, 96)
+        result = client.submit(image=big, mask=big_mask, params={"engine": "passthrough"}).result(timeout=30)
+        np.testing.assert_array_equal(result.alpha, big_mask)
+        assert len(client._shm_pool.segments) == 1  # the idle small segment was dropped for a bigger one
+        deadline = time.monotonic() + 5
+        while len(embedded_server.shm) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(embedded_server.shm) == 1  # the server let go of the dropped one (its memory is freed)

@@ -78,6 +78,7 @@ class Job:
         self.accepted = False
         self._segment: Optional[shm.Segment] = None  #: same-host shared memory holding inputs and outputs
         self._inline_request = self._request  #: the request with pixels as frames (resubmitted to a new server)
+        self._resubmitted = False
 
     @property
     def done(self) -> bool:
@@ -175,7 +176,10 @@ class Job:
                     self._free_segment()
                     self.client.server_info = None  # the next submit says hello again (and re-proves shm)
                 self.client._send(header_, frames_)
+                self._resubmitted = True
                 return
+            if header.get("code") == "duplicate_job" and self._resubmitted:
+                return  # two pings both heard unknown_job and both resubmitted: the server has the first copy
             self._error = JobFailed.from_header(header)
             self._request = None
             self._free_segment()
