@@ -42,10 +42,15 @@ def test_hello_picks_shared_memory_and_pixels_round_trip_exactly(embedded_server
     with Client(embedded_server.bound_endpoint, timeout=10) as client:
         info = client.hello()
         assert info["shm"] is True and info["hostname"] and client.shared_memory
+        sent = []
+        send = client._send
+        client._send = lambda header, frames=(): (sent.append((header, list(frames))), send(header, frames))
         job = client.submit(image=image, mask=mask, params={"engine": "passthrough",
                                                             "outputs": ["alpha", "foreground", "premultiplied"]})
-        assert all("shm" in d for d in job._request[0]["buffers"]) and job._request[1] == []
+        header, frames = next(m for m in sent if m[0]["op"] == "matte")
+        assert all("shm" in d for d in header["buffers"]) and frames == [] and "reply_shm" in header
         result = job.result(timeout=30)
+        assert all(not isinstance(b.data, (bytes, memoryview)) for b in result.buffers.values())  # views of shm
         np.testing.assert_array_equal(result.alpha, mask)
         np.testing.assert_array_equal(result.foreground, image)
         np.testing.assert_allclose(result.premultiplied[..., :3], image * mask[..., None], rtol=1e-6)
