@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned exactly: any looser spec pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,demo,vitmatte]"
+	$(PY) -m pip install -q -e ".[dev,demo,vitmatte,cluster]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -104,9 +104,12 @@ def write_client_config(endpoint: Optional[str] = None, command: Optional[List[s
 
 def doctor_handshake(endpoint: str, timeout: float = 3.0) -> Tuple[bool, str]:
     """(True, summary) when a server answers hello at ``endpoint``; (False, why) otherwise."""
+    from mattebox_plugin import config
     from mattebox_plugin.client import Client, ServerUnavailable
 
-    client = Client(endpoint, timeout=timeout)
+    cfg = config.load()  # the configured server's CURVE keys, when it is that server being checked
+    keys = config.client_kwargs(cfg) if endpoint == cfg["endpoint"] else {}
+    client = Client(**dict(keys, endpoint=endpoint, timeout=timeout))
     try:
         info = client.hello()
     except ServerUnavailable as exc:

@@ -9,16 +9,20 @@ raise :class:`ServerUnavailable`.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import zmq
 
-from . import __version__, protocol
+from . import __version__, protocol, shm
 from .protocol import Buffer, ProtocolError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:23517"
+#: channels of each float32 output, to reserve shared memory for a result
+_OUTPUT_CHANNELS = {"alpha": 1, "foreground": 3, "trimap": 1, "premultiplied": 4}
 
 
 class ServerUnavailable(Exception):
@@ -72,6 +76,9 @@ class Job:
         self._last_ping = time.monotonic()
         self._reconnected = False
         self.accepted = False
+        self._segment: Optional[shm.Segment] = None  #: same-host shared memory holding inputs and outputs
+        self._inline_request = self._request  #: the request with pixels as frames (resubmitted to a new server)
+        self._resubmitted = False
 
     @property
     def done(self) -> bool:
@@ -141,6 +148,13 @@ class Job:
         self._last_ping = time.monotonic()
         self.client._send({"op": protocol.ATTACH, "id": self.id})
 
+    def _free_segment(self) -> None:
+        if self.done:
+            self._inline_request = None
+        if self._segment is not None and self.client._shm_pool is not None:
+            self.client._shm_pool.release(self._segment)  # reused once no result array views it
+        self._segment = None
+
     def _deliver(self, header: Dict[str, Any], frames: List[Any]) -> None:
         self._heard()
         op = header["op"]
@@ -149,17 +163,26 @@ class Job:
             self.last_progress = event
             self._events.append(event)
         elif op == protocol.RESULT:
-            buffers = protocol.validate_result_buffers(header, frames)
+            buffers = protocol.validate_result_buffers(header, frames, shm=self.client._shm_resolver)
             self._result = Result(self.id, buffers, header.get("info", {}))
             self._request = None
+            self._free_segment()
             self.release()
         elif op == protocol.ERROR:
             if header.get("code") == "unknown_job" and self._request is not None and self.client.resubmit:
                 header_, frames_ = self._request  # the server lost the job (restart): submit it again
+                if self._segment is not None:  # a new server has not seen this client's shm probe: go inline
+                    header_, frames_ = self._request = self._inline_request
+                    self._free_segment()
+                    self.client.server_info = None  # the next submit says hello again (and re-proves shm)
                 self.client._send(header_, frames_)
+                self._resubmitted = True
                 return
+            if header.get("code") == "duplicate_job" and self._resubmitted:
+                return  # two pings both heard unknown_job and both resubmitted: the server has the first copy
             self._error = JobFailed.from_header(header)
             self._request = None
+            self._free_segment()
         # ACCEPTED and CANCEL acknowledgements only refresh liveness
 
 
@@ -174,7 +197,8 @@ class Client:
 
     def __init__(self, endpoint: Optional[str] = None, timeout: float = 30.0, heartbeat: float = 2.0,
                  server_public_key: Optional[str] = None, client_public_key: Optional[str] = None,
-                 client_secret_key: Optional[str] = None, resubmit: bool = True, context: Optional[zmq.Context] = None):
+                 client_secret_key: Optional[str] = None, resubmit: bool = True, context: Optional[zmq.Context] = None,
+                 shared_memory: Optional[bool] = None):
         self.endpoint = endpoint or DEFAULT_ENDPOINT
         self.timeout = float(timeout)
         self.heartbeat = float(heartbeat)
@@ -187,20 +211,49 @@ class Client:
         self._jobs: Dict[str, Job] = {}
         self._replies: Dict[str, Dict[str, Any]] = {}
         self.server_info: Optional[Dict[str, Any]] = None
+        if shared_memory is None:
+            shared_memory = os.environ.get("MATTEBOX_SHM", "1") != "0"
+        self._want_shm = bool(shared_memory) and shm.supported()
+        self._shm_pool: Optional[shm.ClientPool] = None
         self._connect()
 
     # ----------------------------------------------------------------------------------- public API
     def hello(self) -> Dict[str, Any]:
-        """Handshake: check the protocol version and learn engines, limits and device."""
-        reply = self._request({"op": protocol.HELLO, "client": self.client_id, "client_version": __version__,
-                               "protocol": protocol.PROTOCOL_VERSION})
+        """Handshake: check the protocol version and learn engines, limits and device. On Linux it also offers
+        shared memory: the server reads a probe segment this client made; if it can, it shares this host, and
+        pixels then travel through shared memory (:attr:`shared_memory` tells)."""
+        request = {"op": protocol.HELLO, "client": self.client_id, "client_version": __version__,
+                   "protocol": protocol.PROTOCOL_VERSION, "hostname": socket.gethostname()}
+        probe = None
+        if self._want_shm:
+            try:
+                probe, token = shm.probe_create()
+                request[protocol.SHM] = {"name": probe.name, "token": token}
+            except OSError:
+                probe = None  # no room in /dev/shm: go inline
+        try:
+            reply = self._request(request)
+        finally:
+            if probe is not None:
+                probe.unlink()
+                probe.close()
         server_protocol = reply.get("protocol")
         if server_protocol != protocol.PROTOCOL_VERSION:
             raise ProtocolError("bad_version", f"server speaks protocol v{server_protocol} (mattebox "
                                 f"{reply.get('server_version')}), this client speaks v{protocol.PROTOCOL_VERSION} "
                                 f"(mattebox {__version__})", field="v", hint="upgrade the older side")
         self.server_info = reply
+        if reply.get(protocol.SHM) is True and self._shm_pool is None:
+            self._shm_pool = shm.ClientPool()
+        elif reply.get(protocol.SHM) is not True and self._shm_pool is not None:
+            self._shm_pool.close()  # another server now answers here (not on this host)
+            self._shm_pool = None
         return reply
+
+    @property
+    def shared_memory(self) -> bool:
+        """True when pixels travel through shared memory (same host, agreed in hello)."""
+        return self._shm_pool is not None
 
     def status(self) -> Dict[str, Any]:
         return self._request({"op": protocol.STATUS})
@@ -238,6 +291,10 @@ class Client:
             raise JobFailed("too_large", f"request is {size} bytes, over the server's max_message_bytes "
                             f"{limits['max_message_bytes']}", field="buffers")
         job = Job(self, job_id, header, frames)
+        if self._shm_pool is not None:
+            job._inline_request = (header, frames)
+            header, frames, job._segment = self._to_shared_memory(header, buffers, params["outputs"])
+            job._request = (header, frames)
         self._jobs[job_id] = job
         self._send(header, frames)
         deadline = time.monotonic() + self.timeout
@@ -251,6 +308,9 @@ class Client:
         return job
 
     def close(self) -> None:
+        if self._shm_pool is not None:
+            self._shm_pool.close()
+            self._shm_pool = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -277,6 +337,37 @@ class Client:
         sock.connect(self.endpoint)
         self._sock = sock
 
+    def _to_shared_memory(self, header: Dict[str, Any], buffers: List[Buffer], outputs: List[str]):
+        """Copy the inputs into a pooled segment, reserve room for the outputs; -> (header, frames, segment).
+        Returns the inline request unchanged when the pool is over its limit."""
+        height, width = buffers[0].shape[:2]
+        out_bytes = sum(shm.align(height * width * 4 * _OUTPUT_CHANNELS[name]) for name in outputs)
+        in_bytes = sum(shm.align(b.nbytes) for b in buffers)
+        segment = self._shm_pool.acquire(in_bytes + out_bytes)
+        if segment is None:
+            return header, [b.data for b in buffers], None
+        descs, at = [], 0
+        for buf in buffers:
+            segment.view(at, buf.nbytes)[:] = memoryview(buf.data).cast("B")
+            descs.append(dict(buf.describe(), shm={"name": segment.name, "offset": at}))
+            at += shm.align(buf.nbytes)
+        header = dict(header, buffers=descs, reply_shm={"name": segment.name, "offset": at, "size": out_bytes})
+        return header, [], segment
+
+    def _shm_resolver(self, value: Any, nbytes: int) -> Any:
+        segment = None
+        if self._shm_pool is not None and isinstance(value, dict):
+            segment = self._shm_pool.get(value.get("name"))
+        if segment is None or not isinstance(value.get("offset"), int):
+            raise ValueError(f"result names shared memory {value!r} this client does not own")
+        return segment.pinned(value["offset"], nbytes)
+
+    def _curve_hint(self) -> str:
+        if not self._curve[0]:
+            return ""
+        return (" — with CURVE, a wrong server_public_key or a client key the server has not registered (its "
+                "--curve-clients folder) also looks like silence; the server log says 'client refused'")
+
     def _reconnect(self) -> None:
         self._sock.close(linger=0)
         self._connect()
@@ -301,7 +392,8 @@ class Client:
             if attempt == 0:
                 self._reconnect()
         raise ServerUnavailable(f"no answer from the mattebox server at {self.endpoint} within {self.timeout} s "
-                                f"('{header['op']}'); is it running? (start one with `mattebox serve`)")
+                                f"('{header['op']}'); is it running? (start one with `mattebox serve`)"
+                                + self._curve_hint())
 
     def _pump(self, timeout: float) -> None:
         """Receive and dispatch every message available, waiting up to ``timeout`` s for the first."""

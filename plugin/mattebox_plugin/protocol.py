@@ -15,7 +15,7 @@ library and msgpack only. numpy is optional and only touched by :class:`Buffer` 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 
@@ -143,6 +143,14 @@ MATTE_PARAMS = {
                        lambda v: len(v) == 4 and all(isinstance(x, int) and x >= 0 for x in v)),
     "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
 }
+
+#: buffer-description key for bytes in shared memory instead of a frame: ``{name: segment, offset: int}``
+#: (same-host fast path, see mattebox_plugin.shm); a matte request's ``reply_shm`` ({name, offset, size}) is
+#: where the server writes the result's buffers, whose descriptions then carry ``shm`` too.
+SHM = "shm"
+REPLY_SHM = "reply_shm"
+#: (shm value, nbytes) -> a bytes-like view; raises ValueError naming what is wrong
+ShmResolver = Callable[[Any, int], Any]
 
 #: server limits announced in hello; clients check them before sending.
 DEFAULT_LIMITS = {
@@ -302,20 +310,40 @@ def validate_params(params: Any) -> Dict[str, Any]:
     return out
 
 
-def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict[str, int]) -> Dict[str, Buffer]:
+def _inline_count(descs: Sequence[Any]) -> int:
+    """How many descriptions expect a frame (the others carry ``shm``: their bytes are in shared memory)."""
+    return sum(1 for d in descs if not (isinstance(d, dict) and SHM in d))
+
+
+def _shm_bytes(desc: Dict[str, Any], nbytes: int, shm: Optional[ShmResolver], where: str) -> Any:
+    if shm is None:
+        raise ProtocolError("bad_field", "a shared-memory buffer was sent, but shared memory is not in use on "
+                            "this connection", field=where + SHM, hint="send hello with an shm probe first, or "
+                            "send the bytes as a frame")
+    try:
+        return shm(desc[SHM], nbytes)
+    except ValueError as exc:
+        raise ProtocolError("bad_buffer", f"{desc.get('name')}: {exc}", field=where + SHM) from None
+
+
+def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict[str, int],
+                     shm: Optional[ShmResolver] = None) -> Dict[str, Buffer]:
     """Check every buffer description against its frame and the limits; return name -> Buffer.
 
-    Checks, in order: descriptions are a list matching the frame count; each has a known input name (once), a
+    Checks, in order: descriptions are a list matching the frame count (descriptions carrying ``shm`` have no
+    frame; ``shm(value, nbytes)`` maps their bytes); each has a known input name (once), a
     known dtype and colourspace, a 2-D or 3-D shape with an allowed channel count and a size within the limits,
     and a frame of exactly the described byte size; every input has the image's height and width. Pixel values
     (NaN/inf) are checked by the server after decoding, where numpy is at hand.
     """
     descs = require(header, "buffers", list)
-    if len(descs) != len(frames):
-        raise ProtocolError("bad_buffer", f"header describes {len(descs)} buffers but {len(frames)} frames arrived",
-                            field="buffers", hint="send one frame per buffer description, in the same order")
+    if _inline_count(descs) != len(frames):
+        raise ProtocolError("bad_buffer", f"header describes {_inline_count(descs)} frame buffers but {len(frames)} "
+                            f"frames arrived", field="buffers",
+                            hint="send one frame per buffer description without 'shm', in the same order")
     out: Dict[str, Buffer] = {}
-    for index, (desc, frame) in enumerate(zip(descs, frames)):
+    frame_iter = iter(frames)
+    for index, desc in enumerate(descs):
         where = f"buffers.{index}."
         if not isinstance(desc, dict):
             raise ProtocolError("bad_field", f"buffer description {index} must be a map", field=f"buffers.{index}")
@@ -338,8 +366,9 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
             raise ProtocolError("bad_field", f"{name}: premultiplied must be a boolean", field=where + "premultiplied")
         shape = require(desc, "shape", list, where)
         _check_shape(name, shape, where + "shape", limits)
-        size = frame_nbytes(frame)
         want = expected_nbytes(shape, dtype)
+        frame = _shm_bytes(desc, want, shm, where) if SHM in desc else next(frame_iter)
+        size = frame_nbytes(frame)
         if size != want:
             raise ProtocolError("bad_buffer", f"{name}: frame has {size} bytes but shape {shape} of {dtype} needs "
                                 f"{want}", field=where + "shape")
@@ -388,19 +417,26 @@ def message_nbytes(frames: Sequence[Any]) -> int:
 
 
 
-def validate_result_buffers(header: Dict[str, Any], frames: Sequence[Any]) -> Dict[str, Buffer]:
-    """Client side: check a result's buffer descriptions against its frames; return name -> Buffer."""
+def validate_result_buffers(header: Dict[str, Any], frames: Sequence[Any],
+                            shm: Optional[ShmResolver] = None) -> Dict[str, Buffer]:
+    """Client side: check a result's buffer descriptions against its frames (or shared memory); name -> Buffer."""
     descs = require(header, "buffers", list)
-    if len(descs) != len(frames):
-        raise ProtocolError("bad_buffer", f"result describes {len(descs)} buffers but {len(frames)} frames arrived",
-                            field="buffers")
+    if _inline_count(descs) != len(frames):
+        raise ProtocolError("bad_buffer", f"result describes {_inline_count(descs)} frame buffers but {len(frames)} "
+                            f"frames arrived", field="buffers")
     out = {}
-    for index, (desc, frame) in enumerate(zip(descs, frames)):
+    frame_iter = iter(frames)
+    for index, desc in enumerate(descs):
         where = f"buffers.{index}."
+        if not isinstance(desc, dict):
+            raise ProtocolError("bad_field", f"result buffer description {index} must be a map", field=where[:-1])
         name = require(desc, "name", str, where)
         dtype = require(desc, "dtype", str, where)
         shape = require(desc, "shape", list, where)
-        if dtype not in DTYPES or frame_nbytes(frame) != expected_nbytes(shape, dtype):
+        if dtype not in DTYPES or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ProtocolError("bad_buffer", f"result buffer {name} has a bad dtype or shape", field=where + "shape")
+        frame = _shm_bytes(desc, expected_nbytes(shape, dtype), shm, where) if SHM in desc else next(frame_iter)
+        if frame_nbytes(frame) != expected_nbytes(shape, dtype):
             raise ProtocolError("bad_buffer", f"result buffer {name} does not match its description",
                                 field=where + "shape")
         out[name] = Buffer(name, frame, shape, dtype, desc.get("colorspace", "data"), desc.get("premultiplied", False))

@@ -72,16 +72,30 @@ class MatteResult:
     trimap: np.ndarray  #: H×W float32 in {0, 0.5, 1}: the guidance the engine used
     info: Dict[str, Any] = field(default_factory=dict)  #: engine, guidance source, timings, pair usability…
 
-    def check(self, shape: Tuple[int, int]) -> "MatteResult":
-        """Assert the contract: shapes equal the input's and alpha is finite in [0, 1]."""
+    def check(self, shape: Tuple[int, int], checked: Tuple[np.ndarray, ...] = ()) -> "MatteResult":
+        """Assert the contract: shapes equal the input's and alpha is finite in [0, 1].
+
+        ``checked``: arrays already known finite and in range (the decoded request's image and mask: the codec
+        checked them); an output that *is* one of them is passed through without another pass over it."""
         shape = tuple(shape)
+        known = {id(a) for a in checked if a is not None}
         if self.alpha.shape != shape or self.foreground.shape != (*shape, 3) or self.trimap.shape != shape:
             raise RuntimeError(f"engine returned shapes alpha {self.alpha.shape}, foreground {self.foreground.shape}, "
                                f"trimap {self.trimap.shape} for an input of {shape}")
-        self.alpha = np.clip(np.nan_to_num(self.alpha.astype(np.float32, copy=False)), 0.0, 1.0)
-        self.foreground = np.nan_to_num(self.foreground.astype(np.float32, copy=False))
+        if id(self.alpha) not in known:
+            self.alpha = np.clip(_finite(self.alpha.astype(np.float32, copy=False)), 0.0, 1.0)
+        if id(self.foreground) not in known:
+            self.foreground = _finite(self.foreground.astype(np.float32, copy=False))
         self.trimap = self.trimap.astype(np.float32, copy=False)
         return self
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    """``array`` with NaN/inf replaced (nan_to_num), without nan_to_num's copies when it is already finite: one
+    float64 sum pass decides (a finite float32 array cannot overflow it). ~15x cheaper on a finite 1080p frame."""
+    if np.isfinite(array.sum(dtype=np.float64)):
+        return array
+    return np.nan_to_num(array)
 
 
 class Engine:

@@ -43,6 +43,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     last_progress: Dict[str, Any] = field(default_factory=dict)
     reply: Optional[tuple] = None  #: (header, frames) of the final result or error, kept for re-delivery
+    reply_region: Any = None  #: shm.ReplyRegion: same-host client's shared memory for the outputs, or None
 
     def summary(self) -> Dict[str, Any]:
         now = time.monotonic()
@@ -115,6 +116,13 @@ class Worker(threading.Thread):
             finally:
                 self.current = None
 
+    def compute(self, job: Job, progress: Any) -> tuple:
+        """Run the job's pipeline -> (descriptions, frames, info); cluster.ClusterWorker sends it to a replica."""
+        def drop_inputs():
+            job.buffers = None
+
+        return compute_locally(job.buffers, job.params, progress, self.device, drop_inputs)
+
     def run_job(self, job: Job) -> None:
         job.state, job.started = RUNNING, time.monotonic()
         last_sent = [0.0, None]
@@ -130,19 +138,9 @@ class Worker(threading.Thread):
                 self.notify(job, dict(job.last_progress, op=protocol.PROGRESS, id=job.id, state=RUNNING), [])
 
         try:
-            progress("decode")
-            request = decode_request(job.buffers, job.params)
-            colorspace = job.buffers["image"].colorspace
-            job.buffers = None  # the decoded copy is all we need now
-            inputs = [name for name in ("second", "trimap", "mask", "background") if getattr(request, name) is not None]
-            engine = engines.resolve(job.params["engine"], inputs)
-            progress("start", message=engine.name)
-            started = time.perf_counter()
-            result = engine.matte(request, progress).check(request.shape)
-            elapsed = time.perf_counter() - started
-            progress("encode")
-            descs, frames = encode_result(result, job.params["outputs"], colorspace)
-            info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=self.device)
+            descs, frames, info = self.compute(job, progress)
+            if job.reply_region is not None:
+                descs, frames = job.reply_region.place(descs, frames)
             job.state = DONE
             header = {"op": protocol.RESULT, "id": job.id, "buffers": descs, "info": _plain(info)}
         except JobCancelled:
@@ -158,9 +156,29 @@ class Worker(threading.Thread):
                                    hint="see the server log for the traceback").to_header(job.id)
             frames = []
         job.buffers = None
+        job.reply_region = None
         job.finished = time.monotonic()
         job.reply = (header, frames)
         self.notify(job, header, frames)
+
+
+def compute_locally(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any, device: str,
+                    on_decoded: Callable[[], None] = lambda: None) -> tuple:
+    """Decode, run the engine, check the contract, encode: -> (descriptions, frames, info). Used by the in-process
+    worker and by cluster replicas (cluster.py), so both run exactly the same pipeline."""
+    progress("decode")
+    request = decode_request(buffers, params)
+    colorspace = buffers["image"].colorspace
+    on_decoded()  # the decoded copy is all we need now: the caller may drop the wire buffers
+    engine = engines.resolve(params["engine"])
+    progress("start", message=engine.name)
+    started = time.perf_counter()
+    result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
+    elapsed = time.perf_counter() - started
+    progress("encode")
+    descs, frames = encode_result(result, params["outputs"], colorspace)
+    info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=device)
+    return descs, frames, info
 
 
 def _plain(value: Any) -> Any:

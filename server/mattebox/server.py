@@ -43,6 +43,7 @@ class ServerConfig:
     result_ttl: float = 3600.0  #: seconds a finished, unreleased result is kept for a client to fetch
     curve_secret_key_file: Optional[str] = None  #: server key pair file from `mattebox keys` (zmq.auth format)
     curve_clients_dir: Optional[str] = None  #: folder of allowed client public keys; None allows any CURVE client
+    backend: Any = None  #: cluster.ClusterBackend (started): jobs run on its replicas instead of local workers
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -76,6 +77,7 @@ class Server:
         self._notify_lock = threading.Lock()
         self.workers: List[Worker] = []
         self._authenticator = None
+        self.shm = _shm_cache()
         self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0}
 
     # -------------------------------------------------------------------------------------- set-up
@@ -101,10 +103,13 @@ class Server:
         self._pull = self.ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(self._notify_endpoint)
-        for _ in range(max(1, self.config.workers)):
-            worker = Worker(self.queue, self._notify, self.config.device)
+        if self.config.backend is not None:
+            self.workers = self.config.backend.make_workers(self.queue, self._notify)
+        else:
+            self.workers = [Worker(self.queue, self._notify, self.config.device)
+                            for _ in range(max(1, self.config.workers))]
+        for worker in self.workers:
             worker.start()
-            self.workers.append(worker)
         log.info("listening", extra={"fields": {"endpoint": self.bound_endpoint, "device": self.config.device,
                                                 "curve": bool(curve), "version": __version__}})
         return self.bound_endpoint
@@ -116,7 +121,7 @@ class Server:
         public, secret = zmq.auth.load_certificate(secret_file)
         if secret is None:
             raise BindRefused(f"{secret_file} holds no secret key; pass the server's .key_secret file")
-        self._authenticator = ThreadAuthenticator(self.ctx, log=logging.getLogger("mattebox.auth"))
+        self._authenticator = ThreadAuthenticator(self.ctx, log=_AuthLog(logging.getLogger("mattebox.auth")))
         self._authenticator.start()
         clients = self.config.curve_clients_dir
         if clients:
@@ -191,7 +196,12 @@ class Server:
             raise ProtocolError("unknown_op", f"unknown op '{op}'", field="op",
                                 hint=f"client ops are {', '.join(protocol.CLIENT_OPS)}")
         if op == protocol.HELLO:
-            self._send(route, self.hello_info(request_id))
+            reply = self.hello_info(request_id)
+            if protocol.SHM in header:  # same-host probe: can this server read the client's segment?
+                ok, why = self.shm.probe(header.get("client"), header[protocol.SHM]) if self.shm is not None \
+                    else (False, "shared memory is off on this server")
+                reply[protocol.SHM], reply["shm_reason"] = ok, why
+            self._send(route, reply)
         elif op == protocol.STATUS:
             self._send(route, dict(self.status_info(), op=protocol.STATUS, id=request_id))
         elif op == protocol.MATTE:
@@ -231,7 +241,19 @@ class Server:
             raise ProtocolError("duplicate_job", f"job '{job_id}' already exists", field="id",
                                 hint="use a fresh id per job (the client does)")
         params = protocol.validate_params(header.get("params"))
-        described = protocol.validate_buffers(header, buffers, limits)
+        client = header.get("client") if isinstance(header.get("client"), str) else route.hex()
+        resolve = None
+        if self.shm is not None:
+            resolve = lambda value, nbytes: self.shm.view(client, _get(value, "name"), _get(value, "offset"), nbytes)
+        described = protocol.validate_buffers(header, buffers, limits, shm=resolve)
+        reply_region = None
+        if protocol.REPLY_SHM in header:
+            if self.shm is None:
+                raise ProtocolError("bad_field", "reply_shm sent but shared memory is off", field=protocol.REPLY_SHM)
+            try:
+                reply_region = self.shm.reply_region(client, header[protocol.REPLY_SHM])
+            except ValueError as exc:
+                raise ProtocolError("bad_field", str(exc), field=protocol.REPLY_SHM) from None
         engine_name = params["engine"]
         try:
             engine = engines.resolve(engine_name, list(described))
@@ -242,7 +264,6 @@ class Server:
         if not ok:
             raise ProtocolError("engine_unavailable", f"engine '{engine_name}' cannot run here: {why}",
                                 field="params.engine")
-        client = header.get("client") if isinstance(header.get("client"), str) else route.hex()
         queued = sum(1 for j in self.jobs.values() if j.client == client and j.state not in FINISHED)
         if queued >= limits["max_queued_jobs_per_client"]:
             raise ProtocolError("queue_full", f"this client already has {queued} unfinished jobs (limit "
@@ -250,7 +271,7 @@ class Server:
                                 hint="wait for results before submitting more")
         params["engine"] = engine.name
         job = Job(id=job_id, client=client, route=route, params=params, buffers=described,
-                  priority=params.get("priority", 0))
+                  priority=params.get("priority", 0), reply_region=reply_region)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
         self.queue.put(job)
@@ -314,11 +335,14 @@ class Server:
         return {"server_version": __version__, "uptime_s": round(time.time() - self.started, 3),
                 "queue": len(self.queue), "jobs": states, "device": self.config.device,
                 "running": [w.current.summary() for w in self.workers if w.current is not None],
-                "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint}
+                "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint,
+                **({"cluster": self.config.backend.status()} if self.config.backend is not None else {})}
 
     # ------------------------------------------------------------------------------------ lifecycle
     def _sweep(self) -> None:
-        """Forget finished results older than result_ttl."""
+        """Forget finished results older than result_ttl; drop shared memory of clients that died."""
+        if self.shm is not None:
+            self.shm.sweep()
         now = time.monotonic()
         for job_id, job in list(self.jobs.items()):
             if job.state in FINISHED and job.finished is not None and now - job.finished > self.config.result_ttl:
@@ -340,8 +364,46 @@ class Server:
         self.router.close(linger=0)
         if self._authenticator is not None:
             self._authenticator.stop()
+        if self.shm is not None:
+            self.shm.close()
+        if self.config.backend is not None:
+            self.config.backend.close()
         if self._own_context:
             self.ctx.term()
+
+
+class _AuthLog:
+    """zmq.auth logs every decision at debug level; a refused client must show in a normal server log, so
+    its DENIED lines are raised to warning (everything else stays debug)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def debug(self, msg, *args, **kwargs):
+        text = str(msg) % args if args else str(msg)
+        if text.startswith("DENIED"):
+            self.logger.warning("client refused: %s", text, extra={"fields": {"reason": "CURVE key not allowed"}})
+        else:
+            self.logger.debug(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.logger, name)
+
+
+def _shm_cache():
+    """The same-host fast path's segment cache, or None where this host has no /dev/shm."""
+    from mattebox_plugin import shm
+
+    if not shm.supported() or os.environ.get("MATTEBOX_SHM", "1") == "0":
+        return None
+    shm.sweep_dead()  # segments left by clients killed while no server ran
+    return shm.ServerCache()
+
+
+def _get(value: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError("shm must be a map {name, offset}")
+    return value.get(key)
 
 
 def _hostname() -> str:

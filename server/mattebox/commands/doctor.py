@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = client_config.load()
     endpoint = args.endpoint or cfg["endpoint"]
     print(f"config       {client_config.config_path()}")
-    client = Client(endpoint, timeout=args.timeout, server_public_key=cfg.get("server_public_key"))
+    client = Client(**dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout))
     try:
         info = client.hello()
     except ServerUnavailable:

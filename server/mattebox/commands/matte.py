@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     params = {"engine": args.engine, "band_width": args.band_width, "quality": args.quality,
               "foreground_method": args.foreground_method, "outputs": ["alpha", "foreground", "trimap"]}
     try:
-        with server_endpoint(args.endpoint, args.local) as endpoint, Client(endpoint, timeout=args.timeout) as client:
+        with server_endpoint(args.endpoint, args.local) as endpoint, \
+                Client(**_client_kwargs(endpoint, args)) as client:
             job = client.submit(params=params, colorspace=colorspace, **inputs)
             for event in job.progress():
                 if not args.quiet:
@@ -104,3 +105,13 @@ def _progress_bar(event) -> None:
     bar = "#" * int(30 * fraction) + "-" * (30 - int(30 * fraction))
     sys.stderr.write(f"\r{event.get('stage', ''):>12s} [{bar}] {100 * fraction:5.1f}%")
     sys.stderr.flush()
+
+
+def _client_kwargs(endpoint: str, args: argparse.Namespace) -> dict:
+    """The configured CURVE keys apply to the configured (or given) server, never to an in-process local one."""
+    from mattebox_plugin import config as client_config
+
+    cfg = client_config.load()
+    if not args.local and endpoint in (args.endpoint, cfg["endpoint"]):
+        return dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout)
+    return {"endpoint": endpoint, "timeout": args.timeout}

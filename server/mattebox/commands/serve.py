@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="server key pair (from `mattebox keys`); required for a non-loopback endpoint")
     parser.add_argument("--curve-clients", metavar="DIR",
                         help="folder of allowed client public keys (default: any client with CURVE)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run jobs on Ray Serve replicas (one per GPU; needs the 'cluster' extra: ray[serve])")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="with --cluster: join this Ray cluster (e.g. HEAD:6379 or 'auto') instead of starting one")
+    parser.add_argument("--replicas", type=int, help="with --cluster: replica count (default: one per GPU, else 2)")
     parser.add_argument("--ready-file", metavar="PATH", help="write the bound endpoint here once listening")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--log-level", default="info")
@@ -43,6 +48,16 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
                           curve_clients_dir=args.curve_clients)
+    if args.cluster:
+        try:
+            from ..cluster import ClusterBackend
+            import ray  # noqa: F401
+        except ImportError:
+            logging.getLogger("mattebox.server").error("--cluster needs Ray Serve: pip install 'mattebox[cluster]' "
+                                                       "(ray[serve])")
+            return 2
+        config.backend = ClusterBackend(address=args.ray_address, replicas=args.replicas, device=args.device)
+        config.backend.start()
     server = Server(config)
     try:
         endpoint = server.bind()

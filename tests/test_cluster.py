@@ -1,0 +1,89 @@
+"""`mattebox serve --cluster`: Ray Serve replicas behind the same ZeroMQ front door (local Ray, 2 CPU replicas).
+Jobs spread over replicas, status shows each replica, and a replica killed mid-job has its job retried."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mattebox_plugin.client import Client
+
+from .conftest import ServerProcess, tree_env
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
+
+
+def test_single_server_path_never_imports_ray():
+    code = ("import sys, numpy as np\n"
+            "from mattebox.server import Server, ServerConfig\n"
+            "from mattebox.commands import serve\n"
+            "from mattebox_plugin.client import Client\n"
+            "s = Server(ServerConfig(endpoint='tcp://127.0.0.1:0')); t = s.start_background()\n"
+            "c = Client(s.bound_endpoint, timeout=10); c.hello(); c.status()\n"
+            "c.submit(image=np.ones((8, 8, 3), np.float32), params={'engine': 'passthrough'}).result(timeout=30)\n"
+            "c.close(); s.stop(); t.join()\n"
+            "assert 'ray' not in sys.modules, 'ray was imported'\n")
+    subprocess.run([sys.executable, "-c", code], env=tree_env(), check=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def cluster_server(tmp_path_factory):
+    if not HAVE_RAY:
+        pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
+    os.environ.update(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine", MATTEBOX_TEST_STEPS="30",
+                      MATTEBOX_TEST_STEP_S="0.1")
+    try:
+        server = ServerProcess(tmp_path_factory.mktemp("cluster"), "--cluster", "--replicas", "2", "--log-level",
+                               "info")
+    finally:
+        for key in ("MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S"):
+            os.environ.pop(key, None)
+    yield server
+    server.stop()
+
+
+def _image(seed=0):
+    return np.random.default_rng(seed).random((24, 24, 3), dtype=np.float32)
+
+
+@pytest.mark.slow
+def test_jobs_spread_over_replicas_and_status_lists_them(cluster_server):
+    with Client(cluster_server.endpoint, timeout=60) as client:
+        info = client.hello()
+        assert info["protocol"] == 1  # the same front door: clients cannot tell
+        images = [_image(i) for i in range(4)]
+        jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        results = [job.result(timeout=180) for job in jobs]
+        for img, result in zip(images, results):
+            np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+        assert len({r.info["replica"] for r in results}) == 2
+        cluster = client.status()["cluster"]
+        assert len(cluster["replicas"]) == 2 and cluster["replica_states"].get("RUNNING") == 2
+        assert sum(r["done"] for r in cluster["replicas"].values()) >= 4
+
+
+@pytest.mark.slow
+def test_replica_killed_mid_job_has_its_job_retried(cluster_server):
+    with Client(cluster_server.endpoint, timeout=60) as client:
+        client.hello()
+        images = [_image(10 + i) for i in range(2)]
+        jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            busy = [r for r in client.status()["cluster"]["replicas"].values() if r["job"] and r.get("alive")]
+            victim = busy[0] if busy else None
+            time.sleep(0.2)
+        assert victim is not None, "no replica picked up a job"
+        os.kill(victim["pid"], signal.SIGKILL)
+        results = [job.result(timeout=240) for job in jobs]
+        for img, result in zip(images, results):
+            np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+        assert max(r.info["attempts"] for r in results) >= 2
+        assert client.status()["cluster"]["retried_jobs"] >= 1

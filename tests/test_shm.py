@@ -1,0 +1,215 @@
+"""Same-host shared memory: chosen from the hello, exact round trips, segment reuse, refusals naming the field, and
+no leaked segments after a kill -9 of either side."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from mattebox_plugin import protocol, shm
+from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+
+from .conftest import tree_env
+
+pytestmark = pytest.mark.skipif(not shm.supported(), reason="no writable /dev/shm on this platform")
+TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
+
+
+def segments_of(pid: int):
+    return [n for n in os.listdir(shm.SHM_DIR) if shm.owner_pid(n) == pid]
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def frame(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((h, w, 3), dtype=np.float32), rng.random((h, w), dtype=np.float32)
+
+
+def test_hello_picks_shared_memory_and_pixels_round_trip_exactly(embedded_server):
+    image, mask = frame()
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        info = client.hello()
+        assert info["shm"] is True and info["hostname"] and client.shared_memory
+        sent = []
+        send = client._send
+        client._send = lambda header, frames=(): (sent.append((header, list(frames))), send(header, frames))
+        job = client.submit(image=image, mask=mask, params={"engine": "passthrough",
+                                                            "outputs": ["alpha", "foreground", "premultiplied"]})
+        header, frames = next(m for m in sent if m[0]["op"] == "matte")
+        assert all("shm" in d for d in header["buffers"]) and frames == [] and "reply_shm" in header
+        result = job.result(timeout=30)
+        assert all(not isinstance(b.data, (bytes, memoryview)) for b in result.buffers.values())  # views of shm
+        np.testing.assert_array_equal(result.alpha, mask)
+        np.testing.assert_array_equal(result.foreground, image)
+        np.testing.assert_allclose(result.premultiplied[..., :3], image * mask[..., None], rtol=1e-6)
+        assert len(embedded_server.shm) == 1  # the server mapped the client's one segment
+        assert segments_of(os.getpid())
+    assert not segments_of(os.getpid())  # close unlinks
+
+
+def test_segments_are_reused_unless_a_result_still_views_them(embedded_server):
+    image, mask = frame()
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        client.hello()
+        first = client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+        kept = first.alpha[4:10, 2]  # a view keeps the segment from reuse
+        del first
+        image2, mask2 = frame(seed=1)
+        second = client.submit(image=image2, mask=mask2, params={"engine": "passthrough"}).result(timeout=30)
+        assert len(client._shm_pool.segments) == 2
+        np.testing.assert_array_equal(kept, mask[4:10, 2])  # not overwritten by the second job
+        np.testing.assert_array_equal(second.alpha, mask2)
+        del kept, second
+        client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+        assert len(client._shm_pool.segments) == 2  # no third segment: a free one was reused
+
+
+def test_inline_when_turned_off(embedded_server, monkeypatch):
+    image, mask = frame()
+    monkeypatch.setenv("MATTEBOX_SHM", "0")
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        assert "shm" not in client.hello() and not client.shared_memory
+        np.testing.assert_array_equal(client.submit(image=image, mask=mask, params={"engine": "passthrough"})
+                                      .result(timeout=30).alpha, mask)
+
+
+def _raw_matte(endpoint, header):
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send_multipart(protocol.encode(header))
+        assert sock.poll(10000), "no reply"
+        return msgpack.unpackb(sock.recv_multipart()[1])
+    finally:
+        sock.close()
+
+
+def test_unproven_client_and_out_of_range_offsets_are_refused_naming_the_field(embedded_server):
+    segment = shm.Segment.create(4096)
+    try:
+        desc = {"name": "image", "shape": [8, 8, 3], "dtype": "float32", "colorspace": "linear",
+                "shm": {"name": segment.name, "offset": 0}}
+        reply = _raw_matte(embedded_server.bound_endpoint, {"op": "matte", "id": "j1", "client": "stranger",
+                                                            "buffers": [desc]})
+        assert reply["code"] == "bad_buffer" and reply["field"] == "buffers.0.shm"
+        assert "proved" in reply["message"]
+        # a proven client asking for bytes outside its segment
+        with Client(embedded_server.bound_endpoint, timeout=10) as client:
+            client.hello()
+            own = client._shm_pool.acquire(1024)
+            bad = dict(desc, shm={"name": own.name, "offset": own.size - 16})
+            reply = _raw_matte(embedded_server.bound_endpoint, {"op": "matte", "id": "j2", "client": client.client_id,
+                                                                "buffers": [bad]})
+            assert reply["code"] == "bad_buffer" and reply["field"] == "buffers.0.shm" and "outside" in reply["message"]
+            bad = dict(desc, shm={"name": "../../etc/passwd", "offset": 0})
+            reply = _raw_matte(embedded_server.bound_endpoint, {"op": "matte", "id": "j3", "client": client.client_id,
+                                                                "buffers": [bad]})
+            assert reply["field"] == "buffers.0.shm"
+            assert client.hello()["protocol"] == 1  # still serving
+    finally:
+        segment.unlink()
+        segment.close()
+
+
+def test_stale_segments_of_dead_processes_are_swept_on_start(tmp_path):
+    stale = f"mattebox-{dead_pid()}-{'ab' * 8}"
+    open(os.path.join(shm.SHM_DIR, stale), "wb").close()
+    mine = shm.Segment.create(64)
+    try:
+        shm.ClientPool()  # a client start sweeps (so does a server start)
+        assert not os.path.exists(os.path.join(shm.SHM_DIR, stale))
+        assert os.path.exists(os.path.join(shm.SHM_DIR, mine.name))  # a live owner's segment stays
+    finally:
+        mine.unlink()
+        mine.close()
+
+
+CLIENT_SCRIPT = """
+import sys, numpy as np
+from mattebox_plugin.client import Client
+c = Client(sys.argv[1], timeout=30)
+c.hello()
+assert c.shared_memory
+job = c.submit(image=np.ones((64, 64, 3), np.float32), params={"engine": "test-slow"})
+print("submitted", flush=True)
+for _ in job.progress():
+    pass
+"""
+
+
+def test_client_killed_mid_job_leaves_no_segment(server_process, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
+    server = server_process()
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, server.endpoint], env=tree_env(),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "submitted"
+        assert segments_of(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while segments_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not segments_of(proc.pid), "the server's sweep did not remove the dead client's segments"
+    with Client(server.endpoint, timeout=10) as client:  # and it still serves
+        assert client.hello()["shm"] is True
+
+
+def test_server_killed_mid_job_leaves_no_segment(server_process, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
+    server = server_process()
+    client = Client(server.endpoint, timeout=0.5, heartbeat=0.1, resubmit=False)
+    try:
+        client.hello()
+        job = client.submit(image=np.ones((32, 32, 3), np.float32), params={"engine": "test-slow"})
+        server.stop(signal.SIGKILL)
+        assert segments_of(os.getpid())  # the client's own, still in use
+        with pytest.raises(ServerUnavailable):
+            job.result(timeout=5)
+    finally:
+        client.close()
+    assert not segments_of(os.getpid()) and not segments_of(server.proc.pid)
+
+
+def test_job_error_frees_the_segment(embedded_server):
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        client.hello()
+        image = np.ones((16, 16, 3), np.float32)
+        with pytest.raises(JobFailed):
+            client.submit(image=image, params={"engine": "no-such-engine"}).result(timeout=10)
+        assert all(not s.in_use() for s in client._shm_pool.segments)
+
+
+def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server):
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        client.hello()
+        small, small_mask = frame(8, 8)
+        client.submit(image=small, mask=small_mask, params={"engine": "passthrough"}).result(timeout=30)
+        big, big_mask = frame(64, 96)
+        result = client.submit(image=big, mask=big_mask, params={"engine": "passthrough"}).result(timeout=30)
+        np.testing.assert_array_equal(result.alpha, big_mask)
+        assert len(client._shm_pool.segments) == 1  # the idle small segment was dropped for a bigger one
+        deadline = time.monotonic() + 5
+        while len(embedded_server.shm) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(embedded_server.shm) == 1  # the server let go of the dropped one (its memory is freed)
