@@ -126,7 +126,8 @@ def main() -> int:
               f"{means['pair_usable'] * 100:.0f}% of pairs.", "",
               f"Flow + alignment, 1920x1080: {report['alignment_1080p']['seconds_median']} s (median of 3).", "",
               f"Real stereo pair (skimage stereo_motorcycle): {json.dumps(report['motorcycle'])}", "",
-              f"Total bench time {report['seconds_total']} s. Command: `python bench/twoframe.py --pairs {args.pairs}`."]
+              f"Total bench time {report['seconds_total']} s. "
+              f"Command: `python bench/twoframe.py --pairs {args.pairs}`."]
     (RESULTS / "twoframe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -45,7 +45,8 @@ class ParallaxPair:
 
 
 def trimap_from_alpha(alpha: np.ndarray, band: int) -> np.ndarray:
-    """{0, 0.5, 1} trimap whose unknown region covers every fractional (0.02 < α < 0.98) alpha pixel, dilated by ``band`` px."""
+    """{0, 0.5, 1} trimap whose unknown region covers every fractional (0.02 < α < 0.98) alpha pixel, dilated by
+    ``band`` px."""
     fractional = ((alpha > 0.02) & (alpha < 0.98)).astype(np.uint8)
     edges = cv2.morphologyEx((alpha >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
@@ -63,7 +64,8 @@ def _real_alphas() -> List:
 def _layer_map(size: Tuple[int, int], rng: np.random.Generator, shift: np.ndarray, rotation_deg: float,
                scale: float, noise_px: float, offset: float = 0.0) -> np.ndarray:
     """H×W×2 float32 backward map (source coordinates for each second-view pixel) of one layer: the inverse of an
-    affine motion about the image centre plus a smooth random displacement spanning ``noise_px`` px peak to peak per axis."""
+    affine motion about the image centre plus a smooth random displacement spanning ``noise_px`` px peak to peak per
+    axis."""
     h, w = size
     ys, xs = np.mgrid[:h, :w].astype(np.float32)
     cx, cy = w / 2.0, h / 2.0
@@ -72,7 +74,7 @@ def _layer_map(size: Tuple[int, int], rng: np.random.Generator, shift: np.ndarra
     dx, dy = xs - cx - shift[0], ys - cy - shift[1]
     src_x = cos * dx + sin * dy + cx
     src_y = -sin * dx + cos * dy + cy
-    for axis, grid in enumerate((src_x, src_y)):
+    for grid in (src_x, src_y):
         noise = fractal_noise(size, rng, octaves=1) - 0.5  # smooth (4-cell cubic grid), in [-0.5, 0.5]
         grid += noise_px * noise
     return np.ascontiguousarray(np.stack([src_x + offset, src_y + offset], axis=-1), np.float32)
