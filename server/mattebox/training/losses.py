@@ -28,7 +28,7 @@ TRIMAP_BACKGROUND, TRIMAP_UNKNOWN, TRIMAP_FOREGROUND = 0.0, 0.5, 1.0
 def masked_mean(values: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean of ``values`` over ``mask`` (broadcast to values' shape); 0 when the mask is empty."""
     if mask is None:
-        return values.mean()
+        return values.mean() if values.numel() else values.new_zeros(())
     mask = mask.to(values.dtype).expand_as(values)
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
@@ -91,7 +91,7 @@ def gradient_loss(alpha: torch.Tensor, gt: torch.Tensor, region: Optional[torch.
     dx = (alpha[..., :, 1:] - alpha[..., :, :-1]) - (gt[..., :, 1:] - gt[..., :, :-1])  # B×1×H×(W−1)
     dy = (alpha[..., 1:, :] - alpha[..., :-1, :]) - (gt[..., 1:, :] - gt[..., :-1, :])  # B×1×(H−1)×W
     if region is None:
-        return dx.abs().mean() + dy.abs().mean()
+        return masked_mean(dx.abs()) + masked_mean(dy.abs())
     rx = region[..., :, 1:] & region[..., :, :-1]
     ry = region[..., 1:, :] & region[..., :-1, :]
     return masked_mean(dx.abs(), rx) + masked_mean(dy.abs(), ry)
