@@ -18,6 +18,7 @@ COMMANDS = {
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
+    "train": ("mattebox.training.cli", "train a learned model from a JSON config (needs torch)"),
 }
 
 
