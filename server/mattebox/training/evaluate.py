@@ -78,3 +78,19 @@ def evaluate_alphamatting(predict: Predictor, names: Sequence[str], trimaps=("tr
             rows.append({"image": name, "trimap": trimap_dir,
                          **all_metrics(np.clip(alpha, 0, 1).astype(np.float32), gt, trimap)})
     return {"count": len(rows), "mean": _means(rows), "rows": rows, "max_side": max_side}
+
+
+def classical_predictor(quality: str = "balanced") -> Predictor:
+    """The classical engine as a :data:`Predictor` (the reference every learned model is compared with)."""
+    from .. import engines
+    from ..colour import srgb_to_linear
+    from ..contract import MatteRequest
+
+    engine = engines.get("classical")
+
+    def predict(image: np.ndarray, trimap: np.ndarray, sample: Dict[str, np.ndarray]) -> np.ndarray:
+        request = MatteRequest(image=srgb_to_linear(image).astype(np.float32), trimap=trimap,
+                               params={"quality": quality, "foreground_method": "auto", "band_width": 0})
+        return engine.matte(request).alpha
+
+    return predict

@@ -17,6 +17,7 @@ Papers (``../shared/papers``):
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional
 
 import torch
@@ -186,22 +187,17 @@ def ddc_loss(alpha: torch.Tensor, image: torch.Tensor, window: int = 11, top_k: 
     if not 1 <= top_k <= smallest_neighbourhood:
         raise ValueError(f"top_k must be in 1..{smallest_neighbourhood} for a {h}×{w} image and window {window}, "
                          f"got {top_k}")
-    pad = (radius, radius, radius, radius)
-    image_padded = F.pad(image, pad)
-    alpha_padded = F.pad(alpha, pad)
-    inside = F.pad(torch.ones_like(alpha[:1, :1]), pad) > 0  # 1×1×(H+2r)×(W+2r)
-    colour_distances, alpha_differences = [], []
-    for dy in range(window):
-        for dx in range(window):
-            neighbour = image_padded[:, :, dy:dy + h, dx:dx + w]  # B×3×H×W
-            distance = torch.linalg.vector_norm(image - neighbour, dim=1)  # B×H×W
-            distance = distance.masked_fill(~inside[:, 0, dy:dy + h, dx:dx + w], float("inf"))
-            colour_distances.append(distance)
-            alpha_differences.append(alpha[:, 0] - alpha_padded[:, 0, dy:dy + h, dx:dx + w])
-    colour_distances = torch.stack(colour_distances, dim=1)  # B×window²×H×W
-    nearest, index = torch.topk(colour_distances, k=top_k, dim=1, largest=False)  # B×k×H×W
-    alpha_differences = torch.gather(torch.stack(alpha_differences, dim=1), 1, index)  # B×k×H×W
-    return (alpha_differences - nearest.detach()).abs().mean()
+    unfold = functools.partial(F.unfold, kernel_size=window, padding=radius)
+    with torch.no_grad():  # the colour side is a fixed target: no gradient, no autograd memory
+        neighbours = unfold(image).view(b, 3, window * window, h, w)  # B×3×window²×H×W
+        squared = ((image.unsqueeze(2) - neighbours) ** 2).sum(1)  # B×window²×H×W
+        inside = unfold(torch.ones_like(image[:1, :1])).view(1, window * window, h, w) > 0
+        squared = squared.masked_fill(~inside, float("inf"))
+        nearest, index = torch.topk(squared, k=top_k, dim=1, largest=False)  # B×k×H×W
+        nearest = nearest.sqrt()
+    alpha_neighbours = unfold(alpha).view(b, window * window, h, w)  # B×window²×H×W
+    alpha_differences = alpha - torch.gather(alpha_neighbours, 1, index)  # B×k×H×W: α_i − α_j
+    return (alpha_differences - nearest.to(alpha.dtype)).abs().mean()
 
 
 def alpha_free_loss(alpha: torch.Tensor, image: torch.Tensor, trimap: torch.Tensor, ddc_weight: float = 10.0,

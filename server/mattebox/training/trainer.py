@@ -14,6 +14,8 @@ Objectives (how model outputs are supervised; heads a model does not have add no
   foreground, + PP-Matting's semantic cross-entropy and detail loss when it has those heads, + Mask2Alpha's
   confidence loss when it predicts a confidence map.
 * ``alpha-free`` — no alpha labels at all: known-region L1 against the trimap + 10 × DDC (Liu et al.).
+* ``known-only`` — the alpha-free paper's first ablation (Table 4, row 1): the known-region L1 alone, to show
+  what DDC adds.
 
 Model convention: ``model.inputs`` (default ``("image", "trimap")``) names the batch tensors passed as keyword
 arguments; the model returns a tensor (alpha) or a dict with ``alpha`` B×1×H×W in [0, 1] and optionally
@@ -39,7 +41,7 @@ from .checkpoint import load_model, save_model
 from .data import DataConfig, SynthMattingDataset
 from .evaluate import alphamatting_names, evaluate_alphamatting, evaluate_heldout
 
-OBJECTIVES = ("supervised", "alpha-free")
+OBJECTIVES = ("supervised", "alpha-free", "known-only")
 
 
 @dataclass
@@ -62,6 +64,7 @@ class TrainConfig:
     device: str = "auto"  #: auto | cpu | cuda | cuda:N
     amp: bool = True  #: mixed precision (CUDA only)
     workers: int = 0  #: DataLoader worker processes
+    threads: Optional[int] = None  #: CPU intra-op threads (None = torch's default; 1 is fastest on a busy machine)
     log_every: int = 10
     checkpoint_every: int = 500
     eval_every: int = 500
@@ -154,6 +157,8 @@ def objective_terms(objective: str, outputs: Dict[str, torch.Tensor], batch: Dic
     alpha = outputs["alpha"].float()
     if objective == "alpha-free":
         return losses.alpha_free_loss(alpha, batch["image"], batch["trimap"])
+    if objective == "known-only":
+        return {"known": losses.known_loss(alpha, batch["trimap"])}
     gt = batch["alpha"]
     fg_premultiplied = outputs.get("foreground_premultiplied")
     terms = losses.parallax_loss(
@@ -219,6 +224,8 @@ class Trainer:
         self.config, self.log = config, log
         self.output = Path(config.output)
         self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, config.model_options).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -298,9 +305,12 @@ class Trainer:
         """Train to ``config.steps`` (or pause after step ``stop_at``, saving ``last`` as an interruption would);
         returns the step reached, the final weights path and the last evaluation."""
         config = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
         if resume and self.resume():
             self.log(f"resumed {self.output} at step {self.step}")
-        self.output.mkdir(parents=True, exist_ok=True)
+        else:  # a fresh run starts fresh logs
+            for name in ("log.jsonl", "eval.jsonl"):
+                (self.output / name).unlink(missing_ok=True)
         (self.output / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         per_step = config.batch_size * config.accumulate
         dataset = SynthMattingDataset(config.data, config.steps * per_step, base_seed=config.seed)
