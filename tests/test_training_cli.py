@@ -121,3 +121,14 @@ def test_train_command_never_imports_pyzmq_or_msgpack(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_time_limit_pauses_with_a_checkpoint_and_the_same_command_resumes(tmp_path, capsys):
+    config = str(tiny_config(tmp_path, eval_heldout=0, checkpoint_every=100))
+    assert main(["train", config, "--steps", "3"]) == 0
+    capsys.readouterr()
+    trainer = Trainer(TrainConfig.load(config), log=lambda m: 0)
+    paused = trainer.train(time_limit=0.0)  # stops before its first step (it resumed at 3 of 4)
+    assert paused["step"] == 3
+    assert main(["train", config]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4

@@ -16,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the config)")
     parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config)")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes (overrides the config)")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop cleanly after this long (checkpoint saved; the same command resumes)")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if OUTPUT/last.* exist")
     parser.add_argument("--evaluate", action="store_true",
                         help="only evaluate the run's last checkpoint (or the initial weights) and print JSON")
@@ -38,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
         trainer.resume()
         print(json.dumps({"step": trainer.step, **trainer.evaluate()}, indent=2))
         return 0
-    result = trainer.train(resume=not args.no_resume)
+    result = trainer.train(resume=not args.no_resume, time_limit=args.time_limit)
     print(json.dumps(result, indent=2))
     return 0

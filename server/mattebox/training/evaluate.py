@@ -94,3 +94,36 @@ def classical_predictor(quality: str = "balanced") -> Predictor:
         return engine.matte(request).alpha
 
     return predict
+
+
+def model_predictor(model, device, amp_dtype=None) -> Predictor:
+    """A torch model as a :data:`Predictor`: pads the inputs to ``model.size_multiple`` (default 32) by edge
+    replication, feeds the inputs ``model.inputs`` names (image/trimap from the call, others from the sample; a
+    missing second frame (trimap) is replaced by the image (trimap) itself — the paper's 'same frame' case, no parallax) and
+    returns the alpha crop."""
+    import torch
+
+    from .trainer import model_input_names, normalise_outputs
+
+    multiple = int(getattr(model, "size_multiple", 32))
+
+    @torch.no_grad()
+    def predict(image: np.ndarray, trimap: np.ndarray, sample: Dict[str, np.ndarray]) -> np.ndarray:
+        h, w = trimap.shape
+        ph, pw = -h % multiple, -w % multiple
+
+        def tensor(array):
+            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+            t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None].to(device)
+            return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t
+
+        available = {**sample, "image": image, "trimap": trimap}
+        inputs = {name: tensor(available.get(name, trimap if "trimap" in name else image))
+                  for name in model_input_names(model)}
+        model.eval()
+        device_type = torch.device(device).type
+        with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            alpha = normalise_outputs(model(**inputs))["alpha"]
+        return alpha[0, 0, :h, :w].float().clamp(0, 1).cpu().numpy()
+
+    return predict

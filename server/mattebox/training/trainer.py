@@ -39,7 +39,7 @@ import torch
 from . import losses
 from .checkpoint import load_model, save_model
 from .data import DataConfig, SynthMattingDataset
-from .evaluate import alphamatting_names, evaluate_alphamatting, evaluate_heldout
+from .evaluate import alphamatting_names, evaluate_alphamatting, evaluate_heldout, model_predictor
 
 OBJECTIVES = ("supervised", "alpha-free", "known-only")
 
@@ -265,26 +265,11 @@ class Trainer:
         return True
 
     # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def predict(self, image: np.ndarray, trimap: np.ndarray, sample: Dict[str, np.ndarray]) -> np.ndarray:
-        """Alpha for one image (H×W×3 sRGB, trimap H×W), padding to the model's size multiple; inputs other than
-        image/trimap come from ``sample`` (a missing second frame is replaced by the image: no parallax)."""
-        multiple = int(getattr(self.model, "size_multiple", 32))
-        h, w = trimap.shape
-        ph, pw = -h % multiple, -w % multiple
-
-        def tensor(array):
-            array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-            t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None].to(self.device)
-            return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t
-
-        available = {"image": image, "trimap": trimap, **{k: v for k, v in sample.items()}}
-        inputs = {name: tensor(available.get(name, image)) for name in model_input_names(self.model)}
-        self.model.eval()
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            alpha = normalise_outputs(self.model(**inputs))["alpha"]
+        """Alpha for one image with the model being trained (see :func:`evaluate.model_predictor`)."""
+        alpha = model_predictor(self.model, self.device, self.amp_dtype)(image, trimap, sample)
         self.model.train()
-        return alpha[0, 0, :h, :w].float().clamp(0, 1).cpu().numpy()
+        return alpha
 
     def evaluate(self) -> Dict[str, Any]:
         config = self.config
@@ -301,9 +286,33 @@ class Trainer:
         return results
 
     # ---------------------------------------------------------------- loop
-    def train(self, resume: bool = True, progress_stream=None, stop_at: Optional[int] = None) -> Dict[str, Any]:
-        """Train to ``config.steps`` (or pause after step ``stop_at``, saving ``last`` as an interruption would);
-        returns the step reached, the final weights path and the last evaluation."""
+    def train(self, resume: bool = True, progress_stream=None, stop_at: Optional[int] = None,
+              time_limit: Optional[float] = None) -> Dict[str, Any]:
+        """Train to ``config.steps``; pause early (saving ``last``, to be resumed) after step ``stop_at``, after
+        ``time_limit`` seconds, or on SIGTERM/SIGINT (e.g. ``timeout``). Returns the step reached, the weights
+        path and the last evaluation."""
+        import signal
+
+        config = self.config
+        started = time.perf_counter()
+        stop_requested = []
+        previous_handlers = {}
+
+        def request_stop(signum, frame):
+            stop_requested.append(signum)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous_handlers[signum] = signal.signal(signum, request_stop)
+            except ValueError:  # not the main thread: signals stay with the caller
+                pass
+        try:
+            return self._train(resume, progress_stream, stop_at, time_limit, started, stop_requested)
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+
+    def _train(self, resume, progress_stream, stop_at, time_limit, started, stop_requested) -> Dict[str, Any]:
         config = self.config
         self.output.mkdir(parents=True, exist_ok=True)
         if resume and self.resume():
@@ -326,6 +335,10 @@ class Trainer:
         window: List[Dict[str, float]] = []
         end = config.steps if stop_at is None else min(stop_at, config.steps)
         while self.step < end:
+            if stop_requested or (time_limit is not None and time.perf_counter() - started > time_limit):
+                self.log(f"\nstopping at step {self.step} ({'signal' if stop_requested else 'time limit'}); "
+                         "run the same command again to resume")
+                break
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(config, self.step)
             self.optimizer.zero_grad(set_to_none=True)
@@ -363,9 +376,11 @@ class Trainer:
                 with (self.output / "eval.jsonl").open("a") as f:
                     f.write(json.dumps({"step": self.step, **last_eval}) + "\n")
                 self.log(f"\nevaluation at step {self.step}: {json.dumps(last_eval)}")
-            if self.step % config.checkpoint_every == 0 or self.step in (config.steps, end):
+            if self.step % config.checkpoint_every == 0 or self.step == config.steps:
                 self.save_checkpoint("last", last_eval)
-        if self.step < config.steps:
+        if self.step < config.steps:  # paused: the state to resume from
+            if self.step > 0:
+                self.save_checkpoint("last", last_eval)
             return {"step": self.step, "weights": str(self.checkpoint_paths("last")[0]), "evaluation": last_eval}
         if progress_stream is None and getattr(sys.stderr, "isatty", lambda: False)():
             sys.stderr.write("\n")
