@@ -29,12 +29,15 @@ RESULTS = ROOT / "bench" / "results"
 CONFIG = ROOT / "configs" / "compare.json"
 
 
-def train_one(objective: str, steps: int, workdir: Path) -> dict:
+def train_one(objective: str, steps: int, workdir: Path, kinds=None, eval_alphamatting: bool = True) -> dict:
     from mattebox.training.trainer import TrainConfig, Trainer
 
     values = json.loads(CONFIG.read_text())  # one recipe; the objective is the variable
     values.update(name=f"compare-{objective}", objective=objective, steps=steps, eval_every=steps,
-                  checkpoint_every=steps, output=str(workdir / objective), threads=1)
+                  checkpoint_every=steps, output=str(workdir / objective), threads=1,
+                  eval_alphamatting=eval_alphamatting)
+    if kinds:
+        values["data"] = {**values["data"], "kinds": list(kinds)}
     config = TrainConfig.from_dict(values)
     trainer = Trainer(config, log=lambda message: None)
     started = time.perf_counter()
@@ -45,14 +48,16 @@ def train_one(objective: str, steps: int, workdir: Path) -> dict:
             "evaluation": result["evaluation"], "uses_alpha_labels": objective == "supervised"}
 
 
-def classical_reference(config_values: dict) -> dict:
+def classical_reference(config_values: dict, kinds=None, alphamatting: bool = True) -> dict:
     from mattebox.training.data import DataConfig
     from mattebox.training.evaluate import (alphamatting_names, classical_predictor, evaluate_alphamatting,
                                             evaluate_heldout)
 
     predict = classical_predictor()
-    out = {"heldout": evaluate_heldout(predict, config_values["eval_heldout"],
-                                       DataConfig.from_dict(config_values["data"]))["mean"]}
+    data = {**config_values["data"], **({"kinds": list(kinds)} if kinds else {})}
+    out = {"heldout": evaluate_heldout(predict, config_values["eval_heldout"], DataConfig.from_dict(data))["mean"]}
+    if not alphamatting:
+        return out
     names = alphamatting_names()
     out["alphamatting"] = (evaluate_alphamatting(predict, names, max_side=config_values["eval_max_side"])["mean"]
                            if names else "skipped: alphamatting-dev not found")
@@ -61,30 +66,31 @@ def classical_reference(config_values: dict) -> dict:
 
 def table(results: dict) -> str:
     lines = [f"# Alpha-free (DDC) vs supervised training, same CPU budget ({results['steps']} steps × batch "
-             f"{results['batch_size']} of {results['crop']} px crops, tiny U-Net)", "",
-             "| model | alpha labels | train s | held-out SAD | held-out MSE | held-out Grad | AM-dev SAD | AM-dev MSE | "
-             "AM-dev Grad |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{results['batch_size']} of {results['crop']} px crops, tiny U-Net, image + trimap in)", ""]
 
     def row(name, labels, seconds, evaluation):
         held, am = evaluation.get("heldout", {}), evaluation.get("alphamatting", {})
         am = am if isinstance(am, dict) else {}
-        cells = [f"{held.get(k, float('nan')):.3f}" if k != "mse" else f"{held.get(k, float('nan')):.4f}"
-                 for k in ("sad", "mse", "grad")]
-        cells += [f"{am.get(k, float('nan')):.2f}" if k != "mse" else f"{am.get(k, float('nan')):.4f}"
-                  for k in ("sad", "mse", "grad")]
-        return f"| {name} | {labels} | {seconds} | " + " | ".join(cells) + " |"
+        fmt = lambda d, k, p: f"{d[k]:.{p}f}" if k in d else "-"  # noqa: E731
+        return (f"| {name} | {labels} | {seconds} | {fmt(held, 'sad', 3)} | {fmt(held, 'mse', 4)} | "
+                f"{fmt(held, 'grad', 3)} | {fmt(am, 'sad', 2)} | {fmt(am, 'mse', 4)} | {fmt(am, 'grad', 2)} |")
 
-    for run in results["runs"]:
-        lines.append(row(run["objective"], "yes" if run["uses_alpha_labels"] else "no (trimap only)",
-                         run["seconds"], run["evaluation"]))
-    lines.append(row("classical engine (reference)", "n/a", "-", results["classical"]))
-    by = {r["objective"]: r["evaluation"].get("heldout", {}).get("sad") for r in results["runs"]}
-    if by.get("supervised") and by.get("alpha-free"):
-        lines += ["", f"Held-out SAD, alpha-free / supervised: **{by['alpha-free'] / by['supervised']:.2f}×** "
-                      "(1.0 = as good as training with alpha labels)."]
-    lines += ["", "Held-out: synthetic samples with fixed seeds never used in training (SAD/Grad ÷ 1000 as DIM, "
-                  "over the trimap's unknown band). AM-dev: alphamatting-dev 8 images × 2 trimaps, models run at "
-                  f"≤ {results['eval_max_side']} px and scored at full size. {results['machine']}.", ""]
+    for setting in results["settings"]:
+        lines += [f"## Foregrounds: {setting['name']}", "",
+                  "| objective | alpha labels | train s | held-out SAD | held-out MSE | held-out Grad | AM-dev SAD | "
+                  "AM-dev MSE | AM-dev Grad |", "|---|---|---|---|---|---|---|---|---|"]
+        for run in setting["runs"]:
+            lines.append(row(run["objective"], "yes" if run["uses_alpha_labels"] else "no (trimap only)",
+                             run["seconds"], run["evaluation"]))
+        lines.append(row("classical engine (reference)", "n/a", "-", setting["classical"]))
+        by = {r["objective"]: r["evaluation"].get("heldout", {}).get("sad") for r in setting["runs"]}
+        if by.get("supervised") and by.get("alpha-free"):
+            lines += ["", f"Held-out SAD alpha-free / supervised: **{by['alpha-free'] / by['supervised']:.2f}×** "
+                          "(1.0 = as good as training with alpha labels)."]
+        lines.append("")
+    lines += ["Held-out: synthetic samples with fixed seeds never used in training (SAD/Grad ÷ 1000 as DIM, over "
+              "the trimap's unknown band). AM-dev: alphamatting-dev 8 images × 2 trimaps, models run at ≤ "
+              f"{results['eval_max_side']} px and scored at full size. {results['machine']}.", ""]
     return "\n".join(lines)
 
 
@@ -92,19 +98,30 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--objectives", default="supervised,alpha-free,known-only")
+    parser.add_argument("--fur-objectives", default="supervised,alpha-free",
+                        help="objectives also run on fur-only data, where thin structures share the body's colours "
+                             "('' to skip)")
     args = parser.parse_args(argv)
     base = json.loads(CONFIG.read_text())
-    runs = []
+    settings = [("all procedural kinds", None, args.objectives), ("fur only", ("fur",), args.fur_objectives)]
+    results_settings = []
     with tempfile.TemporaryDirectory() as workdir:
-        for objective in args.objectives.split(","):
-            print(f"training {objective} for {args.steps} steps ...", flush=True)
-            runs.append(train_one(objective, args.steps, Path(workdir)))
-            print(json.dumps(runs[-1]["evaluation"]), flush=True)
+        for name, kinds, objectives in settings:
+            if not objectives:
+                continue
+            runs = []
+            for objective in objectives.split(","):
+                print(f"[{name}] training {objective} for {args.steps} steps ...", flush=True)
+                runs.append(train_one(objective, args.steps, Path(workdir) / str(len(results_settings)), kinds,
+                                      eval_alphamatting=kinds is None))
+                print(json.dumps(runs[-1]["evaluation"]), flush=True)
+            results_settings.append({"name": name, "kinds": list(kinds) if kinds else None, "runs": runs,
+                                     "classical": classical_reference(base, kinds, alphamatting=kinds is None)})
     import torch
 
     results = {"steps": args.steps, "batch_size": base["batch_size"], "crop": base["data"]["crop"],
                "model": base["model"], "model_options": base["model_options"], "lr": base["lr"],
-               "eval_max_side": base["eval_max_side"], "runs": runs, "classical": classical_reference(base),
+               "eval_max_side": base["eval_max_side"], "settings": results_settings,
                "machine": f"{platform.machine()} CPU, 1 torch thread, torch {torch.__version__}",
                "command": "python bench/training.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,12 @@ class _Canvas:
         kernel /= kernel.sum()
         self.opacity = cv2.filter2D(self.opacity, -1, kernel, borderType=cv2.BORDER_CONSTANT)
         self.premultiplied = cv2.filter2D(self.premultiplied, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        # OpenCV filters large kernels through the DFT, which leaves ~1e-7 ripples where nothing was painted:
+        # snap them away so empty stays exactly empty (and opaque exactly opaque)
+        empty = self.opacity < 1e-5
+        self.opacity[empty] = 0
+        self.premultiplied[empty] = 0
+        self.opacity[self.opacity > 1 - 1e-5] = 1
 
     def resolve(self) -> Foreground:
         h, w = self.size

@@ -24,7 +24,8 @@ def _write_safetensors(tensors: Dict[str, torch.Tensor], path: Path, metadata: D
     header: Dict[str, object] = {"__metadata__": dict(metadata)}
     blobs, offset = [], 0
     for name, tensor in tensors.items():
-        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        data = flat.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
         header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)

@@ -39,7 +39,8 @@ class DataConfig:
 
     crop: int = 128  #: square sample size in pixels
     kinds: Sequence[str] = tuple(FOREGROUNDS)  #: procedural foreground kinds to draw from
-    alphamatting_foregrounds: Sequence[str] = ()  #: alphamatting-dev names used as real foregrounds (then not evaluated)
+    #: alphamatting-dev names used as real foregrounds (then excluded from alphamatting-dev evaluation)
+    alphamatting_foregrounds: Sequence[str] = ()
     alphamatting_fraction: float = 0.0  #: share of samples using those real foregrounds
     trimap_iterations: Tuple[int, int] = augment.PAPER_ITERATIONS
     trimap_reference: int = augment.PAPER_RESOLUTION  #: iterations are scaled by crop / this

@@ -99,8 +99,8 @@ def classical_predictor(quality: str = "balanced") -> Predictor:
 def model_predictor(model, device, amp_dtype=None) -> Predictor:
     """A torch model as a :data:`Predictor`: pads the inputs to ``model.size_multiple`` (default 32) by edge
     replication, feeds the inputs ``model.inputs`` names (image/trimap from the call, others from the sample; a
-    missing second frame (trimap) is replaced by the image (trimap) itself — the paper's 'same frame' case, no parallax) and
-    returns the alpha crop."""
+    missing second frame (trimap) is replaced by the image (trimap) itself — the paper's 'same frame' case, no
+    parallax) and returns the alpha crop."""
     import torch
 
     from .trainer import model_input_names, normalise_outputs

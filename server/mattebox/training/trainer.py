@@ -293,7 +293,6 @@ class Trainer:
         path and the last evaluation."""
         import signal
 
-        config = self.config
         started = time.perf_counter()
         stop_requested = []
         previous_handlers = {}
