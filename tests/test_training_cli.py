@@ -132,3 +132,9 @@ def test_time_limit_pauses_with_a_checkpoint_and_the_same_command_resumes(tmp_pa
     assert paused["step"] == 3
     assert main(["train", config]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 4
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    config = TrainConfig.load(str(path))
+    assert config.steps > 0 and config.output.startswith("runs/")
