@@ -138,3 +138,18 @@ def test_time_limit_pauses_with_a_checkpoint_and_the_same_command_resumes(tmp_pa
 def test_every_shipped_config_is_valid(path):
     config = TrainConfig.load(str(path))
     assert config.steps > 0 and config.output.startswith("runs/")
+
+
+def test_real_foregrounds_from_alphamatting_dev_are_excluded_from_its_evaluation():
+    from mattebox.paths import alphamatting_dir
+    from mattebox.training.evaluate import alphamatting_names
+
+    if alphamatting_dir() is None:
+        pytest.skip("alphamatting-dev not found (../shared/data/alphamatting-dev or MATTEBOX_ALPHAMATTING)")
+    config = DataConfig.from_dict({"crop": 48, "alphamatting_foregrounds": ["GT02"], "alphamatting_fraction": 1.0})
+    sample = make_sample(1, config)
+    assert sample["alpha"].shape == (48, 48) and ((sample["alpha"] > 0) & (sample["alpha"] < 1)).any()
+    assert "GT02" not in alphamatting_names(exclude=config.alphamatting_foregrounds)
+    assert "GT02" in alphamatting_names()
+    with pytest.raises(ValueError, match="alphamatting_foregrounds"):
+        DataConfig.from_dict({"alphamatting_fraction": 0.5})

@@ -21,6 +21,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 from ..colour import linear_to_srgb, srgb_to_linear
 from ..synth import augment
@@ -71,15 +73,10 @@ def alphamatting_foreground(name: str) -> Tuple[np.ndarray, np.ndarray]:
     """(foreground H×W×3 linear, alpha H×W) of an alphamatting-dev image: its ground-truth alpha and a foreground
     colour estimated from the photo by multilevel foreground estimation (Germer et al. 2020)."""
     from ..engines.classical.foreground import multilevel
-    from ..evaluation import load_sample
-    from ..paths import alphamatting_dir
+    from .evaluate import load_alphamatting
 
-    folder = alphamatting_dir()
-    if folder is None:
-        raise FileNotFoundError("alphamatting-dev is not available (set MATTEBOX_ALPHAMATTING or see "
-                                "docs/training.md); remove data.alphamatting_foregrounds to train without it")
-    image, alpha, _ = load_sample(folder, name, "trimap1")
-    linear = srgb_to_linear(image[..., :3] / 255.0).astype(np.float32)
+    image, alpha, _ = load_alphamatting(name, "trimap1")
+    linear = srgb_to_linear(image).astype(np.float32)
     foreground = multilevel(linear, alpha.astype(np.float32))
     return np.clip(foreground, 0, 1).astype(np.float32), alpha.astype(np.float32)
 
@@ -135,8 +132,6 @@ def colour_jitter_linear(linear: np.ndarray, rng: np.random.Generator, strength:
 
 def to_tensors(sample: Dict[str, np.ndarray]):
     """numpy H×W(×C) arrays -> torch C×H×W float32 tensors."""
-    import torch
-
     out = {}
     for key, value in sample.items():
         array = value[None] if value.ndim == 2 else value.transpose(2, 0, 1)
@@ -144,13 +139,7 @@ def to_tensors(sample: Dict[str, np.ndarray]):
     return out
 
 
-def _dataset_base():
-    import torch.utils.data
-
-    return torch.utils.data.Dataset
-
-
-class SynthMattingDataset(_dataset_base()):
+class SynthMattingDataset(Dataset):
     """Training samples ``base_seed + index`` for index in [0, length): a torch Dataset of tensor dicts."""
 
     def __init__(self, config: DataConfig, length: int, base_seed: int = 0):

@@ -35,7 +35,8 @@ def load_alphamatting(name: str, trimap_dir: str) -> Tuple[np.ndarray, np.ndarra
 
     folder = alphamatting_dir()
     if folder is None:
-        raise FileNotFoundError("alphamatting-dev is not available (set MATTEBOX_ALPHAMATTING)")
+        raise FileNotFoundError("alphamatting-dev is not available (set MATTEBOX_ALPHAMATTING, or remove "
+                                "data.alphamatting_foregrounds to train without it)")
     image, _ = read_image(str(folder / "image" / f"{name}.png"))
     trimap = read_gray(str(folder / trimap_dir / f"{name}.png"))
     trimap = np.where(trimap < 0.25, 0.0, np.where(trimap > 0.75, 1.0, 0.5)).astype(np.float32)
