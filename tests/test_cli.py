@@ -89,3 +89,12 @@ def test_help_lists_every_command():
     assert proc.returncode == 0
     for name in COMMANDS:
         assert name in proc.stdout
+
+
+def test_install_and_uninstall_forward_to_the_host_installer(tmp_path):
+    target = tmp_path / "plug-ins"
+    proc = mattebox("install", "gimp", "--target", str(target), "--vendor", "never", "--no-config")
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "mattebox" / "mattebox.py").is_file()
+    proc = mattebox("uninstall", "gimp", "--target", str(target))
+    assert proc.returncode == 0 and not (target / "mattebox").exists()

@@ -11,13 +11,16 @@ from typing import List, Optional
 
 from . import __version__
 
-#: subcommand -> (module, one-line help)
+#: subcommand -> ("module" or "module:run_function", one-line help); the module has add_arguments(parser)
 COMMANDS = {
     "serve": ("mattebox.commands.serve", "run the matting server"),
     "matte": ("mattebox.commands.matte", "matte an image (uses a running server or starts a local one)"),
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
+    "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),
+    "uninstall": ("mattebox.commands.hosts:run_uninstall", "remove the node from a host"),
+    "host-doctor": ("mattebox.commands.hosts:run_doctor", "check a host's node install and its server"),
     "train": ("mattebox.training.cli", "train a learned model from a JSON config (needs torch)"),
 }
 
@@ -30,7 +33,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if command in (None, name):  # build full argument lists only where needed
-            importlib.import_module(module_name).add_arguments(sub_parser)
+            importlib.import_module(module_name.split(":")[0]).add_arguments(sub_parser)
     return parser
 
 
@@ -42,5 +45,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    module_name, _, function = COMMANDS[args.command][0].partition(":")
+    return int(getattr(importlib.import_module(module_name), function or "run")(args) or 0)

@@ -15,6 +15,11 @@ from ..contract import Engine
 ENGINE_SPECS: Dict[str, str] = {
     "classical": "mattebox.engines.classical:ClassicalEngine",
     "passthrough": "mattebox.engines.passthrough:PassthroughEngine",
+    # learned models (mattebox.models.registry); available once their weights are installed
+    "parallax": "mattebox.engines.learned:ParallaxEngine",
+    "ppmatting": "mattebox.engines.learned:PPMattingEngine",
+    "mask2alpha": "mattebox.engines.learned:Mask2AlphaEngine",
+    "vitmatte": "mattebox.engines.learned:ViTMatteEngine",
 }
 AUTO_ORDER: List[str] = ["classical"]
 

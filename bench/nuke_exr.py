@@ -1,0 +1,132 @@
+"""The Nuke node's file path: our pure-Python EXR reader/writer on a 1920x1080 RGBA float32 frame, with numpy and
+without (Nuke builds may lack it), as ratios to OpenCV's OpenEXR (C++) on the same file in the same run; plus the
+whole per-frame cost of the node (render inputs, read, hash, server round trip with the passthrough engine, write
+and load the result) uncached and cached, through the fake nuke and a real server process.
+
+Writes bench/results/nuke_exr.json and bench/results/nuke_exr.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "nodes" / "nuke"),
+                str(ROOT / "tests" / "fakes")]
+from mattebox_nuke import exr  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+H, W = 1080, 1920
+REPEATS = 5
+
+
+def timed(fn, repeats=REPEATS):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def exr_rows(folder: Path):
+    rng = np.random.default_rng(0)
+    planes = {c: rng.random((H, W), dtype=np.float32) for c in "RGBA"}
+    bgra = np.stack([planes[c] for c in "BGRA"], -1)
+    return [exr_row(folder, planes, bgra, "none", 0), exr_row(folder, planes, bgra, "zips", 2)]
+
+
+def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
+    path = str(folder / f"ours-{compression}.exr")
+    cv_path = str(folder / f"cv-{compression}.exr")
+    cv_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv_code]
+    row = {"compression": compression,
+           "cv2_write_s": timed(lambda: cv2.imwrite(cv_path, bgra, cv_params)),
+           "cv2_read_s": timed(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED)),
+           "numpy_write_s": timed(lambda: exr.write(path, W, H, planes, compression)),
+           "numpy_read_s": timed(lambda: exr.read(cv_path))}
+    if compression == "none":  # without numpy: what the node's internal Writes produce
+        saved = exr.np
+        exr.np = None
+        try:
+            arrays = {c: exr._plane_from_bytes(p.tobytes(), H, W) for c, p in planes.items()}
+            row["pure_write_s"] = timed(lambda: exr.write(path, W, H, arrays, compression), 3)
+            row["pure_read_s"] = timed(lambda: exr.read(cv_path), 3)
+            image = exr.read(cv_path)
+            row["pure_interleave_s"] = timed(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
+        finally:
+            exr.np = saved
+    return row
+
+
+def node_rows(folder: Path):
+    from tests.conftest import ServerProcess
+
+    import mattebox_nuke
+    import mattebox_nuke.node
+    import nuke
+
+    server = ServerProcess(folder)
+    try:
+        nuke.fake.reset()
+        os.environ["MATTEBOX_CONFIG"] = str(folder / "client.json")
+        rng = np.random.default_rng(1)
+        pixels = {f"rgba.{c}": rng.random((H, W), dtype=np.float32) for c in ("red", "green", "blue")}
+        pixels["rgba.alpha"] = np.ones((H, W), np.float32)
+        mask = (rng.random((H, W)) > 0.5).astype(np.float32)
+        plate = nuke.nodes.FakeSource(frames=lambda f: pixels, first=1, last=100)
+        guide = nuke.nodes.FakeSource(frames=lambda f: {"rgba.alpha": mask}, first=1, last=100)
+        group = mattebox_nuke.node.build(nuke.nodes.Group(name="Mattebox1", inputs=[plate]))
+        group.setInput(2, guide)
+        group["endpoint"].setValue(server.endpoint)
+        group["engine"].setValues(["auto", "passthrough"])
+        group["engine"].setValue("passthrough")
+        group["cache_dir"].setValue(str(folder / "cache"))
+        frame = iter(range(1, 1000))
+        uncached = timed(lambda: (group["band_width"].setValue(next(frame)), mattebox_nuke.matte(group, [1])), 3)
+        cached = timed(lambda: mattebox_nuke.matte(group, [1]), 3)
+        read_back = timed(lambda: (group.node("Read_result")._cache.clear(), group._render(1)), 3)
+        return [{"frame": f"{W}x{H}", "uncached_s": uncached, "cached_s": cached, "read_result_s": read_back}]
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        exr_table = exr_rows(folder)
+        node_table = node_rows(folder)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "nuke_exr.json").write_text(json.dumps({"size": [W, H], "exr": exr_table, "node": node_table},
+                                                      indent=2))
+    lines = [f"### Nuke node file path ({W}x{H} float32, median of {REPEATS}; ratio = ours / OpenCV)", "",
+             "| compression | cv2 write | ours write (numpy) | ratio | cv2 read | ours read (numpy) | ratio | "
+             "ours read (no numpy) | ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in exr_table:
+        pure = r.get("pure_read_s")
+        lines.append(f"| {r['compression']} | {r['cv2_write_s'] * 1e3:.0f} ms | {r['numpy_write_s'] * 1e3:.0f} ms | "
+                     f"{r['numpy_write_s'] / r['cv2_write_s']:.2f}x | {r['cv2_read_s'] * 1e3:.0f} ms | "
+                     f"{r['numpy_read_s'] * 1e3:.0f} ms | {r['numpy_read_s'] / r['cv2_read_s']:.2f}x | "
+                     + (f"{pure * 1e3:.0f} ms | {pure / r['cv2_read_s']:.2f}x |" if pure else "– | – |"))
+    n = node_table[0]
+    lines += ["", "| node, one frame (fake nuke, passthrough engine) | uncached | cached (same inputs) | "
+              "Read of the result |", "|---|---|---|---|",
+              f"| {n['frame']} | {n['uncached_s'] * 1e3:.0f} ms | {n['cached_s'] * 1e3:.0f} ms | "
+              f"{n['read_result_s'] * 1e3:.0f} ms |"]
+    (RESULTS / "nuke_exr.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

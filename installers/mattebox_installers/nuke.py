@@ -1,0 +1,252 @@
+"""Install the Mattebox node into Nuke (~/.nuke or a NUKE_PATH folder), take it out again, and check it.
+
+Layout after ``install(target)``::
+
+    <target>/init.py                   gains a marked block: nuke.pluginAddPath('<target>/mattebox')
+    <target>/mattebox/init.py          puts site-packages/cpXY for the running Nuke's Python on sys.path
+    <target>/mattebox/menu.py          Nodes toolbar > Mattebox (GUI only)
+    <target>/mattebox/mattebox_nuke/   the node
+    <target>/mattebox/mattebox_plugin/ the host-neutral client
+    <target>/mattebox/site-packages/cp39, cp310, cp311/   pyzmq + msgpack wheels unpacked per Nuke Python ABI
+    <target>/mattebox/install.json     what was installed (version, Pythons, platform, whether init.py was ours)
+
+Nuke runs init.py of every plug-in path folder in every mode (GUI, ``nuke -x``, ``nuke -t``), and
+``nuke.pluginAddPath`` called from an init.py runs the added folder's init.py (and, in the GUI, its menu.py) —
+Nuke Python dev guide, 'Start-up Scripts' and nuke.pluginAddPath. ~/.nuke is always on the plug-in path; a
+NUKE_PATH folder is for studios (User Guide, 'Defining the Nuke Plug-in Path'). Nuke's Python is 3.9 in Nuke
+13/14, 3.10 in 15 and 3.11 in 16, so wheels for all three are vendored by default and the running Nuke picks its
+own. The block in init.py is replaced, never duplicated, so installing twice is the same as once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import common
+
+FOLDER = "mattebox"
+BEGIN = "# >>> mattebox >>>"
+END = "# <<< mattebox <<<"
+#: Nuke major version -> its Python
+NUKE_PYTHONS = {"13": "3.9", "14": "3.9", "15": "3.10", "16": "3.11"}
+DEFAULT_PYTHONS = ("3.9", "3.10", "3.11")
+NODE_SOURCE = common.NODES / "nuke"
+NODE_FILES = ("init.py", "menu.py", "mattebox_nuke")
+
+
+def default_target() -> Path:
+    """~/.nuke (Nuke uses HOME, or USERPROFILE on Windows when HOME is unset)."""
+    home = os.environ.get("HOME") or os.environ.get("USERPROFILE") or os.path.expanduser("~")
+    return Path(home) / ".nuke"
+
+
+def abi_tag(python_version: str) -> str:
+    major, minor = python_version.split(".")[:2]
+    return f"cp{major}{minor}"
+
+
+def _block(dest: Path) -> str:
+    path = dest.as_posix()
+    return (f"{BEGIN} added by `mattebox install nuke`; `mattebox uninstall nuke` removes it\n"
+            f"import nuke\nnuke.pluginAddPath({path!r})\n{END}\n")
+
+
+def strip_block(text: str) -> Tuple[str, bool]:
+    """``text`` without the mattebox block; True when there was one."""
+    lines = text.splitlines(keepends=True)
+    out: List[str] = []
+    inside = found = False
+    for line in lines:
+        if line.startswith(BEGIN):
+            inside = found = True
+            continue
+        if inside:
+            if line.startswith(END):
+                inside = False
+            continue
+        out.append(line)
+    if inside:
+        raise ValueError(f"unterminated mattebox block (no {END!r} line); fix the init.py by hand")
+    return "".join(out), found
+
+
+def add_block(init_py: Path, dest: Path) -> bool:
+    """Put the plug-in path block at the end of ``init_py`` (replacing an old one); True if the file was new."""
+    created = not init_py.exists()
+    text = "" if created else init_py.read_text(encoding="utf-8")
+    text, _ = strip_block(text)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    init_py.parent.mkdir(parents=True, exist_ok=True)
+    init_py.write_text(text + _block(dest), encoding="utf-8")
+    return created
+
+
+def _copy_node(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in NODE_FILES:
+        source = NODE_SOURCE / name
+        target = dest / name
+        common.remove_tree(target)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore)
+        else:
+            shutil.copy2(source, target)
+    common.copy_plugin_package(dest)
+
+
+def install(target: Optional[Path] = None, python_versions: Sequence[str] = DEFAULT_PYTHONS,
+            platform: Optional[str] = None, vendor: bool = True, endpoint: Optional[str] = None,
+            write_config: bool = True, wheel_cache: Optional[Path] = None) -> Path:
+    """Install into ``target`` (default ~/.nuke); returns the mattebox folder."""
+    target = Path(target) if target else default_target()
+    dest = target / FOLDER
+    init_py = target / "init.py"
+    if init_py.is_file():
+        strip_block(init_py.read_text(encoding="utf-8"))  # refuse a damaged init.py before changing anything
+    previous = read_manifest(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    _copy_node(dest)
+    platform = platform or common.current_platform()
+    vendored: List[str] = []
+    if vendor:
+        site = dest / "site-packages"
+        for version in python_versions:
+            cache = Path(wheel_cache) if wheel_cache else dest / ".wheels"
+            wheels = common.vendor_wheels(cache / abi_tag(version), version, platform)
+            common.remove_tree(site / abi_tag(version))
+            common.unpack_wheels(wheels, site / abi_tag(version))
+            vendored.append(version)
+        common.remove_tree(dest / ".wheels")
+    created = add_block(init_py, dest)
+    manifest = {"version": _version(), "python_versions": vendored or (previous or {}).get("python_versions", []),
+                "platform": platform, "created_init_py": created or bool((previous or {}).get("created_init_py")),
+                "target": target.as_posix()}
+    (dest / "install.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if write_config:
+        common.write_client_config(endpoint)
+    return dest
+
+
+def read_manifest(dest: Path) -> Optional[Dict]:
+    path = Path(dest) / "install.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def uninstall(target: Optional[Path] = None) -> bool:
+    """Remove the folder and the init.py block (and init.py itself if install created it and nothing else is
+    left). The shared client config stays: other hosts use it. True when something was removed."""
+    target = Path(target) if target else default_target()
+    dest = target / FOLDER
+    manifest = read_manifest(dest) or {}
+    removed = False
+    init_py = target / "init.py"
+    if init_py.is_file():
+        text, found = strip_block(init_py.read_text(encoding="utf-8"))
+        if found:
+            removed = True
+            if not text.strip() and manifest.get("created_init_py"):
+                init_py.unlink()
+            else:
+                init_py.write_text(text, encoding="utf-8")
+    return common.remove_tree(dest) or removed
+
+
+def doctor(target: Optional[Path] = None, endpoint: Optional[str] = None,
+           timeout: float = 3.0) -> Tuple[bool, List[str]]:
+    """Check the installation and the server; returns (all good, report lines)."""
+    target = Path(target) if target else default_target()
+    dest = target / FOLDER
+    lines: List[str] = []
+    ok = True
+
+    def check(passed: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        lines.append(("ok    " if passed else "FAIL  ") + text)
+
+    manifest = read_manifest(dest)
+    check(manifest is not None, f"installed in {dest}" if manifest else f"not installed in {dest}")
+    init_py = target / "init.py"
+    text = init_py.read_text(encoding="utf-8") if init_py.is_file() else ""
+    check(_block(dest) in text, f"{init_py} adds {dest} to Nuke's plug-in path")
+    for name in ("init.py", "menu.py", "mattebox_nuke/node.py", "mattebox_plugin/client.py"):
+        check((dest / name).is_file(), f"{name} present")
+    for version in (manifest or {}).get("python_versions", []):
+        site = dest / "site-packages" / abi_tag(version)
+        have = [m for m in ("zmq", "msgpack") if (site / m).is_dir()]
+        check(len(have) == 2, f"Python {version} (Nuke {_nukes_for(version)}): pyzmq+msgpack vendored "
+                              f"({', '.join(have) or 'none'} found)")
+    if not (manifest or {}).get("python_versions"):
+        lines.append("note  no wheels vendored: Nuke's Python must already have pyzmq and msgpack")
+    sys.path.insert(0, str(common.PROJECT_ROOT / "plugin"))
+    try:
+        from mattebox_plugin import config
+
+        endpoint = endpoint or config.load()["endpoint"]
+        passed, message = common.doctor_handshake(endpoint, timeout)
+    finally:
+        sys.path.pop(0)
+    check(passed, f"server: {message}")
+    return ok, lines
+
+
+def _nukes_for(version: str) -> str:
+    return "/".join(k for k, v in NUKE_PYTHONS.items() if v == version) or "?"
+
+
+def _version() -> str:
+    sys.path.insert(0, str(NODE_SOURCE))
+    try:
+        import mattebox_nuke
+
+        return mattebox_nuke.__version__
+    finally:
+        sys.path.pop(0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("install", "uninstall", "doctor"))
+    parser.add_argument("--target", type=Path, help="~/.nuke (default) or a NUKE_PATH folder")
+    parser.add_argument("--python", action="append", dest="pythons",
+                        help=f"Nuke Python to vendor wheels for (repeatable; default {', '.join(DEFAULT_PYTHONS)}: "
+                             "Nuke 13/14 -> 3.9, 15 -> 3.10, 16 -> 3.11)")
+    parser.add_argument("--platform", choices=sorted(common.PLATFORM_TAGS), help="default: this machine")
+    parser.add_argument("--no-vendor", action="store_true", help="Nuke's Python already has pyzmq and msgpack")
+    parser.add_argument("--endpoint", help="server endpoint to record in the client config / to check")
+    parser.add_argument("--no-config", action="store_true", help="leave the client config alone")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "install":
+            dest = install(args.target, tuple(args.pythons or DEFAULT_PYTHONS), args.platform, not args.no_vendor,
+                           args.endpoint, write_config=not args.no_config)
+            print(f"installed the Mattebox node in {dest}; restart Nuke (Nodes toolbar > Mattebox)")
+            return 0
+        if args.action == "uninstall":
+            print("removed" if uninstall(args.target) else "nothing to remove")
+            return 0
+        ok, lines = doctor(args.target, args.endpoint)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mattebox_installers.nuke", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

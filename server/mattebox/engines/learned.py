@@ -1,0 +1,263 @@
+"""Engines serving the registered learned models (docs/models.md) through the same contract as the classical one.
+
+One :class:`LearnedEngine` subclass per registry entry. Availability is decided without torch (weights file
+present, torch installed). Inference: the shared tiler (mattebox.tiling) with Gaussian merging, batched tiles,
+autocast fp16/bf16 on CUDA, tile/batch sized from free GPU memory, progress per tile batch and cancellation
+between tiles (the progress callback raises JobCancelled). Loaded models live in an LRU with a memory cap
+(``MATTEBOX_MODEL_CACHE_MB``, default 4096).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ..colour import srgb_to_linear
+from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
+from ..models import registry
+from ..models.weights import load_spec_weights, weights_status
+from .classical.foreground import blur_fusion
+from .classical.guidance import grabcut_mask, trimap_from_mask
+
+#: activation memory per input pixel at inference, by model (bytes, fp16 autocast) — sizes GPU tiles/batches
+BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
+
+
+class ModelCache:
+    """LRU of loaded models keyed by (name, device), evicting least recently used ones above ``cap_bytes``
+    (parameter + buffer bytes). The most recent model is always kept even if alone above the cap."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap_bytes = cap_bytes
+        self._models: "OrderedDict[Tuple[str, str], Tuple[object, int]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def model_bytes(model) -> int:
+        tensors = list(model.parameters()) + list(model.buffers())
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    def get(self, key, load):
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key][0]
+        model = load()
+        with self._lock:
+            self._models[key] = (model, self.model_bytes(model))
+            self._models.move_to_end(key)
+            while len(self._models) > 1 and self.total_bytes > self.cap_bytes:
+                self._models.popitem(last=False)
+        return model
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self._models.values())
+
+    def keys(self):
+        return list(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODEL_CACHE = ModelCache(int(float(os.environ.get("MATTEBOX_MODEL_CACHE_MB", "4096")) * 2 ** 20))
+
+
+def pick_device(requested: Optional[str] = None):
+    """(torch.device, autocast dtype or None): CUDA with bf16 where supported (fp16 otherwise), else CPU fp32."""
+    import torch
+
+    if requested:
+        device = torch.device(requested)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda":
+        return device, None
+    return device, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+class LearnedEngine(Engine):
+    """Base of the learned engines. Subclasses set ``model_name`` and implement :meth:`prepare` /
+    :meth:`finish` (request -> model inputs as H×W×C arrays; merged outputs -> alpha, foreground)."""
+
+    kind = "learned"
+    model_name = ""
+    #: build the model from the tiny config (tests; never used by the server)
+    tiny = False
+
+    @property
+    def spec(self):
+        return registry.get_spec(self.model_name)
+
+    def availability(self) -> Tuple[bool, str]:
+        if importlib.util.find_spec("torch") is None:
+            return False, "torch is not installed (pip install 'mattebox[server]')"
+        present, why, _path = weights_status(self.spec)
+        return present, why
+
+    # -- model loading ------------------------------------------------------------------------------------------
+    def load_model(self, device):
+        """Build the model and load its installed weights (subclasses with other weight formats override)."""
+        model = registry.build(self.model_name, tiny=self.tiny)
+        if not self.tiny:
+            load_spec_weights(model, self.spec)
+        return model.to(device).eval()
+
+    def model(self, device):
+        return MODEL_CACHE.get((self.model_name + (":tiny" if self.tiny else ""), str(device)),
+                               lambda: self.load_model(device))
+
+    # -- inputs -------------------------------------------------------------------------------------------------
+    def normalise(self, srgb: np.ndarray) -> np.ndarray:
+        weights = self.spec.weights
+        mean = np.asarray(weights.mean if weights else registry.IMAGENET_MEAN, np.float32)
+        std = np.asarray(weights.std if weights else registry.IMAGENET_STD, np.float32)
+        return (srgb.astype(np.float32) - mean) / std
+
+    @staticmethod
+    def guidance_trimap(request: MatteRequest) -> np.ndarray:
+        """The request's trimap, else one from its mask, else from a GrabCut mask (the classical guidance)."""
+        if request.trimap is not None:
+            return request.trimap.astype(np.float32)
+        mask = request.mask if request.mask is not None else grabcut_mask(request.image_srgb)
+        return trimap_from_mask(mask, float(request.param("band_width", 0) or 0))
+
+    def prepare(self, request: MatteRequest) -> Tuple[Dict[str, np.ndarray], np.ndarray, Optional[np.ndarray]]:
+        """-> (model inputs name -> H×W×C float32, trimap used, needed-pixels mask or None)."""
+        raise NotImplementedError
+
+    def alpha_and_premultiplied(self, merged: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Merged outputs -> (alpha H×W, premultiplied sRGB foreground H×W×3 or None)."""
+        return merged["alpha"][..., 0], None
+
+    # -- the job ------------------------------------------------------------------------------------------------
+    def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
+        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
+
+        timings = {}
+        started = time.perf_counter()
+        progress("guidance")
+        inputs, trimap, needed = self.prepare(request)
+        timings["guidance"] = time.perf_counter() - started
+        progress("load model")
+        device, amp = pick_device(request.param("device"))
+        model = self.model(device)  # WeightsError names the file and expected hash
+        timings["load"] = time.perf_counter() - started - timings["guidance"]
+        tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
+                                            self.spec.tile)
+        batch = int(request.param("tile_batch", batch))
+        fill = {"alpha": trimap[..., None]} if needed is not None else None
+        run = torch_tile_fn(model, device, amp, outputs=self.spec.outputs[:2])
+        merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
+                             progress=lambda done, total: progress("tiles", done, total), fill=fill)
+        timings["inference"] = time.perf_counter() - started - sum(timings.values())
+        progress("foreground")
+        alpha, premultiplied = self.alpha_and_premultiplied(merged)
+        if needed is not None:  # known trimap regions stay exact
+            alpha = np.where(trimap == 0.5, alpha, trimap)
+        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+        if premultiplied is not None:
+            straight_srgb = np.where(alpha[..., None] > 1e-3, premultiplied / np.maximum(alpha[..., None], 1e-3),
+                                     request.image_srgb)
+            foreground = srgb_to_linear(np.clip(straight_srgb, 0.0, 1.0)).astype(np.float32)
+        else:
+            foreground = blur_fusion(request.image, alpha)
+        timings["foreground"] = time.perf_counter() - started - sum(timings.values())
+        return MatteResult(alpha, foreground, trimap.astype(np.float32),
+                           {"engine": self.name, "model": self.model_name, "device": str(device),
+                            "autocast": str(amp) if amp is not None else "off", "tile": tile, "tile_batch": batch,
+                            "timings": timings}).check(request.shape)
+
+
+class ParallaxEngine(LearnedEngine):
+    """Two-frame Parallax Portrait Matting. With a second frame the two-frame module aligns it
+    (mattebox.twoframe.align_pair); without one the net runs its single-frame degenerate case (paper Tab. 2)."""
+
+    name = "parallax"
+    model_name = "parallax"
+    description = "Parallax Portrait Matting (two frames; learned, needs weights)"
+    uses = ("second", "trimap", "mask")
+
+    def prepare(self, request):
+        trimap = self.guidance_trimap(request)
+        image = self.normalise(request.image_srgb)
+        inputs = {"image": image, "trimap": trimap[..., None]}
+        if request.second is None:
+            inputs["bg_aligned"] = image
+            return inputs, trimap, trimap == 0.5
+        try:
+            from ..twoframe import align_pair
+        except ImportError as exc:
+            raise RuntimeError(f"engine 'parallax' needs mattebox.twoframe to align the second frame: {exc}") from exc
+        pair = align_pair(request.image_srgb, request.srgb("second"), trimap)
+        inputs.update(bg_aligned=self.normalise(pair.bg_aligned), fg_aligned=self.normalise(pair.fg_aligned),
+                      companion=self.normalise(pair.companion),
+                      warped_trimap=np.asarray(pair.warped_trimap, np.float32)[..., None])
+        return inputs, trimap, trimap == 0.5
+
+    def alpha_and_premultiplied(self, merged):
+        return merged["alpha"][..., 0], merged["foreground"]
+
+
+class PPMattingEngine(LearnedEngine):
+    name = "ppmatting"
+    model_name = "ppmatting"
+    description = "PP-Matting (trimap-free; learned, needs weights)"
+    uses = ()
+
+    def prepare(self, request):
+        image = self.normalise(request.image_srgb)
+        return {"image": image}, np.full(request.shape, 0.5, np.float32), None
+
+
+class Mask2AlphaEngine(LearnedEngine):
+    name = "mask2alpha"
+    model_name = "mask2alpha"
+    description = "Mask2Alpha (mask-guided iterative refinement; learned, needs weights)"
+    uses = ("mask", "trimap")
+
+    def prepare(self, request):
+        if request.mask is not None:
+            mask = request.mask
+        elif request.trimap is not None:
+            mask = (request.trimap >= 0.5).astype(np.float32)
+        else:
+            mask = grabcut_mask(request.image_srgb)
+        mask = (mask >= 0.5).astype(np.float32)  # M ∈ {0, 1} (mask2alpha sec. 3)
+        return ({"image": self.normalise(request.image_srgb), "mask": mask[..., None]},
+                trimap_from_mask(mask), None)
+
+
+class ViTMatteEngine(LearnedEngine):
+    name = "vitmatte"
+    model_name = "vitmatte"
+    description = "ViTMatte via transformers (trimap-based; needs the user's weights folder and 'mattebox[vitmatte]')"
+    uses = ("trimap", "mask")
+
+    def availability(self):
+        if importlib.util.find_spec("transformers") is None:
+            return False, "transformers is not installed (pip install 'mattebox[vitmatte]')"
+        return super().availability()
+
+    def load_model(self, device):
+        from ..models.vitmatte import load_vitmatte
+
+        _present, _why, path = weights_status(self.spec)
+        return load_vitmatte(folder=path).to(device).eval()
+
+    def normalise(self, srgb):  # VitMatteImageProcessor: mean = std = 0.5
+        return (srgb.astype(np.float32) - 0.5) / 0.5
+
+    def prepare(self, request):
+        trimap = self.guidance_trimap(request)
+        return {"image": self.normalise(request.image_srgb), "trimap": trimap[..., None]}, trimap, trimap == 0.5
+
+
+ENGINES = {cls.name: cls for cls in (ParallaxEngine, PPMattingEngine, Mask2AlphaEngine, ViTMatteEngine)}

@@ -1,0 +1,176 @@
+"""Weights files: safetensors save/load with sha256 verification, checkpoint filters. Nothing is downloaded.
+
+Users install weights files under :func:`models_dir` (``$MATTEBOX_MODELS`` or ``<cache>/models``). A registry
+:class:`~mattebox.models.registry.WeightsEntry` names the file and its sha256; :func:`load_weights` refuses a
+missing or corrupt file with an error naming the file and the expected hash. ``status`` helpers need no torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple
+
+from ..paths import cache_dir
+
+
+class WeightsError(RuntimeError):
+    """A weights file is missing, corrupt (hash mismatch) or does not fit the model."""
+
+
+def models_dir() -> Path:
+    """Folder holding installed weights: ``$MATTEBOX_MODELS`` or ``<mattebox cache>/models``."""
+    env = os.environ.get("MATTEBOX_MODELS")
+    return Path(env) if env else cache_dir() / "models"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_path(spec) -> Optional[Path]:
+    """The path a spec's weights file would have, or None when the spec has no weights entry."""
+    if spec.weights is not None:
+        return models_dir() / spec.weights.file
+    folder = spec.extras.get("folder")
+    return models_dir() / folder if folder else None
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(str(path) + ".sha256")
+
+
+def expected_sha256(spec) -> str:
+    """The digest a spec's weights file must have: the registry's, else the export sidecar's."""
+    if spec.weights is None:
+        raise WeightsError(f"model {spec.name!r} has no weights entry")
+    if spec.weights.sha256:
+        return spec.weights.sha256
+    path = models_dir() / spec.weights.file
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise WeightsError(f"weights file {path} has no published sha256 and no {side.name} sidecar; export it "
+                           f"with mattebox.models.weights.export_weights (writes both)")
+    return side.read_text().split()[0].strip()
+
+
+def weights_status(spec) -> Tuple[bool, str, Optional[Path]]:
+    """(present, why-not, path) without hashing or importing torch (``mattebox models``, engine availability)."""
+    path = weights_path(spec)
+    if path is None:
+        return False, (f"no trained weights are published for {spec.name!r}; train them (docs/models.md) and add a "
+                       f"weights entry"), None
+    if not path.exists():
+        expected = f" (sha256 {spec.weights.sha256})" if spec.weights is not None and spec.weights.sha256 else ""
+        return False, f"weights not installed: {path}{expected}", path
+    return True, "", path
+
+
+def verify_file(path: Path, expected_sha256: str) -> None:
+    """Raise :class:`WeightsError` naming the file and the expected hash if it is missing or differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} is missing (expected sha256 {expected_sha256}); install it there "
+                           f"or set MATTEBOX_MODELS")
+    actual = sha256_file(path)
+    if actual != expected_sha256.lower():
+        raise WeightsError(f"weights file {path} is corrupt or a different version: sha256 {actual}, expected "
+                           f"{expected_sha256}")
+
+
+def save_weights(model_or_state, path: Path, metadata: Optional[Dict[str, str]] = None) -> str:
+    """Write a model's (or a state dict's) tensors as safetensors; returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    # safetensors refuses shared storage: store contiguous copies (tied weights are re-tied by load_state_dict)
+    tensors = {key: value.detach().contiguous().clone() for key, value in state.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata or {})
+    return sha256_file(path)
+
+
+def export_weights(model_or_state, path: Path, metadata: Optional[Dict[str, str]] = None) -> str:
+    """Save as safetensors and write the ``<file>.sha256`` sidecar (for locally trained weights)."""
+    digest = save_weights(model_or_state, path, metadata)
+    sidecar_path(Path(path)).write_text(f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+def read_state_dict(path: Path, expected_sha256: Optional[str] = None, device: str = "cpu") -> Dict:
+    """Read a safetensors file into a state dict, verifying the sha256 first when one is given."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if expected_sha256:
+        verify_file(path, expected_sha256)
+    elif not path.is_file():
+        raise WeightsError(f"weights file {path} is missing")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
+
+
+def resolve_filter(spec_or_name) -> Optional[Callable[[Dict], Dict]]:
+    name = spec_or_name if isinstance(spec_or_name, str) else (spec_or_name or "")
+    if not name:
+        return None
+    module_name, func_name = name.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def load_weights(model, path: Path, expected_sha256: Optional[str] = None,
+                 checkpoint_filter: Optional[Callable[[Dict], Dict]] = None, strict: bool = True):
+    """Load a safetensors checkpoint into ``model`` (sha256-verified), mapping foreign layouts through
+    ``checkpoint_filter(state_dict) -> state_dict`` (timm's ``checkpoint_filter_fn`` idea)."""
+    state = read_state_dict(path, expected_sha256)
+    if checkpoint_filter is not None:
+        state = checkpoint_filter(state)
+    return model.load_state_dict(state, strict=strict)
+
+
+def load_spec_weights(model, spec):
+    """Load a registry entry's installed weights into ``model`` (raises WeightsError when absent/corrupt)."""
+    if spec.weights is None:
+        raise WeightsError(f"model {spec.name!r} has no weights entry")
+    path = models_dir() / spec.weights.file
+    try:
+        return load_weights(model, path, expected_sha256(spec), resolve_filter(spec.weights.checkpoint_filter))
+    except RuntimeError as exc:
+        if isinstance(exc, WeightsError):
+            raise
+        raise WeightsError(f"weights file {path} does not fit model {spec.name!r}: {exc}") from exc
+
+
+def rename_prefixes(mapping: Dict[str, str]) -> Callable[[Dict], Dict]:
+    """A checkpoint filter renaming key prefixes (``{"backbone.": "encoder."}``); keys without a match are kept."""
+    def apply(state: Dict) -> Dict:
+        out = {}
+        for key, value in state.items():
+            for old, new in mapping.items():
+                if key.startswith(old):
+                    key = new + key[len(old):]
+                    break
+            out[key] = value
+        return out
+    return apply
+
+
+def split_qkv(state: Dict) -> Dict:
+    """A checkpoint filter for ViT checkpoints storing separate q/k/v projections (``attn.q.weight`` ...):
+    concatenates them into this project's fused ``attn.qkv`` layout (timm/DINO layout)."""
+    out = dict(state)
+    for key in [k for k in state if k.endswith("attn.q.weight") or k.endswith("attn.q.bias")]:
+        stem, kind = key.rsplit(".q.", 1)
+        parts = [out.pop(f"{stem}.{p}.{kind}") for p in ("q", "k", "v")]
+        import torch
+        out[f"{stem}.qkv.{kind}"] = torch.cat(parts, 0)
+    return out

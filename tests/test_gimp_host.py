@@ -1,0 +1,297 @@
+"""The GIMP plug-in in real GIMP 3 (Debian trixie chroot, batch mode) against a real server on loopback.
+
+Each test writes an image into the chroot, runs ``gimp-console-3.0 -i --quit`` with tests/hosts/gimp_batch.py,
+which calls plug-in-mattebox non-interactively, and compares the new layers with what the same server returns to
+a direct client call on the same pixels. Skipped (with the reason) where the chroot cannot be built: not root, no
+debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/hosts/gimp_chroot.py).
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mattebox.colour import linear_to_srgb
+from mattebox_installers import gimp as gimp_installer
+from mattebox_plugin.client import Client
+from tests.hosts import gimp_chroot
+from tests.hosts.gimp_runner import inside, new_profile, run_gimp
+
+pytestmark = pytest.mark.host
+
+TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
+                                   "test-echo=tests.hosts.echo_engine:EchoEngine",
+               "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
+H, W = 48, 64
+
+
+@pytest.fixture(scope="module")
+def gimp_root():
+    reason = gimp_chroot.unavailable_reason()
+    if reason:
+        pytest.skip(f"real-GIMP tests need the Debian trixie chroot: {reason}")
+    return gimp_chroot.ensure_chroot()  # a failed build (no mirror) fails loudly: CI must run these
+
+
+@pytest.fixture(scope="module")
+def gimp_profile(gimp_root):
+    profile = new_profile(gimp_root)
+    yield profile
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_profile(gimp_root):
+    """A profile of its own: interactive runs start from the settings GIMP saved after the previous run."""
+    profile = new_profile(gimp_root)
+    yield profile
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def plate() -> tuple:
+    """A linear-light RGB plate (H×W×3 float32): a bright disc on a darker gradient, and a rough disc selection."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    disc = (((yy - 24) ** 2 + (xx - 30) ** 2) < 15 ** 2).astype(np.float32)
+    background = np.stack([xx / W * 0.4, yy / H * 0.3, np.full_like(xx, 0.2)], axis=-1)
+    foreground = np.array([0.9, 0.6, 0.3], np.float32)
+    image = disc[..., None] * foreground + (1 - disc[..., None]) * background
+    return image.astype(np.float32), [12, 6, 38, 38]
+
+
+@pytest.fixture
+def test_server(server_process, monkeypatch):
+    for key, value in TEST_ENGINE.items():
+        monkeypatch.setenv(key, value)
+    return server_process().endpoint
+
+
+def reference(endpoint: str, image: np.ndarray, colorspace: str, params: dict, mask: np.ndarray = None):
+    client = Client(endpoint, timeout=30)
+    try:
+        return client.submit(image=image, mask=mask, params=params, colorspace=colorspace).result(timeout=120)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("engine", ["classical", "test-slow"])
+@pytest.mark.parametrize("precision", ["FLOAT_LINEAR", "FLOAT_NON_LINEAR", "U8_NON_LINEAR"])
+def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precision, engine):
+    linear, select = plate()
+    non_linear = precision.endswith("NON_LINEAR")
+    fmt = "R'G'B' float" if non_linear else "RGB float"
+    sent = linear_to_srgb(linear) if non_linear else linear
+    if precision.startswith("U8"):  # what GIMP stores: 8-bit codes, read back as code/255
+        sent = (np.round(sent * 255) / 255).astype(np.float32)
+    spec = {"width": W, "height": H, "base": "RGB", "precision": precision, "image_format": fmt,
+            "select_rectangle": select, "result_format": "R'G'B'A float" if non_linear else "RGBA float",
+            "args": {"engine": engine, "band-width": 7}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=sent)
+    assert out["status"] == "success", out.get("error")
+    assert "<Image>/Filters/Matting" in out["menu_paths"] and "Mattebox" in out["menu_label"]
+    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate"]
+    assert out["matte_has_mask"]
+
+    mask = np.zeros((H, W), np.float32)
+    x, y, w, h = select
+    mask[y:y + h, x:x + w] = 1.0
+    expected = reference(test_server, sent, "srgb" if non_linear else "linear",
+                         {"engine": engine, "band_width": 7}, mask=mask)
+    alpha, rgba = pixels["matte"], pixels["foreground"]
+    assert expected.info["engine"] == engine
+    assert expected.alpha.std() > 0.05  # a real matte, not a constant: the comparison below means something
+    tolerance = 0.5 / 255 + 1e-6 if precision.startswith("U8") else 0.0
+    np.testing.assert_allclose(alpha, expected.alpha, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(rgba[..., 3], expected.alpha, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(rgba[..., :3], expected.foreground, rtol=0, atol=tolerance)
+
+
+def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "args": {}}
+    out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, timeout=60, image=linear)
+    assert out["status"] == "execution-error"
+    assert endpoint in out["error"] and "mattebox serve" in out["error"]
+    assert out["seconds"] < 15
+    assert out["layers"] == ["plate"]
+
+
+def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "args": {}}
+    out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, timeout=60, image=linear,
+                      server_command=["/opt/no-such/mattebox", "serve"])
+    assert out["status"] == "execution-error"
+    assert "could not start ['/opt/no-such/mattebox', 'serve']" in out["error"] and endpoint in out["error"]
+    assert out["layers"] == ["plate"]
+
+
+def test_indexed_image_is_refused_with_a_clear_message(gimp_root, gimp_profile, test_server):
+    spec = {"width": 8, "height": 8, "base": "INDEXED", "precision": "U8_NON_LINEAR", "args": {}}
+    out, _ = run_gimp(gimp_root, gimp_profile, test_server, spec)
+    assert out["status"] != "success"
+    assert "indexed" in out["error"].lower() and "Image > Mode > RGB" in out["error"]
+    assert out["layers"] == ["plate"]
+
+
+def test_time_limit_cancels_the_job_and_leaves_the_image_unchanged(gimp_root, gimp_profile, server_process,
+                                                                     monkeypatch):
+    for key, value in dict(TEST_ENGINE, MATTEBOX_TEST_STEPS="200", MATTEBOX_TEST_STEP_S="0.05").items():
+        monkeypatch.setenv(key, value)  # a 10 s job
+    endpoint = server_process().endpoint
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "args": {"engine": "test-slow", "time-limit": 1.0}}
+    out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, image=linear)
+    assert out["status"] == "cancel", out.get("error")
+    assert out["error"] is None or "cancelled" in out["error"]  # GIMP may drop the message of a CANCEL status
+    assert out["seconds"] < 8  # the server stopped at a stage boundary, not after the whole job
+    assert out["layers"] == ["plate"]
+
+
+# ------------------------------------------------------------------ which pixels reach the server (echo engine)
+#: the plate layer sits inside the image at an offset, so every guide must be cropped to the layer's area
+LAYER = [9, 5, 40, 30]
+
+
+def _echo_case(rng, mask_source, guide_kind):
+    x, y, w, h = LAYER
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "layer_rect": LAYER, "second_rect": [0, 0, W, H], "result_format": "RGBA float",
+            "object_args": {"second-layer": "second"},
+            "args": {"engine": "test-echo", "mask-source": mask_source, "guide-kind": guide_kind}}
+    inputs = {"image": rng.random((h, w, 3), np.float32), "second": rng.random((H, W, 3), np.float32)}
+    levels = np.array([0.0, 0.5, 1.0], np.float32)
+    if mask_source == "layer-mask":
+        spec["layer_mask"] = True
+        inputs["layer_mask"] = rng.random((h, w), np.float32)
+        expected = inputs["layer_mask"]
+    elif mask_source == "channel":
+        spec["channel"] = True
+        spec["object_args"]["mask-channel"] = "channel"
+        channel = levels[rng.integers(0, 3, (H, W))] if guide_kind == "trimap" else rng.random((H, W), np.float32)
+        inputs["channel"] = channel
+        expected = channel[y:y + h, x:x + w]
+    else:  # selection: a rectangle reaching outside the layer on the left and top
+        spec["select_rectangle"] = [0, 0, x + 20, y + 10]
+        expected = np.zeros((h, w), np.float32)
+        expected[:10, :20] = 1.0
+    return spec, inputs, expected
+
+
+@pytest.mark.parametrize("mask_source,guide_kind", [("selection", "mask"), ("layer-mask", "mask"),
+                                                    ("channel", "mask"), ("channel", "trimap")])
+def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_profile, test_server, mask_source,
+                                                             guide_kind):
+    rng = np.random.default_rng(7)
+    spec, inputs, expected_alpha = _echo_case(rng, mask_source, guide_kind)
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, **inputs)
+    assert out["status"] == "success", out.get("error")
+    x, y, w, h = LAYER
+    assert out["foreground_offsets"] == [x, y]
+    np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+    np.testing.assert_array_equal(pixels["foreground"][..., 3], expected_alpha)
+    # the second layer covers the whole image: the plug-in must send the part under the plate
+    np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
+
+
+def test_vendored_client_dependencies_work_in_gimps_python(gimp_root, test_server):
+    """Install with pyzmq/msgpack wheels vendored for the chroot's Python; the plug-in must use those copies."""
+    version = gimp_chroot.run_in_chroot(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                        root=gimp_root, check=True).stdout.strip()
+    profile = Path(tempfile.mkdtemp(prefix="mattebox-gimp-vendored-", dir=gimp_root / "tmp"))
+    try:
+        try:
+            dest = gimp_installer.install(target=profile / "plug-ins", platform="linux-x64", vendor="always",
+                                          python_version=version, write_config=False)
+        except RuntimeError as exc:  # pip could not reach an index: nothing to test here
+            pytest.skip(f"could not download pyzmq/msgpack wheels for Python {version}: {exc}")
+        code = ("import sys; sys.path[:0] = [{0!r}, {0!r} + '/vendor']; import zmq, msgpack; "
+                "print(zmq.__file__); print(msgpack.__file__)").format(inside(gimp_root, dest))
+        where = gimp_chroot.run_in_chroot(["python3", "-c", code], root=gimp_root, check=True).stdout.split()
+        assert all(path.startswith(inside(gimp_root, dest / "vendor")) for path in where), where
+
+        spec, inputs, expected_alpha = _echo_case(np.random.default_rng(3), "layer-mask", "mask")
+        out, pixels = run_gimp(gimp_root, profile, test_server, spec, **inputs)
+        assert out["status"] == "success", out.get("error")
+        np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------- interactive runs: dialogs on a virtual display
+DIALOG = "^Mattebox$"  #: the procedure dialog's title
+PROGRESS_WINDOW = "^Mattebox: matting$"  #: the progress window's title
+
+
+def test_interactive_dialog_ok_mattes_with_the_dialogs_settings(gimp_root, fresh_profile, test_server):
+    spec, inputs, expected_alpha = _echo_case(np.random.default_rng(5), "selection", "mask")
+    spec["run_mode"] = "INTERACTIVE"
+    out, pixels = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Return", **inputs)
+    assert out["status"] == "success", out.get("error")
+    np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+
+
+def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, test_server):
+    spec, inputs, _ = _echo_case(np.random.default_rng(5), "selection", "mask")
+    spec["run_mode"] = "INTERACTIVE"
+    out, _ = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Escape", **inputs)
+    assert out["status"] == "cancel", out.get("error")
+    assert out["layers"] == ["plate", "second"]
+
+
+def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "args": {}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return", image=linear)
+    assert out["status"] == "execution-error"
+    assert endpoint in out["error"]
+    # GIMP's core shows a returned error through its message system (gimp-console prints it): exactly once
+    lines = out["gimp_stderr"].splitlines()
+    assert lines.count(out["error"].splitlines()[0]) == 1
+    assert "plug-in-mattebox" in lines[lines.index(out["error"].splitlines()[0]) - 1]
+
+
+def test_interactive_cancel_button_stops_the_server_job(gimp_root, fresh_profile, server_process, monkeypatch):
+    for key, value in dict(TEST_ENGINE, MATTEBOX_TEST_STEPS="200", MATTEBOX_TEST_STEP_S="0.05").items():
+        monkeypatch.setenv(key, value)  # a 10 s job
+    endpoint = server_process().endpoint
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "result_format": "RGBA float", "args": {"engine": "test-slow"}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return;{PROGRESS_WINDOW}=Escape",
+                      image=linear)
+    assert out["status"] == "cancel", out.get("error")
+    assert out["seconds"] < 8  # well before the job's 10 s: the server stopped it
+    assert out["layers"] == ["plate"]
+
+
+def test_grayscale_images_round_trip(gimp_root, gimp_profile, test_server):
+    """Gray layers are read as RGB (babl replicates Y) and the foreground layer is written back as GRAYA."""
+    rng = np.random.default_rng(11)
+    gray = rng.random((H, W), np.float32)
+    spec = {"width": W, "height": H, "base": "GRAY", "precision": "FLOAT_LINEAR", "image_format": "Y float",
+            "select_rectangle": [0, 0, 20, H], "result_format": "YA float",
+            "args": {"engine": "test-echo", "mask-source": "selection"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=gray)
+    assert out["status"] == "success", out.get("error")
+    foreground = pixels["foreground"][..., 0]
+    np.testing.assert_allclose(foreground, gray, rtol=0, atol=2e-6)  # Y -> RGB -> Y through babl's luminance
+    expected = np.zeros((H, W), np.float32)
+    expected[:, :20] = 1
+    np.testing.assert_array_equal(pixels["matte"], expected)
