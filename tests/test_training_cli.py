@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from mattebox.cli import main  # noqa: E402
 from mattebox.training import checkpoint  # noqa: E402
 from mattebox.training.data import HELDOUT_SEED_START, DataConfig, SynthMattingDataset, make_sample  # noqa: E402
-from mattebox.training.trainer import TrainConfig, Trainer, objective_terms  # noqa: E402
+from mattebox.training.trainer import TrainConfig, Trainer, build_model, objective_terms  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.json"
@@ -100,12 +100,13 @@ def test_dataset_is_deterministic_and_never_uses_heldout_seeds():
     assert np.array_equal(clean["image"], clean["clean"])
 
 
-def test_checkpoint_fallback_round_trips_safetensors(tmp_path):
+def test_checkpoints_round_trip_through_models_weights(tmp_path):
     from tests.support.models import TinyHeadsNet
 
     model, other = TinyHeadsNet(), TinyHeadsNet()
-    checkpoint._write_safetensors(model.state_dict(), tmp_path / "w.safetensors", {"k": "v"})
-    other.load_state_dict(checkpoint._read_safetensors(tmp_path / "w.safetensors"))
+    digest = checkpoint.save_model(model, tmp_path / "w.safetensors", {"k": "v"})
+    assert len(digest) == 64
+    checkpoint.load_model(other, tmp_path / "w.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     raw = (tmp_path / "w.safetensors").read_bytes()
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
@@ -153,3 +154,19 @@ def test_real_foregrounds_from_alphamatting_dev_are_excluded_from_its_evaluation
     assert "GT02" in alphamatting_names()
     with pytest.raises(ValueError, match="alphamatting_foregrounds"):
         DataConfig.from_dict({"alphamatting_fraction": 0.5})
+
+
+@pytest.mark.parametrize("name", ["parallax", pytest.param("ppmatting", marks=pytest.mark.slow),
+                                  pytest.param("mask2alpha", marks=pytest.mark.slow)])
+def test_registry_models_train_a_step_with_their_paper_heads(tmp_path, name):
+    config = TrainConfig.load(str(tiny_config(tmp_path, model=name, model_options={"tiny": True}, steps=1,
+                                              accumulate=1, log_every=1, eval_heldout=1, data={"crop": 64})))
+    trainer = Trainer(config, log=lambda m: 0)
+    result = trainer.train()
+    assert result["step"] == 1 and set(result["evaluation"]["heldout"]) == {"sad", "mse", "grad", "conn"}
+    terms = set(json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1]))
+    expected = {"parallax": {"composition"}, "ppmatting": {"semantic", "detail"},
+                "mask2alpha": {"confidence", "alpha_low"}}[name]
+    assert expected | {"sep", "laplacian", "grad"} <= terms
+    reloaded = build_model(name, {"tiny": True})
+    checkpoint.load_model(reloaded, tmp_path / "run" / "final.safetensors")

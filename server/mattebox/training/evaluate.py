@@ -98,13 +98,13 @@ def classical_predictor(quality: str = "balanced") -> Predictor:
 
 
 def model_predictor(model, device, amp_dtype=None) -> Predictor:
-    """A torch model as a :data:`Predictor`: pads the inputs to ``model.size_multiple`` (default 32) by edge
-    replication, feeds the inputs ``model.inputs`` names (image/trimap from the call, others from the sample; a
-    missing second frame (trimap) is replaced by the image (trimap) itself — the paper's 'same frame' case, no
-    parallax) and returns the alpha crop."""
+    """A torch model as a :data:`Predictor`: pads to ``model.size_multiple`` (default 32) by edge replication,
+    builds the model's inputs with :func:`mattebox.training.trainer.model_inputs` (sample arrays such as aligned
+    second frames are used when present; without them a two-frame model runs its single-frame case) and returns
+    the alpha crop."""
     import torch
 
-    from .trainer import model_input_names, normalise_outputs
+    from .trainer import model_inputs, normalise_outputs
 
     multiple = int(getattr(model, "size_multiple", 32))
 
@@ -118,13 +118,12 @@ def model_predictor(model, device, amp_dtype=None) -> Predictor:
             t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None].to(device)
             return torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate") if ph or pw else t
 
-        available = {**sample, "image": image, "trimap": trimap}
-        inputs = {name: tensor(available.get(name, trimap if "trimap" in name else image))
-                  for name in model_input_names(model)}
+        extra = {k: v for k, v in sample.items() if k not in ("alpha", "foreground", "background", "clean")}
+        batch = {name: tensor(value) for name, value in {**extra, "image": image, "trimap": trimap}.items()}
         model.eval()
         device_type = torch.device(device).type
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha = normalise_outputs(model(**inputs))["alpha"]
+            alpha = normalise_outputs(model(**model_inputs(model, batch, training=False)))["alpha"]
         return alpha[0, 0, :h, :w].float().clamp(0, 1).cpu().numpy()
 
     return predict

@@ -110,7 +110,8 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------------- models
 def build_model(name: str, options: Dict[str, Any]) -> torch.nn.Module:
-    """A model by registry name (``mattebox.models.registry.create``) or by ``module:factory``."""
+    """A model by registry name (``mattebox.models.registry.build``; ``{"tiny": true}`` selects the test config)
+    or by ``module:factory``. Registry models get ``inputs`` and input ``mean``/``std`` from their spec."""
     if ":" in name:
         import importlib
 
@@ -118,42 +119,80 @@ def build_model(name: str, options: Dict[str, Any]) -> torch.nn.Module:
         return getattr(importlib.import_module(module_name), factory)(**options)
     from ..models import registry
 
-    return registry.create(name, **options)
+    spec = registry.get_spec(name)
+    model = registry.build(name, **options)
+    model.inputs = tuple(spec.inputs)
+    weights = spec.weights
+    model.input_mean = tuple(weights.mean if weights else registry.IMAGENET_MEAN)
+    model.input_std = tuple(weights.std if weights else registry.IMAGENET_STD)
+    return model
 
 
 def model_input_names(model: torch.nn.Module) -> tuple:
     return tuple(getattr(model, "inputs", ("image", "trimap")))
 
 
-def model_inputs(model: torch.nn.Module, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """The batch tensors the model asks for; a two-frame input missing from the batch is an error naming it."""
+#: colour inputs a registry model takes normalised with its mean/std (the engines' convention, engines/learned.py)
+COLOUR_INPUTS = ("image", "bg_aligned", "fg_aligned", "companion")
+#: inputs a model may do without: the two-frame net then runs its single-frame case (parallax Tab. 2)
+OPTIONAL_INPUTS = ("fg_aligned", "companion", "warped_trimap", "fine_alpha")
+
+
+def model_inputs(model: torch.nn.Module, batch: Dict[str, torch.Tensor], training: bool = True
+                 ) -> Dict[str, torch.Tensor]:
+    """Keyword arguments for ``model`` from a batch: colour inputs normalised when the model has a mean/std,
+    ``bg_aligned`` = the image when the batch has no second frame (no parallax), ``mask`` = the trimap's
+    foreground-or-unknown ≥ 0.5 binarised when the batch has none, Mask2Alpha's ``fine_alpha`` (Algorithm 1) =
+    the ground truth in training only. A required input the batch cannot supply is an error naming it."""
+    mean = getattr(model, "input_mean", None)
+    std = getattr(model, "input_std", None)
+
+    def colour(x):
+        if mean is None:
+            return x
+        return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
+
     out = {}
     for name in model_input_names(model):
-        if name not in batch:
-            raise KeyError(f"model input {name!r} is not in the batch (batch has {sorted(batch)}); two-frame inputs "
-                           "need the synthetic pair generator (mattebox.synth.pairs)")
-        out[name] = batch[name]
+        if name in batch:
+            value = batch[name]
+        elif name == "bg_aligned":
+            value = batch["image"]
+        elif name == "mask" and "trimap" in batch:
+            value = (batch["trimap"] >= 0.5).to(batch["trimap"].dtype)
+        elif name == "fine_alpha" and training and "alpha" in batch:
+            value = batch["alpha"]
+        elif name in OPTIONAL_INPUTS:
+            continue
+        else:
+            raise KeyError(f"model input {name!r} is not in the batch (batch has {sorted(batch)})")
+        out[name] = colour(value) if name in COLOUR_INPUTS else value
     return out
 
 
 def normalise_outputs(raw) -> Dict[str, torch.Tensor]:
-    """Model output -> dict with at least ``alpha``."""
+    """Model output -> dict with at least ``alpha``; the registry nets' premultiplied ``foreground`` is renamed
+    ``foreground_premultiplied``."""
     if isinstance(raw, torch.Tensor):
         return {"alpha": raw}
     if isinstance(raw, dict) and "alpha" in raw:
-        return raw
+        out = dict(raw)
+        if "foreground" in out and "foreground_premultiplied" not in out:
+            out["foreground_premultiplied"] = out.pop("foreground")
+        return out
     raise TypeError(f"a model must return an alpha tensor or a dict with 'alpha', got {type(raw).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------- objectives
-def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """IEC 61966-2-1 decoding (the torch twin of :func:`mattebox.colour.srgb_to_linear`)."""
-    return torch.where(x <= 0.04045, x / 12.92, ((x.clamp_min(0) + 0.055) / 1.055) ** 2.4)
-
-
 def objective_terms(objective: str, outputs: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor]
                     ) -> Dict[str, torch.Tensor]:
-    """Loss terms (unweighted) of an objective for one batch."""
+    """Loss terms (unweighted) of an objective for one batch.
+
+    Premultiplied foregrounds are sRGB-encoded α·F (the engines' convention), so the composition target is the
+    exact layer composite ``α_gt·F + (1 − α_gt)·B`` of the sRGB-encoded layers. A Mask2Alpha confidence map is
+    high where the model is sure (its detail stage refines 1 − confidence), so it is trained towards
+    1 − |α_low − α_gt| at its own (quarter) resolution.
+    """
     alpha = outputs["alpha"].float()
     if objective == "alpha-free":
         return losses.alpha_free_loss(alpha, batch["image"], batch["trimap"])
@@ -161,15 +200,19 @@ def objective_terms(objective: str, outputs: Dict[str, torch.Tensor], batch: Dic
         return {"known": losses.known_loss(alpha, batch["trimap"])}
     gt = batch["alpha"]
     fg_premultiplied = outputs.get("foreground_premultiplied")
-    terms = losses.parallax_loss(
-        alpha, gt, None if fg_premultiplied is None else fg_premultiplied.float(),
-        srgb_to_linear(batch["clean"]), srgb_to_linear(batch["background"]))
+    layered = gt * batch["foreground"] + (1 - gt) * batch["background"]
+    terms = losses.parallax_loss(alpha, gt, None if fg_premultiplied is None else fg_premultiplied.float(),
+                                 layered, batch["background"])
     if "semantic" in outputs:
         terms["semantic"] = losses.semantic_cross_entropy(outputs["semantic"].float(), batch["trimap"])
     if "detail" in outputs:
         terms["detail"] = losses.detail_loss(outputs["detail"].float(), gt, batch["trimap"])
     if "confidence" in outputs:
-        terms["confidence"] = losses.confidence_loss(outputs["confidence"].float(), alpha, gt)
+        low = outputs.get("alpha_low", outputs["alpha"]).float()
+        gt_low = torch.nn.functional.adaptive_avg_pool2d(gt, low.shape[-2:])
+        terms["confidence"] = losses.confidence_loss(1 - outputs["confidence"].float(), low, gt_low)
+        if "alpha_low" in outputs:
+            terms["alpha_low"] = losses.separation_l1(low, gt_low)
     return terms
 
 
@@ -345,7 +388,7 @@ class Trainer:
             for _ in range(config.accumulate):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    outputs = normalise_outputs(self.model(**model_inputs(self.model, batch)))
+                    outputs = normalise_outputs(self.model(**model_inputs(self.model, batch, training=True)))
                 terms = objective_terms(config.objective, outputs, batch)
                 loss = sum(config.loss_weights.get(k, 1.0) * v for k, v in terms.items())
                 if not torch.isfinite(loss):
