@@ -4,8 +4,8 @@ two-frame vs single-frame ablation (the Parallax paper's Table 2 reports two fra
 Runs against whatever weights exist and says which models had none:
 
 * models come from the model registry (``mattebox.models.registry``) when this tree has it;
-* weights are looked up as ``<weights dir>/<model>.safetensors`` (``--weights-dir``, default
-  ``$MATTEBOX_CACHE/weights`` — where docs/training.md tells users to install them) and in training runs
+* weights are the installed files the learned engines use (``mattebox.models.weights.models_dir()``:
+  ``$MATTEBOX_MODELS`` or ``~/.cache/mattebox/models``, see docs/training.md) and training runs
   (``runs/*/final.safetensors`` whose ``final.json`` names the model);
 * a model without weights is listed with ``"status": "no trained weights"`` and no scores — random
   initialisations are never scored as if they were models.
@@ -14,7 +14,7 @@ Two-frame models are scored twice on the held-out pairs: with the real second fr
 (the paper's "same frame" ablation, row 4). alphamatting-dev has no second frames, so it is single-frame only.
 Writes bench/results/learned.{json,md}.
 
-    python bench/learned.py [--heldout N] [--max-side PX] [--weights-dir DIR]
+    python bench/learned.py [--heldout N] [--crop PX] [--max-side PX]
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server")]
 RESULTS = ROOT / "bench" / "results"
+#: sample arrays that carry the second frame; removing them gives a two-frame model its single-frame case
+SECOND_FRAME_INPUTS = ("bg_aligned", "fg_aligned", "companion", "warped_trimap")
 
 
 def registry_models() -> tuple:
@@ -36,20 +38,21 @@ def registry_models() -> tuple:
         from mattebox.models import registry
     except ImportError as exc:
         return (), f"no model registry in this tree ({exc})"
-    for attr in ("names", "list_models", "available"):
-        if hasattr(registry, attr):
-            return tuple(getattr(registry, attr)()), ""
-    if hasattr(registry, "MODELS"):
-        return tuple(registry.MODELS), ""
-    return (), "the model registry lists no models"
+    return tuple(spec.name for spec in registry.list_models()), ""
 
 
-def find_weights(weights_dir: Path) -> dict:
-    """model name -> list of (weights path, run config or None)."""
+def find_weights(names) -> dict:
+    """model name -> list of (weights path, run config or None): installed weights first (the learned engines'
+    files under the models dir), then training runs (``runs/*/final.safetensors`` naming the model)."""
     found: dict = {}
-    if weights_dir.is_dir():
-        for path in sorted(weights_dir.glob("*.safetensors")):
-            found.setdefault(path.stem, []).append((path, None))
+    if names:
+        from mattebox.models import registry
+        from mattebox.models.weights import weights_status
+
+        for name in names:
+            present, _, path = weights_status(registry.get_spec(name))
+            if present and path is not None and path.is_file():
+                found.setdefault(name, []).append((path, None))
     for meta in sorted((ROOT / "runs").glob("*/final.json")):
         config = json.loads(meta.read_text()).get("config", {})
         weights = meta.with_suffix(".safetensors")
@@ -62,7 +65,7 @@ def score(predict, heldout: int, data_config, names, max_side, second_frame: boo
     from mattebox.training.evaluate import evaluate_alphamatting, evaluate_heldout
 
     def single(image, trimap, sample):
-        return predict(image, trimap, {k: v for k, v in sample.items() if not k.startswith("second")})
+        return predict(image, trimap, {k: v for k, v in sample.items() if k not in SECOND_FRAME_INPUTS})
 
     chosen = predict if second_frame else single
     out = {"heldout": evaluate_heldout(chosen, heldout, data_config)["mean"]}
@@ -77,20 +80,22 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=256, help="held-out sample size")
     parser.add_argument("--max-side", type=int, default=None,
                         help="run alphamatting-dev at most this size, every method alike (scored at full size)")
-    parser.add_argument("--weights-dir", help="installed weights (default $MATTEBOX_CACHE/weights)")
     args = parser.parse_args(argv)
 
     import torch
 
-    from mattebox.paths import cache_dir
     from mattebox.training.checkpoint import load_model
     from mattebox.training.data import DataConfig
     from mattebox.training.evaluate import alphamatting_names, classical_predictor, model_predictor
     from mattebox.training.trainer import build_model, model_input_names
 
-    weights_dir = Path(args.weights_dir) if args.weights_dir else cache_dir() / "weights"
     names_in_registry, registry_note = registry_models()
-    weights = find_weights(weights_dir)
+    weights = find_weights(names_in_registry)
+    try:
+        from mattebox.models.weights import models_dir
+        weights_dir = models_dir()
+    except ImportError:
+        weights_dir = Path("(no models package)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data_config = DataConfig(crop=args.crop)
     am_all = alphamatting_names()
@@ -114,17 +119,21 @@ def main(argv=None) -> int:
         train_names = tuple((run_config or {}).get("data", {}).get("alphamatting_foregrounds", ()))
         am_names = [n for n in am_all if n not in train_names]
         predict = model_predictor(model, device)
-        two_frame = any(n.startswith("second") for n in model_input_names(model))
+        two_frame = bool({"bg_aligned", "fg_aligned"} & set(model_input_names(model)))
         entry.update(status="evaluated", evaluated_weights=str(path), two_frame=two_frame,
                      alphamatting_excluded=list(train_names))
-        rows.append({"model": name, "weights": str(path), "frames": 2 if two_frame else 1,
+        label = name
+        if run_config:
+            label = (f"{name} ({Path(path).parent.name}: {run_config.get('steps')} steps, "
+                     f"{'tiny' if options.get('tiny') else 'full'}, {run_config.get('objective')})")
+        rows.append({"model": label, "weights": str(path), "frames": 2 if two_frame else 1,
                      **score(predict, args.heldout, data_config, am_names, args.max_side)})
         if two_frame:
-            rows.append({"model": name, "weights": str(path), "frames": "1 (same frame twice)",
+            rows.append({"model": label, "weights": str(path), "frames": "1 (same frame twice)",
                          **score(predict, args.heldout, data_config, am_names, args.max_side, second_frame=False)})
         models.append(entry)
 
-    results = {"registry": list(names_in_registry), "registry_note": registry_note,
+    results = {"pairs_available": False, "registry": list(names_in_registry), "registry_note": registry_note,
                "weights_dir": str(weights_dir), "models": models, "rows": rows,
                "heldout": args.heldout, "crop": args.crop, "max_side": args.max_side,
                "seconds": round(time.perf_counter() - started, 1),
@@ -139,8 +148,8 @@ def main(argv=None) -> int:
 def table(results: dict) -> str:
     lines = ["# Learned models vs the classical engine", "",
              f"Held-out synthetic: {results['heldout']} samples of {results['crop']} px (fixed seeds, never trained "
-             "on). AM-dev: alphamatting-dev, both trimaps, minus any image a model trained on, every method run at "
-             f"{'full size' if not results['max_side'] else 'at most %d px' % results['max_side']} and scored at "
+             "on). AM-dev: alphamatting-dev, both trimaps, minus any image a model trained on, every method run "
+             f"{'at full size' if not results['max_side'] else 'at ≤ %d px' % results['max_side']} and scored at "
              "full size. SAD/Grad ÷ 1000 over the unknown band.", "",
              "| model | frames | held-out SAD | held-out MSE | held-out Grad | AM-dev SAD | AM-dev MSE | AM-dev Grad |",
              "|---|---|---|---|---|---|---|---|"]
@@ -150,6 +159,10 @@ def table(results: dict) -> str:
         fmt = lambda d, k, p: f"{d[k]:.{p}f}" if k in d else "-"  # noqa: E731
         lines.append(f"| {row['model']} | {row['frames']} | {fmt(held, 'sad', 3)} | {fmt(held, 'mse', 4)} | "
                      f"{fmt(held, 'grad', 3)} | {fmt(am, 'sad', 2)} | {fmt(am, 'mse', 4)} | {fmt(am, 'grad', 2)} |")
+    if any(row["frames"] != 1 for row in results["rows"]) and not results.get("pairs_available"):
+        lines += ["", "Two-frame rows: the held-out samples carry no aligned second frame yet (the synthetic pair "
+                      "generator is not wired into training/data.py), so both rows run the single-frame case; the "
+                      "two-frame ablation needs that wiring."]
     missing = [m["model"] for m in results["models"] if m["status"] == "no trained weights"]
     lines.append("")
     if results["registry_note"]:

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, metavar="SECONDS",
                         help="stop cleanly after this long (checkpoint saved; the same command resumes)")
     parser.add_argument("--no-resume", action="store_true", help="start from scratch even if OUTPUT/last.* exist")
+    parser.add_argument("--install", action="store_true",
+                        help="after training (or for a finished run), export OUTPUT/final.safetensors as the "
+                             "registry model's installed weights (<models dir>/<model>.safetensors + .sha256)")
     parser.add_argument("--evaluate", action="store_true",
                         help="only evaluate the run's last checkpoint (or the initial weights) and print JSON")
 
@@ -41,5 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"step": trainer.step, **trainer.evaluate()}, indent=2))
         return 0
     result = trainer.train(resume=not args.no_resume, time_limit=args.time_limit)
+    if args.install:
+        if result["step"] < config.steps:
+            print("mattebox train: not installing: the run stopped before its last step", file=sys.stderr)
+            return 1
+        result["installed"] = str(trainer.install())
     print(json.dumps(result, indent=2))
     return 0

@@ -295,6 +295,22 @@ class Trainer:
         meta.write_text(json.dumps(info, indent=2))
         return weights
 
+    def install(self) -> Path:
+        """Export the model's current weights as its registry entry's installed file (with the sha256 sidecar the
+        learned engines verify); returns the path. Only for registry models."""
+        from ..models import registry
+        from ..models.weights import export_weights, weights_path
+
+        if ":" in self.config.model:
+            raise ValueError(f"config.model {self.config.model!r} is not a registry model: nothing to install")
+        path = weights_path(registry.get_spec(self.config.model))
+        if path is None:
+            raise ValueError(f"registry model {self.config.model!r} has no weights entry")
+        export_weights(self.model, path, metadata={"mattebox.model": self.config.model,
+                                                   "mattebox.step": str(self.step),
+                                                   "mattebox.objective": self.config.objective})
+        return path
+
     def resume(self) -> bool:
         """Load ``last`` from the run folder if present; returns whether a checkpoint was loaded."""
         weights, optim, meta = self.checkpoint_paths("last")
