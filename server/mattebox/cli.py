@@ -17,6 +17,7 @@ COMMANDS = {
     "matte": ("mattebox.commands.matte", "matte an image (uses a running server or starts a local one)"),
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
+    "inspect-pair": ("mattebox.twoframe.cli", "write a frame pair's flows, masks and aligned views as images"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
     "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),
     "uninstall": ("mattebox.commands.hosts:run_uninstall", "remove the node from a host"),

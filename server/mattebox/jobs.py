@@ -134,7 +134,8 @@ class Worker(threading.Thread):
             request = decode_request(job.buffers, job.params)
             colorspace = job.buffers["image"].colorspace
             job.buffers = None  # the decoded copy is all we need now
-            engine = engines.resolve(job.params["engine"])
+            inputs = [name for name in ("second", "trimap", "mask", "background") if getattr(request, name) is not None]
+            engine = engines.resolve(job.params["engine"], inputs)
             progress("start", message=engine.name)
             started = time.perf_counter()
             result = engine.matte(request, progress).check(request.shape)

@@ -234,7 +234,7 @@ class Server:
         described = protocol.validate_buffers(header, buffers, limits)
         engine_name = params["engine"]
         try:
-            engine = engines.resolve(engine_name)
+            engine = engines.resolve(engine_name, list(described))
         except KeyError:
             raise ProtocolError("unknown_engine", f"no engine '{engine_name}'", field="params.engine",
                                 hint=f"engines: {', '.join(engines.ENGINE_SPECS)}") from None

@@ -14,6 +14,7 @@ from ..contract import Engine
 #: engine name -> "module:Class". The first available one in AUTO_ORDER serves engine='auto'.
 ENGINE_SPECS: Dict[str, str] = {
     "classical": "mattebox.engines.classical:ClassicalEngine",
+    "classical-pair": "mattebox.engines.classical_pair:ClassicalPairEngine",
     "passthrough": "mattebox.engines.passthrough:PassthroughEngine",
     # learned models (mattebox.models.registry); available once their weights are installed
     "parallax": "mattebox.engines.learned:ParallaxEngine",
@@ -21,6 +22,8 @@ ENGINE_SPECS: Dict[str, str] = {
     "mask2alpha": "mattebox.engines.learned:Mask2AlphaEngine",
     "vitmatte": "mattebox.engines.learned:ViTMatteEngine",
 }
+#: engine 'auto' picks the first available of these when the request carries a second frame
+AUTO_PAIR_ORDER: List[str] = ["classical-pair"]
 AUTO_ORDER: List[str] = ["classical"]
 
 _instances: Dict[str, Engine] = {}
@@ -49,10 +52,12 @@ def get(name: str) -> Engine:
 
 
 def resolve(name: str, request_inputs=()) -> Engine:
-    """Map 'auto' to the best available engine; otherwise return the named engine."""
+    """Map 'auto' to the best available engine for the given input names (a request with 'second' gets a
+    two-frame engine); otherwise return the named engine."""
     if name != "auto":
         return get(name)
-    for candidate in AUTO_ORDER:
+    order = (AUTO_PAIR_ORDER + AUTO_ORDER) if "second" in request_inputs else AUTO_ORDER
+    for candidate in order:
         try:
             engine = get(candidate)
         except Exception:

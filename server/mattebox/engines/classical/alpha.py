@@ -14,6 +14,9 @@ Pipeline (each step's parameter is documented in docs/classical.md):
    the initial guess, which removes most CG iterations (the smooth error components converge slowest).
 5. α is clipped to [0, 1]; values within ``snap`` of 0 or 1 are snapped, which removes faint haze without
    touching soft edges.
+
+Optional data term (Levin eq. 14 with a soft prior, used by the two-frame solver): with per-pixel values α̂ and
+weights λ ≥ 0 the system becomes (L_uu + Λ) α_u = −L_uk α_k + Λ α̂ (minimiser of αᵀLα + Σ λ_i (α_i − α̂_i)²).
 """
 from __future__ import annotations
 
@@ -103,32 +106,43 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     return x
 
 
-def _solve_crop(image: np.ndarray, trimap: np.ndarray, settings: SolverSettings, report, level: int = 0):
-    """Solve one crop (all arrays cropped); returns α for the crop."""
+def _solve_crop(image: np.ndarray, trimap: np.ndarray, settings: SolverSettings, report, level: int = 0,
+                prior=None):
+    """Solve one crop (all arrays cropped); returns α for the crop. ``prior``: optional (α̂, λ) H×W float32."""
     unknown = trimap == UNKNOWN
     h, w = trimap.shape
     initial = np.where(unknown, 0.5, trimap).astype(np.float32)
+    if prior is not None:
+        initial = np.where(unknown & (prior[1] > 0), prior[0], initial).astype(np.float32)
     if min(h, w) > 2 * settings.coarse_min_side and unknown.sum() > 4096:
         small_image = cv2.resize(image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         small_trimap = cv2.resize(trimap, (w // 2, h // 2), interpolation=cv2.INTER_NEAREST)
-        coarse = _solve_crop(small_image, small_trimap, settings, lambda *a: None, level + 1)
+        small_prior = None if prior is None else tuple(
+            cv2.resize(p, (w // 2, h // 2), interpolation=cv2.INTER_AREA) for p in prior)
+        coarse = _solve_crop(small_image, small_trimap, settings, lambda *a: None, level + 1, small_prior)
         initial[unknown] = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)[unknown]
     laplacian = MattingLaplacian(image, eps=settings.eps, r=settings.radius)
     mask = unknown.astype(np.float32)
     known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
     b = -mask * laplacian.apply(known_values)
     diag = laplacian.diagonal()
+    weights = np.zeros_like(mask)
+    if prior is not None:
+        weights = mask * prior[1].astype(np.float32)
+        b = b + weights * prior[0].astype(np.float32)
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(unknown, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
+    precond = np.where(unknown, 1.0 / np.maximum(diag + weights, 1e-2), 0.0).astype(np.float32)
     x = initial * mask
     iterations = settings.max_iterations if level == 0 else max(50, settings.max_iterations // 2)
-    x = _cg(lambda v: mask * laplacian.apply(mask * v), b, x, precond, iterations, settings.tolerance, report)
+    x = _cg(lambda v: mask * laplacian.apply(mask * v) + weights * v, b, x, precond, iterations,
+            settings.tolerance, report)
     return np.where(unknown, x, trimap).astype(np.float32)
 
 
 def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[SolverSettings] = None,
-                progress: Callable = no_progress) -> np.ndarray:
-    """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}."""
+                progress: Callable = no_progress, prior: Optional[tuple] = None) -> np.ndarray:
+    """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}. ``prior``: optional
+    (α̂, λ), two H×W float32 arrays: a soft data term λ(α − α̂)² added to the Laplacian energy (module doc)."""
     settings = settings or SolverSettings()
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     alpha = np.where(trimap == UNKNOWN, 0.5, trimap).astype(np.float32)
@@ -140,8 +154,9 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, trimap.shape[0])
     x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
     crop_trimap = trimap[y0:y1, x0:x1].copy()
+    crop_prior = None if prior is None else tuple(np.ascontiguousarray(p[y0:y1, x0:x1], np.float32) for p in prior)
     crop = _solve_crop(np.ascontiguousarray(image_srgb[y0:y1, x0:x1]), crop_trimap, settings,
-                       lambda done, total: progress("alpha", done, total))
+                       lambda done, total: progress("alpha", done, total), prior=crop_prior)
     alpha[y0:y1, x0:x1] = crop
     alpha = np.clip(alpha, 0.0, 1.0)
     alpha[alpha < settings.snap] = 0.0

@@ -1,0 +1,39 @@
+"""Engine "classical-pair": the classical engine plus a second frame (mattebox.twoframe.solve).
+
+Without ``second`` it is exactly the classical engine. Result info adds ``pair_usable`` and
+``revealed_coverage`` (fraction of the unknown band where the second frame reveals background the first hides).
+"""
+from __future__ import annotations
+
+import time
+
+from ..contract import MatteRequest, MatteResult, Progress, no_progress
+from .classical.alpha import PRESETS
+from .classical.engine import ClassicalEngine
+
+
+class ClassicalPairEngine(ClassicalEngine):
+    name = "classical-pair"
+    description = ("two-frame classical matting: background revealed by parallax in a second frame becomes a known "
+                   "background prior in the closed-form solve (Parallax Portrait Matting alignment); single-frame "
+                   "fallback per pixel")
+    uses = ("second", "trimap", "mask")
+
+    def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
+        if request.second is None:
+            result = super().matte(request, progress)
+            result.info.update(pair_usable=False, revealed_coverage=0.0, pair_why="no second frame given")
+            return result
+        if request.second.shape != request.image.shape:
+            raise ValueError(f"second: expected the image's shape {request.image.shape}, got {request.second.shape}")
+        from ..twoframe.solve import solve_pair
+
+        started = time.perf_counter()
+        progress("guidance")
+        trimap, guidance = self.guidance(request)
+        quality = request.param("quality", "balanced")
+        alpha, foreground, pair_info = solve_pair(request.image, request.second, trimap, PRESETS[quality],
+                                                  progress=progress)
+        info = {"guidance": guidance, "quality": quality, "unknown_fraction": float((trimap == 0.5).mean()),
+                "timings": {"total": round(time.perf_counter() - started, 4)}, **pair_info}
+        return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=info)

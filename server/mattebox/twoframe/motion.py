@@ -1,0 +1,118 @@
+"""Motion between the two frames (Parallax Portrait Matting §4.2, Fig. 2).
+
+Conventions: a *flow* is an H×W×2 float32 field ``d`` (x, y order, pixels) defined on a **target** frame such that
+``target(p) ≈ source(p + d(p))``; warping the source onto the target is then ``cv2.remap(source, p + d)``
+(:func:`warp`). The paper's ``M_{0→1}`` (warp frame 0 onto the base frame 1) is a flow with target = base image,
+source = second frame.
+
+* :class:`DISFlow` — OpenCV DIS optical flow (Kroeger et al., ECCV 2016), preset MEDIUM, on CPU. Anything with a
+  ``flow(target, source)`` method can replace it (a learned model such as GMFlow, as in the paper).
+* :func:`consistency` — forward-backward check: where ``d_ts(p) + d_st(p + d_ts(p)) ≠ 0`` the pixel is occluded in
+  the source (or the flow is wrong).
+* :func:`separate_flows` — foreground/background flow: the flow inside the trimap's definite foreground
+  (background) region, filled everywhere else by its nearest neighbour (paper: "we replace the estimated motion in
+  uncertain regions with the values of its nearest neighbor inside the certain region").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+#: a forward-backward residual above this many pixels marks a pixel inconsistent (occluded / unreliable)
+CONSISTENCY_PX = 1.0
+
+
+class DISFlow:
+    """Dense inverse search optical flow on 8-bit grey images; ``flow(target, source) -> H×W×2`` float32."""
+
+    def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+        self.preset = preset
+
+    @staticmethod
+    def _grey(image: np.ndarray) -> np.ndarray:
+        """H×W×3 float in [0, 1] (any encoding; sRGB preferred) -> H×W uint8."""
+        grey = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image, np.float32), cv2.COLOR_RGB2GRAY)
+        return np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def flow(self, target: np.ndarray, source: np.ndarray) -> np.ndarray:
+        if target.shape[:2] != source.shape[:2]:
+            raise ValueError(f"flow: target {target.shape[:2]} and source {source.shape[:2]} differ in size")
+        dis = cv2.DISOpticalFlow_create(self.preset)  # not thread-safe: one per call
+        return dis.calc(self._grey(target), self._grey(source), None)  # H×W×2 float32
+
+
+def sample_grid(flow: np.ndarray) -> np.ndarray:
+    """H×W×2 float32 absolute source coordinates p + d(p) for cv2.remap."""
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return np.stack([xs + flow[..., 0], ys + flow[..., 1]], axis=-1)
+
+
+def warp(source: np.ndarray, flow: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """Backward-warp ``source`` onto the flow's target frame (border pixels replicated)."""
+    grid = sample_grid(flow)
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.remap(np.ascontiguousarray(source), grid[..., 0], grid[..., 1], interpolation,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def consistency(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """H×W float32 forward-backward residual |d_ts(p) + d_st(p + d_ts(p))| in pixels, on the target frame."""
+    return np.linalg.norm(forward + warp(backward, forward), axis=-1)
+
+
+def fill_nearest(field: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Replace ``field`` outside ``valid`` (H×W bool) by its value at the nearest valid pixel (L2 distance,
+    cv2.distanceTransformWithLabels). Returns a copy; all-invalid input is returned unchanged."""
+    if valid.all() or not valid.any():
+        return field.copy()
+    _, labels = cv2.distanceTransformWithLabels((~valid).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(valid)
+    lookup = np.zeros((labels.max() + 1, 2), np.int64)  # label -> coordinates of that valid pixel
+    lookup[labels[ys, xs]] = np.stack([ys, xs], axis=1)
+    src = lookup[labels]  # H×W×2
+    return field[src[..., 0], src[..., 1]]
+
+
+@dataclass
+class Motion:
+    """Flows on the target frame (all H×W×2 float32) and the masks derived from them (H×W bool)."""
+    raw: np.ndarray  #: optical flow target -> source
+    foreground: np.ndarray  #: M^F: flow of the definite foreground, nearest-filled elsewhere
+    background: np.ndarray  #: M^B: flow of the definite background, nearest-filled elsewhere
+    occluded: np.ndarray  #: target pixels not visible in the source (forward-backward check fails)
+    disoccluded: np.ndarray  #: source pixels not visible in the target, mapped onto the source frame's grid
+    residual: np.ndarray  #: H×W float32 forward-backward residual in px
+
+
+def separate_flows(flow: np.ndarray, trimap: np.ndarray, reliable: Optional[np.ndarray] = None):
+    """(foreground flow, background flow): the flow of each definite trimap region (optionally only its
+    ``reliable`` pixels, when enough remain) filled into the rest by nearest-neighbour inpainting."""
+    out = []
+    for label in (1.0, 0.0):
+        region = trimap == label
+        if reliable is not None and (region & reliable).sum() >= max(16, 0.2 * region.sum()):
+            region = region & reliable
+        out.append(fill_nearest(flow, region) if region.any() else flow.copy())
+    return out[0], out[1]
+
+
+def motion_from_flows(forward: np.ndarray, backward: np.ndarray, trimap: np.ndarray) -> Motion:
+    """:class:`Motion` on the target frame from both raw flows (target -> source and source -> target)."""
+    residual = consistency(forward, backward)
+    occluded = residual > CONSISTENCY_PX
+    disoccluded = consistency(backward, forward) > CONSISTENCY_PX
+    fg, bg = separate_flows(forward, trimap, ~occluded)
+    return Motion(raw=forward, foreground=fg, background=bg, occluded=occluded, disoccluded=disoccluded,
+                  residual=residual)
+
+
+def estimate_motion(target: np.ndarray, source: np.ndarray, trimap: np.ndarray, flow_model=None) -> Motion:
+    """Flow target -> source, its forward-backward masks, and the trimap-separated foreground/background flows.
+    ``target``/``source``: H×W×3 float32 (sRGB in [0, 1] preferred); ``trimap``: H×W in {0, 0.5, 1} on target."""
+    model = flow_model or DISFlow()
+    return motion_from_flows(model.flow(target, source), model.flow(source, target), trimap)

@@ -1,0 +1,118 @@
+"""Classical two-frame solve: background revealed by parallax becomes a known B in the unknown band.
+
+For a base-frame pixel x of the trimap's unknown band, the background-aligned second frame I^B(x) = M^B_{0→1}(I0)(x)
+shows the background behind x *if* the second frame sees background there. Frame 0's pixel at x + b(x) shows the
+base-frame foreground point x + b(x) − f(x) (b, f: background/foreground flow, §4.2), so it is pure background when
+the single-frame alpha estimate α_s is ~0 in a small neighbourhood of x + b(x) − f(x) (the neighbourhood absorbs
+flow error), and the two layers moved apart (|f − b| ≥ ``min_parallax_px``). There B = I^B(x) is known and the
+compositing equation I = αF + (1 − α)B gives the least-squares alpha
+
+    α_B = (I − B)·(F − B) / |F − B|²,
+
+(Chuang et al., "A Bayesian approach to digital matting", CVPR 2001, eq. 8 with known F and B), with F the
+multilevel foreground estimate from α_s (Germer et al. 2020). α_B enters the matting-Laplacian solve
+(:func:`mattebox.engines.classical.alpha.solve_alpha`) as a soft data term with weight
+λ·|F − B|²/(|F − B|² + σ²): confident where foreground and background colours differ, vanishing where they agree,
+and zero where B is not known — there the result is the single-frame closed-form solution (per-pixel fallback).
+Where B is known the straight foreground follows from the same equation, F = (I − (1 − α)B)/α, and replaces the
+multilevel estimate in proportion to α (it is ill-conditioned for small α).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import cv2
+import numpy as np
+
+from ..colour import linear_to_srgb, srgb_to_linear
+from ..contract import no_progress
+from ..engines.classical.alpha import SolverSettings, solve_alpha
+from ..engines.classical.foreground import multilevel
+from .align import AlignedPair, align_pair
+from .motion import fill_nearest, warp
+
+
+@dataclass
+class PairSettings:
+    prior_weight: float = 0.3  #: λ, the data term's weight relative to the Laplacian
+    colour_sigma: float = 0.08  #: σ (sRGB units): |F − B| at which the data term reaches half weight
+    clear_alpha: float = 0.02  #: α_s below this counts as background in frame 0
+    clear_radius: int = 2  #: … over a (2r+1)² neighbourhood (absorbs flow error)
+    min_parallax_px: float = 1.0  #: the layers must move apart by this much for B to be new information
+    revealed_colour: float = 0.06  #: |I − B| above this (sRGB) = background hidden in frame 1, revealed in frame 0
+    min_coverage: float = 0.01  #: the pair is usable when at least this fraction of the band has B known
+    foreground_source: str = "nearest"  #: F for α_B: "nearest" definite-foreground colour or "multilevel"
+    prior_on_revealed_only: bool = False  #: data term only where the background is revealed (I clearly ≠ B)
+
+
+def known_background(aligned: AlignedPair, single_alpha: np.ndarray, settings: PairSettings) -> np.ndarray:
+    """H×W bool: unknown-band pixels whose background-aligned second-frame colour is pure background."""
+    motion = aligned.motion
+    band = aligned.trimap == 0.5
+    # α_s dilated: any foreground within clear_radius of the sampled point disqualifies it
+    size = 2 * settings.clear_radius + 1
+    hazy = cv2.dilate((single_alpha > settings.clear_alpha).astype(np.uint8), np.ones((size, size), np.uint8))
+    # frame-0 pixel x + b(x) shows frame-1 foreground point x + b(x) − f(x)
+    offset = motion.background - motion.foreground  # H×W×2
+    hazy_there = warp(hazy.astype(np.float32), offset, nearest=True) > 0
+    parallax = np.linalg.norm(offset, axis=-1) >= settings.min_parallax_px
+    return band & ~hazy_there & parallax
+
+
+def foreground_guess(image, image_srgb, single_alpha, trimap, settings: PairSettings) -> np.ndarray:
+    """H×W×3 sRGB foreground colour for α_B: the nearest definite-foreground colour (``nearest``) or the
+    multilevel estimate from α_s (``multilevel``)."""
+    if settings.foreground_source == "nearest" and (trimap == 1).any():
+        return fill_nearest(image_srgb, trimap == 1)
+    return linear_to_srgb(np.clip(multilevel(image, single_alpha), 0, 1)).astype(np.float32)
+
+
+def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver: SolverSettings,
+               settings: Optional[PairSettings] = None, progress: Callable = no_progress,
+               single_alpha: Optional[np.ndarray] = None):
+    """Two-frame alpha and foreground. ``image``/``second``: H×W×3 linear float32; ``trimap``: H×W {0, .5, 1}.
+    Returns (alpha H×W, foreground H×W×3 linear, info dict)."""
+    settings = settings or PairSettings()
+    image_srgb = linear_to_srgb(np.clip(image, 0, 1)).astype(np.float32)
+    second_srgb = linear_to_srgb(np.clip(second, 0, 1)).astype(np.float32)
+    if single_alpha is None:
+        progress("alpha", 0, 2, "single-frame")
+        single_alpha = solve_alpha(image_srgb, trimap, solver, progress)
+    progress("align", 0, 1)
+    aligned = align_pair(image_srgb, second_srgb, trimap)
+    band = trimap == 0.5
+    known = known_background(aligned, single_alpha, settings)
+    background = aligned.background_aligned  # sRGB
+    fg_srgb = foreground_guess(image, image_srgb, single_alpha, trimap, settings)
+    diff = fg_srgb - background
+    contrast = np.sum(diff * diff, axis=-1)
+    alpha_b = np.clip(np.sum((image_srgb - background) * diff, axis=-1) / np.maximum(contrast, 1e-6), 0, 1)
+    revealed = known & (np.linalg.norm(image_srgb - background, axis=-1) > settings.revealed_colour)
+    prior_mask = revealed if settings.prior_on_revealed_only else known
+    weight = np.where(prior_mask, settings.prior_weight * contrast / (contrast + settings.colour_sigma ** 2), 0.0)
+    band_count = max(int(band.sum()), 1)
+    coverage = float(known.sum()) / band_count
+    usable = coverage >= settings.min_coverage
+    if usable:
+        progress("alpha", 1, 2, "two-frame")
+        alpha = solve_alpha(image_srgb, trimap, solver, progress,
+                            prior=(alpha_b.astype(np.float32), weight.astype(np.float32)))
+    else:
+        alpha = single_alpha
+    progress("foreground", 0, 1)
+    foreground = multilevel(image, alpha)
+    if usable:
+        b_lin = srgb_to_linear(background)
+        a3 = alpha[..., None]
+        direct = np.clip((image - (1 - a3) * b_lin) / np.maximum(a3, 1e-3), 0, 1)
+        trust = (known * np.clip((alpha - 0.1) / 0.3, 0, 1))[..., None]
+        foreground = (trust * direct + (1 - trust) * foreground).astype(np.float32)
+    info: Dict = {"pair_usable": bool(usable), "revealed_coverage": round(float(revealed.sum()) / band_count, 4),
+                  "known_background_coverage": round(coverage, 4),
+                  "flow_inconsistent_fraction": round(float(aligned.motion.occluded[band].mean()) if band.any()
+                                                      else 0.0, 4),
+                  "median_parallax_px": round(float(np.median(np.linalg.norm(
+                      aligned.motion.background - aligned.motion.foreground, axis=-1)[band])) if band.any()
+                      else 0.0, 3)}
+    return alpha, foreground, info
