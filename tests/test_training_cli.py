@@ -141,6 +141,17 @@ def test_every_shipped_config_is_valid(path):
     assert config.steps > 0 and config.output.startswith("runs/")
 
 
+def test_two_frame_samples_carry_aligned_views_and_avoid_the_pair_held_out_seeds():
+    from mattebox.synth.pairs import HELD_OUT_SEEDS
+
+    config = DataConfig(crop=32, two_frame=True)
+    a, b = make_sample(4, config), make_sample(4, config)
+    assert {"bg_aligned", "fg_aligned", "companion", "warped_trimap"} <= set(a)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a["bg_aligned"].shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="held-out"):
+        SynthMattingDataset(config, 10, base_seed=HELD_OUT_SEEDS.start - 3)
+
+
 def test_real_foregrounds_from_alphamatting_dev_are_excluded_from_its_evaluation():
     from mattebox.paths import alphamatting_dir
     from mattebox.training.evaluate import alphamatting_names
@@ -159,8 +170,9 @@ def test_real_foregrounds_from_alphamatting_dev_are_excluded_from_its_evaluation
 @pytest.mark.parametrize("name", ["parallax", pytest.param("ppmatting", marks=pytest.mark.slow),
                                   pytest.param("mask2alpha", marks=pytest.mark.slow)])
 def test_registry_models_train_a_step_with_their_paper_heads(tmp_path, name):
+    data = {"crop": 64, "two_frame": name == "parallax"}  # the Parallax net on flow-aligned parallax pairs
     config = TrainConfig.load(str(tiny_config(tmp_path, model=name, model_options={"tiny": True}, steps=1,
-                                              accumulate=1, log_every=1, eval_heldout=1, data={"crop": 64})))
+                                              accumulate=1, log_every=1, eval_heldout=1, data=data)))
     trainer = Trainer(config, log=lambda m: 0)
     result = trainer.train()
     assert result["step"] == 1 and set(result["evaluation"]["heldout"]) == {"sad", "mse", "grad", "conn"}

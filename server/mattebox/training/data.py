@@ -6,9 +6,11 @@ light over a richly textured background (:mod:`mattebox.synth.backgrounds`), wit
 dilation/erosion and camera-like degradations of the input (:mod:`mattebox.synth.augment`).
 
 Seeds: training sample ``i`` uses seed ``base_seed + i``; the held-out set uses the fixed range
-``HELDOUT_SEEDS``. :class:`SynthMattingDataset` refuses any training seed inside that range, so held-out samples
-are never trained on. alphamatting-dev images used as training foregrounds are listed in the config and
-excluded from alphamatting-dev evaluation (see :func:`mattebox.training.evaluate.alphamatting_names`).
+``HELDOUT_SEEDS``. :class:`SynthMattingDataset` refuses any training seed inside that range or the pair
+generator's ``HELD_OUT_SEEDS``, so held-out samples are never trained on. alphamatting-dev images used as
+training foregrounds are listed in the config and excluded from alphamatting-dev evaluation (see
+:func:`mattebox.training.evaluate.alphamatting_names`). With ``two_frame`` a sample is a synthetic parallax pair
+with its flow-aligned views (Parallax Portrait Matting §4.2–4.3, §5.1).
 
 Network-side values: colour images are sRGB-encoded in [0, 1] (datasets and the papers' networks work on
 perceptual values); composites are formed in linear light, then encoded.
@@ -50,6 +52,9 @@ class DataConfig:
     colour_jitter: float = 1.0
     alpha_gamma: float = 0.5  #: probability of a random α^γ
     degrade: bool = True
+    #: two-frame samples: a synthetic parallax pair (mattebox.synth.pairs, hair foregrounds) and the aligned views
+    #: the Parallax net takes (mattebox.twoframe.align_pair): bg_aligned, fg_aligned, companion, warped_trimap
+    two_frame: bool = False
 
     @classmethod
     def from_dict(cls, values: Dict) -> "DataConfig":
@@ -98,11 +103,37 @@ def _real_foreground(size: int, rng: np.random.Generator, names: Sequence[str]):
     return np.ascontiguousarray(fg), np.ascontiguousarray(a)
 
 
+def _two_frame_sample(seed: int, config: DataConfig, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """A parallax pair (procedural hair only: the pair generator's alphamatting-dev alphas would leak the
+    evaluation set) with this module's trimap and degradations, plus the aligned views estimated by optical flow
+    from the degraded frames, as at inference."""
+    from ..synth.pairs import make_pair
+    from ..twoframe.align import align_pair
+
+    pair = make_pair(seed, (config.crop, config.crop), real_alpha=False)
+    clean = linear_to_srgb(np.clip(pair.image, 0, 1)).astype(np.float32)
+    second = linear_to_srgb(np.clip(pair.second, 0, 1)).astype(np.float32)
+    trimap = augment.random_trimap(pair.alpha, rng, config.trimap_iterations, config.trimap_reference,
+                                   config.trimap_cover_soft)
+    image = augment.degrade(clean, rng) if config.degrade else clean
+    second = augment.degrade(second, rng) if config.degrade else second
+    aligned = align_pair(image, second, trimap)
+    return {"image": image, "clean": clean, "alpha": pair.alpha.astype(np.float32),
+            "foreground": linear_to_srgb(pair.foreground).astype(np.float32),
+            "background": linear_to_srgb(pair.background).astype(np.float32), "trimap": trimap,
+            "bg_aligned": aligned.background_aligned.astype(np.float32),
+            "fg_aligned": aligned.foreground_aligned.astype(np.float32),
+            "companion": aligned.companion.astype(np.float32),
+            "warped_trimap": aligned.warped_trimap.astype(np.float32)}
+
+
 def make_sample(seed: int, config: DataConfig) -> Dict[str, np.ndarray]:
     """One sample, a pure function of (seed, config). Arrays (float32, sRGB-encoded colour):
     ``image`` H×W×3 network input (degraded), ``clean`` H×W×3 exact composite, ``alpha`` H×W, ``foreground``
     H×W×3, ``background`` H×W×3, ``trimap`` H×W {0, 0.5, 1}."""
     rng = np.random.default_rng(seed)
+    if config.two_frame:
+        return _two_frame_sample(seed, config, np.random.default_rng([seed, 1]))
     size = (config.crop, config.crop)
     if config.alphamatting_foregrounds and rng.random() < config.alphamatting_fraction:
         fg, alpha = _real_foreground(config.crop, rng, config.alphamatting_foregrounds)
@@ -143,9 +174,11 @@ class SynthMattingDataset(Dataset):
     """Training samples ``base_seed + index`` for index in [0, length): a torch Dataset of tensor dicts."""
 
     def __init__(self, config: DataConfig, length: int, base_seed: int = 0):
-        if base_seed < 0 or base_seed + length > HELDOUT_SEED_START:
-            raise ValueError(f"training seeds {base_seed}..{base_seed + length - 1} overlap the held-out range "
-                             f"starting at {HELDOUT_SEED_START}; choose a smaller seed")
+        seeds = range(base_seed, base_seed + length)
+        for held_out in reserved_seed_ranges():
+            if base_seed < 0 or (seeds.start < held_out.stop and held_out.start < seeds.stop):
+                raise ValueError(f"training seeds {seeds.start}..{seeds.stop - 1} overlap the held-out range "
+                                 f"{held_out.start}..{held_out.stop - 1}; choose another seed")
         self.config, self.length, self.base_seed = config, length, base_seed
 
     def __len__(self) -> int:
@@ -155,6 +188,16 @@ class SynthMattingDataset(Dataset):
         if not 0 <= index < self.length:
             raise IndexError(index)
         return to_tensors(make_sample(self.base_seed + index, self.config))
+
+
+def reserved_seed_ranges() -> List[range]:
+    """Seed ranges training must never draw: this module's held-out set and the pair generator's."""
+    ranges = [HELDOUT_SEEDS]
+    try:
+        from ..synth.pairs import HELD_OUT_SEEDS as PAIR_HELD_OUT_SEEDS
+    except ImportError:
+        return ranges
+    return ranges + [PAIR_HELD_OUT_SEEDS]
 
 
 def heldout_samples(count: int, config: DataConfig) -> List[Dict[str, np.ndarray]]:
