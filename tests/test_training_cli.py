@@ -182,3 +182,17 @@ def test_registry_models_train_a_step_with_their_paper_heads(tmp_path, name):
     assert expected | {"sep", "laplacian", "grad"} <= terms
     reloaded = build_model(name, {"tiny": True})
     checkpoint.load_model(reloaded, tmp_path / "run" / "final.safetensors")
+
+
+def test_install_exports_a_finished_run_where_the_learned_engines_look(tmp_path, monkeypatch, capsys):
+    from mattebox.models import registry
+    from mattebox.models.weights import weights_status
+
+    monkeypatch.setenv("MATTEBOX_MODELS", str(tmp_path / "models"))
+    config = tiny_config(tmp_path, model="parallax", model_options={"tiny": True}, steps=1, accumulate=1,
+                         log_every=1, eval_heldout=0, data={"crop": 32})
+    assert main(["train", str(config), "--install"]) == 0
+    installed = Path(json.loads(capsys.readouterr().out)["installed"])
+    assert installed == tmp_path / "models" / "parallax.safetensors"
+    assert Path(str(installed) + ".sha256").is_file()
+    assert weights_status(registry.get_spec("parallax"))[0]
