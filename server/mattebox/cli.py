@@ -24,6 +24,7 @@ COMMANDS = {
     "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),
     "uninstall": ("mattebox.commands.hosts:run_uninstall", "remove the node from a host"),
     "host-doctor": ("mattebox.commands.hosts:run_doctor", "check a host's node install and its server"),
+    "train": ("mattebox.training.cli", "train a learned model from a JSON config (needs torch)"),
 }
 
 
