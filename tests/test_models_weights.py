@@ -217,19 +217,18 @@ def test_split_qkv_filter_loads_separate_projection_checkpoints(tmp_path):
 
 
 def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
-    """With a second frame the engine calls mattebox.twoframe.align_pair(image, second, trimap) and passes its
-    bg_aligned / fg_aligned / companion / warped_trimap arrays to the net (a stand-in module until the twoframe
-    branch lands)."""
-    import types
+    """With a second frame the engine calls the real mattebox.twoframe.align_pair(image, second, trimap) and
+    passes its background-/foreground-aligned views, companion and warped trimap to the net."""
+    from mattebox.twoframe import align as twoframe
 
     calls = []
+    real_align = twoframe.align_pair
 
     def align_pair(image, second, trimap):
         calls.append((image.shape, second.shape, trimap.shape))
-        return types.SimpleNamespace(bg_aligned=second, fg_aligned=image, companion=second,
-                                     warped_trimap=trimap)
+        return real_align(image, second, trimap)
 
-    monkeypatch.setitem(sys.modules, "mattebox.twoframe", types.SimpleNamespace(align_pair=align_pair))
+    monkeypatch.setattr(twoframe, "align_pair", align_pair)
     request = disc_request()
     request.second = np.roll(request.image, 3, axis=1)
     seen = {}

@@ -200,11 +200,12 @@ class ParallaxEngine(LearnedEngine):
             inputs["bg_aligned"] = image
             return inputs, trimap, trimap == 0.5
         try:
-            from ..twoframe import align_pair
+            from ..twoframe.align import align_pair
         except ImportError as exc:
             raise RuntimeError(f"engine 'parallax' needs mattebox.twoframe to align the second frame: {exc}") from exc
         pair = align_pair(request.image_srgb, request.srgb("second"), trimap)
-        inputs.update(bg_aligned=self.normalise(pair.bg_aligned), fg_aligned=self.normalise(pair.fg_aligned),
+        inputs.update(bg_aligned=self.normalise(pair.background_aligned),
+                      fg_aligned=self.normalise(pair.foreground_aligned),
                       companion=self.normalise(pair.companion),
                       warped_trimap=np.asarray(pair.warped_trimap, np.float32)[..., None])
         return inputs, trimap, trimap == 0.5
