@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("mattebox.commands.serve", "run the matting server"),
     "matte": ("mattebox.commands.matte", "matte an image (uses a running server or starts a local one)"),
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
+    "render": ("mattebox.commands.render", "matte a frame range headless (farms): patterns, chunks, resumable"),
     "keys": ("mattebox.commands.keys", "make CURVE key pairs for a remote server and its clients"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
     "inspect-pair": ("mattebox.twoframe.cli", "write a frame pair's flows, masks and aligned views as images"),

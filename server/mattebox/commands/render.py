@@ -1,0 +1,151 @@
+"""`mattebox render`: matte a frame range headless, for farms (Flamenco, Deadline, OpenCue).
+
+Input and output names are patterns with a frame number: ``####`` (zero-padded to the number of #) or printf
+``%04d``. Every frame's outputs are recorded in a sidecar ``<alpha file>.json`` with the sha256 of its inputs
+and settings, so a re-run skips frames whose outputs exist and match (resumable), and ``--chunk K/N`` renders
+only the K-th of N equal slices of the range so a farm can split it across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
+    parser.add_argument("--frames", required=True, help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2")
+    parser.add_argument("--chunk", help="K/N: render only the K-th (1-based) of N equal slices of the range")
+    parser.add_argument("--second-offset", type=int,
+                        help="use frame F+OFFSET of the plate sequence as the parallax partner")
+    guide = parser.add_mutually_exclusive_group()
+    guide.add_argument("--mask", help="mask pattern")
+    guide.add_argument("--trimap", help="trimap pattern")
+    parser.add_argument("--alpha", required=True, help="output alpha pattern (.exr float or .png)")
+    parser.add_argument("--foreground", help="output foreground pattern (.exr linear straight, or .png)")
+    parser.add_argument("--engine", default="auto")
+    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
+    parser.add_argument("--band-width", type=float, default=0)
+    parser.add_argument("--endpoint", help="server (default: the configured one if it answers, else a local one)")
+    parser.add_argument("--local", action="store_true", help="always use a local in-process server")
+    parser.add_argument("--force", action="store_true", help="re-render frames whose outputs are up to date")
+    parser.add_argument("--timeout", type=float, default=120.0)
+
+
+_HASHES = re.compile(r"#+")
+_PRINTF = re.compile(r"%0?(\d*)d")
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """Expand ``####`` or ``%04d`` in a pattern for one frame."""
+    if _PRINTF.search(pattern):
+        return pattern % frame
+    match = _HASHES.search(pattern)
+    if not match:
+        raise ValueError(f"pattern {pattern!r} has no frame number (use #### or %04d)")
+    return pattern[:match.start()] + str(frame).zfill(len(match.group())) + pattern[match.end():]
+
+
+def parse_frames(spec: str) -> List[int]:
+    match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?(?:x(\d+))?", spec.strip())
+    if not match:
+        raise ValueError(f"--frames {spec!r}: expected FIRST-LAST[xSTEP], e.g. 1001-1100")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    step = int(match.group(3) or 1)
+    if last < first or step < 1:
+        raise ValueError(f"--frames {spec!r}: LAST must be >= FIRST and STEP >= 1")
+    return list(range(first, last + 1, step))
+
+
+def chunk_of(frames: List[int], chunk: Optional[str]) -> List[int]:
+    """The K-th of N contiguous, near-equal slices (K is 1-based)."""
+    if not chunk:
+        return frames
+    match = re.fullmatch(r"(\d+)/(\d+)", chunk)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise ValueError(f"--chunk {chunk!r}: expected K/N with 1 <= K <= N")
+    k, n = int(match.group(1)), int(match.group(2))
+    return frames[(k - 1) * len(frames) // n:k * len(frames) // n]
+
+
+def input_hash(paths: List[Optional[str]], settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in paths:
+        digest.update(b"\0" if path is None else Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def run(args: argparse.Namespace) -> int:
+    from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+
+    from ..colour import srgb_to_linear
+    from ..embedded import server_endpoint
+    from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
+
+    try:
+        frames = chunk_of(parse_frames(args.frames), args.chunk)
+    except ValueError as exc:
+        print(f"mattebox render: {exc}", file=sys.stderr)
+        return 2
+    settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
+                "second_offset": args.second_offset}
+    params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
+              "outputs": ["alpha", "foreground"]}
+    done = skipped = 0
+    try:
+        with server_endpoint(args.endpoint, args.local) as endpoint, Client(endpoint, timeout=args.timeout) as client:
+            for frame in frames:
+                image_path = frame_path(args.image, frame)
+                second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
+                guide_path = frame_path(args.mask or args.trimap, frame) if (args.mask or args.trimap) else None
+                alpha_path = Path(frame_path(args.alpha, frame))
+                record = alpha_path.with_name(alpha_path.name + ".json")
+                digest = input_hash([image_path, second_path, guide_path], settings)
+                if not args.force and alpha_path.exists() and record.exists() and \
+                        json.loads(record.read_text()).get("inputs_sha256") == digest:
+                    skipped += 1
+                    print(f"frame {frame}: up to date", flush=True)
+                    continue
+                image, colorspace = read_image(image_path)
+                inputs = {"image": image}
+                if second_path:
+                    inputs["second"] = read_image(second_path)[0]
+                if guide_path:
+                    inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
+                result = client.submit(params=params, colorspace=colorspace, **inputs).result()
+                alpha_path.parent.mkdir(parents=True, exist_ok=True)
+                _write(alpha_path, result.alpha, linear=False, write_exr=write_exr, write_png=write_png)
+                if args.foreground:
+                    fg_path = Path(frame_path(args.foreground, frame))
+                    fg_path.parent.mkdir(parents=True, exist_ok=True)
+                    fg = result.foreground
+                    if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
+                        fg = srgb_to_linear(fg)  # EXR files are scene-linear
+                    _write(fg_path, fg, linear=colorspace == "linear", write_exr=write_exr, write_png=write_png)
+                record.write_text(json.dumps({"frame": frame, "inputs_sha256": digest, "info": result.info},
+                                             indent=1, default=str))
+                done += 1
+                print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s",
+                      flush=True)
+    except (ImageReadError, ValueError) as exc:
+        print(f"mattebox render: {exc}", file=sys.stderr)
+        return 2
+    except (JobFailed, ServerUnavailable) as exc:
+        print(f"mattebox render: {exc}", file=sys.stderr)
+        return 1
+    print(f"rendered {done}, up to date {skipped}, of {len(frames)} frames")
+    return 0
+
+
+def _write(path: Path, array, linear: bool, write_exr, write_png) -> None:
+    from ..colour import linear_to_srgb
+
+    if path.suffix.lower() == ".exr":
+        write_exr(path, array)
+    else:
+        write_png(path, linear_to_srgb(array) if linear and array.ndim == 3 else array, bits=16)
