@@ -456,3 +456,11 @@ def test_starts_a_local_server_when_none_answers(blender_python, tmp_path):
     finally:
         for pid in _pids_with(endpoint):
             os.kill(pid, signal.SIGTERM)
+
+
+def test_check_server_uses_the_client_config(blender_python, tmp_path, mattebox_server):
+    result = run_blender(blender_python, tmp_path, '''
+        setup_scene(ARGS["endpoint"])
+        RESULT = {"status": sorted(bpy.ops.mattebox.check_server())}
+    ''', endpoint=mattebox_server)
+    assert result["status"] == ["FINISHED"]

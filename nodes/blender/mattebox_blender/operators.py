@@ -158,7 +158,9 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
         if not package.launcher.port_open(endpoint):
             self.report({"ERROR"}, f"Mattebox: nothing listens at {endpoint}")
             return {"CANCELLED"}
-        client = package.client.Client(endpoint, timeout=min(prefs.timeout, 5.0))
+        cfg = package.config.load()  # the configured CURVE keys apply to the check too
+        cfg.update(endpoint=endpoint, timeout=min(prefs.timeout, 5.0))
+        client = package.client.Client(**package.config.client_kwargs(cfg))
         try:
             info = client.hello()
         except Exception as exc:
