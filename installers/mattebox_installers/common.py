@@ -91,22 +91,53 @@ def server_command() -> List[str]:
 def write_client_config(endpoint: Optional[str] = None, command: Optional[List[str]] = None,
                         path: Optional[Path] = None) -> Path:
     """Record the endpoint and how to start a local server in the shared client config."""
-    sys.path.insert(0, str(PROJECT_ROOT / "plugin"))
-    try:
-        from mattebox_plugin import config
-    finally:
-        sys.path.pop(0)
+    config = _client_config()
     values = {"server_command": command or server_command()}
     if endpoint:
         values["endpoint"] = endpoint
     return config.save(values, path)
 
 
+def _plugin_module(name: str):
+    """A module of the client package, imported from this source tree (installers run before anything is
+    installed)."""
+    import importlib
+
+    sys.path.insert(0, str(PROJECT_ROOT / "plugin"))
+    try:
+        return importlib.import_module(f"mattebox_plugin.{name}")
+    finally:
+        sys.path.pop(0)
+
+
+def _client_config():
+    return _plugin_module("config")
+
+
+def configured_endpoint() -> str:
+    """The endpoint hosts will use: the client config's, or $MATTEBOX_ENDPOINT."""
+    return _client_config().load()["endpoint"]
+
+
+class DoctorReport:
+    """The checks of a host doctor: ``ok`` turns False at the first failed check; ``lines`` is the report."""
+
+    def __init__(self):
+        self.ok = True
+        self.lines: List[str] = []
+
+    def check(self, passed: bool, message: str) -> None:
+        self.ok = self.ok and passed
+        self.lines.append(("ok    " if passed else "FAIL  ") + message)
+
+    def note(self, message: str) -> None:
+        self.lines.append("note  " + message)
+
+
 def doctor_handshake(endpoint: str, timeout: float = 3.0) -> Tuple[bool, str]:
     """(True, summary) when a server answers hello at ``endpoint``; (False, why) otherwise."""
-    from mattebox_plugin import config
-    from mattebox_plugin.client import Client, ServerUnavailable
-
+    config, client_module = _client_config(), _plugin_module("client")
+    Client, ServerUnavailable = client_module.Client, client_module.ServerUnavailable
     cfg = config.load()  # the configured server's CURVE keys, when it is that server being checked
     keys = config.client_kwargs(cfg) if endpoint == cfg["endpoint"] else {}
     client = Client(**dict(keys, endpoint=endpoint, timeout=timeout))

@@ -64,6 +64,11 @@ def python_can_import(python: str, modules: Sequence[str] = ("zmq", "msgpack")) 
     code = "import sys\n"
     code += "".join(f"import {m}\n" for m in modules)
     code += "print('%d.%d' % sys.version_info[:2])"
+    return _run_python(python, code)
+
+
+def _run_python(python: str, code: str) -> Tuple[bool, str]:
+    """Run ``code`` with another interpreter: (True, its output) or (False, the last error line)."""
     try:
         proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -163,18 +168,12 @@ def doctor(target: Optional[Path] = None, platform: Optional[str] = None, gimp_p
     platform = platform or common.current_platform()
     target = Path(target) if target else plugins_dir(platform)
     dest = target / PLUGIN_NAME
-    lines: List[str] = []
-    ok = True
-
-    def check(passed: bool, message: str) -> None:
-        nonlocal ok
-        ok = ok and passed
-        lines.append(("ok    " if passed else "FAIL  ") + message)
-
+    report = common.DoctorReport()
+    check = report.check
     script = dest / f"{PLUGIN_NAME}.py"
     check(script.is_file(), f"plug-in file {script}")
     if not script.is_file():
-        return False, lines
+        return False, report.lines
     if not platform.startswith("windows"):
         check(os.access(script, os.X_OK), f"{script.name} is executable")
     manifest = {}
@@ -187,17 +186,9 @@ def doctor(target: Optional[Path] = None, platform: Optional[str] = None, gimp_p
     if gimp_python:
         passed, detail = _import_like_plugin(gimp_python, dest, dest / VENDOR_DIR)
         check(passed, f"{gimp_python} imports the client (pyzmq, msgpack): {detail}")
-    cfg_endpoint = endpoint
-    if cfg_endpoint is None:
-        sys.path.insert(0, str(common.PROJECT_ROOT / "plugin"))
-        try:
-            from mattebox_plugin import config
-        finally:
-            sys.path.pop(0)
-        cfg_endpoint = config.load()["endpoint"]
-    passed, message = common.doctor_handshake(cfg_endpoint, timeout)
+    passed, message = common.doctor_handshake(endpoint or common.configured_endpoint(), timeout)
     check(passed, f"server: {message}")
-    return ok, lines
+    return report.ok, report.lines
 
 
 def _import_like_plugin(python: str, dest: Path, vendor_dir: Path) -> Tuple[bool, str]:
@@ -207,13 +198,7 @@ def _import_like_plugin(python: str, dest: Path, vendor_dir: Path) -> Tuple[bool
             "import zmq, msgpack, mattebox_plugin.client\n"
             "print('Python %d.%d, pyzmq %s from %s' % (sys.version_info[0], sys.version_info[1], zmq.__version__,"
             " zmq.__file__))")
-    try:
-        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"cannot run {python}: {exc}"
-    if proc.returncode != 0:
-        return False, (proc.stderr.strip().splitlines() or ["failed"])[-1]
-    return True, proc.stdout.strip()
+    return _run_python(python, code)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -164,13 +164,8 @@ def doctor(target: Optional[Path] = None, endpoint: Optional[str] = None,
     """Check the installation and the server; returns (all good, report lines)."""
     target = Path(target) if target else default_target()
     dest = target / FOLDER
-    lines: List[str] = []
-    ok = True
-
-    def check(passed: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and passed
-        lines.append(("ok    " if passed else "FAIL  ") + text)
+    report = common.DoctorReport()
+    check = report.check
 
     manifest = read_manifest(dest)
     check(manifest is not None, f"installed in {dest}" if manifest else f"not installed in {dest}")
@@ -185,17 +180,10 @@ def doctor(target: Optional[Path] = None, endpoint: Optional[str] = None,
         check(len(have) == 2, f"Python {version} (Nuke {_nukes_for(version)}): pyzmq+msgpack vendored "
                               f"({', '.join(have) or 'none'} found)")
     if not (manifest or {}).get("python_versions"):
-        lines.append("note  no wheels vendored: Nuke's Python must already have pyzmq and msgpack")
-    sys.path.insert(0, str(common.PROJECT_ROOT / "plugin"))
-    try:
-        from mattebox_plugin import config
-
-        endpoint = endpoint or config.load()["endpoint"]
-        passed, message = common.doctor_handshake(endpoint, timeout)
-    finally:
-        sys.path.pop(0)
+        report.note("no wheels vendored: Nuke's Python must already have pyzmq and msgpack")
+    passed, message = common.doctor_handshake(endpoint or common.configured_endpoint(), timeout)
     check(passed, f"server: {message}")
-    return ok, lines
+    return report.ok, report.lines
 
 
 def _nukes_for(version: str) -> str:
