@@ -7,9 +7,7 @@
 * the real stereo pair skimage.data.stereo_motorcycle() (skipped if scikit-image is absent): runs the two-frame
   engine with an automatic trimap and writes bench/results/twoframe_motorcycle.png (contact sheet).
 
-Note (docs/twoframe.md, "Limits"): the "balanced" alpha solve is not converged, so part of any difference here
-comes from the data term changing the CG start; with the converged "best" preset two-frame was 1.09x on 10
-training seeds.
+docs/twoframe.md, "Limits", explains the measured gap to the target (oracle decomposition, what was tried).
 
 Usage: python bench/twoframe.py [--pairs 50]. Writes bench/results/twoframe.json and twoframe.md.
 """

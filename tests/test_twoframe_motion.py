@@ -7,7 +7,7 @@ import pytest
 
 from mattebox.synth.backgrounds import textured_background
 from mattebox.twoframe.align import align_pair
-from mattebox.twoframe.motion import DISFlow, consistency, fill_nearest, separate_flows, warp
+from mattebox.twoframe.motion import DISFlow, consistency, fill_nearest, inconsistent, separate_flows, warp
 
 
 def _texture(seed=0, size=(96, 128)):
@@ -38,6 +38,16 @@ def test_forward_backward_consistency_is_zero_for_a_rigid_shift_and_large_for_a_
     forward = np.tile(np.float32([2.0, 1.0]), (20, 30, 1))
     assert consistency(forward, -forward)[5:-5, 5:-5].max() < 1e-5
     assert consistency(forward, forward)[5:-5, 5:-5].min() > 4.0
+
+
+def test_inconsistency_tolerance_grows_with_the_motion():
+    """Sundaram et al. 2010 eq. 5: the same 1.5 px residual is noise on a 20 px motion, an error on a 1 px one."""
+    for speed, expected in ((1.0, True), (20.0, False)):
+        forward = np.tile(np.float32([speed, 0.0]), (20, 30, 1))
+        backward = -forward + np.float32([1.5, 0.0])  # residual |w + ŵ| = 1.5 px everywhere
+        assert bool(inconsistent(forward, backward)[5:-5, 5:-5].all()) is expected
+    rigid = np.tile(np.float32([20.0, 3.0]), (20, 30, 1))
+    assert not inconsistent(rigid, -rigid)[5:-5, 5:-5].any()
 
 
 def test_fill_nearest_copies_the_closest_valid_value():

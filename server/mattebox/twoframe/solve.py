@@ -9,13 +9,19 @@ compositing equation I = αF + (1 − α)B gives the least-squares alpha
 
     α_B = (I − B)·(F − B) / |F − B|²,
 
-(Chuang et al., "A Bayesian approach to digital matting", CVPR 2001, eq. 8 with known F and B), with F the
-multilevel foreground estimate from α_s (Germer et al. 2020). α_B enters the matting-Laplacian solve
-(:func:`mattebox.engines.classical.alpha.solve_alpha`) as a soft data term with weight
-λ·|F − B|²/(|F − B|² + σ²): confident where foreground and background colours differ, vanishing where they agree,
-and zero where B is not known — there the result is the single-frame closed-form solution (per-pixel fallback).
-Where B is known the straight foreground follows from the same equation, F = (I − (1 − α)B)/α, and replaces the
-multilevel estimate in proportion to α (it is ill-conditioned for small α).
+(Chuang et al., "A Bayesian approach to digital matting", CVPR 2001, eq. 8 with known F and B), evaluated in
+linear light, where the compositing equation holds, with F the nearest definite-foreground colour. α_B enters the
+matting-Laplacian solve (:func:`mattebox.engines.classical.alpha.solve_alpha`) as a soft data term whose weight
+is λ times two confidences:
+
+* colour separation ``|F − B|²/(|F − B|² + σ²)``: vanishing where foreground and background colours agree;
+* alignment: B comes from a flow extrapolated into the band, so it carries a position error of about σ_f pixels,
+  i.e. a colour error σ_f·|∇B| and an alpha error σ_α = σ_f·|∇B|/|F − B|; the weight is 1/(1 + σ_α²/τ²). On richly
+  textured backgrounds this is what keeps a sub-pixel misregistration from writing texture into alpha.
+
+Where B is not known the weight is zero and the result is the single-frame closed-form solution (per-pixel
+fallback). Where B is known the straight foreground follows from the same equation, F = (I − (1 − α)B)/α, and
+replaces the multilevel estimate in proportion to α (it is ill-conditioned for small α).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from typing import Callable, Dict, Optional
 import cv2
 import numpy as np
 
-from ..colour import linear_to_srgb, srgb_to_linear
+from ..colour import linear_to_srgb
 from ..contract import no_progress
 from ..engines.classical.alpha import SolverSettings, solve_alpha
 from ..engines.classical.foreground import multilevel
@@ -36,14 +42,14 @@ from .motion import fill_nearest, warp
 @dataclass
 class PairSettings:
     prior_weight: float = 0.3  #: λ, the data term's weight relative to the Laplacian
-    colour_sigma: float = 0.08  #: σ (sRGB units): |F − B| at which the data term reaches half weight
+    colour_sigma: float = 0.02  #: σ (linear light): |F − B| at which the colour confidence reaches one half
+    flow_sigma_px: float = 1.0  #: σ_f, the expected position error of the extrapolated background flow (px)
+    alpha_tolerance: float = 0.03  #: τ: alignment confidence halves where the alpha error σ_α reaches τ
     clear_alpha: float = 0.02  #: α_s below this counts as background in frame 0
     clear_radius: int = 2  #: … over a (2r+1)² neighbourhood (absorbs flow error)
     min_parallax_px: float = 1.0  #: the layers must move apart by this much for B to be new information
-    revealed_colour: float = 0.06  #: |I − B| above this (sRGB) = background hidden in frame 1, revealed in frame 0
+    revealed_colour: float = 0.02  #: |I − B| above this (linear) = background hidden in frame 1, revealed in frame 0
     min_coverage: float = 0.01  #: the pair is usable when at least this fraction of the band has B known
-    foreground_source: str = "nearest"  #: F for α_B: "nearest" definite-foreground colour or "multilevel"
-    prior_on_revealed_only: bool = False  #: data term only where the background is revealed (I clearly ≠ B)
 
 
 def known_background(aligned: AlignedPair, single_alpha: np.ndarray, settings: PairSettings) -> np.ndarray:
@@ -60,12 +66,20 @@ def known_background(aligned: AlignedPair, single_alpha: np.ndarray, settings: P
     return band & ~hazy_there & parallax
 
 
-def foreground_guess(image, image_srgb, single_alpha, trimap, settings: PairSettings) -> np.ndarray:
-    """H×W×3 sRGB foreground colour for α_B: the nearest definite-foreground colour (``nearest``) or the
-    multilevel estimate from α_s (``multilevel``)."""
-    if settings.foreground_source == "nearest" and (trimap == 1).any():
-        return fill_nearest(image_srgb, trimap == 1)
-    return linear_to_srgb(np.clip(multilevel(image, single_alpha), 0, 1)).astype(np.float32)
+def background_alpha(image: np.ndarray, background: np.ndarray, foreground: np.ndarray, settings: PairSettings):
+    """(α_B, confidence), both H×W, from known background and foreground colours (all H×W×3 linear light):
+    the least-squares alpha of I = αF + (1 − α)B and the product of the colour-separation and alignment
+    confidences described in the module docstring."""
+    diff = foreground - background
+    contrast = np.sum(diff * diff, axis=-1)
+    alpha_b = np.clip(np.sum((image - background) * diff, axis=-1) / np.maximum(contrast, 1e-8), 0, 1)
+    grad_x = cv2.Sobel(background, cv2.CV_32F, 1, 0, ksize=3) / 8.0  # per-pixel derivatives
+    grad_y = cv2.Sobel(background, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    gradient2 = np.sum(grad_x * grad_x + grad_y * grad_y, axis=-1)
+    alpha_error2 = settings.flow_sigma_px ** 2 * gradient2 / np.maximum(contrast, 1e-8)  # σ_α²
+    separation = contrast / (contrast + settings.colour_sigma ** 2)
+    confidence = separation / (1.0 + alpha_error2 / settings.alpha_tolerance ** 2)
+    return alpha_b.astype(np.float32), confidence.astype(np.float32)
 
 
 def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver: SolverSettings,
@@ -83,14 +97,11 @@ def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver
     aligned = align_pair(image_srgb, second_srgb, trimap)
     band = trimap == 0.5
     known = known_background(aligned, single_alpha, settings)
-    background = aligned.background_aligned  # sRGB
-    fg_srgb = foreground_guess(image, image_srgb, single_alpha, trimap, settings)
-    diff = fg_srgb - background
-    contrast = np.sum(diff * diff, axis=-1)
-    alpha_b = np.clip(np.sum((image_srgb - background) * diff, axis=-1) / np.maximum(contrast, 1e-6), 0, 1)
-    revealed = known & (np.linalg.norm(image_srgb - background, axis=-1) > settings.revealed_colour)
-    prior_mask = revealed if settings.prior_on_revealed_only else known
-    weight = np.where(prior_mask, settings.prior_weight * contrast / (contrast + settings.colour_sigma ** 2), 0.0)
+    b_lin = warp(second, aligned.motion.background)  # M^B_{0→1}(I0) in linear light
+    fg_lin = fill_nearest(image, trimap == 1) if (trimap == 1).any() else image
+    alpha_b, confidence = background_alpha(image, b_lin, fg_lin, settings)
+    revealed = known & (np.linalg.norm(image - b_lin, axis=-1) > settings.revealed_colour)
+    weight = np.where(known, settings.prior_weight * confidence, 0.0)
     band_count = max(int(band.sum()), 1)
     coverage = float(known.sum()) / band_count
     usable = coverage >= settings.min_coverage
@@ -103,7 +114,6 @@ def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver
     progress("foreground", 0, 1)
     foreground = multilevel(image, alpha)
     if usable:
-        b_lin = srgb_to_linear(background)
         a3 = alpha[..., None]
         direct = np.clip((image - (1 - a3) * b_lin) / np.maximum(a3, 1e-3), 0, 1)
         trust = (known * np.clip((alpha - 0.1) / 0.3, 0, 1))[..., None]
