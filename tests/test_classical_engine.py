@@ -60,6 +60,26 @@ def test_automatic_guidance_falls_back_to_grabcut_without_weights():
     assert np.abs(result.alpha - alpha).mean() < 0.1  # the disc is found
 
 
+def test_grabcut_keeps_a_subject_that_runs_off_the_bottom_edge_and_is_deterministic():
+    """A portrait's shoulders cross the frame edge: that strip must not be forced to background."""
+    from mattebox.engines.classical.guidance import grabcut_mask
+
+    h, w = 120, 160
+    ys, xs = np.mgrid[:h, :w]
+    rng = np.random.default_rng(0)
+    image = np.empty((h, w, 3), np.float32)
+    image[:] = [0.2, 0.35, 0.6]
+    image += 0.05 * np.sin(xs / 5.0)[..., None] + rng.normal(0, 0.01, (h, w, 3)).astype(np.float32)  # backdrop
+    head = ((xs - 80) / 22.0) ** 2 + ((ys - 45) / 28.0) ** 2 <= 1
+    shoulders = (ys >= 68) & (np.abs(xs - 80) <= 50)  # joins the head, reaches the bottom row
+    subject = head | shoulders
+    image[subject] = [0.85, 0.55, 0.35]
+    mask = grabcut_mask(np.clip(image, 0, 1)) > 0.5
+    assert mask[h - 3:, 40:120].mean() > 0.9  # the part on the bottom strip is kept
+    assert (mask & subject).sum() / (mask | subject).sum() > 0.9
+    assert np.array_equal(mask, grabcut_mask(np.clip(image, 0, 1)) > 0.5)
+
+
 def test_foreground_methods_decontaminate_a_known_composite():
     image, alpha, fg, _ = disc_scene()
     visible = alpha > 0.2
