@@ -51,6 +51,12 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path, monkeypatch):
+    """Servers started by a test keep their job store in the test's own folder, never the user's state dir."""
+    monkeypatch.setenv("MATTEBOX_STATE", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def server_process(tmp_path):
     """Factory: start servers (extra CLI args allowed); all are stopped after the test."""

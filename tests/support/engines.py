@@ -11,12 +11,16 @@ from mattebox.contract import Engine, MatteResult
 
 class SlowEngine(Engine):
     """Alpha = mean of the image's channels; runs MATTEBOX_TEST_STEPS steps of MATTEBOX_TEST_STEP_S seconds,
-    reporting progress at each, so tests can cancel or kill mid-job."""
+    reporting progress at each, so tests can cancel or kill mid-job. With MATTEBOX_TEST_RUN_LOG set, each run
+    appends a line to that file, so tests can count how often the engine really ran."""
 
     name = "test-slow"
     description = "test engine: slow, deterministic"
 
     def matte(self, request, progress):
+        if os.environ.get("MATTEBOX_TEST_RUN_LOG"):
+            with open(os.environ["MATTEBOX_TEST_RUN_LOG"], "a") as fh:
+                fh.write(f"{float(request.image.mean()):.6f}\n")
         steps = int(os.environ.get("MATTEBOX_TEST_STEPS", "20"))
         for step in range(steps):
             progress("work", step, steps)
