@@ -214,6 +214,9 @@ class JobStore:
             self._lock.release()
             raise
         self._ops: "queue.Queue[Optional[Tuple[Callable, tuple]]]" = queue.Queue()
+        #: job id -> input buffers waiting to be spooled; ``forget`` drops them at once, so a job delivered and
+        #: released before the writer reaches it neither holds its memory nor costs a write
+        self._to_spool: Dict[str, Dict[str, Buffer]] = {}
         self._thread: Optional[threading.Thread] = None
         self.counters = {"spooled": 0, "stored_results": 0, "write_errors": 0, "bytes_written": 0}
 
@@ -368,7 +371,8 @@ class JobStore:
     # -------------------------------------------------------------------- asynchronous operations
     def add(self, job: Any, buffers: Dict[str, Buffer], then: Callable[[bool], None]) -> None:
         """Record a newly accepted job and spool its inputs; then ``then(stored)`` (the server answers accepted)."""
-        self._enqueue(self._add, job, buffers, then)
+        self._to_spool[job.id] = buffers
+        self._enqueue(self._add, job, then)
 
     def started(self, job_id: str) -> None:
         self._enqueue(self._started, job_id, time.time())
@@ -383,6 +387,7 @@ class JobStore:
 
     def forget(self, job_id: str) -> None:
         """The client has the result (release) or it expired: delete the row and its files."""
+        self._to_spool.pop(job_id, None)
         self._enqueue(self._delete, job_id)
 
     def deliver(self, job_id: str, send: Callable[[Dict[str, Any], List[Any]], None],
@@ -391,34 +396,39 @@ class JobStore:
         self._enqueue(self._deliver, job_id, send, lost)
 
     # ------------------------------------------------------------------------ writer-thread bodies
-    def _add(self, job: Any, buffers: Dict[str, Buffer], then: Callable[[bool], None]) -> None:
-        name = f"{job.id}.mbx"
+    def _add(self, job: Any, then: Callable[[bool], None]) -> None:
+        buffers = self._to_spool.pop(job.id, None)
+        # a job that already ended needs no spooled inputs: its end is the next thing written
+        name = f"{job.id}.mbx" if job.state in ("queued", "running") else None
         stored = False
-        if not job.released:
+        if buffers is not None:  # else released already: nothing to keep
             try:
-                descs = [buf.describe() for buf in buffers.values()]
-                self.counters["bytes_written"] += write_message(self.spool / name, {"buffers": descs},
-                                                                [buf.data for buf in buffers.values()])
+                if name is not None:
+                    descs = [buf.describe() for buf in buffers.values()]
+                    self.counters["bytes_written"] += write_message(self.spool / name, {"buffers": descs},
+                                                                    [buf.data for buf in buffers.values()])
+                    self.counters["spooled"] += 1
                 self.db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(COLUMNS)}) VALUES "
                                 f"({', '.join('?' * len(COLUMNS))})",
                                 (job.id, job.client, msgpack.packb(job.params, use_bin_type=True), "queued",
                                  job.priority, time.time(), None, None, None, None, None, None, name, None, None, 0))
-                self.counters["spooled"] += 1
                 stored = True
             except (OSError, sqlite3.Error) as exc:
                 self.counters["write_errors"] += 1
                 log.error("could not store job; it runs, but would not survive a restart",
                           extra={"fields": {"id": job.id, "error": str(exc)}})
-                self._unlink(self.spool / name)
+                if name is not None:
+                    self._unlink(self.spool / name)
         then(stored)
 
     def _started(self, job_id: str, when: float) -> None:
         self.db.execute("UPDATE jobs SET state='running', started=? WHERE id=?", (when, job_id))
 
     def _finished(self, job: Any, on_stored: Callable[[], None]) -> None:
-        if job.released or not job.stored:
+        reply = job.reply  # read first: the server drops it when the client releases the job
+        if job.released or not job.stored or reply is None:
             return  # delivered and released already (forget follows in the queue), or never recorded
-        header, frames = job.reply
+        header, frames = reply
         now = time.time()
         result = None
         error = None

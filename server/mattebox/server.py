@@ -289,7 +289,8 @@ class Server:
         """Drop a finished job (released by its client, or expired) from memory and from the store."""
         self.jobs.pop(job.id, None)
         job.released = True
-        if self.store is not None and job.stored:
+        job.reply = None  # the result's memory goes now, not when the store's writer reaches the job
+        if self.store is not None:
             self.store.forget(job.id)
 
     def _job(self, header: Dict[str, Any]) -> Job:
@@ -385,7 +386,7 @@ class Server:
         if final is None:
             final = header["op"] in (protocol.RESULT, protocol.ERROR)
             if self.store is not None:
-                if final and job.interrupted:
+                if final and job.interrupted and job.state == CANCELLED:
                     self.store.requeue(job.id)
                     return
                 if final:
@@ -428,7 +429,8 @@ class Server:
 
     # ------------------------------------------------------------------------------------- replies
     def _send(self, route: bytes, header: Dict[str, Any], frames: List[Any] = ()) -> None:
-        self.router.send_multipart([route, *protocol.encode(header, frames)], copy=False)
+        if route:  # a job restored after a restart has no route until its client attaches
+            self.router.send_multipart([route, *protocol.encode(header, frames)], copy=False)
 
     def hello_info(self, request_id: Optional[str] = None) -> Dict[str, Any]:
         return {"op": protocol.HELLO, "id": request_id, "server_version": __version__,
