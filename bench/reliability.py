@@ -300,7 +300,7 @@ def _restart_env(state: Path, steps: str) -> dict:
 
 def _runs(state: Path) -> int:
     log = state / "runs.log"
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
 
 
 def fault_server_restart() -> dict:

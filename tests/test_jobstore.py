@@ -28,8 +28,9 @@ def state(tmp_path, monkeypatch) -> Path:
 
 
 def runs(state: Path) -> int:
+    """How many times the test engine started a run (tests/support/engines.py)."""
     log = state.parent / "runs.log"
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
 
 
 def image(seed: int) -> np.ndarray:
