@@ -187,7 +187,7 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
     with Client(endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
         job = c.submit(image=image(3), params={"engine": "test-slow"})
         for expected_runs in (1, 2):
-            wait_for(lambda: runs(state) == expected_runs and status(endpoint)["running"], what="the job running")
+            wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running"], what="the job running")
             server.stop(signal.SIGKILL)
             server = restart(server_process, endpoint)
         with pytest.raises(JobFailed) as failure:

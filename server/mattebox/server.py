@@ -29,7 +29,7 @@ from mattebox_plugin.protocol import ProtocolError
 
 from . import __version__, engines
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker
-from .jobstore import JobStore, StoredFileError, StoredJob, StoreUnavailable, load_inputs
+from .jobstore import JobStore, StoredFileError, StoredJob, load_inputs
 from .sysinfo import memory_usage
 
 log = logging.getLogger("mattebox.server")
@@ -347,7 +347,8 @@ class Server:
                   priority=params.get("priority", 0), reply_region=reply_region)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
-        accepted = {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name, "queue_position": self.queue.ahead_of(job.priority)}
+        accepted = {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name,
+                    "queue_position": self.queue.ahead_of(job.priority)}
         if self.store is None:
             self.queue.put(job)
             self._send(route, accepted)
