@@ -141,6 +141,16 @@ def load_inputs(path: Path) -> Dict[str, Buffer]:
                                  desc.get("premultiplied", False)) for desc, frame in zip(header["buffers"], frames)}
 
 
+def _lower_thread_priority(niceness: int = 10) -> None:
+    """Let the writer yield the CPU to the request loop and the workers (Linux schedules threads as tasks, so
+    a thread can be reniced on its own); elsewhere nothing changes."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id") and os.name == "posix":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------------------------- locking
 class _DirectoryLock:
     """An exclusive advisory lock on ``directory/lock`` (fcntl, or msvcrt on Windows), released by the OS when the
@@ -354,6 +364,7 @@ class JobStore:
         return self._ops.qsize()
 
     def _run(self) -> None:
+        _lower_thread_priority()
         while True:
             item = self._ops.get()
             if item is None:
