@@ -303,6 +303,15 @@ def _runs(state: Path) -> int:
     return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
 
 
+def _wait_accepted(jobs, timeout: float = 60.0) -> None:
+    """Until every job's ``accepted`` arrived: with a job store that means it is on disk (``submit`` returns on
+    a job's first progress too, which can come first)."""
+    deadline = time.monotonic() + timeout
+    while not all(job.accepted or job.done for job in jobs) and time.monotonic() < deadline:
+        for job in jobs:
+            job.poll(0.01)
+
+
 def fault_server_restart() -> dict:
     """kill -9 with jobs queued; the restarted server (same state directory) reruns them, the client only attaches."""
     from mattebox_plugin.client import Client
@@ -315,6 +324,7 @@ def fault_server_restart() -> dict:
         client.hello()
         images = [np.random.default_rng(100 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
         jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        _wait_accepted(jobs)
         queued = client.status()["queue"]
         first.stop(signal.SIGKILL)
         second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)

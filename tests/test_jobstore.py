@@ -47,6 +47,12 @@ def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stored(*jobs) -> None:
+    """Wait for the jobs' ``accepted``: a server with a store sends it once the job is on disk. (``submit`` may
+    return earlier, on the job's first progress, when it starts at once.)"""
+    wait_for(lambda: [job.poll(0) for job in jobs] and all(job.accepted for job in jobs), what="accepted")
+
+
 def status(endpoint: str) -> dict:
     with Client(endpoint, timeout=10) as c:
         return c.status()
@@ -170,6 +176,7 @@ def test_queued_jobs_rerun_after_kill9_without_resubmission(server_process, stat
     with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
         images = [image(10 + i) for i in range(4)]
         jobs = [c.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        stored(*jobs)
         first.stop(signal.SIGKILL)
         second = restart(server_process, first.endpoint)
         for img, job in zip(images, jobs):
@@ -186,6 +193,7 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
     endpoint = server.endpoint
     with Client(endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
         job = c.submit(image=image(3), params={"engine": "test-slow"})
+        stored(job)
         for expected_runs in (1, 2):
             wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running"], what="the job running")
             server.stop(signal.SIGKILL)
@@ -207,6 +215,7 @@ def test_clean_shutdown_requeues_the_running_job(server_process, state, monkeypa
     with Client(first.endpoint, timeout=3, heartbeat=0.2, resubmit=False) as c:
         img = image(4)
         job = c.submit(image=img, params={"engine": "test-slow"})
+        stored(job)
         wait_for(lambda: runs(state) == 1, what="the job running")
         assert first.stop() == 0
         restart(server_process, first.endpoint)
@@ -221,6 +230,7 @@ def test_corrupt_spooled_inputs_are_reported_lost(server_process, state, monkeyp
     with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
         running = c.submit(image=image(5), params={"engine": "test-slow"})
         queued = c.submit(image=image(6), params={"engine": "test-slow"})
+        stored(running, queued)
         wait_for(lambda: runs(state) == 1, what="the first job running")
         first.stop(signal.SIGKILL)
         spooled = state / "spool" / f"{queued.id}.mbx"

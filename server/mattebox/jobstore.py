@@ -5,6 +5,7 @@ A state directory (``paths.state_dir()``, ``mattebox serve --state-dir``) holds:
     jobs.sqlite3 (+ -wal, -shm)  one row per job the server still owes a client
     spool/<id>.mbx               the job's input buffers, from acceptance until the job finishes (to rerun it)
     results/<id>.mbx             a finished job's reply (header + output frames), until released or expired
+    running/<id>.run             an empty marker: the job has started running (made before its engine starts)
     lock                         an advisory lock: one server per directory
 
 Every file is written to a temporary name and moved into place with ``os.replace``, and carries its payload's
@@ -13,8 +14,11 @@ half a result that looks whole. The database runs in WAL mode with ``synchronous
 nothing committed (a power cut may lose the last commits, which then read as jobs still running, and rerun).
 
 All database and file writes run on one thread (:class:`JobStore`'s writer), in the order they were asked for, so
-the server's ROUTER loop never waits on a disk write; the loop only enqueues. Reads of spooled inputs happen in
-worker threads (files only, no database). Start-up (:meth:`JobStore.recover`) runs before the writer starts.
+the server's ROUTER loop never waits on a disk write; the loop only enqueues. Two exceptions, both in worker
+threads and neither touching the database: reading a restored job's spooled inputs, and the run marker, an empty
+file a worker makes before the engine starts, so a job that kills the server at once still counts as having run
+(the database's ``running`` state is written by the writer, which may be behind). Start-up
+(:meth:`JobStore.recover`) runs before the writer starts.
 
 Recovery policy: finished jobs stay fetchable until their ``expires`` time; queued jobs are queued again; a job
 that was running is rerun once (``reruns`` counts the restarts it lived through) and reported ``job_lost`` if it
@@ -212,8 +216,9 @@ class JobStore:
         self.ttl = float(ttl)
         self.spool = self.directory / "spool"
         self.results = self.directory / "results"
+        self.running = self.directory / "running"
         try:
-            for folder in (self.directory, self.spool, self.results):
+            for folder in (self.directory, self.spool, self.results, self.running):
                 folder.mkdir(parents=True, exist_ok=True)
             self._lock = _DirectoryLock(self.directory)
         except OSError as exc:
@@ -291,6 +296,8 @@ class JobStore:
             if job is not None:
                 restored.append(job)
         self._remove_orphans({p for job in restored for p in (job.inputs, job.result) if p is not None})
+        for marker in self.running.iterdir():  # read above; a rerun makes a new one
+            self._unlink(marker)
         counts: Dict[str, int] = {}
         for job in restored:
             counts[job.state] = counts.get(job.state, 0) + 1
@@ -305,7 +312,7 @@ class JobStore:
             self._delete(job_id)
             return None
         lost = None
-        if state == "running":
+        if state == "running" or (state == "queued" and self._marker(job_id).exists()):
             record["reruns"] += 1
             if record["reruns"] > MAX_RERUNS:
                 lost = (f"job {job_id} was running when the server stopped, and it had already been rerun after "
@@ -386,7 +393,16 @@ class JobStore:
         self._enqueue(self._add, job, then)
 
     def started(self, job_id: str) -> None:
+        """The job's engine is about to run: make its run marker now (in the caller's thread: it must exist before
+        the engine can crash the server) and record the state on the writer."""
+        try:
+            self._marker(job_id).touch()
+        except OSError as exc:
+            log.warning("could not mark a job running", extra={"fields": {"id": job_id, "error": str(exc)}})
         self._enqueue(self._started, job_id, time.time())
+
+    def _marker(self, job_id: str) -> Path:
+        return self.running / f"{job_id}.run"
 
     def finished(self, job: Any, on_stored: Callable[[], None]) -> None:
         """Store ``job.reply`` (a result's frames go to a file); ``on_stored()`` once it is on disk."""
@@ -461,14 +477,17 @@ class JobStore:
                          error and error.hint, result, now + self.ttl, job_id))
         if row and row[0]:
             self._unlink(self.spool / row[0])
+        self._unlink(self._marker(job_id))
 
     def _requeue(self, job_id: str) -> None:
         self.db.execute("UPDATE jobs SET state='queued', started=NULL WHERE id=? AND state IN ('queued', 'running')",
                         (job_id,))
+        self._unlink(self._marker(job_id))  # a clean stop: not counted as a rerun
 
     def _delete(self, job_id: str) -> None:
         row = self.db.execute("SELECT inputs, result FROM jobs WHERE id=?", (job_id,)).fetchone()
         self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        self._unlink(self._marker(job_id))
         if row:
             for folder, name in zip((self.spool, self.results), row):
                 if name:
