@@ -269,6 +269,10 @@ class Client:
                job_id: Optional[str] = None) -> Job:
         """Send a matte job and wait until the server accepted it (or raise JobFailed naming the bad field).
 
+        Returns at ``accepted`` or at the job's first progress, whichever comes first. A server with a job store
+        sends ``accepted`` once the job is on disk, so ``job.accepted`` turning True means a server restart will
+        not lose it.
+
         Inputs are numpy arrays or :class:`protocol.Buffer`; ``colorspace``/``premultiplied`` describe the colour
         inputs given as arrays (``image``, ``second``, ``background``); masks and trimaps are data.
         """
