@@ -4,7 +4,9 @@ a corrupt database or spool; bad input still refused field by field. Real server
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +220,9 @@ def test_clean_shutdown_requeues_the_running_job(server_process, state, monkeypa
         stored(job)
         wait_for(lambda: runs(state) == 1, what="the job running")
         assert first.stop() == 0
+        with closing(sqlite3.connect(state / "jobs.sqlite3")) as db:  # queued again, not counted as a rerun
+            assert db.execute("SELECT state, reruns FROM jobs WHERE id=?", (job.id,)).fetchone() == ("queued", 0)
+        assert not list((state / "running").iterdir())
         restart(server_process, first.endpoint)
         np.testing.assert_allclose(job.result(timeout=30).alpha, img.mean(axis=2), atol=1e-6)
     assert runs(state) == 2
