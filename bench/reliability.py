@@ -7,11 +7,15 @@
 2. load: 8 concurrent client processes x 200 jobs each (passthrough engine, each job's mask unique so a wrong or
    duplicated delivery is caught). Pass: 0 lost, 0 duplicated, 0 wrong; p50/p99 latency reported.
 3. faults: kill -9 of a client mid-job (the other clients lose nothing, the server keeps serving); server kill -9
-   and restart with jobs queued (the client gets every result); a cluster replica killed mid-job (when ray is
-   installed). Pass: 0 jobs lost.
+   and restart with jobs queued, and with results finished but not fetched (the server's job store brings them
+   back: the client gets every result without resubmitting, and finished jobs do not run again); a cluster replica
+   killed mid-job (when ray is installed). Pass: 0 jobs lost.
 4. memory: server RSS after 1,000 jobs within 10% of after 100.
+5. store: what the job store costs: a 1920x1080 image+mask round trip (passthrough engine) against a server with
+   a state directory vs a memory-only one, pixels through shared memory and as frames.
 
-``python bench/reliability.py [fuzz load faults memory] [--messages N]``; writes bench/results/reliability.json + .md.
+``python bench/reliability.py [fuzz load faults memory store] [--messages N]``; writes
+bench/results/reliability.json + .md.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -46,12 +51,17 @@ def _env(**extra):
 
 
 class ServerProc:
-    def __init__(self, endpoint="tcp://127.0.0.1:0", *args, **env):
-        self.ready = Path(tempfile.mkdtemp()) / "endpoint"
+    """``mattebox serve`` in a subprocess; its job store lives in its own temporary folder unless ``state_dir`` is
+    given (a folder shared with the server it replaces, or "none" for memory-only)."""
+
+    def __init__(self, endpoint="tcp://127.0.0.1:0", *args, state_dir=None, **env):
+        self.ready = Path(tempfile.mkdtemp(prefix="mattebox-bench-")) / "endpoint"
         self.log = open(self.ready.parent / "server.log", "wb")
+        state_dir = str(state_dir or self.ready.parent / "state")
         self.proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint,
                                       "--ready-file", str(self.ready), "--device", "cpu", "--log-level", "warning",
-                                      *args], env=_env(**env), stdout=self.log, stderr=self.log)
+                                      "--state-dir", state_dir, *args], env=_env(**env), stdout=self.log,
+                                     stderr=self.log)
         deadline = time.monotonic() + 180
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -77,6 +87,7 @@ class ServerProc:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.ready.parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------- fuzz
@@ -282,26 +293,94 @@ def fault_client_killed() -> dict:
             "lost": len(jobs) - ok, "server_alive": alive and still, "pass": ok == len(jobs) and alive and still}
 
 
+def _restart_env(state: Path, steps: str) -> dict:
+    return dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS=steps, MATTEBOX_TEST_STEP_S="0.05",
+                MATTEBOX_TEST_RUN_LOG=str(state / "runs.log"))
+
+
+def _runs(state: Path) -> int:
+    log = state / "runs.log"
+    return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def _wait_accepted(jobs, timeout: float = 60.0) -> None:
+    """Until every job's ``accepted`` arrived: with a job store that means it is on disk (``submit`` returns on
+    a job's first progress too, which can come first)."""
+    deadline = time.monotonic() + timeout
+    while not all(job.accepted or job.done for job in jobs) and time.monotonic() < deadline:
+        for job in jobs:
+            job.poll(0.01)
+
+
 def fault_server_restart() -> dict:
+    """kill -9 with jobs queued; the restarted server (same state directory) reruns them, the client only attaches."""
     from mattebox_plugin.client import Client
 
-    env = dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="5", MATTEBOX_TEST_STEP_S="0.05")
-    first = ServerProc("tcp://127.0.0.1:0", **env)
+    state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
+    env = _restart_env(state, "5")
+    first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
     port = first.endpoint.rsplit(":", 1)[1]
-    with Client(first.endpoint, timeout=3, heartbeat=0.3) as client:
+    with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
         images = [np.random.default_rng(100 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
         jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        _wait_accepted(jobs)
         queued = client.status()["queue"]
         first.stop(signal.SIGKILL)
-        second = ServerProc(f"tcp://127.0.0.1:{port}", **env)
+        second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
         try:
-            results = [job.result(timeout=180) for job in jobs]
-            ok = sum(np.allclose(r.alpha, img.mean(axis=2), atol=1e-6) for r, img in zip(results, images))
+            ok = 0
+            for job, img in zip(jobs, images):
+                try:
+                    ok += bool(np.allclose(job.result(timeout=180).alpha, img.mean(axis=2), atol=1e-6))
+                except Exception as exc:  # counted as lost, reported
+                    print(f"restart fault: job {job.id} failed: {exc}", flush=True)
         finally:
             second.stop()
-    return {"fault": "server kill -9 and restart with jobs queued", "jobs": len(jobs), "queued_at_kill": queued,
-            "delivered": ok, "lost": len(jobs) - ok, "pass": ok == len(jobs)}
+    resubmitted = sum(job._resubmitted for job in jobs)
+    runs = _runs(state)
+    shutil.rmtree(state, ignore_errors=True)
+    return {"fault": "server kill -9 and restart with jobs queued (no resubmission)", "jobs": len(jobs),
+            "queued_at_kill": queued, "delivered": ok, "lost": len(jobs) - ok, "resubmitted": resubmitted,
+            "engine_runs": runs, "pass": ok == len(jobs) and resubmitted == 0}
+
+
+def fault_server_kill_unfetched() -> dict:
+    """kill -9 while finished results wait for a client that is not listening; after the restart the client's
+    attach gets every result from disk, and no job runs a second time."""
+    from mattebox_plugin.client import Client
+
+    state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
+    env = _restart_env(state, "2")
+    first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
+    port = first.endpoint.rsplit(":", 1)[1]
+    with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
+        client.hello()
+        images = [np.random.default_rng(300 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
+        jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        client._reconnect()  # the results now go to a connection that is gone: nobody fetches them
+        deadline = time.monotonic() + 120
+        on_disk = 0
+        while on_disk < len(jobs) and time.monotonic() < deadline:
+            on_disk = client.status()["store"]["results_on_disk"]
+            time.sleep(0.1)
+        first.stop(signal.SIGKILL)
+        second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
+        try:
+            ok = 0
+            for job, img in zip(jobs, images):
+                try:
+                    ok += bool(np.allclose(job.result(timeout=180).alpha, img.mean(axis=2), atol=1e-6))
+                except Exception as exc:
+                    print(f"unfetched fault: job {job.id} failed: {exc}", flush=True)
+        finally:
+            second.stop()
+    resubmitted = sum(job._resubmitted for job in jobs)
+    runs = _runs(state)
+    shutil.rmtree(state, ignore_errors=True)
+    return {"fault": "server kill -9 with finished-but-unfetched results", "jobs": len(jobs),
+            "results_on_disk_at_kill": on_disk, "delivered": ok, "lost": len(jobs) - ok, "resubmitted": resubmitted,
+            "engine_runs": runs, "pass": ok == len(jobs) and resubmitted == 0 and runs == len(jobs)}
 
 
 def fault_replica_killed() -> dict:
@@ -335,7 +414,7 @@ def fault_replica_killed() -> dict:
 
 
 def faults() -> list:
-    return [fault_client_killed(), fault_server_restart(), fault_replica_killed()]
+    return [fault_client_killed(), fault_server_restart(), fault_server_kill_unfetched(), fault_replica_killed()]
 
 
 # ----------------------------------------------------------------------------------------------- memory
@@ -370,6 +449,50 @@ def memory(first: int = 100, total: int = 1000, side: int = 1024) -> list:
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ store
+def store_overhead(jobs: int = 25, warmup: int = 3) -> list:
+    """Median 1920x1080 round trip (submit -> result, image float32 RGB + mask, alpha + foreground back) against
+    a server with a job store (state directory on this machine's disk) vs a memory-only one, pixels through shared
+    memory and as frames. Two engines: passthrough (a few ms: the job usually ends before the store's writer gets
+    to its inputs, so they are not spooled, and the client releases the result before it is written) and the test
+    engine taking 0.1 s (inputs are spooled while it runs and the result is written after it is sent: the store's
+    full cost, on the 2 cores the server, its writer and the client share)."""
+    from mattebox_plugin.client import Client
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1080, 1920, 3), dtype=np.float32)
+    mask = rng.random((1080, 1920), dtype=np.float32)
+    env = dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="2", MATTEBOX_TEST_STEP_S="0.05")
+    rows = []
+    for engine in ("passthrough", "test-slow"):
+        for shared in (True, False):
+            times, written = {}, 0.0
+            for label, state in (("memory-only", "none"), ("job store", None)):
+                server = ServerProc(state_dir=state, **env)
+                samples = []
+                with Client(server.endpoint, timeout=60, shared_memory=shared) as client:
+                    client.hello()
+                    for n in range(warmup + jobs):
+                        started = time.perf_counter()
+                        client.submit(image=image, mask=mask, params={"engine": engine}).result(timeout=60)
+                        if n >= warmup:
+                            samples.append(time.perf_counter() - started)
+                    time.sleep(0.5)  # let the writer finish before reading its counters
+                    store = client.status()["store"]
+                server.stop()
+                times[label] = statistics.median(samples)
+                if label == "job store":
+                    written = store.get("bytes_written", 0) / (warmup + jobs)
+            rows.append({"frame": "1920x1080", "engine": engine if engine == "passthrough" else "test-slow 0.1 s",
+                         "pixels": "shared memory" if shared else "frames", "jobs": jobs,
+                         "memory_only_ms": round(1000 * times["memory-only"], 1),
+                         "store_ms": round(1000 * times["job store"], 1),
+                         "overhead_ms": round(1000 * (times["job store"] - times["memory-only"]), 1),
+                         "ratio": round(times["job store"] / times["memory-only"], 2),
+                         "mb_written_per_job": round(written / 1e6, 1)})
+    return rows
+
+
 # -------------------------------------------------------------------------------------------------- main
 def _table(result: dict) -> str:
     lines = ["# Reliability (bench/reliability.py)", ""]
@@ -388,13 +511,15 @@ def _table(result: dict) -> str:
                   f"| {g['clients']} x {g['jobs_per_client']} | {g['delivered']} | {g['lost']} | {g['duplicated']} | "
                   f"{g['wrong']} | {g['p50_ms']} | {g['p99_ms']} | {g['jobs_per_s']} | {g['pass']} |", ""]
     if "faults" in result:
-        lines += ["## Faults", "", "| fault | jobs | delivered | lost | pass |", "|---|---|---|---|---|"]
+        lines += ["## Faults", "", "| fault | jobs | delivered | lost | resubmitted | engine runs | pass |",
+                  "|---|---|---|---|---|---|---|"]
         for f in result["faults"]:
             if "skipped" in f:
-                lines.append(f"| {f['fault']} | - | - | - | skipped: {f['skipped']} |")
+                lines.append(f"| {f['fault']} | - | - | - | - | - | skipped: {f['skipped']} |")
             else:
                 jobs = f.get("jobs", f.get("other_jobs"))
-                lines.append(f"| {f['fault']} | {jobs} | {f['delivered']} | {f['lost']} | {f['pass']} |")
+                lines.append(f"| {f['fault']} | {jobs} | {f['delivered']} | {f['lost']} | {f.get('resubmitted', '-')} "
+                             f"| {f.get('engine_runs', '-')} | {f['pass']} |")
         lines.append("")
     if "memory" in result:
         keys = [k for k in result["memory"][0] if k.startswith("rss_mb_after_")]
@@ -403,17 +528,25 @@ def _table(result: dict) -> str:
         lines += [f"| {m['frame']} | {m['pixels']} | {' | '.join(str(m[k]) for k in keys)} | {m['growth_pct']}% | "
                   f"{m['pass']} |" for m in result["memory"]]
         lines.append("")
+    if "store" in result:
+        lines += ["## Job store cost (1920x1080 round trip, median)", "",
+                  "| frame | engine | pixels | jobs | memory-only ms | job store ms | overhead ms | ratio | "
+                  "MB written per job |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['frame']} | {r['engine']} | {r['pixels']} | {r['jobs']} | {r['memory_only_ms']} | "
+                  f"{r['store_ms']} | {r['overhead_ms']} | {r['ratio']}x | {r['mb_written_per_job']} |"
+                  for r in result["store"]]
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["fuzz", "load", "faults", "memory"])
+    parser.add_argument("parts", nargs="*", default=["fuzz", "load", "faults", "memory", "store"])
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args(argv)
     path = RESULTS / "reliability.json"
-    result = json.loads(path.read_text()) if path.exists() and set(args.parts) != {"fuzz", "load", "faults",
-                                                                                   "memory"} else {}
+    every = {"fuzz", "load", "faults", "memory", "store"}
+    result = json.loads(path.read_text()) if path.exists() and set(args.parts) != every else {}
     for part in args.parts:
         started = time.perf_counter()
         if part == "fuzz":
@@ -424,6 +557,8 @@ def main(argv=None) -> int:
             result["faults"] = faults()
         elif part == "memory":
             result["memory"] = memory()
+        elif part == "store":
+            result["store"] = store_overhead()
         print(f"{part}: {time.perf_counter() - started:.0f} s", json.dumps(result[part])[:600], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

@@ -51,6 +51,20 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_state_dir(tmp_path_factory):
+    """Servers started by module- or session-wide fixtures keep their job store here, never in the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MATTEBOX_STATE", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path, monkeypatch):
+    """Servers started by a test keep their job store in the test's own folder, never the user's state dir."""
+    monkeypatch.setenv("MATTEBOX_STATE", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def server_process(tmp_path):
     """Factory: start servers (extra CLI args allowed); all are stopped after the test."""

@@ -1,5 +1,6 @@
 """`mattebox serve --cluster`: Ray Serve replicas behind the same ZeroMQ front door (local Ray, 2 CPU replicas).
-Jobs spread over replicas, status shows each replica, and a replica killed mid-job has its job retried."""
+Jobs spread over replicas, status shows each replica, a replica killed mid-job has its job retried, a replica's
+progress reaches the client, and a cancel stops the job on its replica."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from mattebox_plugin.client import Client
+from mattebox_plugin.client import Client, JobFailed
 
 from .conftest import ServerProcess, tree_env
 
@@ -36,14 +37,15 @@ def test_single_server_path_never_imports_ray():
 def cluster_server(tmp_path_factory):
     if not HAVE_RAY:
         pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
+    folder = tmp_path_factory.mktemp("cluster")
     os.environ.update(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine", MATTEBOX_TEST_STEPS="30",
-                      MATTEBOX_TEST_STEP_S="0.1")
+                      MATTEBOX_TEST_STEP_S="0.1", MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log"))
     try:
-        server = ServerProcess(tmp_path_factory.mktemp("cluster"), "--cluster", "--replicas", "2", "--log-level",
-                               "info")
+        server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info")
     finally:
-        for key in ("MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S"):
+        for key in ("MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S", "MATTEBOX_TEST_RUN_LOG"):
             os.environ.pop(key, None)
+    server.run_log = folder / "runs.log"
     yield server
     server.stop()
 
@@ -87,3 +89,41 @@ def test_replica_killed_mid_job_has_its_job_retried(cluster_server):
             np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
         assert max(r.info["attempts"] for r in results) >= 2
         assert client.status()["cluster"]["retried_jobs"] >= 1
+
+
+@pytest.mark.slow
+def test_replica_progress_reaches_the_client(cluster_server):
+    with Client(cluster_server.endpoint, timeout=60) as client:
+        img = _image(20)
+        job = client.submit(image=img, params={"engine": "test-slow"})
+        events = list(job.progress())
+        np.testing.assert_allclose(job.result().alpha, img.mean(axis=2), atol=1e-6)
+    work = [e for e in events if e["stage"] == "work"]  # the test engine's own stage, reported by its replica
+    assert len(work) >= 3 and work[-1]["total"] == 30 and work[-1]["done"] > work[0]["done"]
+
+
+@pytest.mark.slow
+def test_cancel_stops_the_job_on_its_replica(cluster_server):
+    """The engine stops at its next progress call on the replica (it logs no 'end'), and the replica is free."""
+    with Client(cluster_server.endpoint, timeout=60) as client:
+        img = _image(21)
+        job = client.submit(image=img, params={"engine": "test-slow"})
+        for event in job.progress():
+            if event["stage"] == "work" and event["done"] >= 2:
+                break
+        job.cancel()
+        with pytest.raises(JobFailed) as failure:
+            job.result(timeout=30)
+        assert failure.value.code == "cancelled"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(r["job"] == job.id for r in
+                                                  client.status()["cluster"]["replicas"].values()):
+            time.sleep(0.1)
+        assert not any(r["job"] == job.id for r in client.status()["cluster"]["replicas"].values())
+        key = f"{float(img.mean()):.6f}"
+        log = cluster_server.run_log.read_text().splitlines()
+        assert f"start {key}" in log and f"end {key}" not in log
+        # the replica takes new work
+        other = _image(22)
+        result = client.submit(image=other, params={"engine": "test-slow"}).result(timeout=120)
+        np.testing.assert_allclose(result.alpha, other.mean(axis=2), atol=1e-6)

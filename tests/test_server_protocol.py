@@ -298,23 +298,27 @@ def test_client_killed_mid_job_does_not_hurt_the_server(server_process, monkeypa
         np.testing.assert_allclose(res.alpha, img.mean(axis=2), atol=1e-6)
 
 
-def test_server_restart_loses_no_work(tmp_path, server_process, monkeypatch):
-    """Kill the server mid-job and start a new one on the same endpoint: the client resubmits the job."""
+def test_memory_only_server_restart_loses_no_work(tmp_path, server_process, monkeypatch):
+    """Kill a memory-only server (no job store) mid-job and start a new one on the same endpoint: it answers
+    unknown_job to the client's attach, and the client resubmits the job it kept. (With a job store the server
+    reruns it itself: tests/test_jobstore.py.)"""
     monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
-    first = server_process()
+    first = server_process("--state-dir", "none")
     endpoint = first.endpoint
     port = endpoint.rsplit(":", 1)[1]
     with Client(endpoint, timeout=2, heartbeat=0.3) as c:
         img = image()
         job = c.submit(image=img, params={"engine": "test-slow"})
         first.stop(9)
-        proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", f"tcp://127.0.0.1:{port}"],
+        proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", f"tcp://127.0.0.1:{port}",
+                                 "--state-dir", "none"],
                                 env=tree_env(MATTEBOX_TEST_STEPS="3"), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
             result = job.result(timeout=60)
             np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+            assert job._resubmitted
         finally:
             proc.terminate()
             proc.wait(timeout=15)

@@ -3,9 +3,10 @@
 Single-threaded and poll-driven, so a host can drive it from a UI timer (``job.poll(0)``) or block on it
 (``job.result()``). Every wait is bounded: ``timeout`` is the longest silence accepted from the server. While a
 job runs the client pings it (``attach``) every ``heartbeat`` seconds; after ``timeout`` seconds of silence it
-reconnects once on a fresh socket and re-attaches; if the server no longer knows the job (it restarted), the
-client resubmits the request it kept, so a restart loses no work. Only after a second silent ``timeout`` does it
-raise :class:`ServerUnavailable`.
+reconnects once on a fresh socket and re-attaches. A server with a job store (the default for ``mattebox serve``)
+still knows the job after a restart and answers the attach with its stored result, or reruns it; only when the
+server answers ``unknown_job`` (a memory-only server restarted) does the client resubmit the request it kept, so a
+restart loses no work either way. Only after a second silent ``timeout`` does it raise :class:`ServerUnavailable`.
 """
 from __future__ import annotations
 
@@ -64,10 +65,12 @@ class Result:
 class Job:
     """A submitted matte job. Poll it, iterate its progress, wait for its result, or cancel it."""
 
-    def __init__(self, client: "Client", job_id: str, header: Dict[str, Any], frames: List[Any]):
+    def __init__(self, client: "Client", job_id: str, header: Optional[Dict[str, Any]], frames: List[Any],
+                 auto_release: bool = True):
         self.client = client
         self.id = job_id
-        self._request = (header, frames)  # kept until the result arrives, to resubmit after a server restart
+        #: kept until the result arrives, to resubmit after a memory-only server restarted (None: attached by id)
+        self._request = (header, frames) if header is not None else None
         self._events: List[Dict[str, Any]] = []
         self._result: Optional[Result] = None
         self._error: Optional[JobFailed] = None
@@ -79,6 +82,7 @@ class Job:
         self._segment: Optional[shm.Segment] = None  #: same-host shared memory holding inputs and outputs
         self._inline_request = self._request  #: the request with pixels as frames (resubmitted to a new server)
         self._resubmitted = False
+        self._auto_release = auto_release
 
     @property
     def done(self) -> bool:
@@ -138,6 +142,7 @@ class Job:
                 raise ServerUnavailable(f"no answer from the mattebox server at {self.client.endpoint} for "
                                         f"{silent:.0f} s (job {self.id}); is it running?")
             self.client._reconnect()
+            self.client.server_info = None  # maybe a restarted server: say hello (and re-prove shm) before a submit
             self._reconnected = True
             self._last_heard = now
             self._attach()
@@ -167,7 +172,8 @@ class Job:
             self._result = Result(self.id, buffers, header.get("info", {}))
             self._request = None
             self._free_segment()
-            self.release()
+            if self._auto_release:
+                self.release()
         elif op == protocol.ERROR:
             if header.get("code") == "unknown_job" and self._request is not None and self.client.resubmit:
                 header_, frames_ = self._request  # the server lost the job (restart): submit it again
@@ -263,6 +269,10 @@ class Client:
                job_id: Optional[str] = None) -> Job:
         """Send a matte job and wait until the server accepted it (or raise JobFailed naming the bad field).
 
+        Returns at ``accepted`` or at the job's first progress, whichever comes first. A server with a job store
+        sends ``accepted`` once the job is on disk, so ``job.accepted`` turning True means a server restart will
+        not lose it.
+
         Inputs are numpy arrays or :class:`protocol.Buffer`; ``colorspace``/``premultiplied`` describe the colour
         inputs given as arrays (``image``, ``second``, ``background``); masks and trimaps are data.
         """
@@ -305,6 +315,16 @@ class Client:
             self._pump(0.1)
         if job._error is not None:
             raise job._error
+        return job
+
+    def attach(self, job_id: str, release: bool = True) -> Job:
+        """Follow a job submitted earlier, by this or another process (e.g. before a crash): its progress and
+        result come to this client. ``release=False`` leaves the result on the server for someone else to fetch.
+        Raises JobFailed (``unknown_job``) from ``result()`` when the server does not know the id."""
+        job_id = protocol.validate_job_id({"id": job_id})
+        job = Job(self, job_id, None, [], auto_release=release)
+        self._jobs[job_id] = job
+        job._attach()
         return job
 
     def close(self) -> None:
@@ -412,6 +432,6 @@ class Client:
                 job._deliver(header, buffers)
                 if job.done:
                     self._jobs.pop(job.id, None)
-            elif header.get("id") is not None:
-                self._replies[header["id"]] = header
+            elif header.get("id") is not None and header["op"] in (protocol.HELLO, protocol.STATUS, protocol.ERROR):
+                self._replies[header["id"]] = header  # a reply to _request; late job messages are dropped
 

@@ -50,13 +50,16 @@ ERROR_CODES = {
     "shape_mismatch": "an input's height and width differ from the image's",
     "too_large": "the message or image is over a server limit",
     "queue_full": "this client already has the maximum number of queued jobs",
-    "unknown_job": "no job with this id is known (never submitted, released or expired)",
+    "unknown_job": "no job with this id is known (never submitted, released, expired, or lost by a server "
+                   "restart without a job store)",
     "duplicate_job": "a job with this id already exists",
     "unknown_engine": "the requested engine or model is not registered",
     "engine_unavailable": "the engine exists but cannot run here (missing weights or device)",
     "engine_failed": "the engine raised an error while running the job",
     "cancelled": "the job was cancelled",
     "server_busy": "the server is shutting down or cannot take work",
+    "job_lost": "the server restarted and could not recover the job (interrupted again after one rerun, or its "
+                "stored inputs or result are missing or corrupt); submit it again",
 }
 
 

@@ -11,6 +11,16 @@ not lost. Engine errors are not retried: they fail the job as on a single server
 Replicas run :func:`mattebox.jobs.compute_locally`, exactly the single server's pipeline. Each registers in a
 small Ray actor (:class:`ReplicaRegistry`) so ``status`` shows per-replica pid, node, device, current job and
 jobs done. This module is the only one that imports ray, and only ``--cluster`` imports it.
+
+Progress and cancel go through the same registry actor. A replica's progress callback reports the job's stage
+there (at stage changes and at most every ``PROGRESS_INTERVAL`` s) and learns in the same call whether the job
+was cancelled, raising :class:`JobCancelled` at that stage boundary as the single server does; the front door's
+worker polls the registry while it waits and forwards new stages to the client. Serve's own
+``DeploymentResponse.cancel()`` is not used: once a request runs on a replica it cancels only Serve's asyncio
+wrapper, while the synchronous ``matte`` keeps running in the replica's thread pool (Ray does not interrupt running
+actor tasks), so Serve would count the replica free and could start a second job on the same GPU. A job cancelled
+before any replica took it ends at once at the front door; the replica that later receives it sees the flag before
+decoding and returns at once.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ import numpy as np
 
 from mattebox_plugin.protocol import Buffer, ProtocolError
 
+from .contract import JobCancelled
 from .jobs import Job, JobQueue, Notify, Worker
 
 log = logging.getLogger("mattebox.cluster")
@@ -30,14 +41,38 @@ APP_NAME = "mattebox"
 REGISTRY_NAME = "mattebox-replicas"
 NAMESPACE = "mattebox"
 #: environment a replica needs from the front door's (engine registry, test knobs, import path)
-FORWARDED_ENV = ("PYTHONPATH", "MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S", "MATTEBOX_MODELS")
+FORWARDED_ENV = ("PYTHONPATH", "MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S", "MATTEBOX_MODELS",
+                 "MATTEBOX_TEST_RUN_LOG")
+PROGRESS_INTERVAL = 0.2  #: seconds between a replica's progress reports within one stage (also its cancel checks)
 
 
 class ReplicaRegistry:
-    """Ray actor: what each replica is doing (registered by the replicas, read by ``status``)."""
+    """Ray actor: what each replica is doing (registered by the replicas, read by ``status``), and the channel for
+    per-job progress (replica -> front door) and cancel requests (front door -> replica)."""
 
     def __init__(self):
         self.replicas: Dict[str, Dict[str, Any]] = {}
+        self.progress: Dict[str, Dict[str, Any]] = {}  #: job id -> last progress event a replica reported
+        self.cancelled: Dict[str, float] = {}  #: job id -> when the front door cancelled it
+
+    def report(self, job_id: str, event: Optional[Dict[str, Any]]) -> bool:
+        """A replica's progress for ``job_id`` (None: only asking); returns True when the job was cancelled."""
+        if event is not None:
+            self.progress[job_id] = event
+        return job_id in self.cancelled
+
+    def poll(self, job_id: str) -> Optional[Dict[str, Any]]:
+        return self.progress.get(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        self.cancelled[job_id] = time.time()
+
+    def forget(self, job_id: str) -> None:
+        """The front door is done with the job. A cancel flag stays a while: the replica may not have seen it."""
+        self.progress.pop(job_id, None)
+        now = time.time()
+        for stale in [j for j, when in self.cancelled.items() if now - when > 3600]:
+            del self.cancelled[stale]
 
     def register(self, replica: str, info: Dict[str, Any]) -> None:
         self.replicas[replica] = dict(info, job=None, done=0, since=time.time())
@@ -74,28 +109,59 @@ class MatteReplica:
         self.registry.update.remote(self.replica, job_id)
         buffers = {name: Buffer(name, array, desc["shape"], desc["dtype"], desc.get("colorspace", "linear"),
                                 desc.get("premultiplied", False)) for name, (desc, array) in inputs.items()}
+        progress = _ReplicaProgress(self.registry, job_id)
         try:
-            descs, frames, info = compute_locally(buffers, params, _no_progress, self.device)
+            progress.check_cancelled()  # cancelled while it waited for a replica
+            descs, frames, info = compute_locally(buffers, params, progress, self.device)
         finally:
             self.registry.update.remote(self.replica, None, finished=True)
         info = dict(info, replica=self.replica, replica_pid=os.getpid())
         return descs, [np.asarray(frame) for frame in frames], info
 
 
-def _no_progress(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
-    """Replicas report no intermediate progress (the front door reports 'cluster' stages)."""
+class _ReplicaProgress:
+    """A replica's ``progress`` callback: reports to the registry at stage changes and at most every
+    PROGRESS_INTERVAL s within a stage, and raises JobCancelled when the front door cancelled the job."""
+
+    def __init__(self, registry: Any, job_id: str, interval: float = PROGRESS_INTERVAL):
+        self.registry = registry
+        self.job_id = job_id
+        self.interval = interval
+        self.last = (0.0, None)
+
+    def __call__(self, stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+        now = time.monotonic()
+        if stage == self.last[1] and now - self.last[0] < self.interval and done != total:
+            return
+        self.last = (now, stage)
+        event = {"stage": stage, "done": int(done), "total": int(total), "message": message}
+        if self._report(event):
+            raise JobCancelled()
+
+    def check_cancelled(self) -> None:
+        if self._report(None):
+            raise JobCancelled()
+
+    def _report(self, event: Optional[Dict[str, Any]]) -> bool:
+        import ray
+
+        try:
+            return bool(ray.get(self.registry.report.remote(self.job_id, event), timeout=5))
+        except Exception:  # the registry is unreachable: carry on (progress is a courtesy, cancel best effort)
+            return False
 
 
 class ClusterBackend:
     """Starts or joins Ray, deploys the replicas, and makes the front door's workers."""
 
     def __init__(self, address: Optional[str] = None, replicas: Optional[int] = None, device: str = "auto",
-                 retries: int = 3, replica_cpus: float = 0.5):
+                 retries: int = 3, replica_cpus: float = 0.5, poll_interval: float = PROGRESS_INTERVAL):
         self.address = address
         self.replicas = replicas
         self.device = device
         self.retries = retries
         self.replica_cpus = replica_cpus
+        self.poll_interval = poll_interval
         self.handle = None
         self.registry = None
         self._started_ray = False
@@ -173,27 +239,56 @@ class ClusterWorker(Worker):
 
         inputs = {name: (buf.describe(), np.frombuffer(buf.data, np.uint8)) for name, buf in job.buffers.items()}
         last_error: Optional[BaseException] = None
-        for attempt in range(1, self.backend.retries + 1):
-            progress("cluster", attempt - 1, self.backend.retries, "sent to a replica" if attempt == 1 else
-                     f"replica lost ({last_error.__class__.__name__}); retry {attempt - 1}")
+        try:
+            for attempt in range(1, self.backend.retries + 1):
+                progress("cluster", attempt - 1, self.backend.retries, "sent to a replica" if attempt == 1 else
+                         f"replica lost ({last_error.__class__.__name__}); retry {attempt - 1}")
+                try:
+                    descs, frames, info = self._wait(job, self.backend.handle.matte.remote(job.id, inputs,
+                                                                                           job.params), progress)
+                except JobCancelled:
+                    self.backend.registry.cancel.remote(job.id)  # the replica stops at its next progress call
+                    raise
+                except ray.exceptions.RayTaskError as exc:  # the engine failed: as on a single server, no retry
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, (ProtocolError, JobCancelled)):
+                        raise cause from None
+                    raise RuntimeError(f"replica: {cause.__class__.__name__ if cause else 'error'}: "
+                                       f"{cause or exc}") from None
+                except (ray.exceptions.RayError, RuntimeError) as exc:  # replica died or unreachable: run it again
+                    last_error = exc
+                    self.backend.retried += 1
+                    log.warning("replica lost mid-job; retrying", extra={"fields": {
+                        "id": job.id, "attempt": attempt, "error": str(exc)[:200]}})
+                    time.sleep(min(2.0, 0.5 * attempt))
+                    continue
+                job.buffers = None
+                return descs, frames, dict(info, attempts=attempt)
+            raise RuntimeError(f"job {job.id} lost its replica {self.backend.retries} times: {last_error}")
+        finally:
+            self.backend.registry.forget.remote(job.id)
+
+    def _wait(self, job: Job, response: Any, progress: Any) -> tuple:
+        """The replica's answer; meanwhile forward the stages it reports, and raise JobCancelled (through
+        ``progress``) as soon as the job is cancelled here."""
+        import ray
+
+        seen = None
+        while True:
             try:
-                descs, frames, info = self.backend.handle.matte.remote(job.id, inputs, job.params).result()
-            except ray.exceptions.RayTaskError as exc:  # the engine failed: as on a single server, no retry
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, ProtocolError):
-                    raise cause from None
-                raise RuntimeError(f"replica: {cause.__class__.__name__ if cause else 'error'}: {cause or exc}") \
-                    from None
-            except (ray.exceptions.RayError, RuntimeError) as exc:  # replica died or is unreachable: run it again
-                last_error = exc
-                self.backend.retried += 1
-                log.warning("replica lost mid-job; retrying", extra={"fields": {"id": job.id, "attempt": attempt,
-                                                                                "error": str(exc)[:200]}})
-                time.sleep(min(2.0, 0.5 * attempt))
-                continue
-            job.buffers = None
-            return descs, frames, dict(info, attempts=attempt)
-        raise RuntimeError(f"job {job.id} lost its replica {self.backend.retries} times: {last_error}")
+                return response.result(timeout_s=self.backend.poll_interval)
+            except TimeoutError:  # includes ray's GetTimeoutError: still running
+                pass
+            if job.cancel_event.is_set():
+                raise JobCancelled()
+            try:
+                event = ray.get(self.backend.registry.poll.remote(job.id), timeout=5)
+            except Exception:  # the registry is busy or gone: keep waiting for the result itself
+                event = None
+            if event and event != seen:
+                seen = event
+                progress(event["stage"], event["done"], event["total"], event["message"])
+
 
 
 def _pid_alive(pid: Any) -> Optional[bool]:

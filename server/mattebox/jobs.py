@@ -42,8 +42,15 @@ class Job:
     finished: Optional[float] = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     last_progress: Dict[str, Any] = field(default_factory=dict)
-    reply: Optional[tuple] = None  #: (header, frames) of the final result or error, kept for re-delivery
+    reply: Optional[tuple] = None  #: (header, frames) of the final result (frames inline) or error, for re-delivery
     reply_region: Any = None  #: shm.ReplyRegion: same-host client's shared memory for the outputs, or None
+    load_inputs: Optional[Callable[[], Dict[str, Buffer]]] = None  #: reads the spooled inputs of a restored job
+    stored: bool = False  #: the job store has a record of it (jobstore.py)
+    start_recorded: bool = False  #: the store was told it started running
+    result_on_disk: bool = False  #: the result is in the job store; ``reply`` may then be None (read on attach)
+    released: bool = False  #: the client has the result (or it expired): nothing more to store
+    interrupted: bool = False  #: stopped by a clean server shutdown: rerun after the restart, not reported
+    expires: Optional[float] = None  #: monotonic time a finished job is forgotten
 
     def summary(self) -> Dict[str, Any]:
         now = time.monotonic()
@@ -75,10 +82,10 @@ class JobQueue:
                     return job
             return None
 
-    def position(self, job: Job) -> int:
+    def ahead_of(self, priority: int) -> int:
+        """How many queued jobs would run before a job of ``priority`` put now (its queue position)."""
         with self._cv:
-            ahead = sorted(self._heap)
-            return next((i for i, entry in enumerate(ahead) if entry[2] is job), -1)
+            return sum(1 for entry in self._heap if entry[2].state == QUEUED and entry[2].priority >= priority)
 
     def __len__(self) -> int:
         with self._cv:
@@ -137,12 +144,16 @@ class Worker(threading.Thread):
                 last_sent[0], last_sent[1] = now, stage
                 self.notify(job, dict(job.last_progress, op=protocol.PROGRESS, id=job.id, state=RUNNING), [])
 
+        sent = None
         try:
+            if job.buffers is None and job.load_inputs is not None:
+                job.buffers = job.load_inputs()  # recovered after a restart: inputs come from the spool
             descs, frames, info = self.compute(job, progress)
-            if job.reply_region is not None:
-                descs, frames = job.reply_region.place(descs, frames)
-            job.state = DONE
             header = {"op": protocol.RESULT, "id": job.id, "buffers": descs, "info": _plain(info)}
+            if job.reply_region is not None:  # first delivery through the client's shared memory
+                placed, placed_frames = job.reply_region.place(descs, frames)
+                sent = (dict(header, buffers=placed), placed_frames)
+            job.state = DONE
         except JobCancelled:
             job.state = CANCELLED
             header, frames = ProtocolError("cancelled", f"job {job.id} was cancelled").to_header(job.id), []
@@ -158,8 +169,8 @@ class Worker(threading.Thread):
         job.buffers = None
         job.reply_region = None
         job.finished = time.monotonic()
-        job.reply = (header, frames)
-        self.notify(job, header, frames)
+        job.reply = (header, frames)  # inline frames: re-delivery must not depend on the client's shared memory
+        self.notify(job, *(sent or job.reply))
 
 
 def compute_locally(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any, device: str,

@@ -24,3 +24,15 @@ def cache_dir() -> Path:
     base = os.environ.get("MATTEBOX_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
                                                             os.path.expanduser("~/.cache"), "mattebox")
     return Path(base)
+
+
+def state_dir() -> Path:
+    """Where `mattebox serve` keeps jobs across restarts (jobstore.py): ``$MATTEBOX_STATE``, else
+    ``$XDG_STATE_HOME/mattebox`` (``~/.local/state/mattebox``; ``%LOCALAPPDATA%/mattebox/state`` on Windows)."""
+    env = os.environ.get("MATTEBOX_STATE")
+    if env:
+        return Path(env)
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "mattebox" / "state"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "mattebox"

@@ -4,6 +4,11 @@ The loop does only cheap work: decode and validate headers and buffer sizes, que
 cancel/attach/release, and forward what workers report. It never runs an engine, so a long matte never delays
 another client's handshake. Messages to a client go to the route (ROUTER identity) the job currently has; a
 client that reconnects sends ``attach`` to re-route its job and gets the stored result if it is finished.
+
+With a state directory (``ServerConfig.state_dir``) jobs survive a restart: every accepted job is recorded and its
+inputs spooled by the job store's writer thread (jobstore.py) before ``accepted`` goes out, results are stored
+when they finish, and start-up restores what the previous process left (see jobstore.recover). Without one
+(embedded servers, ``--state-dir none``) jobs live in memory and clients resubmit after a restart.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from mattebox_plugin import protocol
 from mattebox_plugin.protocol import ProtocolError
 
 from . import __version__, engines
-from .jobs import CANCELLED, FINISHED, QUEUED, Job, JobQueue, Worker
+from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker
+from .jobstore import JobStore, StoredFileError, StoredJob, load_inputs
 from .sysinfo import memory_usage
 
 log = logging.getLogger("mattebox.server")
@@ -40,7 +46,8 @@ class ServerConfig:
     device: str = "cpu"
     workers: int = 1
     limits: Dict[str, int] = field(default_factory=lambda: dict(protocol.DEFAULT_LIMITS))
-    result_ttl: float = 3600.0  #: seconds a finished, unreleased result is kept for a client to fetch
+    result_ttl: float = 86400.0  #: seconds a finished, unreleased result is kept for a client to fetch
+    state_dir: Optional[str] = None  #: job store directory (jobstore.py); None keeps jobs in memory only
     curve_secret_key_file: Optional[str] = None  #: server key pair file from `mattebox keys` (zmq.auth format)
     curve_clients_dir: Optional[str] = None  #: folder of allowed client public keys; None allows any CURVE client
     backend: Any = None  #: cluster.ClusterBackend (started): jobs run on its replicas instead of local workers
@@ -78,7 +85,9 @@ class Server:
         self.workers: List[Worker] = []
         self._authenticator = None
         self.shm = _shm_cache()
-        self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0}
+        self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0, "recovered": 0}
+        self.store: Optional[JobStore] = None
+        self.store_problem: Optional[str] = None  #: why a configured state directory is not in use
 
     # -------------------------------------------------------------------------------------- set-up
     def bind(self) -> str:
@@ -103,6 +112,7 @@ class Server:
         self._pull = self.ctx.socket(zmq.PULL)
         self._pull.setsockopt(zmq.LINGER, 0)
         self._pull.bind(self._notify_endpoint)
+        self._open_store()
         if self.config.backend is not None:
             self.workers = self.config.backend.make_workers(self.queue, self._notify)
         else:
@@ -113,6 +123,48 @@ class Server:
         log.info("listening", extra={"fields": {"endpoint": self.bound_endpoint, "device": self.config.device,
                                                 "curve": bool(curve), "version": __version__}})
         return self.bound_endpoint
+
+    def _open_store(self) -> None:
+        """Open the job store and restore the jobs a previous server left; on any trouble, log and run memory-only
+        (a server that cannot persist jobs still serves)."""
+        if not self.config.state_dir:
+            return
+        store = None
+        try:
+            store = JobStore(Path(self.config.state_dir), self.config.result_ttl)
+            recovered = store.recover()
+        except Exception as exc:  # StoreUnavailable, or a database that breaks mid-recovery
+            if store is not None:
+                store.close()
+            self.store_problem = str(exc)
+            log.warning("job store unavailable: jobs are kept in memory only and do not survive a restart",
+                        extra={"fields": {"state_dir": str(self.config.state_dir), "error": str(exc)}})
+            return
+        self.store = store
+        for record in recovered:
+            self._restore(record)
+        store.start()
+
+    def _restore(self, record: StoredJob) -> None:
+        """Turn a recovered record into a Job: finished ones wait for attach, queued ones join the queue."""
+        now_wall, now = time.time(), time.monotonic()
+
+        def monotonic(wall: Optional[float]) -> Optional[float]:
+            return None if wall is None else now - (now_wall - wall)
+
+        job = Job(id=record.id, client=record.client, route=b"", params=record.params, buffers=None,
+                  priority=record.priority, state=record.state, created=monotonic(record.created),
+                  started=monotonic(record.started), finished=monotonic(record.finished), stored=True,
+                  expires=monotonic(record.expires) if record.state in FINISHED else None)
+        if record.state == QUEUED:
+            job.load_inputs = lambda: _spooled_inputs(record.id, record.inputs)
+            self.queue.put(job)
+        elif record.state == DONE:
+            job.result_on_disk = True
+        else:
+            job.reply = (record.error.to_header(record.id), [])
+        self.jobs[job.id] = job
+        self.counters["recovered"] += 1
 
     def _setup_curve(self, router: zmq.Socket, secret_file: str) -> None:
         import zmq.auth
@@ -211,14 +263,35 @@ class Server:
             if op == protocol.CANCEL:
                 self._cancel(job, route)
             elif op == protocol.ATTACH:
-                job.route = route
-                if job.reply is not None:
-                    self._send(route, *job.reply)
-                else:
-                    self._send(route, dict(job.last_progress, op=protocol.PROGRESS, id=job.id, state=job.state))
+                self._attach(job, route)
             elif op == protocol.RELEASE:
                 if job.state in FINISHED:
-                    del self.jobs[job.id]
+                    self._forget(job)
+
+    def _attach(self, job: Job, route: bytes) -> None:
+        """Route the job's messages to ``route`` and report its state; a result kept on disk (stored, or left by
+        the previous server) is read by the store's thread and re-delivered with inline frames."""
+        job.route = route
+        reply = job.reply
+        if reply is not None:
+            self._send(route, *reply)
+        elif job.result_on_disk and self.store is not None:
+            def lost(error: ProtocolError) -> None:
+                job.state, job.result_on_disk = FAILED, False
+                job.reply = (error.to_header(job.id), [])
+                self._notify(job, *job.reply, final=False)
+
+            self.store.deliver(job.id, lambda header, frames: self._notify(job, header, frames, final=False), lost)
+        else:
+            self._send(route, dict(job.last_progress, op=protocol.PROGRESS, id=job.id, state=job.state))
+
+    def _forget(self, job: Job) -> None:
+        """Drop a finished job (released by its client, or expired) from memory and from the store."""
+        self.jobs.pop(job.id, None)
+        job.released = True
+        job.reply = None  # the result's memory goes now, not when the store's writer reaches the job
+        if self.store is not None:
+            self.store.forget(job.id)
 
     def _job(self, header: Dict[str, Any]) -> Job:
         job_id = protocol.validate_job_id(header)
@@ -274,9 +347,20 @@ class Server:
                   priority=params.get("priority", 0), reply_region=reply_region)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
-        self.queue.put(job)
-        self._send(route, {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name,
-                           "queue_position": self.queue.position(job)})
+        accepted = {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name,
+                    "queue_position": self.queue.ahead_of(job.priority)}
+        if self.store is None:
+            self.queue.put(job)
+            self._send(route, accepted)
+        else:
+            # recorded and spooled on the store's thread (before the worker can report it started); 'accepted'
+            # goes out once that is done, so an accepted job is one a restart will not lose
+            def stored(ok: bool) -> None:
+                job.stored = ok
+                self._notify(job, dict(accepted, stored=ok), [])
+
+            self.store.add(job, described, stored)
+            self.queue.put(job)
         log.info("job queued", extra={"fields": {"id": job_id, "engine": engine.name, "bytes": size}})
 
     def _cancel(self, job: Job, route: bytes) -> None:
@@ -286,12 +370,31 @@ class Server:
             job.state = CANCELLED
             job.buffers = None
             job.finished = time.monotonic()
+            job.expires = job.finished + self.config.result_ttl
             job.reply = (ProtocolError("cancelled", f"job {job.id} was cancelled").to_header(job.id), [])
+            if self.store is not None:
+                self.store.finished(job, lambda: None)
             self._send(job.route, *job.reply)
 
     # -------------------------------------------------------------------------------- notifications
-    def _notify(self, job: Job, header: Dict[str, Any], frames: List[Any]) -> None:
-        """Called from worker threads: hand a message for ``job`` to the loop (one PUSH socket per thread)."""
+    def _notify(self, job: Job, header: Dict[str, Any], frames: List[Any], final: Optional[bool] = None) -> None:
+        """Called from worker threads (and the store's): hand a message for ``job`` to the loop (one PUSH socket
+        per thread). ``final`` defaults to "this is the job's result or error"; re-deliveries pass False.
+
+        This is also where the job store follows a job: its start, and its end (enqueued before the message goes
+        out, so a release can never overtake the write). A job stopped by a clean shutdown is recorded as queued
+        again and its 'cancelled' is not sent."""
+        if final is None:
+            final = header["op"] in (protocol.RESULT, protocol.ERROR)
+            if self.store is not None:
+                if final and job.interrupted and job.state == CANCELLED:
+                    self.store.requeue(job.id)
+                    return
+                if final:
+                    self.store.finished(job, lambda: self._result_stored(job))
+                elif job.state == RUNNING and not job.start_recorded:
+                    job.start_recorded = True
+                    self.store.started(job.id)
         sock = getattr(self._notify_local, "sock", None)
         if sock is None:
             sock = self.ctx.socket(zmq.PUSH)
@@ -300,8 +403,14 @@ class Server:
             self._notify_local.sock = sock
             with self._notify_lock:
                 self._notify_sockets.append(sock)
-        final = b"1" if header["op"] in (protocol.RESULT, protocol.ERROR) else b"0"
-        sock.send_multipart([job.id.encode(), final, *protocol.encode(header, frames)], copy=False)
+        sock.send_multipart([job.id.encode(), b"1" if final else b"0", *protocol.encode(header, frames)], copy=False)
+
+    @staticmethod
+    def _result_stored(job: Job) -> None:
+        """The store's thread wrote the job's end: a result's frames now live on disk only (read on attach)."""
+        if job.state == DONE:
+            job.result_on_disk = True
+            job.reply = None
 
     def _forward_notifications(self) -> None:
         for _ in range(256):
@@ -314,12 +423,15 @@ class Server:
                 continue
             if frames[1].bytes == b"1":
                 self.counters["results"] += 1
+                job.expires = time.monotonic() + self.config.result_ttl
                 log.info("job finished", extra={"fields": {"id": job.id, "state": job.state}})
-            self.router.send_multipart([job.route, *frames[2:]], copy=False)
+            if job.route:  # a job restored after a restart has no route until its client attaches
+                self.router.send_multipart([job.route, *frames[2:]], copy=False)
 
     # ------------------------------------------------------------------------------------- replies
     def _send(self, route: bytes, header: Dict[str, Any], frames: List[Any] = ()) -> None:
-        self.router.send_multipart([route, *protocol.encode(header, frames)], copy=False)
+        if route:  # a job restored after a restart has no route until its client attaches
+            self.router.send_multipart([route, *protocol.encode(header, frames)], copy=False)
 
     def hello_info(self, request_id: Optional[str] = None) -> Dict[str, Any]:
         return {"op": protocol.HELLO, "id": request_id, "server_version": __version__,
@@ -336,27 +448,39 @@ class Server:
                 "queue": len(self.queue), "jobs": states, "device": self.config.device,
                 "running": [w.current.summary() for w in self.workers if w.current is not None],
                 "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint,
+                "store": self.store_info(),
                 **({"cluster": self.config.backend.status()} if self.config.backend is not None else {})}
+
+    def store_info(self) -> Dict[str, Any]:
+        if self.store is None:
+            return {"enabled": False, "reason": self.store_problem or "memory-only (no state directory)"}
+        return {"enabled": True, "state_dir": str(self.store.directory), "pending_writes": self.store.pending(),
+                "results_on_disk": sum(1 for j in self.jobs.values() if j.result_on_disk),
+                **self.store.counters}
 
     # ------------------------------------------------------------------------------------ lifecycle
     def _sweep(self) -> None:
-        """Forget finished results older than result_ttl; drop shared memory of clients that died."""
+        """Forget finished results past their expiry (memory and disk); drop shared memory of dead clients."""
         if self.shm is not None:
             self.shm.sweep()
         now = time.monotonic()
-        for job_id, job in list(self.jobs.items()):
-            if job.state in FINISHED and job.finished is not None and now - job.finished > self.config.result_ttl:
-                del self.jobs[job_id]
+        for job in list(self.jobs.values()):
+            if job.state in FINISHED and job.expires is not None and now > job.expires:
+                self._forget(job)
 
     def _shutdown(self) -> None:
         log.info("shutting down", extra={"fields": {"queued": len(self.queue)}})
         for job in self.jobs.values():
+            if job.state not in FINISHED:
+                job.interrupted = True  # with a store: rerun after the restart
             job.cancel_event.set()
         self.queue.close()
         for worker in self.workers:
             worker.stopping.set()
         for worker in self.workers:
             worker.join(timeout=10)
+        if self.store is not None:
+            self.store.close()  # finishes the queued writes
         with self._notify_lock:
             for sock in self._notify_sockets:
                 sock.close(linger=0)
@@ -398,6 +522,16 @@ def _shm_cache():
         return None
     shm.sweep_dead()  # segments left by clients killed while no server ran
     return shm.ServerCache()
+
+
+def _spooled_inputs(job_id: str, path: Path) -> Dict[str, Any]:
+    """A restored job's inputs from the spool; a missing or corrupt file fails the job with job_lost."""
+    try:
+        return load_inputs(path)
+    except StoredFileError as exc:
+        log.warning("spooled inputs unreadable", extra={"fields": {"id": job_id, "error": str(exc)}})
+        raise ProtocolError("job_lost", f"job {job_id} was restored after a server restart, but its spooled inputs "
+                            f"cannot be read ({exc}); submit it again", hint="the server log has the details") from None
 
 
 def _get(value: Any, key: str) -> Any:

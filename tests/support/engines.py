@@ -11,19 +11,30 @@ from mattebox.contract import Engine, MatteResult
 
 class SlowEngine(Engine):
     """Alpha = mean of the image's channels; runs MATTEBOX_TEST_STEPS steps of MATTEBOX_TEST_STEP_S seconds,
-    reporting progress at each, so tests can cancel or kill mid-job."""
+    reporting progress at each, so tests can cancel or kill mid-job. With MATTEBOX_TEST_RUN_LOG set, each run
+    appends "start MEAN" to that file when it starts and "end MEAN" when it completes (MEAN: the image's mean), so
+    tests can count how often the engine really ran and whether a cancelled run stopped."""
 
     name = "test-slow"
     description = "test engine: slow, deterministic"
 
     def matte(self, request, progress):
+        key = f"{float(request.image.mean()):.6f}"
+        _log_run("start", key)
         steps = int(os.environ.get("MATTEBOX_TEST_STEPS", "20"))
         for step in range(steps):
             progress("work", step, steps)
             time.sleep(float(os.environ.get("MATTEBOX_TEST_STEP_S", "0.05")))
+        _log_run("end", key)
         alpha = request.image.mean(axis=2).astype(np.float32)
         return MatteResult(alpha=alpha, foreground=request.image.copy(), trimap=np.full(alpha.shape, 0.5, np.float32),
                            info={"guidance": "test"})
+
+
+def _log_run(event: str, key: str) -> None:
+    if os.environ.get("MATTEBOX_TEST_RUN_LOG"):
+        with open(os.environ["MATTEBOX_TEST_RUN_LOG"], "a") as fh:
+            fh.write(f"{event} {key}\n")
 
 
 class FailingEngine(Engine):

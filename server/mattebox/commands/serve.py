@@ -21,8 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queued-jobs", type=int,
                         default=protocol.DEFAULT_LIMITS["max_queued_jobs_per_client"],
                         help="maximum unfinished jobs per client")
-    parser.add_argument("--result-ttl", type=float, default=3600.0,
-                        help="seconds a finished result waits for its client (default: %(default)s)")
+    parser.add_argument("--result-ttl", type=float, default=86400.0,
+                        help="seconds a finished, unfetched result is kept, in memory or on disk (default: "
+                             "%(default)s = 24 h)")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="where jobs are kept so they survive a restart (SQLite records, spooled inputs, "
+                             "stored results); 'none' keeps them in memory only. Default: $MATTEBOX_STATE, else "
+                             "$XDG_STATE_HOME/mattebox (~/.local/state/mattebox)")
     parser.add_argument("--curve-secret-key", metavar="FILE",
                         help="server key pair (from `mattebox keys`); required for a non-loopback endpoint")
     parser.add_argument("--curve-clients", metavar="DIR",
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
               "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
-                          curve_clients_dir=args.curve_clients)
+                          curve_clients_dir=args.curve_clients, state_dir=_state_dir(args.state_dir))
     if args.cluster:
         try:
             from ..cluster import ClusterBackend
@@ -74,3 +79,12 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: server.stop())
     server.serve_forever()
     return 0
+
+
+def _state_dir(value):
+    """--state-dir: a folder, 'none' (memory only), or unset (paths.state_dir())."""
+    from ..paths import state_dir
+
+    if value is None:
+        return str(state_dir())
+    return None if value.strip().lower() == "none" else value

@@ -1,0 +1,308 @@
+"""Jobs survive a server restart (jobstore.py): kill -9 with results unfetched, jobs queued or running; expiry;
+a corrupt database or spool; bad input still refused field by field. Real server processes (conftest's
+``server_process``) on a per-test state directory; the test engine logs each run so a rerun cannot hide."""
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from mattebox.jobstore import JobStore, StoredFileError, StoreUnavailable, read_message, write_message
+from mattebox_plugin import protocol
+from mattebox_plugin.client import Client, JobFailed
+
+TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch) -> Path:
+    """The state directory servers in this test use (conftest points MATTEBOX_STATE at it), the test engine,
+    and a run log: one line per engine run."""
+    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_TEST_RUN_LOG", str(tmp_path / "runs.log"))
+    return tmp_path / "state"
+
+
+def runs(state: Path) -> int:
+    """How many times the test engine started a run (tests/support/engines.py)."""
+    log = state.parent / "runs.log"
+    return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
+
+
+def image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((24, 32, 3), dtype=np.float32)
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stored(*jobs) -> None:
+    """Wait for the jobs' ``accepted``: a server with a store sends it once the job is on disk. (``submit`` may
+    return earlier, on the job's first progress, when it starts at once.)"""
+    wait_for(lambda: [job.poll(0) for job in jobs] and all(job.accepted for job in jobs), what="accepted")
+
+
+def status(endpoint: str) -> dict:
+    with Client(endpoint, timeout=10) as c:
+        return c.status()
+
+
+def restart(server_process, endpoint: str, *args: str):
+    """A new server on the same port (and, through MATTEBOX_STATE, the same state directory)."""
+    return server_process("--endpoint", endpoint, *args)
+
+
+class Raw:
+    """A bare DEALER: submits without ever fetching or releasing (a client that went away)."""
+
+    def __init__(self, endpoint: str):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def request(self, header, frames=(), timeout=10.0):
+        while self.sock.poll(0):  # messages of earlier jobs
+            self.sock.recv_multipart()
+        self.sock.send_multipart(protocol.encode(header, frames))
+        return self.recv(timeout)
+
+    def recv(self, timeout=10.0):
+        assert self.sock.poll(int(timeout * 1000)), "no answer"
+        return protocol.decode(self.sock.recv_multipart())[0]
+
+    def submit(self, img: np.ndarray, job_id: str) -> dict:
+        header = {"op": "matte", "id": job_id, "client": "raw", "params": {"engine": "test-slow"},
+                  "buffers": [{"name": "image", "shape": list(img.shape), "dtype": "float32"}]}
+        return self.request(header, [img.tobytes()])
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+
+
+# ----------------------------------------------------------------------------------------- files, lock
+def test_stored_files_detect_truncation_and_corruption(tmp_path):
+    frames = [np.arange(1000, dtype=np.float32), b"abc"]
+    path = tmp_path / "job.mbx"
+    write_message(path, {"op": "result", "n": 1}, frames)
+    header, back = read_message(path)
+    assert header == {"op": "result", "n": 1}
+    assert bytes(back[0]) == frames[0].tobytes() and bytes(back[1]) == b"abc"
+    assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then moved into place
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-100])  # a write cut short (what a kill mid-write would leave without os.replace)
+    with pytest.raises(StoredFileError, match="interrupted write"):
+        read_message(path)
+    flipped = bytearray(whole)
+    flipped[-5] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(StoredFileError, match="checksum"):
+        read_message(path)
+    with pytest.raises(StoredFileError, match="missing"):
+        read_message(tmp_path / "nope.mbx")
+
+
+def test_one_server_per_state_dir_and_a_locked_dir_means_memory_only(tmp_path, caplog):
+    from mattebox.server import Server, ServerConfig
+
+    holder = JobStore(tmp_path / "state", ttl=60)
+    try:
+        with pytest.raises(StoreUnavailable, match="in use by mattebox server pid"):
+            JobStore(tmp_path / "state", ttl=60)
+        server = Server(ServerConfig(endpoint="tcp://127.0.0.1:0", state_dir=str(tmp_path / "state")))
+        thread = server.start_background()
+        try:
+            info = server.status_info()["store"]
+            assert info["enabled"] is False and "in use" in info["reason"]
+            assert "job store unavailable" in caplog.text
+            with Client(server.bound_endpoint, timeout=10) as c:  # and it still serves
+                assert c.submit(image=image(0), params={"engine": "passthrough"}).result(timeout=10).alpha.shape \
+                    == (24, 32)
+        finally:
+            server.stop()
+            thread.join(timeout=15)
+    finally:
+        holder.close()
+
+
+# ------------------------------------------------------------------------------------------- restarts
+def test_finished_unfetched_results_survive_kill9(server_process, state, monkeypatch):
+    """Results finished but not fetched at a kill -9 come back from disk: to another client attaching by id, and
+    to the job's own client through its attach; neither resubmits and the engine ran once per job."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "3")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.1")
+    first = server_process()
+    owner = Client(first.endpoint, timeout=2, heartbeat=0.2)
+    try:
+        images = [image(1), image(2)]
+        jobs = [owner.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        assert owner.shared_memory  # the first delivery would have gone through its shared memory
+        owner._reconnect()  # its old connection is gone: the results have nowhere to go before the kill
+        wait_for(lambda: status(first.endpoint)["store"]["results_on_disk"] == 2, what="both results on disk")
+        first.stop(signal.SIGKILL)
+        assert len(list((state / "results").glob("*.mbx"))) == 2
+
+        second = restart(server_process, first.endpoint)
+        with Client(second.endpoint, timeout=10) as stranger:
+            fetched = stranger.attach(jobs[1].id, release=False).result(timeout=20)
+        results = [job.result(timeout=30) for job in jobs]
+        for img, result in zip(images, results):
+            np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+        np.testing.assert_array_equal(fetched.alpha, results[1].alpha)
+        np.testing.assert_array_equal(fetched.foreground, results[1].foreground)
+        assert not any(job._resubmitted for job in jobs)
+        assert runs(state) == 2
+        wait_for(lambda: not list((state / "results").iterdir()), what="released results deleted from disk")
+    finally:
+        owner.close()
+
+
+def test_queued_jobs_rerun_after_kill9_without_resubmission(server_process, state, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "4")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
+    first = server_process()
+    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+        images = [image(10 + i) for i in range(4)]
+        jobs = [c.submit(image=img, params={"engine": "test-slow"}) for img in images]
+        stored(*jobs)
+        first.stop(signal.SIGKILL)
+        second = restart(server_process, first.endpoint)
+        for img, job in zip(images, jobs):
+            np.testing.assert_allclose(job.result(timeout=30).alpha, img.mean(axis=2), atol=1e-6)
+        info = c.status()
+    assert info["counters"]["recovered"] >= 3  # the first may already have finished (and be stored) at the kill
+    assert second.stop() == 0
+
+
+def test_running_job_is_rerun_once_then_reported_lost(server_process, state, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
+    server = server_process()
+    endpoint = server.endpoint
+    with Client(endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+        job = c.submit(image=image(3), params={"engine": "test-slow"})
+        stored(job)
+        for expected_runs in (1, 2):
+            wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running"], what="the job running")
+            server.stop(signal.SIGKILL)
+            server = restart(server_process, endpoint)
+        with pytest.raises(JobFailed) as failure:
+            job.result(timeout=30)
+    assert failure.value.code == "job_lost"
+    assert "server stopped" in failure.value.message and "rerun after 1 earlier server restart" in \
+        failure.value.message
+    assert runs(state) == 2
+    assert "job lost across a restart" in (state.parent / "server.log").read_text()
+
+
+def test_clean_shutdown_requeues_the_running_job(server_process, state, monkeypatch):
+    """SIGTERM stops a running job at its next step; it reruns after the restart instead of ending 'cancelled'."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "20")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
+    first = server_process()
+    with Client(first.endpoint, timeout=3, heartbeat=0.2, resubmit=False) as c:
+        img = image(4)
+        job = c.submit(image=img, params={"engine": "test-slow"})
+        stored(job)
+        wait_for(lambda: runs(state) == 1, what="the job running")
+        assert first.stop() == 0
+        with closing(sqlite3.connect(state / "jobs.sqlite3")) as db:  # queued again, not counted as a rerun
+            assert db.execute("SELECT state, reruns FROM jobs WHERE id=?", (job.id,)).fetchone() == ("queued", 0)
+        assert not list((state / "running").iterdir())
+        restart(server_process, first.endpoint)
+        np.testing.assert_allclose(job.result(timeout=30).alpha, img.mean(axis=2), atol=1e-6)
+    assert runs(state) == 2
+
+
+def test_corrupt_spooled_inputs_are_reported_lost(server_process, state, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "30")
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
+    first = server_process()
+    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+        running = c.submit(image=image(5), params={"engine": "test-slow"})
+        queued = c.submit(image=image(6), params={"engine": "test-slow"})
+        stored(running, queued)
+        wait_for(lambda: runs(state) == 1, what="the first job running")
+        first.stop(signal.SIGKILL)
+        spooled = state / "spool" / f"{queued.id}.mbx"
+        spooled.write_bytes(spooled.read_bytes()[:-64])
+        restart(server_process, first.endpoint)
+        with pytest.raises(JobFailed) as failure:
+            queued.result(timeout=30)
+        assert failure.value.code == "job_lost" and "spooled inputs" in failure.value.message
+        assert running.result(timeout=30).alpha.shape == (24, 32)
+
+
+def test_expired_results_are_removed_from_disk(server_process, state, monkeypatch):
+    """At start-up (the result expired while no server ran) and by the running server's sweep."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "1")
+    first = server_process("--result-ttl", "1.5")
+    raw = Raw(first.endpoint)
+    try:
+        assert raw.submit(image(7), "expires-offline")["op"] in ("accepted", "progress")  # see protocol.md
+        wait_for(lambda: list((state / "results").iterdir()), what="the result on disk")
+        first.stop(signal.SIGKILL)
+        time.sleep(1.6)
+        second = restart(server_process, first.endpoint, "--result-ttl", "1.5")
+        assert not list((state / "results").iterdir())
+        assert raw.request({"op": "attach", "id": "expires-offline"})["code"] == "unknown_job"
+
+        assert raw.submit(image(8), "expires-online")["op"] in ("accepted", "progress")
+        wait_for(lambda: list((state / "results").iterdir()), what="the result on disk")
+        wait_for(lambda: not list((state / "results").iterdir()), timeout=5, what="the sweep")
+        assert raw.request({"op": "attach", "id": "expires-online"})["code"] == "unknown_job"
+        assert second.stop() == 0
+    finally:
+        raw.close()
+
+
+def test_corrupt_database_is_moved_aside_and_the_server_serves(server_process, state, tmp_path):
+    state.mkdir(parents=True)
+    (state / "jobs.sqlite3").write_bytes(b"this is not a database" * 100)
+    server = server_process()
+    with Client(server.endpoint, timeout=10) as c:
+        assert c.status()["store"]["enabled"] is True
+        assert c.submit(image=image(9), params={"engine": "passthrough"}).result(timeout=20).alpha.shape == (24, 32)
+    assert list(state.glob("jobs.sqlite3.corrupt-*"))
+    assert "job database unreadable; moved aside" in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.parametrize("header, frames, code, field", [
+    ({"op": "matte", "id": "bad1", "params": {"quality": "ultra"},
+      "buffers": [{"name": "image", "shape": [4, 4, 3], "dtype": "float32"}]}, [bytes(192)], "bad_field",
+     "params.quality"),
+    ({"op": "matte", "id": "bad2", "buffers": [{"name": "image", "shape": [4, 4, 3], "dtype": "float32"}]},
+     [bytes(10)], "bad_buffer", "buffers.0.shape"),
+    ({"op": "attach", "id": "never-submitted"}, [], "unknown_job", "id"),
+])
+def test_bad_input_is_refused_naming_the_field_and_never_stored(server_process, state, header, frames, code,
+                                                               field):
+    server = server_process()
+    raw = Raw(server.endpoint)
+    try:
+        reply = raw.request(header, frames)
+    finally:
+        raw.close()
+    assert (reply["code"], reply["field"]) == (code, field)
+    assert not list((state / "spool").iterdir())
+
+
+def test_memory_only_server_reports_it_in_status(server_process, state):
+    server = server_process("--state-dir", "none")
+    info = status(server.endpoint)["store"]
+    assert info == {"enabled": False, "reason": "memory-only (no state directory)"}
+    assert not state.exists()
