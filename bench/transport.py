@@ -3,7 +3,10 @@ through a real server process (the bench-only echo engine, bench/support/echo.py
 image), over tcp loopback and ipc with pixels as ZeroMQ frames, and over the same-host shared-memory path (headers
 over tcp, pixels in /dev/shm), as ratios to a raw pyzmq ROUTER echo of the same bytes (also a separate process)
 and to a numpy copy of the payload (request and reply), all in the same run. Targets: frames within 1.5x of the
-raw echo; shared memory within 2x of the numpy copy.
+raw echo; shared memory within 2x of the numpy copy. These rows isolate the transport (``--state-dir none``); the
+row "shm+store" is the same shared-memory round trip through a server with its job store (the ``mattebox serve``
+default: inputs spooled and results written to disk on a background thread), to show what durability costs when
+jobs do no work at all.
 
 Writes bench/results/transport.json and bench/results/transport.md.
 """
@@ -42,10 +45,13 @@ def _env():
                 MATTEBOX_ENGINES="echo=bench.support.echo:EchoEngine")
 
 
-def start_server(endpoint: str):
-    ready = Path(tempfile.mkdtemp()) / "endpoint"
+def start_server(endpoint: str, store: bool = False):
+    """A server process; ``store``: with its job store (in a throw-away state directory), else memory-only."""
+    folder = Path(tempfile.mkdtemp())
+    ready = folder / "endpoint"
+    state = str(folder / "state") if store else "none"
     proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint, "--ready-file",
-                             str(ready), "--log-level", "warning"], env=_env())
+                             str(ready), "--log-level", "warning", "--state-dir", state], env=_env())
     while not ready.exists():
         time.sleep(0.02)
     return proc, ready.read_text().strip()
@@ -110,28 +116,32 @@ def main() -> int:
         image = rng.random((height, width, 3), dtype=np.float32)
         mask = rng.random((height, width), dtype=np.float32)
         copy_s = time_copy(image, mask)
-        for transport, endpoint, shared in (("tcp", "tcp://127.0.0.1:0", False),
-                                            ("ipc", f"ipc://{folder}/s{width}.sock", False),
-                                            ("shm", "tcp://127.0.0.1:0", True)):
-            server, bound = start_server(endpoint)
+        echoes = {}
+        for transport, endpoint, shared, store in (("tcp", "tcp://127.0.0.1:0", False, False),
+                                                   ("ipc", f"ipc://{folder}/s{width}.sock", False, False),
+                                                   ("shm", "tcp://127.0.0.1:0", True, False),
+                                                   ("shm+store", "tcp://127.0.0.1:0", True, True)):
+            server, bound = start_server(endpoint, store)
             try:
                 protocol_s = time_protocol(bound, image, mask, shared)
             finally:
                 server.terminate()
                 server.wait()
             echo_endpoint = f"ipc://{folder}/e{width}.sock" if transport == "ipc" else "tcp://127.0.0.1:*"
-            echo, echo_bound = start_echo(echo_endpoint)
-            try:
-                echo_s = time_echo(echo_bound, image, mask)
-            finally:
-                echo.wait(timeout=10)
+            if echo_endpoint not in echoes:
+                echo, echo_bound = start_echo(echo_endpoint)
+                try:
+                    echoes[echo_endpoint] = time_echo(echo_bound, image, mask)
+                finally:
+                    echo.wait(timeout=10)
+            echo_s = echoes[echo_endpoint]
             rows.append({"frame": f"{width}x{height}", "transport": transport,
                          "payload_mb_each_way": round((image.nbytes + mask.nbytes) / 2**20, 1),
                          "protocol_s": round(protocol_s, 4), "raw_echo_s": round(echo_s, 4),
                          "numpy_copy_s": round(copy_s, 4), "ratio_vs_echo": round(protocol_s / echo_s, 2),
                          "ratio_vs_copy": round(protocol_s / copy_s, 2)})
             print(rows[-1], flush=True)
-    frames_met = all(r["ratio_vs_echo"] <= 1.5 for r in rows if r["transport"] != "shm")
+    frames_met = all(r["ratio_vs_echo"] <= 1.5 for r in rows if r["transport"] in ("tcp", "ipc"))
     shm_met = all(r["ratio_vs_copy"] <= 2.0 for r in rows if r["transport"] == "shm")
     result = {"targets": {"frames (tcp, ipc)": "protocol round trip <= 1.5x raw pyzmq echo",
                           "shm": "round trip <= 2x numpy copy of request + reply payload"},
@@ -145,6 +155,9 @@ def main() -> int:
               for r in rows]
     (RESULTS / "transport.md").write_text(
         "# Transport round trip (median of %d)\n\n%s\n\nshm: headers over tcp, pixels in /dev/shm (same host). "
+        "Servers are memory-only except shm+store, which runs the job store (the `mattebox serve` default): its "
+        "disk writes (spooled inputs, stored result, ~40 MB per 1080p job) share this 2-core machine with the "
+        "back-to-back zero-work jobs; with a real engine the store costs 1-3%% (bench/results/reliability.md). "
         "Frames within 1.5x of the raw echo: %s. Shared memory within 2x of a numpy copy: %s.\n"
         % (REPEATS, "\n".join(lines), frames_met, shm_met))
     print("\n".join(lines))

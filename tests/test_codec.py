@@ -58,3 +58,18 @@ def test_encode_result_converts_foreground_to_the_image_colourspace():
     np.testing.assert_allclose(out["foreground"], 0.5, atol=1e-5)
     np.testing.assert_allclose(out["premultiplied"][..., :3], 0.25, atol=1e-5)
     assert descs[1]["colorspace"] == "srgb" and descs[2]["premultiplied"] is True
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_one_bad_value_anywhere(bad):
+    from mattebox.contract import all_finite
+
+    frame = np.random.default_rng(0).random((37, 53, 3), dtype=np.float32) * 1e30  # huge but finite
+    assert all_finite(frame)
+    for index in (0, 1023, 1024, frame.size // 2, frame.size - 1):  # row edges of the product, and the tail
+        broken = frame.copy().reshape(-1)
+        broken[index] = bad
+        assert not all_finite(broken.reshape(frame.shape)), index
+        assert not all_finite(broken.reshape(frame.shape).transpose(1, 0, 2))  # a non-contiguous view
+        assert not all_finite(broken.astype(np.float64))
+    assert all_finite(np.zeros((3, 3), np.float32))  # smaller than one product row

@@ -17,7 +17,7 @@ import numpy as np
 from mattebox_plugin.protocol import Buffer, ProtocolError
 
 from .colour import from_colorspace, to_colorspace, unpremultiply
-from .contract import MatteRequest, MatteResult
+from .contract import MatteRequest, MatteResult, all_finite
 
 _SCALE = {"uint8": 255.0, "uint16": 65535.0}
 
@@ -30,8 +30,7 @@ def to_float(buf: Buffer, field: str) -> np.ndarray:
         out = array.astype(np.float32) * np.float32(1.0 / _SCALE[buf.dtype])
     else:
         out = array if buf.dtype == "float32" else array.astype(np.float32)  # float32: a view, no copy
-        # one pass, no temporary: any NaN/inf makes the float64 sum non-finite (and finite float32 cannot overflow it)
-        if not np.isfinite(out.sum(dtype=np.float64)):
+        if not all_finite(out):  # one pass, no temporary
             bad = int(out.size - np.count_nonzero(np.isfinite(out)))
             raise ProtocolError("bad_pixels", f"{buf.name} has {bad} NaN or infinite values", field=field,
                                 hint="clamp or fix the input (e.g. a Clamp/Expression node before Mattebox)")
@@ -65,7 +64,9 @@ def decode_request(buffers: Dict[str, Buffer], params: Dict[str, Any]) -> MatteR
         if name in buffers:
             setattr(request, name, decode_colour(buffers[name], fields[name]))
     if "mask" in buffers:
-        request.mask = np.clip(to_float(buffers["mask"], fields["mask"])[:, :, 0], 0.0, 1.0)
+        mask = to_float(buffers["mask"], fields["mask"])[:, :, 0]
+        in_range = mask.min() >= 0.0 and mask.max() <= 1.0  # then no clipped copy (the common case)
+        request.mask = mask if in_range else np.clip(mask, 0.0, 1.0)
     if "trimap" in buffers:
         request.trimap = quantise_trimap(to_float(buffers["trimap"], fields["trimap"])[:, :, 0])
     return request

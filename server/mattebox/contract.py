@@ -91,11 +91,39 @@ class MatteResult:
 
 
 def _finite(array: np.ndarray) -> np.ndarray:
-    """``array`` with NaN/inf replaced (nan_to_num), without nan_to_num's copies when it is already finite: one
-    float64 sum pass decides (a finite float32 array cannot overflow it). ~15x cheaper on a finite 1080p frame."""
-    if np.isfinite(array.sum(dtype=np.float64)):
-        return array
-    return np.nan_to_num(array)
+    """``array`` with NaN/inf replaced (nan_to_num), without nan_to_num's copies when it is already finite."""
+    return array if all_finite(array) else np.nan_to_num(array)
+
+
+_ROW = 1024  #: row length of the zero-vector product in :func:`all_finite`
+
+
+def _product_propagates() -> bool:
+    """Whether this BLAS propagates NaN/inf through a product with zeros (it must not skip zero factors)."""
+    probe = np.ones((4, _ROW), np.float32)
+    probe[1, 7], probe[3, 9] = np.nan, np.inf
+    with np.errstate(invalid="ignore"):
+        out = probe @ np.zeros(_ROW, np.float32)
+    return bool(np.isfinite(out[[0, 2]]).all() and not np.isfinite(out[[1, 3]]).any())
+
+
+_ZEROS = np.zeros(_ROW, np.float32)
+_USE_PRODUCT = _product_propagates()
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """True when ``array`` (float) has no NaN or inf, in one memory-bound pass: a float32 array times a zero
+    vector gives 0 for finite rows and NaN wherever a row holds NaN or ±inf (IEEE 754: inf·0 = NaN), and BLAS
+    reads it ~6x faster than a float64 sum (0.55 vs 3.3 ms for a 1080p RGB frame). The BLAS is checked once
+    at import; where it skips zero factors, or for other dtypes, the float64 sum decides (a finite float32 array
+    cannot overflow it)."""
+    if not (_USE_PRODUCT and array.dtype == np.float32 and array.size >= _ROW and array.flags.c_contiguous):
+        return bool(np.isfinite(array.sum(dtype=np.float64)))
+    flat = array.reshape(-1)  # a view: contiguous
+    whole = flat.size // _ROW * _ROW
+    with np.errstate(invalid="ignore"):
+        rows = flat[:whole].reshape(-1, _ROW) @ _ZEROS
+    return bool(np.isfinite(rows).all()) and bool(np.isfinite(flat[whole:].sum(dtype=np.float64)))
 
 
 class Engine:
