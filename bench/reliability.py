@@ -312,6 +312,18 @@ def _wait_accepted(jobs, timeout: float = 60.0) -> None:
             job.poll(0.01)
 
 
+def _delivered(jobs, images, label: str) -> int:
+    """How many jobs returned their right result (the test engine's alpha is the image's channel mean); a failure
+    is counted as lost and printed."""
+    ok = 0
+    for job, img in zip(jobs, images):
+        try:
+            ok += bool(np.allclose(job.result(timeout=180).alpha, img.mean(axis=2), atol=1e-6))
+        except Exception as exc:
+            print(f"{label}: job {job.id} failed: {exc}", flush=True)
+    return ok
+
+
 def fault_server_restart() -> dict:
     """kill -9 with jobs queued; the restarted server (same state directory) reruns them, the client only attaches."""
     from mattebox_plugin.client import Client
@@ -329,12 +341,7 @@ def fault_server_restart() -> dict:
         first.stop(signal.SIGKILL)
         second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
         try:
-            ok = 0
-            for job, img in zip(jobs, images):
-                try:
-                    ok += bool(np.allclose(job.result(timeout=180).alpha, img.mean(axis=2), atol=1e-6))
-                except Exception as exc:  # counted as lost, reported
-                    print(f"restart fault: job {job.id} failed: {exc}", flush=True)
+            ok = _delivered(jobs, images, "restart fault")
         finally:
             second.stop()
     resubmitted = sum(job._resubmitted for job in jobs)
@@ -367,12 +374,7 @@ def fault_server_kill_unfetched() -> dict:
         first.stop(signal.SIGKILL)
         second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
         try:
-            ok = 0
-            for job, img in zip(jobs, images):
-                try:
-                    ok += bool(np.allclose(job.result(timeout=180).alpha, img.mean(axis=2), atol=1e-6))
-                except Exception as exc:
-                    print(f"unfetched fault: job {job.id} failed: {exc}", flush=True)
+            ok = _delivered(jobs, images, "unfetched fault")
         finally:
             second.stop()
     resubmitted = sum(job._resubmitted for job in jobs)
