@@ -306,3 +306,19 @@ def test_memory_only_server_reports_it_in_status(server_process, state):
     info = status(server.endpoint)["store"]
     assert info == {"enabled": False, "reason": "memory-only (no state directory)"}
     assert not state.exists()
+
+
+def test_doctor_describes_the_state_dir_read_only(server_process, state):
+    from mattebox.jobstore import describe_state_dir
+
+    assert "not created yet" in describe_state_dir(state)
+    server = server_process()
+    with Client(server.endpoint, timeout=10) as client:
+        client.submit(image=image(5), params={"engine": "test-slow"})  # its result is never fetched: kept
+        wait_for(lambda: status(server.endpoint)["store"]["results_on_disk"] == 1, what="result on disk")
+        line = describe_state_dir(state)
+        assert "1 done" in line and "1 results on disk" in line, line
+        assert f"in use by mattebox server pid {server.proc.pid}" in line, line
+        assert status(server.endpoint)["store"]["enabled"]  # the probe did not take the server's lock
+    server.stop()
+    assert describe_state_dir(state).endswith("free")

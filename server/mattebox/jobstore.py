@@ -187,6 +187,48 @@ class _DirectoryLock:
         self.fh.close()  # closing drops the lock
 
 
+def describe_state_dir(directory: Path) -> str:
+    """One line for ``mattebox doctor``: what a state directory holds and whether a server uses it; read-only
+    (the database is opened read-only, the lock only probed)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return f"{directory}: not created yet (the first `mattebox serve` makes it)"
+    parts = [str(directory)]
+    database = directory / DB_NAME
+    if database.exists():
+        try:
+            db = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+            try:
+                counts = dict(db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            finally:
+                db.close()
+            parts.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no jobs")
+        except sqlite3.Error as exc:
+            parts.append(f"database unreadable ({exc}); the next server moves it aside")
+    results = list((directory / "results").glob("*.mbx")) if (directory / "results").is_dir() else []
+    parts.append(f"{len(results)} results on disk ({sum(p.stat().st_size for p in results) / 2**20:.0f} MiB)")
+    parts.append(_lock_state(directory / "lock"))
+    return "; ".join(parts)
+
+
+def _lock_state(lock: Path) -> str:
+    """"free", "in use by …" (the holder's note in the lock file) or "lock state unknown" — probed on a read-only
+    handle and let go at once."""
+    if not lock.exists():
+        return "free"
+    if os.name == "nt":
+        return "lock state unknown on Windows"
+    import fcntl
+
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return f"in use by {fh.read().strip() or 'another process'}"
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return "free"
+
+
 # ----------------------------------------------------------------------------------------------- store
 @dataclass
 class StoredJob:

@@ -1,4 +1,5 @@
-"""`mattebox doctor`: versions, device, configuration and whether the endpoint answers."""
+"""`mattebox doctor`: versions, device, configuration, the job store's state directory and whether the endpoint
+answers."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client, ServerUnavailable
 
     from .. import __version__
+    from ..jobstore import describe_state_dir
+    from ..paths import state_dir
     from ..sysinfo import resolve_device
 
     print(f"mattebox     {__version__}")
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = client_config.load()
     endpoint = args.endpoint or cfg["endpoint"]
     print(f"config       {client_config.config_path()}")
+    print(f"state dir    {describe_state_dir(state_dir())}")
     client = Client(**dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout))
     try:
         info = client.hello()
