@@ -84,7 +84,8 @@ def contact_row(image, trimap, alpha, foreground_srgb, height: int = 240) -> np.
 def _start_server(folder: Path) -> (subprocess.Popen, str):
     ready = folder / "endpoint"
     proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", "tcp://127.0.0.1:0",
-                             "--ready-file", str(ready), "--device", "cpu"])
+                             "--ready-file", str(ready), "--device", "cpu",
+                             "--state-dir", "none"])  # a throw-away server: no job store in the user's state dir
     deadline = time.monotonic() + 60
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
