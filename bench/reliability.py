@@ -312,6 +312,13 @@ def _wait_accepted(jobs, timeout: float = 60.0) -> None:
             job.poll(0.01)
 
 
+def _kill_and_restart(first, state: Path, env: dict):
+    """kill -9 ``first``, then start its successor on the same port and state directory."""
+    port = first.endpoint.rsplit(":", 1)[1]
+    first.stop(signal.SIGKILL)
+    return ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
+
+
 def _delivered(jobs, images, label: str) -> int:
     """How many jobs returned their right result (the test engine's alpha is the image's channel mean); a failure
     is counted as lost and printed."""
@@ -331,15 +338,13 @@ def fault_server_restart() -> dict:
     state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
     env = _restart_env(state, "5")
     first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
-    port = first.endpoint.rsplit(":", 1)[1]
     with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
         images = [np.random.default_rng(100 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
         jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
         _wait_accepted(jobs)
         queued = client.status()["queue"]
-        first.stop(signal.SIGKILL)
-        second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
+        second = _kill_and_restart(first, state, env)
         try:
             ok = _delivered(jobs, images, "restart fault")
         finally:
@@ -360,7 +365,6 @@ def fault_server_kill_unfetched() -> dict:
     state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
     env = _restart_env(state, "2")
     first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
-    port = first.endpoint.rsplit(":", 1)[1]
     with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
         images = [np.random.default_rng(300 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
@@ -371,8 +375,7 @@ def fault_server_kill_unfetched() -> dict:
         while on_disk < len(jobs) and time.monotonic() < deadline:
             on_disk = client.status()["store"]["results_on_disk"]
             time.sleep(0.1)
-        first.stop(signal.SIGKILL)
-        second = ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
+        second = _kill_and_restart(first, state, env)
         try:
             ok = _delivered(jobs, images, "unfetched fault")
         finally:

@@ -70,7 +70,11 @@ def inconsistent(forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
     """H×W bool on the target frame: the forward-backward check of Sundaram et al. 2010 (eq. 5),
     |w + ŵ|² > 0.01(|w|² + |ŵ|²) + 0.5 with w = d_ts(p) and ŵ = d_st(p + w): a fixed pixel tolerance would flag
     most of a fast-moving frame (39% of a real stereo pair at 1 px), this one scales with the motion."""
-    there = warp(backward, forward)
+    return _inconsistent(forward, warp(backward, forward))
+
+
+def _inconsistent(forward: np.ndarray, there: np.ndarray) -> np.ndarray:
+    """:func:`inconsistent` given ``there`` = ŵ, the backward flow already sampled at p + w."""
     residual2 = np.sum((forward + there) ** 2, axis=-1)
     scale2 = np.sum(forward ** 2, axis=-1) + np.sum(there ** 2, axis=-1)
     return residual2 > CONSISTENCY_RELATIVE * scale2 + CONSISTENCY_ABSOLUTE_PX2
@@ -115,8 +119,9 @@ def separate_flows(flow: np.ndarray, trimap: np.ndarray, reliable: Optional[np.n
 
 def motion_from_flows(forward: np.ndarray, backward: np.ndarray, trimap: np.ndarray) -> Motion:
     """:class:`Motion` on the target frame from both raw flows (target -> source and source -> target)."""
-    residual = consistency(forward, backward)
-    occluded = inconsistent(forward, backward)
+    there = warp(backward, forward)  # ŵ: sampled once for the residual and the occlusion test
+    residual = np.linalg.norm(forward + there, axis=-1)
+    occluded = _inconsistent(forward, there)
     disoccluded = inconsistent(backward, forward)
     fg, bg = separate_flows(forward, trimap, ~occluded)
     return Motion(raw=forward, foreground=fg, background=bg, occluded=occluded, disoccluded=disoccluded,

@@ -98,7 +98,7 @@ def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver
     band = trimap == 0.5
     known = known_background(aligned, single_alpha, settings)
     b_lin = warp(second, aligned.motion.background)  # M^B_{0→1}(I0) in linear light
-    fg_lin = fill_nearest(image, trimap == 1) if (trimap == 1).any() else image
+    fg_lin = fill_nearest(image, trimap == 1)  # the image itself when there is no definite foreground
     alpha_b, confidence = background_alpha(image, b_lin, fg_lin, settings)
     revealed = known & (np.linalg.norm(image - b_lin, axis=-1) > settings.revealed_colour)
     weight = np.where(known, settings.prior_weight * confidence, 0.0)
