@@ -25,6 +25,25 @@ def test_pairs_are_deterministic_and_consistent():
     assert len(HELD_OUT_SEEDS) == 1000
 
 
+def test_true_layer_flows_carry_each_layer_of_the_second_view_onto_the_base_frame():
+    from mattebox.twoframe.motion import warp
+
+    pair = make_pair(7, size=(96, 128), real_alpha=False)
+    inner = (slice(16, -16), slice(16, -16))  # away from the frame edge, where frame 0 has no pixels to show
+    # alpha moves with the foreground layer: frame-1 alpha = frame-0 alpha at p + f(p)
+    moved = warp(pair.second_alpha, pair.foreground_flow)
+    assert np.abs(moved - pair.alpha)[inner].mean() < 0.05  # bilinear resampling of 1-px strands
+    assert np.abs(pair.second_alpha - pair.alpha)[inner].mean() > 5 * np.abs(moved - pair.alpha)[inner].mean()
+    # on pure background (both frames), the background flow lines frame 0 up with frame 1
+    clear = (pair.alpha < 1e-3) & (warp(pair.second_alpha, pair.background_flow) < 1e-3)
+    clear[:16] = clear[-16:] = False
+    clear[:, :16] = clear[:, -16:] = False
+    error = np.abs(warp(pair.second, pair.background_flow) - pair.image).sum(-1)[clear].mean()
+    assert error < 0.25 * np.abs(pair.second - pair.image).sum(-1)[clear].mean()
+    # the layers moved apart by the parallax
+    assert np.median(np.linalg.norm(pair.foreground_flow - pair.background_flow, axis=-1)) > 4.0
+
+
 def test_trimap_from_alpha_covers_fractional_alpha():
     alpha = np.zeros((20, 20), np.float32)
     alpha[5:15, 5:15] = 1.0

@@ -42,6 +42,10 @@ class ParallaxPair:
     trimap: np.ndarray  #: Tr1 from α1: unknown band = {0<α<1} ∪ edges, dilated by ``band`` px
     parallax_px: float  #: |foreground shift − background shift| at the image centre
     alpha_source: str  #: "hair" or "alphamatting:<name>"
+    #: true layer motions on frame 1's grid, H×W×2, pointing into frame 0 (the convention of
+    #: :class:`mattebox.twoframe.motion.Motion`: frame-1 point p of that layer is at p + d(p) in frame 0)
+    foreground_flow: Optional[np.ndarray] = None
+    background_flow: Optional[np.ndarray] = None
 
 
 def trimap_from_alpha(alpha: np.ndarray, band: int) -> np.ndarray:
@@ -78,6 +82,22 @@ def _layer_map(size: Tuple[int, int], rng: np.random.Generator, shift: np.ndarra
         noise = fractal_noise(size, rng, octaves=1) - 0.5  # smooth (4-cell cubic grid), in [-0.5, 0.5]
         grid += noise_px * noise
     return np.ascontiguousarray(np.stack([src_x + offset, src_y + offset], axis=-1), np.float32)
+
+
+def _invert_map(mapping: np.ndarray, offset: float, iterations: int = 50, tolerance: float = 1e-3) -> np.ndarray:
+    """Flow on frame 1's grid pointing into frame 0 for a layer whose backward map (frame-0 pixel -> frame-1
+    source coordinate + ``offset``) is ``mapping``: the fixed point q = q + (p + offset − mapping(q)), which
+    converges because the layer maps are small perturbations of a shift."""
+    h, w = mapping.shape[:2]
+    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)
+    q = grid.copy()
+    for _ in range(iterations):
+        at = cv2.remap(mapping, q[..., 0], q[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        step = grid + offset - at
+        q += step
+        if float(np.abs(step).max()) < tolerance:
+            break
+    return np.ascontiguousarray(q - grid, np.float32)
 
 
 def make_pair(seed: int, size: Tuple[int, int] = (240, 320), noise_px: float = 10.0, band: int = 6,
@@ -121,4 +141,5 @@ def make_pair(seed: int, size: Tuple[int, int] = (240, 320), noise_px: float = 1
     return ParallaxPair(image=image.astype(np.float32), second=second.astype(np.float32), alpha=alpha,
                         foreground=foreground, background=background, second_alpha=second_alpha,
                         second_foreground=second_fg, trimap=trimap_from_alpha(alpha, band),
-                        parallax_px=float(np.linalg.norm(parallax)), alpha_source=source)
+                        parallax_px=float(np.linalg.norm(parallax)), alpha_source=source,
+                        foreground_flow=_invert_map(fg_map, 0.0), background_flow=_invert_map(bg_map, float(margin)))
