@@ -66,7 +66,8 @@ def checkerboard(shape, square: int = 16) -> np.ndarray:
 
 
 def contact_row(image, trimap, alpha, foreground_srgb, height: int = 240) -> np.ndarray:
-    """image | trimap | alpha | foreground over a checkerboard, all sRGB float, scaled to ``height``."""
+    """image | trimap | alpha | foreground over a checkerboard, scaled to ``height``: ``image`` H×W×3 sRGB in
+    0–255 (uint8 or float), the others float in [0, 1] (``foreground_srgb`` sRGB-encoded)."""
     import cv2
 
     over = foreground_srgb * alpha[:, :, None] + checkerboard(alpha.shape) * (1 - alpha[:, :, None])
