@@ -13,11 +13,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,37 +61,23 @@ RESULT = {"operator_s": med(operator), "unchanged_s": med(unchanged), "read_s": 
 '''
 
 
-def start_server():
-    ready = Path(tempfile.mkdtemp()) / "endpoint"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("plugin", "server")))
-    proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", "tcp://127.0.0.1:0",
-                             "--ready-file", str(ready), "--device", "cpu"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    return proc, ready.read_text().strip()
-
-
 def main() -> int:
     from tests.hosts import blender_env
     from tests.hosts.blender_harness import run_blender
+    from tests.support.servers import ServerProcess
 
     try:
         python = blender_env.ensure()
     except blender_env.BlenderEnvUnavailable as exc:
         print(f"skipped: {exc}", file=sys.stderr)
         return 1
-    proc, endpoint = start_server()
+    server = ServerProcess.temporary(stop_timeout=30)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = run_blender(python, Path(tmp), SNIPPET, timeout=600, endpoint=endpoint, width=WIDTH,
+            result = run_blender(python, Path(tmp), SNIPPET, timeout=600, endpoint=server.endpoint, width=WIDTH,
                                  height=HEIGHT, repeats=REPEATS)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        server.stop()
     result.update(size=f"{WIDTH}x{HEIGHT}", repeats=REPEATS, machine=platform.machine(), cpus=os.cpu_count(),
                   ratio=round(result["operator_s"] / result["direct_s"], 2))
     RESULTS.mkdir(exist_ok=True)

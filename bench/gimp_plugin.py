@@ -15,9 +15,7 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,18 +26,6 @@ sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "installe
 RESULTS = ROOT / "bench" / "results"
 REPEATS = 5
 SIZES = [(1920, 1080)]
-
-
-def start_server():
-    ready = Path(tempfile.mkdtemp()) / "endpoint"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("plugin", "server")))
-    proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", "tcp://127.0.0.1:0",
-                             "--ready-file", str(ready), "--log-level", "warning"], env=env)
-    while not ready.exists():
-        if proc.poll() is not None:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    return proc, ready.read_text().strip()
 
 
 def time_client(endpoint: str, image: np.ndarray, mask: np.ndarray) -> list:
@@ -58,6 +44,7 @@ def time_client(endpoint: str, image: np.ndarray, mask: np.ndarray) -> list:
 def main() -> int:
     from tests.hosts import gimp_chroot
     from tests.hosts.gimp_runner import new_profile, run_gimp
+    from tests.support.servers import ServerProcess
 
     reason = gimp_chroot.unavailable_reason()
     if reason:
@@ -65,7 +52,8 @@ def main() -> int:
         return 0
     root = gimp_chroot.ensure_chroot()
     profile = new_profile(root)
-    server, endpoint = start_server()
+    server = ServerProcess.temporary("--log-level", "warning", device=None)
+    endpoint = server.endpoint
     rows = []
     try:
         for width, height in SIZES:
@@ -88,8 +76,7 @@ def main() -> int:
                          "ratio": statistics.median(plugin_s) / statistics.median(client_s),
                          "plugin_s": plugin_s, "client_s": client_s})
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(profile, ignore_errors=True)
     result = {"bench": "gimp_plugin", "engine": "passthrough", "repeats": REPEATS, "gimp": "3.0.4 (Debian trixie)",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}

@@ -70,13 +70,13 @@ def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
 
 
 def node_rows(folder: Path):
-    from tests.conftest import ServerProcess
+    from tests.support.servers import ServerProcess
 
     import mattebox_nuke
     import mattebox_nuke.node
     import nuke
 
-    server = ServerProcess(folder)
+    server = ServerProcess(folder, state_dir=folder / "state")
     try:
         nuke.fake.reset()
         os.environ["MATTEBOX_CONFIG"] = str(folder / "client.json")

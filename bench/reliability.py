@@ -42,52 +42,14 @@ RESULTS = ROOT / "bench" / "results"
 TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
 
 from mattebox_plugin import protocol  # noqa: E402
+from tests.support.servers import LOOPBACK, ServerProcess, tree_env, wait_for_busy_replica  # noqa: E402
 
 
-def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]))
-    env.update(extra)
-    return env
-
-
-class ServerProc:
-    """``mattebox serve`` in a subprocess; its job store lives in its own temporary folder unless ``state_dir`` is
-    given (a folder shared with the server it replaces, or "none" for memory-only)."""
-
-    def __init__(self, endpoint="tcp://127.0.0.1:0", *args, state_dir=None, **env):
-        self.ready = Path(tempfile.mkdtemp(prefix="mattebox-bench-")) / "endpoint"
-        self.log = open(self.ready.parent / "server.log", "wb")
-        state_dir = str(state_dir or self.ready.parent / "state")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint,
-                                      "--ready-file", str(self.ready), "--device", "cpu", "--log-level", "warning",
-                                      "--state-dir", state_dir, *args], env=_env(**env), stdout=self.log,
-                                     stderr=self.log)
-        deadline = time.monotonic() + 180
-        while not self.ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((self.ready.parent / "server.log").read_text()[-2000:])
-            time.sleep(0.05)
-        self.endpoint = self.ready.read_text().strip()
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.ready.parent, ignore_errors=True)
+def bench_server(*args: str, endpoint: str = LOOPBACK, state_dir=None, **env) -> ServerProcess:
+    """``mattebox serve`` in a subprocess, in its own temporary folder removed on stop; its job store lives there
+    unless ``state_dir`` is given (a folder shared with the server it replaces, or "none" for memory-only)."""
+    return ServerProcess.temporary("--log-level", "warning", *args, endpoint=endpoint, state_dir=state_dir, env=env,
+                                   start_timeout=180, stop_timeout=60)
 
 
 # ------------------------------------------------------------------------------------------------- fuzz
@@ -154,7 +116,7 @@ def _fuzz_message(rng: random.Random, n: int):
 def fuzz(messages: int, seed: int = 1234, batch: int = 200) -> dict:
     import zmq
 
-    server = ServerProc()
+    server = bench_server()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -236,7 +198,7 @@ def _load_client(args):
 
 
 def load(clients: int = 8, jobs: int = 200, window: int = 4) -> dict:
-    server = ServerProc()
+    server = bench_server()
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(clients) as pool:
         parts = pool.map(_load_client, [(server.endpoint, i, jobs, window) for i in range(clients)])
@@ -274,8 +236,8 @@ for job in jobs: job.result()
 def fault_client_killed() -> dict:
     from mattebox_plugin.client import Client
 
-    server = ServerProc(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")
-    victim = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.endpoint], env=_env(),
+    server = bench_server(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")
+    victim = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.endpoint], env=tree_env(),
                               stdout=subprocess.PIPE, text=True)
     with Client(server.endpoint, timeout=30) as other:
         other.hello()
@@ -316,7 +278,7 @@ def _kill_and_restart(first, state: Path, env: dict):
     """kill -9 ``first``, then start its successor on the same port and state directory."""
     port = first.endpoint.rsplit(":", 1)[1]
     first.stop(signal.SIGKILL)
-    return ServerProc(f"tcp://127.0.0.1:{port}", state_dir=state, **env)
+    return bench_server(endpoint=f"tcp://127.0.0.1:{port}", state_dir=state, **env)
 
 
 def _delivered(jobs, images, label: str) -> int:
@@ -337,7 +299,7 @@ def fault_server_restart() -> dict:
 
     state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
     env = _restart_env(state, "5")
-    first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
+    first = bench_server(state_dir=state, **env)
     with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
         images = [np.random.default_rng(100 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
@@ -364,7 +326,7 @@ def fault_server_kill_unfetched() -> dict:
 
     state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
     env = _restart_env(state, "2")
-    first = ServerProc("tcp://127.0.0.1:0", state_dir=state, **env)
+    first = bench_server(state_dir=state, **env)
     with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
         images = [np.random.default_rng(300 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
@@ -395,19 +357,16 @@ def fault_replica_killed() -> dict:
         return {"fault": "cluster replica kill -9 mid-job", "skipped": "ray[serve] is not installed", "pass": None}
     from mattebox_plugin.client import Client
 
-    server = ServerProc("tcp://127.0.0.1:0", "--cluster", "--replicas", "2", MATTEBOX_ENGINES=TEST_ENGINES,
+    server = bench_server("--cluster", "--replicas", "2", MATTEBOX_ENGINES=TEST_ENGINES,
                         MATTEBOX_TEST_STEPS="20", MATTEBOX_TEST_STEP_S="0.1")
     try:
         with Client(server.endpoint, timeout=60) as client:
             client.hello()
             images = [np.random.default_rng(200 + i).random((32, 32, 3), dtype=np.float32) for i in range(6)]
             jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
-            victim = None
-            deadline = time.monotonic() + 60
-            while victim is None and time.monotonic() < deadline:
-                busy = [r for r in client.status()["cluster"]["replicas"].values() if r["job"] and r.get("alive")]
-                victim = busy[0] if busy else None
-                time.sleep(0.1)
+            victim = wait_for_busy_replica(client, timeout=60)
+            if victim is None:
+                raise RuntimeError("no cluster replica picked up a job within 60 s")
             os.kill(victim["pid"], signal.SIGKILL)
             results = [job.result(timeout=300) for job in jobs]
             ok = sum(np.allclose(r.alpha, img.mean(axis=2), atol=1e-6) for r, img in zip(results, images))
@@ -433,7 +392,7 @@ def memory(first: int = 100, total: int = 1000, side: int = 1024) -> list:
     mask = rng.random((side, side), dtype=np.float32)
     rows = []
     for shared in (False, True):
-        server = ServerProc()
+        server = bench_server()
         rss = {}
         with Client(server.endpoint, timeout=60, shared_memory=shared) as client:
             client.hello()
@@ -473,7 +432,7 @@ def store_overhead(jobs: int = 25, warmup: int = 3) -> list:
         for shared in (True, False):
             times, written = {}, 0.0
             for label, state in (("memory-only", "none"), ("job store", None)):
-                server = ServerProc(state_dir=state, **env)
+                server = bench_server(state_dir=state, **env)
                 samples = []
                 with Client(server.endpoint, timeout=60, shared_memory=shared) as client:
                     client.hello()

@@ -13,7 +13,6 @@ Writes bench/results/transport.json and bench/results/transport.md.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,9 +23,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
+sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
 RESULTS = ROOT / "bench" / "results"
 REPEATS = 7
+ECHO_ENGINE = {"MATTEBOX_ENGINES": "echo=bench.support.echo:EchoEngine"}
+
+from tests.support.servers import ServerProcess  # noqa: E402
 
 ECHO = """
 import sys, zmq
@@ -40,21 +42,11 @@ while True:
 """
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]),
-                MATTEBOX_ENGINES="echo=bench.support.echo:EchoEngine")
-
-
-def start_server(endpoint: str, store: bool = False):
-    """A server process; ``store``: with its job store (in a throw-away state directory), else memory-only."""
-    folder = Path(tempfile.mkdtemp())
-    ready = folder / "endpoint"
-    state = str(folder / "state") if store else "none"
-    proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint, "--ready-file",
-                             str(ready), "--log-level", "warning", "--state-dir", state], env=_env())
-    while not ready.exists():
-        time.sleep(0.02)
-    return proc, ready.read_text().strip()
+def start_server(endpoint: str, store: bool = False) -> ServerProcess:
+    """A server process running the echo engine; ``store``: with its job store (in its throw-away folder), else
+    memory-only."""
+    return ServerProcess.temporary("--log-level", "warning", endpoint=endpoint, device=None,
+                                   state_dir=None if store else "none", env=ECHO_ENGINE)
 
 
 def start_echo(endpoint: str):
@@ -121,12 +113,11 @@ def main() -> int:
                                                    ("ipc", f"ipc://{folder}/s{width}.sock", False, False),
                                                    ("shm", "tcp://127.0.0.1:0", True, False),
                                                    ("shm+store", "tcp://127.0.0.1:0", True, True)):
-            server, bound = start_server(endpoint, store)
+            server = start_server(endpoint, store)
             try:
-                protocol_s = time_protocol(bound, image, mask, shared)
+                protocol_s = time_protocol(server.endpoint, image, mask, shared)
             finally:
-                server.terminate()
-                server.wait()
+                server.stop()
             echo_endpoint = f"ipc://{folder}/e{width}.sock" if transport == "ipc" else "tcp://127.0.0.1:*"
             if echo_endpoint not in echoes:
                 echo, echo_bound = start_echo(echo_endpoint)

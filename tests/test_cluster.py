@@ -15,7 +15,7 @@ import pytest
 
 from mattebox_plugin.client import Client, JobFailed
 
-from .conftest import ServerProcess, tree_env
+from .support.servers import ServerProcess, tree_env, wait_for_busy_replica
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
 
@@ -38,13 +38,10 @@ def cluster_server(tmp_path_factory):
     if not HAVE_RAY:
         pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
     folder = tmp_path_factory.mktemp("cluster")
-    os.environ.update(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine", MATTEBOX_TEST_STEPS="30",
-                      MATTEBOX_TEST_STEP_S="0.1", MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log"))
-    try:
-        server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info")
-    finally:
-        for key in ("MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S", "MATTEBOX_TEST_RUN_LOG"):
-            os.environ.pop(key, None)
+    server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info",
+                           env=dict(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine",
+                                    MATTEBOX_TEST_STEPS="30", MATTEBOX_TEST_STEP_S="0.1",
+                                    MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log")))
     server.run_log = folder / "runs.log"
     yield server
     server.stop()
@@ -76,12 +73,7 @@ def test_replica_killed_mid_job_has_its_job_retried(cluster_server):
         client.hello()
         images = [_image(10 + i) for i in range(2)]
         jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
-        victim = None
-        deadline = time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline:
-            busy = [r for r in client.status()["cluster"]["replicas"].values() if r["job"] and r.get("alive")]
-            victim = busy[0] if busy else None
-            time.sleep(0.2)
+        victim = wait_for_busy_replica(client, timeout=60, poll=0.2)
         assert victim is not None, "no replica picked up a job"
         os.kill(victim["pid"], signal.SIGKILL)
         results = [job.result(timeout=240) for job in jobs]

@@ -7,8 +7,8 @@ import socket
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess
 from tests.support.fake_nuke import fake_nuke_fixture, plate_frames, rgba_planes, square_mask  # noqa: F401
+from tests.support.servers import ServerProcess
 
 H, W = 48, 64
 
@@ -16,11 +16,8 @@ H, W = 48, 64
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real server for this module (classical + passthrough engines, and the slow test engine)."""
-    os.environ["MATTEBOX_ENGINES"] = "test-slow=tests.support.engines:SlowEngine"
-    try:
-        process = ServerProcess(tmp_path_factory.mktemp("server"))
-    finally:
-        del os.environ["MATTEBOX_ENGINES"]
+    process = ServerProcess(tmp_path_factory.mktemp("server"),
+                            env={"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine"})
     yield process.endpoint
     process.stop()
 

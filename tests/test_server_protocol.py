@@ -311,17 +311,10 @@ def test_memory_only_server_restart_loses_no_work(tmp_path, server_process, monk
         img = image()
         job = c.submit(image=img, params={"engine": "test-slow"})
         first.stop(9)
-        proc = subprocess.Popen([sys.executable, "-m", "mattebox", "serve", "--endpoint", f"tcp://127.0.0.1:{port}",
-                                 "--state-dir", "none"],
-                                env=tree_env(MATTEBOX_TEST_STEPS="3"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            result = job.result(timeout=60)
-            np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
-            assert job._resubmitted
-        finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+        server_process("--state-dir", "none", endpoint=f"tcp://127.0.0.1:{port}", env={"MATTEBOX_TEST_STEPS": "3"})
+        result = job.result(timeout=60)
+        np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+        assert job._resubmitted
 
 
 def test_non_loopback_bind_is_refused_without_curve_keys(tmp_path):
