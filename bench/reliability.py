@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import msgpack
 import numpy as np
@@ -293,61 +294,58 @@ def _delivered(jobs, images, label: str) -> int:
     return ok
 
 
-def fault_server_restart() -> dict:
-    """kill -9 with jobs queued; the restarted server (same state directory) reruns them, the client only attaches."""
+def _restart_fault(steps: str, seed: int, label: str, before_kill: Callable) -> dict:
+    """Ten test-slow jobs on a server with a job store; ``before_kill(client, jobs)`` sets the scene and returns
+    what it measured; then kill -9 and a restart on the same state directory, and the client only attaches
+    (no resubmission). -> counts of delivered, lost and resubmitted jobs and engine runs, plus the measurements."""
     from mattebox_plugin.client import Client
 
     state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
-    env = _restart_env(state, "5")
+    env = _restart_env(state, steps)
     first = bench_server(state_dir=state, **env)
     with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
         client.hello()
-        images = [np.random.default_rng(100 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
+        images = [np.random.default_rng(seed + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
         jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
-        _wait_accepted(jobs)
-        queued = client.status()["queue"]
+        measured = before_kill(client, jobs)
         second = _kill_and_restart(first, state, env)
         try:
-            ok = _delivered(jobs, images, "restart fault")
+            ok = _delivered(jobs, images, label)
         finally:
             second.stop()
     resubmitted = sum(job._resubmitted for job in jobs)
     runs = _runs(state)
     shutil.rmtree(state, ignore_errors=True)
-    return {"fault": "server kill -9 and restart with jobs queued (no resubmission)", "jobs": len(jobs),
-            "queued_at_kill": queued, "delivered": ok, "lost": len(jobs) - ok, "resubmitted": resubmitted,
-            "engine_runs": runs, "pass": ok == len(jobs) and resubmitted == 0}
+    return {"jobs": len(jobs), **measured, "delivered": ok, "lost": len(jobs) - ok, "resubmitted": resubmitted,
+            "engine_runs": runs}
+
+
+def fault_server_restart() -> dict:
+    """kill -9 with jobs queued; the restarted server (same state directory) reruns them, the client only attaches."""
+    def queued(client, jobs) -> dict:
+        _wait_accepted(jobs)
+        return {"queued_at_kill": client.status()["queue"]}
+
+    row = _restart_fault("5", 100, "restart fault", queued)
+    return {"fault": "server kill -9 and restart with jobs queued (no resubmission)", **row,
+            "pass": row["delivered"] == row["jobs"] and row["resubmitted"] == 0}
 
 
 def fault_server_kill_unfetched() -> dict:
     """kill -9 while finished results wait for a client that is not listening; after the restart the client's
     attach gets every result from disk, and no job runs a second time."""
-    from mattebox_plugin.client import Client
-
-    state = Path(tempfile.mkdtemp(prefix="mattebox-bench-state-"))
-    env = _restart_env(state, "2")
-    first = bench_server(state_dir=state, **env)
-    with Client(first.endpoint, timeout=3, heartbeat=0.3, resubmit=False) as client:
-        client.hello()
-        images = [np.random.default_rng(300 + i).random((32, 32, 3), dtype=np.float32) for i in range(10)]
-        jobs = [client.submit(image=img, params={"engine": "test-slow"}) for img in images]
+    def unfetched(client, jobs) -> dict:
         client._reconnect()  # the results now go to a connection that is gone: nobody fetches them
         deadline = time.monotonic() + 120
         on_disk = 0
         while on_disk < len(jobs) and time.monotonic() < deadline:
             on_disk = client.status()["store"]["results_on_disk"]
             time.sleep(0.1)
-        second = _kill_and_restart(first, state, env)
-        try:
-            ok = _delivered(jobs, images, "unfetched fault")
-        finally:
-            second.stop()
-    resubmitted = sum(job._resubmitted for job in jobs)
-    runs = _runs(state)
-    shutil.rmtree(state, ignore_errors=True)
-    return {"fault": "server kill -9 with finished-but-unfetched results", "jobs": len(jobs),
-            "results_on_disk_at_kill": on_disk, "delivered": ok, "lost": len(jobs) - ok, "resubmitted": resubmitted,
-            "engine_runs": runs, "pass": ok == len(jobs) and resubmitted == 0 and runs == len(jobs)}
+        return {"results_on_disk_at_kill": on_disk}
+
+    row = _restart_fault("2", 300, "unfetched fault", unfetched)
+    return {"fault": "server kill -9 with finished-but-unfetched results", **row,
+            "pass": row["delivered"] == row["jobs"] and row["resubmitted"] == 0 and row["engine_runs"] == row["jobs"]}
 
 
 def fault_replica_killed() -> dict:
