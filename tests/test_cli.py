@@ -98,3 +98,23 @@ def test_install_and_uninstall_forward_to_the_host_installer(tmp_path):
     assert (target / "mattebox" / "mattebox.py").is_file()
     proc = mattebox("uninstall", "gimp", "--target", str(target))
     assert proc.returncode == 0 and not (target / "mattebox").exists()
+
+
+def test_matte_with_a_second_frame_says_whether_the_pair_helped(tmp_path, capsys):
+    from mattebox.cli import main
+    from mattebox.colour import linear_to_srgb
+    from mattebox.synth.pairs import make_pair
+
+    pair = make_pair(11, size=(96, 128), real_alpha=False)
+    for name, frame in (("a.png", pair.image), ("b.png", pair.second)):
+        write_png(str(tmp_path / name), linear_to_srgb(frame))
+    write_png(str(tmp_path / "t.png"), pair.trimap)
+    common = ["--trimap", str(tmp_path / "t.png"), "--local", "--quiet", "--quality", "fast"]
+    assert main(["matte", str(tmp_path / "a.png"), "--second", str(tmp_path / "b.png"), *common,
+                 "--out", str(tmp_path / "pair")]) == 0
+    assert "second frame used: known background behind" in capsys.readouterr().out
+    # the same frame twice: no parallax, so the engine says why it gave the single-frame result
+    assert main(["matte", str(tmp_path / "a.png"), "--second", str(tmp_path / "a.png"), *common,
+                 "--out", str(tmp_path / "same")]) == 0
+    out = capsys.readouterr().out
+    assert "second frame not used:" in out and "0.00 px apart" in out

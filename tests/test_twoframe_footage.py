@@ -40,6 +40,7 @@ def test_consecutive_frames_without_parallax_fall_back_to_the_single_frame_matte
     pair = get("classical-pair").matte(MatteRequest(image=image, second=second, params=params))
     single = get("classical").matte(MatteRequest(image=image, params=params))
     assert not pair.info["pair_usable"] and pair.info["median_parallax_px"] < 1.0
+    assert "unknown band" in pair.info["pair_why"] and "single-frame result" in pair.info["pair_why"]
     np.testing.assert_array_equal(pair.alpha, single.alpha)
 
 

@@ -85,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
     info = result.info
     print(f"{args.image}: engine {info.get('engine')}, guidance {info.get('guidance', '?')}, "
           f"solve {info.get('seconds', 0):.2f} s, total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
+    if args.second:
+        if info.get("pair_usable"):
+            print(f"  second frame used: known background behind {info['known_background_coverage']:.1%} of the "
+                  f"unknown band, layers {info['median_parallax_px']:.2f} px apart")
+        else:
+            print(f"  second frame not used: {info.get('pair_why', 'the engine does not use it')}")
     return 0
 
 

@@ -118,11 +118,15 @@ def solve_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, solver
         direct = np.clip((image - (1 - a3) * b_lin) / np.maximum(a3, 1e-3), 0, 1)
         trust = (known * np.clip((alpha - 0.1) / 0.3, 0, 1))[..., None]
         foreground = (trust * direct + (1 - trust) * foreground).astype(np.float32)
+    parallax = float(np.median(np.linalg.norm(aligned.motion.background - aligned.motion.foreground,
+                                              axis=-1)[band])) if band.any() else 0.0
     info: Dict = {"pair_usable": bool(usable), "revealed_coverage": round(float(revealed.sum()) / band_count, 4),
                   "known_background_coverage": round(coverage, 4),
                   "flow_inconsistent_fraction": round(float(aligned.motion.occluded[band].mean()) if band.any()
                                                       else 0.0, 4),
-                  "median_parallax_px": round(float(np.median(np.linalg.norm(
-                      aligned.motion.background - aligned.motion.foreground, axis=-1)[band])) if band.any()
-                      else 0.0, 3)}
+                  "median_parallax_px": round(parallax, 3)}
+    if not usable:
+        info["pair_why"] = (f"the second frame shows pure background behind {coverage:.1%} of the unknown band "
+                            f"(at least {settings.min_coverage:.0%} needed; the layers moved {parallax:.2f} px apart): "
+                            "single-frame result")
     return alpha, foreground, info
