@@ -116,8 +116,10 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
         def go():
             run = ext.operators.start_run(bpy.context)
             run.wait(timeout=120)
-            ext.operators.finish_run(run, lambda *a: None)
-            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused})
+            reports = []
+            ext.operators.finish_run(run, lambda kind, text: reports.append(text))
+            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused,
+                         "report": reports[-1]})
         go()
         go()  # nothing changed: every frame comes from the cache
         ext.blender_io.write_exr(os.path.join(seq_dir, "plate_0002.exr"), make_plate(seed=99, shift=2)[0])
@@ -152,7 +154,9 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
     runs = result["runs"]
     assert [r["state"] for r in runs] == ["finished"] * 3, runs
     assert runs[0]["computed"] == [1, 2, 3] and runs[0]["reused"] == []
-    assert runs[1]["computed"] == [] and runs[1]["reused"] == [1, 2, 3]
+    # the scene's engine is "classical", which has no use for the second frame: the report says so
+    assert "second frame ignored on 3 frame(s): engine classical" in runs[0]["report"], runs[0]["report"]
+    assert runs[1]["computed"] == [] and runs[1]["reused"] == [1, 2, 3] and "second frame" not in runs[1]["report"]
     assert runs[2]["computed"] == [1, 2] and runs[2]["reused"] == [3]
     assert result["source"] == "SEQUENCE"
     assert result["node"] == [1, 0, 3]

@@ -149,6 +149,21 @@ def test_classical_engine_with_trimap(fake_nuke, server):
     assert np.array_equal(out["mattebox.trimap"], trimap)
 
 
+def test_status_says_whether_the_second_frame_was_used(fake_nuke, server):
+    """A second input with no parallax (the plate itself): the status names why the pair engine did not use it."""
+    import mattebox_nuke
+
+    trimap = np.zeros((H, W), np.float32)
+    trimap[12:36, 16:48] = 0.5
+    trimap[18:30, 24:40] = 1.0
+    group, pixels = make_comp(fake_nuke, server, frames=(1,), guide=trimap, engine="classical-pair")
+    group["guide"].setValue("trimap")
+    group.setInput(1, fake_nuke.nodes.FakeSource(frames=pixels, first=1, last=1))
+    mattebox_nuke.matte(group)
+    status = group["status"].value()
+    assert "second frame not used on 1 of 1 frame(s)" in status and "px apart" in status, status
+
+
 def test_frame_range_modes(fake_nuke):
     import mattebox_nuke  # noqa: F401
     from mattebox_nuke import node

@@ -104,3 +104,20 @@ def test_background_alpha_inverts_the_linear_compositing_equation_and_distrusts_
     alpha_b, textured_confidence = background_alpha(image, textured, foreground, PairSettings())
     np.testing.assert_allclose(alpha_b, alpha, atol=1e-4)
     assert np.median(textured_confidence[:, 1:-1]) < 0.5 * np.median(confidence)  # a 1 px flow error would show
+
+
+def test_a_second_frame_the_engine_does_not_use_is_reported_not_dropped_silently(mattebox_server):
+    from mattebox_plugin.client import pair_note
+
+    pair = make_pair(4, size=(32, 48), real_alpha=False)
+    with Client(mattebox_server, timeout=20) as client:
+        classical = client.submit(image=pair.image, second=pair.second, trimap=pair.trimap,
+                                  params={"engine": "classical"}).result()
+        both = client.submit(image=pair.image, second=pair.image, trimap=pair.trimap,
+                             params={"engine": "auto"}).result()
+    assert classical.info["ignored_inputs"] == ["second"]
+    assert pair_note([classical.info]).startswith("second frame ignored on 1 frame(s): engine classical")
+    assert "ignored_inputs" not in both.info and both.info["engine"] == "classical-pair"
+    assert pair_note([both.info]).startswith("second frame not used on 1 of 1 frame(s): the second frame shows")
+    assert pair_note([dict(both.info, pair_usable=True)] * 2) == "second frame used on 2 frame(s)"
+    assert pair_note([{"engine": "classical"}]) is None

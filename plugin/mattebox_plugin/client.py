@@ -14,7 +14,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import zmq
 
@@ -60,6 +60,25 @@ class Result:
     foreground = property(lambda self: self.get("foreground"))
     trimap = property(lambda self: self.get("trimap"))
     premultiplied = property(lambda self: self.get("premultiplied"))
+
+
+def pair_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
+    """One line for a host's status about the second frame, from the results' ``info`` maps: None when no frame
+    had one; else how many frames used it, the engine's reason (``pair_why``) when some did not, or that the
+    engine ignores second frames (``ignored_inputs``)."""
+    infos = list(infos)
+    ignored = [info for info in infos if "second" in info.get("ignored_inputs", ())]
+    if ignored:
+        return (f"second frame ignored on {len(ignored)} frame(s): engine {ignored[0].get('engine', '?')} does not "
+                "use one (engine auto picks the two-frame engine)")
+    pairs = [info for info in infos if "pair_usable" in info]
+    if not pairs:
+        return None
+    unused = [info for info in pairs if not info["pair_usable"]]
+    if not unused:
+        return f"second frame used on {len(pairs)} frame(s)"
+    why = unused[0].get("pair_why", "the engine did not use it")
+    return f"second frame not used on {len(unused)} of {len(pairs)} frame(s): {why}"
 
 
 class Job:

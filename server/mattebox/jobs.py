@@ -189,6 +189,9 @@ def compute_locally(buffers: Dict[str, Buffer], params: Dict[str, Any], progress
     progress("encode")
     descs, frames = encode_result(result, params["outputs"], colorspace)
     info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=device)
+    ignored = sorted(name for name in buffers if name != "image" and name not in engine.uses)
+    if ignored:  # accepted but unused (Engine.uses): say so, a host can tell the artist
+        info["ignored_inputs"] = ignored
     return descs, frames, info
 
 

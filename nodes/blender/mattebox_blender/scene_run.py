@@ -5,7 +5,7 @@ from typing import List, Optional
 
 import bpy
 
-from . import blender_io, core, runner
+from . import blender_io, connection, core, runner
 from .connection import make_connect
 
 
@@ -41,5 +41,6 @@ class SceneRun(runner.MatteRun):
         blender_io.publish(self.name, self.directory, sorted(self.frames), self.scene)
 
     def summary(self) -> str:
+        note = connection.client_package().client.pair_note(self.infos.values())
         return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
-                f"'{blender_io.group_name(self.name)}', files in {self.directory}")
+                f"'{blender_io.group_name(self.name)}', files in {self.directory}" + (f"; {note}" if note else ""))
