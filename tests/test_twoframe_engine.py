@@ -87,25 +87,6 @@ def test_second_frame_of_another_size_is_a_shape_mismatch(mattebox_server):
     assert "shape_mismatch" in str(failure.value) and "second" in str(failure.value)
 
 
-def test_background_alpha_inverts_the_linear_compositing_equation_and_distrusts_texture():
-    from mattebox.twoframe.solve import PairSettings, background_alpha
-
-    rng = np.random.default_rng(3)
-    alpha = rng.uniform(0, 1, (24, 32)).astype(np.float32)
-    foreground = np.broadcast_to(np.float32([0.9, 0.6, 0.2]), (24, 32, 3))
-    flat = np.broadcast_to(np.float32([0.05, 0.1, 0.4]), (24, 32, 3))
-    image = alpha[..., None] * foreground + (1 - alpha[..., None]) * flat  # linear light
-    alpha_b, confidence = background_alpha(image, flat, foreground, PairSettings())
-    np.testing.assert_allclose(alpha_b, alpha, atol=1e-5)  # exact in linear light (sRGB would be biased)
-    assert confidence.min() > 0.99  # well separated colours, no texture: trusted
-    ramp = np.linspace(0, 1, 32, dtype=np.float32)
-    textured = flat + 0.3 * np.sin(ramp * 40)[None, :, None]  # steep background texture
-    image = alpha[..., None] * foreground + (1 - alpha[..., None]) * textured
-    alpha_b, textured_confidence = background_alpha(image, textured, foreground, PairSettings())
-    np.testing.assert_allclose(alpha_b, alpha, atol=1e-4)
-    assert np.median(textured_confidence[:, 1:-1]) < 0.5 * np.median(confidence)  # a 1 px flow error would show
-
-
 def test_a_second_frame_the_engine_does_not_use_is_reported_not_dropped_silently(mattebox_server):
     from mattebox_plugin.client import pair_note
 

@@ -1,6 +1,7 @@
 """Engine "classical-pair": the classical engine plus a second frame (mattebox.twoframe.solve).
 
-Without ``second`` it is exactly the classical engine. Result info adds ``pair_usable`` and
+Without ``second``, or with a clean plate (a better known background than parallax reveals), it is exactly the
+classical engine. Result info adds ``pair_usable`` and
 ``revealed_coverage`` (fraction of the unknown band where the second frame reveals background the first hides).
 """
 from __future__ import annotations
@@ -17,12 +18,14 @@ class ClassicalPairEngine(ClassicalEngine):
     description = ("two-frame classical matting: background revealed by parallax in a second frame becomes a known "
                    "background prior in the closed-form solve (Parallax Portrait Matting alignment); single-frame "
                    "fallback per pixel")
-    uses = ("second", "trimap", "mask")
+    uses = ("second", "trimap", "mask", "background")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        if request.second is None:
+        if request.second is None or request.background is not None:
             result = super().matte(request, progress)
-            result.info.update(pair_usable=False, revealed_coverage=0.0, pair_why="no second frame given")
+            why = ("a clean plate was given: it shows the background everywhere, a second frame only where "
+                   "parallax reveals it" if request.background is not None else "no second frame given")
+            result.info.update(pair_usable=False, revealed_coverage=0.0, pair_why=why)
             return result
         if request.second.shape != request.image.shape:
             raise ValueError(f"second: expected the image's shape {request.image.shape}, got {request.second.shape}")

@@ -2,6 +2,10 @@
 
 Alpha is solved on the sRGB-encoded image (the colour-line model and the matting data sets are perceptual);
 the foreground is solved in linear light so that compositors reproduce the plate: I = αF + (1 − α)B there.
+
+A clean plate (request ``background``) makes B known everywhere (:mod:`.known_background`): a difference matte
+gives the guidance when there is no trimap or mask, α_B from the compositing equation becomes a data term of the
+solve, and the foreground is solved directly from the plate where α allows.
 """
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ from ...contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from .alpha import PRESETS, solve_alpha
 from .foreground import blur_fusion, multilevel
 from .guidance import grabcut_mask, trimap_from_mask
+from .known_background import KnownBackgroundSettings, difference_mask, foreground_with_background, solve_with_plate
 
 #: foreground_method 'auto' per quality preset: blur-fusion is ~10x faster, multilevel more accurate
 AUTO_FOREGROUND = {"fast": "blur_fusion", "balanced": "multilevel", "best": "multilevel"}
 FOREGROUND_METHODS = {"multilevel": multilevel, "blur_fusion": blur_fusion}
+#: a clean plate's data term: λ, the plate's expected misregistration σ_f (a locked-off or re-aligned plate) and
+#: one re-solve with the foreground recovered from the plate. On 12 synthetic pairs (seeds 20 000–20 011, plate
+#: with its own noise and a ±2 % exposure change) SAD vs no plate: λ 0.3 / 1 / 3 -> 0.55 / 0.52 / 0.50 with one
+#: refinement, 0.70 at λ 3 without; a second refinement adds < 0.01.
+PLATE = KnownBackgroundSettings(prior_weight=3.0, position_sigma_px=0.3, refinements=1)
 
 
 class ClassicalEngine(Engine):
@@ -25,7 +35,7 @@ class ClassicalEngine(Engine):
     kind = "classical"
     description = ("closed-form matting (Levin et al.) with a colour-sampling prior, solved matrix-free "
                    "coarse-to-fine over the unknown band; multilevel / blur-fusion foreground; no weights, CPU")
-    uses = ("trimap", "mask")
+    uses = ("trimap", "mask", "background")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
         quality = request.param("quality", "balanced")
@@ -44,13 +54,23 @@ class ClassicalEngine(Engine):
         timings["guidance"] = time.perf_counter() - t
         progress("alpha", 0, 1)
         t = time.perf_counter()
-        alpha = solve_alpha(request.image_srgb, trimap, PRESETS[quality], progress)
+        plate = request.background
+        if plate is not None and plate.shape != request.image.shape:
+            raise ValueError(f"background: expected the image's shape {request.image.shape}, got {plate.shape}")
+        if plate is not None:
+            alpha = solve_with_plate(request.image, request.image_srgb, plate, trimap, PRESETS[quality], PLATE,
+                                     progress)
+        else:
+            alpha = solve_alpha(request.image_srgb, trimap, PRESETS[quality], progress)
         timings["alpha"] = time.perf_counter() - t
         if "foreground" in request.param("outputs", ("alpha", "foreground")) or \
                 "premultiplied" in request.param("outputs", ()):
             progress("foreground", 0, 1, method)
             t = time.perf_counter()
             foreground = FOREGROUND_METHODS[method](request.image, alpha)
+            if plate is not None:  # where α is high, F follows from the plate exactly
+                method += "+plate"
+                foreground = foreground_with_background(request.image, alpha, plate, 1.0, foreground)
             timings["foreground"] = time.perf_counter() - t
         else:  # not requested: skip the work, return the plate (contract: a foreground of the input's shape)
             method, foreground = "none", request.image.astype(np.float32, copy=False)
@@ -62,13 +82,18 @@ class ClassicalEngine(Engine):
 
     @staticmethod
     def guidance(request: MatteRequest) -> Tuple[np.ndarray, str]:
-        """(trimap, how it was made): 'trimap' (given), 'mask' (given mask -> trimap), 'auto:segmentation'
-        (installed segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback)."""
+        """(trimap, how it was made): 'trimap' (given), 'mask' (given mask -> trimap), 'plate:difference' (a
+        clean plate's difference matte -> trimap), 'auto:segmentation' (installed segmentation network -> mask ->
+        trimap) or 'auto:grabcut' (classical fallback)."""
         band = request.param("band_width", 0)
         if request.trimap is not None:
             return request.trimap, "trimap"
         if request.mask is not None:
             return trimap_from_mask(request.mask, band), "mask"
+        if request.background is not None and request.background.shape == request.image.shape:
+            mask = difference_mask(request.image, request.background)
+            if mask.any():
+                return trimap_from_mask(mask, band), "plate:difference"
         from .segmentation import segmentation_mask, weights_path
 
         weights = weights_path()
