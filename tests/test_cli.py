@@ -118,3 +118,19 @@ def test_matte_with_a_second_frame_says_whether_the_pair_helped(tmp_path, capsys
                  "--out", str(tmp_path / "same")]) == 0
     out = capsys.readouterr().out
     assert "second frame not used:" in out and "0.00 px apart" in out
+
+
+def test_matte_with_a_clean_plate_keys_the_difference(tmp_path, capsys):
+    from mattebox.cli import main
+    from mattebox.colour import linear_to_srgb
+    from mattebox.synth.pairs import make_pair
+
+    pair = make_pair(12, size=(96, 128), real_alpha=False)
+    write_png(str(tmp_path / "shot.png"), linear_to_srgb(pair.image))
+    write_png(str(tmp_path / "plate.png"), linear_to_srgb(pair.background))
+    assert main(["matte", str(tmp_path / "shot.png"), "--background", str(tmp_path / "plate.png"), "--local",
+                 "--quiet", "--quality", "fast", "--out", str(tmp_path / "out")]) == 0
+    assert "guidance plate:difference" in capsys.readouterr().out
+    alpha = read_gray(str(tmp_path / "out" / "shot_alpha.exr"))
+    truth = pair.alpha >= 0.5
+    assert ((alpha >= 0.5) & truth).sum() / ((alpha >= 0.5) | truth).sum() > 0.7
