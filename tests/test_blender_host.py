@@ -189,9 +189,18 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
         brighter[..., :3] *= 1.01
         s.clean_plate.pixels.foreach_set(core.to_blender_pixels(brighter))
         go()  # the plate changed: the frame is recomputed
+        # a clean pass as an image sequence: each frame's own plate, like the mask (a still serves every frame)
+        cleans = {f: make_plate(seed=20 + f, subject=False)[0] for f in (1, 2)}
+        for f, c in cleans.items():
+            ext.blender_io.write_exr(os.path.join(os.getcwd(), "clean", f"clean_{f:04d}.exr"), c)
+        s.clean_plate = bpy.data.images.load(os.path.join(os.getcwd(), "clean", "clean_0001.exr"))
+        s.clean_plate.source = "SEQUENCE"
+        sent = ext.blender_io.read_request(s, bpy.context.scene, 2, s.params())["background"]
+        sequence_diff = float(np.abs(sent - cleans[2]).max())
         s.clean_plate = helpers.new_image("small plate", clean[:40, :50])
         error, _ = report_of(lambda: bpy.ops.mattebox.matte())
         RESULT = {"runs": runs, "error": error, "alpha_error": float(np.abs(alpha - inside).mean()),
+                  "sequence_diff": sequence_diff,
                   "alpha_in": float(alpha[inside > 0].mean()), "alpha_out": float(alpha[inside == 0].mean())}
     ''', endpoint=mattebox_server)
     first, cached, changed = result["runs"]
@@ -204,6 +213,7 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
     assert result["alpha_in"] > 0.95 and result["alpha_out"] < 0.02 and result["alpha_error"] < 0.03, result
     assert cached["computed"] == [] and cached["reused"] == [1]
     assert changed["computed"] == [1] and changed["reused"] == []
+    assert result["sequence_diff"] == 0.0
     assert "clean plate: 50x40 pixels, but the image is 96x72" in result["error"]
 
 
