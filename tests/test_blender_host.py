@@ -166,6 +166,57 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
                                                                       "alpha_0003.exr"]
 
 
+def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_path, mattebox_server):
+    """A clean plate and no mask: the classical engine's guidance is the plate's difference matte (it would be
+    GrabCut without the plate), the report says so, and changing the plate recomputes the cached frame."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        s.mask = None
+        clean = make_plate(seed=11, subject=False)[0]
+        s.clean_plate = helpers.new_image("clean plate", clean)
+        runs = []
+        def go():
+            run = ext.operators.start_run(bpy.context)
+            run.wait(timeout=120)
+            reports = []
+            ext.operators.finish_run(run, lambda kind, text: reports.append(text))
+            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused,
+                         "report": reports[-1], "infos": {str(f): i for f, i in run.infos.items()}})
+        go()
+        alpha = helpers.image_array(bpy.data.images["Matte Alpha"])[..., 0]
+        go()  # unchanged: from the cache
+        brighter = clean.copy()
+        brighter[..., :3] *= 1.01
+        s.clean_plate.pixels.foreach_set(core.to_blender_pixels(brighter))
+        go()  # the plate changed: the frame is recomputed
+        # a clean pass as an image sequence: each frame's own plate, like the mask (a still serves every frame)
+        cleans = {f: make_plate(seed=20 + f, subject=False)[0] for f in (1, 2)}
+        for f, c in cleans.items():
+            ext.blender_io.write_exr(os.path.join(os.getcwd(), "clean", f"clean_{f:04d}.exr"), c)
+        s.clean_plate = bpy.data.images.load(os.path.join(os.getcwd(), "clean", "clean_0001.exr"))
+        s.clean_plate.source = "SEQUENCE"
+        sent = ext.blender_io.read_request(s, bpy.context.scene, 2, s.params())["background"]
+        sequence_diff = float(np.abs(sent - cleans[2]).max())
+        s.clean_plate = helpers.new_image("small plate", clean[:40, :50])
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        RESULT = {"runs": runs, "error": error, "alpha_error": float(np.abs(alpha - inside).mean()),
+                  "sequence_diff": sequence_diff,
+                  "alpha_in": float(alpha[inside > 0].mean()), "alpha_out": float(alpha[inside == 0].mean())}
+    ''', endpoint=mattebox_server)
+    first, cached, changed = result["runs"]
+    assert [r["state"] for r in result["runs"]] == ["finished"] * 3, result["runs"]
+    info = first["infos"]["1"]
+    assert info["engine"] == "classical" and info["guidance"] == "plate:difference", info
+    assert info["foreground_method"].endswith("+plate") and "ignored_inputs" not in info
+    assert "clean plate used on 1 frame(s), its difference matte guided 1" in first["report"], first["report"]
+    # the matte is the disc: alpha ~1 inside, ~0 outside (mean error over the frame ~ the soft edge only)
+    assert result["alpha_in"] > 0.95 and result["alpha_out"] < 0.02 and result["alpha_error"] < 0.03, result
+    assert cached["computed"] == [] and cached["reused"] == [1]
+    assert changed["computed"] == [1] and changed["reused"] == []
+    assert result["sequence_diff"] == 0.0
+    assert "clean plate: 50x40 pixels, but the image is 96x72" in result["error"]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -74,6 +74,44 @@ def test_content_key_changes_with_any_input_or_param():
     assert core.content_key(core.build_request(image, image, None, {"engine": "auto"})) != key
 
 
+def test_clean_plate_is_sent_as_background_and_must_match_the_image():
+    image = np.random.default_rng(2).random((6, 8, 4), dtype=np.float32)
+    plate = image * 0.5
+    request = core.build_request(image, None, None, {"engine": "classical"}, background=plate)
+    assert request["background"] is plate and request["colorspace"] == "linear" and not request["premultiplied"]
+    assert core.build_request(image, None, None, {})["background"] is None  # optional
+    with pytest.raises(ValueError, match=r"^clean plate: 8x5 pixels, but the image is 8x6"):
+        core.build_request(image, None, None, {}, background=plate[:5])
+
+
+def test_content_key_changes_with_the_clean_plate():
+    image = np.random.default_rng(3).random((8, 8, 4), dtype=np.float32)
+    plate = np.random.default_rng(4).random((8, 8, 4), dtype=np.float32)
+    without = core.content_key(core.build_request(image, None, None, {"engine": "classical"}))
+    with_plate = core.content_key(core.build_request(image, None, None, {"engine": "classical"}, background=plate))
+    assert with_plate != without
+    assert with_plate == core.content_key(core.build_request(image, None, None, {"engine": "classical"},
+                                                             background=plate.copy()))
+    touched = plate.copy()
+    touched[7, 0, 2] += 1e-6
+    assert core.content_key(core.build_request(image, None, None, {"engine": "classical"},
+                                               background=touched)) != with_plate
+    # the same pixels as a plate or as a second frame are different requests
+    assert core.content_key(core.build_request(image, plate, None, {"engine": "classical"})) != with_plate
+
+
+def test_plate_note_says_whether_the_plate_was_used():
+    from mattebox_plugin.client import plate_note
+
+    assert plate_note([{"engine": "classical", "guidance": "mask", "foreground_method": "blur_fusion"}]) is None
+    assert plate_note([{"engine": "passthrough", "ignored_inputs": ["background"]}] * 2) == (
+        "clean plate ignored on 2 frame(s): engine passthrough does not use one")
+    infos = [{"guidance": "plate:difference", "foreground_method": "multilevel+plate"},
+             {"guidance": "mask", "foreground_method": "multilevel+plate"}]
+    assert plate_note(infos) == "clean plate used on 2 frame(s), its difference matte guided 1 (no mask or trimap)"
+    assert plate_note(infos[1:]) == "clean plate used on 1 frame(s)"
+
+
 def test_parse_frames():
     assert core.parse_frames("1-3, 5,10-20x5") == [1, 2, 3, 5, 10, 15, 20]
     assert core.parse_frames("7") == [7]
@@ -143,6 +181,30 @@ def test_run_mattes_frames_in_order_without_blocking_and_reuses_cache(embedded_s
     again = _run(embedded_server.bound_endpoint, plates, {}, tmp_path)
     assert again.wait() == runner.FINISHED
     assert again.computed == [2] and again.reused == [1, 3]
+
+
+def test_run_sends_the_clean_plate_and_recomputes_when_it_changes(embedded_server, tmp_path):
+    plates, clean = _plates(2), {"plate": np.full((24, 32, 4), 0.25, np.float32)}
+
+    def read(frame):
+        return core.build_request(plates[frame], None, None, {"engine": "passthrough"}, background=clean["plate"])
+
+    def finished_run():
+        run = _run(embedded_server.bound_endpoint, plates, {}, tmp_path, read=read)
+        assert run.wait() == runner.FINISHED, run.error
+        for frame in run.computed:
+            for kind in ("alpha", "foreground"):
+                Path(core.result_path(str(tmp_path), kind, frame)).write_bytes(b"x")
+        return run
+
+    first = finished_run()
+    assert first.computed == [1, 2]
+    # the plate reached the server: passthrough accepts it and says it ignored it
+    assert all(info["ignored_inputs"] == ["background"] for info in first.infos.values()), first.infos
+    assert finished_run().reused == [1, 2]
+    clean["plate"] = clean["plate"].copy()
+    clean["plate"][5, 5, 0] = 0.5  # one pixel of the plate: every frame that used it is stale
+    assert finished_run().computed == [1, 2]
 
 
 def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):

@@ -81,6 +81,27 @@ def pair_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
     return f"second frame not used on {len(unused)} of {len(pairs)} frame(s): {why}"
 
 
+def plate_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
+    """One line for a host's status about the clean plate (``background``), from the results' ``info`` maps: that
+    the engine ignored it (``ignored_inputs``), or on how many frames it was used (``foreground_method`` ending
+    ``+plate`` or a ``plate:`` guidance, docs/classical.md section 4) and how many its difference matte guided;
+    None when no info mentions a plate."""
+    infos = list(infos)
+    ignored = [info for info in infos if "background" in info.get("ignored_inputs", ())]
+    if ignored:
+        return (f"clean plate ignored on {len(ignored)} frame(s): engine {ignored[0].get('engine', '?')} does not "
+                "use one")
+    guided = sum(str(info.get("guidance", "")).startswith("plate:") for info in infos)
+    used = sum(str(info.get("guidance", "")).startswith("plate:")
+               or str(info.get("foreground_method", "")).endswith("+plate") for info in infos)
+    if not used:
+        return None
+    note = f"clean plate used on {used} frame(s)"
+    if guided:
+        note += f", its difference matte guided {guided} (no mask or trimap)"
+    return note
+
+
 class Job:
     """A submitted matte job. Poll it, iterate its progress, wait for its result, or cancel it."""
 

@@ -45,15 +45,16 @@ def run_blender(python: Path, tmp_path: Path, snippet: str, mode: str = "dev", t
     return json.loads(lines[-1][len("MATTEBOX_RESULT "):])
 
 
-#: shared by every snippet: a small synthetic plate (a textured disc on a gradient) and its coarse mask
+#: shared by every snippet: a small synthetic plate (a textured disc on a gradient) and its coarse mask; the same
+#: gradient without the disc (``subject=False``, another seed: its own noise) is its clean plate
 PRELUDE = '''
 import os, time
 core = ext.core
 H, W = 72, 96
-def make_plate(seed=7, shift=0):
+def make_plate(seed=7, shift=0, subject=True):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:H, 0:W]
-    inside = ((xx - 48 - shift) ** 2 + (yy - 34) ** 2) < 22 ** 2
+    inside = (((xx - 48 - shift) ** 2 + (yy - 34) ** 2) < 22 ** 2) & subject  # subject=False: the clean plate
     plate = np.ones((H, W, 4), np.float32)
     fg = np.array([0.9, 0.45, 0.2], np.float32)
     bg = np.stack([0.1 + 0.5 * xx / W, 0.3 + 0.2 * yy / H, 0.7 - 0.3 * xx / W], axis=2)

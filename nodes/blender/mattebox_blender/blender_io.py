@@ -202,8 +202,11 @@ def read_request(settings, scene: "bpy.types.Scene", frame: int, params: Dict) -
     mask = None
     if settings.mask is not None:
         mask = core.mask_channel(image_frame_rgba(settings.mask, frame, data=True), settings.mask_channel)
+    background = None
+    if settings.clean_plate is not None:  # read like the mask: a still for every frame, a sequence by frame
+        background = image_frame_rgba(settings.clean_plate, frame)
     try:
-        return core.build_request(image, second, mask, params)
+        return core.build_request(image, second, mask, params, background=background)
     except ValueError as exc:
         raise ValueError(f"{exc} (frame {frame})") from None
 

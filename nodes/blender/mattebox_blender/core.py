@@ -19,8 +19,10 @@ RESULT_KINDS = {
     "foreground": ("foreground", "Linear Rec.709"),
     "trimap": ("trimap", "Non-Color"),
 }
-#: bump when the meaning of a cached result changes (request layout, output layout)
-CACHE_VERSION = 1
+#: bump when the meaning of a cached result changes (request layout, output layout); 2: the clean plate is an input
+CACHE_VERSION = 2
+#: the request's pixel inputs, in the order the content key hashes them (protocol names)
+REQUEST_INPUTS = ("image", "second", "mask", "background")
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -93,7 +95,8 @@ def mask_channel(rgba: np.ndarray, channel: str = "LUMINANCE") -> np.ndarray:
 
 
 def check_same_size(named: Dict[str, Optional[np.ndarray]]) -> None:
-    """Every given input must be as large as the image; the error names the first that is not."""
+    """Every given input must be as large as the image; the error names the first that is not (by the key given,
+    e.g. ``clean plate``: the name the artist sees)."""
     image = named["image"]
     for name, array in named.items():
         if array is not None and array.shape[:2] != image.shape[:2]:
@@ -103,11 +106,12 @@ def check_same_size(named: Dict[str, Optional[np.ndarray]]) -> None:
 
 # ----------------------------------------------------------------------------------------- requests
 def build_request(image: np.ndarray, second: Optional[np.ndarray], mask: Optional[np.ndarray],
-                  params: Dict[str, Any]) -> Dict[str, Any]:
-    """Keyword arguments for ``Client.submit``: linear straight RGBA inputs, the mask as data."""
-    check_same_size({"image": image, "second": second, "mask": mask})
-    return {"image": image, "second": second, "mask": mask, "params": dict(params), "colorspace": "linear",
-            "premultiplied": False}
+                  params: Dict[str, Any], background: Optional[np.ndarray] = None) -> Dict[str, Any]:
+    """Keyword arguments for ``Client.submit``: linear straight RGBA inputs (image, second frame, clean plate as
+    ``background``), the mask as data."""
+    check_same_size({"image": image, "second": second, "mask": mask, "clean plate": background})
+    return {"image": image, "second": second, "mask": mask, "background": background, "params": dict(params),
+            "colorspace": "linear", "premultiplied": False}
 
 
 def content_key(request: Dict[str, Any]) -> str:
@@ -116,7 +120,7 @@ def content_key(request: Dict[str, Any]) -> str:
     meta = {"v": CACHE_VERSION, "params": request["params"], "colorspace": request["colorspace"],
             "premultiplied": request["premultiplied"]}
     digest.update(json.dumps(meta, sort_keys=True).encode())
-    for name in ("image", "second", "mask"):
+    for name in REQUEST_INPUTS:
         array = request.get(name)
         digest.update(name.encode())
         if array is None:

@@ -4,7 +4,7 @@
         --python-expr "from bl_ext.user_default.mattebox_blender import headless; headless.run_cli()" \\
         -- --frames 1-10 [--endpoint tcp://HOST:PORT] [--engine NAME] [--no-start] [--render] [--save]
 
-It uses the scene's Mattebox settings (source, mask, second frame, output folder), writes
+It uses the scene's Mattebox settings (source, mask, second frame, clean plate, output folder), writes
 ``<output>/<name>/{alpha,foreground,trimap}_####.exr`` (unchanged frames are skipped by content hash, so re-queued
 farm tasks cost nothing), wires the result group into the compositor and, with ``--render``, renders those
 frames through it; ``--save`` saves the .blend with the group. Exit code 0 on success, 1 on failure.

@@ -74,6 +74,10 @@ class MatteboxSettings(bpy.types.PropertyGroup):
     mask: PointerProperty(name="Mask", type=bpy.types.Image,
                           description="Optional coarse foreground mask (white = foreground)")
     mask_channel: EnumProperty(name="Mask Channel", items=MASK_CHANNELS, default="LUMINANCE")
+    clean_plate: PointerProperty(name="Clean Plate", type=bpy.types.Image,
+                                 description="Optional clean plate: the shot without the subject, same size as the "
+                                             "image (a still is used for every frame; a sequence or movie gives "
+                                             "the matted frame's own frame)")
     engine: StringProperty(name="Engine", default="auto", description="Engine name from the server, or 'auto'")
     quality: EnumProperty(name="Quality", items=QUALITIES, default="balanced")
     band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,

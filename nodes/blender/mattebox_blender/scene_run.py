@@ -41,6 +41,8 @@ class SceneRun(runner.MatteRun):
         blender_io.publish(self.name, self.directory, sorted(self.frames), self.scene)
 
     def summary(self) -> str:
-        note = connection.client_package().client.pair_note(self.infos.values())
+        client = connection.client_package().client
+        notes = [note for note in (client.pair_note(self.infos.values()), client.plate_note(self.infos.values()))
+                 if note]
         return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
-                f"'{blender_io.group_name(self.name)}', files in {self.directory}" + (f"; {note}" if note else ""))
+                f"'{blender_io.group_name(self.name)}', files in {self.directory}" + "".join(f"; {n}" for n in notes))

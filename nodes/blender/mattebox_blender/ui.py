@@ -35,6 +35,7 @@ class MATTEBOX_PT_matte(bpy.types.Panel):
         layout.prop(settings, "mask")
         if settings.mask is not None:
             layout.prop(settings, "mask_channel")
+        layout.prop(settings, "clean_plate")
         layout.prop(settings, "engine")
         layout.prop(settings, "quality")
         layout.prop(settings, "band_width")
