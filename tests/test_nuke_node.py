@@ -164,6 +164,21 @@ def test_status_says_whether_the_second_frame_was_used(fake_nuke, server):
     assert "second frame not used on 1 of 1 frame(s)" in status and "px apart" in status, status
 
 
+def test_clean_plate_input_guides_the_matte_and_the_status_says_so(fake_nuke, server):
+    """The plate equals the shot except in a square (the subject): the difference matte finds the square."""
+    import mattebox_nuke
+
+    group, pixels = make_comp(fake_nuke, server, frames=(1,), engine="classical")
+    subject = square_mask(H, W) > 0
+    plate = {name: np.where(subject, 0.5 * value + 0.4, value) if name != "rgba.alpha" else value
+             for name, value in pixels[1].items()}
+    group.setInput(3, fake_nuke.nodes.FakeSource(frames={1: plate}, first=1, last=1))
+    mattebox_nuke.matte(group)
+    assert "clean plate used on 1 frame(s), its difference matte guided 1" in group["status"].value()
+    alpha = group._render(1)["rgba.alpha"]
+    assert alpha[subject].mean() > 0.9 and alpha[~subject].mean() < 0.1
+
+
 def test_frame_range_modes(fake_nuke):
     import mattebox_nuke  # noqa: F401
     from mattebox_nuke import node
