@@ -313,6 +313,19 @@ def test_interactive_dialog_ok_mattes_with_the_dialogs_settings(gimp_root, fresh
     np.testing.assert_array_equal(pixels["matte"], expected_alpha)
 
 
+def test_interactive_dialog_keeps_the_clean_plate_layer(gimp_root, fresh_profile, test_server):
+    """The dialog shows clean-plate-layer (its layer chooser must keep the caller's layer through OK)."""
+    rng = np.random.default_rng(17)
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "clean_plate_rect": [0, 0, W, H], "result_format": "RGBA float", "select_rectangle": [0, 0, W, H],
+            "object_args": {"clean-plate-layer": "clean plate"}, "run_mode": "INTERACTIVE",
+            "args": {"engine": "test-echo", "mask-source": "selection"}}
+    inputs = {"image": rng.random((H, W, 3), np.float32), "clean_plate": rng.random((H, W, 3), np.float32)}
+    out, pixels = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Return", **inputs)
+    assert out["status"] == "success", out.get("error")
+    np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["clean_plate"])
+
+
 def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, test_server):
     spec, inputs, _ = _echo_case(np.random.default_rng(5), "selection", "mask")
     spec["run_mode"] = "INTERACTIVE"
