@@ -206,6 +206,76 @@ def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_pro
     np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
 
 
+def test_clean_plate_layer_is_sent_over_the_layer_area(gimp_root, gimp_profile, test_server):
+    """The clean plate starts right of and below the source layer: the part under the source is sent, GEGL's clamp
+    repeating the plate's edge pixels where it does not reach."""
+    rng = np.random.default_rng(13)
+    x, y, w, h = LAYER
+    px, py = x + 6, y + 4  # the plate's offsets: it misses the source's first 6 columns and 4 rows
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_NON_LINEAR", "image_format": "R'G'B' float",
+            "layer_rect": LAYER, "clean_plate_rect": [px, py, W - px, H - py], "result_format": "R'G'B'A float",
+            "select_rectangle": [0, 0, W, H], "object_args": {"clean-plate-layer": "clean plate"},
+            "args": {"engine": "test-echo", "mask-source": "selection"}}
+    inputs = {"image": rng.random((h, w, 3), np.float32), "clean_plate": rng.random((H - py, W - px, 3), np.float32)}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, **inputs)
+    assert out["status"] == "success", out.get("error")
+    under = np.pad(inputs["clean_plate"], ((py - y, 0), (px - x, 0), (0, 0)), mode="edge")[:h, :w]
+    # a non-linear image: the plate must be tagged srgb like the source (the server decodes it to linear and the
+    # echoed foreground is encoded back, exact up to float rounding; a wrong tag would be off by up to ~0.4)
+    np.testing.assert_allclose(pixels["foreground"][..., :3], under, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(pixels["matte"], np.ones((h, w), np.float32))
+
+
+def test_clean_plate_layer_that_is_the_source_is_refused(gimp_root, gimp_profile, test_server):
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "object_args": {"clean-plate-layer": "plate"}, "args": {"engine": "test-echo"}}
+    out, _ = run_gimp(gimp_root, gimp_profile, test_server, spec, image=linear)
+    assert out["status"] == "execution-error"
+    assert "clean-plate-layer is the source layer itself" in out["error"]
+    assert out["layers"] == ["plate"]
+
+
+def subject_and_plate() -> tuple:
+    """(image, clean plate, true alpha): a soft-edged textured disc off-centre over a texture of the same colours
+    (H×W×3 linear float32), where nothing but the plate tells subject from background."""
+    def texture(seed, gain):
+        coarse = np.random.default_rng(seed).random((H // 4, W // 4, 3)).astype(np.float32)
+        return np.kron(coarse, np.ones((4, 4, 1), np.float32)) * gain + 0.05
+
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    alpha = np.clip(12.5 - np.hypot(yy - 16, xx - 18), 0, 1).astype(np.float32)
+    background, foreground = texture(1, 0.5), texture(2, 0.7)
+    image = alpha[..., None] * foreground + (1 - alpha[..., None]) * background
+    return image.astype(np.float32), background, alpha
+
+
+def test_clean_plate_layer_guides_the_classical_engine(gimp_root, gimp_profile, test_server):
+    """No selection, no mask: with the plate the server builds a difference matte (guidance plate:difference) and
+    the matte finds the subject; without it the same pixels give a matte that misses it."""
+    image, background, truth = subject_and_plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "clean_plate_rect": [0, 0, W, H], "result_format": "RGBA float",
+            "object_args": {"clean-plate-layer": "clean plate"}, "args": {"engine": "classical", "mask-source": "none"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=image, clean_plate=background)
+    assert out["status"] == "success", out.get("error")
+    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate", "clean plate"]
+
+    client = Client(test_server, timeout=30)
+    try:
+        with_plate = client.submit(image=image, background=background, params={"engine": "classical"},
+                                   colorspace="linear").result(timeout=120)
+        without = client.submit(image=image, params={"engine": "classical"}, colorspace="linear").result(timeout=120)
+    finally:
+        client.close()
+    assert with_plate.info["guidance"] == "plate:difference"
+    assert with_plate.info["foreground_method"].endswith("+plate")
+    np.testing.assert_array_equal(pixels["matte"], with_plate.alpha)  # the plate reached the server, bit for bit
+    np.testing.assert_array_equal(pixels["foreground"][..., :3], with_plate.foreground)
+    sad, sad_without = np.abs(pixels["matte"] - truth).sum(), np.abs(without.alpha - truth).sum()
+    assert sad < 0.15 * truth.sum() and sad < 0.25 * sad_without, (sad, sad_without, truth.sum())
+
+
 def test_vendored_client_dependencies_work_in_gimps_python(gimp_root, test_server):
     """Install with pyzmq/msgpack wheels vendored for the chroot's Python; the plug-in must use those copies."""
     version = gimp_chroot.run_in_chroot(["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -241,6 +311,19 @@ def test_interactive_dialog_ok_mattes_with_the_dialogs_settings(gimp_root, fresh
     out, pixels = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Return", **inputs)
     assert out["status"] == "success", out.get("error")
     np.testing.assert_array_equal(pixels["matte"], expected_alpha)
+
+
+def test_interactive_dialog_keeps_the_clean_plate_layer(gimp_root, fresh_profile, test_server):
+    """The dialog shows clean-plate-layer (its layer chooser must keep the caller's layer through OK)."""
+    rng = np.random.default_rng(17)
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "clean_plate_rect": [0, 0, W, H], "result_format": "RGBA float", "select_rectangle": [0, 0, W, H],
+            "object_args": {"clean-plate-layer": "clean plate"}, "run_mode": "INTERACTIVE",
+            "args": {"engine": "test-echo", "mask-source": "selection"}}
+    inputs = {"image": rng.random((H, W, 3), np.float32), "clean_plate": rng.random((H, W, 3), np.float32)}
+    out, pixels = run_gimp(gimp_root, fresh_profile, test_server, spec, respond=f"{DIALOG}=Return", **inputs)
+    assert out["status"] == "success", out.get("error")
+    np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["clean_plate"])
 
 
 def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, test_server):

@@ -94,6 +94,34 @@ def test_buffers_of_the_wrong_size_name_the_input():
         mg.guide_buffer(b"\0" * 48, 4, 3, "matte")
 
 
+def test_layer_inputs_are_the_protocols_colour_inputs():
+    """second-layer -> `second`, clean-plate-layer -> `background`: both colour buffers the server accepts, sent in
+    the source's colourspace like the image."""
+    assert {arg: name for arg, (name, _) in mg.LAYER_INPUTS.items()} == {"second-layer": "second",
+                                                                         "clean-plate-layer": "background"}
+    rgb = np.random.default_rng(2).random((3, 4, 3), dtype=np.float32)
+    image = mg.image_buffer(rgb.tobytes(), 4, 3, mg.LINEAR)
+    buffers = [image] + [mg.image_buffer(rgb.tobytes(), 4, 3, mg.LINEAR, name=name)
+                         for name, _ in mg.LAYER_INPUTS.values()]
+    header = {"buffers": [b.describe() for b in buffers]}
+    checked = protocol.validate_buffers(header, [b.data for b in buffers], protocol.DEFAULT_LIMITS)
+    assert checked["background"].colorspace == checked["second"].colorspace == "linear"
+    np.testing.assert_array_equal(checked["background"].to_array(), rgb)
+
+
+def test_a_layer_input_that_is_the_source_layer_is_refused_by_name():
+    assert mg.check_layer_input("clean-plate-layer", 7, 3) == "background"
+    assert mg.check_layer_input("second-layer", 7, 3) == "second"
+    with pytest.raises(ValueError, match="clean-plate-layer is the source layer itself: pick a layer of the same "
+                                         "shot without the subject"):
+        mg.check_layer_input("clean-plate-layer", 3, 3)
+    with pytest.raises(ValueError, match="second-layer is the source layer itself: pick the other frame"):
+        mg.check_layer_input("second-layer", 3, 3)
+    with pytest.raises(ValueError, match="unknown layer argument 'plate': expected one of second-layer, "
+                                         "clean-plate-layer"):
+        mg.check_layer_input("plate", 7, 3)
+
+
 def test_region_in_maps_the_layer_area_into_another_drawable():
     assert mg.region_in((10, 5), (40, 30), (0, 0)) == (10, 5, 40, 30)  # image-sized selection/channel
     assert mg.region_in((10, 5), (40, 30), (12, 1)) == (-2, 4, 40, 30)  # another layer with its own offsets
@@ -200,6 +228,10 @@ def test_plugin_file_compiles_and_names_every_helper_it_uses():
     missing = [name for name in used if not hasattr(mg, name)]
     assert not missing, f"mattebox.py calls helpers that mattebox_gimp lacks: {missing}"
     assert f'"{mg.PROCEDURE_NAME}"' in source
+    fill = re.search(r"dialog\.fill\((\[.*?\])\)", source, re.S).group(1)
+    for argument in mg.LAYER_INPUTS:  # each layer input is a procedure argument and shown in the dialog
+        assert f'add_layer_argument("{argument}"' in source
+        assert f'"{argument}"' in fill
 
 
 def test_plugin_folder_holds_only_what_the_installer_copies():

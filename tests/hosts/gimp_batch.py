@@ -41,10 +41,18 @@ try:
         second.set_offsets(x, y)
         fill(second, spec["image_format"], "second.raw")
         objects["second"] = second
+    if spec.get("clean_plate_rect"):  # the clean plate (the shot without the subject), below the source
+        x, y, w, h = spec["clean_plate_rect"]
+        clean_plate = Gimp.Layer.new(image, "clean plate", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
+        image.insert_layer(clean_plate, None, 0)
+        clean_plate.set_offsets(x, y)
+        fill(clean_plate, spec["image_format"], "clean_plate.raw")
+        objects["clean plate"] = clean_plate
     x, y, w, h = spec.get("layer_rect") or [0, 0, width, height]
     layer = Gimp.Layer.new(image, "plate", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(layer, None, 0)
     layer.set_offsets(x, y)
+    objects["plate"] = layer  # the source itself, for tests of a layer argument that names it
     rect = Gegl.Rectangle.new(0, 0, w, h)
     if spec.get("image_format"):
         fill(layer, spec["image_format"], "image.raw")

@@ -32,7 +32,8 @@ def inside(root: Path, path: Path) -> str:
 def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
              server_command: list = None,
              **inputs) -> tuple:
-    """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, layer_mask=, channel=).
+    """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, clean_plate=, layer_mask=,
+    channel=).
 
     ``respond`` runs GIMP with a virtual display and scripted key presses (tests/hosts/gimp_interactive.sh's
     MATTEBOX_RESPOND), for runs in INTERACTIVE mode.

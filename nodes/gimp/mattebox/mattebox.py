@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Mattebox for GIMP 3: Filters > Matting > Mattebox ("plug-in-mattebox").
 
-Sends the active layer (plus an optional parallax partner layer and a guide from the selection, the layer's mask
-or a channel) to a mattebox server and adds two layers in one undo group: a copy of the source whose layer mask
-holds the matte's alpha, and the decontaminated foreground (straight colour, alpha = matte). Pixels are read and
-written through GEGL as float in the image's own linearity (``RGB float`` for linear precisions, ``R'G'B' float``
-otherwise, sent as ``linear``/``srgb``), so float images round-trip exactly.
+Sends the active layer (plus an optional parallax partner layer, an optional clean-plate layer and a guide from the
+selection, the layer's mask or a channel) to a mattebox server and adds two layers in one undo group: a copy of the
+source whose layer mask holds the matte's alpha, and the decontaminated foreground (straight colour, alpha =
+matte). Pixels are read and written through GEGL as float in the image's own linearity (``RGB float`` for linear
+precisions, ``R'G'B' float`` otherwise, sent as ``linear``/``srgb``), so float images round-trip exactly.
 
 Runs interactively (a procedure dialog, then a progress window with Cancel) and non-interactively (batch mode,
 other plug-ins and scripts pass arguments; errors come back as the procedure's error). All GIMP-free logic lives in
@@ -110,7 +110,8 @@ def _run_dialog(procedure, config, hello, endpoint_note):
 
     GimpUi.init(PROCEDURE_NAME)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Mattebox")
-    dialog.fill(["second-layer", "mask-source", "mask-channel", "guide-kind", "band-width", "quality"])
+    dialog.fill(["second-layer", "clean-plate-layer", "mask-source", "mask-channel", "guide-kind", "band-width",
+                 "quality"])
     row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
     row.pack_start(Gtk.Label(label="Engine / model:"), False, False, 0)
     combo = Gtk.ComboBoxText()
@@ -153,20 +154,22 @@ def _source_layer(drawables):
 
 
 def _gather_inputs(image, layer, config, formats):
-    """Read the source, the optional second layer and the guide as wire Buffers (all over the source's area)."""
+    """Read the source, the optional second layer and clean plate, and the guide as wire Buffers (all over the
+    source's area)."""
     width, height = layer.get_width(), layer.get_height()
     _, x, y = layer.get_offsets()
     here = Gegl.Rectangle.new(0, 0, width, height)
     inputs = {"image": logic.image_buffer(_read(layer, here, formats.rgb, Gegl.AbyssPolicy.CLAMP),
                                           width, height, formats)}
-    second = config.get_property("second-layer")
-    if second is not None:
-        if second.get_id() == layer.get_id():
-            raise ValueError("second-layer is the source layer itself: pick the other frame of the pair")
-        _, sx, sy = second.get_offsets()
-        rect = Gegl.Rectangle.new(*logic.region_in((x, y), (width, height), (sx, sy)))
-        inputs["second"] = logic.image_buffer(_read(second, rect, formats.rgb, Gegl.AbyssPolicy.CLAMP),
-                                              width, height, formats, name="second")
+    for argument in logic.LAYER_INPUTS:  # the second frame and the clean plate, each in the source's linearity
+        other = config.get_property(argument)
+        if other is None:
+            continue
+        name = logic.check_layer_input(argument, other.get_id(), layer.get_id())
+        _, ox, oy = other.get_offsets()
+        rect = Gegl.Rectangle.new(*logic.region_in((x, y), (width, height), (ox, oy)))
+        inputs[name] = logic.image_buffer(_read(other, rect, formats.rgb, Gegl.AbyssPolicy.CLAMP),
+                                          width, height, formats, name=name)
     channel = config.get_property("mask-channel")
     source = logic.choose_mask_source(config.get_property("mask-source"),
                                       has_selection=not Gimp.Selection.is_empty(image),
@@ -355,13 +358,17 @@ class Mattebox(Gimp.PlugIn):
             "Pull a matte with a mattebox server",
             "Adds a copy of the layer whose layer mask holds the matte's alpha and a decontaminated foreground "
             "layer, in one undo group. The guide comes from the selection, the layer's mask or a channel; a "
-            "second layer (another frame with slight camera motion) helps the parallax engines. Needs a running "
-            "`mattebox serve` (or an installed server_command).",
+            "second layer (another frame with slight camera motion) helps the parallax engines; a clean-plate "
+            "layer (the shot without the subject) gives the server the background, and a guide when there is "
+            "none. Needs a running `mattebox serve` (or an installed server_command).",
             name)
         procedure.set_attribution("mattebox", "mattebox", "2026")
         rw = GObject.ParamFlags.READWRITE
         procedure.add_layer_argument("second-layer", "Parallax _partner layer",
                                      "Parallax partner: the same shot with slight camera motion (optional)", True, rw)
+        procedure.add_layer_argument("clean-plate-layer", "_Clean plate layer",
+                                     "Clean plate: the same shot without the subject (optional); the server uses "
+                                     "it as the known background", True, rw)
         procedure.add_choice_argument("mask-source", "_Mask from", "Where the guide comes from",
                                       _choice(logic.MASK_SOURCES), "auto", rw)
         procedure.add_channel_argument("mask-channel", "Mas_k channel", "Channel to use when mask-source is 'channel'",

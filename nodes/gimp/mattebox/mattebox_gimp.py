@@ -38,6 +38,12 @@ GUIDE_KINDS = {
 }
 QUALITIES = {"fast": ("Fast", "quickest preset"), "balanced": ("Balanced", "default preset"),
              "best": ("Best", "slowest, most accurate preset")}
+#: optional layers read over the source layer's area and sent as colour inputs: argument -> (wire buffer, what
+#: to pick instead when the argument names the source layer itself)
+LAYER_INPUTS = {
+    "second-layer": ("second", "pick the other frame of the pair"),
+    "clean-plate-layer": ("background", "pick a layer of the same shot without the subject"),
+}
 
 #: GIMP base types the plug-in handles (INDEXED is refused with UnsupportedImage)
 SUPPORTED_BASE_TYPES = ("RGB", "GRAY")
@@ -133,11 +139,22 @@ def region_in(source_offsets: Tuple[int, int], size: Tuple[int, int],
     """The source layer's area in another drawable's coordinates: (x, y, width, height).
 
     GIMP layers have their own offsets and sizes; selections and channels are image-sized (offsets 0, 0). A
-    second layer or a guide is read over exactly the source's pixels; outside the other drawable GEGL's
-    abyss fills in (zeros for guides, edge pixels for a second layer).
+    layer input (second layer, clean plate) or a guide is read over exactly the source's pixels; outside the other
+    drawable GEGL's abyss fills in (zeros for guides, edge pixels for layer inputs).
     """
     (sx, sy), (w, h), (ox, oy) = source_offsets, size, other_offsets
     return sx - ox, sy - oy, w, h
+
+
+def check_layer_input(argument: str, layer_id: int, source_id: int) -> str:
+    """The wire buffer a layer argument (``second-layer``, ``clean-plate-layer``) is sent as; ValueError when it
+    names the source layer itself (the server would get the subject as its own partner or plate)."""
+    if argument not in LAYER_INPUTS:
+        raise ValueError(f"unknown layer argument {argument!r}: expected one of {', '.join(LAYER_INPUTS)}")
+    buffer_name, instead = LAYER_INPUTS[argument]
+    if layer_id == source_id:
+        raise ValueError(f"{argument} is the source layer itself: {instead}")
+    return buffer_name
 
 
 def _numpy():
