@@ -113,13 +113,7 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
         seq.source = "SEQUENCE"
         s.image, s.use_range, s.frames, s.use_second, s.second_offset = seq, True, "1-3", True, 1
         runs = []
-        def go():
-            run = ext.operators.start_run(bpy.context)
-            run.wait(timeout=120)
-            reports = []
-            ext.operators.finish_run(run, lambda kind, text: reports.append(text))
-            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused,
-                         "report": reports[-1]})
+        go = lambda: run_once(runs)
         go()
         go()  # nothing changed: every frame comes from the cache
         ext.blender_io.write_exr(os.path.join(seq_dir, "plate_0002.exr"), make_plate(seed=99, shift=2)[0])
@@ -175,13 +169,7 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
         clean = make_plate(seed=11, subject=False)[0]
         s.clean_plate = helpers.new_image("clean plate", clean)
         runs = []
-        def go():
-            run = ext.operators.start_run(bpy.context)
-            run.wait(timeout=120)
-            reports = []
-            ext.operators.finish_run(run, lambda kind, text: reports.append(text))
-            runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused,
-                         "report": reports[-1], "infos": {str(f): i for f, i in run.infos.items()}})
+        go = lambda: run_once(runs)
         go()
         alpha = helpers.image_array(bpy.data.images["Matte Alpha"])[..., 0]
         go()  # unchanged: from the cache

@@ -29,6 +29,14 @@ def _closed_port_endpoint() -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
+def _box_trimap() -> np.ndarray:
+    """A box of unknown with a smaller box of foreground inside, background around."""
+    trimap = np.zeros((H, W), np.float32)
+    trimap[12:36, 16:48] = 0.5
+    trimap[18:30, 24:40] = 1.0
+    return trimap
+
+
 def make_comp(nuke, endpoint, frames=(1, 2, 3), guide=None, engine="passthrough"):
     """plate (FakeSource) -> Mattebox, with an optional guide; returns (group, plate frames)."""
     pixels = plate_frames(frames, H, W)
@@ -136,9 +144,7 @@ def test_classical_engine_with_trimap(fake_nuke, server):
     """A real solve: alpha is 1/0 in the trimap's known regions and the trimap layer is the one used."""
     import mattebox_nuke
 
-    trimap = np.zeros((H, W), np.float32)
-    trimap[12:36, 16:48] = 0.5
-    trimap[18:30, 24:40] = 1.0
+    trimap = _box_trimap()
     group, _ = make_comp(fake_nuke, server, frames=(1,), guide=trimap, engine="classical")
     group["guide"].setValue("trimap")
     mattebox_nuke.matte(group)
@@ -153,9 +159,7 @@ def test_status_says_whether_the_second_frame_was_used(fake_nuke, server):
     """A second input with no parallax (the plate itself): the status names why the pair engine did not use it."""
     import mattebox_nuke
 
-    trimap = np.zeros((H, W), np.float32)
-    trimap[12:36, 16:48] = 0.5
-    trimap[18:30, 24:40] = 1.0
+    trimap = _box_trimap()
     group, pixels = make_comp(fake_nuke, server, frames=(1,), guide=trimap, engine="classical-pair")
     group["guide"].setValue("trimap")
     group.setInput(1, fake_nuke.nodes.FakeSource(frames=pixels, first=1, last=1))

@@ -69,6 +69,14 @@ def setup_scene(endpoint, engine="classical", **kw):
     s.engine = engine
     s.output_dir = os.path.join(os.getcwd(), "mattes") + os.sep
     return s, plate, inside
+def run_once(runs):
+    """One run of the scene's settings to its end, published; appends what happened (and the report) to runs."""
+    run = ext.operators.start_run(bpy.context)
+    run.wait(timeout=120)
+    reports = []
+    ext.operators.finish_run(run, lambda kind, text: reports.append(text))
+    runs.append({"state": run.state, "error": run.error, "computed": run.computed, "reused": run.reused,
+                 "report": reports[-1], "infos": {str(f): i for f, i in run.infos.items()}})
 def report_of(callable_):
     t = time.monotonic()
     try:
