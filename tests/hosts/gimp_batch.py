@@ -34,20 +34,16 @@ try:
         buffer.flush()
 
     objects = {}
-    if spec.get("second_rect"):  # the parallax partner, below the plate
-        x, y, w, h = spec["second_rect"]
-        second = Gimp.Layer.new(image, "second", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
-        image.insert_layer(second, None, 0)
-        second.set_offsets(x, y)
-        fill(second, spec["image_format"], "second.raw")
-        objects["second"] = second
-    if spec.get("clean_plate_rect"):  # the clean plate (the shot without the subject), below the source
-        x, y, w, h = spec["clean_plate_rect"]
-        clean_plate = Gimp.Layer.new(image, "clean plate", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
-        image.insert_layer(clean_plate, None, 0)
-        clean_plate.set_offsets(x, y)
-        fill(clean_plate, spec["image_format"], "clean_plate.raw")
-        objects["clean plate"] = clean_plate
+    # extra layers below the source: the parallax partner and the clean plate (the shot without the subject)
+    for key, name, raw_name in (("second_rect", "second", "second.raw"),
+                                ("clean_plate_rect", "clean plate", "clean_plate.raw")):
+        if spec.get(key):
+            x, y, w, h = spec[key]
+            extra = Gimp.Layer.new(image, name, w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
+            image.insert_layer(extra, None, 0)
+            extra.set_offsets(x, y)
+            fill(extra, spec["image_format"], raw_name)
+            objects[name] = extra
     x, y, w, h = spec.get("layer_rect") or [0, 0, width, height]
     layer = Gimp.Layer.new(image, "plate", w, h, layer_type, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(layer, None, 0)
