@@ -67,10 +67,12 @@ class ClassicalEngine(Engine):
                 "premultiplied" in request.param("outputs", ()):
             progress("foreground", 0, 1, method)
             t = time.perf_counter()
-            foreground = FOREGROUND_METHODS[method](request.image, alpha)
-            if plate is not None:  # where α is high, F follows from the plate exactly
-                method += "+plate"
-                foreground = foreground_with_background(request.image, alpha, plate, 1.0, foreground)
+            if plate is not None:  # the plate as a prior on B, then where α is high F follows from it exactly
+                method = "multilevel+plate"
+                foreground = foreground_with_background(request.image, alpha, plate, 1.0,
+                                                        multilevel(request.image, alpha, background=plate))
+            else:
+                foreground = FOREGROUND_METHODS[method](request.image, alpha)
             timings["foreground"] = time.perf_counter() - t
         else:  # not requested: skip the work, return the plate (contract: a foreground of the input's shape)
             method, foreground = "none", request.image.astype(np.float32, copy=False)

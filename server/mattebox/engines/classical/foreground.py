@@ -14,6 +14,8 @@ Two methods, both run in linear light so the result composites back to the plate
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 
@@ -39,8 +41,14 @@ def _edge_weights(alpha: np.ndarray, eps_r: float, omega: float):
 
 
 def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega: float = 1.0,
-               small_size: int = 32, small_iterations: int = 10, big_iterations: int = 2) -> np.ndarray:
-    """Straight foreground F (H×W×3 float32) by multi-level estimation (Germer et al. 2020)."""
+               small_size: int = 32, small_iterations: int = 10, big_iterations: int = 2,
+               background: Optional[np.ndarray] = None, background_weight: float = 1.0) -> np.ndarray:
+    """Straight foreground F (H×W×3 float32) by multi-level estimation (Germer et al. 2020).
+
+    ``background``: a clean plate (H×W×3 linear) as a prior on B, the energy gaining λ_B Σ‖B_i − plate_i‖²
+    (λ_B = ``background_weight``). Soft, not B held at the plate: with B fixed, F = (I − (1 − α)B)/α turns every
+    alpha error into a colour error (premultiplied-F MSE 4.8e-4 vs 2.3e-4 soft at λ_B = 1 on 12 synthetic pairs
+    with plates, seeds 20 000–20 011; λ_B 0.01 / 0.1 / 1 -> 2.6 / 2.4 / 2.3e-4, 2.6e-4 without the prior)."""
     h, w = alpha.shape
     levels = max(1, int(np.ceil(np.log2(max(h, w)))))
     fg = bg = None
@@ -51,12 +59,18 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
         a = cv2.resize(alpha, (lw, lh), interpolation=cv2.INTER_NEAREST) if (lh, lw) != (h, w) else alpha
         img = img.reshape(lh, lw, 3)  # cv2 drops the channel axis of 1-pixel-wide results
         a = a.reshape(lh, lw)
+        plate = None
+        if background is not None:
+            plate = (cv2.resize(background, (lw, lh), interpolation=cv2.INTER_NEAREST) if (lh, lw) != (h, w)
+                     else background).reshape(lh, lw, 3)
         if fg is None:
             fg = np.repeat(np.mean(image.reshape(-1, 3), axis=0)[None, None], lh * lw, 0).reshape(lh, lw, 3)
-            bg = fg.copy()
+            bg = fg.copy() if plate is None else plate.copy()
         else:
             fg = cv2.resize(fg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
             bg = cv2.resize(bg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
+        prior_weight = background_weight if plate is not None else 0.0
+        prior = prior_weight * plate if plate is not None else 0.0
         weights = _edge_weights(a, eps_r, omega)
         iterations = small_iterations if max(lh, lw) <= small_size else big_iterations
         a3 = a[..., None]
@@ -67,9 +81,9 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
                 sf, wsum = _neighbour_sum(fg, weights)
                 sb, _ = _neighbour_sum(bg, weights)
                 ws = wsum[..., None]
-                # per pixel: [a²+W, a(1−a); a(1−a), (1−a)²+W] [F; B] = [aI + ΣwF; (1−a)I + ΣwB]
-                d00, d11 = m00 + ws, m11_base + ws
-                r0, r1 = a3 * img + sf, (1 - a3) * img + sb
+                # per pixel: [a²+W, a(1−a); a(1−a), (1−a)²+W+λ_B] [F; B] = [aI + ΣwF; (1−a)I + ΣwB + λ_B·plate]
+                d00, d11 = m00 + ws, m11_base + ws + prior_weight
+                r0, r1 = a3 * img + sf, (1 - a3) * img + sb + prior
                 det = d00 * d11 - m01 * m01
                 det = np.where(np.abs(det) < 1e-12, 1e-12, det)
                 fg = np.where(colour, np.clip((d11 * r0 - m01 * r1) / det, 0.0, None), fg)
