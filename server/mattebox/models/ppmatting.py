@@ -154,8 +154,9 @@ class GatedConv(nn.Module):
 
     def __init__(self, semantic_channels: int, detail_channels: int):
         super().__init__()
+        # no bias before the normalisation: BatchNorm subtracts the batch mean, so a bias there never learns
         self.gate = nn.Sequential(nn.BatchNorm2d(semantic_channels + detail_channels),
-                                  nn.Conv2d(semantic_channels + detail_channels, 1, 1), nn.BatchNorm2d(1))
+                                  nn.Conv2d(semantic_channels + detail_channels, 1, 1, bias=False), nn.BatchNorm2d(1))
         self.weight = nn.Conv2d(detail_channels, detail_channels, 1, bias=False)  # channel-wise weighting kernel w
 
     def forward(self, detail, semantic):

@@ -123,7 +123,7 @@ register_model(ModelSpec(
     description="PP-Matting: trimap-free; HRNet encoder, semantic context branch (fg/bg/transition), high-res "
                 "detail branch with guidance flow, fusion replacing the transition region",
     paper="pp-matting.txt sec. 3.1-3.2",
-    full_params=79_378_125,  # HRNet-W48 encoder 65.3M
+    full_params=79_378_122,  # HRNet-W48 encoder 65.3M
     tile=512,
 ))
 
