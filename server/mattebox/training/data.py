@@ -170,6 +170,12 @@ def to_tensors(sample: Dict[str, np.ndarray]):
     return out
 
 
+def single_threaded_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker. The workers already use every core between
+    them; OpenCV's own pool (one thread per core in each worker) would oversubscribe the machine N-fold."""
+    cv2.setNumThreads(1)
+
+
 class SynthMattingDataset(Dataset):
     """Training samples ``base_seed + index`` for index in [0, length): a torch Dataset of tensor dicts."""
 

@@ -38,7 +38,7 @@ import torch
 
 from . import losses
 from .checkpoint import load_model, save_model
-from .data import DataConfig, SynthMattingDataset
+from .data import DataConfig, SynthMattingDataset, single_threaded_worker
 from .evaluate import alphamatting_names, evaluate_alphamatting, evaluate_heldout, model_predictor
 
 OBJECTIVES = ("supervised", "alpha-free", "known-only")
@@ -384,7 +384,8 @@ class Trainer:
         loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size,
                                              sampler=range(self.step * per_step, len(dataset)),
                                              num_workers=config.workers, pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False)
+                                             persistent_workers=False,
+                                             worker_init_fn=single_threaded_worker if config.workers else None)
         batches = iter(loader)
         progress = ProgressLine(config.steps, self.step, progress_stream)
         log_path = self.output / "log.jsonl"
