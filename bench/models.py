@@ -100,39 +100,91 @@ def cpu_row(name):
             "frame_full_est_s": round(n_tiles * tile_s + non_model, 1)}
 
 
-def gpu_rows(name):
+def gpu_rows(name, sizes=((1080, 1920), (2160, 3840))):
+    """GPU rows for one model (random FULL-config weights): the activation memory per input pixel measured on one
+    batch of 4 tiles (what ``learned.BYTES_PER_PIXEL`` assumes when it sizes tiles from free memory), then for
+    each frame size the tiled model pass exactly as the engine sizes it (``choose_tile_and_batch``), median of 3
+    after a warm-up, with its peak memory. Model inputs only (the pair alignment is bench/twoframe.py's)."""
     if not torch.cuda.is_available():
         return [{"model": name, "gpu": "not measured: no device in this session"}]
-    from mattebox.tiling import tiled_apply, torch_tile_fn
+    from mattebox.tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
 
     spec = registry.get_spec(name)
     device, amp = learned.pick_device("cuda")
+    torch.manual_seed(0)
     model = registry.build(name).to(device).eval()
     options = dict(learned.ENGINES[name].forward_options)
+    run = torch_tile_fn(lambda **t: model(**t, **options), device, amp, outputs=("alpha",))
+    probe = {k: np.repeat(v.permute(0, 2, 3, 1).numpy(), 4, axis=0)
+             for k, v in model_inputs(spec, (spec.tile, spec.tile)).items()}
+    run(probe)  # warm-up (cuDNN/cuBLAS workspaces are not activations)
+    torch.cuda.synchronize(device)
+    resident = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run(probe)
+    measured_bpp = (torch.cuda.max_memory_allocated(device) - resident) / (4 * spec.tile ** 2)
+    assumed_bpp = learned.BYTES_PER_PIXEL.get(name, 8000.0)
     rows = []
-    for size in ((1080, 1920), (2160, 3840)):
+    for size in sizes:
         arrays = {k: v[0].permute(1, 2, 0).numpy() for k, v in model_inputs(spec, size).items()}
-        run = torch_tile_fn(lambda **t: model(**t, **options), device, amp, outputs=("alpha",))
-        torch.cuda.reset_peak_memory_stats(device)
-        tiled_apply(arrays, run, tile=spec.tile, overlap=spec.tile // 2, batch_size=8)  # warm-up
+        tile, batch = choose_tile_and_batch(cuda_free_bytes(device), assumed_bpp, spec.tile)
+
+        def frame(arrays=arrays, tile=tile, batch=batch):
+            return tiled_apply(arrays, run, tile=tile, overlap=tile // 2, batch_size=batch)
+
+        frame()  # warm-up
         torch.cuda.synchronize(device)
-        seconds = time_call(lambda arrays=arrays, run=run: tiled_apply(arrays, run, tile=spec.tile,
-                                                                       overlap=spec.tile // 2, batch_size=8))
+        torch.cuda.reset_peak_memory_stats(device)
+        seconds = time_call(frame)
         rows.append({"model": name, "frame": f"{size[1]}x{size[0]}", "gpu": torch.cuda.get_device_name(device),
-                     "autocast": str(amp), "seconds": round(seconds, 3),
-                     "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)})
+                     "autocast": str(amp), "tile": tile, "batch": batch, "seconds": round(seconds, 3),
+                     "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2),
+                     "bytes_per_pixel_measured": round(measured_bpp), "bytes_per_pixel_assumed": assumed_bpp})
+    model = run = None  # free this model's memory before the next one is measured
+    torch.cuda.empty_cache()
     return rows
 
 
-def main() -> int:
-    torch.set_num_threads(1)
+def write_report(report, results: Path = RESULTS) -> str:
+    """models.{json,md} in ``results`` from a report {"machine", "cpu": rows, "gpu": rows, optional
+    "gpu_source"}; returns the table (bench/device_session.py lands a GPU session's rows through it)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "models.json").write_text(json.dumps(report, indent=2) + "\n")
+    machine = report["machine"]
+    lines = ["# Learned models (bench/models.py)", "",
+             f"CPU: torch {machine['torch']}, {machine['threads']} thread; random weights (timing only).", "",
+             "| model | params (full) | tile | tiles @1080p | full config, 1 tile (s) | tiny config, whole 1080p "
+             "frame (s) | full config 1080p, estimated (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["cpu"]:
+        lines.append(f"| {r['model']} | {r['params_full'] / 1e6:.1f}M | {r['tile']} | {r['tiles_1080p']} | "
+                     f"{r['tile_full_s']} | {r['frame_tiny_s']} | {r['frame_full_est_s']} |")
+    measured = [r for r in report["gpu"] if "seconds" in r]
+    lines += ["", "GPU" + (f" ({report['gpu_source']})" if report.get("gpu_source") else "") + ":", ""]
+    if measured:
+        lines += ["| model | frame | device | autocast | tile × batch | s | peak GiB | activation B/px measured "
+                  "(assumed) |", "|---|---|---|---|---|---:|---:|---:|"]
+        lines += [f"| {r['model']} | {r['frame']} | {r['gpu']} | {r['autocast']} | {r['tile']} × {r['batch']} | "
+                  f"{r['seconds']} | {r['peak_gib']} | {r['bytes_per_pixel_measured']} "
+                  f"({r['bytes_per_pixel_assumed']:.0f}) |" for r in measured]
+    lines += [f"- {r['model']}: {r['gpu']}" for r in report["gpu"] if "seconds" not in r]
+    table = "\n".join(lines) + "\n"
+    (results / "models.md").write_text(table)
+    return table
+
+
+def model_names():
     names = [spec.name for spec in registry.list_models()]
     try:
         import transformers  # noqa: F401
     except ImportError:
         names.remove("vitmatte")
+    return names
+
+
+def main() -> int:
+    torch.set_num_threads(1)
     cpu, gpu = [], []
-    for name in names:
+    for name in model_names():
         print(f"-- {name}", flush=True)
         cpu.append(cpu_row(name))
         gpu.extend(gpu_rows(name))
@@ -140,24 +192,7 @@ def main() -> int:
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "python": platform.python_version()},
               "cpu": cpu, "gpu": gpu}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "models.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["# Learned models (bench/models.py)", "",
-             f"CPU: torch {torch.__version__}, {torch.get_num_threads()} thread; random weights (timing only).", "",
-             "| model | params (full) | tile | tiles @1080p | full config, 1 tile (s) | tiny config, whole 1080p "
-             "frame (s) | full config 1080p, estimated (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in cpu:
-        lines.append(f"| {r['model']} | {r['params_full'] / 1e6:.1f}M | {r['tile']} | {r['tiles_1080p']} | "
-                     f"{r['tile_full_s']} | {r['frame_tiny_s']} | {r['frame_full_est_s']} |")
-    lines += ["", "GPU:", ""]
-    for r in gpu:
-        if "seconds" in r:
-            lines.append(f"- {r['model']} {r['frame']} on {r['gpu']} ({r['autocast']}): {r['seconds']} s, "
-                         f"peak {r['peak_gib']} GiB")
-        else:
-            lines.append(f"- {r['model']}: {r['gpu']}")
-    (RESULTS / "models.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_report(report))
     return 0
 
 
