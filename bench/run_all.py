@@ -8,11 +8,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: scripts in bench/ that are not benchmarks: this runner, and the GPU session (one device call, then `land`)
+NOT_BENCHMARKS = {"run_all", "device_session"}
+
+
+def benchmark_scripts(wanted=()) -> list:
+    """The benchmark scripts in bench/, all or those named in ``wanted`` (stems)."""
+    return [p for p in sorted(HERE.glob("*.py")) if p.stem not in NOT_BENCHMARKS and (not wanted or p.stem in wanted)]
 
 
 def main(argv) -> int:
-    wanted = set(argv)
-    scripts = [p for p in sorted(HERE.glob("*.py")) if p.name != "run_all.py" and (not wanted or p.stem in wanted)]
+    scripts = benchmark_scripts(set(argv))
     failed = []
     for script in scripts:
         print(f"== {script.stem}", flush=True)

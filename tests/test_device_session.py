@@ -94,3 +94,11 @@ def test_land_merges_measured_gpu_rows(tmp_path):
     table = (results / "models.md").read_text()
     assert "| parallax | 1920x1080 | NVIDIA H200 | torch.bfloat16 | 448 × 16 | 0.42 | 3.1 | 5123 (6000) |" in table
     assert "GPU (bench/device_session.py on NVIDIA H200, 2026-12-03, torch 2.11.0):" in table
+
+
+def test_make_bench_does_not_run_the_device_session():
+    import run_all
+
+    names = [p.stem for p in run_all.benchmark_scripts()]
+    assert "device_session" not in names and "run_all" not in names
+    assert {"models", "twoframe", "classical"} <= set(names)
