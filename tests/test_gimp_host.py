@@ -204,6 +204,7 @@ def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_pro
     np.testing.assert_array_equal(pixels["foreground"][..., 3], expected_alpha)
     # the second layer covers the whole image: the plug-in must send the part under the plate
     np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
+    assert "Mattebox:" not in out["gimp_stderr"]  # the engine used every input: nothing to tell the artist
 
 
 def test_clean_plate_layer_is_sent_over_the_layer_area(gimp_root, gimp_profile, test_server):
@@ -252,14 +253,20 @@ def subject_and_plate() -> tuple:
 
 def test_clean_plate_layer_guides_the_classical_engine(gimp_root, gimp_profile, test_server):
     """No selection, no mask: with the plate the server builds a difference matte (guidance plate:difference) and
-    the matte finds the subject; without it the same pixels give a matte that misses it."""
+    the matte finds the subject; without it the same pixels give a matte that misses it. A second layer is given
+    too, which the single-frame engine does not use: the plug-in's message says what happened to both."""
     image, background, truth = subject_and_plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
-            "clean_plate_rect": [0, 0, W, H], "result_format": "RGBA float",
-            "object_args": {"clean-plate-layer": "clean plate"}, "args": {"engine": "classical", "mask-source": "none"}}
-    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=image, clean_plate=background)
+            "clean_plate_rect": [0, 0, W, H], "second_rect": [0, 0, W, H], "result_format": "RGBA float",
+            "object_args": {"clean-plate-layer": "clean plate", "second-layer": "second"},
+            "args": {"engine": "classical", "mask-source": "none"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=image, clean_plate=background,
+                           second=image)
     assert out["status"] == "success", out.get("error")
-    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate", "clean plate"]
+    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate", "clean plate", "second"]
+    assert ("Mattebox: second frame ignored on 1 frame(s): engine classical does not use one (engine auto picks "
+            "the two-frame engine); clean plate used on 1 frame(s), its difference matte guided 1 (no mask or "
+            "trimap)") in out["gimp_stderr"]
 
     client = Client(test_server, timeout=30)
     try:

@@ -276,6 +276,14 @@ def _write_outputs(image, layer, result, formats):
     return matte, cutout
 
 
+def _report_notes(client_module, info):
+    """Say what the server did with the second frame and the clean plate (the same notes as the Nuke node's status
+    and Blender's report): GIMP's message system shows it, gimp-console prints it. Silent when neither was sent."""
+    notes = [note for note in (client_module.pair_note([info]), client_module.plate_note([info])) if note]
+    if notes:
+        Gimp.message("Mattebox: " + "; ".join(notes))
+
+
 def run(procedure, run_mode, image, drawables, config, run_data):
     try:
         client_module, client_config, launcher = _client_modules()
@@ -325,6 +333,7 @@ def run(procedure, run_mode, image, drawables, config, run_data):
         if result is None:  # the user pressed Cancel or a batch time-limit ran out
             return _error(procedure, "Mattebox: cancelled; the image is unchanged", Gimp.PDBStatusType.CANCEL)
         matte, cutout = _write_outputs(image, layer, result, formats)
+        _report_notes(client_module, result.info)
     except Exception as exc:  # every failure becomes one clear message, never a traceback dialog
         expected = (ValueError, client_module.ServerUnavailable, client_module.ProtocolError)
         if not isinstance(exc, expected):
