@@ -132,3 +132,38 @@ def test_torch_batched_tiles_match_one_at_a_time():
     with torch.no_grad():
         whole = torch.sigmoid(conv(torch.from_numpy(image.transpose(2, 0, 1))[None]))[0, 0].numpy()
     assert np.abs(one[2:-2, 2:-2, 0] - whole[2:-2, 2:-2]).max() < 0.05
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_result():
+    """A batch that does not fit is halved and retried; the smaller size is kept for the following batches, and
+    the merged result is the one-tile-at-a-time result."""
+    torch = pytest.importorskip("torch")
+    from mattebox.tiling import torch_tile_fn
+
+    attempts = []
+
+    def forward(image):
+        attempts.append(image.shape[0])
+        if image.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return {"alpha": image.mean(1, keepdim=True)}
+
+    image = np.random.default_rng(5).random((300, 420, 3)).astype(np.float32)
+    run = torch_tile_fn(forward, "cpu")
+    merged = tiled_apply({"image": image}, run, tile=128, overlap=64, batch_size=8)["alpha"]
+    one = tiled_apply({"image": image}, torch_tile_fn(forward, "cpu"), tile=128, overlap=64)["alpha"]
+    assert np.array_equal(merged, one)
+    assert run.batch_limit == 2
+    assert attempts[:3] == [8, 4, 2] and max(attempts[3:]) == 2  # no further failed attempts after the first
+
+
+def test_a_tile_that_never_fits_names_the_tile_param():
+    torch = pytest.importorskip("torch")
+    from mattebox.tiling import torch_tile_fn
+
+    def forward(image):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.raises(MemoryError, match=r"one 128×128 tile does not fit.*'tile' param"):
+        tiled_apply({"image": np.zeros((200, 200, 3), np.float32)}, torch_tile_fn(forward, "cpu"), tile=128,
+                    overlap=64, batch_size=4)

@@ -121,6 +121,27 @@ def test_learned_engine_mattes_through_the_contract_with_tiles(engine_class):
         assert result.alpha[0, 0] == 0.0 and result.alpha[48, 80] == 1.0
 
 
+def test_learned_engine_survives_running_out_of_device_memory():
+    """A model that runs out of memory above one tile per batch: the engine still mattes, with the same alpha as
+    one tile at a time, and reports the batch it really used."""
+    import torch
+
+    class OutOfMemoryAboveOne(TinyMask2Alpha):
+        def model(self, device):
+            inner = super().model(device)
+
+            def forward(**tensors):
+                if next(iter(tensors.values())).shape[0] > 1:
+                    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+                return inner(**tensors)
+            return forward
+
+    squeezed = OutOfMemoryAboveOne().matte(disc_request(tile_batch=4))
+    reference = TinyMask2Alpha().matte(disc_request(tile_batch=1))
+    assert squeezed.info["tile_batch"] == 1
+    np.testing.assert_allclose(squeezed.alpha, reference.alpha, atol=1e-6)
+
+
 def test_cancel_between_tiles_stops_the_job():
     seen = []
 

@@ -188,24 +188,62 @@ def tiled_apply(inputs: Mapping[str, np.ndarray], fn: TileFn, tile: int = DEFAUL
     return {name: v[:h, :w] for name, v in merged.items()}
 
 
-def torch_tile_fn(forward: Callable[..., Dict], device, autocast_dtype=None, outputs: Sequence[str] = ()) -> TileFn:
-    """Wrap ``forward(**tensors) -> dict of B×C×h×w tensors`` as a :data:`TileFn`: NHWC numpy -> NCHW tensors on
-    ``device``, inference mode, autocast (``autocast_dtype`` torch.float16/bfloat16, CUDA only), back to NHWC
-    float32 numpy. ``outputs`` selects which forward outputs to keep (all when empty)."""
-    import torch
+class TorchTileFn:
+    """A model's forward as a batched :data:`TileFn` (see :func:`torch_tile_fn`) that survives running out of
+    device memory: the batch is halved and retried (the memory estimate behind ``choose_tile_and_batch`` is an
+    estimate, and a compositing app may take GPU memory between the estimate and the run); the halved size is kept
+    for the following batches (``batch_limit``). When even one tile does not fit, a MemoryError names the tile
+    size and the request's ``tile`` param."""
 
-    device = torch.device(device)
+    def __init__(self, forward: Callable[..., Dict], device, autocast_dtype=None, outputs: Sequence[str] = ()):
+        import torch
 
-    def run(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float32)).to(device)
-                   for name, a in batch.items()}
-        use_amp = autocast_dtype is not None and device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(device.type, dtype=autocast_dtype, enabled=use_amp):
-            result = forward(**tensors)
-        keep = outputs or list(result)
+        self.forward, self.device = forward, torch.device(device)
+        self.autocast_dtype, self.outputs = autocast_dtype, tuple(outputs)
+        self.batch_limit: Optional[int] = None  #: set after an out-of-memory error: the batch size that is used
+
+    def _run(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        import torch
+
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2), dtype=np.float32))
+                   .to(self.device) for name, a in batch.items()}
+        use_amp = self.autocast_dtype is not None and self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=use_amp):
+            result = self.forward(**tensors)
+        keep = self.outputs or list(result)
         return {name: result[name].float().permute(0, 2, 3, 1).cpu().numpy() for name in keep}
 
-    return run
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        import torch
+
+        count = len(next(iter(batch.values())))
+        size = min(count, self.batch_limit or count)
+        parts = []
+        start = 0
+        while start < count:
+            chunk = {name: a[start:start + size] for name, a in batch.items()}
+            try:
+                parts.append(self._run(chunk))
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if size == 1:
+                    h, w = next(iter(batch.values())).shape[1:3]
+                    raise MemoryError(f"one {h}×{w} tile does not fit in {self.device} memory; set the request's "
+                                      "'tile' param to a smaller size (a multiple of 32, at least 224)") from None
+                size = self.batch_limit = max(1, size // 2)
+                continue  # retry this chunk smaller
+            start += size
+        return parts[0] if len(parts) == 1 else {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def torch_tile_fn(forward: Callable[..., Dict], device, autocast_dtype=None, outputs: Sequence[str] = ()
+                  ) -> TorchTileFn:
+    """Wrap ``forward(**tensors) -> dict of B×C×h×w tensors`` as a :data:`TileFn`: NHWC numpy -> NCHW tensors on
+    ``device``, inference mode, autocast (``autocast_dtype`` torch.float16/bfloat16, CUDA only), back to NHWC
+    float32 numpy. ``outputs`` selects which forward outputs to keep (all when empty). Out of device memory, it
+    halves the batch and retries (:class:`TorchTileFn`)."""
+    return TorchTileFn(forward, device, autocast_dtype, outputs)
 
 
 def choose_tile_and_batch(free_bytes: Optional[int], bytes_per_pixel: float, tile: int = DEFAULT_TILE,
