@@ -37,6 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,11 @@ def bench_gpu(log) -> list:
     rows = []
     for name in model_bench.model_names():
         started = time.monotonic()
-        rows.extend(model_bench.gpu_rows(name))
+        try:
+            rows.extend(model_bench.gpu_rows(name))
+        except Exception as exc:  # one model's failure must not cost the session the others or the training
+            traceback.print_exc()
+            rows.append({"model": name, "gpu": f"failed: {exc.__class__.__name__}: {exc}"})
         log(f"gpu bench {name}: {time.monotonic() - started:.1f} s")
     return rows
 
@@ -164,11 +169,17 @@ def stage_session(args, stage: Path, deadline: float) -> dict:
     (stage / "models_gpu.json").write_text(json.dumps(rows, indent=2))
     if args.config:
         run_dir = stage / "run"
-        session["training"] = train_in_budget(args, run_dir, deadline, log)
+        try:
+            session["training"] = train_in_budget(args, run_dir, deadline, log)
+        except Exception as exc:  # keep what the call has measured so far: it comes back without weights
+            traceback.print_exc()
+            session["training_error"] = f"{exc.__class__.__name__}: {exc}"
+    if session.get("training"):
         tag = "final" if session["training"]["finished"] else "last"
         state = read_state_dict(run_dir / f"{tag}.safetensors")
         save_weights({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
                      stage / "weights_fp16.safetensors", metadata={"mattebox.tag": tag})
+    if args.config:
         for path in run_dir.glob("*"):  # fp32 weights and optimiser state stay behind: too big to return
             if path.suffix in (".safetensors", ".pt"):
                 path.unlink()

@@ -102,3 +102,15 @@ def test_make_bench_does_not_run_the_device_session():
     names = [p.stem for p in run_all.benchmark_scripts()]
     assert "device_session" not in names and "run_all" not in names
     assert {"models", "twoframe", "classical"} <= set(names)
+
+
+def test_a_failed_training_still_returns_the_session(tmp_path):
+    """A training that breaks (here: a config key that does not exist) must not lose the rest of the call: the
+    session comes back, small, with the error named."""
+    out = tmp_path / "out"
+    done = run_script("run", "--out", str(out), "--config", "configs/parallax-tiny-cpu.json", "--budget", "60",
+                      "--set", "no_such_key=1", "--skip-bench")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "session.json").read_text())
+    assert "no_such_key" in summary["training_error"] and "training" not in summary
+    assert [p.name for p in out.glob("session.tar.*")] == ["session.tar.000"]
