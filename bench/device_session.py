@@ -4,7 +4,7 @@ A lent GPU comes with 15 minutes of device time for the whole session (machine s
 included) and one command may run 10 minutes, so everything that needs the GPU runs in ONE command budgeted to
 end inside it (docs/training.md, "On a GPU machine"):
 
-    run(timeout_s=600,
+    run(timeout_s=540,
         command="PYTHONUNBUFFERED=1 PYTHONPATH=plugin:server python3 bench/device_session.py run --out $OUT")
 
 ``run`` does, in order, and stops each part in time for the next:
@@ -235,7 +235,8 @@ def main(argv=None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     go = verbs.add_parser("run", help="on the device machine: bench, train, pack into --out")
     go.add_argument("--out", required=True, help="folder the device returns ($OUT)")
-    go.add_argument("--budget", type=float, default=540.0, help="seconds for the whole call (default: %(default)s)")
+    go.add_argument("--budget", type=float, default=480.0,
+                    help="seconds for the whole command; keep it 60 s under timeout_s (default: %(default)s)")
     go.add_argument("--config", default=str(ROOT / "configs" / "parallax-gpu.json"),
                     help="training config; empty to skip training (default: %(default)s)")
     go.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
