@@ -84,7 +84,8 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
 
 
 def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
-    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked full images)."""
+    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked full images, float64 like the
+    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7)."""
     r = b - apply_a(x)
     z = precond * r
     p = z.copy()
@@ -96,7 +97,7 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
         ap = apply_a(p)
         curvature = float(np.vdot(p, ap))
         if not np.isfinite(curvature) or curvature <= 0:
-            break  # lost conjugacy in float32: keep the last good iterate
+            break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
         step = rz / curvature
         x += step * p
         r -= step * ap
@@ -148,13 +149,13 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
         op = CropOperator(image, settings.eps, settings.radius)
-    mask = op.compact(unknown.astype(np.float32))
+    mask = np.asarray(op.compact(unknown.astype(np.float64)), np.float64)
     data = settings.data_weight * op.compact(weight) * mask  # λ c_i (Robust Matting eq. 8)
     known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
     b = -mask * op.apply_crop(known_values) + data * op.compact(prior)
     diag = op.diagonal() + data
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0).astype(np.float32)
+    precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0)
     x = op.compact(initial) * mask
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
     x = _cg(lambda v: mask * op.apply(v) + data * v, b, x, precond, iterations, settings.tolerance, report)

@@ -13,8 +13,15 @@ Expanding the sum gives, for any vector p (He et al.):
 
 with n_i the number of windows containing i. Only windows lying fully inside the image are used, so the operator
 is exactly Levin's L (symmetric positive semi-definite) and each application costs eight box filters and a few
-dozen element-wise products, whatever the window size. No matrix is ever stored: memory is about 25 float32
+dozen element-wise products, whatever the window size. No matrix is ever stored: memory is about 25 float64
 images (Δ_k is kept as its 6 distinct entries).
+
+**float64 throughout.** With Levin's ε = 1e-7, Δ_k reaches 9/ε ≈ 1e8 in flat windows, and both
+mean(I p) − μ_k p̄_k and the final sum n_i p_i − Σ a_kᵀ I_i − Σ b_k cancel large terms. In float32 the computed
+L p was not positive semi-definite: conjugate gradients met p·Lp < 0 with a residual 150× ‖b‖ on a hair
+composite, and the "solution" depended on rounding — an image perturbed by N(0, 1e-5), far below one 8-bit code
+value, moved its SAD between 2.4 and 11.6. In float64 the same solve converges and gives SAD 1.77 for every
+perturbation (tests/test_classical_alpha.py holds a perturbation test).
 
 The same (a_k, b_k) are Levin's affine model α ≈ a_kᵀ I + b_k (eq. 3); :func:`affine_upsample` uses them to carry
 a coarse solution to a finer image (Levin §6: "compute the linear coefficients on the coarse image and interpolate
@@ -42,15 +49,11 @@ def _box_sum_valid(x: np.ndarray, r: int) -> np.ndarray:
 
 
 def window_statistics(image: np.ndarray, r: int, eps: float):
-    """Per-window colour means μ_k (3 planes) and the 6 distinct entries of Δ_k = (Σ_k + ε/|w| U)⁻¹, float32.
-
-    Inverts the 3×3 covariances in closed form (adjugate / determinant), plane by plane, in float64.
-    """
-    channels = [np.ascontiguousarray(image[:, :, c], dtype=np.float32) for c in range(3)]
-    # float64: Σ_k = mean(I Iᵀ) − μμᵀ cancels badly in float32 (errors ~1e-8 exceed ε/|w| and make Δ_k indefinite)
-    channels64 = [c.astype(np.float64) for c in channels]
+    """Colour planes, per-window colour means μ_k (3 planes) and the 6 distinct entries of
+    Δ_k = (Σ_k + ε/|w| U)⁻¹, all float64 (Σ_k = mean(I Iᵀ) − μμᵀ cancels badly in float32: errors ~1e-8 exceed
+    ε/|w| and make Δ_k indefinite). Inverts the 3×3 covariances in closed form (adjugate / determinant)."""
+    channels64 = [np.ascontiguousarray(image[:, :, c], dtype=np.float64) for c in range(3)]
     means64 = [_box_mean(c, r) for c in channels64]
-    means = [m.astype(np.float32) for m in means64]
     reg = eps / float((2 * r + 1) ** 2)
     cov = {}
     for a, b in _SYM:
@@ -63,8 +66,7 @@ def window_statistics(image: np.ndarray, r: int, eps: float):
     c12 = s01 * s02 - s00 * s12
     c22 = s00 * s11 - s01 * s01
     det = s00 * c00 + s01 * c01 + s02 * c02
-    inv = [(c / det).astype(np.float32) for c in (c00, c01, c02, c11, c12, c22)]
-    return channels, means, inv
+    return channels64, means64, [c / det for c in (c00, c01, c02, c11, c12, c22)]
 
 
 def _sym_apply(inv, v):
@@ -76,7 +78,7 @@ def _sym_apply(inv, v):
 
 
 class MattingLaplacian:
-    """The matting Laplacian of an H×W×3 image (float32 in [0, 1]), applied matrix-free.
+    """The matting Laplacian of an H×W×3 image (values in [0, 1]), applied matrix-free in float64.
 
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
     3×3 windows, as in the paper).
@@ -90,7 +92,7 @@ class MattingLaplacian:
         if valid is None:  # windows fully inside the image (BandOperator passes its own)
             valid = np.zeros((h, w), np.float32)
             valid[r:h - r, r:w - r] = 1.0
-        self.valid = valid
+        self.valid = valid = np.asarray(valid, np.float64)
         self.window_count = _box_sum_valid(valid, r)  # n_i
         self.channels, self.mean, inv = window_statistics(image, r, eps)
         self.inv_cov = [d * valid for d in inv]  # Δ_k, zero for windows not fully inside
@@ -105,8 +107,9 @@ class MattingLaplacian:
         return a, b
 
     def apply(self, p: np.ndarray) -> np.ndarray:
-        """L p for an H×W float32 vector p."""
+        """L p (float64) for an H×W vector p."""
         r = self.r
+        p = np.asarray(p, np.float64)
         a, b = self.coefficients(p)
         out = self.window_count * p
         for a_c, i_c in zip(a, self.channels):
@@ -115,23 +118,21 @@ class MattingLaplacian:
         return out
 
     def diagonal(self) -> np.ndarray:
-        """diag(L): n_i − Σ_{k∋i} (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w| (for the Jacobi preconditioner)."""
+        """diag(L): n_i − Σ_{k∋i} (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w| (for the Jacobi preconditioner), with
+        the quadratic expanded into window sums, I_iᵀ S(Δ) I_i − 2 I_iᵀ S(Δμ) + S(μᵀΔμ) (S: sum over the valid
+        windows containing i), so it costs ten box filters instead of a pass per window offset."""
         r = self.r
         size = float((2 * r + 1) ** 2)
-        h, w = self.valid.shape
-        total = np.zeros((h, w), np.float32)
-        pad = lambda x: np.pad(x, r)  # noqa: E731
-        padded_inv = [pad(d) for d in self.inv_cov]
-        padded_mean = [pad(m) for m in self.mean]
-        padded_valid = pad(self.valid)
-        for dy in range(-r, r + 1):
-            for dx in range(-r, r + 1):
-                ys, xs = slice(r + dy, r + dy + h), slice(r + dx, r + dx + w)
-                diff = [c - m[ys, xs] for c, m in zip(self.channels, padded_mean)]
-                inv_diff = _sym_apply([d[ys, xs] for d in padded_inv], diff)
-                quad = diff[0] * inv_diff[0] + diff[1] * inv_diff[1] + diff[2] * inv_diff[2]
-                total += padded_valid[ys, xs] * (1.0 - (1.0 + quad) / size)
-        return total
+        inv = dict(zip(_SYM, self.inv_cov))  # zero outside valid windows
+        delta_mu = _sym_apply(self.inv_cov, self.mean)  # Δ_k μ_k
+        mu_delta_mu = sum(m * dm for m, dm in zip(self.mean, delta_mu))
+        c = self.channels
+        quad = _box_sum_valid(mu_delta_mu, r)
+        for i in range(3):
+            quad -= 2.0 * c[i] * _box_sum_valid(delta_mu[i], r)
+        for (i, j), d in inv.items():
+            quad += (1.0 if i == j else 2.0) * c[i] * c[j] * _box_sum_valid(d, r)
+        return self.window_count * (1.0 - 1.0 / size) - quad / size
 
 
 class BandOperator:
@@ -158,9 +159,9 @@ class BandOperator:
         pad = 2 * r
         th, tw = -(-h // tile), -(-w // tile)
         hp, wp = th * tile + 2 * pad, tw * tile + 2 * pad  # padded, extended to whole tiles
-        image_pad = np.zeros((hp, wp, 3), np.float32)
+        image_pad = np.zeros((hp, wp, 3), np.float64)
         image_pad[pad:pad + h, pad:pad + w] = image
-        valid_pad = np.zeros((hp, wp), np.float32)
+        valid_pad = np.zeros((hp, wp), np.float64)
         valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1.0  # windows fully inside the crop, as in the crop
         tiles = self.active_tiles(active, tile)
         self.count, self.tile, self.pad, self.shape = len(tiles), tile, pad, (h, w)
@@ -182,13 +183,13 @@ class BandOperator:
 
     def compact(self, x: np.ndarray) -> np.ndarray:
         """Crop layout (H×W) -> compact layout (n·tile² vector)."""
-        padded = np.zeros(self.padded_shape, np.float32)
+        padded = np.zeros(self.padded_shape, np.float64)
         padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
         return padded.reshape(-1)[self.inner]
 
     def full(self, v: np.ndarray, fill: np.ndarray) -> np.ndarray:
         """Compact layout -> crop layout, pixels outside the tiles taken from ``fill``."""
-        padded = np.zeros(self.padded_shape, np.float32)
+        padded = np.zeros(self.padded_shape, np.float64)
         padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = fill
         padded.reshape(-1)[self.inner] = v
         return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
@@ -199,11 +200,11 @@ class BandOperator:
 
     def apply(self, v: np.ndarray) -> np.ndarray:
         """L v in compact layout, for v zero outside the tiles' unknown pixels."""
-        return self._interiors(self.laplacian.apply(np.append(v, np.float32(0.0))[self.halo_source]))
+        return self._interiors(self.laplacian.apply(np.append(v, 0.0)[self.halo_source]))
 
     def apply_crop(self, x: np.ndarray) -> np.ndarray:
         """L x in compact layout for any crop-layout x (e.g. the known values)."""
-        padded = np.zeros(self.padded_shape, np.float32)
+        padded = np.zeros(self.padded_shape, np.float64)
         padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]] = x
         return self._interiors(self.laplacian.apply(padded.reshape(-1)[self.block]))
 
@@ -246,4 +247,4 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     out = cv2.resize(_box_mean(b, r), (w, h), interpolation=cv2.INTER_LINEAR)
     for c in range(3):
         out += cv2.resize(_box_mean(a[c], r), (w, h), interpolation=cv2.INTER_LINEAR) * image_fine[:, :, c]
-    return out
+    return out.astype(np.float32)
