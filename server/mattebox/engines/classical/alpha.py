@@ -36,7 +36,10 @@ class SolverSettings:
     eps: float = 1e-7  #: Levin's ε (window covariance regulariser), the paper's value
     radius: int = 1  #: window radius r: (2r+1)² windows (Levin: 3×3)
     max_iterations: int = 400  #: CG iterations at the coarsest level (the whole problem)
-    fine_iterations: int = 40  #: CG iterations at each finer level (started from the upsampled solution)
+    fine_iterations: int = 60  #: CG iterations at each intermediate level (started from the upsampled solution)
+    #: … and at the full-resolution level, 4× dearer per iteration than the next: a better start from more work
+    #: below beats more work here (alphamatting-dev SAD 4.54 vs 4.65 with 40/40, in ~3/4 of the time)
+    finest_iterations: int = 15
     tolerance: float = 1e-6  #: relative residual ‖r‖/‖b‖ to stop CG
     coarse_unknowns: int = 2000  #: solve a half-resolution level first while a level has more unknowns
     coarse_min_side: int = 32  #: ... and its short side is at least 2× this
@@ -54,9 +57,11 @@ class SolverSettings:
 
 
 PRESETS = {
-    "fast": SolverSettings(max_iterations=200, fine_iterations=15, tolerance=1e-4, huge_iterations=5),
+    "fast": SolverSettings(max_iterations=200, fine_iterations=20, finest_iterations=6, tolerance=1e-4,
+                           huge_iterations=5),
     "balanced": SolverSettings(),
-    "best": SolverSettings(max_iterations=1000, fine_iterations=150, tolerance=1e-7, huge_unknowns=10 ** 12),
+    "best": SolverSettings(max_iterations=1000, fine_iterations=150, finest_iterations=60, tolerance=1e-7,
+                           huge_unknowns=10 ** 12),
 }
 
 
@@ -140,7 +145,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
                               lambda *a: None, level + 1)
         guess = affine_upsample(coarse, small_image, image, settings.radius, settings.upsample_eps)
         initial[unknown] = np.clip(guess[unknown], 0.0, 1.0)
-        iterations = settings.fine_iterations
+        iterations = settings.fine_iterations if level > 0 else settings.finest_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
     tiles = len(BandOperator.active_tiles(unknown, settings.tile))
