@@ -176,7 +176,9 @@ def table(results: dict) -> str:
         lines.append(f"Registry: {results['registry_note']}.")
     lines.append(f"Models with no trained weights (not scored): {', '.join(missing) if missing else 'none'}. "
                  f"Weights looked up in {results['weights_dir']} and runs/*/final.safetensors.")
-    lines += ["", f"{results['machine']}, {results['seconds']} s.", ""]
+    command = f"python bench/learned.py --heldout {results['heldout']} --crop {results['crop']}" + (
+        f" --max-side {results['max_side']}" if results["max_side"] else "")
+    lines += ["", f"{results['machine']}, {results['seconds']} s. Command: `{command}`.", ""]
     return "\n".join(lines)
 
 
