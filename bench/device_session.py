@@ -125,6 +125,11 @@ def train_in_budget(args, run_dir: Path, deadline: float, log) -> dict:
             "command": "python3 bench/device_session.py " + " ".join(sys.argv[1:])}
 
 
+def weights_tag(training: dict) -> str:
+    """The checkpoint a training summary's weights are: ``final`` when the run finished, else the paused ``last``."""
+    return "final" if training["finished"] else "last"
+
+
 def pack(stage: Path, out: Path) -> list:
     """Tar ``stage`` and split it into PART_BYTES parts in ``out``; returns the part names."""
     buffer = io.BytesIO()
@@ -174,12 +179,11 @@ def stage_session(args, stage: Path, deadline: float) -> dict:
         except Exception as exc:  # keep what the call has measured so far: it comes back without weights
             traceback.print_exc()
             session["training_error"] = f"{exc.__class__.__name__}: {exc}"
-    if session.get("training"):
-        tag = "final" if session["training"]["finished"] else "last"
-        state = read_state_dict(run_dir / f"{tag}.safetensors")
-        save_weights({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-                     stage / "weights_fp16.safetensors", metadata={"mattebox.tag": tag})
-    if args.config:
+        else:
+            tag = weights_tag(session["training"])
+            state = read_state_dict(run_dir / f"{tag}.safetensors")
+            save_weights({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+                         stage / "weights_fp16.safetensors", metadata={"mattebox.tag": tag})
         for path in run_dir.glob("*"):  # fp32 weights and optimiser state stay behind: too big to return
             if path.suffix in (".safetensors", ".pt"):
                 path.unlink()
@@ -217,7 +221,7 @@ def land(args) -> int:
         if training:
             run_dir = Path(args.runs) / training["config"]["name"]
             run_dir.mkdir(parents=True, exist_ok=True)
-            tag = "final" if training["finished"] else "last"
+            tag = weights_tag(training)
             state = read_state_dict(stage / "weights_fp16.safetensors")
             save_weights({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
                          run_dir / f"{tag}.safetensors", metadata={"mattebox.model": training["config"]["model"]})

@@ -181,7 +181,7 @@ class LearnedEngine(Engine):
         return MatteResult(alpha, foreground, trimap.astype(np.float32),
                            {"engine": self.name, "model": self.model_name, "device": str(device),
                             "autocast": str(amp) if amp is not None else "off", "tile": tile,
-                            "tile_batch": min(batch, run.batch_limit or batch),
+                            "tile_batch": run.batch_limit or batch,
                             "timings": timings}).check(request.shape)
 
 

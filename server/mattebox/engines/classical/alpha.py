@@ -154,7 +154,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
         op = CropOperator(image, settings.eps, settings.radius)
-    mask = np.asarray(op.compact(unknown.astype(np.float64)), np.float64)
+    mask = op.compact(unknown.astype(np.float64))
     data = settings.data_weight * op.compact(weight) * mask  # λ c_i (Robust Matting eq. 8)
     known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
     b = -mask * op.apply_crop(known_values) + data * op.compact(prior)

@@ -21,7 +21,7 @@ mean(I p) − μ_k p̄_k and the final sum n_i p_i − Σ a_kᵀ I_i − Σ b_k 
 L p was not positive semi-definite: conjugate gradients met p·Lp < 0 with a residual 150× ‖b‖ on a hair
 composite, and the "solution" depended on rounding — an image perturbed by N(0, 1e-5), far below one 8-bit code
 value, moved its SAD between 2.4 and 11.6. In float64 the same solve converges and gives SAD 1.77 for every
-perturbation (tests/test_classical_alpha.py holds a perturbation test).
+perturbation (tests/test_classical_solver.py holds a perturbation test).
 
 The same (a_k, b_k) are Levin's affine model α ≈ a_kᵀ I + b_k (eq. 3); :func:`affine_upsample` uses them to carry
 a coarse solution to a finer image (Levin §6: "compute the linear coefficients on the coarse image and interpolate
@@ -90,7 +90,7 @@ class MattingLaplacian:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
         self.r = r
         if valid is None:  # windows fully inside the image (BandOperator passes its own)
-            valid = np.zeros((h, w), np.float32)
+            valid = np.zeros((h, w), np.float64)
             valid[r:h - r, r:w - r] = 1.0
         self.valid = valid = np.asarray(valid, np.float64)
         self.window_count = _box_sum_valid(valid, r)  # n_i
