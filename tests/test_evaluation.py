@@ -77,3 +77,20 @@ def test_eval_cli_on_one_image(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["rows"][0]["image"] == "GT05" and 0 < result["mean"]["sad"] < 5
     assert "| **mean** |" in capsys.readouterr().out
+
+
+def test_eval_image_names_accept_a_png_suffix_and_name_what_is_missing():
+    available = ["GT01", "GT05", "GT10"]
+    assert ev.image_names("GT10.png, GT01", available) == ["GT10", "GT01"]
+    message = ev.image_names("GT10,GT99.png", available)
+    assert isinstance(message, str) and "GT99" in message and "GT01" in message
+
+
+def test_eval_cli_refuses_an_unknown_image_without_a_traceback(tmp_path, capsys):
+    from mattebox.cli import main
+
+    for sub in ("image", "alpha", "trimap1", "trimap2"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "image" / "GT01.png").write_bytes(b"")
+    assert main(["eval", "--data", str(tmp_path), "--images", "GT10.png"]) == 2
+    assert "--images: no image named GT10" in capsys.readouterr().err

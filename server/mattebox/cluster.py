@@ -40,9 +40,9 @@ log = logging.getLogger("mattebox.cluster")
 APP_NAME = "mattebox"
 REGISTRY_NAME = "mattebox-replicas"
 NAMESPACE = "mattebox"
-#: environment a replica needs from the front door's (engine registry, test knobs, import path)
-FORWARDED_ENV = ("PYTHONPATH", "MATTEBOX_ENGINES", "MATTEBOX_TEST_STEPS", "MATTEBOX_TEST_STEP_S", "MATTEBOX_MODELS",
-                 "MATTEBOX_TEST_RUN_LOG")
+#: environment a replica needs from the front door's: the import path and every MATTEBOX_* setting
+#: (docs/environment.md), so a replica sees the same engines, models and state as the front door
+FORWARDED_PREFIX = "MATTEBOX_"
 PROGRESS_INTERVAL = 0.2  #: seconds between a replica's progress reports within one stage (also its cancel checks)
 
 
@@ -171,7 +171,7 @@ class ClusterBackend:
         import ray
         from ray import serve
 
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        env = replica_environment(os.environ)
         if self.address:
             ray.init(address=self.address, namespace=NAMESPACE, runtime_env={"env_vars": env},
                      log_to_driver=False)
@@ -289,6 +289,11 @@ class ClusterWorker(Worker):
                 seen = event
                 progress(event["stage"], event["done"], event["total"], event["message"])
 
+
+
+def replica_environment(environ: Dict[str, str]) -> Dict[str, str]:
+    """What a replica inherits from the front door: PYTHONPATH and every ``MATTEBOX_*`` variable."""
+    return {k: v for k, v in environ.items() if k == "PYTHONPATH" or k.startswith(FORWARDED_PREFIX)}
 
 
 def _pid_alive(pid: Any) -> Optional[bool]:

@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trimap", default="both", choices=("trimap1", "trimap2", "both"))
     parser.add_argument("--engine", default="classical", help="engine to evaluate (in-process)")
     parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
-    parser.add_argument("--images", help="comma-separated names (default: all)")
+    parser.add_argument("--images", help="comma-separated image names, e.g. GT01,GT10 (a .png suffix is accepted; "
+                                         "default: all)")
     parser.add_argument("--json", help="write the per-image results and means here")
 
 
@@ -152,6 +153,16 @@ def format_table(rows, means) -> str:
     return "\n".join(lines)
 
 
+def image_names(listed: str, available: List[str]):
+    """The names in ``--images`` (suffix ``.png`` dropped), or a message naming those ``available`` lacks."""
+    names = [n.strip()[:-4] if n.strip().lower().endswith(".png") else n.strip() for n in listed.split(",")]
+    missing = [n for n in names if n not in available]
+    if missing or not names:
+        return (f"no image named {', '.join(missing) or '(empty)'} in the data folder; expected names such as "
+                f"{', '.join(available[:3])}{', ...' if len(available) > 3 else ''}")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     from .paths import alphamatting_dir
 
@@ -160,7 +171,11 @@ def run(args: argparse.Namespace) -> int:
         print("mattebox eval: no data folder (give --data DIR with image/, alpha/, trimap1/, trimap2/)",
               file=sys.stderr)
         return 2
-    names = args.images.split(",") if args.images else sorted(p.stem for p in (data / "image").glob("*.png"))
+    available = sorted(p.stem for p in (data / "image").glob("*.png"))
+    names = image_names(args.images, available) if args.images else available
+    if isinstance(names, str):
+        print(f"mattebox eval: --images: {names}", file=sys.stderr)
+        return 2
     trimaps = ["trimap1", "trimap2"] if args.trimap == "both" else [args.trimap]
     rows, means = evaluate(args.engine, data, trimaps, names, args.quality)
     print(format_table(rows, means))
