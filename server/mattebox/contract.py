@@ -1,4 +1,4 @@
-"""The matting contract every engine implements (DESIGN section 3).
+"""The matting contract every engine implements (docs/architecture.md).
 
 The server decodes a request's buffers into a :class:`MatteRequest` in one working convention, so engines never
 deal with wire dtypes, colourspaces or premultiplication:

@@ -1,7 +1,7 @@
 """A small OpenEXR reader/writer in pure Python (+ zlib), using numpy when the host's Python has it.
 
 Why it exists: Nuke's Python can neither hand pixels to Python nor build an image from Python, so the Mattebox
-node renders its inputs with internal Write nodes and loads its result through an internal Read (DESIGN §6).
+node renders its inputs with internal Write nodes and loads its result through an internal Read (docs/hosts/nuke.md).
 Nuke's Python ships without OpenEXR bindings or cv2, and numpy is not something a plug-in can count on in every
 Nuke build, so this module reads and writes the EXR subset those Write/Read nodes need:
 
@@ -54,13 +54,6 @@ class ExrError(ValueError):
 # ------------------------------------------------------------------------------------------- helpers
 def have_numpy() -> bool:
     return np is not None
-
-
-def new_plane(height: int, width: int, fill: float = 0.0):
-    """A float32 plane of the given size (numpy array when available)."""
-    if np is not None:
-        return np.full((height, width), fill, np.float32)
-    return array.array("f", [fill]) * (height * width)
 
 
 def plane_bytes(plane: Any, height: int, width: int) -> bytes:
@@ -248,10 +241,6 @@ class ExrImage:
     def __init__(self, width: int, height: int, planes: Dict[str, Any], header: Dict[str, Any]):
         self.width, self.height, self.planes, self.header = width, height, planes, header
 
-    @property
-    def channel_names(self) -> List[str]:
-        return list(self.planes)
-
     def plane(self, name: str):
         if name not in self.planes:
             raise ExrError(f"channel {name!r} is not in the EXR (it has {', '.join(self.planes)})")
@@ -424,12 +413,3 @@ def write(path: str, width: int, height: int, planes: Dict[str, Any], compressio
         for chunk in chunks:
             fh.write(chunk)
     os.replace(tmp, path)  # readers never see a half-written frame
-
-
-def channel_for(nuke_channel: str) -> str:
-    """Nuke channel name ('rgba.red', 'mattebox.trimap') -> EXR channel name ('R', 'mattebox.trimap')."""
-    return NUKE_TO_EXR.get(nuke_channel, nuke_channel)
-
-
-NUKE_TO_EXR = {"rgba.red": "R", "rgba.green": "G", "rgba.blue": "B", "rgba.alpha": "A"}
-EXR_TO_NUKE = {v: k for k, v in NUKE_TO_EXR.items()}

@@ -12,7 +12,7 @@ each stream cross-attend the other's tokens (soft correspondences in feature spa
 errors); a ViTMatte detail-capture head decodes each stream to full resolution.
 
 Parameter budget of the full config (the paper says 38.6M): encoder ViT-S 22.0M, decoder 6 cross blocks 14.2M,
-detail head 2.9M = 39.04M, +1.1% (tests/test_models_parallax.py checks the total on the meta device).
+detail head 2.9M = 39.04M, +1.1% (tests/test_models_tiny.py checks the total on the meta device).
 
 Input conventions: colour images sRGB in [0, 1] normalised with the registry entry's mean/std; trimaps in
 {0, 0.5, 1}; H and W multiples of 16 (tiles are 448×448, sec. 4.5).

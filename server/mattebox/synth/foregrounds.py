@@ -192,8 +192,3 @@ FOREGROUNDS: Dict[str, Callable[..., Foreground]] = {
     "motion": motion_blurred_foreground,
 }
 
-
-def random_foreground(size: Tuple[int, int], rng: np.random.Generator, kinds=tuple(FOREGROUNDS)) -> Foreground:
-    """One foreground of a kind drawn uniformly from ``kinds``."""
-    kind = kinds[int(rng.integers(len(kinds)))]
-    return FOREGROUNDS[kind](size, rng)

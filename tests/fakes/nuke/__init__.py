@@ -1,6 +1,6 @@
 """A fake ``nuke`` module: the slice of Nuke's Python API that the Mattebox node uses, behaving as Nuke does.
 
-Nuke cannot be installed on this machine (HOSTS.md), so host tests put ``tests/fakes`` first on ``sys.path`` and
+Nuke cannot be installed on this machine (no installable build), so host tests put ``tests/fakes`` first on ``sys.path`` and
 run the node's real code against this module. Each piece documents the real behaviour it mimics, with the page of
 Foundry's Python developer guide / API reference (learn.foundry.com/nuke/developers/<version>/pythondevguide/...)
 it was checked against. Pixels are real: source nodes hold numpy planes, ``Write`` nodes really write OpenEXR
