@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +66,73 @@ def test_keys_command_writes_pairs_allowed_folder_and_client_config(tmp_path, ca
     assert (tmp_path / "k" / "server.key").read_bytes() == server_before
     assert (tmp_path / "k" / "clients" / "blender2.key").is_file()
     assert "--curve-secret-key" in capsys.readouterr().out
+
+
+def test_an_existing_key_pair_is_never_replaced_without_force(tmp_path, capsys):
+    keys = tmp_path / "k"
+    assert cli_main(["keys", "--out", str(keys), "--client", "anna"]) == 0
+    before = {p.name: p.read_bytes() for p in keys.iterdir() if p.is_file()}
+    assert cli_main(["keys", "--out", str(keys), "--client", "ben"]) == 2  # forgot --no-server
+    assert "never replaced without --force" in capsys.readouterr().out
+    assert cli_main(["keys", "--out", str(keys), "--client", "anna", "--no-server"]) == 2  # anna has a pair
+    assert {p.name: p.read_bytes() for p in keys.iterdir() if p.is_file()} == before  # nothing written at all
+    assert cli_main(["keys", "--out", str(keys), "--client", "ben", "--force"]) == 0
+    assert (keys / "server.key_secret").read_bytes() != before["server.key_secret"]
+
+
+#: run as another user: open each path in turn until stdin closes, then say how often one could be read
+POLLER = """
+import sys, threading
+paths, done = sys.argv[1:], threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+hits = rounds = 0
+print("ready", flush=True)
+while not done.is_set():
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                fh.read()
+            hits += 1
+        except OSError:
+            pass
+    rounds += 1
+print(f"read {hits} times in {rounds} rounds", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root (to run a second local user, nobody, with setpriv)")
+def test_secret_keys_are_never_readable_by_another_user(tmp_path):
+    """Another local user polls for the secret files while `mattebox keys` creates them: with open-then-chmod it
+    read them (issue 17: 10 of 10 tries); created mode 600 it never can."""
+    import subprocess
+    import sys
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="mattebox-keys-"))  # a folder the other user may enter, like /etc
+    try:
+        shared.chmod(0o755)
+        outs = [shared / f"k{i}" for i in range(60)]
+        for out in outs:
+            out.mkdir(mode=0o755)
+            out.chmod(0o755)
+        secrets = [str(out / name) for out in outs for name in ("server.key_secret", "c.key_secret")]
+        watcher = subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-S", "-c", POLLER,
+             *secrets], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdout.readline().strip() == "ready"
+            for out in outs:
+                make_keys(out, ["c"])
+        finally:
+            watcher.stdin.close()
+            output = watcher.stdout.read()
+            watcher.wait(timeout=60)
+        assert watcher.returncode == 0, output
+        assert "read 0 " in output, output
+        assert all(os.stat(path).st_mode & 0o077 == 0 for path in secrets)
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_registered_client_key_from_config_mattes(curve_server, tmp_path, monkeypatch):
