@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -82,7 +81,8 @@ def make_keys(out: Path, clients: List[str], server: bool = True, force: bool = 
                           f"would stop connecting). Add clients with --no-server")
     if not server and not server_files[0].is_file():
         raise FileNotFoundError(f"{server_files[0]} is missing; run without --no-server first")
-    taken = [name for name in clients if not force and os.path.lexists(out / f"{name}.key_secret")]
+    taken = [name for name in clients if not force and any(os.path.lexists(path) for path in (
+        out / f"{name}.key_secret", out / f"{name}.key", out / "clients" / f"{name}.key"))]
     if taken:
         raise KeysRefused(f"client key pair(s) {', '.join(taken)} exist in {out}; they are never replaced without "
                           f"--force (whoever holds the old pair would be locked out)")
@@ -96,9 +96,9 @@ def make_keys(out: Path, clients: List[str], server: bool = True, force: bool = 
     texts = {"server_public_key": zmq.auth.load_certificate(str(server_files[0]))[0].decode()}
     for name in clients:
         public, secret = zmq.curve_keypair()
-        public_file = write_certificate(out / f"{name}.key", public, force=force)
+        for path in (out / f"{name}.key", allowed / f"{name}.key"):  # the pair's public half, and the allow-list
+            write_certificate(path, public, force=force)
         write_certificate(out / f"{name}.key_secret", public, secret, force=force)
-        shutil.copyfile(public_file, allowed / public_file.name)
         texts[f"{name}_public_key"], texts[f"{name}_secret_key"] = public.decode(), secret.decode()
     return texts
 
