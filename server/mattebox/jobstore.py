@@ -673,7 +673,7 @@ class JobStore:
 
     def _deliver(self, job_id: str, send, lost) -> None:
         row = self.db.execute("SELECT result FROM jobs WHERE id=?", (job_id,)).fetchone()
-        result = self._file(self.results, row[0] if row and row[0] else f"{job_id}.mbx")
+        result = self._file(self.results, row[0] if row else None) or self.results / f"{job_id}.mbx"
         try:
             header, frames = read_message(result)
         except StoredFileError as exc:
