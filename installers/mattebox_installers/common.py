@@ -78,10 +78,9 @@ def unpack_wheels(wheels: Sequence[Path], site_dir: Path) -> Path:
 
 
 def copy_plugin_package(dest_dir: Path) -> Path:
-    """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``; returns the package path."""
+    """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``, a staging folder (installs reach
+    the host through :func:`install_tree`); returns the package path."""
     dest = Path(dest_dir) / "mattebox_plugin"
-    if dest.exists():
-        shutil.rmtree(dest)
     shutil.copytree(PLUGIN_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
 
