@@ -118,3 +118,22 @@ def test_install_never_writes_through_a_link_in_its_folder(host, tmp_path):
     host.install()  # a reinstall replaces its own files and leaves the link alone
     assert victim.read_text() == "not mattebox's" and planted.is_symlink()
     assert json.loads((host.dest / host.manifest).read_text())["files"] == manifest["files"]
+
+
+def test_a_gimp_install_from_before_the_digests_is_replaced_by_its_file_list(tmp_path):
+    """GIMP's INSTALLED.json listed its files (no sha256, no folders) before: upgrading removes exactly those, and
+    the folders it made stay the install's own."""
+    dest = gimp.install(target=tmp_path, platform="linux-x64", vendor="never", write_config=False)
+    manifest = json.loads((dest / gimp.MANIFEST).read_text())
+    old = dict(manifest, files=sorted(manifest["files"]))
+    del old["dirs"]
+    (dest / gimp.MANIFEST).write_text(json.dumps(old))
+    (dest / "stale.py").write_text("an older version's module")
+    (dest / "notes.txt").write_text("the artist's")
+    old["files"].append("stale.py")
+    (dest / gimp.MANIFEST).write_text(json.dumps(old))
+    gimp.install(target=tmp_path, platform="linux-x64", vendor="never", write_config=False)
+    assert not (dest / "stale.py").exists() and (dest / "notes.txt").is_file()
+    assert json.loads((dest / gimp.MANIFEST).read_text())["dirs"] == manifest["dirs"]
+    (dest / "notes.txt").unlink()
+    assert gimp.uninstall(tmp_path, "linux-x64") is True and not dest.exists()

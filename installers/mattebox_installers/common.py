@@ -176,6 +176,24 @@ def read_install_manifest(dest: Path, name: str) -> Optional[Dict]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def installed_files(manifest: Optional[Dict]) -> Optional[Dict[str, Optional[str]]]:
+    """A manifest's files as {relative path: sha256}, or None when it has no file list. GIMP installs before the
+    digests were recorded listed paths only: those map to None (removed without a content check)."""
+    files = (manifest or {}).get("files")
+    if isinstance(files, list):
+        return dict.fromkeys(str(rel) for rel in files)
+    return files if isinstance(files, dict) else None
+
+
+def _installed_dirs(manifest: Dict) -> List[str]:
+    """The folders an install made ("." for the install folder itself). Before they were recorded, an install
+    (GIMP's) made its folder and every folder its files are in."""
+    if "dirs" in manifest:
+        return list(manifest["dirs"])
+    files = installed_files(manifest) or {}
+    return ["."] + sorted({parent.as_posix() for rel in files for parent in Path(rel).parents if str(parent) != "."})
+
+
 def _relative(dest: Path, rel: str) -> Path:
     """``dest/rel`` for a manifest entry, refusing entries that leave ``dest``."""
     parts = Path(rel).parts
@@ -206,7 +224,7 @@ def install_tree(staging: Path, dest: Path, manifest_name: str, info: Dict) -> P
     if clashes:
         raise InstallRefused(f"{', '.join(clashes[:3])} already in {dest}, not written by `mattebox install`; not "
                              f"replacing {'it' if len(clashes) == 1 else 'them'}: move them away and install again")
-    ours = set((previous or {}).get("dirs", []))  # folders an earlier install made: still this install's
+    ours = set(_installed_dirs(previous)) if previous else set()  # an earlier install's folders stay this one's
     created: List[str] = []
     for rel, target in [(".", dest)] + [(p.relative_to(staging).as_posix(), dest / p.relative_to(staging))
                                         for p in entries if p.is_dir()]:
@@ -242,21 +260,22 @@ def remove_installed(dest: Path, manifest_name: str, keep_dest: bool = False) ->
     if dest.is_symlink():
         raise InstallRefused(f"{dest} is a symbolic link; not removing through it")
     manifest = read_install_manifest(dest, manifest_name)
-    if manifest is None or not isinstance(manifest.get("files"), dict):
+    files = installed_files(manifest)
+    if files is None:
         raise InstallRefused(f"{dest} has no file list from `mattebox install` ({manifest_name}); not removing "
                              f"anything in it (delete it by hand if it is an old mattebox install)")
     left: List[str] = []
-    for rel, digest in manifest["files"].items():
+    for rel, digest in files.items():
         path = _relative(dest, rel)
         if path.is_symlink() or (path.exists() and not path.is_file()):
             left.append(f"{path} (not the file mattebox installed)")
         elif path.is_file():
-            if _sha256(path) != digest:
+            if digest is not None and _sha256(path) != digest:
                 left.append(f"{path} (changed since it was installed)")
             else:
                 path.unlink()
     (dest / manifest_name).unlink()
-    for rel in sorted(manifest.get("dirs", []), key=lambda r: -len(Path(r).parts)):  # deepest first, "." last
+    for rel in sorted(_installed_dirs(manifest), key=lambda r: -len(Path(r).parts)):  # deepest first, "." last
         if rel == "." and keep_dest:
             continue
         folder = dest if rel == "." else _relative(dest, rel)

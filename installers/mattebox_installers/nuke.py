@@ -147,7 +147,7 @@ def uninstall(target: Optional[Path] = None) -> bool:
     target = Path(target) if target else default_target()
     dest = target / FOLDER
     manifest = read_manifest(dest) or {}
-    if os.path.lexists(dest) and not isinstance(manifest.get("files"), dict):
+    if os.path.lexists(dest) and common.installed_files(manifest) is None:
         common.remove_installed(dest, MANIFEST)  # raises InstallRefused, naming the folder
     removed = False
     init_py = target / "init.py"
