@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "%(default)s = 24 h)")
     parser.add_argument("--state-dir", metavar="DIR",
                         help="where jobs are kept so they survive a restart (SQLite records, spooled inputs, "
-                             "stored results); 'none' keeps them in memory only. Default: $MATTEBOX_STATE, else "
-                             "$XDG_STATE_HOME/mattebox (~/.local/state/mattebox)")
+                             "stored results); 'none' keeps them in memory only. A new or empty folder (or one a "
+                             "server already marked as its own); one holding other files is refused. Default: "
+                             "$MATTEBOX_STATE, else $XDG_STATE_HOME/mattebox (~/.local/state/mattebox)")
     parser.add_argument("--curve-secret-key", metavar="FILE",
                         help="server key pair (from `mattebox keys`); required for a non-loopback endpoint")
     parser.add_argument("--curve-clients", metavar="DIR",
