@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ import zmq
 
 from mattebox.cli import main as cli_main
 from mattebox.commands.keys import make_keys
-from mattebox.server import BindRefused, Server, ServerConfig
+from mattebox.server import BindRefused, Server, ServerConfig, _AuthLog
 from mattebox_plugin import config as client_config
 from mattebox_plugin.client import Client, ServerUnavailable
 
@@ -65,6 +69,73 @@ def test_keys_command_writes_pairs_allowed_folder_and_client_config(tmp_path, ca
     assert "--curve-secret-key" in capsys.readouterr().out
 
 
+def test_an_existing_key_pair_is_never_replaced_without_force(tmp_path, capsys):
+    keys = tmp_path / "k"
+    assert cli_main(["keys", "--out", str(keys), "--client", "anna"]) == 0
+    before = {p.name: p.read_bytes() for p in keys.iterdir() if p.is_file()}
+    assert cli_main(["keys", "--out", str(keys), "--client", "ben"]) == 2  # forgot --no-server
+    assert "never replaced without --force" in capsys.readouterr().out
+    assert cli_main(["keys", "--out", str(keys), "--client", "anna", "--no-server"]) == 2  # anna has a pair
+    assert {p.name: p.read_bytes() for p in keys.iterdir() if p.is_file()} == before  # nothing written at all
+    assert cli_main(["keys", "--out", str(keys), "--client", "ben", "--force"]) == 0
+    assert (keys / "server.key_secret").read_bytes() != before["server.key_secret"]
+
+
+#: run as another user: open each path in turn until stdin closes, then say how often one could be read
+POLLER = """
+import sys, threading
+paths, done = sys.argv[1:], threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+hits = rounds = 0
+print("ready", flush=True)
+while not done.is_set():
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                fh.read()
+            hits += 1
+        except OSError:
+            pass
+    rounds += 1
+print(f"read {hits} times in {rounds} rounds", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root (to run a second local user, nobody, with setpriv)")
+def test_secret_keys_are_never_readable_by_another_user(tmp_path):
+    """Another local user polls for the secret files while `mattebox keys` creates them: with open-then-chmod it
+    read them (issue 17: 10 of 10 tries); created mode 600 it never can."""
+    import subprocess
+    import sys
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="mattebox-keys-"))  # a folder the other user may enter, like /etc
+    try:
+        shared.chmod(0o755)
+        outs = [shared / f"k{i}" for i in range(60)]
+        for out in outs:
+            out.mkdir(mode=0o755)
+            out.chmod(0o755)
+        secrets = [str(out / name) for out in outs for name in ("server.key_secret", "c.key_secret")]
+        watcher = subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-S", "-c", POLLER,
+             *secrets], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdout.readline().strip() == "ready"
+            for out in outs:
+                make_keys(out, ["c"])
+        finally:
+            watcher.stdin.close()
+            output = watcher.stdout.read()
+            watcher.wait(timeout=60)
+        assert watcher.returncode == 0, output
+        assert "read 0 " in output, output
+        assert all(os.stat(path).st_mode & 0o077 == 0 for path in secrets)
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_registered_client_key_from_config_mattes(curve_server, tmp_path, monkeypatch):
     server, texts, records = curve_server
     cfg_path = tmp_path / "client.json"
@@ -113,13 +184,142 @@ def test_non_loopback_bind_without_keys_is_refused_with_how_to():
 
 def test_non_loopback_bind_with_keys_is_allowed(tmp_path):
     make_keys(tmp_path, ["c"])
-    server = Server(ServerConfig(endpoint="tcp://0.0.0.0:0", curve_secret_key_file=str(tmp_path / "server.key_secret")))
+    server = Server(ServerConfig(endpoint="tcp://0.0.0.0:0", curve_secret_key_file=str(tmp_path / "server.key_secret"),
+                                 curve_clients_dir=str(tmp_path / "clients")))
     thread = server.start_background()
     try:
         assert server.bound_endpoint.startswith("tcp://0.0.0.0:")
     finally:
         server.stop()
         thread.join(timeout=15)
+
+
+def test_non_loopback_curve_without_a_clients_folder_needs_allow_any_client(tmp_path, caplog):
+    make_keys(tmp_path, ["c"])
+    secret = str(tmp_path / "server.key_secret")
+    with pytest.raises(BindRefused, match="without --curve-clients.*--allow-any-client"):
+        Server(ServerConfig(endpoint="tcp://0.0.0.0:0", curve_secret_key_file=secret)).bind()
+    server = Server(ServerConfig(endpoint="tcp://0.0.0.0:0", curve_secret_key_file=secret, allow_any_client=True))
+    thread = server.start_background()
+    try:
+        assert server.bound_endpoint.startswith("tcp://0.0.0.0:")
+        assert "serving any CURVE client" in caplog.text  # said once, at start-up
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+
+
+def test_refused_handshakes_are_rate_limited_in_the_log():
+    now = [0.0]
+    records = _Records()
+    logger = logging.getLogger("mattebox.test-auth")
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    try:
+        auth_log = _AuthLog(logger, clock=lambda: now[0])
+        for i in range(300):
+            key = "stranger" if i % 3 else "another"
+            auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", key)
+            now[0] += 0.01
+        lines = [m for level, m in records.messages if level == logging.WARNING]
+        assert len(lines) == 2 * _AuthLog.FIRST and all("client refused: DENIED" in m for m in lines)
+        assert "summarised every 60 s" in lines[-1]
+        now[0] += _AuthLog.PERIOD
+        auth_log.summarise()  # the server's sweep calls this every second
+        summary = [m for level, m in records.messages if level == logging.WARNING][-1]
+        assert summary.startswith(f"clients refused {300 - 2 * _AuthLog.FIRST} more times in the last 60 s")
+        auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", "stranger")  # a new period
+        assert len([m for level, m in records.messages if level == logging.WARNING]) == 2 * _AuthLog.FIRST + 2
+    finally:
+        logger.removeHandler(records)
+
+
+def test_a_stranger_retrying_logs_a_few_lines_not_one_per_handshake(curve_server):
+    server, texts, records = curve_server
+    ctx = zmq.Context()
+    public, secret = zmq.curve_keypair()
+    socks = []
+    try:
+        for _ in range(12):  # one handshake, and one refusal, per connection
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.curve_serverkey = texts["server_public_key"].encode()
+            sock.curve_publickey, sock.curve_secretkey = public, secret
+            sock.connect(server.bound_endpoint)
+            socks.append(sock)
+        deadline = time.monotonic() + 60
+        while sum(server._auth_log._counts.values()) < len(socks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for sock in socks:
+            sock.close()
+        ctx.term()
+    assert sum(server._auth_log._counts.values()) == len(socks)
+    refusals = [m for level, m in records.messages if level == logging.WARNING and "client refused" in m]
+    assert len(refusals) == _AuthLog.FIRST
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("tcp://127.0.0.1:{busy}", "already in use"),
+    ("tcp://[::1]", "Expected tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:notaport", "Expected tcp://HOST:PORT"),
+])
+def test_serve_explains_an_endpoint_it_cannot_bind(endpoint, expected, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import tree_env
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        endpoint = endpoint.format(busy=busy.getsockname()[1])
+        run = subprocess.run([sys.executable, "-m", "mattebox", "serve", "--endpoint", endpoint, "--state-dir",
+                              "none"], env=tree_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert f"cannot bind {endpoint}: " in run.stderr and expected in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_hosts_launcher_reports_a_port_held_by_another_program():
+    """What a host plug-in shows when its endpoint's port is taken: no server started, the reason named."""
+    import socket
+
+    from mattebox_plugin.launcher import ensure_server
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        endpoint = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+        cfg = dict(client_config.DEFAULTS, endpoint=endpoint, timeout=2.0,
+                   server_command=["false-server-that-must-not-start"])
+        with pytest.raises(ServerUnavailable, match="does not answer as a mattebox server.*free the port"):
+            ensure_server(cfg, wait=5)
+
+
+def test_an_ipv6_loopback_endpoint_serves():
+    if not socket_has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    server = Server(ServerConfig(endpoint="tcp://[::1]:0"))
+    thread = server.start_background()
+    try:
+        with Client(server.bound_endpoint, timeout=10) as client:
+            assert client.hello()["protocol"] == 1
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+
+
+def socket_has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def test_matte_cli_and_doctor_use_the_configured_keys(tmp_path, server_process, monkeypatch):

@@ -41,11 +41,17 @@ def test_install_lays_out_one_folder_with_an_executable_plugin(tmp_path):
     assert cfg["endpoint"] == "tcp://127.0.0.1:5999" and cfg["server_command"][-2:] == ["mattebox", "serve"]
 
 
-def test_reinstall_replaces_the_old_folder(tmp_path):
+def test_reinstall_replaces_what_the_old_install_wrote_and_nothing_else(tmp_path):
     dest = installer.install(target=tmp_path, platform="linux-x64", vendor="never", write_config=False)
-    (dest / "stale.py").write_text("old")
+    manifest = json.loads((dest / "INSTALLED.json").read_text())
+    (dest / "stale.py").write_text("old")  # a file an older version installed and this one no longer ships
+    manifest["files"]["stale.py"] = common._sha256(dest / "stale.py")
+    (dest / "INSTALLED.json").write_text(json.dumps(manifest))
+    (dest / "notes.txt").write_text("the artist's own")
     installer.install(target=tmp_path, platform="linux-x64", vendor="never", write_config=False)
-    assert not (dest / "stale.py").exists()
+    assert not (dest / "stale.py").exists() and (dest / "notes.txt").read_text() == "the artist's own"
+    assert installer.uninstall(tmp_path, "linux-x64")
+    assert [p.name for p in dest.iterdir()] == ["notes.txt"]  # the folder stays for the file it holds
 
 
 @pytest.mark.parametrize("platform", ["windows-x64", "macos-arm64"])
@@ -91,9 +97,11 @@ def test_uninstall_removes_the_folder_and_keeps_the_shared_config(tmp_path):
 def test_uninstall_refuses_a_folder_it_did_not_install(tmp_path):
     (tmp_path / "mattebox").mkdir()
     (tmp_path / "mattebox" / "precious.txt").write_text("not ours")
-    with pytest.raises(ValueError, match="does not look like a mattebox install"):
+    with pytest.raises(ValueError, match="no file list from `mattebox install`.*not removing anything"):
         installer.uninstall(tmp_path, "linux-x64")
-    assert (tmp_path / "mattebox" / "precious.txt").is_file()
+    with pytest.raises(ValueError, match="not made by `mattebox install`.*not writing into it"):
+        installer.install(target=tmp_path, platform="linux-x64", vendor="never", write_config=False)
+    assert [p.name for p in (tmp_path / "mattebox").iterdir()] == ["precious.txt"]
 
 
 def test_plugins_dir_per_platform(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@ a corrupt database or spool; bad input still refused field by field. Real server
 ``server_process``) on a per-test state directory; the test engine logs each run so a rerun cannot hide."""
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import zmq
 
-from mattebox.jobstore import JobStore, StoredFileError, StoreUnavailable, read_message, write_message
+from mattebox.jobstore import (MARKER, JobStore, StoredFileError, StoreUnavailable, describe_state_dir, read_message,
+                               write_message)
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed
 
@@ -137,6 +139,103 @@ def test_one_server_per_state_dir_and_a_locked_dir_means_memory_only(tmp_path, c
             thread.join(timeout=15)
     finally:
         holder.close()
+
+
+# ------------------------------------------------------------------------- the state directory is mattebox's
+def _snapshot(folder: Path) -> dict:
+    """Every entry under ``folder`` (links not followed) -> its bytes, link target or 'dir'."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        out[key] = (f"-> {os.readlink(path)}" if path.is_symlink() else "dir" if path.is_dir() else path.read_bytes())
+    return out
+
+
+def _users_folder(root: Path) -> Path:
+    """A folder someone else filled, with names that look like a state directory's."""
+    for name, data in {"results/keep.mbx": b"render notes", "spool/a.mbx": b"x", "running/a.run": b"",
+                       "lock": b"my lock notes", "photo.jpg": b"\xff\xd8"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_a_new_state_dir_is_private_and_marked(tmp_path):
+    store = JobStore(tmp_path / "new" / "state", ttl=60)
+    store.close()
+    assert (tmp_path / "new" / "state" / MARKER).is_file()
+    assert (tmp_path / "new" / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_non_empty_folder_without_the_marker_is_refused_untouched(tmp_path, caplog):
+    from mattebox.server import Server, ServerConfig
+
+    folder = _users_folder(tmp_path / "mine")
+    before = _snapshot(folder)
+    with pytest.raises(StoreUnavailable, match=r"not empty and is not a mattebox state directory .*photo\.jpg"):
+        JobStore(folder, ttl=60)
+    assert describe_state_dir(folder).startswith("REFUSED: state directory")  # what `mattebox doctor` prints
+    server = Server(ServerConfig(endpoint="tcp://127.0.0.1:0", state_dir=str(folder)))
+    thread = server.start_background()
+    try:
+        assert "not a mattebox state directory" in server.status_info()["store"]["reason"]
+        logged = [r.fields["error"] for r in caplog.records if r.getMessage().startswith("job store unavailable")]
+        assert "not a mattebox state directory" in logged[0]  # the log says why it runs memory-only
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+    assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize("name", ["results", "spool", "running", "lock", "jobs.sqlite3", MARKER])
+def test_links_inside_the_state_dir_are_refused_not_followed(tmp_path, name):
+    state = tmp_path / "state"
+    JobStore(state, ttl=60).close()
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    (victim / "keep.mbx").write_bytes(b"someone's file")
+    (victim / "file").write_bytes(b"someone's file")
+    target = victim if name in ("results", "spool", "running") else victim / "file"
+    path = state / name
+    if path.is_dir():
+        path.rmdir()
+    else:
+        path.unlink()
+    path.symlink_to(target)
+    before = _snapshot(victim)
+    with pytest.raises(StoreUnavailable, match=f"{name} is a symbolic link"):
+        JobStore(state, ttl=60)
+    assert "symbolic link" in describe_state_dir(state)
+    assert _snapshot(victim) == before
+
+
+def test_stored_files_never_follow_links(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "job.mbx.tmp").symlink_to(victim)  # planted where the next write starts
+    write_message(tmp_path / "job.mbx", {"op": "result"}, [b"abc"])
+    assert victim.read_bytes() == b"keep" and read_message(tmp_path / "job.mbx")[0] == {"op": "result"}
+    (tmp_path / "link.mbx").symlink_to(tmp_path / "job.mbx")
+    with pytest.raises(StoredFileError, match="link"):
+        read_message(tmp_path / "link.mbx")
+
+
+def test_recovery_deletes_only_the_files_the_store_wrote(tmp_path):
+    state = tmp_path / "state"
+    store = JobStore(state, ttl=60)
+    store._write(store.results / "ghost.mbx", {"op": "result"}, [b"abc"])  # written, then a kill before its row
+    (store.results / "ghost.mbx.tmp").write_bytes(b"half")  # ... or during the write
+    store.close()
+    foreign = {"results/notes.mbx": b"mine", "spool/x.mbx": b"mine", "running/other.run": b"", "results/a.txt": b""}
+    for name, data in foreign.items():
+        (state / name).write_bytes(data)
+    again = JobStore(state, ttl=60)
+    try:
+        assert again.recover() == []
+    finally:
+        again.close()
+    assert not (state / "results" / "ghost.mbx").exists() and not (state / "results" / "ghost.mbx.tmp").exists()
+    assert {name: (state / name).read_bytes() for name in foreign} == foreign
 
 
 # ------------------------------------------------------------------------------------------- restarts

@@ -5,7 +5,9 @@ by the extension) and pyzmq/msgpack wheels for the target Blender's own Python: 
 for 5.1 and later. ``blender_manifest.toml`` gets the ``platforms`` and ``wheels`` lists of the build. Installing
 goes through Blender's own command line (``blender --command extension install-file``) when a Blender executable
 is known, else the extension is unpacked into the user extension repository and enabled from Preferences (Blender
-installs the wheels when it enables the extension). Standard library only.
+installs the wheels when it enables the extension); that copy records its files in ``mattebox-install.json``, and
+uninstall removes only those (Blender's own ``extension remove`` removes what Blender installed). Standard library
+only.
 
     python -m mattebox_installers.blender build --out dist/ [--blender-version 5.0] [--platform linux-x64 ...]
     python -m mattebox_installers.blender install [--blender /path/to/blender] [--blender-version 5.0]
@@ -31,6 +33,8 @@ SOURCE = common.NODES / "blender" / "mattebox_blender"
 EXTENSION_ID = "mattebox_blender"
 DEFAULT_REPO = "user_default"
 DEFAULT_BLENDER_VERSION = "5.0"
+#: what a plain-copy install (no Blender executable) wrote, for uninstall (common.install_tree)
+MANIFEST = "mattebox-install.json"
 EXCLUDE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.zip")
 
 
@@ -186,10 +190,11 @@ def install(blender: Optional[str] = None, blender_version: Optional[str] = None
             how = f"installed into Blender {version} with its extension command line (repo {repo}, enabled)"
         else:
             dest = user_extensions_dir(version, repo) / EXTENSION_ID
-            common.remove_tree(dest)
-            dest.mkdir(parents=True)
+            staging = Path(tmp) / "staging"
             with zipfile.ZipFile(zip_path) as zf:
-                zf.extractall(dest)
+                zf.extractall(staging)
+            common.install_tree(staging, dest, MANIFEST, {"extension": EXTENSION_ID, "blender_version": version,
+                                                          "zip": Path(zip_path).name})
             how = (f"copied into {dest} (no Blender executable found: enable 'Mattebox' in Preferences > Add-ons; "
                    f"Blender installs its wheels then)")
     if write_config:
@@ -198,16 +203,24 @@ def install(blender: Optional[str] = None, blender_version: Optional[str] = None
 
 
 def uninstall(blender: Optional[str] = None, blender_version: Optional[str] = None, repo: str = DEFAULT_REPO) -> bool:
-    """Remove the extension; True when something was removed."""
+    """Remove the extension; True when something was removed. One Blender installed (``install-file``) is
+    removed by Blender's own ``extension remove``; a plain copy (no Blender found at install) by the files its
+    manifest lists (:func:`common.remove_installed`). A folder that is neither is refused."""
     blender = find_blender(blender)
     version = blender_version or (blender_version_of(blender) if blender else DEFAULT_BLENDER_VERSION)
     dest = user_extensions_dir(version, repo) / EXTENSION_ID
-    present = dest.exists()
-    if blender and present:
-        code, output = _run_blender(blender, ["remove", f"{repo}.{EXTENSION_ID}"])
-        if code != 0:
-            raise RuntimeError(f"`{blender} --command extension remove` failed ({code}): {output[-1500:]}")
-    return common.remove_tree(dest) or present
+    if not os.path.lexists(dest):
+        return False
+    if common.read_install_manifest(dest, MANIFEST) is not None:
+        return common.uninstall_folder(dest, MANIFEST)
+    if not blender:
+        raise common.InstallRefused(f"{dest} was not copied by `mattebox install blender` (no {MANIFEST}); not "
+                                    f"removing anything in it: remove it in Blender (Preferences > Get "
+                                    f"Extensions), or give --blender so its extension command removes it")
+    code, output = _run_blender(blender, ["remove", f"{repo}.{EXTENSION_ID}"])
+    if code != 0:
+        raise RuntimeError(f"`{blender} --command extension remove` failed ({code}): {output[-1500:]}")
+    return True
 
 
 def installed_manifest(blender_version: str, repo: str = DEFAULT_REPO) -> Optional[str]:

@@ -1,12 +1,15 @@
 """What every host installer shares. Standard library only (runs before anything else is installed)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_PACKAGE = PROJECT_ROOT / "plugin" / "mattebox_plugin"
@@ -75,10 +78,9 @@ def unpack_wheels(wheels: Sequence[Path], site_dir: Path) -> Path:
 
 
 def copy_plugin_package(dest_dir: Path) -> Path:
-    """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``; returns the package path."""
+    """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``, a staging folder (installs reach
+    the host through :func:`install_tree`); returns the package path."""
     dest = Path(dest_dir) / "mattebox_plugin"
-    if dest.exists():
-        shutil.rmtree(dest)
     shutil.copytree(PLUGIN_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
 
@@ -153,14 +155,142 @@ def doctor_handshake(endpoint: str, timeout: float = 3.0) -> Tuple[bool, str]:
     return True, f"mattebox {info['server_version']} at {endpoint} on {info['device']}, engines {engines}"
 
 
-def remove_tree(path: Path) -> bool:
-    """Remove a folder or file if present; True when something was removed."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-        return True
-    if path.exists() or path.is_symlink():
-        path.unlink()
-        return True
-    return False
+# ------------------------------------------------------------------------------ installed-file manifests
+class InstallRefused(ValueError):
+    """An install or uninstall would touch something mattebox did not put there."""
 
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_install_manifest(dest: Path, name: str) -> Optional[Dict]:
+    """The manifest ``dest/name`` an install wrote, or None when there is none (never through a link)."""
+    path = Path(dest) / name
+    if not path.is_file() or path.is_symlink():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def installed_files(manifest: Optional[Dict]) -> Optional[Dict[str, Optional[str]]]:
+    """A manifest's files as {relative path: sha256}, or None when it has no file list. GIMP installs before the
+    digests were recorded listed paths only: those map to None (removed without a content check)."""
+    files = (manifest or {}).get("files")
+    if isinstance(files, list):
+        return dict.fromkeys(str(rel) for rel in files)
+    return files if isinstance(files, dict) else None
+
+
+def _installed_dirs(manifest: Dict) -> List[str]:
+    """The folders an install made ("." for the install folder itself). Before they were recorded, an install
+    (GIMP's) made its folder and every folder its files are in."""
+    if "dirs" in manifest:
+        return list(manifest["dirs"])
+    files = installed_files(manifest) or {}
+    return ["."] + sorted({parent.as_posix() for rel in files for parent in Path(rel).parents if str(parent) != "."})
+
+
+def _relative(dest: Path, rel: str) -> Path:
+    """``dest/rel`` for a manifest entry, refusing entries that leave ``dest``."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise InstallRefused(f"manifest entry {rel!r} in {dest} points outside it; not touching it")
+    return dest.joinpath(*parts)
+
+
+def install_tree(staging: Path, dest: Path, manifest_name: str, info: Dict) -> Path:
+    """Copy the staged install ``staging`` into ``dest`` and record what was written in ``dest/manifest_name``:
+    ``info`` plus ``files`` (relative path -> sha256) and ``dirs`` (folders this install created).
+
+    A previous install's files are removed first (:func:`remove_installed`: only those its manifest lists). An
+    existing ``dest`` without a manifest, or any path to be written that is already there (a file of someone
+    else's, or a link), is refused before anything is written. Never follows a link."""
+    staging, dest = Path(staging), Path(dest)
+    if dest.is_symlink():
+        raise InstallRefused(f"{dest} is a symbolic link; not installing through it")
+    previous = read_install_manifest(dest, manifest_name)
+    if previous is not None:
+        remove_installed(dest, manifest_name, keep_dest=True)
+    elif dest.exists() and any(dest.iterdir()):
+        raise InstallRefused(f"{dest} exists and was not made by `mattebox install` (no {manifest_name}); not "
+                             f"writing into it: move it away, or install elsewhere")
+    entries = sorted(staging.rglob("*"))
+    clashes = [str(target) for target in (dest / p.relative_to(staging) for p in entries + [staging / manifest_name])
+               if os.path.lexists(target) and not (target.is_dir() and not target.is_symlink())]
+    if clashes:
+        raise InstallRefused(f"{', '.join(clashes[:3])} already in {dest}, not written by `mattebox install`; not "
+                             f"replacing {'it' if len(clashes) == 1 else 'them'}: move them away and install again")
+    ours = set(_installed_dirs(previous)) if previous else set()  # an earlier install's folders stay this one's
+    created: List[str] = []
+    for rel, target in [(".", dest)] + [(p.relative_to(staging).as_posix(), dest / p.relative_to(staging))
+                                        for p in entries if p.is_dir()]:
+        if not target.exists():
+            target.mkdir(parents=rel == ".")
+            created.append(rel)
+        elif rel in ours:
+            created.append(rel)
+    files: Dict[str, str] = {}
+    for path in entries:
+        rel = path.relative_to(staging).as_posix()
+        target = dest / rel
+        if path.is_dir():
+            continue
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) |
+                     getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as source:
+            shutil.copyfileobj(source, out)
+        shutil.copymode(path, target)
+        files[rel] = _sha256(target)
+    manifest = dict(info, files=files, dirs=created)
+    (dest / manifest_name).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return dest
+
+
+def remove_installed(dest: Path, manifest_name: str, keep_dest: bool = False) -> Tuple[bool, List[str]]:
+    """Undo :func:`install_tree`: delete the files its manifest lists (unchanged ones: same sha256; never a link),
+    then the folders it created once empty, then the manifest. Returns (removed something, what was left and
+    why). A ``dest`` without a manifest is refused (:class:`InstallRefused`); a missing ``dest`` is (False, [])."""
+    dest = Path(dest)
+    if not os.path.lexists(dest):
+        return False, []
+    if dest.is_symlink():
+        raise InstallRefused(f"{dest} is a symbolic link; not removing through it")
+    manifest = read_install_manifest(dest, manifest_name)
+    files = installed_files(manifest)
+    if files is None:
+        raise InstallRefused(f"{dest} has no file list from `mattebox install` ({manifest_name}); not removing "
+                             f"anything in it (delete it by hand if it is an old mattebox install)")
+    left: List[str] = []
+    for rel, digest in files.items():
+        path = _relative(dest, rel)
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            left.append(f"{path} (not the file mattebox installed)")
+        elif path.is_file():
+            if digest is not None and _sha256(path) != digest:
+                left.append(f"{path} (changed since it was installed)")
+            else:
+                path.unlink()
+    (dest / manifest_name).unlink()
+    for rel in sorted(_installed_dirs(manifest), key=lambda r: -len(Path(r).parts)):  # deepest first, "." last
+        if rel == "." and keep_dest:
+            continue
+        folder = dest if rel == "." else _relative(dest, rel)
+        try:
+            folder.rmdir()  # only when empty; never a link
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(f"{folder} (holds files mattebox did not install)")
+    return True, left
+
+
+def uninstall_folder(dest: Path, manifest_name: str) -> bool:
+    """:func:`remove_installed` for an uninstall command: says on stderr what was left in place and why."""
+    removed, left = remove_installed(dest, manifest_name)
+    for item in left:
+        print(f"left in place: {item}", file=sys.stderr)
+    return removed

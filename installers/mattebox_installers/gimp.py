@@ -13,7 +13,9 @@ GIMP 3 on Linux runs plug-ins with the system ``python3`` (Debian/Ubuntu: python
 vendoring happens only when that Python cannot import zmq and msgpack. GIMP on Windows and macOS bundles its own
 Python 3.x, so there the wheels are always vendored for the version given with ``python_version``.
 
-Uninstall removes the plug-in folder only; the client config (~/.config/mattebox/client.json) is shared with the
+``INSTALLED.json`` lists every file written (with its sha256) and the folders made: a reinstall replaces and an
+uninstall removes only those (a changed or foreign file is left, and said so), and a folder without it is never
+written into or removed. The client config (~/.config/mattebox/client.json) is shared with the
 other hosts and stays.
 """
 from __future__ import annotations
@@ -136,26 +138,19 @@ def install(target: Optional[Path] = None, platform: Optional[str] = None, pytho
             wheels = fetch_wheels(Path(tmp) / "wheels", python_version=version, platform=platform)
             common.unpack_wheels(wheels, staging / VENDOR_DIR)
             vendored = sorted(w.name for w in wheels)
-        manifest = {"plugin": PLUGIN_NAME, "version": _client_version(), "platform": platform,
-                    "python_version": python_version, "vendored": vendored,
-                    "files": sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if dest.exists():
-            common.remove_tree(dest)
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(staging), str(dest))
+        info = {"plugin": PLUGIN_NAME, "version": _client_version(), "platform": platform,
+                "python_version": python_version, "vendored": vendored}
+        common.install_tree(staging, dest, MANIFEST, info)
     if write_config:
         common.write_client_config(endpoint, server_command, config_path)
     return dest
 
 
 def uninstall(target: Optional[Path] = None, platform: Optional[str] = None) -> bool:
-    """Remove the plug-in folder; True when something was removed. The shared client config stays."""
+    """Remove the files the install wrote (its manifest lists them) and the folders it made once empty; True
+    when something was removed. A folder without the manifest is refused; the shared client config stays."""
     target = Path(target) if target else plugins_dir(platform)
-    dest = target / PLUGIN_NAME
-    if dest.exists() and not (dest / MANIFEST).is_file() and not (dest / f"{PLUGIN_NAME}.py").is_file():
-        raise ValueError(f"{dest} does not look like a mattebox install (no {MANIFEST}); not removing it")
-    return common.remove_tree(dest)
+    return common.uninstall_folder(target / PLUGIN_NAME, MANIFEST)
 
 
 def doctor(target: Optional[Path] = None, platform: Optional[str] = None, gimp_python: Optional[str] = "python3",

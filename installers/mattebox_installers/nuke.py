@@ -9,6 +9,8 @@ Layout after ``install(target)``::
     <target>/mattebox/mattebox_plugin/ the host-neutral client
     <target>/mattebox/site-packages/cp39, cp310, cp311/   pyzmq + msgpack wheels unpacked per Nuke Python ABI
     <target>/mattebox/install.json     what was installed (version, Pythons, platform, whether init.py was ours)
+                                       and every file written (sha256) and folder made: uninstall removes
+                                       only those, and refuses a mattebox folder without this list
 
 Nuke runs init.py of every plug-in path folder in every mode (GUI, ``nuke -x``, ``nuke -t``), and
 ``nuke.pluginAddPath`` called from an init.py runs the added folder's init.py (and, in the GUI, its menu.py) —
@@ -20,10 +22,10 @@ own. The block in init.py is replaced, never duplicated, so installing twice is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +39,7 @@ NUKE_PYTHONS = {"13": "3.9", "14": "3.9", "15": "3.10", "16": "3.11"}
 DEFAULT_PYTHONS = ("3.9", "3.10", "3.11")
 NODE_SOURCE = common.NODES / "nuke"
 NODE_FILES = ("init.py", "menu.py", "mattebox_nuke")
+MANIFEST = "install.json"
 
 
 def default_target() -> Path:
@@ -91,61 +94,61 @@ def _copy_node(dest: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in NODE_FILES:
         source = NODE_SOURCE / name
-        target = dest / name
-        common.remove_tree(target)
         if source.is_dir():
-            shutil.copytree(source, target, ignore=ignore)
+            shutil.copytree(source, dest / name, ignore=ignore)
         else:
-            shutil.copy2(source, target)
+            shutil.copy2(source, dest / name)
     common.copy_plugin_package(dest)
 
 
 def install(target: Optional[Path] = None, python_versions: Sequence[str] = DEFAULT_PYTHONS,
             platform: Optional[str] = None, vendor: bool = True, endpoint: Optional[str] = None,
             write_config: bool = True, wheel_cache: Optional[Path] = None) -> Path:
-    """Install into ``target`` (default ~/.nuke); returns the mattebox folder."""
+    """Install into ``target`` (default ~/.nuke); returns the mattebox folder. The files are staged in a
+    temporary folder and copied with :func:`common.install_tree`, which records them in ``install.json`` and
+    refuses a ``<target>/mattebox`` that an install did not make."""
     target = Path(target) if target else default_target()
     dest = target / FOLDER
     init_py = target / "init.py"
     if init_py.is_file():
         strip_block(init_py.read_text(encoding="utf-8"))  # refuse a damaged init.py before changing anything
-    previous = read_manifest(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    _copy_node(dest)
+    previous = read_manifest(dest) or {}
     platform = platform or common.current_platform()
     vendored: List[str] = []
-    if vendor:
-        site = dest / "site-packages"
-        for version in python_versions:
-            cache = Path(wheel_cache) if wheel_cache else dest / ".wheels"
-            wheels = common.vendor_wheels(cache / abi_tag(version), version, platform)
-            common.remove_tree(site / abi_tag(version))
-            common.unpack_wheels(wheels, site / abi_tag(version))
-            vendored.append(version)
-        common.remove_tree(dest / ".wheels")
-    created = add_block(init_py, dest)
-    manifest = {"version": _version(), "python_versions": vendored or (previous or {}).get("python_versions", []),
-                "platform": platform, "created_init_py": created or bool((previous or {}).get("created_init_py")),
-                "target": target.as_posix()}
-    (dest / "install.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="mattebox-nuke-") as tmp:
+        staging = Path(tmp) / FOLDER
+        staging.mkdir()
+        _copy_node(staging)
+        if vendor:
+            for version in python_versions:
+                cache = Path(wheel_cache) if wheel_cache else Path(tmp) / "wheels"
+                wheels = common.vendor_wheels(cache / abi_tag(version), version, platform)
+                common.unpack_wheels(wheels, staging / "site-packages" / abi_tag(version))
+                vendored.append(version)
+        info = {"version": _version(), "python_versions": vendored or previous.get("python_versions", []),
+                "platform": platform, "target": target.as_posix(),
+                "created_init_py": not init_py.exists() or bool(previous.get("created_init_py"))}
+        common.install_tree(staging, dest, MANIFEST, info)
+    add_block(init_py, dest)
     if write_config:
         common.write_client_config(endpoint)
     return dest
 
 
 def read_manifest(dest: Path) -> Optional[Dict]:
-    path = Path(dest) / "install.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return common.read_install_manifest(dest, MANIFEST)
 
 
 def uninstall(target: Optional[Path] = None) -> bool:
-    """Remove the folder and the init.py block (and init.py itself if install created it and nothing else is
-    left). The shared client config stays: other hosts use it. True when something was removed."""
+    """Remove the files the install wrote (``install.json`` lists them), the folders it made once empty, and the
+    init.py block (and init.py itself if install created it and nothing else is left). A ``<target>/mattebox``
+    without that list is refused before anything changes. The shared client config stays: other hosts use it.
+    True when something was removed."""
     target = Path(target) if target else default_target()
     dest = target / FOLDER
     manifest = read_manifest(dest) or {}
+    if os.path.lexists(dest) and common.installed_files(manifest) is None:
+        common.remove_installed(dest, MANIFEST)  # raises InstallRefused, naming the folder
     removed = False
     init_py = target / "init.py"
     if init_py.is_file():
@@ -156,7 +159,7 @@ def uninstall(target: Optional[Path] = None) -> bool:
                 init_py.unlink()
             else:
                 init_py.write_text(text, encoding="utf-8")
-    return common.remove_tree(dest) or removed
+    return common.uninstall_folder(dest, MANIFEST) or removed
 
 
 def doctor(target: Optional[Path] = None, endpoint: Optional[str] = None,

@@ -394,6 +394,8 @@ class Client:
             sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
             sock.curve_publickey = public.encode() if isinstance(public, str) else public
             sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
+        if self.endpoint.startswith("tcp://["):  # an IPv6 address: ZeroMQ sockets are IPv4-only unless told
+            sock.setsockopt(zmq.IPV6, 1)
         sock.connect(self.endpoint)
         self._sock = sock
 

@@ -50,7 +50,8 @@ def load(path: Optional[Path] = None) -> Dict[str, Any]:
 
 
 def save(values: Dict[str, Any], path: Optional[Path] = None) -> Path:
-    """Write (merge) values into the config file; returns its path."""
+    """Write (merge) values into the config file; returns its path. A config holding a secret (a CURVE
+    ``client_secret_key``) is created mode 600 from its first byte, never readable by others in between."""
     path = Path(path) if path else config_path()
     current: Dict[str, Any] = {}
     if path.is_file():
@@ -59,7 +60,11 @@ def save(values: Dict[str, Any], path: Optional[Path] = None) -> Path:
     current.update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    if os.path.lexists(tmp):
+        os.unlink(tmp)  # left by an interrupted save; never written through
+    mode = 0o600 if current.get("client_secret_key") else 0o666  # 666: the umask decides, as before
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(current, fh, indent=2)
     os.replace(tmp, path)
     return path

@@ -50,6 +50,11 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
     endpoint = cfg["endpoint"]
     if server_answers(cfg):
         return endpoint
+    if endpoint.startswith("tcp://") and port_open(endpoint):
+        raise ServerUnavailable(f"something listens at {endpoint} but does not answer as a mattebox server (another "
+                                f"program holds the port, or a server that wants CURVE keys this host lacks), so "
+                                f"no local server can start there: free the port, or set another \"endpoint\" in "
+                                f"the client config")
     command = cfg.get("server_command")
     if not command:
         raise ServerUnavailable(f"no mattebox server at {endpoint} and no server_command configured; start one "
@@ -67,7 +72,8 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServerUnavailable(f"the local mattebox server exited with code {proc.returncode}: {argv}")
+            raise ServerUnavailable(f"the local mattebox server exited with code {proc.returncode}: {argv}; "
+                                    + (f"its log: {log_path}" if log_path else "run it in a terminal to see why"))
         if server_answers(cfg, timeout=1.0):
             return endpoint
         time.sleep(0.2)

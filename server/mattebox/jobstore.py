@@ -7,6 +7,12 @@ A state directory (``paths.state_dir()``, ``mattebox serve --state-dir``) holds:
     results/<id>.mbx             a finished job's reply (header + output frames), until released or expired
     running/<id>.run             an empty marker: the job has started running (made before its engine starts)
     lock                         an advisory lock: one server per directory
+    .mattebox-state              the marker that makes the folder a mattebox state directory
+
+The directory is mattebox's alone. A folder that exists, is not empty and has no marker is refused (a folder an
+older mattebox left, holding only the names above, is adopted), and so is one where any of the names above is a
+symbolic link: nothing in it is followed. Only files the store recorded writing (the ``files`` table, or a job
+row naming them) are ever deleted; anything else found there is left alone.
 
 Every file is written to a temporary name and moved into place with ``os.replace``, and carries its payload's
 size and CRC-32, so a ``kill -9`` mid-write leaves either nothing or a file that is detected as incomplete, never
@@ -31,6 +37,7 @@ import logging
 import os
 import queue
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -48,6 +55,16 @@ log = logging.getLogger("mattebox.jobstore")
 
 FILE_MAGIC = b"MBXJOB1\n"
 DB_NAME = "jobs.sqlite3"
+#: the file that makes a folder a mattebox state directory
+MARKER = ".mattebox-state"
+MARKER_TEXT = ("mattebox state directory: the job store of `mattebox serve` (server/mattebox/jobstore.py). Files "
+               "here belong to it; other files are never read or deleted.\n")
+FOLDERS = ("spool", "results", "running")
+#: every name a state directory holds; an unmarked folder holding only these (an older mattebox's) is adopted
+OWN_NAMES = frozenset((MARKER, DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", "lock") + FOLDERS)
+#: open flags that refuse a symbolic link as the last path component (0 where the OS has none: Windows)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_BINARY = getattr(os, "O_BINARY", 0)
 #: how many server restarts a running job may live through before it is reported ``job_lost``
 MAX_RERUNS = 1
 SCHEMA = """
@@ -68,6 +85,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,                    -- result file name, once done
     expires REAL,                   -- wall-clock time the finished record and its result are deleted
     reruns INTEGER NOT NULL DEFAULT 0
+)"""
+FILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY           -- 'spool/NAME' or 'results/NAME': recorded before the file is written
 )"""
 COLUMNS = ("id", "client", "params", "state", "priority", "created", "started", "finished", "error_code",
            "error_message", "error_field", "error_hint", "inputs", "result", "expires", "reruns")
@@ -98,7 +119,12 @@ def write_message(path: Path, header: Dict[str, Any], frames: Sequence[Any]) -> 
         crc = zlib.crc32(view, crc)
     meta = msgpack.packb({"header": header, "sizes": [v.nbytes for v in views], "crc32": crc}, use_bin_type=True)
     tmp = path.with_name(f"{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        tmp.unlink()  # a kill mid-write left it; unlink never follows a link planted there
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_BINARY, 0o600)
+    with os.fdopen(fd, "wb") as fh:
         fh.write(FILE_MAGIC)
         fh.write(struct.pack("<I", len(meta)))
         fh.write(meta)
@@ -109,9 +135,10 @@ def write_message(path: Path, header: Dict[str, Any], frames: Sequence[Any]) -> 
 
 
 def read_message(path: Path) -> Tuple[Dict[str, Any], List[memoryview]]:
-    """Read a file written by :func:`write_message` -> (header, frames). Raises StoredFileError naming the fault."""
+    """Read a file written by :func:`write_message` -> (header, frames). Raises StoredFileError naming the fault;
+    a symbolic link is refused, never followed."""
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | O_NOFOLLOW | O_BINARY), "rb") as fh:
             if fh.read(len(FILE_MAGIC)) != FILE_MAGIC:
                 raise StoredFileError(f"{path.name}: not a mattebox job file (bad magic)")
             (meta_len,) = struct.unpack("<I", fh.read(4).rjust(4, b"\0"))
@@ -122,6 +149,9 @@ def read_message(path: Path) -> Tuple[Dict[str, Any], List[memoryview]]:
             extra = fh.read(1)
     except FileNotFoundError:
         raise StoredFileError(f"{path.name} is missing") from None
+    except OSError as exc:
+        raise StoredFileError(f"{path.name}: cannot be opened ({exc.strerror}; a symbolic link is never "
+                              f"followed)") from None
     except StoredFileError:
         raise
     except Exception as exc:  # truncated metadata, not msgpack, wrong types
@@ -155,14 +185,76 @@ def _lower_thread_priority(niceness: int = 10) -> None:
             pass
 
 
-# --------------------------------------------------------------------------------------------- locking
+# ------------------------------------------------------------------------------------- the directory
+def state_dir_problem(directory: Path) -> Optional[str]:
+    """Why ``directory`` cannot be a state directory, or None when it can (it is missing or empty, carries the
+    :data:`MARKER`, or holds only what an older mattebox left there). Reads only; never follows a link inside it
+    (the directory itself may be a link its user made)."""
+    directory = Path(directory)
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            return f"state directory {directory} is not a folder"
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read state directory {directory}: {exc.strerror}"
+    foreign = [name for name in names if name not in OWN_NAMES and not name.startswith(DB_NAME + ".corrupt-")]
+    if names and MARKER not in names and (foreign or DB_NAME not in names):
+        shown = ", ".join(foreign[:3] or names[:3]) + (", ..." if len(foreign or names) > 3 else "")
+        return (f"state directory {directory} is not empty and is not a mattebox state directory (no {MARKER} file; "
+                f"it holds {shown}); mattebox keeps its jobs only in a new or empty folder, so that it never deletes "
+                f"files it did not write: give --state-dir (or $MATTEBOX_STATE) a new folder")
+    for name in sorted(OWN_NAMES):
+        try:
+            mode = os.lstat(directory / name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(mode):
+            return (f"{directory / name} is a symbolic link; mattebox never follows links inside its state "
+                    f"directory: remove the link (or give --state-dir another folder)")
+        if (name in FOLDERS) != stat.S_ISDIR(mode):
+            kind = "folder" if name in FOLDERS else "file"
+            return f"{directory / name} is not a {kind}, as a state directory needs; remove it"
+    return None
+
+
+def _claim(directory: Path) -> None:
+    """Create (mode 700) or adopt ``directory`` as a state directory: refuse what :func:`state_dir_problem` names,
+    then write the marker and make the sub-folders."""
+    problem = state_dir_problem(directory)
+    if problem:
+        raise StoreUnavailable(problem)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(directory / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(MARKER_TEXT)
+    for name in FOLDERS:
+        try:
+            os.mkdir(directory / name, 0o700)
+        except FileExistsError:
+            pass
+    problem = state_dir_problem(directory)  # what appeared between the check and now
+    if problem:
+        raise StoreUnavailable(problem)
+
+
 class _DirectoryLock:
     """An exclusive advisory lock on ``directory/lock`` (fcntl, or msvcrt on Windows), released by the OS when the
-    process dies, so a server killed with ``kill -9`` never blocks its successor."""
+    process dies, so a server killed with ``kill -9`` never blocks its successor. The file is opened without
+    truncating and without following a link (O_NOFOLLOW), and only written once the lock is held."""
 
     def __init__(self, directory: Path):
         self.path = directory / "lock"
-        self.fh = open(self.path, "a+")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StoreUnavailable(f"{self.path} is not a regular file; remove it")
+        self.fh = os.fdopen(fd, "r+")
         try:
             if os.name == "nt":
                 import msvcrt
@@ -174,7 +266,7 @@ class _DirectoryLock:
                 fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.fh.seek(0)
-            holder = self.fh.read().strip() or "another process"
+            holder = self.fh.read(200).strip() or "another process"
             self.fh.close()
             raise StoreUnavailable(f"state directory {directory} is in use by {holder}; give each server its own "
                                    f"--state-dir") from None
@@ -188,9 +280,12 @@ class _DirectoryLock:
 
 
 def describe_state_dir(directory: Path) -> str:
-    """One line for ``mattebox doctor``: what a state directory holds and whether a server uses it; read-only
-    (the database is opened read-only, the lock only probed)."""
+    """One line for ``mattebox doctor``: what a state directory holds and whether a server uses it, or why a server
+    refuses it; read-only (the database is opened read-only, the lock only probed, no link followed)."""
     directory = Path(directory)
+    problem = state_dir_problem(directory)
+    if problem:
+        return f"REFUSED: {problem} (servers run memory-only)"
     if not directory.is_dir():
         return f"{directory}: not created yet (the first `mattebox serve` makes it)"
     parts = [str(directory)]
@@ -205,26 +300,27 @@ def describe_state_dir(directory: Path) -> str:
             parts.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no jobs")
         except sqlite3.Error as exc:
             parts.append(f"database unreadable ({exc}); the next server moves it aside")
-    results = list((directory / "results").glob("*.mbx")) if (directory / "results").is_dir() else []
-    parts.append(f"{len(results)} results on disk ({sum(p.stat().st_size for p in results) / 2**20:.0f} MiB)")
+    results = [entry.stat(follow_symlinks=False) for entry in os.scandir(directory / "results")
+               if entry.name.endswith(".mbx")] if (directory / "results").is_dir() else []
+    parts.append(f"{len(results)} results on disk ({sum(st.st_size for st in results) / 2**20:.0f} MiB)")
     parts.append(_lock_state(directory / "lock"))
     return "; ".join(parts)
 
 
 def _lock_state(lock: Path) -> str:
     """"free", "in use by …" (the holder's note in the lock file) or "lock state unknown" — probed on a read-only
-    handle and let go at once."""
+    handle (never through a link) and let go at once."""
     if not lock.exists():
         return "free"
     if os.name == "nt":
         return "lock state unknown on Windows"
     import fcntl
 
-    with open(lock) as fh:
+    with os.fdopen(os.open(lock, os.O_RDONLY | O_NOFOLLOW)) as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            return f"in use by {fh.read().strip() or 'another process'}"
+            return f"in use by {fh.read(200).strip() or 'another process'}"
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     return "free"
 
@@ -260,8 +356,7 @@ class JobStore:
         self.results = self.directory / "results"
         self.running = self.directory / "running"
         try:
-            for folder in (self.directory, self.spool, self.results, self.running):
-                folder.mkdir(parents=True, exist_ok=True)
+            _claim(self.directory)
             self._lock = _DirectoryLock(self.directory)
         except OSError as exc:
             raise StoreUnavailable(f"cannot use state directory {self.directory}: {exc}") from None
@@ -307,6 +402,7 @@ class JobStore:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {check}")
             db.execute(SCHEMA)
+            db.execute(FILES_SCHEMA)
             columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
             if tuple(columns) != COLUMNS:
                 raise sqlite3.DatabaseError(f"unexpected jobs table columns {columns}")
@@ -338,8 +434,13 @@ class JobStore:
             if job is not None:
                 restored.append(job)
         self._remove_orphans({p for job in restored for p in (job.inputs, job.result) if p is not None})
-        for marker in self.running.iterdir():  # read above; a rerun makes a new one
-            self._unlink(marker)
+        for record in rows:  # read above; a rerun makes a new one
+            self._unlink(self._marker(str(record[0])))
+        foreign = [entry.name for folder in (self.spool, self.results, self.running) for entry in os.scandir(folder)
+                   if self._own(folder, entry.name) is None]
+        if foreign:
+            log.info("files in the state directory that this store did not write are left alone",
+                     extra={"fields": {"count": len(foreign), "first": sorted(foreign)[:5]}})
         counts: Dict[str, int] = {}
         for job in restored:
             counts[job.state] = counts.get(job.state, 0) + 1
@@ -348,8 +449,8 @@ class JobStore:
 
     def _recover_one(self, record: Dict[str, Any], now: float) -> Optional[StoredJob]:
         job_id, state = record["id"], record["state"]
-        inputs = self.spool / record["inputs"] if record["inputs"] else None
-        result = self.results / record["result"] if record["result"] else None
+        inputs = self._file(self.spool, record["inputs"])
+        result = self._file(self.results, record["result"])
         if state in ("done", "failed", "cancelled") and (record["expires"] or 0) <= now:
             self._delete(job_id)
             return None
@@ -384,17 +485,52 @@ class JobStore:
                          expires=expires, reruns=record["reruns"])
 
     def _remove_orphans(self, keep: set) -> None:
+        """Delete the files this store recorded writing that no restored job needs (a kill between a write and
+        its row, or mid-write: the ``.tmp`` too). Files it has no record of are never touched."""
         removed = 0
-        for folder in (self.spool, self.results):
-            for path in folder.iterdir():
-                if path not in keep:
-                    try:
-                        path.unlink()
-                        removed += 1
-                    except OSError:
-                        pass
+        for (path,) in self.db.execute("SELECT path FROM files").fetchall():
+            folder, _, name = str(path).partition("/")
+            file = self._file(self.directory / folder, name) if folder in ("spool", "results") else None
+            if file is None:
+                self.db.execute("DELETE FROM files WHERE path=?", (path,))
+            elif file not in keep:
+                self._remove(file)
+                removed += 1
         if removed:
             log.info("removed files no job refers to", extra={"fields": {"count": removed}})
+
+    # ---------------------------------------------------------------------------------- own files
+    @staticmethod
+    def _file(folder: Path, name: Optional[str]) -> Optional[Path]:
+        """``folder/name`` for a file name the store makes (``<job id>.mbx``), None for anything else (no name,
+        a path, a database holding something it never wrote)."""
+        if not name or "/" in name or "\\" in name or not name.endswith(".mbx"):
+            return None
+        return folder / name
+
+    def _own(self, folder: Path, name: str) -> Optional[Path]:
+        """``folder/name`` when the store wrote it (recorded, named by a job row, a run marker of a job it holds,
+        or the ``.tmp`` of one of those), else None."""
+        base = name[:-4] if name.endswith(".tmp") else name
+        if folder == self.running:
+            job_id = base[:-4] if base.endswith(".run") else None
+            known = job_id and self.db.execute("SELECT 1 FROM jobs WHERE id=?", (job_id,)).fetchone()
+        else:
+            known = (self.db.execute("SELECT 1 FROM files WHERE path=?", (f"{folder.name}/{base}",)).fetchone()
+                     or self.db.execute("SELECT 1 FROM jobs WHERE inputs=? OR result=?", (base, base)).fetchone())
+        return folder / name if known else None
+
+    def _write(self, path: Path, header: Dict[str, Any], frames: Sequence[Any]) -> None:
+        """Record ``path`` as the store's, then write it (:func:`write_message`): a kill between the two leaves a
+        record the next start cleans up, never a file it would not recognise as its own."""
+        self.db.execute("INSERT OR IGNORE INTO files (path) VALUES (?)", (f"{path.parent.name}/{path.name}",))
+        self.counters["bytes_written"] += write_message(path, header, frames)
+
+    def _remove(self, path: Path) -> None:
+        """Delete a file the store wrote (and its ``.tmp``), then its record."""
+        self._unlink(path)
+        self._unlink(path.with_name(f"{path.name}.tmp"))
+        self.db.execute("DELETE FROM files WHERE path=?", (f"{path.parent.name}/{path.name}",))
 
     # ------------------------------------------------------------------------------------ writer
     def start(self) -> None:
@@ -438,7 +574,7 @@ class JobStore:
         """The job's engine is about to run: make its run marker now (in the caller's thread: it must exist before
         the engine can crash the server) and record the state on the writer."""
         try:
-            self._marker(job_id).touch()
+            os.close(os.open(self._marker(job_id), os.O_WRONLY | os.O_CREAT | O_NOFOLLOW, 0o600))
         except OSError as exc:
             log.warning("could not mark a job running", extra={"fields": {"id": job_id, "error": str(exc)}})
         self._enqueue(self._started, job_id, time.time())
@@ -474,8 +610,7 @@ class JobStore:
             try:
                 if name is not None:
                     descs = [buf.describe() for buf in buffers.values()]
-                    self.counters["bytes_written"] += write_message(self.spool / name, {"buffers": descs},
-                                                                    [buf.data for buf in buffers.values()])
+                    self._write(self.spool / name, {"buffers": descs}, [buf.data for buf in buffers.values()])
                     self.counters["spooled"] += 1
                 self.db.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(COLUMNS)}) VALUES "
                                 f"({', '.join('?' * len(COLUMNS))})",
@@ -487,7 +622,7 @@ class JobStore:
                 log.error("could not store job; it runs, but would not survive a restart",
                           extra={"fields": {"id": job.id, "error": str(exc)}})
                 if name is not None:
-                    self._unlink(self.spool / name)
+                    self._remove(self.spool / name)
         then(stored)
 
     def _started(self, job_id: str, when: float) -> None:
@@ -503,7 +638,7 @@ class JobStore:
         error = None
         if header.get("op") == protocol.RESULT:
             result = f"{job.id}.mbx"
-            self.counters["bytes_written"] += write_message(self.results / result, header, frames)
+            self._write(self.results / result, header, frames)
             self.counters["stored_results"] += 1
         else:
             error = ProtocolError.from_header(header)
@@ -517,8 +652,9 @@ class JobStore:
                         "error_hint=?, inputs=NULL, result=?, expires=? WHERE id=?",
                         (state, now, error and error.code, error and error.message, error and error.field,
                          error and error.hint, result, now + self.ttl, job_id))
-        if row and row[0]:
-            self._unlink(self.spool / row[0])
+        inputs = self._file(self.spool, row[0]) if row else None
+        if inputs is not None:
+            self._remove(inputs)
         self._unlink(self._marker(job_id))
 
     def _requeue(self, job_id: str) -> None:
@@ -530,14 +666,14 @@ class JobStore:
         row = self.db.execute("SELECT inputs, result FROM jobs WHERE id=?", (job_id,)).fetchone()
         self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
         self._unlink(self._marker(job_id))
-        if row:
-            for folder, name in zip((self.spool, self.results), row):
-                if name:
-                    self._unlink(folder / name)
+        for folder, name in zip((self.spool, self.results), row or ()):
+            path = self._file(folder, name)
+            if path is not None:
+                self._remove(path)
 
     def _deliver(self, job_id: str, send, lost) -> None:
         row = self.db.execute("SELECT result FROM jobs WHERE id=?", (job_id,)).fetchone()
-        result = self.results / (row[0] if row and row[0] else f"{job_id}.mbx")
+        result = self._file(self.results, row[0] if row else None) or self.results / f"{job_id}.mbx"
         try:
             header, frames = read_message(result)
         except StoredFileError as exc:
@@ -545,7 +681,7 @@ class JobStore:
                                   f"again", hint="the server log has the details")
             log.warning("stored result unreadable", extra={"fields": {"id": job_id, "error": str(exc)}})
             self._write_finished(job_id, "failed", time.time(), error, None)
-            self._unlink(result)
+            self._remove(result)
             lost(error)
             return
         send(header, frames)

@@ -37,7 +37,9 @@ NOTIFY_ENDPOINT = "inproc://mattebox-notify-{}"
 
 
 class BindRefused(RuntimeError):
-    """A non-loopback bind was asked for without CURVE keys."""
+    """The server cannot listen where it was asked: a non-loopback bind without CURVE keys (or without a clients
+    folder and ``allow_any_client``), an address in use, or an endpoint ZeroMQ cannot bind. The message says what
+    to do."""
 
 
 @dataclass
@@ -50,6 +52,8 @@ class ServerConfig:
     state_dir: Optional[str] = None  #: job store directory (jobstore.py); None keeps jobs in memory only
     curve_secret_key_file: Optional[str] = None  #: server key pair file from `mattebox keys` (zmq.auth format)
     curve_clients_dir: Optional[str] = None  #: folder of allowed client public keys; None allows any CURVE client
+    #: serve any CURVE client on a non-loopback endpoint without ``curve_clients_dir`` (refused otherwise)
+    allow_any_client: bool = False
     backend: Any = None  #: cluster.ClusterBackend (started): jobs run on its replicas instead of local workers
 
 
@@ -84,6 +88,7 @@ class Server:
         self._notify_lock = threading.Lock()
         self.workers: List[Worker] = []
         self._authenticator = None
+        self._auth_log: Optional[_AuthLog] = None
         self.shm = _shm_cache()
         self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0, "recovered": 0}
         self.store: Optional[JobStore] = None
@@ -97,16 +102,25 @@ class Server:
         if not is_loopback(endpoint) and not curve:
             raise BindRefused(f"refusing to bind {endpoint}: it is not a loopback address and no CURVE keys are set. "
                               f"Make keys with `mattebox keys --out DIR` and start with `mattebox serve --endpoint "
-                              f"{endpoint} --curve-secret-key DIR/server.key_secret [--curve-clients DIR/clients]`")
+                              f"{endpoint} --curve-secret-key DIR/server.key_secret --curve-clients DIR/clients`")
+        if not is_loopback(endpoint) and not self.config.curve_clients_dir and not self.config.allow_any_client:
+            raise BindRefused(f"refusing to bind {endpoint} without --curve-clients: every client that knows the "
+                              f"server's public key would be served. Give --curve-clients DIR/clients (the folder "
+                              f"`mattebox keys` writes), or --allow-any-client to serve any key on purpose")
         router = self.ctx.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.MAXMSGSIZE, int(self.config.limits["max_message_bytes"]))
-        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        if curve:
-            self._setup_curve(router, curve)
-        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
-            endpoint = endpoint[:-2] + ":*"
-        router.bind(endpoint)
+        try:
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.MAXMSGSIZE, int(self.config.limits["max_message_bytes"]))
+            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            if curve:
+                self._setup_curve(router, curve)
+            _bind(router, endpoint)
+        except BaseException:
+            router.close(linger=0)
+            if self._authenticator is not None:
+                self._authenticator.stop()
+                self._authenticator = None
+            raise
         self.router = router
         self.bound_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._pull = self.ctx.socket(zmq.PULL)
@@ -170,15 +184,24 @@ class Server:
         import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
-        public, secret = zmq.auth.load_certificate(secret_file)
+        try:
+            public, secret = zmq.auth.load_certificate(secret_file)
+        except (OSError, ValueError) as exc:
+            raise BindRefused(f"cannot read the server key pair {secret_file} ({exc}); pass the server.key_secret "
+                              f"file `mattebox keys` wrote") from None
         if secret is None:
             raise BindRefused(f"{secret_file} holds no secret key; pass the server's .key_secret file")
-        self._authenticator = ThreadAuthenticator(self.ctx, log=_AuthLog(logging.getLogger("mattebox.auth")))
+        self._auth_log = _AuthLog(logging.getLogger("mattebox.auth"))
+        self._authenticator = ThreadAuthenticator(self.ctx, log=self._auth_log)
         self._authenticator.start()
         clients = self.config.curve_clients_dir
         if clients:
             self._authenticator.configure_curve(domain="*", location=str(Path(clients)))
         else:
+            if not is_loopback(self.config.endpoint):
+                log.warning("serving any CURVE client (--allow-any-client): traffic is encrypted, but every client "
+                            "that knows the server's public key is served", extra={"fields": {
+                                "endpoint": self.config.endpoint}})
             self._authenticator.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
         router.curve_secretkey = secret
         router.curve_publickey = public
@@ -463,6 +486,8 @@ class Server:
         """Forget finished results past their expiry (memory and disk); drop shared memory of dead clients."""
         if self.shm is not None:
             self.shm.sweep()
+        if self._auth_log is not None:
+            self._auth_log.summarise()
         now = time.monotonic()
         for job in list(self.jobs.values()):
             if job.state in FINISHED and job.expires is not None and now > job.expires:
@@ -496,19 +521,76 @@ class Server:
             self.ctx.term()
 
 
-class _AuthLog:
-    """zmq.auth logs every decision at debug level; a refused client must show in a normal server log, so
-    its DENIED lines are raised to warning (everything else stays debug)."""
+def _bind(router: zmq.Socket, endpoint: str) -> None:
+    """Bind ``router`` to ``endpoint`` (``tcp://HOST:0``: any free port; IPv6 literals such as ``tcp://[::1]:P``),
+    turning ZeroMQ's errors into a :class:`BindRefused` that names the endpoint and what to do."""
+    address = endpoint[:-2] + ":*" if endpoint.startswith("tcp://") and endpoint.endswith(":0") else endpoint
+    if address.startswith("tcp://["):
+        router.setsockopt(zmq.IPV6, 1)
+    try:
+        router.bind(address)
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EADDRINUSE:
+            raise BindRefused(f"cannot bind {endpoint}: the address is already in use (another mattebox server, or "
+                              f"another program, listens there). Stop it, or give another port: --endpoint "
+                              f"tcp://127.0.0.1:PORT (port 0 picks a free one)") from None
+        raise BindRefused(f"cannot bind {endpoint}: {exc.strerror}. Expected tcp://HOST:PORT (an address of this "
+                          f"machine, IPv6 in brackets: tcp://[::1]:23517) or ipc://PATH") from None
 
-    def __init__(self, logger: logging.Logger):
+
+class _AuthLog:
+    """zmq.auth logs every decision at debug level; a refused client must show in a normal server log, so its
+    DENIED lines are raised to warning (everything else stays debug). Rate-limited so that a client retrying a bad
+    key cannot flood the log: the first :attr:`FIRST` refusals of each key per :attr:`PERIOD` are logged one by
+    one, the rest as one summary line per period (counts per key). Called from the authenticator's thread
+    (refusals) and the request loop's sweep (:meth:`summarise`)."""
+
+    FIRST = 3  #: refusals of one key logged individually per period
+    PERIOD = 60.0  #: seconds between summaries
+    MAX_KEYS = 1000  #: distinct keys counted per period; further ones are counted together
+
+    def __init__(self, logger: logging.Logger, clock=time.monotonic):
         self.logger = logger
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._period_start = clock()
+        self._counts: Dict[str, int] = {}  #: refusals per client key in this period
+        self._quiet = 0  #: refusals in this period not logged one by one
 
     def debug(self, msg, *args, **kwargs):
         text = str(msg) % args if args else str(msg)
         if text.startswith("DENIED"):
-            self.logger.warning("client refused: %s", text, extra={"fields": {"reason": "CURVE key not allowed"}})
+            self._refused(text)
         else:
             self.logger.debug(msg, *args, **kwargs)
+
+    def _refused(self, text: str) -> None:
+        self.summarise()
+        key = text.partition("client_key=")[2] or "(no key)"
+        with self._lock:
+            if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
+                key = "(other keys)"
+            count = self._counts[key] = self._counts.get(key, 0) + 1
+            if count > self.FIRST:
+                self._quiet += 1
+                return
+        more = (f"; further refusals of this key are summarised every {self.PERIOD:.0f} s"
+                if count == self.FIRST else "")
+        self.logger.warning("client refused: %s%s", text, more,
+                            extra={"fields": {"reason": "CURVE key not allowed", "refusals": count}})
+
+    def summarise(self) -> None:
+        """At the end of each period: one line with the refusals not logged individually, then start afresh."""
+        with self._lock:
+            if self.clock() - self._period_start < self.PERIOD:
+                return
+            counts, quiet = self._counts, self._quiet
+            self._counts, self._quiet, self._period_start = {}, 0, self.clock()
+        if quiet:
+            busiest = dict(sorted(counts.items(), key=lambda item: -item[1])[:10])
+            self.logger.warning("clients refused %d more times in the last %.0f s (not logged one by one)", quiet,
+                                self.PERIOD, extra={"fields": {"reason": "CURVE key not allowed",
+                                                               "keys": len(counts), "refusals_by_key": busiest}})
 
     def __getattr__(self, name):
         return getattr(self.logger, name)

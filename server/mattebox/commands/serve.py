@@ -26,12 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "%(default)s = 24 h)")
     parser.add_argument("--state-dir", metavar="DIR",
                         help="where jobs are kept so they survive a restart (SQLite records, spooled inputs, "
-                             "stored results); 'none' keeps them in memory only. Default: $MATTEBOX_STATE, else "
-                             "$XDG_STATE_HOME/mattebox (~/.local/state/mattebox)")
+                             "stored results); 'none' keeps them in memory only. A new or empty folder (or one a "
+                             "server already marked as its own); one holding other files is refused. Default: "
+                             "$MATTEBOX_STATE, else $XDG_STATE_HOME/mattebox (~/.local/state/mattebox)")
     parser.add_argument("--curve-secret-key", metavar="FILE",
                         help="server key pair (from `mattebox keys`); required for a non-loopback endpoint")
     parser.add_argument("--curve-clients", metavar="DIR",
-                        help="folder of allowed client public keys (default: any client with CURVE)")
+                        help="folder of allowed client public keys (required on a non-loopback endpoint unless "
+                             "--allow-any-client)")
+    parser.add_argument("--allow-any-client", action="store_true",
+                        help="with CURVE on a non-loopback endpoint and no --curve-clients: serve every client that "
+                             "knows the server's public key (encryption without authentication; refused otherwise)")
     parser.add_argument("--cluster", action="store_true",
                         help="run jobs on Ray Serve replicas (one per GPU; needs the 'cluster' extra: ray[serve])")
     parser.add_argument("--ray-address", metavar="ADDR",
@@ -52,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
               "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
-                          curve_clients_dir=args.curve_clients, state_dir=_state_dir(args.state_dir))
+                          curve_clients_dir=args.curve_clients, allow_any_client=args.allow_any_client,
+                          state_dir=_state_dir(args.state_dir))
     if args.cluster:
         try:
             from ..cluster import ClusterBackend
