@@ -284,3 +284,91 @@ def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server
         while len(embedded_server.shm) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(embedded_server.shm) == 1  # the server let go of the dropped one (its memory is freed)
+
+
+def _as_nobody(fn) -> dict:
+    """Run ``fn()`` (returning a JSON-able dict) in a forked child under uid nobody, a second local user; the
+    interpreter and imports are already loaded, so the child needs no access to root's files."""
+    import json
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            os.write(write, json.dumps(fn()).encode())
+            code = 0
+        except BaseException as exc:  # reported to the parent
+            os.write(write, json.dumps({"child_error": repr(exc)}).encode())
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the second user (uid nobody)")
+def test_another_local_user_can_neither_read_nor_write_a_clients_segment(server_process):
+    """The issue's attack, by a second local user: probe another user's segment with an empty key, then name it
+    in a passthrough job (to read the plate) and in reply_shm (to overwrite a live result). Every step is refused
+    naming the field, and the victim's bytes are unchanged."""
+    server = server_process("--state-dir", "none")
+    image, mask = frame()
+    with Client(server.endpoint, timeout=10) as victim:
+        victim.hello()
+        result = victim.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+        target = victim._shm_pool.segments[0]  # still viewed by result: a live result
+        before = bytes(target.map)
+
+        def attack():
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(server.endpoint)
+
+            def ask(header):
+                sock.send_multipart(protocol.encode(header))
+                if not sock.poll(10000):
+                    return {"code": "no answer"}
+                return msgpack.unpackb(sock.recv_multipart()[1])
+
+            out = {"uid": os.getuid()}
+            try:
+                open(os.path.join(shm.SHM_DIR, target.name), "rb")
+                out["opened"] = True
+            except PermissionError:
+                out["opened"] = False
+            out["empty_key"] = ask({"op": "hello", "id": "h1", "shm": {"name": target.name, "key": ""}})["shm"]
+            own = shm.Segment.create(4096)
+            try:
+                out["own_probe"] = ask({"op": "hello", "id": "h2", "shm": {"name": own.name, "key": own.key}})["shm"]
+                stolen = {"name": target.name, "offset": 64, "key": "0" * 64}
+                read = ask({"op": "matte", "id": "steal", "params": {"engine": "passthrough"},
+                            "buffers": [image_desc(stolen, (48, 64, 3))]})
+                write = ask({"op": "matte", "id": "spoil", "params": {"engine": "passthrough"},
+                             "buffers": [image_desc(own.ref(64), (8, 8, 3))],
+                             "reply_shm": dict(stolen, size=1024)})
+                out["read"] = [read.get("code"), read.get("field")]
+                out["write"] = [write.get("code"), write.get("field")]
+            finally:
+                own.unlink()
+                own.close()
+                sock.close()
+                ctx.term()
+            return out
+
+        seen = _as_nobody(attack)
+        assert seen["uid"] != 0 and "child_error" not in seen, seen
+        assert seen["opened"] is False and seen["empty_key"] is False and seen["own_probe"] is True
+        assert seen["read"] == ["bad_buffer", "buffers.0.shm"]
+        assert seen["write"] == ["bad_field", "reply_shm"]
+        assert bytes(target.map) == before
+        np.testing.assert_array_equal(result.alpha, mask)

@@ -414,7 +414,8 @@ class Server:
         params["engine"] = engine.name
         job = Job(id=job_id, client=owner, route=route, params=params, buffers=described,
                   priority=params.get("priority", 0), reply_region=reply_region,
-                  nbytes=sum(buf.nbytes for buf in described.values()))
+                  nbytes=sum(buf.nbytes for buf in described.values()),
+                  shm_route=route if reply_region is not None else None)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
         accepted = {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name,
@@ -496,7 +497,9 @@ class Server:
                 self.counters["results"] += 1
                 job.expires = time.monotonic() + self.config.result_ttl
                 log.info("job finished", extra={"fields": {"id": job.id, "state": job.state}})
-            if job.route:  # a job restored after a restart has no route until its client attaches
+            if final and job.shm_route is not None and job.route != job.shm_route and job.reply is not None:
+                self._send(job.route, *job.reply)  # attached from elsewhere: the submitter's shm is not theirs
+            elif job.route:  # a job restored after a restart has no route until its client attaches
                 self.router.send_multipart([job.route, *frames[2:]], copy=False)
             if final:
                 self._hold_result(job)
