@@ -206,7 +206,8 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
         job = c.submit(image=image(3), params={"engine": "test-slow"})
         stored(job)
         for expected_runs in (1, 2):
-            wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running_other"], what="the job running")
+            wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running_other"],
+                     what="the job running")
             server.stop(signal.SIGKILL)
             server = restart(server_process, endpoint)
         with pytest.raises(JobFailed) as failure:
