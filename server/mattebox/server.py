@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
