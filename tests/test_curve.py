@@ -151,6 +151,42 @@ def test_non_loopback_bind_with_keys_is_allowed(tmp_path):
         thread.join(timeout=15)
 
 
+def _non_loopback_address():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_curve_client_over_a_non_loopback_address_gets_no_shared_memory(tmp_path):
+    """Even on the same machine, a connection from a non-loopback address is not local to the server (it judges
+    from the transport; the client's hostname is ignored), so it gets frames, not shared memory."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this host has no non-loopback IPv4 address")
+    texts = make_keys(tmp_path / "keys", ["artist"])
+    server = Server(ServerConfig(endpoint=f"tcp://{address}:0",
+                                 curve_secret_key_file=str(tmp_path / "keys" / "server.key_secret"),
+                                 curve_clients_dir=str(tmp_path / "keys" / "clients")))
+    thread = server.start_background()
+    try:
+        with _as(server, texts, "artist") as client:
+            info = client.hello()
+            assert info["shm"] is False and "local" in info["shm_reason"] and not client.shared_memory
+            image = np.random.default_rng(2).random((24, 32, 3), dtype=np.float32)
+            mask = np.ones((24, 32), np.float32)
+            result = client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+            np.testing.assert_array_equal(result.alpha, mask)
+    finally:
+        server.stop()
+        thread.join(timeout=15)
+
+
 def test_matte_cli_and_doctor_use_the_configured_keys(tmp_path, server_process, monkeypatch):
     import subprocess
     import sys

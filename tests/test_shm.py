@@ -76,6 +76,18 @@ def test_segments_are_reused_unless_a_result_still_views_them(embedded_server):
         assert len(client._shm_pool.segments) == 2  # no third segment: a free one was reused
 
 
+def test_a_new_connection_proves_shared_memory_again_before_using_it(embedded_server):
+    """Proof is per connection: after a reconnect (a status that timed out, a heartbeat) the client says hello
+    again before its next job instead of naming segments on a connection that proved nothing."""
+    image, mask = frame()
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        client.hello()
+        client._reconnect()
+        result = client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+        assert client.shared_memory
+        np.testing.assert_array_equal(result.alpha, mask)
+
+
 def test_inline_when_turned_off(embedded_server, monkeypatch):
     image, mask = frame()
     monkeypatch.setenv("MATTEBOX_SHM", "0")

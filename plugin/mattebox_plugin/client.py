@@ -186,8 +186,7 @@ class Job:
             if self._reconnected:
                 raise ServerUnavailable(f"no answer from the mattebox server at {self.client.endpoint} for "
                                         f"{silent:.0f} s (job {self.id}); is it running?")
-            self.client._reconnect()
-            self.client.server_info = None  # maybe a restarted server: say hello (and re-prove shm) before a submit
+            self.client._reconnect()  # (the next submit says hello again: maybe a restarted server)
             self._reconnected = True
             self._last_heard = now
             self._attach()
@@ -445,6 +444,7 @@ class Client:
     def _reconnect(self) -> None:
         self._sock.close(linger=0)
         self._connect()
+        self.server_info = None  # a new connection has proved no shared memory: the next submit says hello again
 
     def _send(self, header: Dict[str, Any], frames: Sequence[Any] = ()) -> None:
         self._sock.send_multipart(protocol.encode(header, frames), copy=False)
