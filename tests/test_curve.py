@@ -17,7 +17,7 @@ from mattebox.cli import main as cli_main
 from mattebox.commands.keys import make_keys
 from mattebox.server import BindRefused, Server, ServerConfig, _AuthLog
 from mattebox_plugin import config as client_config
-from mattebox_plugin.client import Client, ServerUnavailable
+from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 
@@ -33,7 +33,7 @@ class _Records(logging.Handler):
 
 @pytest.fixture
 def curve_server(tmp_path):
-    texts = make_keys(tmp_path / "keys", ["artist"])
+    texts = make_keys(tmp_path / "keys", ["artist", "rival"])
     server = Server(ServerConfig(endpoint="tcp://127.0.0.1:0", curve_secret_key_file=str(tmp_path / "keys" /
                                  "server.key_secret"), curve_clients_dir=str(tmp_path / "keys" / "clients")))
     records = _Records()
@@ -152,6 +152,35 @@ def test_registered_client_key_from_config_mattes(curve_server, tmp_path, monkey
     assert not [m for level, m in records.messages if level >= logging.WARNING]
 
 
+def _as(server, texts, name, **kwargs):
+    return Client(server.bound_endpoint, timeout=10, server_public_key=texts["server_public_key"],
+                  client_public_key=texts[f"{name}_public_key"], client_secret_key=texts[f"{name}_secret_key"],
+                  **kwargs)
+
+
+def test_over_curve_the_client_key_owns_the_job(curve_server, monkeypatch):
+    """Two registered users: one cannot attach, release or cancel the other's job, not even with her owner_key
+    (over CURVE the authenticated key is the owner); the same key on a new connection can."""
+    from mattebox import engines
+
+    engines.register("test-slow", "tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "10")
+    server, texts, _ = curve_server
+    image = np.random.default_rng(1).random((24, 32, 3), dtype=np.float32)
+    with _as(server, texts, "artist") as artist:
+        job = artist.submit(image=image, params={"engine": "test-slow"})
+        with _as(server, texts, "rival", owner_key=artist.owner_key) as rival:
+            taken = rival.attach(job.id, release=True)
+            with pytest.raises(JobFailed) as err:
+                taken.result(timeout=20)
+            assert (err.value.code, err.value.field) == ("unknown_job", "id")
+            rival._send(rival._owned({"op": "cancel", "id": job.id}))
+            assert job.id not in str(rival.status())
+        with _as(server, texts, "artist") as again:  # same key pair, new connection (a restarted app)
+            fetched = again.attach(job.id, release=False).result(timeout=30)
+        np.testing.assert_array_equal(job.result(timeout=30).alpha, fetched.alpha)
+
+
 def test_unknown_client_key_gets_silence_then_clear_error_and_is_logged(curve_server):
     server, texts, records = curve_server
     stranger_public, stranger_secret = zmq.curve_keypair()
@@ -207,6 +236,29 @@ def test_non_loopback_curve_without_a_clients_folder_needs_allow_any_client(tmp_
     finally:
         server.stop()
         thread.join(timeout=15)
+
+
+class _Frame:
+    def __init__(self, peer):
+        self.peer = peer
+
+    def get(self, name):
+        assert name == "Peer-Address"
+        return self.peer
+
+
+@pytest.mark.parametrize("bound, peer, local", [
+    ("tcp://0.0.0.0:23517", "127.0.0.1", True), ("tcp://[::]:23517", "::1", True),
+    ("tcp://0.0.0.0:23517", "192.0.2.7", False), ("tcp://0.0.0.0:23517", "10.1.2.3", False),
+    ("tcp://0.0.0.0:23517", None, False), ("ipc:///tmp/mattebox.sock", None, True),
+])
+def test_shared_memory_is_local_by_the_transport_never_by_what_the_client_says(bound, peer, local):
+    """Whether a connection may use shared memory is judged from the transport (ipc, or tcp from a loopback
+    Peer-Address); a CURVE client on another host (or one claiming this hostname) gets frames. Checked on the rule
+    itself: tests never send traffic to non-loopback addresses."""
+    server = Server(ServerConfig())
+    server.bound_endpoint = bound
+    assert server._is_local([_Frame(peer)]) is local
 
 
 def test_refused_handshakes_are_rate_limited_in_the_log():

@@ -291,8 +291,8 @@ def test_client_killed_mid_job_does_not_hurt_the_server(server_process, monkeypa
         proc.wait()
     with Client(server.endpoint, timeout=10) as c:
         assert c.hello()["protocol"] == 1
-        running = c.status()["running"]
-        assert running and running[0]["engine"] == "test-slow"  # the orphan job runs on; its result waits
+        status = c.status()
+        assert status["running_other"] == 1 and status["running"] == []  # the orphan runs on, its id not shown
         img = image()
         res = c.submit(image=img, params={"engine": "test-slow"}).result(timeout=30)
         np.testing.assert_allclose(res.alpha, img.mean(axis=2), atol=1e-6)
@@ -349,3 +349,127 @@ def test_protocol_doc_names_every_op_field_and_error():
              list(protocol.SERVER_OPS) + list(protocol.DTYPES) + list(protocol.COLORSPACES))
     missing = [n for n in names if f"`{n}`" not in doc]
     assert not missing, f"docs/protocol.md does not document {missing}"
+
+
+# ------------------------------------------------------------------------------------------- ownership
+def _ask(client, header, timeout=10.0):
+    """``header`` with the client's owner key on its own connection -> the reply (matched by id)."""
+    client._send(client._owned(header))
+    deadline = time.monotonic() + timeout
+    while header["id"] not in client._replies:
+        assert time.monotonic() < deadline, f"no reply to {header}"
+        client._pump(0.1)
+    return client._replies.pop(header["id"])
+
+
+def _answer(raw, header, frames=(), skip=("progress",)):
+    """Send on the raw socket; the first message about ``header['id']`` whose op is not in ``skip``."""
+    raw.send(protocol.encode(header, frames))
+    while True:
+        reply = raw.recv(10.0)
+        assert reply is not None, f"no answer to {header['op']} {header['id']}"
+        if reply.get("id") == header["id"] and reply["op"] not in skip:
+            return reply
+
+
+def test_only_the_owner_can_attach_cancel_release_or_see_a_job(embedded_server, monkeypatch):
+    """A job id is not a capability: another client knowing it gets unknown_job for attach, cancel and release
+    (the same answer as for an id that never existed) and does not see it in status; a client with the owner's
+    key (a restarted farm process, say) does."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "15")
+    with Client(embedded_server.bound_endpoint, timeout=10) as owner, \
+            Client(embedded_server.bound_endpoint, timeout=10) as other:
+        img = image(seed=3)
+        job = owner.submit(image=img, params={"engine": "test-slow"})
+        for op in ("attach", "cancel", "release"):
+            reply = _ask(other, {"op": op, "id": job.id}) if op == "attach" else None
+            if reply is None:  # cancel and release of someone else's job are refused, then checked below
+                other._send(other._owned({"op": op, "id": job.id}))
+                reply = _ask(other, {"op": "attach", "id": job.id})
+            assert (reply["code"], reply["field"]) == ("unknown_job", "id"), op
+        deadline = time.monotonic() + 10
+        while not owner.status()["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r["id"] for r in owner.status()["running"]] == [job.id]
+        status = other.status()
+        assert status["running"] == [] and status["running_other"] == 1 and job.id not in str(status)
+        result = job.result(timeout=30)  # neither cancelled nor released by the other client
+        np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
+
+        again = owner.submit(image=img, params={"engine": "test-slow"})
+        with Client(embedded_server.bound_endpoint, timeout=10, owner_key=owner.owner_key) as heir:
+            np.testing.assert_allclose(heir.attach(again.id).result(timeout=30).alpha, img.mean(axis=2), atol=1e-6)
+
+
+def test_limits_count_per_owner_not_per_client_field(embedded_server, raw, monkeypatch):
+    """A new 'client' string per job used to get past the queue limit; the owner here is the connection. Bytes
+    of unfinished jobs are limited per owner and in all, and jobs in all."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
+    limits = embedded_server.config.limits
+    limits["max_queued_jobs_per_client"] = 2
+    img = image()
+
+    def submit(job_id, client_field):
+        return _answer(raw, dict(matte_header([desc()]), id=job_id, client=client_field), [img.tobytes()], skip=())
+
+    assert submit("q1", "a")["op"] in ("accepted", "progress")
+    assert submit("q2", "b")["op"] in ("accepted", "progress")
+    reply = submit("q3", "c")
+    assert (reply["code"], reply["field"]) == ("queue_full", "id") and "max_queued_jobs_per_client" in reply["message"]
+
+    limits["max_queued_jobs_per_client"] = 16
+    limits["max_bytes_per_client"] = 3 * img.nbytes - 1
+    reply = submit("q4", "d")
+    assert (reply["code"], reply["field"]) == ("over_budget", "buffers") and "max_bytes_per_client" in reply["message"]
+    limits["max_bytes_per_client"] = 1 << 30
+    limits["max_bytes_in_flight"] = 3 * img.nbytes - 1
+    with Client(embedded_server.bound_endpoint, timeout=10) as other:  # another owner, same server-wide budget
+        with pytest.raises(JobFailed) as err:
+            other.submit(image=img, params={"engine": "test-slow"})
+        assert err.value.code == "over_budget" and "max_bytes_in_flight" in err.value.message
+        limits["max_bytes_in_flight"] = 1 << 30
+        limits["max_queued_jobs"] = 2
+        with pytest.raises(JobFailed) as err:
+            other.submit(image=img, params={"engine": "test-slow"})
+        assert err.value.code == "queue_full" and "max_queued_jobs " in err.value.message
+    for job_id in ("q1", "q2"):
+        _answer(raw, {"op": "cancel", "id": job_id})
+
+
+def test_memory_only_results_are_evicted_oldest_first_with_a_clear_error(embedded_server, raw):
+    """Results nobody fetches no longer pile up for the 24 h TTL: past max_result_bytes the oldest go, and a late
+    attach says so (result_evicted) instead of unknown_job."""
+    img = image()
+    one_result = 24 * 32 * 4 * 4  # alpha + foreground, float32
+    embedded_server.config.limits["max_result_bytes"] = 2 * one_result
+    for n in range(3):
+        header = dict(matte_header([desc()]), id=f"r{n}", params={"engine": "passthrough"})
+        assert _answer(raw, header, [img.tobytes()], skip=())["op"] in ("accepted", "progress", "result")
+    deadline = time.monotonic() + 20
+    while embedded_server.counters["results"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reply = _answer(raw, {"op": "attach", "id": "r0"}, skip=("progress", "accepted", "result"))
+    assert (reply["code"], reply["field"]) == ("result_evicted", "id") and "max_result_bytes" in reply["message"]
+    assert _answer(raw, {"op": "attach", "id": "r2"}, skip=("progress", "accepted"))["op"] == "result"
+    assert embedded_server.status_info()["results_in_memory"]["bytes"] <= 2 * one_result
+    assert embedded_server.counters["evicted"] == 1
+
+
+def test_a_peer_cannot_take_over_another_connections_route(embedded_server, monkeypatch):
+    """A DEALER may set its routing id; set to another connection's, it must not receive that connection's
+    messages (ROUTER_HANDOVER would hand the route over)."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "10")
+    with Client(embedded_server.bound_endpoint, timeout=10) as victim:
+        job = victim.submit(image=image(), params={"engine": "test-slow"})
+        ctx = zmq.Context()
+        thief = ctx.socket(zmq.DEALER)
+        thief.setsockopt(zmq.LINGER, 0)
+        thief.setsockopt(zmq.ROUTING_ID, embedded_server.jobs[job.id].route)
+        thief.connect(embedded_server.bound_endpoint)
+        try:
+            thief.send_multipart(protocol.encode({"op": "hello", "id": "h"}))
+            assert job.result(timeout=30).alpha.shape == (24, 32)
+            assert not thief.poll(200)  # refused: not even its hello is answered
+        finally:
+            thief.close()
+            ctx.term()

@@ -7,10 +7,15 @@ reconnects once on a fresh socket and re-attaches. A server with a job store (th
 still knows the job after a restart and answers the attach with its stored result, or reruns it; only when the
 server answers ``unknown_job`` (a memory-only server restarted) does the client resubmit the request it kept, so a
 restart loses no work either way. Only after a second silent ``timeout`` does it raise :class:`ServerUnavailable`.
+
+Jobs belong to their submitter (docs/protocol.md, *Ownership*): the client sends a random ``owner_key`` with every
+job request, and only a client holding the same key (or, over CURVE, the same client key pair) can attach,
+cancel or release the job. Pass ``owner_key`` to a new Client to pick up jobs of an earlier process.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -161,11 +166,11 @@ class Job:
     def cancel(self) -> None:
         """Ask the server to stop the job at its next stage boundary; result() will raise code 'cancelled'."""
         if not self.done:
-            self.client._send({"op": protocol.CANCEL, "id": self.id})
+            self.client._send(self.client._owned({"op": protocol.CANCEL, "id": self.id}))
 
     def release(self) -> None:
         """Tell the server it may free the stored result (done automatically once a result is received)."""
-        self.client._send({"op": protocol.RELEASE, "id": self.id})
+        self.client._send(self.client._owned({"op": protocol.RELEASE, "id": self.id}))
 
     # ------------------------------------------------------------------------------------ internals
     def _heard(self) -> None:
@@ -181,8 +186,7 @@ class Job:
             if self._reconnected:
                 raise ServerUnavailable(f"no answer from the mattebox server at {self.client.endpoint} for "
                                         f"{silent:.0f} s (job {self.id}); is it running?")
-            self.client._reconnect()
-            self.client.server_info = None  # maybe a restarted server: say hello (and re-prove shm) before a submit
+            self.client._reconnect()  # (the next submit says hello again: maybe a restarted server)
             self._reconnected = True
             self._last_heard = now
             self._attach()
@@ -191,7 +195,7 @@ class Job:
 
     def _attach(self) -> None:
         self._last_ping = time.monotonic()
-        self.client._send({"op": protocol.ATTACH, "id": self.id})
+        self.client._send(self.client._owned({"op": protocol.ATTACH, "id": self.id}))
 
     def _free_segment(self) -> None:
         if self.done:
@@ -237,19 +241,24 @@ class Client:
 
     ``timeout``: the longest silence accepted from the server, in seconds. ``heartbeat``: how often a waiting job
     pings the server. ``server_public_key``: the server's CURVE public key (Z85 text) for remote, encrypted
-    servers; the client then makes an ephemeral key pair unless ``client_secret_key``/``client_public_key`` are
-    given (servers that authenticate clients need the registered pair).
+    servers; the client then makes an ephemeral key pair (kept for the client's life, so a reconnect still owns
+    its jobs) unless ``client_secret_key``/``client_public_key`` are given (servers that authenticate clients need
+    the registered pair). ``owner_key``: the secret that makes this client the owner of the jobs it submits
+    (default: a fresh random one; reuse an earlier client's :attr:`owner_key` to attach to its jobs).
     """
 
     def __init__(self, endpoint: Optional[str] = None, timeout: float = 30.0, heartbeat: float = 2.0,
                  server_public_key: Optional[str] = None, client_public_key: Optional[str] = None,
                  client_secret_key: Optional[str] = None, resubmit: bool = True, context: Optional[zmq.Context] = None,
-                 shared_memory: Optional[bool] = None):
+                 shared_memory: Optional[bool] = None, owner_key: Optional[str] = None):
         self.endpoint = endpoint or DEFAULT_ENDPOINT
         self.timeout = float(timeout)
         self.heartbeat = float(heartbeat)
         self.resubmit = resubmit
         self.client_id = _new_id()
+        self.owner_key = protocol.validate_owner_key({protocol.OWNER_KEY: owner_key or secrets.token_hex(32)})
+        if server_public_key and not (client_public_key and client_secret_key):
+            client_public_key, client_secret_key = zmq.curve_keypair()  # one pair for the client's life
         self._curve = (server_public_key, client_public_key, client_secret_key)
         self._own_context = context is None
         self._ctx = context or zmq.Context()
@@ -273,8 +282,8 @@ class Client:
         probe = None
         if self._want_shm:
             try:
-                probe, token = shm.probe_create()
-                request[protocol.SHM] = {"name": probe.name, "token": token}
+                probe = shm.probe_create()
+                request[protocol.SHM] = {"name": probe.name, "key": probe.key}
             except OSError:
                 probe = None  # no room in /dev/shm: go inline
         try:
@@ -302,7 +311,8 @@ class Client:
         return self._shm_pool is not None
 
     def status(self) -> Dict[str, Any]:
-        return self._request({"op": protocol.STATUS})
+        """Server health; ``running`` lists only this client's (this owner's) running jobs."""
+        return self._request(self._owned({"op": protocol.STATUS}))
 
     def submit(self, image: Any, second: Any = None, mask: Any = None, trimap: Any = None, background: Any = None,
                params: Optional[Dict[str, Any]] = None, colorspace: str = "linear", premultiplied: bool = False,
@@ -331,8 +341,8 @@ class Client:
             value.name = name
             buffers.append(value)
         job_id = job_id or _new_id()
-        header = {"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
-                  "buffers": [b.describe() for b in buffers]}
+        header = self._owned({"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
+                              "buffers": [b.describe() for b in buffers]})
         frames = [b.data for b in buffers]
         limits = dict(protocol.DEFAULT_LIMITS, **self.server_info.get("limits", {}))
         protocol.validate_buffers(header, frames, limits)  # same checks as the server, before sending
@@ -358,9 +368,10 @@ class Client:
         return job
 
     def attach(self, job_id: str, release: bool = True) -> Job:
-        """Follow a job submitted earlier, by this or another process (e.g. before a crash): its progress and
-        result come to this client. ``release=False`` leaves the result on the server for someone else to fetch.
-        Raises JobFailed (``unknown_job``) from ``result()`` when the server does not know the id."""
+        """Follow a job submitted earlier, by this or another process (e.g. before a crash) with this client's
+        ``owner_key`` (or CURVE key): its progress and result come to this client. ``release=False`` leaves the
+        result on the server to fetch again. Raises JobFailed (``unknown_job``) from ``result()`` when the server
+        does not know the id or the job has another owner."""
         job_id = protocol.validate_job_id({"id": job_id})
         job = Job(self, job_id, None, [], auto_release=release)
         self._jobs[job_id] = job
@@ -389,8 +400,6 @@ class Client:
         sock.setsockopt(zmq.LINGER, 0)
         server_key, public, secret = self._curve
         if server_key:
-            if not (public and secret):
-                public, secret = zmq.curve_keypair()
             sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
             sock.curve_publickey = public.encode() if isinstance(public, str) else public
             sock.curve_secretkey = secret.encode() if isinstance(secret, str) else secret
@@ -408,13 +417,17 @@ class Client:
         segment = self._shm_pool.acquire(in_bytes + out_bytes)
         if segment is None:
             return header, [b.data for b in buffers], None
-        descs, at = [], 0
+        descs, at = [], shm.HEADER
         for buf in buffers:
             segment.view(at, buf.nbytes)[:] = memoryview(buf.data).cast("B")
-            descs.append(dict(buf.describe(), shm={"name": segment.name, "offset": at}))
+            descs.append(dict(buf.describe(), shm=segment.ref(at)))
             at += shm.align(buf.nbytes)
-        header = dict(header, buffers=descs, reply_shm={"name": segment.name, "offset": at, "size": out_bytes})
+        header = dict(header, buffers=descs, reply_shm=dict(segment.ref(at), size=out_bytes))
         return header, [], segment
+
+    def _owned(self, header: Dict[str, Any]) -> Dict[str, Any]:
+        """``header`` with this client's owner key (docs/protocol.md, *Ownership*)."""
+        return dict(header, **{protocol.OWNER_KEY: self.owner_key})
 
     def _shm_resolver(self, value: Any, nbytes: int) -> Any:
         segment = None
@@ -433,6 +446,7 @@ class Client:
     def _reconnect(self) -> None:
         self._sock.close(linger=0)
         self._connect()
+        self.server_info = None  # a new connection has proved no shared memory: the next submit says hello again
 
     def _send(self, header: Dict[str, Any], frames: Sequence[Any] = ()) -> None:
         self._sock.send_multipart(protocol.encode(header, frames), copy=False)

@@ -49,7 +49,7 @@ ERROR_CODES = {
     "bad_pixels": "pixel values are not finite (NaN or infinity)",
     "shape_mismatch": "an input's height and width differ from the image's",
     "too_large": "the message or image is over a server limit",
-    "queue_full": "this client already has the maximum number of queued jobs",
+    "queue_full": "this client (owner) or the whole server already has the maximum number of unfinished jobs",
     "unknown_job": "no job with this id is known (never submitted, released, expired, or lost by a server "
                    "restart without a job store)",
     "duplicate_job": "a job with this id already exists",
@@ -60,6 +60,10 @@ ERROR_CODES = {
     "server_busy": "the server is shutting down or cannot take work",
     "job_lost": "the server restarted and could not recover the job (interrupted again after one rerun, or its "
                 "stored inputs or result are missing or corrupt); submit it again",
+    "over_budget": "the server or this owner has too many bytes of unfinished jobs in memory (max_bytes_per_client, "
+                   "max_bytes_in_flight); retry when earlier jobs have finished",
+    "result_evicted": "the finished result was dropped from a memory-only server to stay within max_result_bytes "
+                      "(oldest first) before it was fetched; submit the job again",
 }
 
 
@@ -147,20 +151,29 @@ MATTE_PARAMS = {
     "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
 }
 
-#: buffer-description key for bytes in shared memory instead of a frame: ``{name: segment, offset: int}``
-#: (same-host fast path, see mattebox_plugin.shm); a matte request's ``reply_shm`` ({name, offset, size}) is
-#: where the server writes the result's buffers, whose descriptions then carry ``shm`` too.
+#: buffer-description key for bytes in shared memory instead of a frame: ``{name: segment, offset: int, key}``
+#: (same-host fast path, see mattebox_plugin.shm); a matte request's ``reply_shm`` ({name, offset, size, key})
+#: is where the server writes the result's buffers, whose descriptions then carry ``shm`` too.
 SHM = "shm"
 REPLY_SHM = "reply_shm"
 #: (shm value, nbytes) -> a bytes-like view; raises ValueError naming what is wrong
 ShmResolver = Callable[[Any, int], Any]
 
-#: server limits announced in hello; clients check them before sending.
+#: a client's secret proof of job ownership (docs/protocol.md, *Ownership*): sent with matte, attach, cancel,
+#: release and status; the server keeps only its SHA-256. Ignored over CURVE, where the client's key is the owner.
+OWNER_KEY = "owner_key"
+
+#: server limits announced in hello; clients check them before sending. The queue and byte limits count per
+#: owner (the CURVE key, the owner_key, or the connection), never per the client-chosen ``client`` field.
 DEFAULT_LIMITS = {
     "max_message_bytes": 1 << 30,
     "max_pixels": 64_000_000,
     "max_side": 16384,
     "max_queued_jobs_per_client": 16,
+    "max_bytes_per_client": 2 << 30,  #: input bytes of one owner's unfinished jobs
+    "max_queued_jobs": 256,  #: unfinished jobs of all owners
+    "max_bytes_in_flight": 4 << 30,  #: input bytes of all unfinished jobs
+    "max_result_bytes": 1 << 30,  #: finished results a memory-only server holds; oldest evicted past it
 }
 
 
@@ -283,6 +296,18 @@ def validate_job_id(header: Dict[str, Any]) -> str:
         raise ProtocolError("bad_field", "field 'id' must be 1-128 characters of letters, digits, '-', '_', '.'",
                             field="id")
     return job_id
+
+
+def validate_owner_key(header: Dict[str, Any]) -> Optional[str]:
+    """The request's ``owner_key`` (32-128 characters of letters, digits, '-', '_': at least 128 bits as hex), or
+    None when it has none."""
+    key = header.get(OWNER_KEY)
+    if key is None:
+        return None
+    if not isinstance(key, str) or not (32 <= len(key) <= 128) or not all(c.isalnum() or c in "-_" for c in key):
+        raise ProtocolError("bad_field", f"field '{OWNER_KEY}' must be 32-128 characters of letters, digits, '-' "
+                            f"or '_' (a random secret of at least 128 bits)", field=OWNER_KEY)
+    return key
 
 
 def validate_params(params: Any) -> Dict[str, Any]:

@@ -31,7 +31,7 @@ FINISHED = (DONE, FAILED, CANCELLED)
 @dataclass
 class Job:
     id: str
-    client: str
+    client: str  #: the owner identity (server.Server._owner): who may attach, cancel, release and see it
     route: bytes  #: ROUTER identity messages go to; changed by ``attach`` after a reconnect
     params: Dict[str, Any]
     buffers: Optional[Dict[str, Buffer]]  #: inputs; dropped as soon as the job stops, to free memory
@@ -44,6 +44,7 @@ class Job:
     last_progress: Dict[str, Any] = field(default_factory=dict)
     reply: Optional[tuple] = None  #: (header, frames) of the final result (frames inline) or error, for re-delivery
     reply_region: Any = None  #: shm.ReplyRegion: same-host client's shared memory for the outputs, or None
+    shm_route: Optional[bytes] = None  #: the route that gave reply_region: only it gets results placed there
     load_inputs: Optional[Callable[[], Dict[str, Buffer]]] = None  #: reads the spooled inputs of a restored job
     stored: bool = False  #: the job store has a record of it (jobstore.py)
     start_recorded: bool = False  #: the store was told it started running
@@ -51,6 +52,7 @@ class Job:
     released: bool = False  #: the client has the result (or it expired): nothing more to store
     interrupted: bool = False  #: stopped by a clean server shutdown: rerun after the restart, not reported
     expires: Optional[float] = None  #: monotonic time a finished job is forgotten
+    nbytes: int = 0  #: input bytes held for it while unfinished (counted against the owner's and server's budgets)
 
     def summary(self) -> Dict[str, Any]:
         now = time.monotonic()
@@ -167,7 +169,9 @@ class Worker(threading.Thread):
                                    hint="see the server log for the traceback").to_header(job.id)
             frames = []
         job.buffers = None
-        job.reply_region = None
+        if job.reply_region is not None:
+            job.reply_region.close()
+            job.reply_region = None
         job.finished = time.monotonic()
         job.reply = (header, frames)  # inline frames: re-delivery must not depend on the client's shared memory
         self.notify(job, *(sent or job.reply))

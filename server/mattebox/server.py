@@ -8,15 +8,25 @@ client that reconnects sends ``attach`` to re-route its job and gets the stored 
 With a state directory (``ServerConfig.state_dir``) jobs survive a restart: every accepted job is recorded and its
 inputs spooled by the job store's writer thread (jobstore.py) before ``accepted`` goes out, results are stored
 when they finish, and start-up restores what the previous process left (see jobstore.recover). Without one
-(embedded servers, ``--state-dir none``) jobs live in memory and clients resubmit after a restart.
+(embedded servers, ``--state-dir none``) jobs live in memory and clients resubmit after a restart; their finished
+results count against ``max_result_bytes`` and the oldest are evicted past it.
+
+Every job has an owner (docs/protocol.md, *Ownership*), decided by the server per message: the client's CURVE
+public key (the ZAP ``User-Id``) on a CURVE server, else the SHA-256 of the request's ``owner_key``, else the
+connection. Only the owner may attach, cancel, release or see a job; to anyone else it does not exist. Queue and
+memory limits count per owner. Whether a connection is local (shared memory is offered only then) is decided
+from the transport (``Peer-Address``), never from a field the client sends.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -74,6 +84,8 @@ def is_loopback(endpoint: str) -> bool:
 class Server:
     def __init__(self, config: ServerConfig, context: Optional[zmq.Context] = None):
         self.config = config
+        for name, value in protocol.DEFAULT_LIMITS.items():  # a config may name only some limits
+            config.limits.setdefault(name, value)
         self.ctx = context or zmq.Context()
         self._own_context = context is None
         self.jobs: Dict[str, Job] = {}
@@ -90,7 +102,9 @@ class Server:
         self._authenticator = None
         self._auth_log: Optional[_AuthLog] = None
         self.shm = _shm_cache()
-        self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0, "recovered": 0}
+        self.counters = {"received": 0, "errors": 0, "jobs": 0, "results": 0, "recovered": 0, "evicted": 0}
+        #: finished results held only in memory (no store, or not stored): job id -> bytes, oldest first
+        self._held_results: "OrderedDict[str, int]" = OrderedDict()
         self.store: Optional[JobStore] = None
         self.store_problem: Optional[str] = None  #: why a configured state directory is not in use
 
@@ -111,7 +125,8 @@ class Server:
         try:
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.MAXMSGSIZE, int(self.config.limits["max_message_bytes"]))
-            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            # no ROUTER_HANDOVER: with it, a peer that sets another connection's routing id takes over its route
+            # (and its replies); without it, libzmq refuses a peer whose routing id is already connected
             if curve:
                 self._setup_curve(router, curve)
             _bind(router, endpoint)
@@ -250,7 +265,7 @@ class Server:
             header: Dict[str, Any] = {}
             try:
                 header, buffers = protocol.decode([f.buffer for f in frames[1:]])
-                self._handle(route, header, buffers, frames)
+                self._handle(route, header, buffers, frames, self._owner(route, frames, header))
             except ProtocolError as exc:
                 self.counters["errors"] += 1
                 job_id = header.get("id") if isinstance(header.get("id"), str) else None
@@ -264,7 +279,33 @@ class Server:
                 self._send(route, ProtocolError("engine_failed", f"server error: {exc.__class__.__name__}: {exc}",
                                                 hint="see the server log").to_header(job_id))
 
-    def _handle(self, route: bytes, header: Dict[str, Any], buffers: List[Any], frames: List[Any]) -> None:
+    # ------------------------------------------------------------------------------- identity
+    def _owner(self, route: bytes, frames: List[Any], header: Dict[str, Any]) -> str:
+        """Who sent this message (docs/protocol.md, *Ownership*): ``curve:<client public key>`` as ZAP
+        authenticated it, else ``key:<sha256 of owner_key>``, else ``conn:<routing id>`` (this connection only)."""
+        if self._authenticator is not None:
+            user = _frame_property(frames, "User-Id")
+            if user:
+                return f"curve:{user}"
+        key = protocol.validate_owner_key(header)
+        if key is not None:
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()
+        return f"conn:{route.hex()}"
+
+    def _is_local(self, frames: List[Any]) -> bool:
+        """True for a connection on this host, from the transport: an ipc endpoint, or tcp from a loopback
+        address (``Peer-Address``). What the client says about itself (``hostname``) plays no part."""
+        if not self.bound_endpoint or not self.bound_endpoint.startswith("tcp://"):
+            return bool(self.bound_endpoint) and self.bound_endpoint.split("://", 1)[0] in ("ipc", "inproc")
+        address = _frame_property(frames, "Peer-Address") or ""
+        try:
+            return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+        except ValueError:
+            return False
+
+    # ---------------------------------------------------------------------------------- requests
+    def _handle(self, route: bytes, header: Dict[str, Any], buffers: List[Any], frames: List[Any],
+                owner: str) -> None:
         op = header["op"]
         request_id = header.get("id")
         if op not in protocol.CLIENT_OPS:
@@ -273,16 +314,20 @@ class Server:
         if op == protocol.HELLO:
             reply = self.hello_info(request_id)
             if protocol.SHM in header:  # same-host probe: can this server read the client's segment?
-                ok, why = self.shm.probe(header.get("client"), header[protocol.SHM]) if self.shm is not None \
-                    else (False, "shared memory is off on this server")
+                if self.shm is None:
+                    ok, why = False, "shared memory is off on this server"
+                elif not self._is_local(frames):
+                    ok, why = False, "shared memory is offered only to local connections (ipc, or tcp from loopback)"
+                else:
+                    ok, why = self.shm.probe(route, header[protocol.SHM])
                 reply[protocol.SHM], reply["shm_reason"] = ok, why
             self._send(route, reply)
         elif op == protocol.STATUS:
-            self._send(route, dict(self.status_info(), op=protocol.STATUS, id=request_id))
+            self._send(route, dict(self.status_info(owner), op=protocol.STATUS, id=request_id))
         elif op == protocol.MATTE:
-            self._submit(route, header, buffers, frames)
+            self._submit(route, header, buffers, frames, owner)
         else:
-            job = self._job(header)
+            job = self._job(header, owner)
             if op == protocol.CANCEL:
                 self._cancel(job, route)
             elif op == protocol.ATTACH:
@@ -311,20 +356,49 @@ class Server:
     def _forget(self, job: Job) -> None:
         """Drop a finished job (released by its client, or expired) from memory and from the store."""
         self.jobs.pop(job.id, None)
+        self._held_results.pop(job.id, None)
         job.released = True
         job.reply = None  # the result's memory goes now, not when the store's writer reaches the job
         if self.store is not None:
             self.store.forget(job.id)
 
-    def _job(self, header: Dict[str, Any]) -> Job:
+    def _job(self, header: Dict[str, Any], owner: str) -> Job:
+        """The job the header names, if ``owner`` owns it; to anyone else it does not exist (same answer as an
+        unknown id, so a job id is neither a capability nor something to probe for)."""
         job_id = protocol.validate_job_id(header)
         job = self.jobs.get(job_id)
-        if job is None:
-            raise ProtocolError("unknown_job", f"no job '{job_id}' (never submitted, released, expired, or the "
-                                f"server restarted)", field="id")
+        if job is None or not hmac.compare_digest(job.client.encode(), owner.encode()):
+            raise ProtocolError("unknown_job", f"no job '{job_id}' of yours (never submitted, submitted by another "
+                                f"client, released, expired, or the server restarted)", field="id",
+                                hint="attach with the owner_key (or CURVE key) the job was submitted with")
         return job
 
-    def _submit(self, route: bytes, header: Dict[str, Any], buffers: List[Any], frames: List[Any]) -> None:
+    def _check_quota(self, owner: str, nbytes: int) -> None:
+        """Refuse a new job over the per-owner or global job and byte limits (counted over unfinished jobs)."""
+        limits = self.config.limits
+        jobs = [j for j in self.jobs.values() if j.state not in FINISHED]
+        mine = [j for j in jobs if j.client == owner]
+        if len(mine) >= limits["max_queued_jobs_per_client"]:
+            raise ProtocolError("queue_full", f"this client already has {len(mine)} unfinished jobs (limit "
+                                f"max_queued_jobs_per_client {limits['max_queued_jobs_per_client']})", field="id",
+                                hint="wait for results before submitting more")
+        if len(jobs) >= limits["max_queued_jobs"]:
+            raise ProtocolError("queue_full", f"the server already has {len(jobs)} unfinished jobs (limit "
+                                f"max_queued_jobs {limits['max_queued_jobs']})", field="id",
+                                hint="retry when earlier jobs have finished")
+        held = sum(j.nbytes for j in mine)
+        if held + nbytes > limits["max_bytes_per_client"]:
+            raise ProtocolError("over_budget", f"this client's unfinished jobs hold {held} bytes; {nbytes} more is "
+                                f"over max_bytes_per_client {limits['max_bytes_per_client']}", field="buffers",
+                                hint="wait for results before submitting more")
+        held = sum(j.nbytes for j in jobs)
+        if held + nbytes > limits["max_bytes_in_flight"]:
+            raise ProtocolError("over_budget", f"unfinished jobs hold {held} bytes; {nbytes} more is over "
+                                f"max_bytes_in_flight {limits['max_bytes_in_flight']}", field="buffers",
+                                hint="retry when earlier jobs have finished")
+
+    def _submit(self, route: bytes, header: Dict[str, Any], buffers: List[Any], frames: List[Any],
+                owner: str) -> None:
         if self.stop_event.is_set():
             raise ProtocolError("server_busy", "the server is shutting down")
         job_id = protocol.validate_job_id(header)
@@ -337,17 +411,17 @@ class Server:
             raise ProtocolError("duplicate_job", f"job '{job_id}' already exists", field="id",
                                 hint="use a fresh id per job (the client does)")
         params = protocol.validate_params(header.get("params"))
-        client = header.get("client") if isinstance(header.get("client"), str) else route.hex()
+        self._check_quota(owner, size + _declared_shm_nbytes(header))  # before shared memory is copied in
         resolve = None
         if self.shm is not None:
-            resolve = lambda value, nbytes: self.shm.view(client, _get(value, "name"), _get(value, "offset"), nbytes)
+            resolve = lambda value, nbytes: self.shm.read(route, owner, value, nbytes)  # noqa: E731
         described = protocol.validate_buffers(header, buffers, limits, shm=resolve)
         reply_region = None
         if protocol.REPLY_SHM in header:
             if self.shm is None:
                 raise ProtocolError("bad_field", "reply_shm sent but shared memory is off", field=protocol.REPLY_SHM)
             try:
-                reply_region = self.shm.reply_region(client, header[protocol.REPLY_SHM])
+                reply_region = self.shm.reply_region(route, owner, header[protocol.REPLY_SHM])
             except ValueError as exc:
                 raise ProtocolError("bad_field", str(exc), field=protocol.REPLY_SHM) from None
         engine_name = params["engine"]
@@ -360,14 +434,11 @@ class Server:
         if not ok:
             raise ProtocolError("engine_unavailable", f"engine '{engine_name}' cannot run here: {why}",
                                 field="params.engine")
-        queued = sum(1 for j in self.jobs.values() if j.client == client and j.state not in FINISHED)
-        if queued >= limits["max_queued_jobs_per_client"]:
-            raise ProtocolError("queue_full", f"this client already has {queued} unfinished jobs (limit "
-                                f"{limits['max_queued_jobs_per_client']})", field="id",
-                                hint="wait for results before submitting more")
         params["engine"] = engine.name
-        job = Job(id=job_id, client=client, route=route, params=params, buffers=described,
-                  priority=params.get("priority", 0), reply_region=reply_region)
+        job = Job(id=job_id, client=owner, route=route, params=params, buffers=described,
+                  priority=params.get("priority", 0), reply_region=reply_region,
+                  nbytes=sum(buf.nbytes for buf in described.values()),
+                  shm_route=route if reply_region is not None else None)
         self.jobs[job_id] = job
         self.counters["jobs"] += 1
         accepted = {"op": protocol.ACCEPTED, "id": job_id, "engine": engine.name,
@@ -444,12 +515,39 @@ class Server:
             job = self.jobs.get(frames[0].bytes.decode())
             if job is None:
                 continue
-            if frames[1].bytes == b"1":
+            final = frames[1].bytes == b"1"
+            if final:
                 self.counters["results"] += 1
                 job.expires = time.monotonic() + self.config.result_ttl
                 log.info("job finished", extra={"fields": {"id": job.id, "state": job.state}})
-            if job.route:  # a job restored after a restart has no route until its client attaches
+            if final and job.shm_route is not None and job.route != job.shm_route and job.reply is not None:
+                self._send(job.route, *job.reply)  # attached from elsewhere: the submitter's shm is not theirs
+            elif job.route:  # a job restored after a restart has no route until its client attaches
                 self.router.send_multipart([job.route, *frames[2:]], copy=False)
+            if final:
+                self._hold_result(job)
+
+    def _hold_result(self, job: Job) -> None:
+        """On a memory-only server, count a just-finished result against ``max_result_bytes`` and evict the oldest
+        results past it. An evicted job keeps a small ``result_evicted`` error for a late fetch until it expires.
+        (With a store, results move to disk as soon as they are written.)"""
+        if job.state != DONE or job.reply is None or self.store is not None:
+            return
+        self._held_results[job.id] = protocol.message_nbytes(job.reply[1])
+        budget = self.config.limits["max_result_bytes"]
+        while sum(self._held_results.values()) > budget:
+            oldest, nbytes = self._held_results.popitem(last=False)
+            evicted = self.jobs.get(oldest)
+            if evicted is None:
+                continue
+            evicted.state = FAILED
+            evicted.reply = (ProtocolError("result_evicted", f"the result of job {oldest} ({nbytes} bytes) was "
+                                           f"dropped to keep finished results within max_result_bytes {budget} "
+                                           f"before it was fetched; submit the job again", field="id",
+                                           hint="fetch results promptly, or run the server with a state "
+                                           "directory").to_header(oldest), [])
+            self.counters["evicted"] += 1
+            log.info("result evicted", extra={"fields": {"id": oldest, "bytes": nbytes}})
 
     # ------------------------------------------------------------------------------------- replies
     def _send(self, route: bytes, header: Dict[str, Any], frames: List[Any] = ()) -> None:
@@ -463,13 +561,19 @@ class Server:
                 "outputs": list(protocol.OUTPUTS), "inputs": list(protocol.INPUTS), "pid": os.getpid(),
                 "hostname": _hostname()}
 
-    def status_info(self) -> Dict[str, Any]:
+    def status_info(self, owner: Optional[str] = None) -> Dict[str, Any]:
+        """Server health for anyone; ``running`` details (job ids, progress) only of ``owner``'s jobs, the others
+        only counted in ``running_other``."""
         states: Dict[str, int] = {}
         for job in self.jobs.values():
             states[job.state] = states.get(job.state, 0) + 1
+        running = [w.current for w in self.workers if w.current is not None]
+        mine = [job for job in running if owner is not None and job.client == owner]
         return {"server_version": __version__, "uptime_s": round(time.time() - self.started, 3),
                 "queue": len(self.queue), "jobs": states, "device": self.config.device,
-                "running": [w.current.summary() for w in self.workers if w.current is not None],
+                "running": [job.summary() for job in mine], "running_other": len(running) - len(mine),
+                "results_in_memory": {"bytes": sum(self._held_results.values()),
+                                      "limit": self.config.limits["max_result_bytes"]},
                 "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint,
                 "store": self.store_info(),
                 **({"cluster": self.config.backend.status()} if self.config.backend is not None else {})}
@@ -616,10 +720,25 @@ def _spooled_inputs(job_id: str, path: Path) -> Dict[str, Any]:
                             f"cannot be read ({exc}); submit it again", hint="the server log has the details") from None
 
 
-def _get(value: Any, key: str) -> Any:
-    if not isinstance(value, dict):
-        raise ValueError("shm must be a map {name, offset}")
-    return value.get(key)
+def _frame_property(frames: List[Any], name: str) -> Optional[str]:
+    """A ZeroMQ message property (``User-Id``, ``Peer-Address``) of a received message, or None."""
+    try:
+        return frames[-1].get(name)
+    except (zmq.ZMQError, AttributeError, IndexError):
+        return None
+
+
+def _declared_shm_nbytes(header: Dict[str, Any]) -> int:
+    """Bytes the header's shared-memory buffers declare (malformed descriptions count 0: validate_buffers refuses
+    them), so a quota can be checked before the server copies them in."""
+    total = 0
+    for desc in header.get("buffers") if isinstance(header.get("buffers"), list) else ():
+        if isinstance(desc, dict) and protocol.SHM in desc:
+            try:
+                total += protocol.expected_nbytes(desc.get("shape"), desc.get("dtype"))
+            except Exception:  # noqa: BLE001 - any malformed shape or dtype
+                pass
+    return total
 
 
 def _hostname() -> str:

@@ -20,7 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, default=protocol.DEFAULT_LIMITS["max_side"])
     parser.add_argument("--max-queued-jobs", type=int,
                         default=protocol.DEFAULT_LIMITS["max_queued_jobs_per_client"],
-                        help="maximum unfinished jobs per client")
+                        help="maximum unfinished jobs per client (per owner: CURVE key, owner_key or connection)")
+    parser.add_argument("--max-bytes-per-client", type=int, default=protocol.DEFAULT_LIMITS["max_bytes_per_client"],
+                        help="maximum input bytes of one owner's unfinished jobs (default: %(default)s)")
+    parser.add_argument("--max-queued-jobs-total", type=int, default=protocol.DEFAULT_LIMITS["max_queued_jobs"],
+                        help="maximum unfinished jobs of all clients (default: %(default)s)")
+    parser.add_argument("--max-bytes-in-flight", type=int, default=protocol.DEFAULT_LIMITS["max_bytes_in_flight"],
+                        help="maximum input bytes of all unfinished jobs (default: %(default)s)")
+    parser.add_argument("--max-result-bytes", type=int, default=protocol.DEFAULT_LIMITS["max_result_bytes"],
+                        help="memory-only servers (--state-dir none): bytes of finished, unfetched results kept; "
+                             "past it the oldest are evicted and a late fetch gets result_evicted (default: "
+                             "%(default)s)")
     parser.add_argument("--result-ttl", type=float, default=86400.0,
                         help="seconds a finished, unfetched result is kept, in memory or on disk (default: "
                              "%(default)s = 24 h)")
@@ -54,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
     logs.setup(args.log_level, args.log_format)
     limits = {"max_message_bytes": args.max_message_bytes, "max_pixels": args.max_pixels,
-              "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs}
+              "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs,
+              "max_bytes_per_client": args.max_bytes_per_client, "max_queued_jobs": args.max_queued_jobs_total,
+              "max_bytes_in_flight": args.max_bytes_in_flight, "max_result_bytes": args.max_result_bytes}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
                           curve_clients_dir=args.curve_clients, allow_any_client=args.allow_any_client,

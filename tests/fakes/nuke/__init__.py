@@ -1,11 +1,12 @@
 """A fake ``nuke`` module: the slice of Nuke's Python API that the Mattebox node uses, behaving as Nuke does.
 
-Nuke cannot be installed on this machine (no installable build), so host tests put ``tests/fakes`` first on ``sys.path`` and
-run the node's real code against this module. Each piece documents the real behaviour it mimics, with the page of
-Foundry's Python developer guide / API reference (learn.foundry.com/nuke/developers/<version>/pythondevguide/...)
-it was checked against. Pixels are real: source nodes hold numpy planes, ``Write`` nodes really write OpenEXR
-files and ``Read`` nodes really read them, both through the official OpenEXR Python bindings (the same library
-Nuke's exrReader/exrWriter are built on), so the node's own EXR code is checked against an independent one.
+Nuke cannot be installed on this machine (it has no installable build), so host tests put ``tests/fakes`` first on
+``sys.path`` and run the node's real code against this module. Each piece documents the real behaviour it mimics,
+with the page of Foundry's Python developer guide / API reference
+(learn.foundry.com/nuke/developers/<version>/pythondevguide/...) it was checked against. Pixels are real: source
+nodes hold numpy planes, ``Write`` nodes really write OpenEXR files and ``Read`` nodes really read them, both
+through the official OpenEXR Python bindings (the same library Nuke's exrReader/exrWriter are built on), so the
+node's own EXR code is checked against an independent one.
 
 What it does not model: TCL (knob expressions, .nk parsing — ``scriptOpen`` runs a *Python* comp script instead),
 proxies, views, colour management beyond ``raw``, bounding boxes smaller than the format, the Qt event loop (the
