@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import struct
@@ -90,6 +91,8 @@ class Watch:
     def stop(self) -> "Watch":
         self._stop.set()
         self._thread.join()
+        last = rss_mb(self.pid, "VmHWM")  # what happened since the last sample
+        self.peak = self.peak if last != last else max(self.peak, last)
         return self
 
     @property
@@ -139,9 +142,15 @@ def clear(output: str) -> bool:
     return "Traceback" not in output and "(-215" not in output and "error: OpenCV" not in output
 
 
+_SCRATCH = re.compile(re.escape(tempfile.gettempdir()) + r"/mattebox-(?:attack|server)-[^/\s'\"]+")
+_PORT = re.compile(r"(127\.0\.0\.1|\[::1\]):\d+")
+
+
 def last_line(output: str) -> str:
+    """The last line of a command's output, scratch folders and ports masked, so the table is stable."""
     lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    return lines[-1][:160] if lines else "(no output)"
+    line = _PORT.sub(r"\1:PORT", _SCRATCH.sub("SCRATCH", lines[-1])) if lines else "(no output)"
+    return line[:200]
 
 
 def cli(*args: str, cap_mb: float = CAP_MB, timeout: float = 60.0, cwd=None, env=None):
@@ -255,6 +264,8 @@ def _answered(answer) -> str:
     if answer is None:
         return "no answer"
     header = answer[0]
+    if header["op"] == "result":
+        return "accepted: a result came back"
     if header["op"] == "error":
         return f"{header['code']}" + (f" ({header['field']})" if header.get("field") else "") + \
             f": {header['message'][:100]}"
@@ -612,19 +623,27 @@ def unreleased_results(jobs: int = 600, limit_mb: int = 64) -> dict:
 
 # ---------------------------------------------------------------------------------------------- keys
 NOBODY_READER = """
-import os, sys, time
-path, stop = sys.argv[1], sys.argv[2]
+import ctypes, os, select, struct, sys
+folder, wanted = sys.argv[1], sys.argv[2].encode()
+libc = ctypes.CDLL(None, use_errno=True)
+watch = libc.inotify_init1(os.O_NONBLOCK)
+libc.inotify_add_watch(watch, folder.encode(), 0x100 | 0x80)  # IN_CREATE | IN_MOVED_TO
 print("ready", flush=True)
 fd = None
-deadline = time.monotonic() + 20
-while fd is None and time.monotonic() < deadline and not os.path.exists(stop):
-    try:
-        fd = os.open(path, os.O_RDONLY)  # permission is checked here; the bytes can be read later
-    except OSError:
-        pass
-while fd is not None and time.monotonic() < deadline and not os.path.exists(stop):
-    time.sleep(0.01)
-if fd is not None and b"secret-key" in os.read(fd, 1 << 16):
+while fd is None and watch in select.select([watch, sys.stdin], [], [], 20)[0]:  # stdin closes: writer done
+    events = os.read(watch, 65536)
+    while events and fd is None:
+        length = struct.unpack_from("iIII", events)[3]
+        name = events[16:16 + length].rstrip(b"\\0")
+        events = events[16 + length:]
+        if name == wanted:
+            try:
+                fd = os.open(os.path.join(folder, wanted.decode()), os.O_RDONLY)  # the permission check is here
+            except OSError:
+                print("refused", flush=True)
+                fd = -1
+sys.stdin.read()  # until the key writer is done: the bytes are read afterwards, through the open descriptor
+if fd is not None and fd >= 0 and b"secret-key" in os.read(fd, 1 << 16):
     print("READ", flush=True)
 """
 
@@ -637,7 +656,8 @@ def _as_nobody() -> Optional[List[str]]:
 
 
 def keys_world_readable(tries: int = 10) -> dict:
-    """While `mattebox keys` runs, uid nobody tries to read the server's secret key (10 tries)."""
+    """While `mattebox keys` writes into an existing key folder, uid nobody, told by inotify the moment
+    server.key_secret appears, opens it and reads it once the writer is done (10 tries)."""
     name = "keys: secret readable by another user while `mattebox keys` runs"
     prefix = _as_nobody()
     if prefix is None:
@@ -646,14 +666,14 @@ def keys_world_readable(tries: int = 10) -> dict:
     reads = 0
     with scratch() as folder:
         for n in range(tries):
-            out, stop = folder / f"keys{n}", folder / f"stop{n}"
-            reader = subprocess.Popen(prefix + [python, "-c", NOBODY_READER, str(out / "server.key_secret"),
-                                                str(stop)], stdout=subprocess.PIPE, text=True, cwd="/")
+            out = folder / f"keys{n}"
+            out.mkdir(mode=0o755)  # the user's key folder, made beforehand (e.g. /etc/mattebox/keys)
+            reader = subprocess.Popen(prefix + [python, "-c", NOBODY_READER, str(out), "server.key_secret"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
             reader.stdout.readline()
             cli("keys", "--out", str(out), timeout=60)
-            stop.touch()
             try:
-                output, _ = reader.communicate(timeout=30)
+                output, _ = reader.communicate("", timeout=30)
             except subprocess.TimeoutExpired:
                 reader.kill()
                 output, _ = reader.communicate()
