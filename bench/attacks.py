@@ -106,6 +106,18 @@ def start_server(*args: str, state_dir="none", endpoint: str = LOOPBACK, **env) 
                                    env=dict(SLOW, **env), start_timeout=60, stop_timeout=30)
 
 
+_SERVE_HELP: List[str] = []
+
+
+def optional_flag(flag: str, value) -> List[str]:
+    """``[flag, value]`` when this tree's ``mattebox serve`` has ``flag`` (read once from its --help), else []: the
+    same bench runs before and after the issue-17 branches that add limits are merged."""
+    if not _SERVE_HELP:
+        _SERVE_HELP.append(subprocess.run([sys.executable, "-m", "mattebox", "serve", "--help"], env=tree_env(),
+                                          capture_output=True, text=True, timeout=60).stdout)
+    return [flag, str(value)] if re.search(re.escape(flag) + r"\b", _SERVE_HELP[0]) else []
+
+
 @contextmanager
 def scratch():
     """A scratch folder every local user can enter (a second user needs to reach files in it); removed after."""
@@ -452,11 +464,14 @@ def frames_over_limit(frames: int = 16, frame_mb: int = 60, limit_mb: int = 64) 
         server.stop()
 
 
-def queue_dodge(jobs: int = 150, job_mb: int = 12, per_client: int = 4) -> dict:
-    """A new ``client`` string per job to dodge the per-client queue limit: 150 x 12 MiB slow jobs."""
-    server = start_server("--max-queued-jobs", str(per_client))
+def queue_dodge(jobs: int = 150, job_mb: int = 12, per_client: int = 8) -> dict:
+    """A new ``client`` string per job to dodge the per-client queue limit: 150 x 12 MiB slow jobs (float32, so
+    the engine adds no converted copy) against a limit of 8 jobs, and of 8 jobs' bytes where the server has a
+    per-client byte budget."""
+    server = start_server("--max-queued-jobs", str(per_client),
+                          *optional_flag("--max-bytes-per-client", per_client * job_mb * MIB))
     attacker = Raw(server.endpoint)
-    image = np.zeros((job_mb * MIB // (2048 * 3), 2048, 3), np.uint8)
+    image = np.zeros((job_mb * MIB // (1024 * 3 * 4), 1024, 3), np.float32)
     counts = {"accepted": 0, "refused": 0}
 
     def attack() -> str:
@@ -465,8 +480,8 @@ def queue_dodge(jobs: int = 150, job_mb: int = 12, per_client: int = 4) -> dict:
             if not server.alive() or time.monotonic() > deadline:
                 break
             attacker.client = uuid.uuid4().hex  # a "new client" each time
-            answer = attacker.matte([describe("image", image.shape, "uint8")], [image],
-                                    params={"engine": "test-slow"}, timeout=20, skip=("progress",))
+            answer = attacker.matte([describe("image", image.shape)], [image], params={"engine": "test-slow"},
+                                    timeout=20, skip=("progress",))
             counts["accepted" if answer and answer[0]["op"] == "accepted" else "refused"] += 1
         return f"{counts['accepted']} of {jobs} accepted (limit {per_client} per client)"
     try:
@@ -513,7 +528,7 @@ def big_header(outer: int = 4096, inner: int = 4000, limit_mb: int = 256) -> dic
         thread.start()
         time.sleep(0.5)  # a few round trips before, as a baseline
         attacker.sock.send_multipart([protocol.MAGIC, header], copy=False)
-        answer = attacker.answer("big-header", timeout=60, skip=())
+        answer = attacker.answer("big-header", timeout=20, skip=())  # a dropped frame is never answered
         time.sleep(0.5)
         done.set()
         thread.join(60)
@@ -606,9 +621,10 @@ def render_huge_range(seconds: float = 30.0) -> dict:
 
 
 def unreleased_results(jobs: int = 600, limit_mb: int = 64) -> dict:
-    """600 jobs whose 1 MiB results are never released, on a memory-only server with --max-message-bytes
-    64 MiB. TODO(lead): pass the results-budget flag the limits branch adds and compare against it."""
-    server = start_server("--max-message-bytes", str(limit_mb * MIB))
+    """600 jobs whose 1 MiB results are never released, on a memory-only server with 64 MiB for results where it
+    has such a budget (``--max-result-bytes``), else with --max-message-bytes 64 MiB."""
+    server = start_server("--max-message-bytes", str(limit_mb * MIB),
+                          *optional_flag("--max-result-bytes", limit_mb * MIB))
     attacker = Raw(server.endpoint)
     image = np.zeros((512, 512, 3), np.uint8)
     first_id: List[str] = []
@@ -809,8 +825,10 @@ def endpoints() -> List[dict]:
     return rows
 
 
-def refused_handshakes(count: int = 300) -> dict:
-    """300 connections with unregistered CURVE keys: how many log lines they cost (rate-limited: < 30)."""
+def _refusals(count: int, fresh_keys: bool) -> dict:
+    """``count`` connections with an unregistered CURVE key (one key for all, or a new key each: keys cost
+    nothing to make): how many log lines they cost (held: fewer than count / 10, and a registered client is still
+    served)."""
     from mattebox.commands.keys import make_keys
 
     with scratch() as folder:
@@ -820,13 +838,14 @@ def refused_handshakes(count: int = 300) -> dict:
                                state_dir="none", start_timeout=60)
         ctx = zmq.Context()
         socks = []
+        stranger = zmq.curve_keypair()
         try:
             for _ in range(count):
                 sock = ctx.socket(zmq.DEALER)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RECONNECT_IVL, -1)  # one handshake each
                 sock.curve_serverkey = texts["server_public_key"].encode()
-                sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+                sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair() if fresh_keys else stranger
                 sock.connect(server.endpoint)
                 sock.send_multipart(protocol.encode({"op": "hello", "id": "x"}), zmq.NOBLOCK)
                 socks.append(sock)
@@ -845,8 +864,13 @@ def refused_handshakes(count: int = 300) -> dict:
                 sock.close(linger=0)
             ctx.term()
             server.stop()
-    return row(f"log: {count} refused CURVE handshakes", lines < count // 10 and serving,
-               f"{lines} 'client refused' log lines; a registered client still served: {serving}")
+    keys = f"{count} fresh keys" if fresh_keys else "one key"
+    return row(f"log: {count} refused CURVE handshakes, {keys}", lines < count // 10 and serving,
+               f"{lines} log lines with 'client refused'; a registered client still served: {serving}")
+
+
+def refused_handshakes() -> List[dict]:
+    return [_refusals(300, fresh_keys=False), _refusals(300, fresh_keys=True)]
 
 
 # ---------------------------------------------------------------------------------------- bad inputs
