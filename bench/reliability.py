@@ -13,9 +13,11 @@
 4. memory: server RSS after 1,000 jobs within 10% of after 100.
 5. store: what the job store costs: a 1920x1080 image+mask round trip (passthrough engine) against a server with
    a state directory vs a memory-only one, pixels through shared memory and as frames.
+6. attacks: every defect of issue #17 as a scripted attack (bench/attacks.py): held or not, other clients' jobs
+   lost, and the peak RSS of each oversized input against 2x its limit.
 
-``python bench/reliability.py [fuzz load faults memory store] [--messages N]``; writes
-bench/results/reliability.json + .md.
+``python bench/reliability.py [fuzz load faults memory store attacks] [--messages N]`` (``--only PART`` is the
+same as naming one part); writes bench/results/reliability.json + .md, keeping the results of parts not run.
 """
 from __future__ import annotations
 
@@ -498,17 +500,27 @@ def _table(result: dict) -> str:
                   f"{r['store_ms']} | {r['overhead_ms']} | {r['ratio']}x | {r['mb_written_per_job']} |"
                   for r in result["store"]]
         lines.append("")
+    if "attacks" in result:
+        from bench import attacks
+
+        lines += attacks.table(result["attacks"])
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", default=["fuzz", "load", "faults", "memory", "store"])
+    every = ["fuzz", "load", "faults", "memory", "store", "attacks"]
+    parser.add_argument("parts", nargs="*", default=every, help=f"any of: {', '.join(every)} (default: all)")
+    parser.add_argument("--only", choices=every, help="run only this part (the others' results are kept)")
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args(argv)
+    if args.only:
+        args.parts = [args.only]
+    unknown = sorted(set(args.parts) - set(every))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}: choose from {', '.join(every)}")
     path = RESULTS / "reliability.json"
-    every = {"fuzz", "load", "faults", "memory", "store"}
-    result = json.loads(path.read_text()) if path.exists() and set(args.parts) != every else {}
+    result = json.loads(path.read_text()) if path.exists() and set(args.parts) != set(every) else {}
     for part in args.parts:
         started = time.perf_counter()
         if part == "fuzz":
@@ -521,6 +533,10 @@ def main(argv=None) -> int:
             result["memory"] = memory()
         elif part == "store":
             result["store"] = store_overhead()
+        elif part == "attacks":
+            from bench import attacks
+
+            result["attacks"] = attacks.run_all()
         print(f"{part}: {time.perf_counter() - started:.0f} s", json.dumps(result[part])[:600], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
@@ -528,7 +544,8 @@ def main(argv=None) -> int:
     (RESULTS / "reliability.md").write_text(table + "\n")
     print(table)
     parts = [result[k] for k in ("fuzz", "load") if k in result] + result.get("faults", []) + result.get("memory", [])
-    return 0 if all(p.get("pass") in (True, None) for p in parts) else 1
+    held = all(a["held"] in (True, None) for a in result.get("attacks", []))
+    return 0 if held and all(p.get("pass") in (True, None) for p in parts) else 1
 
 
 if __name__ == "__main__":
