@@ -157,7 +157,8 @@ ShmResolver = Callable[[Any, int], Any]
 
 #: server limits announced in hello; clients check them before sending.
 DEFAULT_LIMITS = {
-    "max_message_bytes": 1 << 30,
+    "max_message_bytes": 1 << 30,  #: the buffer frames of one message, in total
+    "max_header_bytes": 64 << 10,  #: the msgpack header frame (descriptions and parameters, never pixels)
     "max_pixels": 64_000_000,
     "max_side": 16384,
     "max_queued_jobs_per_client": 16,
@@ -225,17 +226,24 @@ def encode(header: Dict[str, Any], buffers: Sequence[Any] = ()) -> List[Any]:
     return [MAGIC, msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def decode(frames: Sequence[Any]) -> Tuple[Dict[str, Any], List[Any]]:
-    """Multipart frames (without any ROUTER identity) -> (header, buffer frames). Raises ProtocolError."""
+def decode(frames: Sequence[Any], max_header_bytes: Optional[int] = None) -> Tuple[Dict[str, Any], List[Any]]:
+    """Multipart frames (without any ROUTER identity) -> (header, buffer frames). Raises ProtocolError.
+
+    A header over ``max_header_bytes`` (default: no limit) is refused before msgpack sees it; msgpack's own
+    container limits bound what a header within it can expand to."""
     if len(frames) < 2:
         raise ProtocolError("bad_message", f"expected at least 2 frames (magic, header), got {len(frames)}",
                             hint="send [b'MBX', msgpack header, *buffers]")
     if bytes(frames[0]) != MAGIC:
         raise ProtocolError("bad_message", "first frame is not the mattebox magic b'MBX'",
                             hint="send [b'MBX', msgpack header, *buffers]")
+    header_bytes = frame_nbytes(frames[1])
+    if max_header_bytes is not None and header_bytes > max_header_bytes:
+        raise ProtocolError("too_large", f"header is {header_bytes} bytes, over max_header_bytes {max_header_bytes}",
+                            field="header", hint="the header holds descriptions, not pixels")
     try:
         header = msgpack.unpackb(bytes(frames[1]), raw=False, strict_map_key=True, max_bin_len=0,
-                                 max_array_len=4096, max_map_len=4096, max_str_len=1 << 20)
+                                 max_array_len=4096, max_map_len=4096, max_str_len=1 << 20, max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError("bad_message", f"header is not valid msgpack: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(header, dict):
