@@ -52,3 +52,4 @@ def test_buffers_over_max_message_bytes_answer_too_large_naming_the_job(server_p
     assert reply is not None and reply["code"] == "too_large" and reply["field"] == "buffers", reply
     assert reply["id"] == "oversized"
     assert growth <= (16 + 2) * LIMIT / MiB, f"peak RSS rose {growth:.0f} MiB"
+

@@ -142,8 +142,10 @@ MATTE_PARAMS = {
                         lambda v: v == 0 or 64 <= v <= 4096),
     "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap; -1 means half the tile",
                                 lambda v: v >= -1),
-    "roi": _field_spec(list, None, "[x, y, width, height] region to solve; outside it alpha comes from guidance",
-                       lambda v: len(v) == 4 and all(isinstance(x, int) and x >= 0 for x in v)),
+    "roi": _field_spec(list, None, "[x, y, width, height] region to solve, inside the image (checked against its "
+                       "size by validate_buffers); outside it alpha comes from guidance",
+                       lambda v: len(v) == 4 and all(_is_type(x, int) for x in v) and min(v[:2]) >= 0
+                       and min(v[2:]) >= 1),
     "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
 }
 
@@ -344,7 +346,8 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
     Checks, in order: descriptions are a list matching the frame count (descriptions carrying ``shm`` have no
     frame; ``shm(value, nbytes)`` maps their bytes); each has a known input name (once), a
     known dtype and colourspace, a 2-D or 3-D shape with an allowed channel count and a size within the limits,
-    and a frame of exactly the described byte size; every input has the image's height and width. Pixel values
+    and a frame of exactly the described byte size; every input has the image's height and width, and the
+    header's ``params.roi`` lies inside the image. Pixel values
     (NaN/inf) are checked by the server after decoding, where numpy is at hand.
     """
     descs = require(header, "buffers", list)
@@ -394,7 +397,19 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
             raise ProtocolError("shape_mismatch", f"{name} is {buf.shape[1]}×{buf.shape[0]} but image is "
                                 f"{width}×{height}", field=f"buffers.{index}.shape",
                                 hint="resample every input to the image's size")
+    _check_roi(header.get("params"), width, height)
     return out
+
+
+def _check_roi(params: Any, width: int, height: int) -> None:
+    """A matte request's ``params.roi`` (already checked by validate_params) must lie inside the image."""
+    roi = params.get("roi") if isinstance(params, dict) else None
+    if isinstance(roi, list) and len(roi) == 4 and all(_is_type(v, int) for v in roi):
+        x, y, w, h = roi
+        if x + w > width or y + h > height:
+            raise ProtocolError("bad_field", f"roi [{x}, {y}, {w}, {h}] reaches ({x + w}, {y + h}), outside the "
+                                f"{width}×{height} image", field="params.roi",
+                                hint="x + width <= image width and y + height <= image height")
 
 
 def _check_shape(name: str, shape: List[Any], field: str, limits: Dict[str, int]) -> None:
