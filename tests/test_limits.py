@@ -5,10 +5,21 @@ reliability bench); the target is a rise of at most twice the configured limit p
 """
 from __future__ import annotations
 
-import msgpack
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
+import cv2
+import msgpack
+import numpy as np
+import pytest
+
+from mattebox import imageio, imagesize
 from mattebox_plugin import protocol
 
+from .conftest import tree_env
 from .support.oversized import MiB, expanding_header, matte_frames, peak_growth_mb, send_and_wait
 
 LIMIT = 8 * MiB
@@ -53,3 +64,105 @@ def test_buffers_over_max_message_bytes_answer_too_large_naming_the_job(server_p
     assert reply["id"] == "oversized"
     assert growth <= (16 + 2) * LIMIT / MiB, f"peak RSS rose {growth:.0f} MiB"
 
+
+
+# ------------------------------------------------------------------------------------------- image files
+HUGE = 20000  # the issue's 1.1 MB PNG declaring 20000 x 20000 cost 2.4 GB before it was refused
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _huge_png(path: Path) -> None:
+    ihdr = struct.pack(">IIBBBBB", HUGE, HUGE, 8, 2, 0, 0, 0)  # 8-bit RGB
+    rows = zlib.compress(bytes(1 + 3 * HUGE) * 64)  # a few rows of data; the header is what counts
+    path.write_bytes(imagesize.PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", rows)
+                     + _png_chunk(b"IEND", b""))
+
+
+def _huge_jpeg(path: Path) -> None:
+    ok, data = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    data = bytearray(data.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", HUGE, HUGE)
+    path.write_bytes(bytes(data))
+
+
+def _huge_tiff(path: Path, order: str = "<", big: bool = False) -> None:
+    """A first IFD with ImageWidth and ImageLength (LONG) and BitsPerSample (SHORT), classic or BigTIFF."""
+    slot = 8 if big else 4  # bytes of an entry's value field
+
+    def entry(tag: int, kind: int, fmt: str, value: int) -> bytes:
+        return struct.pack(order + ("HHQ" if big else "HHI"), tag, kind, 1) + struct.pack(order + fmt, value).ljust(
+            slot, b"\0")
+
+    entries = [entry(256, 4, "I", HUGE), entry(257, 4, "I", HUGE), entry(258, 3, "H", 8)]
+    head = struct.pack(order + "HHHQQ", 43, 8, 0, 16, len(entries)) if big else \
+        struct.pack(order + "HIH", 42, 8, len(entries))
+    path.write_bytes((b"II" if order == "<" else b"MM") + head + b"".join(entries) + bytes(8))
+
+
+def _huge_exr(path: Path) -> None:
+    small = path.with_name("small.exr")
+    assert cv2.imwrite(str(small), np.zeros((8, 8, 3), np.float32))
+    data = bytearray(small.read_bytes())
+    at = data.index(b"dataWindow\0box2i\0") + len(b"dataWindow\0box2i\0") + 4
+    data[at:at + 16] = struct.pack("<4i", 0, 0, HUGE - 1, HUGE - 1)
+    path.write_bytes(bytes(data))
+
+
+HUGE_FILES = {"png": _huge_png, "jpg": _huge_jpeg, "tif": _huge_tiff, "exr": _huge_exr,
+              "big-endian.tif": lambda p: _huge_tiff(p, ">"), "bigtiff.tif": lambda p: _huge_tiff(p, big=True)}
+
+
+@pytest.mark.parametrize("kind", sorted(HUGE_FILES))
+def test_image_header_over_the_pixel_budget_is_refused_before_decoding(tmp_path, monkeypatch, kind):
+    path = tmp_path / f"huge.{kind}"
+    HUGE_FILES[kind](path)
+    assert imagesize.dimensions(str(path)) == (HUGE, HUGE)
+
+    def no_decoding():
+        raise AssertionError("OpenCV was asked to decode a file its header already refuses")
+
+    monkeypatch.setattr(imageio, "_cv2", no_decoding)
+    with pytest.raises(imageio.ImageReadError) as err:
+        imageio.read_image(str(path))
+    assert str(path) in str(err.value) and f"{HUGE}×{HUGE}" in str(err.value)
+    assert str(protocol.DEFAULT_LIMITS["max_pixels"]) in str(err.value)
+
+
+@pytest.mark.parametrize("ext,dtype,channels", [(ext, dtype, channels)
+                                                for ext, dtype in [("png", np.uint8), ("png", np.uint16),
+                                                                   ("jpg", np.uint8), ("tif", np.uint8),
+                                                                   ("tif", np.uint16), ("exr", np.float32)]
+                                                for channels in (1, 3, 4) if (ext, channels) != ("jpg", 4)])
+def test_header_dimensions_match_what_opencv_decodes(tmp_path, ext, dtype, channels):
+    shape = (37, 53) if channels == 1 else (37, 53, channels)
+    path = str(tmp_path / f"x.{ext}")
+    assert cv2.imwrite(path, (np.random.default_rng(0).random(shape) * (255 if dtype == np.uint8 else 1)).astype(dtype))
+    assert imagesize.dimensions(path) == (53, 37)
+    assert imageio.read_image(path)[0].shape[:2] == (37, 53)
+
+
+def test_matte_cli_refuses_a_huge_png_by_its_header(tmp_path):
+    """The whole command, in its own process: a clear message naming the file, exit 2, nothing decoded."""
+    path = tmp_path / "huge.png"
+    _huge_png(path)
+    probe = ("import resource, sys; from mattebox.cli import main; code = main(sys.argv[1:]); "
+             "print('peak_mib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", probe, "matte", str(path), "--local", "--out", str(tmp_path / "o")],
+                          env=tree_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}: its header declares {HUGE}×{HUGE}" in proc.stderr and "Traceback" not in proc.stderr
+    peak = int(proc.stdout.split("peak_mib")[1])
+    assert peak < 400, f"peak RSS {peak} MiB: the frame was decoded"
+
+
+def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path):
+    folder = tmp_path / "x.png"
+    folder.mkdir()
+    with pytest.raises(imageio.ImageReadError, match="x.png: is a folder, not an image file"):
+        imageio.read_image(str(folder))
+    with pytest.raises(imageio.ImageReadError, match="no such file"):
+        imageio.read_image(str(tmp_path / "missing.png"))

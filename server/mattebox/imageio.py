@@ -6,9 +6,13 @@ float TIFF) are scene-linear. EXR outputs are always linear float32; PNG preview
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
+
+from mattebox_plugin.protocol import DEFAULT_LIMITS
+
+from . import imagesize
 
 
 def _cv2():
@@ -21,12 +25,17 @@ class ImageReadError(ValueError):
     pass
 
 
-def read_image(path: str) -> Tuple[np.ndarray, str]:
-    """Read an image file -> (H×W×C array in its file dtype, RGB(A) order; colourspace 'srgb' or 'linear')."""
+def read_image(path: str, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> Tuple[np.ndarray, str]:
+    """Read an image file -> (H×W×C array in its file dtype, RGB(A) order; colourspace 'srgb' or 'linear').
+
+    The size its header declares (imagesize.py) is checked against ``max_pixels`` and ``max_side`` (default: the
+    server's default limits) before anything is decoded."""
+    check_image_file(path, max_pixels, max_side)
     cv2 = _cv2()
-    if not Path(path).is_file():
-        raise ImageReadError(f"{path}: no such file")
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # OpenCV's own size guard, for headers imagesize does not parse
+        raise ImageReadError(f"{path}: OpenCV refused to decode it ({str(exc).strip().splitlines()[-1]})") from None
     if array is None:
         raise ImageReadError(f"{path}: not an image OpenCV can read (PNG, JPEG, TIFF, EXR)")
     if array.ndim == 3:
@@ -38,6 +47,30 @@ def read_image(path: str) -> Tuple[np.ndarray, str]:
     if array.dtype.kind == "f" and array.dtype != np.float32:
         array = array.astype(np.float32)
     return np.ascontiguousarray(array), colorspace
+
+
+def check_image_file(path: str, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> None:
+    """Raise ImageReadError unless ``path`` is a regular file whose header declares a frame within the budget."""
+    file = Path(path)
+    if file.is_dir():
+        raise ImageReadError(f"{path}: is a folder, not an image file")
+    if not file.exists():
+        raise ImageReadError(f"{path}: no such file")
+    if not file.is_file():
+        raise ImageReadError(f"{path}: not a regular file")
+    max_pixels = DEFAULT_LIMITS["max_pixels"] if max_pixels is None else max_pixels
+    max_side = DEFAULT_LIMITS["max_side"] if max_side is None else max_side
+    try:
+        size = imagesize.dimensions(str(path))
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if size is not None:
+        width, height = size
+        if width < 1 or height < 1:
+            raise ImageReadError(f"{path}: its header declares an empty {width}×{height} image")
+        if width > max_side or height > max_side or width * height > max_pixels:
+            raise ImageReadError(f"{path}: its header declares {width}×{height}, over the image limit (max side "
+                                 f"{max_side}, max {max_pixels} pixels); refused before decoding")
 
 
 def read_gray(path: str) -> np.ndarray:
