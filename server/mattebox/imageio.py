@@ -5,6 +5,8 @@ float TIFF) are scene-linear. EXR outputs are always linear float32; PNG preview
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -23,6 +25,10 @@ def _cv2():
 
 class ImageReadError(ValueError):
     pass
+
+
+class OutputError(OSError):
+    """An output path mattebox will not write (a symbolic link or a folder is there)."""
 
 
 def read_image(path: str, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> Tuple[np.ndarray, str]:
@@ -93,8 +99,7 @@ def write_exr(path: str, array: np.ndarray) -> None:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     elif array.ndim == 3 and array.shape[2] == 4:
         array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
-    if not cv2.imwrite(str(path), array, [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT]):
-        raise OSError(f"could not write {path}")
+    _write_encoded(path, array, [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT])
 
 
 def write_png(path: str, array: np.ndarray, bits: int = 8) -> None:
@@ -106,5 +111,52 @@ def write_png(path: str, array: np.ndarray, bits: int = 8) -> None:
         out = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)
     elif out.ndim == 3 and out.shape[2] == 4:
         out = cv2.cvtColor(out, cv2.COLOR_RGBA2BGRA)
-    if not cv2.imwrite(str(path), out):
-        raise OSError(f"could not write {path}")
+    _write_encoded(path, out)
+
+
+def _write_encoded(path: str, array: np.ndarray, params=()) -> None:
+    """Encode in memory in the format the path's extension names, then :func:`write_file`."""
+    ok, encoded = _cv2().imencode(Path(path).suffix or ".png", array, list(params))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    write_file(path, encoded.tobytes())
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` as the file ``path`` without ever writing through what is there.
+
+    A symbolic link (or a folder) at ``path`` is refused with :class:`OutputError`. The bytes go to a new file
+    that ``mkstemp`` creates in the same folder (O_EXCL, so nothing planted there is opened), which then replaces
+    ``path`` by rename: a hard link's other names keep the old content, and no reader sees a half-written file.
+    The file gets the usual mode (0666 less the umask)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise OutputError(f"{path}: is a symbolic link; mattebox does not write through links (remove it or "
+                          f"choose another output path)")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, not a file mattebox can write")
+    fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            f.write(data)
+        os.replace(part, path)
+    except BaseException:
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask would, for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
