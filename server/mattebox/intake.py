@@ -27,11 +27,10 @@ class Request:
     """One received message: its ROUTER ``route``, the frames kept (magic, header, buffers) and, when a limit
     was passed, the refusal to answer with (magic and header are kept, for the job id)."""
 
-    def __init__(self, route: bytes, frames: List[Any], refused: Optional[ProtocolError], nbytes: int):
+    def __init__(self, route: bytes, frames: List[Any], refused: Optional[ProtocolError]):
         self.route = route
         self.frames = frames
         self.refused = refused
-        self.nbytes = nbytes  #: bytes that arrived after the route, kept or not
         self.header: Dict[str, Any] = {}  #: set by :meth:`decode` once the header is decoded
 
     def decode(self, limits: Dict[str, int]) -> Tuple[Dict[str, Any], List[Any]]:
@@ -51,16 +50,14 @@ def receive(sock: zmq.Socket, limits: Dict[str, int]) -> Optional[Request]:
     max_message = _limit(limits, "max_message_bytes")
     kept: List[Any] = []
     refused: Optional[ProtocolError] = None
-    total = buffered = 0
+    buffered = 0
     while sock.getsockopt(zmq.RCVMORE):
         frame = sock.recv(copy=False)  # the parts of a message arrive together: this never waits
-        size = len(frame)
-        total += size
         if refused is not None:
             continue  # drain: let the frame go at once
         position = len(kept)
         if position >= 2:
-            buffered += size
+            buffered += len(frame)
             if buffered > max_message:
                 refused = ProtocolError("too_large", f"buffers are over max_message_bytes {max_message} (the "
                                         f"server stopped reading at {buffered} bytes)", field="buffers",
@@ -72,7 +69,7 @@ def receive(sock: zmq.Socket, limits: Dict[str, int]) -> Optional[Request]:
             kept.append(frame.buffer)
         else:
             del kept[2:]  # keep magic and header (for the job id), drop the buffers
-    return Request(route, kept, refused, total)
+    return Request(route, kept, refused)
 
 
 def _limit(limits: Dict[str, int], name: str) -> int:
