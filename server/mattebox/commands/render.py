@@ -18,7 +18,8 @@ from typing import List, Optional, Sequence
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
-    parser.add_argument("--frames", required=True, help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2")
+    parser.add_argument("--frames", required=True,
+                        help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2 (at most 1,000,000 frames)")
     parser.add_argument("--chunk", help="K/N: render only the K-th (1-based) of N equal slices of the range")
     parser.add_argument("--second-offset", type=int,
                         help="use frame F+OFFSET of the plate sequence as the parallax partner")
