@@ -132,6 +132,15 @@ def test_image_header_over_the_pixel_budget_is_refused_before_decoding(tmp_path,
     assert str(protocol.DEFAULT_LIMITS["max_pixels"]) in str(err.value)
 
 
+def test_the_pixel_budget_is_opencvs_variable(tmp_path, monkeypatch):
+    """One knob raises both guards: $OPENCV_IO_MAX_IMAGE_PIXELS (mattebox sets it to max_pixels by default)."""
+    path = tmp_path / "huge.png"
+    _huge_png(path)
+    assert imageio.pixel_budget() == protocol.DEFAULT_LIMITS["max_pixels"]
+    monkeypatch.setenv(imageio.PIXEL_BUDGET_VARIABLE, str(HUGE * HUGE))
+    imageio.check_image_file(str(path))  # within the raised budget: no error
+
+
 @pytest.mark.parametrize("ext,dtype,channels", [(ext, dtype, channels)
                                                 for ext, dtype in [("png", np.uint8), ("png", np.uint16),
                                                                    ("jpg", np.uint8), ("tif", np.uint8),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
@@ -23,6 +23,10 @@ def _cv2():
     return cv2
 
 
+#: OpenCV's decode guard, read once when OpenCV loads; also mattebox's budget for image files
+PIXEL_BUDGET_VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+
 class ImageReadError(ValueError):
     pass
 
@@ -31,12 +35,12 @@ class OutputError(OSError):
     """An output path mattebox will not write (a symbolic link or a folder is there)."""
 
 
-def read_image(path: str, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> Tuple[np.ndarray, str]:
+def read_image(path: str) -> Tuple[np.ndarray, str]:
     """Read an image file -> (H×W×C array in its file dtype, RGB(A) order; colourspace 'srgb' or 'linear').
 
-    The size its header declares (imagesize.py) is checked against ``max_pixels`` and ``max_side`` (default: the
-    server's default limits) before anything is decoded."""
-    check_image_file(path, max_pixels, max_side)
+    The size its header declares (imagesize.py) is checked against :func:`pixel_budget` before anything is
+    decoded."""
+    check_image_file(path)
     cv2 = _cv2()
     try:
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -55,7 +59,17 @@ def read_image(path: str, max_pixels: Optional[int] = None, max_side: Optional[i
     return np.ascontiguousarray(array), colorspace
 
 
-def check_image_file(path: str, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> None:
+def pixel_budget() -> int:
+    """Most pixels an image file may declare: ``$OPENCV_IO_MAX_IMAGE_PIXELS``, which mattebox/__init__.py sets to
+    the server's default ``max_pixels`` unless it is set already, so OpenCV's own guard (for formats imagesize does
+    not parse) and this check agree and one variable raises both."""
+    try:
+        return int(os.environ.get(PIXEL_BUDGET_VARIABLE, DEFAULT_LIMITS["max_pixels"]))
+    except ValueError:
+        return DEFAULT_LIMITS["max_pixels"]
+
+
+def check_image_file(path: str) -> None:
     """Raise ImageReadError unless ``path`` is a regular file whose header declares a frame within the budget."""
     file = Path(path)
     if file.is_dir():
@@ -64,19 +78,18 @@ def check_image_file(path: str, max_pixels: Optional[int] = None, max_side: Opti
         raise ImageReadError(f"{path}: no such file")
     if not file.is_file():
         raise ImageReadError(f"{path}: not a regular file")
-    max_pixels = DEFAULT_LIMITS["max_pixels"] if max_pixels is None else max_pixels
-    max_side = DEFAULT_LIMITS["max_side"] if max_side is None else max_side
     try:
         size = imagesize.dimensions(str(path))
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     if size is not None:
         width, height = size
+        budget = pixel_budget()
         if width < 1 or height < 1:
             raise ImageReadError(f"{path}: its header declares an empty {width}×{height} image")
-        if width > max_side or height > max_side or width * height > max_pixels:
-            raise ImageReadError(f"{path}: its header declares {width}×{height}, over the image limit (max side "
-                                 f"{max_side}, max {max_pixels} pixels); refused before decoding")
+        if width * height > budget:
+            raise ImageReadError(f"{path}: its header declares {width}×{height} = {width * height} pixels, over "
+                                 f"the budget of {budget} (${PIXEL_BUDGET_VARIABLE}); refused before decoding")
 
 
 def read_gray(path: str) -> np.ndarray:
