@@ -151,7 +151,8 @@ def write_file(path: str, data: bytes) -> None:
     fd, part = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            if hasattr(os, "fchmod"):  # POSIX (mkstemp made it 0600)
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
         os.replace(part, path)
     except BaseException:

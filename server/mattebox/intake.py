@@ -24,18 +24,20 @@ MAX_FRAMES = 2 + len(protocol.INPUTS)
 
 
 class Request:
-    """One received message: its ROUTER ``route``, the frames kept (magic, header, buffers) and, when a limit
-    was passed, the refusal to answer with (magic and header are kept, for the job id)."""
+    """One received message: the ``frames`` kept, as ``recv_multipart(copy=False)`` gives them (ROUTER route,
+    magic, header, buffers; ``zmq.Frame`` objects, so message properties such as ``User-Id`` stay readable), and,
+    when a limit was passed, the refusal to answer with (route, magic and header are kept, for the job id)."""
 
-    def __init__(self, route: bytes, frames: List[Any], refused: Optional[ProtocolError]):
-        self.route = route
+    def __init__(self, frames: List[zmq.Frame], refused: Optional[ProtocolError]):
         self.frames = frames
+        self.route: bytes = frames[0].bytes
         self.refused = refused
         self.header: Dict[str, Any] = {}  #: set by :meth:`decode` once the header is decoded
 
     def decode(self, limits: Dict[str, int]) -> Tuple[Dict[str, Any], List[Any]]:
         """-> (header, buffer frames); raises the refusal after decoding the header (which names the job)."""
-        self.header, buffers = protocol.decode(self.frames, max_header_bytes=_limit(limits, "max_header_bytes"))
+        self.header, buffers = protocol.decode([f.buffer for f in self.frames[1:]],
+                                               max_header_bytes=_limit(limits, "max_header_bytes"))
         if self.refused is not None:
             raise self.refused
         return self.header, buffers
@@ -44,18 +46,17 @@ class Request:
 def receive(sock: zmq.Socket, limits: Dict[str, int]) -> Optional[Request]:
     """Receive the next message without blocking (None when there is none), enforcing the limits frame by frame."""
     try:
-        route = sock.recv(zmq.NOBLOCK, copy=False).bytes
+        kept = [sock.recv(zmq.NOBLOCK, copy=False)]  # the ROUTER's route
     except zmq.Again:
         return None
     max_message = _limit(limits, "max_message_bytes")
-    kept: List[Any] = []
     refused: Optional[ProtocolError] = None
     buffered = 0
     while sock.getsockopt(zmq.RCVMORE):
         frame = sock.recv(copy=False)  # the parts of a message arrive together: this never waits
         if refused is not None:
             continue  # drain: let the frame go at once
-        position = len(kept)
+        position = len(kept) - 1  # 0 magic, 1 header, 2... buffers
         if position >= 2:
             buffered += len(frame)
             if buffered > max_message:
@@ -66,10 +67,10 @@ def receive(sock: zmq.Socket, limits: Dict[str, int]) -> Optional[Request]:
                 refused = ProtocolError("too_large", f"more than {MAX_FRAMES - 2} buffer frames (one per input: "
                                         f"{', '.join(protocol.INPUTS)})", field="buffers")
         if refused is None:
-            kept.append(frame.buffer)
+            kept.append(frame)
         else:
-            del kept[2:]  # keep magic and header (for the job id), drop the buffers
-    return Request(route, kept, refused)
+            del kept[3:]  # keep route, magic and header (for the job id), drop the buffers
+    return Request(kept, refused)
 
 
 def _limit(limits: Dict[str, int], name: str) -> int:
