@@ -65,7 +65,6 @@ def test_buffers_over_max_message_bytes_answer_too_large_naming_the_job(server_p
     assert growth <= (16 + 2) * LIMIT / MiB, f"peak RSS rose {growth:.0f} MiB"
 
 
-
 # ------------------------------------------------------------------------------------------- image files
 HUGE = 20000  # the 1.1 MB PNG declaring 20000 x 20000 cost 2.4 GB before it was refused
 

@@ -50,7 +50,9 @@ def send_and_wait(endpoint: str, frames: List[Any], timeout: float = 60.0) -> Op
 
 
 def peak_growth_mb(server, frames: List[Any], timeout: float = 60.0) -> Tuple[Optional[Dict[str, Any]], float]:
-    """-> (the server's reply header or None, the rise of its peak RSS in MiB while handling ``frames``)."""
+    """-> (the server's reply header or None, the rise of its peak RSS in MiB while handling ``frames``).
+
+    VmHWM only rises past the process's earlier peak: give each input a fresh server for its full cost."""
     before = server.peak_rss_mb()
     reply = send_and_wait(server.endpoint, frames, timeout)  # answered once handled: the peak is behind us
     return reply, server.peak_rss_mb() - before
