@@ -174,3 +174,20 @@ def test_a_folder_named_like_an_image_is_called_a_folder(tmp_path):
         imageio.read_image(str(folder))
     with pytest.raises(imageio.ImageReadError, match="no such file"):
         imageio.read_image(str(tmp_path / "missing.png"))
+
+
+def test_matte_cli_does_not_write_through_a_symlink_at_an_output(tmp_path):
+    image = tmp_path / "plate.png"
+    imageio.write_png(str(image), np.full((12, 16, 3), 0.5, np.float32))
+    mask = tmp_path / "mask.png"
+    imageio.write_png(str(mask), np.full((12, 16), 1.0, np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / "plate_alpha.png").symlink_to(victim)
+    proc = subprocess.run([sys.executable, "-m", "mattebox", "matte", str(image), "--mask", str(mask), "--engine",
+                           "passthrough", "--local", "--quiet", "--out", str(out)], env=tree_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "is a symbolic link" in proc.stderr and "Traceback" not in proc.stderr
+    assert victim.read_text() == "precious"
