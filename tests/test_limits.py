@@ -18,6 +18,7 @@ import pytest
 
 from mattebox import imageio, imagesize
 from mattebox_plugin import protocol
+from mattebox_plugin.client import Client
 
 from .conftest import tree_env
 from .support.oversized import MiB, expanding_header, matte_frames, peak_growth_mb, send_and_wait
@@ -191,3 +192,18 @@ def test_matte_cli_does_not_write_through_a_symlink_at_an_output(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "is a symbolic link" in proc.stderr and "Traceback" not in proc.stderr
     assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (12, 48)])
+def test_a_tiny_pair_falls_back_to_one_frame_and_the_server_lives(server_process, height, width):
+    """OpenCV's DIS flow raises on frames under 8 px and crashed the server process (SIGSEGV) on 12×48: a pair
+    under 16 px a side is matted from the first frame alone, saying why."""
+    server = server_process(state_dir="none")
+    rng = np.random.default_rng(0)
+    image = rng.random((height, width, 3), dtype=np.float32)
+    trimap = np.full((height, width), 0.5, np.float32)
+    trimap[:, : width // 4], trimap[:, width - width // 4:] = 0.0, 1.0
+    with Client(server.endpoint, timeout=60) as client:
+        result = client.submit(image, second=image, trimap=trimap, params={"engine": "classical-pair"}).result()
+    assert result.info["pair_usable"] is False and "too small for optical flow" in result.info["pair_why"]
+    assert server.alive()
