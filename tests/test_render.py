@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from mattebox.commands.render import chunk_of, frame_path, parse_frames
+from mattebox.commands.render import MAX_FRAMES, chunk_of, frame_path, parse_frames
 from mattebox.imageio import read_gray, write_png
 
 from .conftest import tree_env
@@ -17,11 +18,11 @@ from .conftest import tree_env
 def test_patterns_ranges_and_chunks():
     assert frame_path("a/shot.####.exr", 7) == "a/shot.0007.exr"
     assert frame_path("shot.%04d.png", 12) == "shot.0012.png"
-    assert parse_frames("1001-1005") == [1001, 1002, 1003, 1004, 1005]
-    assert parse_frames("1-9x4") == [1, 5, 9]
+    assert list(parse_frames("1001-1005")) == [1001, 1002, 1003, 1004, 1005]
+    assert list(parse_frames("1-9x4")) == [1, 5, 9]
     frames = parse_frames("1-10")
     slices = [chunk_of(frames, f"{k}/3") for k in (1, 2, 3)]
-    assert sum(slices, []) == frames and all(slices)
+    assert [f for s in slices for f in s] == list(frames) and all(slices)
     with pytest.raises(ValueError, match="--chunk"):
         chunk_of(frames, "4/3")
     with pytest.raises(ValueError, match="no frame number"):
@@ -49,3 +50,61 @@ def test_render_a_range_is_resumable(mattebox_server, tmp_path):
     write_png(str(tmp_path / "mask.0003.png"), np.ones((40, 50), np.float32))  # frame 3's input changed
     again = subprocess.run(cmd, env=tree_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "rendered 1, up to date 2" in again.stdout, again.stdout
+
+
+def test_a_huge_frame_range_is_refused_and_no_range_is_materialised():
+    """The issue's `--frames 1-300000000` built a 300M-element list (11.8 GB); now it is refused by its size and
+    every range stays a range, chunks included."""
+    with pytest.raises(ValueError, match=r"300000000 frames, over the limit of 1000000"):
+        parse_frames("1-300000000")
+    frames = parse_frames(f"1-{MAX_FRAMES}")
+    assert isinstance(frames, range) and len(frames) == MAX_FRAMES
+    assert isinstance(chunk_of(frames, "2/3"), range)
+    proc = subprocess.run([sys.executable, "-m", "mattebox", "render", "p.####.png", "--frames", "1-300000000",
+                           "--alpha", "a.####.png", "--local"], env=tree_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "over the limit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _plates(folder, frames):
+    for frame in frames:
+        write_png(str(folder / f"plate.{frame:04d}.png"), np.full((12, 16, 3), 0.5, np.float32))
+        write_png(str(folder / f"mask.{frame:04d}.png"), np.full((12, 16), 0.75, np.float32))
+
+
+def _render(folder, frames, *extra):
+    cmd = [sys.executable, "-m", "mattebox", "render", str(folder / "plate.####.png"), "--frames", frames,
+           "--mask", str(folder / "mask.####.png"), "--alpha", str(folder / "out" / "alpha.####.png"),
+           "--engine", "passthrough", "--local", *extra]
+    return subprocess.run(cmd, env=tree_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_a_missing_frame_is_named_and_a_rerun_resumes(tmp_path):
+    _plates(tmp_path, (1, 2, 4))
+    first = _render(tmp_path, "1-4")
+    assert first.returncode == 2 and "Traceback" not in first.stderr, first.stderr
+    assert f"frame 3: {tmp_path / 'plate.0003.png'}: no such file" in first.stderr
+    assert "2 rendered and 0 up to date before it" in first.stderr
+    assert (tmp_path / "out" / "alpha.0002.png").is_file() and not (tmp_path / "out" / "alpha.0004.png").exists()
+    _plates(tmp_path, (3,))
+    again = _render(tmp_path, "1-4")
+    assert again.returncode == 0 and "rendered 2, up to date 2" in again.stdout, again.stdout + again.stderr
+
+
+def test_outputs_never_write_through_a_link_planted_at_the_output_path(tmp_path):
+    _plates(tmp_path, (1, 2))
+    (tmp_path / "out").mkdir()
+    victim, other = tmp_path / "victim.txt", tmp_path / "other.txt"
+    victim.write_text("precious")
+    other.write_text("also precious")
+    (tmp_path / "out" / "alpha.0001.png").symlink_to(victim)
+    os.link(other, tmp_path / "out" / "alpha.0002.png")  # a hard link: replaced, never written into
+    proc = _render(tmp_path, "1-2")
+    assert proc.returncode == 2 and "is a symbolic link" in proc.stderr and "Traceback" not in proc.stderr
+    assert victim.read_text() == "precious"
+    (tmp_path / "out" / "alpha.0001.png").unlink()
+    proc = _render(tmp_path, "1-2")
+    assert proc.returncode == 0, proc.stderr
+    assert other.read_text() == "also precious"
+    assert read_gray(str(tmp_path / "out" / "alpha.0002.png"))[5, 5] == pytest.approx(0.75, abs=0.01)
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]

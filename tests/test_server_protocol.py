@@ -473,3 +473,30 @@ def test_a_peer_cannot_take_over_another_connections_route(embedded_server, monk
         finally:
             thief.close()
             ctx.term()
+
+
+@pytest.mark.parametrize("roi", [[0, 0, 33, 24], [30, 0, 4, 4], [0, 20, 32, 8], [100, 100, 1, 1]])
+def test_roi_outside_the_image_is_refused_naming_it(raw, roi):
+    header = matte_header([desc()], roi=roi)
+    reply = raw.request(header, [image().tobytes()])
+    assert reply["code"] == "bad_field" and reply["field"] == "params.roi", reply
+    assert "outside the 32×24 image" in reply["message"]
+
+
+def test_empty_roi_is_refused(raw):
+    reply = raw.request(matte_header([desc()], roi=[0, 0, 0, 5]), [image().tobytes()])
+    assert reply["code"] == "bad_field" and reply["field"] == "params.roi", reply
+
+
+def test_roi_inside_the_image_is_accepted(client):
+    result = client.submit(image(), mask=np.ones((24, 32), np.float32),
+                           params={"engine": "passthrough", "roi": [0, 0, 32, 24]}).result()
+    assert result.alpha.shape == (24, 32)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (1, 50)])
+def test_tiny_image_without_guidance_gets_a_clear_error(client, size):
+    with pytest.raises(JobFailed) as err:
+        client.submit(np.full(size + (3,), 0.5, np.float32), params={"engine": "classical"}).result()
+    assert err.value.code == "bad_field" and err.value.field == "buffers"
+    assert "too small to find the subject" in err.value.message and "OpenCV" not in err.value.message

@@ -146,8 +146,10 @@ MATTE_PARAMS = {
                         lambda v: v == 0 or 64 <= v <= 4096),
     "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap; -1 means half the tile",
                                 lambda v: v >= -1),
-    "roi": _field_spec(list, None, "[x, y, width, height] region to solve; outside it alpha comes from guidance",
-                       lambda v: len(v) == 4 and all(isinstance(x, int) and x >= 0 for x in v)),
+    "roi": _field_spec(list, None, "[x, y, width, height] region to solve, inside the image (checked against its "
+                       "size by validate_buffers); outside it alpha comes from guidance",
+                       lambda v: len(v) == 4 and all(_is_type(x, int) for x in v) and min(v[:2]) >= 0
+                       and min(v[2:]) >= 1),
     "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
 }
 
@@ -166,7 +168,8 @@ OWNER_KEY = "owner_key"
 #: server limits announced in hello; clients check them before sending. The queue and byte limits count per
 #: owner (the CURVE key, the owner_key, or the connection), never per the client-chosen ``client`` field.
 DEFAULT_LIMITS = {
-    "max_message_bytes": 1 << 30,
+    "max_message_bytes": 1 << 30,  #: the buffer frames of one message, in total
+    "max_header_bytes": 64 << 10,  #: the msgpack header frame (descriptions and parameters, never pixels)
     "max_pixels": 64_000_000,
     "max_side": 16384,
     "max_queued_jobs_per_client": 16,
@@ -238,17 +241,24 @@ def encode(header: Dict[str, Any], buffers: Sequence[Any] = ()) -> List[Any]:
     return [MAGIC, msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def decode(frames: Sequence[Any]) -> Tuple[Dict[str, Any], List[Any]]:
-    """Multipart frames (without any ROUTER identity) -> (header, buffer frames). Raises ProtocolError."""
+def decode(frames: Sequence[Any], max_header_bytes: Optional[int] = None) -> Tuple[Dict[str, Any], List[Any]]:
+    """Multipart frames (without any ROUTER identity) -> (header, buffer frames). Raises ProtocolError.
+
+    A header over ``max_header_bytes`` (default: no limit) is refused before msgpack sees it; msgpack's own
+    container limits bound what a header within it can expand to."""
     if len(frames) < 2:
         raise ProtocolError("bad_message", f"expected at least 2 frames (magic, header), got {len(frames)}",
                             hint="send [b'MBX', msgpack header, *buffers]")
     if bytes(frames[0]) != MAGIC:
         raise ProtocolError("bad_message", "first frame is not the mattebox magic b'MBX'",
                             hint="send [b'MBX', msgpack header, *buffers]")
+    header_bytes = frame_nbytes(frames[1])
+    if max_header_bytes is not None and header_bytes > max_header_bytes:
+        raise ProtocolError("too_large", f"header is {header_bytes} bytes, over max_header_bytes {max_header_bytes}",
+                            field="header", hint="the header holds descriptions, not pixels")
     try:
         header = msgpack.unpackb(bytes(frames[1]), raw=False, strict_map_key=True, max_bin_len=0,
-                                 max_array_len=4096, max_map_len=4096, max_str_len=1 << 20)
+                                 max_array_len=4096, max_map_len=4096, max_str_len=1 << 20, max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError("bad_message", f"header is not valid msgpack: {exc.__class__.__name__}: {exc}") from None
     if not isinstance(header, dict):
@@ -361,7 +371,8 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
     Checks, in order: descriptions are a list matching the frame count (descriptions carrying ``shm`` have no
     frame; ``shm(value, nbytes)`` maps their bytes); each has a known input name (once), a
     known dtype and colourspace, a 2-D or 3-D shape with an allowed channel count and a size within the limits,
-    and a frame of exactly the described byte size; every input has the image's height and width. Pixel values
+    and a frame of exactly the described byte size; every input has the image's height and width, and the
+    header's ``params.roi`` lies inside the image. Pixel values
     (NaN/inf) are checked by the server after decoding, where numpy is at hand.
     """
     descs = require(header, "buffers", list)
@@ -411,7 +422,19 @@ def validate_buffers(header: Dict[str, Any], frames: Sequence[Any], limits: Dict
             raise ProtocolError("shape_mismatch", f"{name} is {buf.shape[1]}×{buf.shape[0]} but image is "
                                 f"{width}×{height}", field=f"buffers.{index}.shape",
                                 hint="resample every input to the image's size")
+    _check_roi(header.get("params"), width, height)
     return out
+
+
+def _check_roi(params: Any, width: int, height: int) -> None:
+    """A matte request's ``params.roi`` (already checked by validate_params) must lie inside the image."""
+    roi = params.get("roi") if isinstance(params, dict) else None
+    if isinstance(roi, list) and len(roi) == 4 and all(_is_type(v, int) for v in roi):
+        x, y, w, h = roi
+        if x + w > width or y + h > height:
+            raise ProtocolError("bad_field", f"roi [{x}, {y}, {w}, {h}] reaches ({x + w}, {y + h}), outside the "
+                                f"{width}×{height} image", field="params.roi",
+                                hint="x + width <= image width and y + height <= image height")
 
 
 def _check_shape(name: str, shape: List[Any], field: str, limits: Dict[str, int]) -> None:

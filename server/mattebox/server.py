@@ -37,7 +37,7 @@ import zmq
 from mattebox_plugin import protocol
 from mattebox_plugin.protocol import ProtocolError
 
-from . import __version__, engines
+from . import __version__, engines, intake
 from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker
 from .jobstore import JobStore, StoredFileError, StoredJob, load_inputs
 from .sysinfo import memory_usage
@@ -256,17 +256,17 @@ class Server:
 
     def _receive_requests(self) -> None:
         for _ in range(64):  # bounded so notifications are not starved
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            request = intake.receive(self.router, self.config.limits)
+            if request is None:
                 return
             self.counters["received"] += 1
-            route = frames[0].bytes
+            route = request.route
             header: Dict[str, Any] = {}
             try:
-                header, buffers = protocol.decode([f.buffer for f in frames[1:]])
-                self._handle(route, header, buffers, frames, self._owner(route, frames, header))
+                header, buffers = request.decode(self.config.limits)
+                self._handle(route, header, buffers, request.frames, self._owner(route, request.frames, header))
             except ProtocolError as exc:
+                header = request.header
                 self.counters["errors"] += 1
                 job_id = header.get("id") if isinstance(header.get("id"), str) else None
                 log.info("request refused", extra={"fields": {"code": exc.code, "field": exc.field,

@@ -82,9 +82,16 @@ class ServerProcess:
 
     def rss_mb(self) -> float:
         """Resident memory of the server process in MiB (Linux /proc), NaN when it is not known."""
+        return self._proc_status_mb("VmRSS:")
+
+    def peak_rss_mb(self) -> float:
+        """The server process's peak resident memory so far in MiB (VmHWM), NaN when it is not known."""
+        return self._proc_status_mb("VmHWM:")
+
+    def _proc_status_mb(self, key: str) -> float:
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
         except FileNotFoundError:
             pass

@@ -73,15 +73,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stderr.write("\r" + " " * 70 + "\r")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     alpha, foreground, trimap = result.alpha, result.foreground, result.trimap
     fg_linear = srgb_to_linear(foreground) if colorspace == "srgb" else foreground
-    write_exr(out / f"{stem}_alpha.exr", alpha)
-    write_png(out / f"{stem}_alpha.png", alpha, bits=16)
-    write_exr(out / f"{stem}_fg.exr", fg_linear)
-    write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
-    write_png(out / f"{stem}_trimap.png", trimap)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_exr(out / f"{stem}_alpha.exr", alpha)
+        write_png(out / f"{stem}_alpha.png", alpha, bits=16)
+        write_exr(out / f"{stem}_fg.exr", fg_linear)
+        write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
+        write_png(out / f"{stem}_trimap.png", trimap)
+    except OSError as exc:  # imageio.OutputError for a symbolic link at an output path, a full disk, permissions
+        print(f"mattebox: could not write the outputs: {exc}", file=sys.stderr)
+        return 1
     info = result.info
     print(f"{args.image}: engine {info.get('engine')}, guidance {info.get('guidance', '?')}, "
           f"solve {info.get('seconds', 0):.2f} s, total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")

@@ -13,12 +13,13 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
-    parser.add_argument("--frames", required=True, help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2")
+    parser.add_argument("--frames", required=True,
+                        help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2 (at most 1,000,000 frames)")
     parser.add_argument("--chunk", help="K/N: render only the K-th (1-based) of N equal slices of the range")
     parser.add_argument("--second-offset", type=int,
                         help="use frame F+OFFSET of the plate sequence as the parallax partner")
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
 
 
+#: most frames one `mattebox render` takes (over 11 hours at 24 fps): a typo such as 1-300000000 is refused
+MAX_FRAMES = 1_000_000
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 
@@ -50,7 +53,9 @@ def frame_path(pattern: str, frame: int) -> str:
     return pattern[:match.start()] + str(frame).zfill(len(match.group())) + pattern[match.end():]
 
 
-def parse_frames(spec: str) -> List[int]:
+def parse_frames(spec: str) -> range:
+    """``FIRST-LAST[xSTEP]`` -> the frames as a range (never a list: its size does not depend on the range's), of
+    at most :data:`MAX_FRAMES` frames."""
     match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?(?:x(\d+))?", spec.strip())
     if not match:
         raise ValueError(f"--frames {spec!r}: expected FIRST-LAST[xSTEP], e.g. 1001-1100")
@@ -59,10 +64,14 @@ def parse_frames(spec: str) -> List[int]:
     step = int(match.group(3) or 1)
     if last < first or step < 1:
         raise ValueError(f"--frames {spec!r}: LAST must be >= FIRST and STEP >= 1")
-    return list(range(first, last + 1, step))
+    frames = range(first, last + 1, step)
+    if len(frames) > MAX_FRAMES:
+        raise ValueError(f"--frames {spec!r}: {len(frames)} frames, over the limit of {MAX_FRAMES} per render; "
+                         f"split the range (or use --chunk K/N on a farm)")
+    return frames
 
 
-def chunk_of(frames: List[int], chunk: Optional[str]) -> List[int]:
+def chunk_of(frames: Sequence[int], chunk: Optional[str]) -> Sequence[int]:
     """The K-th of N contiguous, near-equal slices (K is 1-based)."""
     if not chunk:
         return frames
@@ -74,18 +83,30 @@ def chunk_of(frames: List[int], chunk: Optional[str]) -> List[int]:
 
 
 def input_hash(paths: List[Optional[str]], settings: dict) -> str:
+    """sha256 of the settings and the input files' bytes (read in blocks)."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in paths:
-        digest.update(b"\0" if path is None else Path(path).read_bytes())
+        if path is None:
+            digest.update(b"\0")
+            continue
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def _recorded_hash(record: Path) -> Optional[str]:
+    """The inputs_sha256 a frame's sidecar record holds, or None when there is no readable record."""
+    try:
+        return json.loads(record.read_text()).get("inputs_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
-    from ..colour import srgb_to_linear
     from ..embedded import server_endpoint
-    from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
 
     try:
         frames = chunk_of(parse_frames(args.frames), args.chunk)
@@ -97,53 +118,73 @@ def run(args: argparse.Namespace) -> int:
     params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
               "outputs": ["alpha", "foreground"]}
     done = skipped = 0
+    frame = None
     try:
         with server_endpoint(args.endpoint, args.local) as endpoint, Client(endpoint, timeout=args.timeout) as client:
             for frame in frames:
-                image_path = frame_path(args.image, frame)
-                second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
-                guide_path = frame_path(args.mask or args.trimap, frame) if (args.mask or args.trimap) else None
-                alpha_path = Path(frame_path(args.alpha, frame))
-                record = alpha_path.with_name(alpha_path.name + ".json")
-                digest = input_hash([image_path, second_path, guide_path], settings)
-                if not args.force and alpha_path.exists() and record.exists() and \
-                        json.loads(record.read_text()).get("inputs_sha256") == digest:
+                if render_frame(client, frame, args, settings, params):
+                    done += 1
+                else:
                     skipped += 1
-                    print(f"frame {frame}: up to date", flush=True)
-                    continue
-                image, colorspace = read_image(image_path)
-                inputs = {"image": image}
-                if second_path:
-                    inputs["second"] = read_image(second_path)[0]
-                if guide_path:
-                    inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
-                result = client.submit(params=params, colorspace=colorspace, **inputs).result()
-                alpha_path.parent.mkdir(parents=True, exist_ok=True)
-                _write(alpha_path, result.alpha, linear=False, write_exr=write_exr, write_png=write_png)
-                if args.foreground:
-                    fg_path = Path(frame_path(args.foreground, frame))
-                    fg_path.parent.mkdir(parents=True, exist_ok=True)
-                    fg = result.foreground
-                    if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
-                        fg = srgb_to_linear(fg)  # EXR files are scene-linear
-                    _write(fg_path, fg, linear=colorspace == "linear", write_exr=write_exr, write_png=write_png)
-                record.write_text(json.dumps({"frame": frame, "inputs_sha256": digest, "info": result.info},
-                                             indent=1, default=str))
-                done += 1
-                print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s",
-                      flush=True)
-    except (ImageReadError, ValueError) as exc:
-        print(f"mattebox render: {exc}", file=sys.stderr)
-        return 2
     except (JobFailed, ServerUnavailable) as exc:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as exc:  # a missing or unreadable input, a bad pattern, an output not written
+        where = f"frame {frame}: " if frame is not None else ""
+        print(f"mattebox render: {where}{exc}", file=sys.stderr)
+        if frame is not None:
+            print(f"mattebox render: stopped at frame {frame} ({done} rendered and {skipped} up to date before it); "
+                  f"run the same command again to resume there", file=sys.stderr)
+        return 2
     print(f"rendered {done}, up to date {skipped}, of {len(frames)} frames")
     return 0
 
 
-def _write(path: Path, array, linear: bool, write_exr, write_png) -> None:
+def render_frame(client, frame: int, args: argparse.Namespace, settings: dict, params: dict) -> bool:
+    """Matte one frame and write its outputs and record; False when its outputs are up to date (skipped).
+
+    Raises ImageReadError naming a missing or unreadable input, OSError (imageio.OutputError for a symbolic link)
+    naming an output it could not write."""
+    from ..colour import srgb_to_linear
+    from ..imageio import check_image_file, read_gray, read_image, write_file
+
+    image_path = frame_path(args.image, frame)
+    second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
+    guide_path = frame_path(args.mask or args.trimap, frame) if (args.mask or args.trimap) else None
+    for path in (image_path, second_path, guide_path):
+        if path is not None:
+            check_image_file(path)
+    alpha_path = Path(frame_path(args.alpha, frame))
+    record = alpha_path.with_name(alpha_path.name + ".json")
+    digest = input_hash([image_path, second_path, guide_path], settings)
+    if not args.force and alpha_path.exists() and _recorded_hash(record) == digest:
+        print(f"frame {frame}: up to date", flush=True)
+        return False
+    image, colorspace = read_image(image_path)
+    inputs = {"image": image}
+    if second_path:
+        inputs["second"] = read_image(second_path)[0]
+    if guide_path:
+        inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
+    result = client.submit(params=params, colorspace=colorspace, **inputs).result()
+    alpha_path.parent.mkdir(parents=True, exist_ok=True)
+    _write(alpha_path, result.alpha, linear=False)
+    if args.foreground:
+        fg_path = Path(frame_path(args.foreground, frame))
+        fg_path.parent.mkdir(parents=True, exist_ok=True)
+        fg = result.foreground
+        if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
+            fg = srgb_to_linear(fg)  # EXR files are scene-linear
+        _write(fg_path, fg, linear=colorspace == "linear")
+    write_file(record, json.dumps({"frame": frame, "inputs_sha256": digest, "info": result.info}, indent=1,
+                                  default=str).encode())
+    print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s", flush=True)
+    return True
+
+
+def _write(path: Path, array, linear: bool) -> None:
     from ..colour import linear_to_srgb
+    from ..imageio import write_exr, write_png
 
     if path.suffix.lower() == ".exr":
         write_exr(path, array)

@@ -15,7 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unless CURVE keys are given. Default: %(default)s")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, default=1, help="worker threads (one per device is usual)")
-    parser.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_LIMITS["max_message_bytes"])
+    parser.add_argument("--max-message-bytes", type=int, default=protocol.DEFAULT_LIMITS["max_message_bytes"],
+                        help="most bytes of pixel buffers in one message, counted as frames arrive (default: "
+                             "%(default)s)")
+    parser.add_argument("--max-header-bytes", type=int, default=protocol.DEFAULT_LIMITS["max_header_bytes"],
+                        help="most bytes of a message's msgpack header, refused before decoding (default: "
+                             "%(default)s)")
     parser.add_argument("--max-pixels", type=int, default=protocol.DEFAULT_LIMITS["max_pixels"])
     parser.add_argument("--max-side", type=int, default=protocol.DEFAULT_LIMITS["max_side"])
     parser.add_argument("--max-queued-jobs", type=int,
@@ -63,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     from ..sysinfo import resolve_device
 
     logs.setup(args.log_level, args.log_format)
-    limits = {"max_message_bytes": args.max_message_bytes, "max_pixels": args.max_pixels,
-              "max_side": args.max_side, "max_queued_jobs_per_client": args.max_queued_jobs,
-              "max_bytes_per_client": args.max_bytes_per_client, "max_queued_jobs": args.max_queued_jobs_total,
-              "max_bytes_in_flight": args.max_bytes_in_flight, "max_result_bytes": args.max_result_bytes}
+    limits = {"max_message_bytes": args.max_message_bytes, "max_header_bytes": args.max_header_bytes,
+              "max_pixels": args.max_pixels, "max_side": args.max_side,
+              "max_queued_jobs_per_client": args.max_queued_jobs, "max_bytes_per_client": args.max_bytes_per_client,
+              "max_queued_jobs": args.max_queued_jobs_total, "max_bytes_in_flight": args.max_bytes_in_flight,
+              "max_result_bytes": args.max_result_bytes}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
                           curve_clients_dir=args.curve_clients, allow_any_client=args.allow_any_client,

@@ -21,10 +21,19 @@ class ClassicalPairEngine(ClassicalEngine):
     uses = ("second", "trimap", "mask", "background")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        if request.second is None or request.background is not None:
-            result = super().matte(request, progress)
+        from ..twoframe.motion import MIN_FLOW_SIDE
+
+        height, width = request.shape
+        why = None
+        if request.second is None:
+            why = "no second frame given"
+        elif request.background is not None:
             why = ("a clean plate was given: it shows the background everywhere, a second frame only where "
-                   "parallax reveals it" if request.background is not None else "no second frame given")
+                   "parallax reveals it")
+        elif min(height, width) < MIN_FLOW_SIDE:
+            why = f"the frames are {width}×{height} px, too small for optical flow (at least {MIN_FLOW_SIDE} px a side)"
+        if why is not None:
+            result = super().matte(request, progress)
             result.info.update(pair_usable=False, revealed_coverage=0.0, pair_why=why)
             return result
         if request.second.shape != request.image.shape:

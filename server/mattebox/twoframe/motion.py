@@ -22,6 +22,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
+#: smallest height and width DIS flow is run on: OpenCV 4.14's DIS raises under 8 px and crashes the process
+#: (SIGSEGV) on frames under 16 rows that are 3-16x as wide (e.g. 12×48), measured over 1-40 px by 4-16384 px
+MIN_FLOW_SIDE = 16
+
 #: Sundaram et al. 2010 eq. 5: inconsistent where |w + ŵ|² > RELATIVE·(|w|² + |ŵ|²) + ABSOLUTE_PX2
 CONSISTENCY_RELATIVE = 0.01
 CONSISTENCY_ABSOLUTE_PX2 = 0.5
@@ -42,6 +46,10 @@ class DISFlow:
     def flow(self, target: np.ndarray, source: np.ndarray) -> np.ndarray:
         if target.shape[:2] != source.shape[:2]:
             raise ValueError(f"flow: target {target.shape[:2]} and source {source.shape[:2]} differ in size")
+        if min(target.shape[:2]) < MIN_FLOW_SIDE:
+            height, width = target.shape[:2]
+            raise ValueError(f"flow: frames of {width}×{height} px are too small for optical flow (at least "
+                             f"{MIN_FLOW_SIDE} px a side)")
         dis = cv2.DISOpticalFlow_create(self.preset)  # not thread-safe: one per call
         return dis.calc(self._grey(target), self._grey(source), None)  # H×W×2 float32
 
