@@ -286,6 +286,26 @@ def test_refused_handshakes_are_rate_limited_in_the_log():
         logger.removeHandler(records)
 
 
+def test_refusals_with_a_fresh_key_each_time_are_rate_limited_too():
+    """Keys cost nothing to make: 300 strangers with 300 keys still log FIRST_TOTAL lines and one summary."""
+    now = [0.0]
+    records = _Records()
+    logger = logging.getLogger("mattebox.test-auth-fresh")
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    try:
+        auth_log = _AuthLog(logger, clock=lambda: now[0])
+        for i in range(300):
+            auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", f"key-{i}")
+        now[0] += _AuthLog.PERIOD
+        auth_log.summarise()
+        lines = [m for level, m in records.messages if level == logging.WARNING]
+        assert len(lines) == _AuthLog.FIRST_TOTAL + 1
+        assert lines[-1].startswith(f"clients refused {300 - _AuthLog.FIRST_TOTAL} more times")
+    finally:
+        logger.removeHandler(records)
+
+
 def test_a_stranger_retrying_logs_a_few_lines_not_one_per_handshake(curve_server):
     server, texts, records = curve_server
     ctx = zmq.Context()

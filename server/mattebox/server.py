@@ -645,11 +645,14 @@ def _bind(router: zmq.Socket, endpoint: str) -> None:
 class _AuthLog:
     """zmq.auth logs every decision at debug level; a refused client must show in a normal server log, so its
     DENIED lines are raised to warning (everything else stays debug). Rate-limited so that a client retrying a bad
-    key cannot flood the log: the first :attr:`FIRST` refusals of each key per :attr:`PERIOD` are logged one by
-    one, the rest as one summary line per period (counts per key). Called from the authenticator's thread
+    key cannot flood the log: the first :attr:`FIRST` refusals of each key per :attr:`PERIOD`, and at most
+    :attr:`FIRST_TOTAL` in all (keys cost nothing to make, so a per-key limit alone does not bound a stranger who
+    brings a fresh key each time), are logged one by one, the rest as one summary line per period (counts per
+    key). Called from the authenticator's thread
     (refusals) and the request loop's sweep (:meth:`summarise`)."""
 
     FIRST = 3  #: refusals of one key logged individually per period
+    FIRST_TOTAL = 10  #: refusals of all keys logged individually per period
     PERIOD = 60.0  #: seconds between summaries
     MAX_KEYS = 1000  #: distinct keys counted per period; further ones are counted together
 
@@ -660,6 +663,7 @@ class _AuthLog:
         self._period_start = clock()
         self._counts: Dict[str, int] = {}  #: refusals per client key in this period
         self._quiet = 0  #: refusals in this period not logged one by one
+        self._logged = 0  #: refusals in this period logged one by one
 
     def debug(self, msg, *args, **kwargs):
         text = str(msg) % args if args else str(msg)
@@ -675,11 +679,12 @@ class _AuthLog:
             if key not in self._counts and len(self._counts) >= self.MAX_KEYS:
                 key = "(other keys)"
             count = self._counts[key] = self._counts.get(key, 0) + 1
-            if count > self.FIRST:
+            if count > self.FIRST or self._logged >= self.FIRST_TOTAL:
                 self._quiet += 1
                 return
-        more = (f"; further refusals of this key are summarised every {self.PERIOD:.0f} s"
-                if count == self.FIRST else "")
+            self._logged += 1
+            last = count == self.FIRST or self._logged == self.FIRST_TOTAL
+        more = f"; further refusals are summarised every {self.PERIOD:.0f} s" if last else ""
         self.logger.warning("client refused: %s%s", text, more,
                             extra={"fields": {"reason": "CURVE key not allowed", "refusals": count}})
 
@@ -689,7 +694,7 @@ class _AuthLog:
             if self.clock() - self._period_start < self.PERIOD:
                 return
             counts, quiet = self._counts, self._quiet
-            self._counts, self._quiet, self._period_start = {}, 0, self.clock()
+            self._counts, self._quiet, self._logged, self._period_start = {}, 0, 0, self.clock()
         if quiet:
             busiest = dict(sorted(counts.items(), key=lambda item: -item[1])[:10])
             self.logger.warning("clients refused %d more times in the last %.0f s (not logged one by one)", quiet,
