@@ -24,11 +24,12 @@ from ..models.weights import load_spec_weights, weights_status
 from .classical.foreground import blur_fusion
 from .classical.guidance import grabcut_mask, trimap_from_mask
 
-#: activation memory per input pixel at inference, by model (bytes, fp16 autocast) — sizes GPU tiles/batches.
+#: activation memory per input pixel at inference, by tiled model (bytes, fp16 autocast) — sizes GPU tiles/batches.
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
-#: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, ppmatting 726, vitmatte 1306 B/px; CUDA adds
-#: workspaces and allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out.
-BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
+#: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, vitmatte 1306 B/px; CUDA adds workspaces and
+#: allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out. PP-Matting runs
+#: whole frames (PPMattingEngine.infer) and sizes nothing from it.
+BYTES_PER_PIXEL = {"parallax": 6000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
 
 
 class ModelCache:
