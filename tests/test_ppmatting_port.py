@@ -226,5 +226,7 @@ def test_the_engine_mattes_a_whole_frame_through_the_contract():
                                    lambda stage, done=0, total=0, message="": reports.append(stage))
     assert result.alpha.shape == (50, 90) and result.info["whole_frame"] == [32, 32]
     assert "tiles" in reports
+    default = TinyPPMatting().matte(MatteRequest(image=image))  # the model's max_short (PaddleSeg W48: 1536)
+    assert default.info["max_short"] == 1536 and default.info["whole_frame"] == [32, 64]
     with pytest.raises(ValueError, match="max_short"):
         TinyPPMatting().matte(MatteRequest(image=image, params={"max_short": "big"}))

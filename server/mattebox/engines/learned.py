@@ -241,7 +241,7 @@ class PPMattingEngine(LearnedEngine):
     def infer(self, model, inputs, trimap, needed, device, amp, request, progress):
         from ..models.ppmatting import inference_sizes, predict
 
-        max_short = request.param("max_short", self.spec.extras.get("max_short"))
+        max_short = request.param("max_short", model.max_short)  # default: the checkpoint's PaddleSeg config
         if max_short is not None and (isinstance(max_short, bool) or not isinstance(max_short, int)
                                       or max_short < 32):
             raise ValueError(f"param 'max_short' must be an integer >= 32 (the short side PP-Matting works at) or "

@@ -367,13 +367,16 @@ class HRDB(nn.Module):
 # -- the model -------------------------------------------------------------------------------------------------------
 class PPMatting(nn.Module):
     """PaddleSeg's PPMatting(backbone=HRNet_W{width}). The defaults of the SCB/HRDB widths are PaddleSeg's; tests
-    and the parity fixture shrink them."""
+    and the parity fixture shrink them. ``max_short`` is not architecture: the short side :func:`predict` limits
+    frames to, as the checkpoint's PaddleSeg config does (W48 1536; W18 human_512 / human_1024: 512 / 1024)."""
 
     def __init__(self, hrnet_width: int = 48, stage1_channels: int = 64, blocks: Sequence[int] = (4, 4, 4, 4),
                  modules: Sequence[int] = (1, 4, 3), psp_channels: int = 512,
                  scb_mid: Sequence[int] = (512, 256, 128, 128, 64, 64),
-                 scb_out: Sequence[int] = (256, 128, 64, 64, 64, 3), hrdb_channels: Sequence[int] = (64, 32, 16, 8)):
+                 scb_out: Sequence[int] = (256, 128, 64, 64, 64, 3), hrdb_channels: Sequence[int] = (64, 32, 16, 8),
+                 max_short: Optional[int] = 1536):
         super().__init__()
+        self.max_short = max_short
         self.backbone = HRNet(hrnet_width, stage1_channels, blocks, modules)
         feats = self.backbone.feat_channels
         self.scb = SCB(feats[-1], psp_channels, scb_mid, scb_out)

@@ -127,9 +127,8 @@ register_model(ModelSpec(
     paper="pp-matting.txt sec. 3.1-3.3; PaddleSeg Matting/ppmatting/models/ppmatting.py",
     # torch parameters; PaddleSeg's published 86.3M (86,292,842) also counts the 94,908 BatchNorm statistics
     full_params=86_197_934,
-    # whole frame, not tiled: PaddleSeg's val transforms (LimitShort max_short, ResizeToIntMult 32); the W48
-    # configs use max_short 1536, human_512 / human_1024 (HRNet-W18) 512 / 1024
-    extras=dict(whole_frame=True, max_short=1536),
+    # whole frame, not tiled, resized as PaddleSeg's val transforms do (PPMatting's max_short; engines/learned.py)
+    extras=dict(whole_frame=True),
 ))
 
 register_model(ModelSpec(
