@@ -205,6 +205,18 @@ def test_predict_runs_a_whole_frame_of_any_size(parity):
         predict(model, srgb[..., 0])
 
 
+def test_predict_matches_paddlesegs_inference_pipeline_on_an_odd_frame(parity):
+    """A 70×101 8-bit frame through PaddleSeg's predict (LimitShort 64 -> 64×92, ResizeToIntMult -> 64×64,
+    Normalize, model, reverse_transform back through 64×92 to 70×101) against ours."""
+    model, _ = parity
+    data = np.load(FIXTURES / "ppmatting_parity.npz")
+    frame, expected = data["frame"], data["frame_alpha"]
+    assert frame.shape[:2] == expected.shape == (70, 101)
+    assert inference_sizes(70, 101, int(data["frame_max_short"])) == [(70, 101), (64, 92), (64, 64)]
+    ours = predict(model, frame.astype(np.float32) / 255, max_short=int(data["frame_max_short"]))
+    assert np.abs(ours - expected).max() <= 1e-4
+
+
 def test_predict_equals_the_model_on_an_exact_multiple_of_32(parity):
     """No resize at a multiple of 32: predict is normalise (mean = std = 0.5) + forward."""
     model, cases = parity

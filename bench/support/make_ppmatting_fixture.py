@@ -5,7 +5,8 @@ against without paddle:
   and HRNet_W48 and its shape in each, and their parameter counts (the converter's key table);
 * ``tests/fixtures/ppmatting_parity.pdparams`` + ``.npz``: a reduced-width PP-Matting (the same depth, so the same
   names, with HRNet width 1 and narrowed SCB/HRDB) with seeded random weights, saved by ``paddle.save``, two
-  inputs of different sizes and PaddleSeg's outputs (alpha = the eval forward, detail = sigmoid of the HRDB logit).
+  inputs of different sizes and PaddleSeg's outputs (alpha = the eval forward, detail = sigmoid of the HRDB logit),
+  and one 8-bit frame of no multiple of 32 through PaddleSeg's whole inference pipeline (resize, model, resize back).
 
 PaddleSeg hard-codes the SCB and HRDB widths, so the reduced model runs PaddleSeg's own SCB/HRDB source with
 only those width literals substituted (asserted to match exactly once each); every layer is PaddleSeg's.
@@ -47,6 +48,8 @@ REDUCED_WIDTHS = {
 REDUCED_TORCH = dict(hrnet_width=1, stage1_channels=4, psp_channels=16, scb_mid=[16, 16, 8, 8, 4, 4],
                      scb_out=[16, 8, 4, 4, 4, 3], hrdb_channels=[8, 8, 8, 4])
 SIZES = [(64, 96), (96, 128)]
+#: a frame of no multiple of 32 through PaddleSeg's predict pipeline: 70x101 -> LimitShort 64x92 -> 64x64
+FRAME_SIZE, FRAME_MAX_SHORT = (70, 101), 64
 SEED = 18
 
 
@@ -149,6 +152,20 @@ def main() -> None:
         print(f"{h}x{w}: class fractions fg/transition/bg {np.round(classes, 3)}")
         arrays.update({f"image_{n}": image, f"alpha_{n}": alpha.astype(np.float32),
                        f"detail_{n}": captured["detail"].numpy().astype(np.float32)})
+    # a frame through PaddleSeg's own inference pipeline (core/predict.py: val transforms LimitShort +
+    # ResizeToIntMult(32) + Normalize, the model, reverse_transform): 8-bit values given as float32 so that both
+    # sides resize the same numbers; LoadImages swaps BGR to RGB, so the frame goes in as BGR
+    from ppmatting import transforms as T
+    from ppmatting.core.predict import preprocess, reverse_transform
+
+    frame = rng.integers(0, 256, FRAME_SIZE + (3,), dtype=np.uint8)
+    pipeline = T.Compose([T.LoadImages(), T.LimitShort(max_short=FRAME_MAX_SHORT), T.ResizeToIntMult(mult_int=32),
+                          T.Normalize()])
+    data = preprocess(img=np.ascontiguousarray(frame[..., ::-1], dtype=np.float32), transforms=pipeline)
+    with paddle.no_grad():
+        frame_alpha = reverse_transform(model(data), data["trans_info"]).numpy()[0, 0]
+    print(f"frame {FRAME_SIZE} through {[tuple(size) for _, size in data['trans_info']]}")
+    arrays.update(frame=frame, frame_alpha=frame_alpha.astype(np.float32), frame_max_short=FRAME_MAX_SHORT)
     FIXTURES.mkdir(exist_ok=True)
     # paddle.save of the arrays: PaddleSeg's layout without the "StructuredToParameterName@@" name map that
     # saving Tensors adds (174 KiB here; the converter's tests cover it with a small file of their own)
