@@ -236,16 +236,17 @@ class PPMattingEngine(LearnedEngine):
     uses = ()
 
     def prepare(self, request):
+        max_short = request.param("max_short", 32)  # checked before the model loads
+        if max_short is not None and (isinstance(max_short, bool) or not isinstance(max_short, int)
+                                      or max_short < 32):
+            raise ValueError(f"param 'max_short' must be an integer >= 32 (the short side PP-Matting works at) or "
+                             f"null for the full size, got {max_short!r}")
         return {"image": request.image_srgb}, np.full(request.shape, 0.5, np.float32), None
 
     def infer(self, model, inputs, trimap, needed, device, amp, request, progress):
         from ..models.ppmatting import inference_sizes, predict
 
         max_short = request.param("max_short", model.max_short)  # default: the checkpoint's PaddleSeg config
-        if max_short is not None and (isinstance(max_short, bool) or not isinstance(max_short, int)
-                                      or max_short < 32):
-            raise ValueError(f"param 'max_short' must be an integer >= 32 (the short side PP-Matting works at) or "
-                             f"null for the full size, got {max_short!r}")
         sizes = inference_sizes(*inputs["image"].shape[:2], max_short)
         progress("tiles", 0, 1)
         alpha = predict(model, inputs["image"], max_short, device, amp)
