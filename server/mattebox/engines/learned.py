@@ -24,11 +24,12 @@ from ..models.weights import load_spec_weights, weights_status
 from .classical.foreground import blur_fusion
 from .classical.guidance import grabcut_mask, trimap_from_mask
 
-#: activation memory per input pixel at inference, by model (bytes, fp16 autocast) — sizes GPU tiles/batches.
+#: activation memory per input pixel at inference, by tiled model (bytes, fp16 autocast) — sizes GPU tiles/batches.
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
-#: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, ppmatting 726, vitmatte 1306 B/px; CUDA adds
-#: workspaces and allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out.
-BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
+#: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, vitmatte 1306 B/px; CUDA adds workspaces and
+#: allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out. PP-Matting runs
+#: whole frames (PPMattingEngine.infer) and sizes nothing from it.
+BYTES_PER_PIXEL = {"parallax": 6000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
 
 
 class ModelCache:
@@ -145,8 +146,6 @@ class LearnedEngine(Engine):
 
     # -- the job ------------------------------------------------------------------------------------------------
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
-
         timings = {}
         started = time.perf_counter()
         progress("guidance")
@@ -156,15 +155,7 @@ class LearnedEngine(Engine):
         device, amp = pick_device(request.param("device"))
         model = self.model(device)  # WeightsError names the file and expected hash
         timings["load"] = time.perf_counter() - started - timings["guidance"]
-        tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
-                                            self.spec.tile)
-        tile = int(request.param("tile", tile))
-        batch = int(request.param("tile_batch", batch))
-        fill = {"alpha": trimap[..., None]} if needed is not None else None
-        options = dict(self.forward_options)
-        run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
-        merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
-                             progress=lambda done, total: progress("tiles", done, total), fill=fill)
+        merged, run_info = self.infer(model, inputs, trimap, needed, device, amp, request, progress)
         timings["inference"] = time.perf_counter() - started - sum(timings.values())
         progress("foreground")
         alpha, premultiplied = self.alpha_and_premultiplied(merged)
@@ -180,9 +171,25 @@ class LearnedEngine(Engine):
         timings["foreground"] = time.perf_counter() - started - sum(timings.values())
         return MatteResult(alpha, foreground, trimap.astype(np.float32),
                            {"engine": self.name, "model": self.model_name, "device": str(device),
-                            "autocast": str(amp) if amp is not None else "off", "tile": tile,
-                            "tile_batch": run.batch_limit or batch,
+                            "autocast": str(amp) if amp is not None else "off", **run_info,
                             "timings": timings}).check(request.shape)
+
+    def infer(self, model, inputs, trimap, needed, device, amp, request: MatteRequest,
+              progress: Progress) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
+        """Model outputs over the frame (name -> H×W×C) and what the result reports about the run: overlapping
+        tiles merged with a Gaussian window (mattebox.tiling), tile and batch from free GPU memory."""
+        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
+
+        tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
+                                            self.spec.tile)
+        tile = int(request.param("tile", tile))
+        batch = int(request.param("tile_batch", batch))
+        fill = {"alpha": trimap[..., None]} if needed is not None else None
+        options = dict(self.forward_options)
+        run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
+        merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
+                             progress=lambda done, total: progress("tiles", done, total), fill=fill)
+        return merged, {"tile": tile, "tile_batch": run.batch_limit or batch}
 
 
 class ParallaxEngine(LearnedEngine):
@@ -220,14 +227,31 @@ class ParallaxEngine(LearnedEngine):
 
 
 class PPMattingEngine(LearnedEngine):
+    """PP-Matting on the whole frame, as PaddleSeg's inference runs it (models/ppmatting.py:predict): its semantic
+    branch classifies the subject from global context, which tiles would cut apart."""
+
     name = "ppmatting"
     model_name = "ppmatting"
-    description = "PP-Matting (trimap-free; learned, needs weights)"
+    description = "PP-Matting (trimap-free, whole frame; learned, needs weights)"
     uses = ()
 
     def prepare(self, request):
-        image = self.normalise(request.image_srgb)
-        return {"image": image}, np.full(request.shape, 0.5, np.float32), None
+        max_short = request.param("max_short", 32)  # checked before the model loads
+        if max_short is not None and (isinstance(max_short, bool) or not isinstance(max_short, int)
+                                      or max_short < 32):
+            raise ValueError(f"param 'max_short' must be an integer >= 32 (the short side PP-Matting works at) or "
+                             f"null for the full size, got {max_short!r}")
+        return {"image": request.image_srgb}, np.full(request.shape, 0.5, np.float32), None
+
+    def infer(self, model, inputs, trimap, needed, device, amp, request, progress):
+        from ..models.ppmatting import inference_sizes, predict
+
+        max_short = request.param("max_short", model.max_short)  # default: the checkpoint's PaddleSeg config
+        sizes = inference_sizes(*inputs["image"].shape[:2], max_short)
+        progress("tiles", 0, 1)
+        alpha = predict(model, inputs["image"], max_short, device, amp)
+        progress("tiles", 1, 1)
+        return {"alpha": alpha[..., None]}, {"whole_frame": list(sizes[-1]), "max_short": max_short}
 
 
 class Mask2AlphaEngine(LearnedEngine):

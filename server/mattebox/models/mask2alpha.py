@@ -27,10 +27,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ppmatting import BasicBlock
 from .vit import ViTEncoder, check_input, conv_bn_relu, tokens_to_map
 
 REGION_FOREGROUND, REGION_EDGE, REGION_BACKGROUND = 2.0, 1.0, 0.5
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016): two 3×3 conv-BN with a ReLU between, plus the input (a 1×1 conv-BN
+    projection when the width or stride changes), ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None if (cin == cout and stride == 1) else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.down is None else self.down(x)))
 
 
 def region_relevance(mask: torch.Tensor, patch_size: int) -> torch.Tensor:

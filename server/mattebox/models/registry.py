@@ -6,6 +6,7 @@ present without loading any architecture code.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -113,18 +114,21 @@ register_model(ModelSpec(
 
 register_model(ModelSpec(
     name="ppmatting",
-    weights=_local_weights("ppmatting"),
+    # PaddleSeg's checkpoints (.pdparams) convert with models/ppmatting_convert.py; weights expect mean = std = 0.5
+    weights=dataclasses.replace(_local_weights("ppmatting"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     constructor=_M + "ppmatting:PPMatting",
-    config=dict(hrnet_width=48, scb_channels=(128, 128, 64, 64, 32), hrdb_channels=64),
-    tiny_config=dict(hrnet_width=4, stem_channels=8, stage_blocks=1, stage3_modules=1, stage4_modules=1,
-                     scb_channels=(8, 8, 8, 8, 8), hrdb_channels=8, ppm_channels=8),
+    config=dict(hrnet_width=48),  # PaddleSeg's PPMatting + HRNet_W48 (Composition-1k / Distinctions-646)
+    tiny_config=dict(hrnet_width=2, stage1_channels=4, blocks=(1, 1, 1, 1), modules=(1, 1, 1), psp_channels=8,
+                     scb_mid=(8, 8, 8, 8, 4, 4), scb_out=(8, 4, 4, 4, 4, 3), hrdb_channels=(8, 4, 4, 4)),
     inputs=("image",),
     outputs=("alpha", "semantic", "detail"),
-    description="PP-Matting: trimap-free; HRNet encoder, semantic context branch (fg/bg/transition), high-res "
-                "detail branch with guidance flow, fusion replacing the transition region",
-    paper="pp-matting.txt sec. 3.1-3.2",
-    full_params=79_378_122,  # HRNet-W48 encoder 65.3M
-    tile=512,
+    description="PP-Matting as PaddleSeg builds it: trimap-free; HRNet encoder, semantic context branch "
+                "(fg/transition/bg), high-res detail branch gated by it, transition region replaced by the detail",
+    paper="pp-matting.txt sec. 3.1-3.3; PaddleSeg Matting/ppmatting/models/ppmatting.py",
+    # torch parameters; PaddleSeg's published 86.3M (86,292,842) also counts the 94,908 BatchNorm statistics
+    full_params=86_197_934,
+    # whole frame, not tiled, resized as PaddleSeg's val transforms do (PPMatting's max_short; engines/learned.py)
+    extras=dict(whole_frame=True),
 ))
 
 register_model(ModelSpec(
