@@ -13,7 +13,7 @@
 4. memory: server RSS after 1,000 jobs within 10% of after 100.
 5. store: what the job store costs: a 1920x1080 image+mask round trip (passthrough engine) against a server with
    a state directory vs a memory-only one, pixels through shared memory and as frames.
-6. attacks: every defect of issue #17 as a scripted attack (bench/attacks.py): held or not, other clients' jobs
+6. attacks: every defect of issue #17 as a scripted attack (bench/support/attacks.py): held or not, other clients' jobs
    lost, and the peak RSS of each oversized input against 2x its limit.
 
 ``python bench/reliability.py [fuzz load faults memory store attacks] [--messages N]`` (``--only PART`` is the
@@ -501,7 +501,7 @@ def _table(result: dict) -> str:
                   for r in result["store"]]
         lines.append("")
     if "attacks" in result:
-        from bench import attacks
+        from bench.support import attacks
 
         lines += attacks.table(result["attacks"])
     return "\n".join(lines)
@@ -534,7 +534,7 @@ def main(argv=None) -> int:
         elif part == "store":
             result["store"] = store_overhead()
         elif part == "attacks":
-            from bench import attacks
+            from bench.support import attacks
 
             result["attacks"] = attacks.run_all()
         print(f"{part}: {time.perf_counter() - started:.0f} s", json.dumps(result[part])[:600], flush=True)

@@ -1,4 +1,4 @@
-"""The attack bench's own instruments (bench/attacks.py): the RSS watch that keeps attacks bounded, the folder
+"""The attack bench's own instruments (bench/support/attacks.py): the RSS watch that keeps attacks bounded, the folder
 snapshot that decides whether anything outside mattebox's files changed, and the output checks. The attacks
 themselves are measurements (their verdicts change as issue #17 is fixed) and run in the bench, not here."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench.attacks import Watch, changed, clear, last_line, snapshot
+from bench.support.attacks import Watch, changed, clear, last_line, snapshot
 
 GROW = "import sys, time; blocks = [b'x' * (16 << 20) for _ in range(int(sys.argv[1]))]; print('up', flush=True); " \
        "time.sleep(60)"
