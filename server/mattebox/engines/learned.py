@@ -20,7 +20,7 @@ import numpy as np
 from ..colour import srgb_to_linear
 from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from ..models import registry
-from ..models.weights import load_spec_weights, weights_status
+from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
 from .classical.foreground import blur_fusion
 from .classical.guidance import grabcut_mask, trimap_from_mask
 
@@ -109,16 +109,28 @@ class LearnedEngine(Engine):
         return present, why
 
     # -- model loading ------------------------------------------------------------------------------------------
-    def load_model(self, device):
-        """Build the model and load its installed weights (subclasses with other weight formats override)."""
-        model = registry.build(self.model_name, tiny=self.tiny)
-        if not self.tiny:
-            load_spec_weights(model, self.spec)
+    def resolved_weights(self, request: Optional[MatteRequest] = None):
+        """The installed weights this request uses (the ``weights`` param names a source; default: sources.py's
+        order). Raises WeightsError naming the command that gets them when none are installed."""
+        if self.tiny:
+            return None
+        prefer = str(request.param("weights", "") or "") if request is not None else ""
+        resolved = resolve_weights(self.spec, prefer or None)
+        if resolved is None:
+            raise WeightsError(weights_status(self.spec)[1])
+        return resolved
+
+    def load_model(self, device, resolved=None):
+        """Build the model (with the weights' config overrides) and load the weights (subclasses with other
+        weight formats override)."""
+        model = registry.build(self.model_name, tiny=self.tiny, **(resolved.config if resolved else {}))
+        if resolved is not None:
+            load_spec_weights(model, self.spec, resolved)
         return model.to(device).eval()
 
-    def model(self, device):
-        return MODEL_CACHE.get((self.model_name + (":tiny" if self.tiny else ""), str(device)),
-                               lambda: self.load_model(device))
+    def model(self, device, resolved=None):
+        label = ":tiny" if self.tiny else f":{resolved.label}" if resolved is not None else ""
+        return MODEL_CACHE.get((self.model_name + label, str(device)), lambda: self.load_model(device, resolved))
 
     # -- inputs -------------------------------------------------------------------------------------------------
     def normalise(self, srgb: np.ndarray) -> np.ndarray:
@@ -145,7 +157,7 @@ class LearnedEngine(Engine):
 
     # -- the job ------------------------------------------------------------------------------------------------
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
+        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn, whole_frame_apply
 
         timings = {}
         started = time.perf_counter()
@@ -154,7 +166,8 @@ class LearnedEngine(Engine):
         timings["guidance"] = time.perf_counter() - started
         progress("load model")
         device, amp = pick_device(request.param("device"))
-        model = self.model(device)  # WeightsError names the file and expected hash
+        resolved = self.resolved_weights(request)
+        model = self.model(device, resolved)  # WeightsError names the file and expected hash
         timings["load"] = time.perf_counter() - started - timings["guidance"]
         tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
                                             self.spec.tile)
@@ -163,8 +176,12 @@ class LearnedEngine(Engine):
         fill = {"alpha": trimap[..., None]} if needed is not None else None
         options = dict(self.forward_options)
         run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
-        merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
-                             progress=lambda done, total: progress("tiles", done, total), fill=fill)
+        if tile == 0:  # untiled: the whole frame in one forward, as the model's reference implementation runs it
+            merged = whole_frame_apply(inputs, run, self.spec.stride)
+            progress("tiles", 1, 1)
+        else:
+            merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
+                                 progress=lambda done, total: progress("tiles", done, total), fill=fill)
         timings["inference"] = time.perf_counter() - started - sum(timings.values())
         progress("foreground")
         alpha, premultiplied = self.alpha_and_premultiplied(merged)
@@ -180,6 +197,7 @@ class LearnedEngine(Engine):
         timings["foreground"] = time.perf_counter() - started - sum(timings.values())
         return MatteResult(alpha, foreground, trimap.astype(np.float32),
                            {"engine": self.name, "model": self.model_name, "device": str(device),
+                            "weights": resolved.label if resolved is not None else "tiny (random)",
                             "autocast": str(amp) if amp is not None else "off", "tile": tile,
                             "tile_batch": run.batch_limit or batch,
                             "timings": timings}).check(request.shape)
@@ -259,13 +277,11 @@ class ViTMatteEngine(LearnedEngine):
             return False, "transformers is not installed (pip install 'mattebox[vitmatte]')"
         return super().availability()
 
-    def load_model(self, device):
-        from ..models.vitmatte import load_vitmatte
-
-        if self.tiny:
-            return load_vitmatte("tiny").to(device).eval()
-        _present, _why, path = weights_status(self.spec)
-        return load_vitmatte(folder=path).to(device).eval()
+    def load_model(self, device, resolved=None):
+        if resolved is not None and resolved.folder:  # a save_pretrained folder: transformers' own loader
+            from ..models.vitmatte import load_vitmatte
+            return load_vitmatte(folder=resolved.path).to(device).eval()
+        return super().load_model(device, resolved)
 
     def normalise(self, srgb):  # VitMatteImageProcessor: mean = std = 0.5
         return (srgb.astype(np.float32) - 0.5) / 0.5
