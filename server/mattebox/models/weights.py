@@ -88,11 +88,13 @@ def resolve_weights(spec, prefer: Optional[str] = None) -> Optional[ResolvedWeig
 
 
 def weights_path(spec) -> Optional[Path]:
-    """The path of the weights ``spec``'s engine would load, or where its own file would go (None: nowhere)."""
-    resolved = resolve_weights(spec)
-    if resolved is not None:
-        return resolved.path
-    return models_dir() / spec.weights.file if spec.weights is not None else None
+    """Where the spec's own weights file (locally trained; ``mattebox train --install`` writes it) or its
+    ``save_pretrained`` folder goes; None when it has neither. Published checkpoints have their own files
+    (sources.py); :func:`resolve_weights` says which file an engine loads."""
+    if spec.weights is not None:
+        return models_dir() / spec.weights.file
+    folder = spec.extras.get("folder")
+    return models_dir() / folder if folder else None
 
 
 def expected_sha256(spec) -> str:
