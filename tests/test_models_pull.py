@@ -161,7 +161,7 @@ def test_cut_download_resumes_with_range_and_installs_a_servable_file(home, site
     assert ViTMatteEngine().availability() == (True, "")
     image = np.random.default_rng(0).random((40, 56, 3)).astype(np.float32)
     trimap = np.full((40, 56), 0.5, np.float32)
-    result = ViTMatteEngine().matte(MatteRequest(image=image, trimap=trimap, params={"tile": 0}))
+    result = ViTMatteEngine().matte(MatteRequest(image=image, trimap=trimap, params={"tile": -1}))
     assert result.info["weights"] == "vitmatte-tiny-hub"
     from mattebox.models.vitmatte import load_vitmatte
     torch.manual_seed(0)
@@ -294,3 +294,13 @@ def test_cli_answers_errors_in_one_line_and_lists_the_commands(home, site, tiny_
     assert rows["vitmatte-tiny-plain"]["installed"] and not rows["vitmatte-tiny-hub"]["installed"]
     assert rows["vitmatte-tiny-hub"]["command"] == "mattebox models pull vitmatte-tiny-hub"
     assert rows["vitmatte-tiny-hub"]["offline"] == "mattebox models import vitmatte-tiny-hub model.safetensors"
+
+
+def test_a_missing_converter_is_reported_before_anything_is_downloaded(home, site, monkeypatch):
+    pdparams = sources.Source(name="pp-test", model="ppmatting", url=site.base + "/files/pp.pdparams",
+                              converter="mattebox.models.no_such_converter:convert_pdparams")
+    monkeypatch.setattr(sources, "SOURCES", [pdparams])
+    site.files["/files/pp.pdparams"] = b"x" * 1000
+    with pytest.raises(WeightsError, match="no_such_converter is not available here"):
+        install.pull("pp-test", timeout=5)
+    assert site.ranges == [] and files_under(home) == []

@@ -59,7 +59,7 @@ def test_untiled_engine_equals_transformers_pipeline(size):
         for name, buffer in hf.named_buffers():
             if name.endswith("running_var"):  # variances stay positive
                 buffer.uniform_(0.5, 1.5, generator=generator)
-    request = MatteRequest(image=image.astype(np.float32), trimap=trimap, params={"tile": 0})
+    request = MatteRequest(image=image.astype(np.float32), trimap=trimap, params={"tile": -1})
     result = engine.matte(request)
     expected = reference_alpha(hf, request.image_srgb, trimap)
     unknown = trimap == 0.5
@@ -68,10 +68,10 @@ def test_untiled_engine_equals_transformers_pipeline(size):
     np.testing.assert_array_equal(result.alpha[~unknown], trimap[~unknown])  # known pixels keep the trimap
     # all-unknown trimap: every pixel is the network's
     everything = engine.matte(MatteRequest(image=image.astype(np.float32), trimap=np.full(size, 0.5, np.float32),
-                                           params={"tile": 0}))
+                                           params={"tile": -1}))
     np.testing.assert_allclose(everything.alpha, reference_alpha(hf, request.image_srgb,
                                                                  np.full(size, 0.5, np.float32)), atol=1e-5)
-    assert everything.info["tile"] == 0
+    assert everything.info["tile"] == -1
 
 
 @pytest.mark.parametrize("variant", ["small", "base"])

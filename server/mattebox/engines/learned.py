@@ -20,6 +20,7 @@ import numpy as np
 from ..colour import srgb_to_linear
 from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from ..models import registry
+from ..models.sources import sources_for
 from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
 from .classical.foreground import blur_fusion
 from .classical.guidance import grabcut_mask, trimap_from_mask
@@ -28,6 +29,9 @@ from .classical.guidance import grabcut_mask, trimap_from_mask
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
 #: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, ppmatting 726, vitmatte 1306 B/px; CUDA adds
 #: workspaces and allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out.
+#: the ``tile`` request param that runs the whole frame in one forward (tiling.whole_frame_apply)
+UNTILED = -1
+
 BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
 
 
@@ -108,6 +112,14 @@ class LearnedEngine(Engine):
         present, why, _path = weights_status(self.spec)
         return present, why
 
+    def describe(self):
+        """The contract's description plus ``get``: the command installing published weights when none are."""
+        row = super().describe()
+        sources = sources_for(self.model_name)
+        if not row["available"] and sources and row["why"].startswith("weights not installed"):
+            row["get"] = sources[0].pull_command()
+        return row
+
     # -- model loading ------------------------------------------------------------------------------------------
     def resolved_weights(self, request: Optional[MatteRequest] = None):
         """The installed weights this request uses (the ``weights`` param names a source; default: sources.py's
@@ -171,12 +183,12 @@ class LearnedEngine(Engine):
         timings["load"] = time.perf_counter() - started - timings["guidance"]
         tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
                                             self.spec.tile)
-        tile = int(request.param("tile", tile))
+        tile = int(request.param("tile") or tile)  # 0 (the protocol's default): chosen from free memory
         batch = int(request.param("tile_batch", batch))
         fill = {"alpha": trimap[..., None]} if needed is not None else None
         options = dict(self.forward_options)
         run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
-        if tile == 0:  # untiled: the whole frame in one forward, as the model's reference implementation runs it
+        if tile == UNTILED:  # the whole frame in one forward, as the model's reference implementation runs it
             merged = whole_frame_apply(inputs, run, self.spec.stride)
             progress("tiles", 1, 1)
         else:
@@ -269,7 +281,8 @@ class Mask2AlphaEngine(LearnedEngine):
 class ViTMatteEngine(LearnedEngine):
     name = "vitmatte"
     model_name = "vitmatte"
-    description = "ViTMatte via transformers (trimap-based; needs the user's weights folder and 'mattebox[vitmatte]')"
+    description = ("ViTMatte (trimap-based; hustvl's published weights through transformers, 'mattebox[vitmatte]'; "
+                   "`mattebox models pull vitmatte-small-composition-1k`)")
     uses = ("trimap", "mask")
 
     def availability(self):

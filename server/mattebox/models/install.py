@@ -96,12 +96,13 @@ def check_fits(source: Source, state: Dict, origin: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def convert_into(source: Source, raw: Path, raw_sha256: str, checked_against: str) -> Installed:
+def convert_into(source: Source, raw: Path, raw_sha256: str, checked_against: str,
+                 converter: Optional[Callable] = None) -> Installed:
     """Convert ``raw`` with the source's converter, check it fits, write NAME.safetensors + sidecar atomically."""
     from .weights import save_weights
 
     folder = models_dir()
-    state = _resolve(source.converter)(raw)
+    state = (converter or _resolve(source.converter))(raw)
     parameters = check_fits(source, state, raw)
     final = folder / source.file
     temporary = folder / f".{source.file}.tmp"
@@ -163,6 +164,7 @@ def pull(name: str, sha256: str = "", url: str = "", timeout: float = dl.DEFAULT
     if source.installer:
         _resolve(source.installer)(folder, None)
         return Installed(source.name, folder / source.file, "", "", "its installer")
+    converter = _resolve(source.converter)  # before downloading: a missing converter must not cost a download
     target_url = url or source.download_url()
     if not target_url:
         raise WeightsError(f"{name} has no download URL; give one with --url")
@@ -173,7 +175,7 @@ def pull(name: str, sha256: str = "", url: str = "", timeout: float = dl.DEFAULT
     raw = downloads / f"{source.name}{suffix}"
     digest = dl.download(target_url, raw, expected, size, timeout, progress_stream)
     try:
-        installed = convert_into(source, raw, digest, checked_against)
+        installed = convert_into(source, raw, digest, checked_against, converter)
     finally:
         raw.unlink(missing_ok=True)
     if not checked_against:

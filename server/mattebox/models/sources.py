@@ -146,9 +146,10 @@ def first_installed(model: str, folder: Path, prefer: Optional[str] = None) -> O
 
 
 def how_to_get(model: str) -> str:
-    """One line naming the commands that install weights for ``model`` ("" when no source is published)."""
+    """The part of an engine's why-not naming the commands that install weights for ``model`` ("" when no source
+    is published); hosts show it in their engine menus."""
     names = [s.name for s in sources_for(model)]
     if not names:
         return ""
-    return (f"get weights with `mattebox models pull {names[0]}` (or `mattebox models import {names[0]} FILE` "
-            f"offline; `mattebox models` lists {len(names)} choice{'s' if len(names) > 1 else ''})")
+    more = f"; `mattebox models` lists all {len(names)}" if len(names) > 1 else ""
+    return f"run `mattebox models pull {names[0]}` (offline: `mattebox models import {names[0]} FILE`{more})"

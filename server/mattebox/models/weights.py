@@ -113,7 +113,7 @@ def weights_status(spec) -> Tuple[bool, str, Optional[Path]]:
     how = _sources.how_to_get(spec.name)
     path = weights_path(spec)
     if how:
-        return False, f"weights not installed in {models_dir()}; {how}", path
+        return False, f"weights not installed; {how}", path
     if path is None:
         return False, (f"no trained weights are published for {spec.name!r}; train them (docs/models.md) and add a "
                        f"weights entry"), None
