@@ -1,5 +1,14 @@
-"""Learned models: parameters, CPU time for a 1920x1080 frame through the tiled engine path, and (with a CUDA
-device) GPU time and peak memory at 1920x1080 and 3840x2160.
+"""Learned models: parameters, CPU time and peak memory for a 1920x1080 frame through the engine with the real
+config, ViTMatte tiled against untiled, and (with a CUDA device) GPU time and peak memory at 1920x1080 and
+3840x2160.
+
+Whole-frame rows (``frames``): each learned engine with its FULL published/paper config mattes a 1080p portrait
+frame (mask guidance, the engine's default tiles) in a fresh process, so that ``ru_maxrss`` is that engine's own
+peak; random weights installed the way users install theirs (ViTMatte through ``mattebox models import``, the
+others as exported files) in a temporary models folder. ``tiling``: ViTMatte-S tiled (512/256) against untiled
+(``tile: -1``, the reference pipeline) on the same frame, max and mean |delta alpha| in the unknown band; with
+random weights this measures the architecture's sensitivity to tiling, not a trained net's (no weights can be
+downloaded in this session; ``--weights-dir DIR`` uses a models folder with pulled ones).
 
 CPU rows, all in one run on this machine:
 * ``tile_full_s``: one forward of the FULL config (random weights) on one tile of the model's size, median of
@@ -9,12 +18,17 @@ CPU rows, all in one run on this machine:
 * ``frame_full_est_s``: tiles_per_frame x tile_full_s + the tiny run's non-model time — an estimate, labelled so.
 Torch runs on one intra-op thread (the machine's 2 cores are shared; oversubscription makes 2 threads slower).
 
-Writes bench/results/models.json and bench/results/models.md.
+Writes bench/results/models.json and bench/results/models.md. ``--frames-only`` re-measures the whole-frame and
+tiling rows and keeps the other rows of models.json.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
+import resource
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
@@ -145,6 +159,86 @@ def gpu_rows(name, sizes=((1080, 1920), (2160, 3840))):
     return rows
 
 
+#: whole-frame rows: (engine, published weights name or "" for the registry's own file, tile param)
+FRAME_RUNS = [("mask2alpha", "", 0), ("parallax", "", 0), ("ppmatting", "", 0),
+              ("vitmatte", "vitmatte-small-composition-1k", 0), ("vitmatte", "vitmatte-small-composition-1k", -1),
+              ("vitmatte", "vitmatte-base-composition-1k", 0)]
+
+
+def install_random_weights(folder: Path) -> None:
+    """Random FULL-config weights for every FRAME_RUNS entry, installed as users' would be (timing only)."""
+    from mattebox.models.install import import_file
+    from mattebox.models.sources import get_source
+    from mattebox.models.vitmatte import load_vitmatte
+    from mattebox.models.weights import export_weights, save_weights
+
+    os.environ["MATTEBOX_MODELS"] = str(folder)
+    for name, weights, _tile in FRAME_RUNS:
+        torch.manual_seed(0)
+        if weights and not (folder / get_source(weights).file).exists():
+            raw = folder / "download.safetensors"
+            save_weights(load_vitmatte(get_source(weights).config["variant"]).hf, raw)
+            import_file(weights, raw)
+            raw.unlink()
+        elif not weights and not (folder / registry.get_spec(name).weights.file).exists():
+            export_weights(registry.build(name), folder / registry.get_spec(name).weights.file)
+
+
+def frame_child(name: str, weights: str, tile: int) -> dict:
+    """In a fresh process: one 1080p frame through the engine; seconds, and peak RSS over the import baseline."""
+    torch.set_num_threads(1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # GiB (Linux: KiB)
+    request = portrait_request()
+    request.second = None  # the pair alignment is bench/twoframe.py's cost
+    request.params.update(tile=tile, weights=weights)
+    engine = learned.ENGINES[name]()
+    started = time.perf_counter()
+    result = engine.matte(request)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    unknown = result.trimap == 0.5
+    np.save(os.environ["MATTEBOX_BENCH_ALPHA"], result.alpha)
+    return {"engine": name, "weights": result.info.get("weights"), "tile": result.info["tile"],
+            "seconds": round(seconds, 1), "load_s": round(result.info["timings"]["load"], 1),
+            "peak_rss_gib": round(peak, 2), "import_rss_gib": round(baseline, 2),
+            "unknown_fraction": round(float(unknown.mean()), 3),
+            "load_average": round(os.getloadavg()[0], 1)}  # the box is shared: other work inflates the seconds
+
+
+def frame_rows(weights_dir: str = "") -> tuple:
+    """(rows, tiling): every FRAME_RUNS entry in its own process; ViTMatte-S tiled vs untiled alphas compared."""
+    rows, alphas = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(weights_dir or scratch)
+        if not weights_dir:
+            install_random_weights(folder)
+        for name, weights, tile in FRAME_RUNS:
+            out = Path(scratch) / f"{name}-{weights}-{tile}.npy"
+            env = dict(os.environ, MATTEBOX_MODELS=str(folder), MATTEBOX_BENCH_ALPHA=str(out))
+            print(f"-- frame {name} {weights} tile={tile}", flush=True)
+            child = subprocess.run([sys.executable, __file__, "--frame-child", name, weights, str(tile)], env=env,
+                                   capture_output=True, text=True)
+            if child.returncode:
+                rows.append({"engine": name, "weights": weights, "tile": tile,
+                             "error": (child.stderr.strip().splitlines() or ["?"])[-1]})
+            else:
+                rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                alphas[(weights, tile)] = np.load(out)
+            print(rows[-1], flush=True)
+    small = "vitmatte-small-composition-1k"
+    tiling = {}
+    if (small, 0) in alphas and (small, -1) in alphas:
+        trimap = learned.ViTMatteEngine.guidance_trimap(portrait_request())
+        band = trimap == 0.5
+        delta = np.abs(alphas[(small, 0)] - alphas[(small, -1)])
+        tiling = {"weights": small + (" (random init)" if not weights_dir else ""), "frame": "1920x1080",
+                  "tile": next(r["tile"] for r in rows if r.get("weights") == small and r["tile"] != -1),
+                  "band_pixels": int(band.sum()), "max_abs_delta": round(float(delta[band].max()), 4),
+                  "mean_abs_delta": round(float(delta[band].mean()), 5),
+                  "alpha_std_untiled": round(float(alphas[(small, -1)][band].std()), 4)}
+    return rows, tiling
+
+
 def write_report(report, results: Path = RESULTS) -> str:
     """models.{json,md} in ``results`` from a report {"machine", "cpu": rows, "gpu": rows, optional
     "gpu_source"}; returns the table (bench/device_session.py lands a GPU session's rows through it)."""
@@ -158,6 +252,24 @@ def write_report(report, results: Path = RESULTS) -> str:
     for r in report["cpu"]:
         lines.append(f"| {r['model']} | {r['params_full'] / 1e6:.1f}M | {r['tile']} | {r['tiles_1080p']} | "
                      f"{r['tile_full_s']} | {r['frame_tiny_s']} | {r['frame_full_est_s']} |")
+    if report.get("frames"):
+        lines += ["", "Whole 1920x1080 frame through the engine, FULL config, random weights, CPU, 1 thread, each "
+                  "engine in its own process (peak RSS includes Python + torch: the import baseline is given):", "",
+                  "| engine | weights | tile | s | of which load (s) | peak RSS GiB | after imports GiB | machine load "
+                  "avg |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in report["frames"]:
+            if "error" in r:
+                lines.append(f"| {r['engine']} | {r['weights']} | {r['tile']} | failed: {r['error']} | | | | |")
+                continue
+            tile = "untiled" if r["tile"] == -1 else r["tile"]
+            lines.append(f"| {r['engine']} | {r['weights']} | {tile} | {r['seconds']} | {r['load_s']} | "
+                         f"{r['peak_rss_gib']} | {r['import_rss_gib']} | {r.get('load_average', '')} |")
+    if report.get("tiling"):
+        t = report["tiling"]
+        lines += ["", f"ViTMatte tiled ({t['tile']} px, half overlap, Gaussian merge) against untiled on "
+                  f"{t['frame']}, {t['weights']}, {t['band_pixels']} unknown pixels: max |delta alpha| "
+                  f"{t['max_abs_delta']}, mean {t['mean_abs_delta']} (untiled alpha's std there "
+                  f"{t['alpha_std_untiled']})."]
     measured = [r for r in report["gpu"] if "seconds" in r]
     lines += ["", "GPU" + (f" ({report['gpu_source']})" if report.get("gpu_source") else "") + ":", ""]
     if measured:
@@ -181,7 +293,17 @@ def model_names():
     return names
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--frame-child"]:
+        print(json.dumps(frame_child(argv[1], argv[2], int(argv[3]))))
+        return 0
+    weights_dir = argv[argv.index("--weights-dir") + 1] if "--weights-dir" in argv else ""
+    if "--frames-only" in argv:
+        report = json.loads((RESULTS / "models.json").read_text())
+        report["frames"], report["tiling"] = frame_rows(weights_dir)
+        print(write_report(report))
+        return 0
     torch.set_num_threads(1)
     cpu, gpu = [], []
     for name in model_names():
@@ -192,6 +314,7 @@ def main() -> int:
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "python": platform.python_version()},
               "cpu": cpu, "gpu": gpu}
+    report["frames"], report["tiling"] = frame_rows(weights_dir)
     print(write_report(report))
     return 0
 
