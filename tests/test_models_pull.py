@@ -304,3 +304,37 @@ def test_a_missing_converter_is_reported_before_anything_is_downloaded(home, sit
     with pytest.raises(WeightsError, match="no_such_converter is not available here"):
         install.pull("pp-test", timeout=5)
     assert site.ranges == [] and files_under(home) == []
+
+
+def test_progress_bar_goes_to_a_terminal_only():
+    from mattebox.models.download import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        bar = Progress("w.safetensors", 1000, stream)
+        bar.update(500, final=True)
+    assert "w.safetensors [###############               ]  50.0%" in tty.getvalue()
+    assert pipe.getvalue() == ""
+
+
+INSTALLS = []
+
+
+def fake_installer(models_dir, path):
+    """Stands in for branch u2netp's install_u2netp(models_dir, wheel_or_onnx_path=None)."""
+    INSTALLS.append((models_dir, path))
+    return models_dir / "u2netp.safetensors"
+
+
+def test_sources_with_their_own_installer_are_handed_the_models_folder(home, monkeypatch, tmp_path):
+    own = sources.Source(name="u2netp", model="u2netp", installer="tests.test_models_pull:fake_installer")
+    monkeypatch.setattr(sources, "SOURCES", [own])
+    INSTALLS.clear()
+    assert install.pull("u2netp").path == home / "u2netp.safetensors"
+    wheel = tmp_path / "rembg.whl"
+    wheel.write_bytes(b"wheel")
+    install.import_file("u2netp", wheel)
+    assert INSTALLS == [(home, None), (home, wheel)]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import socket
 import sys
 import time
 import urllib.error
@@ -46,12 +45,9 @@ def _open(url: str, timeout: float, offset: int = 0):
             raise _RangeRefused() from None
         hint = " (the file has moved or the name is wrong; give another --url)" if exc.code == 404 else ""
         raise DownloadError(f"HTTP {exc.code} {exc.reason} from {url}{hint}") from None
-    except (socket.timeout, TimeoutError):
-        raise DownloadError(f"timed out after {timeout:g} s waiting for {url}; check the network or raise "
-                            f"--timeout") from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
+    except (urllib.error.URLError, TimeoutError) as exc:  # socket.timeout is TimeoutError (Python 3.10+)
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
             raise DownloadError(f"timed out after {timeout:g} s waiting for {url}; check the network or raise "
                                 f"--timeout") from None
         raise DownloadError(f"cannot reach {url}: {reason}") from None
@@ -146,7 +142,7 @@ def download(url: str, dest: Path, expected_sha256: str = "", expected_size: int
             while True:
                 try:
                     block = response.read(CHUNK)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     raise DownloadError(f"download of {url} stalled for {timeout:g} s at {done} of {total or '?'} "
                                         f"bytes; run the same command again to resume") from None
                 except (OSError, http.client.HTTPException) as exc:  # reset, IncompleteRead, ...

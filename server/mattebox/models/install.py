@@ -10,7 +10,6 @@ converted tensors must match the registry model's every key and shape before the
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Callable, Dict, Optional, TextIO
 
 from . import download as dl
 from .sources import Source, get_source, hf_endpoint
-from .weights import WeightsError, models_dir, sha256_file, sidecar_path
+from .weights import WeightsError, import_callable, models_dir, sha256_file, sidecar_path
 
 
 @dataclass
@@ -31,16 +30,6 @@ class Installed:
     download_sha256: str  #: digest of the downloaded/imported file
     checked_against: str  #: where the expected download digest came from ("" = nothing to check against)
     parameters: int = 0
-
-
-def _resolve(name: str) -> Callable:
-    module_name, func_name = name.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise WeightsError(f"{module_name} is not available here ({exc}); this mattebox cannot convert these "
-                           f"weights yet") from None
-    return getattr(module, func_name)
 
 
 def read_checkpoint(path: Path) -> Dict:
@@ -102,7 +91,7 @@ def convert_into(source: Source, raw: Path, raw_sha256: str, checked_against: st
     from .weights import save_weights
 
     folder = models_dir()
-    state = (converter or _resolve(source.converter))(raw)
+    state = (converter or import_callable(source.converter))(raw)
     parameters = check_fits(source, state, raw)
     final = folder / source.file
     temporary = folder / f".{source.file}.tmp"
@@ -161,10 +150,9 @@ def pull(name: str, sha256: str = "", url: str = "", timeout: float = dl.DEFAULT
     pinned = _check_sha256(sha256)
     folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    if source.installer:
-        _resolve(source.installer)(folder, None)
-        return Installed(source.name, folder / source.file, "", "", "its installer")
-    converter = _resolve(source.converter)  # before downloading: a missing converter must not cost a download
+    if source.installer:  # returns the installed file's path
+        return Installed(source.name, Path(import_callable(source.installer)(folder, None)), "", "", "its installer")
+    converter = import_callable(source.converter)  # before downloading: a missing converter must not cost a download
     target_url = url or source.download_url()
     if not target_url:
         raise WeightsError(f"{name} has no download URL; give one with --url")
@@ -201,8 +189,8 @@ def import_file(name: str, path: Path, sha256: str = "") -> Installed:
     folder = models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     if source.installer:
-        _resolve(source.installer)(folder, path)
-        return Installed(source.name, folder / source.file, "", sha256_file(path), "its installer")
+        return Installed(source.name, Path(import_callable(source.installer)(folder, path)), "", sha256_file(path),
+                         "its installer")
     digest = sha256_file(path)
     expected = pinned or source.sha256
     if expected and digest != expected:

