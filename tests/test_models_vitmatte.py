@@ -97,3 +97,29 @@ def test_wrapper_keys_map_hugging_face_state_dicts_onto_the_engine_model():
     mapped = vitmatte.wrapper_keys(hf_state)
     assert set(mapped) == set(model.state_dict())
     model.load_state_dict(mapped)  # strict
+
+
+def test_a_real_server_mattes_with_installed_weights_and_the_protocol_defaults(tmp_path, server_process):
+    """Through the wire the protocol fills ``tile: 0``, which must mean 'choose', and ``weights`` names installed
+    weights; hello says which engines are installed."""
+    from mattebox_plugin.client import Client, JobFailed
+
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    vitmatte.load_vitmatte("tiny").hf.save_pretrained(str(models / "vitmatte"))
+    server = server_process(env={"MATTEBOX_MODELS": str(models), "OMP_NUM_THREADS": "1"})
+    h, w = 80, 120
+    ys, xs = np.mgrid[:h, :w]
+    disc = np.hypot(ys - h / 2, xs - w / 2)
+    trimap = np.where(disc < 20, 1.0, np.where(disc > 32, 0.0, 0.5)).astype(np.float32)
+    image = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
+    with Client(server.endpoint, timeout=60) as client:
+        engines = {e["name"]: e for e in client.hello()["engines"]}
+        assert engines["vitmatte"]["available"] and "get" not in engines["vitmatte"]
+        assert engines["ppmatting"]["get"] == "mattebox models pull ppmatting-hrnet_w48-composition"
+        result = client.submit(image=image, trimap=trimap, params={"engine": "vitmatte"}).result(timeout=120)
+        assert result.alpha.shape == (h, w) and result.info["tile"] == 512 and result.info["weights"] == "vitmatte"
+        with pytest.raises(JobFailed, match="weights 'vitmatte-base-composition-1k' are not installed"):
+            client.submit(image=image, trimap=trimap, params={"engine": "vitmatte",
+                                                              "weights": "vitmatte-base-composition-1k"}
+                          ).result(timeout=120)

@@ -29,10 +29,10 @@ from .classical.guidance import grabcut_mask, trimap_from_mask
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
 #: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, ppmatting 726, vitmatte 1306 B/px; CUDA adds
 #: workspaces and allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out.
+BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
+
 #: the ``tile`` request param that runs the whole frame in one forward (tiling.whole_frame_apply)
 UNTILED = -1
-
-BYTES_PER_PIXEL = {"parallax": 6000.0, "ppmatting": 9000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
 
 
 class ModelCache:
