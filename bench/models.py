@@ -184,10 +184,18 @@ def install_random_weights(folder: Path) -> None:
             export_weights(registry.build(name), folder / registry.get_spec(name).weights.file)
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from the parent at fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2 ** 20  # kB -> GiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
 def frame_child(name: str, weights: str, tile: int) -> dict:
     """In a fresh process: one 1080p frame through the engine; seconds, and peak RSS over the import baseline."""
     torch.set_num_threads(1)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # GiB (Linux: KiB)
+    baseline = peak_rss_gib()
     request = portrait_request()
     request.second = None  # the pair alignment is bench/twoframe.py's cost
     request.params.update(tile=tile, weights=weights)
@@ -195,7 +203,7 @@ def frame_child(name: str, weights: str, tile: int) -> dict:
     started = time.perf_counter()
     result = engine.matte(request)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak = peak_rss_gib()
     unknown = result.trimap == 0.5
     np.save(os.environ["MATTEBOX_BENCH_ALPHA"], result.alpha)
     return {"engine": name, "weights": result.info.get("weights"), "tile": result.info["tile"],
@@ -270,6 +278,10 @@ def write_report(report, results: Path = RESULTS) -> str:
                   f"{t['frame']}, {t['weights']}, {t['band_pixels']} unknown pixels: max |delta alpha| "
                   f"{t['max_abs_delta']}, mean {t['mean_abs_delta']} (untiled alpha's std there "
                   f"{t['alpha_std_untiled']})."]
+        if t["alpha_std_untiled"] < 1e-3:
+            lines += ["Uninformative: these weights predict a constant alpha, so tiling cannot change it. Measure "
+                      "with published weights: `mattebox models pull vitmatte-small-composition-1k` and "
+                      "`python bench/models.py --frames-only --weights-dir ~/.cache/mattebox/models`."]
     measured = [r for r in report["gpu"] if "seconds" in r]
     lines += ["", "GPU" + (f" ({report['gpu_source']})" if report.get("gpu_source") else "") + ":", ""]
     if measured:
