@@ -1,5 +1,6 @@
 """``mattebox models pull/import`` against a loopback HTTP server (127.0.0.1, port 0) with small fixtures: a
-Hugging Face-shaped endpoint (tree API publishing the LFS sha256, resolve URLs honouring Range) and a plain one.
+Hugging Face-shaped endpoint (tree API publishing the LFS sha256, resolve URLs redirecting to a "CDN" that honours
+Range) and a plain one.
 Covers a cut download resumed with Range, a wrong hash refused with the partial removed, 404 and time-outs
 answered clearly, trust-on-first-use digests, offline import, and that nothing is written outside the models
 folder. The fixture checkpoint is a tiny random ViTMatte, so the installed file also serves through the engine."""
@@ -55,9 +56,12 @@ def handler_for(site: Site):
                            {"type": "file", "path": "model.safetensors", "size": len(body), "oid": "1" * 40,
                             "lfs": {"oid": oid, "size": len(body), "pointerSize": 134}}]
                 return self._send(200, json.dumps(listing).encode(), {"Content-Type": "application/json"})
-            if self.path not in site.files:
+            if self.path.startswith(f"/{REPO}/resolve/"):  # the Hub redirects file downloads to its CDN
+                return self._send(302, b"", {"Location": "/cdn" + self.path})
+            path = self.path[len("/cdn"):] if self.path.startswith("/cdn/") else self.path
+            if path not in site.files:
                 return self._send(404, b"not found", {})
-            body = site.files[self.path]
+            body = site.files[path]
             header = self.headers.get("Range")
             site.ranges.append(header)
             start = 0

@@ -107,8 +107,13 @@ def _report(installed, verb: str) -> None:
     if installed.parameters:
         print(f"  {installed.parameters:,} parameters; installed file sha256 {installed.sha256}")
     if installed.download_sha256:
-        checked = (f"matches {installed.checked_against}" if installed.checked_against else
-                   "recorded now (the source publishes none); pin it next time with --sha256")
+        if installed.checked_against:
+            checked = f"matches {installed.checked_against}"
+        elif verb == "installed":
+            checked = "recorded now (the source publishes none); pin it next time with --sha256"
+        else:
+            checked = ("not checked: compare it with the source's (Hugging Face shows it on the file's page) or "
+                       "import with --sha256")
         print(f"  original file sha256 {installed.download_sha256} — {checked}")
 
 

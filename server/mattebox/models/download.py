@@ -73,7 +73,9 @@ def hf_lfs_info(endpoint: str, repo: str, revision: str, filename: str, timeout:
     for entry in listing if isinstance(listing, list) else []:
         if isinstance(entry, dict) and entry.get("path") == filename:
             lfs = entry.get("lfs") or {}
-            return str(lfs.get("oid", "")), int(lfs.get("size", entry.get("size", 0)) or 0)
+            oid = str(lfs.get("oid", "")).lower()
+            sha256 = oid if len(oid) == 64 and all(c in "0123456789abcdef" for c in oid) else ""
+            return sha256, int(lfs.get("size", entry.get("size", 0)) or 0)
     raise DownloadError(f"{repo}@{revision} on {endpoint} has no file {filename!r}")
 
 
