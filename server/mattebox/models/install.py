@@ -123,8 +123,8 @@ def expected_download_sha256(source: Source, pinned: str = "", timeout: float = 
     """(sha256, size, where from) the download must match; ("", 0, "") when nothing is known yet."""
     if pinned:
         return pinned.lower(), 0, "--sha256"
-    if source.sha256:
-        return source.sha256, source.size, "the sources table"
+    if source.sha256:  # (Source.size is the listing's approximation: the server's Content-Length is checked)
+        return source.sha256, 0, "the sources table"
     size = 0
     if source.hf_repo:
         digest, size = dl.hf_lfs_info(hf_endpoint(), source.hf_repo, source.revision, source.hf_file, timeout)
