@@ -97,13 +97,14 @@ def _ppmatting(stem: str, size: int, caveat: str, config: Dict[str, Any]) -> Sou
 
 #: In preference order per model: the engine uses the first one installed (``weights`` request param picks).
 #: Sizes: fp32 parameters + buffers of the published configs (ViTMatte-S 25.8M -> 103 MB, ViTMatte-B 96.7M ->
-#: 387 MB; PP-Matting HRNet-W18 24.5M, HRNet-W48 86.3M, PaddleSeg's counts). hustvl's base repos publish
-#: pytorch_model.bin on main (read with torch.load(weights_only=True), never arbitrary pickle).
+#: 387 MB; PP-Matting HRNet-W18 24.5M, HRNet-W48 86.3M, PaddleSeg's counts). hustvl/vitmatte-base-composition-1k
+#: has only pytorch_model.bin on main (its safetensors variant is an open pull request): read with
+#: torch.load(weights_only=True), never arbitrary pickle.
 SOURCES: List[Source] = [
     _vitmatte("small", "composition-1k", 103_300_000),
     _vitmatte("base", "composition-1k", 386_800_000, "pytorch_model.bin"),
     _vitmatte("small", "distinctions-646", 103_300_000),
-    _vitmatte("base", "distinctions-646", 386_800_000, "pytorch_model.bin"),
+    _vitmatte("base", "distinctions-646", 386_800_000),
     _ppmatting("ppmatting-hrnet_w48-composition", 345_000_000, _COMP1K, dict(hrnet_width=48)),
     _ppmatting("ppmatting-hrnet_w48-distinctions", 345_000_000, _D646, dict(hrnet_width=48)),
     # PaddleSeg's configs resize the short side to 512 / 1024 for these (LimitShort; branch ppmatting's max_short)
