@@ -1,5 +1,14 @@
-"""Learned models: parameters, CPU time for a 1920x1080 frame through the tiled engine path, and (with a CUDA
-device) GPU time and peak memory at 1920x1080 and 3840x2160.
+"""Learned models: parameters, CPU time and peak memory for a 1920x1080 frame through the engine with the real
+config, ViTMatte tiled against untiled, and (with a CUDA device) GPU time and peak memory at 1920x1080 and
+3840x2160.
+
+Whole-frame rows (``frames``): each learned engine with its FULL published/paper config mattes a 1080p portrait
+frame (mask guidance, the engine's default tiles) in a fresh process, so that ``ru_maxrss`` is that engine's own
+peak; random weights installed the way users install theirs (ViTMatte through ``mattebox models import``, the
+others as exported files) in a temporary models folder. ``tiling``: ViTMatte-S tiled (512/256) against untiled
+(``tile: -1``, the reference pipeline) on the same frame, max and mean |delta alpha| in the unknown band; with
+random weights this measures the architecture's sensitivity to tiling, not a trained net's (no weights can be
+downloaded in this session; ``--weights-dir DIR`` uses a models folder with pulled ones).
 
 CPU rows, all in one run on this machine:
 * ``tile_full_s``: one forward of the FULL config (random weights) on one tile of the model's size, median of
@@ -11,12 +20,17 @@ Whole-frame models (PP-Matting, as PaddleSeg runs it) have one "tile": the frame
 1920x1080 to, timed once.
 Torch runs on one intra-op thread (the machine's 2 cores are shared; oversubscription makes 2 threads slower).
 
-Writes bench/results/models.json and bench/results/models.md.
+Writes bench/results/models.json and bench/results/models.md. ``--frames-only`` re-measures the whole-frame and
+tiling rows and keeps the other rows of models.json.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
+import resource
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
@@ -185,6 +199,92 @@ def whole_frame_gpu_rows(name, model, device, amp, sizes):
                      "bytes_per_pixel_assumed": None})  # the engine does not size anything from it
     torch.cuda.empty_cache()
     return rows
+#: whole-frame rows: (engine, published weights name or "" for the registry's own file, tile param)
+FRAME_RUNS = [("mask2alpha", "", 0), ("parallax", "", 0), ("ppmatting", "", 0),
+              ("vitmatte", "vitmatte-small-composition-1k", 0), ("vitmatte", "vitmatte-small-composition-1k", -1),
+              ("vitmatte", "vitmatte-base-composition-1k", 0)]
+
+
+def install_random_weights(folder: Path) -> None:
+    """Random FULL-config weights for every FRAME_RUNS entry, installed as users' would be (timing only)."""
+    from mattebox.models.install import import_file
+    from mattebox.models.sources import get_source
+    from mattebox.models.vitmatte import load_vitmatte
+    from mattebox.models.weights import export_weights, save_weights
+
+    os.environ["MATTEBOX_MODELS"] = str(folder)
+    for name, weights, _tile in FRAME_RUNS:
+        torch.manual_seed(0)
+        if weights and not (folder / get_source(weights).file).exists():
+            raw = folder / "download.safetensors"
+            save_weights(load_vitmatte(get_source(weights).config["variant"]).hf, raw)
+            import_file(weights, raw)
+            raw.unlink()
+        elif not weights and not (folder / registry.get_spec(name).weights.file).exists():
+            export_weights(registry.build(name), folder / registry.get_spec(name).weights.file)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from the parent at fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2 ** 20  # kB -> GiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def frame_child(name: str, weights: str, tile: int) -> dict:
+    """In a fresh process: one 1080p frame through the engine; seconds, and peak RSS over the import baseline."""
+    torch.set_num_threads(1)
+    baseline = peak_rss_gib()
+    request = portrait_request()
+    request.second = None  # the pair alignment is bench/twoframe.py's cost
+    request.params.update(tile=tile, weights=weights)
+    engine = learned.ENGINES[name]()
+    started = time.perf_counter()
+    result = engine.matte(request)
+    seconds = time.perf_counter() - started
+    peak = peak_rss_gib()
+    unknown = result.trimap == 0.5
+    np.save(os.environ["MATTEBOX_BENCH_ALPHA"], result.alpha)
+    return {"engine": name, "weights": result.info.get("weights"), "tile": result.info["tile"],
+            "seconds": round(seconds, 1), "load_s": round(result.info["timings"]["load"], 1),
+            "peak_rss_gib": round(peak, 2), "import_rss_gib": round(baseline, 2),
+            "unknown_fraction": round(float(unknown.mean()), 3),
+            "load_average": round(os.getloadavg()[0], 1)}  # the box is shared: other work inflates the seconds
+
+
+def frame_rows(weights_dir: str = "") -> tuple:
+    """(rows, tiling): every FRAME_RUNS entry in its own process; ViTMatte-S tiled vs untiled alphas compared."""
+    rows, alphas = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(weights_dir or scratch)
+        if not weights_dir:
+            install_random_weights(folder)
+        for name, weights, tile in FRAME_RUNS:
+            out = Path(scratch) / f"{name}-{weights}-{tile}.npy"
+            env = dict(os.environ, MATTEBOX_MODELS=str(folder), MATTEBOX_BENCH_ALPHA=str(out))
+            print(f"-- frame {name} {weights} tile={tile}", flush=True)
+            child = subprocess.run([sys.executable, __file__, "--frame-child", name, weights, str(tile)], env=env,
+                                   capture_output=True, text=True)
+            if child.returncode:
+                rows.append({"engine": name, "weights": weights, "tile": tile,
+                             "error": (child.stderr.strip().splitlines() or ["?"])[-1]})
+            else:
+                rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+                alphas[(weights, tile)] = np.load(out)
+            print(rows[-1], flush=True)
+    small = "vitmatte-small-composition-1k"
+    tiling = {}
+    if (small, 0) in alphas and (small, -1) in alphas:
+        trimap = learned.ViTMatteEngine.guidance_trimap(portrait_request())
+        band = trimap == 0.5
+        delta = np.abs(alphas[(small, 0)] - alphas[(small, -1)])
+        tiling = {"weights": small + (" (random init)" if not weights_dir else ""), "frame": "1920x1080",
+                  "tile": next(r["tile"] for r in rows if r.get("weights") == small and r["tile"] != -1),
+                  "band_pixels": int(band.sum()), "max_abs_delta": round(float(delta[band].max()), 4),
+                  "mean_abs_delta": round(float(delta[band].mean()), 5),
+                  "alpha_std_untiled": round(float(alphas[(small, -1)][band].std()), 4)}
+    return rows, tiling
 
 
 def write_report(report, results: Path = RESULTS) -> str:
@@ -204,6 +304,30 @@ def write_report(report, results: Path = RESULTS) -> str:
               f"{r['tile_full_s']} s wall: measured on a loaded machine" for r in report["cpu"]
               if r.get("tile_full_cpu_s") and r["tile_full_s"] > 1.5 * r["tile_full_cpu_s"]]
     lines += [""] + loaded if loaded else []
+
+
+    if report.get("frames"):
+        lines += ["", "Whole 1920x1080 frame through the engine, FULL config, random weights, CPU, 1 thread, each "
+                  "engine in its own process (peak RSS includes Python + torch: the import baseline is given):", "",
+                  "| engine | weights | tile | s | of which load (s) | peak RSS GiB | after imports GiB | machine load "
+                  "avg |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in report["frames"]:
+            if "error" in r:
+                lines.append(f"| {r['engine']} | {r['weights']} | {r['tile']} | failed: {r['error']} | | | | |")
+                continue
+            tile = "untiled" if r["tile"] == -1 else r["tile"]
+            lines.append(f"| {r['engine']} | {r['weights']} | {tile} | {r['seconds']} | {r['load_s']} | "
+                         f"{r['peak_rss_gib']} | {r['import_rss_gib']} | {r.get('load_average', '')} |")
+    if report.get("tiling"):
+        t = report["tiling"]
+        lines += ["", f"ViTMatte tiled ({t['tile']} px, half overlap, Gaussian merge) against untiled on "
+                  f"{t['frame']}, {t['weights']}, {t['band_pixels']} unknown pixels: max |delta alpha| "
+                  f"{t['max_abs_delta']}, mean {t['mean_abs_delta']} (untiled alpha's std there "
+                  f"{t['alpha_std_untiled']})."]
+        if t["alpha_std_untiled"] < 1e-3:
+            lines += ["Uninformative: these weights predict a constant alpha, so tiling cannot change it. Measure "
+                      "with published weights: `mattebox models pull vitmatte-small-composition-1k` and "
+                      "`python bench/models.py --frames-only --weights-dir ~/.cache/mattebox/models`."]
     measured = [r for r in report["gpu"] if "seconds" in r]
     lines += ["", "GPU" + (f" ({report['gpu_source']})" if report.get("gpu_source") else "") + ":", ""]
     if measured:
@@ -231,10 +355,23 @@ def model_names():
 def main(argv=None) -> int:
     import argparse
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--frame-child"]:  # internal: one engine's whole frame in a fresh process (frame_rows)
+        print(json.dumps(frame_child(argv[1], argv[2], int(argv[3]))))
+        return 0
     parser = argparse.ArgumentParser(description="Learned models: parameters, CPU and GPU timings.")
     parser.add_argument("--only", nargs="+", metavar="MODEL", help="measure these models and keep the other rows "
                         "of bench/results/models.json (measured on the same machine)")
+    parser.add_argument("--frames-only", action="store_true", help="re-measure only the whole-frame and tiling rows")
+    parser.add_argument("--weights-dir", default="", help="installed weights to time (default: random, installed "
+                        "in a scratch folder)")
     args = parser.parse_args(argv)
+    weights_dir = args.weights_dir
+    if args.frames_only:
+        report = json.loads((RESULTS / "models.json").read_text())
+        report["frames"], report["tiling"] = frame_rows(weights_dir)
+        print(write_report(report))
+        return 0
     torch.set_num_threads(1)
     names = args.only or model_names()
     cpu, gpu = [], []
@@ -250,6 +387,7 @@ def main(argv=None) -> int:
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "python": platform.python_version()},
               "cpu": cpu, "gpu": gpu}
+    report["frames"], report["tiling"] = frame_rows(weights_dir)
     print(write_report(report))
     return 0
 

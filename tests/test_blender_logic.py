@@ -251,3 +251,15 @@ def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypa
     server.stop(signal.SIGKILL)
     assert run.wait(timeout=30) == runner.FAILED  # the client's timeout (1 s, one reconnect), not a hang
     assert f"no answer from the mattebox server at {server.endpoint}" in run.error
+
+
+def test_check_server_report_names_the_command_for_missing_weights():
+    from mattebox_plugin.client import engine_note
+
+    engines = [{"name": "classical", "available": True},
+               {"name": "vitmatte", "available": False, "why": "weights not installed; ...",
+                "get": "mattebox models pull vitmatte-small-composition-1k"},
+               {"name": "parallax", "available": False, "why": "weights not installed: train them"}]
+    assert core.engines_summary(engines, engine_note) == (
+        "classical | vitmatte not installed: run `mattebox models pull vitmatte-small-composition-1k` (`mattebox "
+        "models` lists the choices); parallax unavailable: weights not installed: train them")

@@ -178,6 +178,15 @@ def test_engine_choices_list_auto_first_and_say_why_unavailable():
     assert mg.engine_choices(None) == [("auto", "Auto (best available)", True)]
 
 
+def test_engine_choices_say_how_to_get_missing_weights():
+    hello = {"engines": [{"name": "vitmatte", "description": "ViTMatte", "available": False,
+                          "why": "weights not installed; run ...",
+                          "get": "mattebox models pull vitmatte-small-composition-1k"}]}
+    assert mg.engine_choices(hello)[1] == (
+        "vitmatte", "vitmatte — ViTMatte (not installed: run `mattebox models pull vitmatte-small-composition-1k` "
+        "(`mattebox models` lists the choices))", False)
+
+
 def test_error_messages_are_one_clear_line():
     down = mg.describe_error(ServerUnavailable("no answer from tcp://127.0.0.1:1"), "tcp://127.0.0.1:1")
     assert down.startswith("Mattebox: no answer") and "mattebox serve --endpoint tcp://127.0.0.1:1" in down

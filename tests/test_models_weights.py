@@ -127,7 +127,7 @@ def test_learned_engine_survives_running_out_of_device_memory():
     import torch
 
     class OutOfMemoryAboveOne(TinyMask2Alpha):
-        def model(self, device):
+        def model(self, device, resolved=None):
             inner = super().model(device)
 
             def forward(**tensors):
@@ -256,8 +256,8 @@ def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
     engine = TinyParallax()
     original = engine.model
 
-    def spy_model(device):
-        model = original(device)
+    def spy_model(device, resolved=None):
+        model = original(device, resolved)
 
         def forward(**tensors):
             seen.update({k: getattr(v, "shape", v) for k, v in tensors.items()})

@@ -336,3 +336,19 @@ def test_menu_entry_in_gui_startup(fake_nuke):
     nuke.nodes.FakeSource(frames={1: rgba_planes(np.zeros((H, W, 3)))}).setSelected(True)
     group = item.command()
     assert group.name() == "Mattebox1"
+
+
+def test_engine_menu_lists_runnable_engines_and_the_command_for_missing_weights(fake_nuke):
+    import mattebox_nuke
+    from mattebox_nuke import node
+
+    group = mattebox_nuke.create()
+    node.set_engines(group, {"engines": [
+        {"name": "classical", "description": "closed-form", "available": True},
+        {"name": "vitmatte", "description": "ViTMatte", "available": False, "why": "weights not installed; ...",
+         "get": "mattebox models pull vitmatte-small-composition-1k"}]})
+    assert group["engine"].values() == ["auto", "classical"]
+    assert group["engine"].tooltip().splitlines() == [
+        "classical: closed-form",
+        "vitmatte: ViTMatte (not installed: run `mattebox models pull vitmatte-small-composition-1k` (`mattebox "
+        "models` lists the choices))"]

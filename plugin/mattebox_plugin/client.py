@@ -67,6 +67,16 @@ class Result:
     premultiplied = property(lambda self: self.get("premultiplied"))
 
 
+def engine_note(engine: Dict[str, Any]) -> str:
+    """What a host's engine menu says after an engine's name from hello: "" when it can run; for one whose
+    weights are missing, the command that installs them (hello's ``get``); otherwise why it cannot run."""
+    if engine.get("available", False):
+        return ""
+    if engine.get("get"):
+        return f"not installed: run `{engine['get']}` (`mattebox models` lists the choices)"
+    return f"unavailable: {engine.get('why') or 'unknown reason'}"
+
+
 def pair_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
     """One line for a host's status about the second frame, from the results' ``info`` maps: None when no frame
     had one; else how many frames used it, the engine's reason (``pair_why``) when some did not, or that the

@@ -142,8 +142,11 @@ MATTE_PARAMS = {
                                      lambda v: v in ("auto", "multilevel", "blur_fusion")),
     "outputs": _field_spec(list, list(DEFAULT_OUTPUTS), "outputs wanted, names from OUTPUTS",
                            lambda v: len(v) > 0 and all(o in OUTPUTS for o in v)),
-    "tile": _field_spec(int, 0, "learned engines: tile size in pixels; 0 chooses from free memory",
-                        lambda v: v == 0 or 64 <= v <= 4096),
+    "tile": _field_spec(int, 0, "learned engines: tile size in pixels; 0 chooses from free memory; -1 runs the "
+                        "whole frame untiled (padded to a multiple of 32, as the model's reference code does)",
+                        lambda v: v in (0, -1) or 64 <= v <= 4096),
+    "weights": _field_spec(str, "", "learned engines: which installed weights to use, a name from `mattebox "
+                           "models` (e.g. vitmatte-base-composition-1k); '' takes the first installed"),
     "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap; -1 means half the tile",
                                 lambda v: v >= -1),
     "roi": _field_spec(list, None, "[x, y, width, height] region to solve, inside the image (checked against its "

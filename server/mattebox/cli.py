@@ -21,7 +21,7 @@ COMMANDS = {
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
     "inspect-pair": ("mattebox.twoframe.cli", "write a frame pair's flows, masks and aligned views as images"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
-    "models": ("mattebox.models.cli", "list learned models and whether their weights are installed"),
+    "models": ("mattebox.models.cli", "list learned models and published weights; pull or import weights"),
     "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),
     "uninstall": ("mattebox.commands.hosts:run_uninstall", "remove the node from a host"),
     "host-doctor": ("mattebox.commands.hosts:run_doctor", "check a host's node install and its server"),

@@ -188,6 +188,23 @@ def tiled_apply(inputs: Mapping[str, np.ndarray], fn: TileFn, tile: int = DEFAUL
     return {name: v[:h, :w] for name, v in merged.items()}
 
 
+def whole_frame_apply(inputs: Mapping[str, np.ndarray], fn: TileFn, multiple: int = 32) -> Dict[str, np.ndarray]:
+    """Run ``fn`` once over the whole frame (no tiles): inputs zero-padded at the bottom/right to a multiple of
+    ``multiple`` and the outputs cropped back — what VitMatteImageProcessor (``do_pad``, ``size_divisor`` 32) and
+    the post-processing of transformers' matting pipeline do. Engines use it for the request param ``tile: 0``."""
+    if not inputs:
+        raise ValueError("whole_frame_apply needs at least one input array")
+    h, w = next(iter(inputs.values())).shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    batch = {}
+    for name, a in inputs.items():
+        a = a if a.ndim == 3 else a[..., None]
+        if a.shape[:2] != (h, w):
+            raise ValueError(f"inputs must share height and width, got {name} {a.shape[:2]} and {(h, w)}")
+        batch[name] = np.pad(a, [(0, ph), (0, pw), (0, 0)])[None]
+    return {name: value[0, :h, :w] for name, value in fn(batch).items()}
+
+
 class TorchTileFn:
     """A model's forward as a batched :data:`TileFn` (see :func:`torch_tile_fn`) that survives running out of
     device memory: the batch is halved and retried (the memory estimate behind ``choose_tile_and_batch`` is an

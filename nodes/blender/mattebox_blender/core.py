@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -241,3 +241,11 @@ def describe_error(exc: BaseException) -> str:
         text += f"; {hint}"
     return text
 
+
+
+def engines_summary(engines: List[Dict[str, Any]], note: Callable[[Dict[str, Any]], str]) -> str:
+    """The Check Server report's engine part: the engines that can run, then each one that cannot with ``note``
+    (mattebox_plugin.client.engine_note: the command that installs missing weights, or why)."""
+    ready = ", ".join(e["name"] for e in engines if e.get("available"))
+    missing = "; ".join(f"{e['name']} {note(e)}" for e in engines if not e.get("available"))
+    return ready + (f" | {missing}" if missing else "")

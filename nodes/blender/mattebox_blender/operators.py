@@ -168,8 +168,8 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
             return {"CANCELLED"}
         finally:
             client.close()
-        engines = ", ".join(e["name"] for e in info["engines"] if e["available"])
-        self.report({"INFO"}, f"Mattebox {info['server_version']} at {endpoint} on {info['device']}: {engines}")
+        self.report({"INFO"}, f"Mattebox {info['server_version']} at {endpoint} on {info['device']}: "
+                              + core.engines_summary(info["engines"], package.client.engine_note))
         return {"FINISHED"}
 
 

@@ -258,15 +258,20 @@ def progress_text(event: Dict[str, Any]) -> str:
 
 
 def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool]]:
-    """(name, label, available) for the dialog's engine list, 'auto' first; only 'auto' when hello is missing."""
+    """(name, label, available) for the dialog's engine list, 'auto' first; only 'auto' when hello is missing.
+    A learned engine without weights says the command that installs them."""
     choices = [("auto", "Auto (best available)", True)]
-    for engine in (hello or {}).get("engines", []):
+    engines = (hello or {}).get("engines", [])
+    if engines:  # a hello came through the client, so it imports
+        from mattebox_plugin.client import engine_note
+    for engine in engines:
         name = engine.get("name", "")
         if not name:
             continue
         label = name + (f" — {engine['description']}" if engine.get("description") else "")
-        if not engine.get("available", False):
-            label += f" (unavailable: {engine.get('why') or 'unknown reason'})"
+        note = engine_note(engine)
+        if note:
+            label += f" ({note})"
         choices.append((name, label, bool(engine.get("available", False))))
     return choices
 

@@ -202,14 +202,19 @@ def set_status(group: Any, text: str, error: bool = False) -> None:
 
 
 def set_engines(group: Any, hello: Dict[str, Any]) -> None:
-    """Fill the engine menu from the server's hello (available engines; 'auto' first); keep the choice if known."""
+    """Fill the engine menu from the server's hello (available engines; 'auto' first); keep the choice if known.
+    The tooltip lists every engine; those without weights name the command that installs them."""
     names = ["auto"] + [e["name"] for e in hello.get("engines", []) if e.get("available") and e["name"] != "auto"]
     current = group["engine"].value()
     group["engine"].setValues(names)
     if current in names:
         group["engine"].setValue(current)
-    described = [f"{e['name']}: {e.get('description', '')}" + ("" if e.get("available") else f" (unavailable: "
-                 f"{e.get('why', '')})") for e in hello.get("engines", [])]
+    from mattebox_plugin.client import engine_note
+
+    described = []
+    for e in hello.get("engines", []):
+        note = engine_note(e)
+        described.append(f"{e['name']}: {e.get('description', '')}" + (f" ({note})" if note else ""))
     group["engine"].setTooltip("\n".join(described))
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from ..colour import srgb_to_linear
 from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from ..models import registry
-from ..models.weights import load_spec_weights, weights_status
+from ..models.sources import sources_for
+from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
 from .classical.foreground import blur_fusion
 from .classical.guidance import grabcut_mask, trimap_from_mask
 
@@ -30,6 +31,9 @@ from .classical.guidance import grabcut_mask, trimap_from_mask
 #: allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out. PP-Matting runs
 #: whole frames (PPMattingEngine.infer) and sizes nothing from it.
 BYTES_PER_PIXEL = {"parallax": 6000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
+
+#: the ``tile`` request param that runs the whole frame in one forward (tiling.whole_frame_apply)
+UNTILED = -1
 
 
 class ModelCache:
@@ -109,17 +113,37 @@ class LearnedEngine(Engine):
         present, why, _path = weights_status(self.spec)
         return present, why
 
+    def describe(self):
+        """The contract's description plus ``get``: the command installing published weights when none are."""
+        row = super().describe()
+        sources = sources_for(self.model_name)
+        if not row["available"] and sources and row["why"].startswith("weights not installed"):
+            row["get"] = sources[0].pull_command()
+        return row
+
     # -- model loading ------------------------------------------------------------------------------------------
-    def load_model(self, device):
-        """Build the model and load its installed weights (subclasses with other weight formats override)."""
-        model = registry.build(self.model_name, tiny=self.tiny)
-        if not self.tiny:
-            load_spec_weights(model, self.spec)
+    def resolved_weights(self, request: Optional[MatteRequest] = None):
+        """The installed weights this request uses (the ``weights`` param names a source; default: sources.py's
+        order). Raises WeightsError naming the command that gets them when none are installed."""
+        if self.tiny:
+            return None
+        prefer = str(request.param("weights", "") or "") if request is not None else ""
+        resolved = resolve_weights(self.spec, prefer or None)
+        if resolved is None:
+            raise WeightsError(weights_status(self.spec)[1])
+        return resolved
+
+    def load_model(self, device, resolved=None):
+        """Build the model (with the weights' config overrides) and load the weights (subclasses with other
+        weight formats override)."""
+        model = registry.build(self.model_name, tiny=self.tiny, **(resolved.config if resolved else {}))
+        if resolved is not None:
+            load_spec_weights(model, self.spec, resolved)
         return model.to(device).eval()
 
-    def model(self, device):
-        return MODEL_CACHE.get((self.model_name + (":tiny" if self.tiny else ""), str(device)),
-                               lambda: self.load_model(device))
+    def model(self, device, resolved=None):
+        label = ":tiny" if self.tiny else f":{resolved.label}" if resolved is not None else ""
+        return MODEL_CACHE.get((self.model_name + label, str(device)), lambda: self.load_model(device, resolved))
 
     # -- inputs -------------------------------------------------------------------------------------------------
     def normalise(self, srgb: np.ndarray) -> np.ndarray:
@@ -153,7 +177,8 @@ class LearnedEngine(Engine):
         timings["guidance"] = time.perf_counter() - started
         progress("load model")
         device, amp = pick_device(request.param("device"))
-        model = self.model(device)  # WeightsError names the file and expected hash
+        resolved = self.resolved_weights(request)
+        model = self.model(device, resolved)  # WeightsError names the file and expected hash
         timings["load"] = time.perf_counter() - started - timings["guidance"]
         merged, run_info = self.infer(model, inputs, trimap, needed, device, amp, request, progress)
         timings["inference"] = time.perf_counter() - started - sum(timings.values())
@@ -171,6 +196,7 @@ class LearnedEngine(Engine):
         timings["foreground"] = time.perf_counter() - started - sum(timings.values())
         return MatteResult(alpha, foreground, trimap.astype(np.float32),
                            {"engine": self.name, "model": self.model_name, "device": str(device),
+                            "weights": resolved.label if resolved is not None else "tiny (random)",
                             "autocast": str(amp) if amp is not None else "off", **run_info,
                             "timings": timings}).check(request.shape)
 
@@ -178,17 +204,21 @@ class LearnedEngine(Engine):
               progress: Progress) -> Tuple[Dict[str, np.ndarray], Dict[str, object]]:
         """Model outputs over the frame (name -> H×W×C) and what the result reports about the run: overlapping
         tiles merged with a Gaussian window (mattebox.tiling), tile and batch from free GPU memory."""
-        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn
+        from ..tiling import choose_tile_and_batch, cuda_free_bytes, tiled_apply, torch_tile_fn, whole_frame_apply
 
         tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
                                             self.spec.tile)
-        tile = int(request.param("tile", tile))
+        tile = int(request.param("tile") or tile)  # 0 (the protocol's default): chosen from free memory
         batch = int(request.param("tile_batch", batch))
         fill = {"alpha": trimap[..., None]} if needed is not None else None
         options = dict(self.forward_options)
         run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
-        merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
-                             progress=lambda done, total: progress("tiles", done, total), fill=fill)
+        if tile == UNTILED:  # the whole frame in one forward, as the model's reference implementation runs it
+            merged = whole_frame_apply(inputs, run, self.spec.stride)
+            progress("tiles", 1, 1)
+        else:
+            merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
+                                 progress=lambda done, total: progress("tiles", done, total), fill=fill)
         return merged, {"tile": tile, "tile_batch": run.batch_limit or batch}
 
 
@@ -275,7 +305,8 @@ class Mask2AlphaEngine(LearnedEngine):
 class ViTMatteEngine(LearnedEngine):
     name = "vitmatte"
     model_name = "vitmatte"
-    description = "ViTMatte via transformers (trimap-based; needs the user's weights folder and 'mattebox[vitmatte]')"
+    description = ("ViTMatte (trimap-based; hustvl's published weights through transformers, 'mattebox[vitmatte]'; "
+                   "`mattebox models pull vitmatte-small-composition-1k`)")
     uses = ("trimap", "mask")
 
     def availability(self):
@@ -283,13 +314,11 @@ class ViTMatteEngine(LearnedEngine):
             return False, "transformers is not installed (pip install 'mattebox[vitmatte]')"
         return super().availability()
 
-    def load_model(self, device):
-        from ..models.vitmatte import load_vitmatte
-
-        if self.tiny:
-            return load_vitmatte("tiny").to(device).eval()
-        _present, _why, path = weights_status(self.spec)
-        return load_vitmatte(folder=path).to(device).eval()
+    def load_model(self, device, resolved=None):
+        if resolved is not None and resolved.folder:  # a save_pretrained folder: transformers' own loader
+            from ..models.vitmatte import load_vitmatte
+            return load_vitmatte(folder=resolved.path).to(device).eval()
+        return super().load_model(device, resolved)
 
     def normalise(self, srgb):  # VitMatteImageProcessor: mean = std = 0.5
         return (srgb.astype(np.float32) - 0.5) / 0.5

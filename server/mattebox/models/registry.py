@@ -48,6 +48,8 @@ class ModelSpec:
     weights: Optional[WeightsEntry] = None
     #: tile size the model was trained on (tiling.py); multiple of the patch size
     tile: int = 448
+    #: the input height/width must be a multiple of this (untiled frames are zero-padded to it)
+    stride: int = 32
     extras: Dict[str, Any] = field(default_factory=dict)
 
     def constructor_fn(self):

@@ -1,18 +1,23 @@
-"""Weights files: safetensors save/load with sha256 verification, checkpoint filters. Nothing is downloaded.
+"""Weights files: safetensors save/load with sha256 verification, checkpoint filters. Nothing is downloaded here
+(``mattebox models pull`` downloads, install.py; matting never does).
 
-Users install weights files under :func:`models_dir` (``$MATTEBOX_MODELS`` or ``<cache>/models``). A registry
-:class:`~mattebox.models.registry.WeightsEntry` names the file and its sha256; :func:`load_weights` refuses a
-missing or corrupt file with an error naming the file and the expected hash. ``status`` helpers need no torch.
+Weights live under :func:`models_dir` (``$MATTEBOX_MODELS`` or ``<cache>/models``): a registry
+:class:`~mattebox.models.registry.WeightsEntry`'s file (weights you trained), or a published checkpoint that
+``mattebox models pull/import`` converted (sources.py), each with its ``.sha256`` sidecar. :func:`resolve_weights`
+picks which one an engine loads; :func:`load_weights` refuses a missing or corrupt file with an error naming the
+file and the expected hash. ``status`` helpers need no torch.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..paths import cache_dir
+from . import sources as _sources
 
 
 class WeightsError(RuntimeError):
@@ -33,42 +38,87 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sidecar_path(path: Path) -> Path:
+    return Path(str(path) + ".sha256")
+
+
+def read_sidecar(path: Path) -> str:
+    """The digest recorded in ``<file>.sha256`` (WeightsError when there is none)."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise WeightsError(f"weights file {path} has no published sha256 and no {side.name} sidecar; install it with "
+                           f"`mattebox models import` or export it with mattebox.models.weights.export_weights "
+                           f"(both write the sidecar)")
+    return side.read_text().split()[0].strip()
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """The weights an engine loads: the file, its expected digest, how to map its keys, the build overrides."""
+    label: str  #: the source name, or the model name for locally trained weights / a save_pretrained folder
+    path: Path
+    sha256: str
+    checkpoint_filter: str = ""
+    config: Dict[str, Any] = field(default_factory=dict)
+    folder: bool = False  #: a save_pretrained folder (ViTMatte), loaded by the model's own loader
+
+
+def resolve_weights(spec, prefer: Optional[str] = None) -> Optional[ResolvedWeights]:
+    """Which installed weights ``spec``'s engine uses, without hashing or torch: ``prefer`` (a source name from
+    sources.py) when given; else the spec's own file (weights you trained), else the first installed published
+    source, else a ``save_pretrained`` folder named by ``extras["folder"]``. None when nothing is installed."""
+    folder = models_dir()
+    if not prefer and spec.weights is not None and (folder / spec.weights.file).is_file():
+        path = folder / spec.weights.file
+        digest = spec.weights.sha256 or (read_sidecar(path) if sidecar_path(path).is_file() else "")
+        return ResolvedWeights(spec.name, path, digest, spec.weights.checkpoint_filter)
+    try:
+        source = _sources.first_installed(spec.name, folder, prefer)
+    except KeyError as exc:
+        raise WeightsError(str(exc.args[0])) from None
+    if source is not None:
+        path = folder / source.file
+        return ResolvedWeights(source.name, path, read_sidecar(path), source.checkpoint_filter, dict(source.config))
+    if prefer:
+        raise WeightsError(f"weights {prefer!r} are not installed in {folder}; run `mattebox models pull {prefer}`")
+    legacy = spec.extras.get("folder")
+    if legacy and (folder / legacy).is_dir():
+        return ResolvedWeights(spec.name, folder / legacy, "", folder=True)
+    return None
+
+
 def weights_path(spec) -> Optional[Path]:
-    """The path a spec's weights file would have, or None when the spec has no weights entry."""
+    """Where the spec's own weights file (locally trained; ``mattebox train --install`` writes it) or its
+    ``save_pretrained`` folder goes; None when it has neither. Published checkpoints have their own files
+    (sources.py); :func:`resolve_weights` says which file an engine loads."""
     if spec.weights is not None:
         return models_dir() / spec.weights.file
     folder = spec.extras.get("folder")
     return models_dir() / folder if folder else None
 
 
-def sidecar_path(path: Path) -> Path:
-    return Path(str(path) + ".sha256")
-
-
 def expected_sha256(spec) -> str:
-    """The digest a spec's weights file must have: the registry's, else the export sidecar's."""
+    """The digest a spec's own weights file must have: the registry's, else the export sidecar's."""
     if spec.weights is None:
         raise WeightsError(f"model {spec.name!r} has no weights entry")
-    if spec.weights.sha256:
-        return spec.weights.sha256
-    path = models_dir() / spec.weights.file
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise WeightsError(f"weights file {path} has no published sha256 and no {side.name} sidecar; export it "
-                           f"with mattebox.models.weights.export_weights (writes both)")
-    return side.read_text().split()[0].strip()
+    return spec.weights.sha256 or read_sidecar(models_dir() / spec.weights.file)
 
 
 def weights_status(spec) -> Tuple[bool, str, Optional[Path]]:
-    """(present, why-not, path) without hashing or importing torch (``mattebox models``, engine availability)."""
+    """(present, why-not, path) without hashing or importing torch (``mattebox models``, engine availability).
+    The why-not names the folder and the command that gets weights, so hosts' engine menus can show it."""
+    resolved = resolve_weights(spec)
+    if resolved is not None:
+        return True, "", resolved.path
+    how = _sources.how_to_get(spec.name)
     path = weights_path(spec)
+    if how:
+        return False, f"weights not installed; {how}", path
     if path is None:
         return False, (f"no trained weights are published for {spec.name!r}; train them (docs/models.md) and add a "
                        f"weights entry"), None
-    if not path.exists():
-        expected = f" (sha256 {spec.weights.sha256})" if spec.weights is not None and spec.weights.sha256 else ""
-        return False, f"weights not installed: {path}{expected}", path
-    return True, "", path
+    expected = f" (sha256 {spec.weights.sha256})" if spec.weights.sha256 else ""
+    return False, f"weights not installed: {path}{expected}; train them (docs/training.md, `mattebox train`)", path
 
 
 def verify_file(path: Path, expected_sha256: str) -> None:
@@ -119,12 +169,21 @@ def read_state_dict(path: Path, expected_sha256: Optional[str] = None, device: s
         raise WeightsError(f"weights file {path} is not a readable safetensors file: {exc}") from exc
 
 
+def import_callable(name: str) -> Callable:
+    """The function named ``"module:function"`` (checkpoint filters, converters, installers); a module that is not
+    there (a converter from a branch not merged, a missing optional package) is a WeightsError saying so."""
+    module_name, func_name = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise WeightsError(f"{module_name} is not available here ({exc}); this mattebox cannot convert these "
+                           f"weights yet") from None
+    return getattr(module, func_name)
+
+
 def resolve_filter(name: str) -> Optional[Callable[[Dict], Dict]]:
     """The checkpoint filter named ``"module:function"`` in a WeightsEntry (None for "")."""
-    if not name:
-        return None
-    module_name, func_name = name.split(":")
-    return getattr(importlib.import_module(module_name), func_name)
+    return import_callable(name) if name else None
 
 
 def load_weights(model, path: Path, expected_sha256: Optional[str] = None,
@@ -137,17 +196,19 @@ def load_weights(model, path: Path, expected_sha256: Optional[str] = None,
     return model.load_state_dict(state, strict=strict)
 
 
-def load_spec_weights(model, spec):
-    """Load a registry entry's installed weights into ``model`` (raises WeightsError when absent/corrupt)."""
-    if spec.weights is None:
-        raise WeightsError(f"model {spec.name!r} has no weights entry")
-    path = models_dir() / spec.weights.file
+def load_spec_weights(model, spec, resolved: Optional[ResolvedWeights] = None):
+    """Load installed weights into ``model`` (``resolved``, else :func:`resolve_weights`); WeightsError when they
+    are absent, corrupt or do not fit."""
+    resolved = resolved or resolve_weights(spec)
+    if resolved is None:
+        raise WeightsError(weights_status(spec)[1])
+    digest = resolved.sha256 or read_sidecar(resolved.path)  # no digest at all: the sidecar's error says why
     try:
-        return load_weights(model, path, expected_sha256(spec), resolve_filter(spec.weights.checkpoint_filter))
+        return load_weights(model, resolved.path, digest, resolve_filter(resolved.checkpoint_filter))
     except RuntimeError as exc:
         if isinstance(exc, WeightsError):
             raise
-        raise WeightsError(f"weights file {path} does not fit model {spec.name!r}: {exc}") from exc
+        raise WeightsError(f"weights file {resolved.path} does not fit model {spec.name!r}: {exc}") from exc
 
 
 def rename_prefixes(mapping: Dict[str, str]) -> Callable[[Dict], Dict]:
