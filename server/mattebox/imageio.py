@@ -75,3 +75,17 @@ def write_png(path: str, array: np.ndarray, bits: int = 8) -> None:
         out = cv2.cvtColor(out, cv2.COLOR_RGBA2BGRA)
     if not cv2.imwrite(str(path), out):
         raise OSError(f"could not write {path}")
+
+
+def read_linear_rgb(path: str) -> Tuple[np.ndarray, str]:
+    """Read a plate -> (H×W×3 float32 linear light, its file's colourspace): integers scaled to [0, 1], a grey
+    image repeated into three channels, an alpha channel dropped, sRGB files linearised."""
+    from .colour import from_colorspace
+
+    array, colorspace = read_image(path)
+    values = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 65535.0) \
+        if array.dtype.kind == "u" else array.astype(np.float32)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    rgb = np.repeat(values, 3, axis=2) if values.shape[2] == 1 else values[:, :, :3]
+    return np.ascontiguousarray(from_colorspace(rgb, colorspace), np.float32), colorspace

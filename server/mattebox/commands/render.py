@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from . import shot
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true", help="always use a local in-process server")
     parser.add_argument("--force", action="store_true", help="re-render frames whose outputs are up to date")
     parser.add_argument("--timeout", type=float, default=120.0)
+    shot.add_arguments(parser)
 
 
 _HASHES = re.compile(r"#+")
@@ -83,15 +86,17 @@ def input_hash(paths: List[Optional[str]], settings: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
-    from ..colour import srgb_to_linear
     from ..embedded import server_endpoint
-    from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
+    from ..imageio import ImageReadError, read_gray, read_image
 
     try:
-        frames = chunk_of(parse_frames(args.frames), args.chunk)
+        whole = parse_frames(args.frames)
+        frames = chunk_of(whole, args.chunk)
     except ValueError as exc:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 2
+    if shot.wanted(args):
+        return shot.run(args, whole, frames, frame_path, lambda *outputs: write_frame(args, *outputs))
     settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
                 "second_offset": args.second_offset}
     params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
@@ -118,17 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 if guide_path:
                     inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
                 result = client.submit(params=params, colorspace=colorspace, **inputs).result()
-                alpha_path.parent.mkdir(parents=True, exist_ok=True)
-                _write(alpha_path, result.alpha, linear=False, write_exr=write_exr, write_png=write_png)
-                if args.foreground:
-                    fg_path = Path(frame_path(args.foreground, frame))
-                    fg_path.parent.mkdir(parents=True, exist_ok=True)
-                    fg = result.foreground
-                    if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
-                        fg = srgb_to_linear(fg)  # EXR files are scene-linear
-                    _write(fg_path, fg, linear=colorspace == "linear", write_exr=write_exr, write_png=write_png)
-                record.write_text(json.dumps({"frame": frame, "inputs_sha256": digest, "info": result.info},
-                                             indent=1, default=str))
+                write_frame(args, frame, result.alpha, result.foreground, colorspace, result.info, digest)
                 done += 1
                 print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s",
                       flush=True)
@@ -140,6 +135,26 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"rendered {done}, up to date {skipped}, of {len(frames)} frames")
     return 0
+
+
+def write_frame(args: argparse.Namespace, frame: int, alpha, foreground, colorspace: str, info: dict,
+                digest: str) -> None:
+    """One frame's alpha, foreground (when ``--foreground`` is given; in ``colorspace``, the plate's) and
+    sidecar record (inputs sha256 + the engine's info)."""
+    from ..colour import srgb_to_linear
+    from ..imageio import write_exr, write_png
+
+    alpha_path = Path(frame_path(args.alpha, frame))
+    alpha_path.parent.mkdir(parents=True, exist_ok=True)
+    _write(alpha_path, alpha, linear=False, write_exr=write_exr, write_png=write_png)
+    if args.foreground and foreground is not None:
+        fg_path = Path(frame_path(args.foreground, frame))
+        fg_path.parent.mkdir(parents=True, exist_ok=True)
+        if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
+            foreground = srgb_to_linear(foreground)  # EXR files are scene-linear
+        _write(fg_path, foreground, linear=colorspace == "linear", write_exr=write_exr, write_png=write_png)
+    record = alpha_path.with_name(alpha_path.name + ".json")
+    record.write_text(json.dumps({"frame": frame, "inputs_sha256": digest, "info": info}, indent=1, default=str))
 
 
 def _write(path: Path, array, linear: bool, write_exr, write_png) -> None:
