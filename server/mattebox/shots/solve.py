@@ -21,7 +21,7 @@ the shot.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
 from ..engines.classical.alpha import PRESETS, solve_alpha
 from ..engines.classical.foreground import multilevel
-from ..twoframe.motion import warp
+from ..twoframe.motion import sample_grid
 from .flow import ShotFlows, layer_flow
 from .guidance import Key, PropagationSettings, trimap_for_frame
 
@@ -40,6 +40,9 @@ class ShotSettings:
     quality: str = "balanced"  #: solver preset (fast / balanced / best), as for one frame
     radius: int = 2  #: neighbours on each side whose solves form the temporal prior
     temporal_weight: float = 1.0  #: λ_T of the temporal data term
+    motion: str = "layer"  #: how α⁰ of a neighbour is brought onto t: "layer" (foreground flow) or "alpha" (flow of α⁰)
+    polish_iterations: int = 10  #: CG iterations of the steadied solve, started from the neighbours' consensus
+    agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
@@ -98,6 +101,7 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         raise ValueError(f"outputs: frame {missing[0]} is not in the shot {frames[0]}-{frames[-1]}")
     shot = set(frames)
     solver = PRESETS[settings.quality]
+    polish = replace(solver, finest_iterations=settings.polish_iterations)
     linear = _Window(read)
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
@@ -118,10 +122,10 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         neighbours = [t + j * step for j in range(-settings.radius, settings.radius + 1)
                       if j != 0 and t + j * step in shot]
         trimap, how = trimaps(t)
-        prior, weight_sum, consensus = _temporal_prior(t, neighbours, independent, trimap, flows)
+        prior, weight_sum, consensus = _temporal_prior(t, neighbours, independent, trimap, flows, settings)
         own = independent(t)
         mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
-        alpha = solve_alpha(srgb(t), trimap, solver, prior=(prior, settings.temporal_weight * mean_weight),
+        alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
                             initial=(own + consensus) / (1.0 + weight_sum)) if neighbours else own
         foreground = multilevel(linear(t), alpha) if settings.foreground else None
         unknown = trimap == 0.5
@@ -135,7 +139,45 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     progress("shot", len(outputs), len(outputs))
 
 
-def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap: np.ndarray, flows: ShotFlows):
+def _warp_sharp(alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward-warp a matte with bicubic interpolation (bilinear halves a one-pixel strand at half-pixel offsets,
+    and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
+    import cv2
+
+    grid = sample_grid(flow)
+    out = cv2.remap(np.ascontiguousarray(alpha), grid[..., 0], grid[..., 1], cv2.INTER_CUBIC,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """``alpha`` warped onto the target with ``flow``, then shifted by the sub-pixel translation that best aligns it
+    with ``target`` over the unknown band (phase correlation, Kuglin & Hines 1975): a layer flow estimated from a
+    weakly textured subject is biased by a fraction of a pixel, which is a strand's width. The shift is kept only
+    if it lowers the band's mean disagreement."""
+    import cv2
+
+    warped = _warp_sharp(alpha, flow)
+    if band.sum() < 64:
+        return warped
+    ys, xs = np.nonzero(band)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    height, width = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+    window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
+    (dx, dy), _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
+    if abs(dx) > 2 or abs(dy) > 2:  # not a sub-pixel bias: leave the flow alone
+        return warped
+    best, best_error = warped, float(np.abs(warped - target)[band].mean())
+    for sign in (1.0, -1.0):
+        shifted = _warp_sharp(alpha, flow + np.float32([sign * dx, sign * dy]))
+        error = float(np.abs(shifted - target)[band].mean())
+        if error < best_error:
+            best, best_error = shifted, error
+    return best
+
+
+def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap: np.ndarray, flows: ShotFlows,
+                    settings: ShotSettings):
     """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights.
 
     Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F
@@ -145,11 +187,19 @@ def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap:
     weighted = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
     for s in neighbours:
-        layer = layer_flow(*flows.span(t, s), trimap == 1.0)
-        if layer is None:  # no foreground to follow: this neighbour says nothing
-            continue
-        flow, weight = layer
-        weighted += weight * warp(independent(s), flow)
+        if settings.motion == "alpha":
+            from .flow import residual_confidence
+            flow = flows.model.flow(independent(t), independent(s))
+            weight = residual_confidence(flow, flows.model.flow(independent(s), independent(t)))
+        else:
+            layer = layer_flow(*flows.span(t, s), trimap == 1.0)
+            if layer is None:  # no foreground to follow: this neighbour says nothing
+                continue
+            flow, weight = layer
+        warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
+        if settings.agreement_sigma > 0:
+            weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
+        weighted += weight * warped
         weight_sum += weight
     prior = np.where(weight_sum > 1e-6, weighted / np.maximum(weight_sum, 1e-6), 0.0).astype(np.float32)
     return prior, weight_sum, weighted
