@@ -174,3 +174,17 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def read_linear_rgb(path: str) -> Tuple[np.ndarray, str]:
+    """Read a plate -> (H×W×3 float32 linear light, its file's colourspace): integers scaled to [0, 1], a grey
+    image repeated into three channels, an alpha channel dropped, sRGB files linearised."""
+    from .colour import from_colorspace
+
+    array, colorspace = read_image(path)
+    values = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 65535.0) \
+        if array.dtype.kind == "u" else array.astype(np.float32)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    rgb = np.repeat(values, 3, axis=2) if values.shape[2] == 1 else values[:, :, :3]
+    return np.ascontiguousarray(from_colorspace(rgb, colorspace), np.float32), colorspace

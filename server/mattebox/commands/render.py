@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from . import shot
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local", action="store_true", help="always use a local in-process server")
     parser.add_argument("--force", action="store_true", help="re-render frames whose outputs are up to date")
     parser.add_argument("--timeout", type=float, default=120.0)
+    shot.add_arguments(parser)
 
 
 #: most frames one `mattebox render` takes (over 11 hours at 24 fps): a typo such as 1-300000000 is refused
@@ -109,10 +112,13 @@ def run(args: argparse.Namespace) -> int:
     from ..embedded import server_endpoint
 
     try:
-        frames = chunk_of(parse_frames(args.frames), args.chunk)
+        whole = parse_frames(args.frames)
+        frames = chunk_of(whole, args.chunk)
     except ValueError as exc:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 2
+    if shot.wanted(args):
+        return shot.run(args, whole, frames, frame_path, lambda *outputs: write_frame(args, *outputs))
     settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
                 "second_offset": args.second_offset}
     params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
@@ -145,8 +151,7 @@ def render_frame(client, frame: int, args: argparse.Namespace, settings: dict, p
 
     Raises ImageReadError naming a missing or unreadable input, OSError (imageio.OutputError for a symbolic link)
     naming an output it could not write."""
-    from ..colour import srgb_to_linear
-    from ..imageio import check_image_file, read_gray, read_image, write_file
+    from ..imageio import check_image_file, read_gray, read_image
 
     image_path = frame_path(args.image, frame)
     second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
@@ -167,19 +172,30 @@ def render_frame(client, frame: int, args: argparse.Namespace, settings: dict, p
     if guide_path:
         inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
     result = client.submit(params=params, colorspace=colorspace, **inputs).result()
-    alpha_path.parent.mkdir(parents=True, exist_ok=True)
-    _write(alpha_path, result.alpha, linear=False)
-    if args.foreground:
-        fg_path = Path(frame_path(args.foreground, frame))
-        fg_path.parent.mkdir(parents=True, exist_ok=True)
-        fg = result.foreground
-        if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
-            fg = srgb_to_linear(fg)  # EXR files are scene-linear
-        _write(fg_path, fg, linear=colorspace == "linear")
-    write_file(record, json.dumps({"frame": frame, "inputs_sha256": digest, "info": result.info}, indent=1,
-                                  default=str).encode())
+    write_frame(args, frame, result.alpha, result.foreground, colorspace, result.info, digest)
     print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s", flush=True)
     return True
+
+
+def write_frame(args: argparse.Namespace, frame: int, alpha, foreground, colorspace: str, info: dict,
+                digest: str) -> None:
+    """One frame's alpha, foreground (when ``--foreground`` is given; in ``colorspace``, the plate's) and
+    sidecar record (inputs sha256 + the engine's info), each written without following a link at its path."""
+    from ..colour import srgb_to_linear
+    from ..imageio import write_file
+
+    alpha_path = Path(frame_path(args.alpha, frame))
+    alpha_path.parent.mkdir(parents=True, exist_ok=True)
+    _write(alpha_path, alpha, linear=False)
+    if args.foreground and foreground is not None:
+        fg_path = Path(frame_path(args.foreground, frame))
+        fg_path.parent.mkdir(parents=True, exist_ok=True)
+        if fg_path.suffix.lower() == ".exr" and colorspace == "srgb":
+            foreground = srgb_to_linear(foreground)  # EXR files are scene-linear
+        _write(fg_path, foreground, linear=colorspace == "linear")
+    record = alpha_path.with_name(alpha_path.name + ".json")
+    write_file(record, json.dumps({"frame": frame, "inputs_sha256": digest, "info": info}, indent=1,
+                                  default=str).encode())
 
 
 def _write(path: Path, array, linear: bool) -> None:

@@ -125,8 +125,9 @@ def _coarse_trimap(trimap: np.ndarray, size) -> np.ndarray:
 
 
 def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weight: np.ndarray,
-                 settings: SolverSettings, report, level: int = 0):
-    """Solve one crop (all arrays cropped) coarse-to-fine; returns α for the crop.
+                 settings: SolverSettings, report, level: int = 0, start: Optional[np.ndarray] = None):
+    """Solve one crop (all arrays cropped) coarse-to-fine; returns α for the crop. ``start``: a good first guess
+    (pre-remap α of the crop): the coarse levels are skipped and ``finest_iterations`` polish it.
 
     While the level has more than ``coarse_unknowns`` unknown pixels, the half-resolution problem is solved first
     and carried up by Levin's affine model (:func:`affine_upsample`); the fine level then only has to remove
@@ -136,7 +137,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     h, w = trimap.shape
     initial = np.where(unknown, 0.5, trimap).astype(np.float32)
     iterations = settings.max_iterations
-    if unknown.sum() > settings.coarse_unknowns and min(h, w) >= 2 * settings.coarse_min_side:
+    if start is not None:
+        initial[unknown] = np.clip(start[unknown], 0.0, 1.0)
+        iterations = settings.finest_iterations
+    elif unknown.sum() > settings.coarse_unknowns and min(h, w) >= 2 * settings.coarse_min_side:
         size = ((w + 1) // 2, (h + 1) // 2)
         small_image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         small_weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
@@ -169,12 +173,14 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
 
 
 def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[SolverSettings] = None,
-                progress: Callable = no_progress, prior=None) -> np.ndarray:
+                progress: Callable = no_progress, prior=None, initial: Optional[np.ndarray] = None) -> np.ndarray:
     """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}.
 
     ``prior``: an optional extra data term (values α̂, weights λ ≥ 0), both H×W, added to the colour-sampling
     prior: the system becomes (L_uu + Λ) α_u = −L_uk α_k + Λ α̂ with Λ the summed weights (the two-frame solver
     passes the alpha implied by revealed background here).
+    ``initial``: an H×W α close to the answer (a shot's neighbours agree on it, mattebox.shots): CG starts there at
+    full resolution for ``finest_iterations`` instead of solving coarse to fine.
     """
     settings = settings or SolverSettings()
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
@@ -205,8 +211,11 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
         weight = total.astype(np.float32)
         settings = replace(settings, data_weight=1.0)
     prior = values
+    start = None
+    if initial is not None:  # in the solver's units, before the levels remap below
+        start = np.ascontiguousarray(initial[crop], np.float32) * (1.0 - 2.0 * settings.snap) + settings.snap
     solved = _solve_level(np.ascontiguousarray(image_srgb[crop]), trimap[crop].copy(), prior, weight, settings,
-                       lambda done, total: progress("alpha", done, total))
+                          lambda done, total: progress("alpha", done, total), start=start)
     alpha[crop] = solved
     alpha = np.clip(alpha, 0.0, 1.0)
     if settings.snap > 0:  # continuous levels remap: [snap, 1 − snap] -> [0, 1], no jump at the thresholds

@@ -1,0 +1,205 @@
+"""Matte a shot as a shot: key-frame guidance carried through it, and each frame's solve held steady by its
+neighbours.
+
+For every output frame t (docs/shots.md):
+
+1. guidance — the frame's own mask/trimap if it is a key, else the keys carried by optical flow (:mod:`.guidance`);
+   with no keys at all, each frame's automatic guidance (as the classical engine makes it);
+2. an independent solve α⁰ of t and of its ``radius`` neighbours on each side (closed-form matting,
+   :func:`~mattebox.engines.classical.alpha.solve_alpha`);
+3. the **temporal prior**: the neighbours' α⁰ warped onto t along the foreground layer's motion, averaged with
+   weights w_s = the warp's forward-backward confidence (:mod:`.flow`); it joins the solve of t as a data term
+   ``λ_T·w̄ (α − α̂)²`` (the same place as the colour-sampling prior: Robust Matting eq. 8's form), so where the
+   picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
+   is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
+4. that solve starts from the neighbours' consensus and needs only the finest level's iterations;
+5. the decontaminated foreground from the steadied alpha (multilevel, linear light).
+
+Every step is a pure function of the frames in a fixed window and the keys, so a shot rendered in chunks gives the
+same mattes as one rendered whole; memory holds a window of frames and the flows between the keys around it, not
+the shot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from ..colour import linear_to_srgb
+from ..contract import MatteRequest, Progress, no_progress
+from ..engines.classical.alpha import PRESETS, solve_alpha
+from ..engines.classical.foreground import multilevel
+from ..twoframe.motion import sample_grid
+from .flow import ShotFlows, layer_flow
+from .guidance import Key, PropagationSettings, trimap_for_frame
+
+
+@dataclass
+class ShotSettings:
+    quality: str = "balanced"  #: solver preset (fast / balanced / best), as for one frame
+    radius: int = 2  #: neighbours on each side whose solves form the temporal prior
+    temporal_weight: float = 1.0  #: λ_T of the temporal data term
+    motion: str = "layer"  #: how α⁰ of a neighbour is brought onto t: "layer" (foreground flow) or "alpha" (flow of α⁰)
+    polish_iterations: int = 10  #: CG iterations of the steadied solve, started from the neighbours' consensus
+    agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
+    foreground: bool = True  #: also solve the decontaminated foreground
+    band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
+    propagation: PropagationSettings = field(default_factory=PropagationSettings)
+
+
+@dataclass
+class ShotFrame:
+    frame: int
+    alpha: np.ndarray  #: H×W float32
+    foreground: Optional[np.ndarray]  #: H×W×3 float32 linear, straight (None when not asked for)
+    trimap: np.ndarray  #: the guidance the frame was solved with
+    independent: np.ndarray  #: α⁰, the frame solved alone (what per-frame rendering would give)
+    info: Dict[str, object]
+
+
+class _Window:
+    """Per-frame values (sRGB frames, trimaps, α⁰) kept while the walk needs them."""
+
+    def __init__(self, compute: Callable[[int], object]):
+        self.compute = compute
+        self.values: Dict[int, object] = {}
+
+    def __call__(self, frame: int):
+        if frame not in self.values:
+            self.values[frame] = self.compute(frame)
+        return self.values[frame]
+
+    def forget_before(self, frame: int) -> None:
+        for old in [f for f in self.values if f < frame]:
+            del self.values[old]
+
+
+def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: Dict[int, Key],
+               outputs: Optional[Sequence[int]] = None, settings: Optional[ShotSettings] = None,
+               progress: Progress = no_progress) -> Iterator[ShotFrame]:
+    """Yield a :class:`ShotFrame` for each frame of ``outputs`` (default: all ``frames``), in order.
+
+    ``read(frame)``: the frame as H×W×3 float32 linear light. ``frames``: the whole shot, consecutive with a fixed
+    step (neighbours never reach outside it). ``keys``: frame -> :class:`~.guidance.Key` (empty: automatic
+    guidance on every frame)."""
+    settings = settings or ShotSettings()
+    if settings.quality not in PRESETS:
+        raise ValueError(f"quality: expected one of {sorted(PRESETS)}, got {settings.quality!r}")
+    frames = list(frames)
+    if not frames:
+        raise ValueError("frames: a shot needs at least one frame")
+    step = frames[1] - frames[0] if len(frames) > 1 else 1
+    if step < 1 or frames != list(range(frames[0], frames[0] + step * len(frames), step)):
+        raise ValueError("frames: expected consecutive frame numbers with one step, ascending")
+    outside = sorted(set(keys) - set(frames))
+    if outside:
+        raise ValueError(f"keys: frame {outside[0]} is not in the shot {frames[0]}-{frames[-1]}")
+    outputs = list(outputs) if outputs is not None else frames
+    missing = sorted(set(outputs) - set(frames))
+    if missing:
+        raise ValueError(f"outputs: frame {missing[0]} is not in the shot {frames[0]}-{frames[-1]}")
+    shot = set(frames)
+    solver = PRESETS[settings.quality]
+    polish = replace(solver, finest_iterations=settings.polish_iterations)
+    linear = _Window(read)
+    srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
+    gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
+    flows = ShotFlows(srgb, step=step, cache_pairs=int(max(gaps, default=0)) + 2 * settings.radius + 2)
+
+    def guidance(frame: int):
+        if keys:
+            return trimap_for_frame(flows, frame, keys, settings.propagation)
+        from ..engines.classical.engine import ClassicalEngine
+
+        request = MatteRequest(image=linear(frame), params={"band_width": settings.band_width})
+        return ClassicalEngine.guidance(request)
+
+    trimaps = _Window(guidance)
+    independent = _Window(lambda f: solve_alpha(srgb(f), trimaps(f)[0], solver))
+    for done, t in enumerate(outputs):
+        progress("shot", done, len(outputs), f"frame {t}")
+        neighbours = [t + j * step for j in range(-settings.radius, settings.radius + 1)
+                      if j != 0 and t + j * step in shot]
+        trimap, how = trimaps(t)
+        prior, weight_sum, consensus = _temporal_prior(t, neighbours, independent, trimap, flows, settings)
+        own = independent(t)
+        mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
+        alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
+                            initial=(own + consensus) / (1.0 + weight_sum)) if neighbours else own
+        foreground = multilevel(linear(t), alpha) if settings.foreground else None
+        unknown = trimap == 0.5
+        info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
+                "temporal_weight": float(mean_weight[unknown].mean()) if neighbours and unknown.any() else 0.0}
+        yield ShotFrame(frame=t, alpha=alpha, foreground=foreground, trimap=trimap, independent=own, info=info)
+        floor = t - settings.radius * step
+        for window in (linear, srgb, trimaps, independent):
+            window.forget_before(floor)
+        flows.forget(lambda target, source, floor=floor: target >= floor)
+    progress("shot", len(outputs), len(outputs))
+
+
+def _warp_sharp(alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Backward-warp a matte with bicubic interpolation (bilinear halves a one-pixel strand at half-pixel offsets,
+    and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
+    import cv2
+
+    grid = sample_grid(flow)
+    out = cv2.remap(np.ascontiguousarray(alpha), grid[..., 0], grid[..., 1], cv2.INTER_CUBIC,
+                    borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """``alpha`` warped onto the target with ``flow``, then shifted by the sub-pixel translation that best aligns it
+    with ``target`` over the unknown band (phase correlation, Kuglin & Hines 1975): a layer flow estimated from a
+    weakly textured subject is biased by a fraction of a pixel, which is a strand's width. The shift is kept only
+    if it lowers the band's mean disagreement."""
+    import cv2
+
+    warped = _warp_sharp(alpha, flow)
+    if band.sum() < 64:
+        return warped
+    ys, xs = np.nonzero(band)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    height, width = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+    window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
+    (dx, dy), _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
+    if abs(dx) > 2 or abs(dy) > 2:  # not a sub-pixel bias: leave the flow alone
+        return warped
+    best, best_error = warped, float(np.abs(warped - target)[band].mean())
+    for sign in (1.0, -1.0):
+        shifted = _warp_sharp(alpha, flow + np.float32([sign * dx, sign * dy]))
+        error = float(np.abs(shifted - target)[band].mean())
+        if error < best_error:
+            best, best_error = shifted, error
+    return best
+
+
+def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap: np.ndarray, flows: ShotFlows,
+                    settings: ShotSettings):
+    """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights.
+
+    Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F
+    (:func:`~.flow.layer_flow` of frame t's definite foreground); a raw flow in the band mixes the foreground's and
+    the background's motion and smears the matte. The weight is d_F's forward-backward confidence."""
+    h, w = trimap.shape
+    weighted = np.zeros((h, w), np.float32)
+    weight_sum = np.zeros((h, w), np.float32)
+    for s in neighbours:
+        if settings.motion == "alpha":
+            from .flow import residual_confidence
+            flow = flows.model.flow(independent(t), independent(s))
+            weight = residual_confidence(flow, flows.model.flow(independent(s), independent(t)))
+        else:
+            layer = layer_flow(*flows.span(t, s), trimap == 1.0)
+            if layer is None:  # no foreground to follow: this neighbour says nothing
+                continue
+            flow, weight = layer
+        warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
+        if settings.agreement_sigma > 0:
+            weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
+        weighted += weight * warped
+        weight_sum += weight
+    prior = np.where(weight_sum > 1e-6, weighted / np.maximum(weight_sum, 1e-6), 0.0).astype(np.float32)
+    return prior, weight_sum, weighted
