@@ -47,6 +47,9 @@ class ModelSpec:
     weights: Optional[WeightsEntry] = None
     #: tile size the model was trained on (tiling.py); multiple of the patch size
     tile: int = 448
+    #: "matting" (an engine serves it: alpha is a matte) or "guidance" (a coarse mask the classical engine turns
+    #: into a trimap, e.g. U^2-Net-p); matting benchmarks take only the former (:func:`matting_models`)
+    role: str = "matting"
     extras: Dict[str, Any] = field(default_factory=dict)
 
     def constructor_fn(self):
@@ -73,6 +76,11 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models() -> List[ModelSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def matting_models() -> List[ModelSpec]:
+    """The registered models that are mattes (role "matting"), i.e. those the learned engines serve."""
+    return [spec for spec in list_models() if spec.role == "matting"]
 
 
 def build(name: str, tiny: bool = False, **overrides):
@@ -175,4 +183,5 @@ register_model(ModelSpec(
     paper="U^2-Net (Qin et al., Pattern Recognition 2020) sec. 3, U^2-Net-p of Tab. 1",
     full_params=1_125_485,  # paper: 1.1M (4.7 MB)
     tile=320,
+    role="guidance",
 ))
