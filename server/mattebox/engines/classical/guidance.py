@@ -49,8 +49,8 @@ def trimap_from_mask(mask: np.ndarray, band_width: float = 0) -> np.ndarray:
 #: is foreground; saliency < SALIENCY_BG, eroded by BG_BAND, is background; the rest is unknown.
 SALIENCY_FG = 0.95
 SALIENCY_BG = 0.05
-FG_BAND = 0.05
-BG_BAND = 0.05
+FG_BAND = 0.025
+BG_BAND = 0.025
 #: a rough mask is tightened by the network only when the saliency inside it keeps at least this share of it
 #: (else the network found another subject, and the user's mask is taken as drawn)
 TIGHTEN_MIN_SHARE = 0.3
