@@ -156,14 +156,16 @@ def compare(data: Path, names) -> dict:
             "onnxruntime": rembg.version}
 
 
-#: the saliency -> trimap settings scored by ``--sweep`` (SALIENCY_FG, SALIENCY_BG, FG_BAND, BG_BAND of
-#: engines/classical/guidance.py): thresholds at 0.5 (a binary mask) or around the soft zone, bands 1.5-5 % of the
-#: long side, symmetric and not
-SWEEP = ((0.5, 0.5, 0.025, 0.025), (0.5, 0.5, 0.05, 0.05), (0.9, 0.1, 0.025, 0.025), (0.95, 0.05, 0.015, 0.025),
-         (0.95, 0.05, 0.025, 0.015), (0.95, 0.05, 0.025, 0.025), (0.95, 0.05, 0.025, 0.035),
-         (0.95, 0.05, 0.025, 0.05), (0.95, 0.05, 0.035, 0.02), (0.95, 0.05, 0.05, 0.05), (0.9, 0.1, 0.035, 0.015),
-         (0.98, 0.02, 0.025, 0.025), (0.98, 0.02, 0.04, 0.04))
-SWEEP_KEYS = ("SALIENCY_FG", "SALIENCY_BG", "FG_BAND", "BG_BAND")
+#: the saliency -> trimap settings scored by ``--sweep``, as SWEEP_KEYS of engines/classical/guidance.py:
+#: thresholds at 0.5 (a binary mask) or around the soft zone; one margin everywhere (narrow = wide) or a narrow
+#: one at crisp edges and a wide one where the window's soft share exceeds the last value
+SWEEP_KEYS = ("SALIENCY_FG", "SALIENCY_BG", "NARROW_BAND", "WIDE_BAND", "SOFT_WINDOW", "SOFT_SHARE")
+SWEEP = ((0.5, 0.5, 0.025, 0.025, 0.06, 0.1), (0.5, 0.5, 0.05, 0.05, 0.06, 0.1),
+         (0.9, 0.1, 0.025, 0.025, 0.06, 0.1), (0.95, 0.05, 0.025, 0.025, 0.06, 0.1),
+         (0.95, 0.05, 0.05, 0.05, 0.06, 0.1), (0.98, 0.02, 0.025, 0.025, 0.06, 0.1),
+         (0.98, 0.02, 0.04, 0.04, 0.06, 0.1), (0.95, 0.05, 0.0125, 0.03, 0.06, 0.15),
+         (0.95, 0.05, 0.0125, 0.03, 0.06, 0.3), (0.95, 0.05, 0.0125, 0.04, 0.06, 0.1),
+         (0.95, 0.05, 0.01, 0.025, 0.06, 0.1), (0.95, 0.05, 0.0125, 0.03, 0.1, 0.1))
 
 
 def sweep(data: Path, names, settings=SWEEP) -> dict:

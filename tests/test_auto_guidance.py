@@ -10,7 +10,7 @@ import pytest
 from mattebox.contract import MatteRequest
 from mattebox.engines.classical import ClassicalEngine, segmentation
 from mattebox.paths import alphamatting_dir
-from mattebox.engines.classical.guidance import (BG_BAND, FG_BAND, tighten_mask, trimap_from_mask,
+from mattebox.engines.classical.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
                                                  trimap_from_saliency)
 
 
@@ -21,19 +21,27 @@ def disc(shape, centre, radius, soft=0.0):
     return np.clip(1 - distance / soft, 0, 1).astype(np.float32) if soft else (distance <= 0).astype(np.float32)
 
 
-def test_saliency_trimap_bands_scale_with_the_image_and_cover_the_soft_zone():
+def unknown_extent(row, centre):
+    """(first non-foreground, first background) distance walking out from ``centre`` along a trimap row."""
+    out = row[:centre + 1][::-1]
+    fg_edge = int(np.argmax(out != 1.0))
+    return fg_edge, fg_edge + int(np.argmax(out[fg_edge:] == 0.0))
+
+
+def test_saliency_trimap_margins_are_narrow_at_crisp_edges_and_wider_at_soft_ones():
     for scale in (1, 2):
-        shape, radius, soft = (200 * scale, 300 * scale), 60 * scale, 20 * scale
-        saliency = disc(shape, (100 * scale, 150 * scale), radius, soft)
-        trimap = trimap_from_saliency(saliency)
-        row = trimap[100 * scale]
-        fg = np.flatnonzero(row == 1.0)
-        unknown = np.flatnonzero(row == 0.5)
-        side = max(shape)
-        # foreground: the saturated core shrunk by FG_BAND of the long side; background: beyond the ramp + BG_BAND
-        assert abs((fg[-1] - fg[0]) / 2 - (radius - FG_BAND * side)) <= 2
-        assert abs(unknown.max() - 150 * scale - (radius + soft * 0.95 + BG_BAND * side)) <= 2
-        assert ((saliency > 0.05) & (saliency < 0.95) <= (trimap == 0.5)).all()  # the whole soft zone is unknown
+        shape, radius, side = (200 * scale, 400 * scale), 60 * scale, 400 * scale
+        crisp = disc(shape, (100 * scale, 100 * scale), radius, soft=1)
+        soft = disc(shape, (100 * scale, 300 * scale), radius, soft=30 * scale)  # hair: a wide soft zone
+        trimap = trimap_from_saliency(np.maximum(crisp, soft))
+        fg_edge, bg_edge = unknown_extent(trimap[100 * scale], 100 * scale)
+        assert abs(fg_edge - (radius - NARROW_BAND * side)) <= 2 and abs(bg_edge - (radius + NARROW_BAND * side)) <= 2
+        soft_fg, soft_bg = unknown_extent(trimap[100 * scale], 300 * scale)
+        # beyond the soft zone (radius .. radius + 28.5 px at scale 1) by more than the narrow margin, at most
+        # the wide one, on both sides
+        assert radius - WIDE_BAND * side - 1 <= soft_fg < radius - NARROW_BAND * side - 1
+        assert radius + 28.5 * scale + NARROW_BAND * side + 1 < soft_bg <= radius + 28.5 * scale + WIDE_BAND * side + 2
+        assert ((soft > 0.05) & (soft < 0.95) <= (trimap == 0.5)).all()  # the whole soft zone is unknown
 
 
 def test_a_subject_running_off_the_frame_stays_foreground_at_the_frame_edge():

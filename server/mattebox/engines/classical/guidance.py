@@ -45,12 +45,15 @@ def trimap_from_mask(mask: np.ndarray, band_width: float = 0) -> np.ndarray:
 
 
 #: U^2-Net-p saliency -> trimap (:func:`trimap_from_saliency`), chosen on alphamatting-dev by bench/auto.py's
-#: sweep (docs/classical.md, "Automatic guidance"): saliency >= SALIENCY_FG, eroded by FG_BAND of the long side,
-#: is foreground; saliency < SALIENCY_BG, eroded by BG_BAND, is background; the rest is unknown.
+#: sweep (docs/classical.md, "Automatic guidance"): saliency >= SALIENCY_FG is foreground and < SALIENCY_BG
+#: background, each eroded by a margin: NARROW_BAND of the long side where the network's edge is crisp, WIDE_BAND
+#: where it is soft (hair, fur): where more than SOFT_SHARE of a window SOFT_WINDOW wide is soft saliency.
 SALIENCY_FG = 0.95
 SALIENCY_BG = 0.05
-FG_BAND = 0.025
-BG_BAND = 0.025
+NARROW_BAND = 0.0125
+WIDE_BAND = 0.04
+SOFT_WINDOW = 0.06
+SOFT_SHARE = 0.1
 #: a rough mask is tightened by the network only when the saliency inside it keeps at least this share of it
 #: (else the network found another subject, and the user's mask is taken as drawn)
 TIGHTEN_MIN_SHARE = 0.3
@@ -63,18 +66,31 @@ def _erode(region: np.ndarray, radius: int) -> np.ndarray:
     return cv2.erode(region.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
 
 
+def _threshold_trimap(saliency: np.ndarray, band: float) -> np.ndarray:
+    side = max(saliency.shape)
+    radius = max(1, round(band * side))
+    trimap = np.full(saliency.shape, 0.5, np.float32)
+    trimap[_erode(saliency >= SALIENCY_FG, radius)] = 1.0
+    trimap[_erode(saliency < SALIENCY_BG, radius)] = 0.0
+    return trimap
+
+
 def trimap_from_saliency(saliency: np.ndarray, band_width: float = 0) -> np.ndarray:
-    """Trimap {0, 0.5, 1} from a saliency map in [0, 1] (U^2-Net-p's): confident foreground (>= SALIENCY_FG)
-    and background (< SALIENCY_BG) shrunk by FG_BAND / BG_BAND of the long side, so the unknown band covers the
-    network's soft zone (hair, fur) plus a margin scaled to the image. ``band_width`` > 0 instead makes a band of
-    that many pixels around the 0.5 contour, as for a user's mask (:func:`trimap_from_mask`)."""
+    """Trimap {0, 0.5, 1} from a saliency map in [0, 1] (U^2-Net-p's).
+
+    Confident foreground (>= SALIENCY_FG) and background (< SALIENCY_BG) are shrunk by a margin, so the unknown
+    band is the network's soft zone plus that margin on each side. The margin adapts: a crisp edge matches the
+    subject closely and a narrow band (NARROW_BAND of the long side) leaves the solver less to get wrong, while
+    hair and fur, which the network marks with a wide soft zone, need room (WIDE_BAND). Where more than
+    SOFT_SHARE of a SOFT_WINDOW-wide window is soft saliency the wide margin applies. ``band_width`` > 0
+    instead makes a band of that many pixels around the 0.5 contour, as for a user's mask
+    (:func:`trimap_from_mask`)."""
     if band_width:
         return trimap_from_mask(saliency, band_width)
-    side = max(saliency.shape)
-    trimap = np.full(saliency.shape, 0.5, np.float32)
-    trimap[_erode(saliency >= SALIENCY_FG, max(1, round(FG_BAND * side)))] = 1.0
-    trimap[_erode(saliency < SALIENCY_BG, max(1, round(BG_BAND * side)))] = 0.0
-    return trimap
+    soft = ((saliency >= SALIENCY_BG) & (saliency < SALIENCY_FG)).astype(np.float32)
+    window = max(3, round(SOFT_WINDOW * max(saliency.shape)) | 1)
+    hairy = cv2.blur(soft, (window, window)) > SOFT_SHARE
+    return np.where(hairy, _threshold_trimap(saliency, WIDE_BAND), _threshold_trimap(saliency, NARROW_BAND))
 
 
 def tighten_mask(mask: np.ndarray, saliency: np.ndarray, band_width: float = 0):
