@@ -10,6 +10,7 @@ import pytest
 from mattebox.contract import MatteRequest
 from mattebox.engines.classical import ClassicalEngine, segmentation
 from mattebox.paths import alphamatting_dir
+from tests.support.lasso import loose_lasso
 from mattebox.engines.classical.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
                                                  trimap_from_saliency)
 
@@ -155,24 +156,12 @@ def load(name, scale=0.5):
     return srgb_to_linear(image), cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
 
 
-def loose_lasso(alpha, seed=0, near=10, far=30):
-    """A lasso 20-60 px off the subject at full size (10-30 px at the half size used here): the subject's mask
-    grown by a radius that wanders between ``near`` and ``far`` around it."""
-    rng = np.random.default_rng(seed)
-    subject = (alpha > 0.02).astype(np.uint8)
-    grown = [cv2.dilate(subject, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-             for r in (near, (near + far) // 2, far)]
-    pick = cv2.resize(rng.integers(0, 3, (4, 4)).astype(np.float32), alpha.shape[::-1],
-                      interpolation=cv2.INTER_NEAREST).astype(int)
-    return np.choose(pick, grown).astype(np.float32)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["GT01", "GT05"])
 def test_real_u2netp_shrinks_a_loose_lassos_halo(real_u2netp, monkeypatch, name):
     monkeypatch.setenv("MATTEBOX_MODELS", str(real_u2netp))
     image, alpha = load(name)
-    lasso = loose_lasso(alpha)
+    lasso = loose_lasso(alpha, near=10, far=30)  # 20-60 px at full size
     engine = ClassicalEngine()
     params = {"outputs": ["alpha"], "quality": "fast"}
     tightened = engine.matte(MatteRequest(image=image, mask=lasso, params=params))
