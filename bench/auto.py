@@ -206,8 +206,7 @@ def table(report: dict) -> str:
     lines = ["# Automatic mode: mattebox vs rembg (alphamatting-dev, whole frame, no trimap)", "",
              "Command: `python bench/auto.py` (part of `make bench`). Same U^2-Net-p weights for both; SAD and MSE "
              "over the whole frame, IoU of alpha >= 0.5. Seconds: the matte from the image, summed over the "
-             "images, CPU (on a shared, loaded machine they vary from run to run; compare within a row's run "
-             "only).", "",
+             "images, CPU, all in one run (on a shared, loaded machine they vary from run to run).", "",
              "| method | mean SAD | mean MSE | mean IoU | images with IoU >= 0.95 | seconds |",
              "|---|---:|---:|---:|---:|---:|"]
     for s in report["summary"][:3]:
