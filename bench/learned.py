@@ -38,7 +38,7 @@ def registry_models() -> tuple:
         from mattebox.models import registry
     except ImportError as exc:
         return (), f"no model registry in this tree ({exc})"
-    return tuple(spec.name for spec in registry.list_models()), ""
+    return tuple(spec.name for spec in registry.matting_models()), ""
 
 
 def find_weights(names) -> dict:

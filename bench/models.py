@@ -344,7 +344,7 @@ def write_report(report, results: Path = RESULTS) -> str:
 
 
 def model_names():
-    names = [spec.name for spec in registry.list_models()]
+    names = [spec.name for spec in registry.matting_models()]
     try:
         import transformers  # noqa: F401
     except ImportError:

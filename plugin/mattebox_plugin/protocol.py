@@ -140,6 +140,8 @@ MATTE_PARAMS = {
                            lambda v: v in ("fast", "balanced", "best")),
     "foreground_method": _field_spec(str, "auto", "foreground estimator: 'auto', 'multilevel' or 'blur_fusion'",
                                      lambda v: v in ("auto", "multilevel", "blur_fusion")),
+    "segmenter": _field_spec(str, "auto", "automatic guidance and rough masks: 'auto' (U^2-Net-p when installed, "
+                             "else GrabCut) or 'grabcut' (no network)", lambda v: v in ("auto", "grabcut")),
     "outputs": _field_spec(list, list(DEFAULT_OUTPUTS), "outputs wanted, names from OUTPUTS",
                            lambda v: len(v) > 0 and all(o in OUTPUTS for o in v)),
     "tile": _field_spec(int, 0, "learned engines: tile size in pixels; 0 chooses from free memory; -1 runs the "

@@ -99,6 +99,7 @@ def _start_server(folder: Path) -> (subprocess.Popen, str):
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client
 
+    from .engines.classical.segmentation import u2netp_weights
     from .evaluation import sad
     from .imageio import write_exr, write_png
 
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             info = client.hello()
             print(f"server {info['server_version']} on {info['device']}; engines: "
                   f"{', '.join(e['name'] for e in info['engines'] if e['available'])}")
+            if args.endpoint is None and u2netp_weights() is None:
+                print("automatic guidance: GrabCut (U^2-Net-p not installed; `mattebox models pull u2netp` gets it)")
             for sample in samples():
                 started = time.perf_counter()
                 job = client.submit(image=sample["image"], trimap=sample.get("trimap"), colorspace="srgb",

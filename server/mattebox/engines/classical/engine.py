@@ -17,9 +17,11 @@ import numpy as np
 from ...contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from .alpha import PRESETS, solve_alpha
 from .foreground import blur_fusion, multilevel
-from .guidance import grabcut_mask, trimap_from_mask
+from .guidance import grabcut_mask, tighten_mask, trimap_from_mask, trimap_from_saliency
 from .known_background import KnownBackgroundSettings, difference_mask, foreground_with_background, solve_with_plate
 
+#: params.segmenter: 'auto' uses the segmentation networks whose weights are installed, 'grabcut' none
+SEGMENTERS = ("auto", "grabcut")
 #: foreground_method 'auto' per quality preset: blur-fusion is ~10x faster, multilevel more accurate
 AUTO_FOREGROUND = {"fast": "blur_fusion", "balanced": "multilevel", "best": "multilevel"}
 FOREGROUND_METHODS = {"multilevel": multilevel, "blur_fusion": blur_fusion}
@@ -84,21 +86,35 @@ class ClassicalEngine(Engine):
 
     @staticmethod
     def guidance(request: MatteRequest) -> Tuple[np.ndarray, str]:
-        """(trimap, how it was made): 'trimap' (given), 'mask' (given mask -> trimap), 'plate:difference' (a
-        clean plate's difference matte -> trimap), 'auto:segmentation' (installed segmentation network -> mask ->
-        trimap) or 'auto:grabcut' (classical fallback)."""
+        """(trimap, how it was made): 'trimap' (given), 'mask+u2netp' (a rough mask tightened by U^2-Net-p's
+        saliency inside it), 'mask' (given mask -> trimap), 'plate:difference' (a clean plate's difference matte
+        -> trimap), 'auto:u2netp' (installed U^2-Net-p -> saliency -> trimap), 'auto:segmentation' (installed
+        in-house segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback).
+
+        ``params.segmenter``: 'auto' (the networks when installed) or 'grabcut' (no network: masks as drawn,
+        GrabCut for automatic guidance)."""
         band = request.param("band_width", 0)
+        segmenter = request.param("segmenter", "auto")
+        if segmenter not in SEGMENTERS:
+            raise ValueError(f"params.segmenter: expected one of {list(SEGMENTERS)}, got {segmenter!r}")
         if request.trimap is not None:
             return request.trimap, "trimap"
+        from .segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
+
+        u2netp = u2netp_weights() if segmenter == "auto" else None
         if request.mask is not None:
+            if u2netp is not None:
+                trimap = tighten_mask(request.mask, u2netp_mask(request.image_srgb, u2netp), band)
+                if trimap is not None:
+                    return trimap, "mask+u2netp"
             return trimap_from_mask(request.mask, band), "mask"
         if request.background is not None and request.background.shape == request.image.shape:
             mask = difference_mask(request.image, request.background)
             if mask.any():
                 return trimap_from_mask(mask, band), "plate:difference"
-        from .segmentation import segmentation_mask, weights_path
-
-        weights = weights_path()
+        if u2netp is not None:
+            return trimap_from_saliency(u2netp_mask(request.image_srgb, u2netp), band), "auto:u2netp"
+        weights = weights_path() if segmenter == "auto" else None
         if weights is not None:
             return trimap_from_mask(segmentation_mask(request.image_srgb, weights), band), "auto:segmentation"
         return trimap_from_mask(grabcut_mask(request.image_srgb), band), "auto:grabcut"

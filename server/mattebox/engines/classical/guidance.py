@@ -7,9 +7,11 @@ Band width: the Parallax Portrait Matting paper builds trimaps with an unknown b
 portraits (§4, "trimap generation"), i.e. about 5 % of the long side; ``band_width=0`` uses that proportion,
 with a floor of 4 px for tiny images.
 
-Automatic mask: GrabCut (Rother, Kolmogorov, Blake, SIGGRAPH 2004) initialised with the frame's border as
-background, on a downscaled copy, is the classical fallback. A learned segmentation model is used instead when
-its weights are installed (see :mod:`mattebox.engines.classical.segmentation`).
+Automatic mask: U^2-Net-p's saliency when its weights are installed (``mattebox models pull u2netp``; see
+:mod:`mattebox.engines.classical.segmentation`), made into a trimap by :func:`trimap_from_saliency`; else GrabCut
+(Rother, Kolmogorov, Blake, SIGGRAPH 2004) initialised with the frame's border as background, on a downscaled
+copy, the classical fallback. With a user's rough mask the network's saliency inside it tightens the band
+(:func:`tighten_mask`).
 """
 from __future__ import annotations
 
@@ -41,6 +43,77 @@ def trimap_from_mask(mask: np.ndarray, band_width: float = 0) -> np.ndarray:
     trimap[maybe_fg == 0] = 0.0
     # a soft mask's own partial values are uncertain too
     trimap[(mask > 0.05) & (mask < 0.95)] = 0.5
+    return trimap
+
+
+#: U^2-Net-p saliency -> trimap (:func:`trimap_from_saliency`), chosen on alphamatting-dev by bench/auto.py's
+#: sweep (docs/classical.md, "Automatic guidance"): saliency >= SALIENCY_FG is foreground and < SALIENCY_BG
+#: background, each eroded by a margin: NARROW_BAND of the long side where the network's edge is crisp, WIDE_BAND
+#: where it is soft (hair, fur): where more than SOFT_SHARE of a window SOFT_WINDOW wide is soft saliency.
+SALIENCY_FG = 0.95
+SALIENCY_BG = 0.05
+NARROW_BAND = 0.0125
+WIDE_BAND = 0.04
+SOFT_WINDOW = 0.06
+SOFT_SHARE = 0.1
+#: a rough mask is tightened by the network only when the saliency inside it keeps at least this share of it
+#: (else the network found another subject, and the user's mask is taken as drawn)
+TIGHTEN_MIN_SHARE = 0.3
+
+
+def _erode(region: np.ndarray, radius: int) -> np.ndarray:
+    """``region`` (bool) eroded by a disc of ``radius`` px; the frame's outside counts as inside the region, so a
+    subject (or a background) running off the frame is not eroded from the frame edge."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.erode(region.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1) > 0
+
+
+def _threshold_trimap(saliency: np.ndarray, band: float) -> np.ndarray:
+    side = max(saliency.shape)
+    radius = max(1, round(band * side))
+    trimap = np.full(saliency.shape, 0.5, np.float32)
+    trimap[_erode(saliency >= SALIENCY_FG, radius)] = 1.0
+    trimap[_erode(saliency < SALIENCY_BG, radius)] = 0.0
+    return trimap
+
+
+def trimap_from_saliency(saliency: np.ndarray, band_width: float = 0) -> np.ndarray:
+    """Trimap {0, 0.5, 1} from a saliency map in [0, 1] (U^2-Net-p's).
+
+    Confident foreground (>= SALIENCY_FG) and background (< SALIENCY_BG) are shrunk by a margin, so the unknown
+    band is the network's soft zone plus that margin on each side. The margin adapts: a crisp edge matches the
+    subject closely and a narrow band (NARROW_BAND of the long side) leaves the solver less to get wrong, while
+    hair and fur, which the network marks with a wide soft zone, need room (WIDE_BAND). Where more than
+    SOFT_SHARE of a SOFT_WINDOW-wide window is soft saliency the wide margin applies. ``band_width`` > 0
+    instead makes a band of that many pixels around the 0.5 contour, as for a user's mask
+    (:func:`trimap_from_mask`)."""
+    if band_width:
+        return trimap_from_mask(saliency, band_width)
+    soft = ((saliency >= SALIENCY_BG) & (saliency < SALIENCY_FG)).astype(np.float32)
+    window = max(3, round(SOFT_WINDOW * max(saliency.shape)) | 1)
+    hairy = cv2.blur(soft, (window, window)) > SOFT_SHARE
+    return np.where(hairy, _threshold_trimap(saliency, WIDE_BAND), _threshold_trimap(saliency, NARROW_BAND))
+
+
+def tighten_mask(mask: np.ndarray, saliency: np.ndarray, band_width: float = 0):
+    """Trimap from a user's rough mask and the network's saliency, or None to take the mask as drawn.
+
+    A loose lasso drawn 20-60 px outside the subject puts sky inside the mask's sure-foreground core (a halo in
+    the matte). Inside the mask (grown by half the automatic band, so a lasso that cuts a little into the subject
+    still reaches its edge), the saliency is the better edge: the trimap is :func:`trimap_from_saliency` of the
+    saliency there, and everything outside the grown mask is background. When that keeps under
+    TIGHTEN_MIN_SHARE of the mask's area the network has found something else, and None is returned."""
+    drawn = mask >= 0.5
+    if not drawn.any():
+        return None
+    radius = max(1, auto_band_width(mask.shape) // 2)
+    grown = cv2.dilate(drawn.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                          (2 * radius + 1, 2 * radius + 1))) > 0
+    inside = np.where(grown, saliency, 0.0).astype(np.float32)
+    if (inside >= 0.5).sum() < TIGHTEN_MIN_SHARE * drawn.sum():
+        return None
+    trimap = trimap_from_saliency(inside, band_width)
+    trimap[~grown] = 0.0
     return trimap
 
 

@@ -1,7 +1,15 @@
-"""Automatic foreground mask from a small segmentation network, used for guidance when its weights are installed.
+"""Automatic foreground masks from segmentation networks, used for guidance when their weights are installed.
 
-The classical engine never needs it: with no weights (the default) guidance falls back to GrabCut
-(:func:`.guidance.grabcut_mask`). torch is imported only inside :func:`load_segmenter`, never on import.
+Two networks, tried in this order by the engine (:meth:`.engine.ClassicalEngine.guidance`):
+
+* **U^2-Net-p** (Qin et al. 2020), the published salient-object weights rembg ships, installed by
+  ``mattebox models pull u2netp`` as ``<models dir>/u2netp.safetensors`` (:mod:`mattebox.models.u2netp`).
+  :func:`u2netp_saliency` preprocesses as rembg does (``SimpleSession.predict``): 8-bit RGB resized to 320x320
+  with Lanczos, divided by its maximum, ImageNet mean/std; the fused sigmoid output, min-max normalised.
+* a small in-house encoder-decoder (below), for weights a studio trained itself.
+
+The classical engine never needs either: with no weights guidance falls back to GrabCut
+(:func:`.guidance.grabcut_mask`). torch is imported only when a network runs, never on import.
 
 Weights: ``$MATTEBOX_SEGMENTATION_WEIGHTS`` or ``<cache>/models/classical-segmentation.npz`` (see
 :func:`mattebox.paths.cache_dir`) holding the state dict of :func:`build_network` as named float arrays
@@ -21,6 +29,8 @@ import numpy as np
 
 from ...paths import cache_dir
 
+U2NETP_SIDE = 320  #: U^2-Net-p's input side (rembg's SimpleSession)
+
 WEIGHTS_ENV = "MATTEBOX_SEGMENTATION_WEIGHTS"
 WIDTHS = (16, 32, 64, 96)  #: channels of the four encoder stages
 INPUT_SIDE = 384  #: long side of the network's input
@@ -28,6 +38,7 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)  #: ImageNet normalisation (s
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 _cache = {}
+_u2netp_cache = {}
 
 
 def weights_path() -> Optional[Path]:
@@ -106,3 +117,47 @@ def segmentation_mask(image_srgb: np.ndarray, path: Path, input_side: int = INPU
         logits = net(torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))[None])  # 1×1×h×w
     prob = torch.sigmoid(logits)[0, 0].numpy()
     return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def u2netp_weights() -> Optional[Path]:
+    """The installed U^2-Net-p weights file (``mattebox models pull u2netp``), or None. No torch, no hashing."""
+    from ...models.registry import get_spec
+    from ...models.weights import weights_status
+
+    present, _, path = weights_status(get_spec("u2netp"))
+    return path if present else None
+
+
+def load_u2netp(path: Path):
+    """U^2-Net-p with the installed weights, sha256-checked against the install's sidecar (eval mode, CPU)."""
+    key = (str(path), path.stat().st_mtime)
+    if key not in _u2netp_cache:
+        from ...models.registry import build, get_spec
+        from ...models.weights import load_spec_weights
+
+        net = build("u2netp")
+        load_spec_weights(net, get_spec("u2netp"))
+        _u2netp_cache.clear()
+        _u2netp_cache[key] = net.eval()
+    return _u2netp_cache[key]
+
+
+def u2netp_saliency(image_srgb: np.ndarray, path: Path) -> np.ndarray:
+    """U^2-Net-p's saliency at 320x320, float32 in [0, 1] (min-max normalised), preprocessed as rembg does."""
+    import torch
+    from PIL import Image
+
+    image8 = (np.clip(image_srgb[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
+    small = np.asarray(Image.fromarray(image8).resize((U2NETP_SIDE, U2NETP_SIDE), Image.LANCZOS), np.float32)
+    small = (small / max(float(small.max()), 1.0) - MEAN) / STD
+    with torch.inference_mode():
+        pred = load_u2netp(path)(torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))[None])["alpha"]
+    pred = pred[0, 0].numpy()
+    low, high = float(pred.min()), float(pred.max())
+    return ((pred - low) / max(high - low, 1e-12)).astype(np.float32)
+
+
+def u2netp_mask(image_srgb: np.ndarray, path: Path) -> np.ndarray:
+    """U^2-Net-p's foreground probability H x W float32 in [0, 1] at the image's size (bilinear upsampling)."""
+    h, w = image_srgb.shape[:2]
+    return np.clip(cv2.resize(u2netp_saliency(image_srgb, path), (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)

