@@ -1,0 +1,136 @@
+"""Compiled per-pixel kernels of the classical engine (numba, compiled once and cached next to this file).
+
+Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2010, eqs. 11-13) written with numpy
+is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
+here it is two passes (one over windows, one over pixels) with every intermediate in registers. The same holds
+for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). Both kernels do
+their arithmetic in float64 (see laplacian.py on why the Laplacian must).
+
+The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the window loops'
+bounds known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
+RADIUS = 1
+
+
+@njit(cache=True, parallel=False)
+def window_inverse(image, valid, reg, mean, inv):
+    """Per window w_k (centre k, radius :data:`RADIUS`, only where ``valid[k]`` and the window lies inside the array): colour
+    mean μ_k into ``mean`` (H×W×3) and the 6 distinct entries (00, 01, 02, 11, 12, 22) of
+    Δ_k = (Σ_k + reg·U)⁻¹ into ``inv`` (H×W×6), by the adjugate; zero elsewhere. Levin et al. 2008 eq. 12."""
+    h, w = valid.shape
+    r = RADIUS
+    size = (2 * r + 1) ** 2
+    for y in prange(h):
+        for x in range(w):
+            if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
+                for c in range(3):
+                    mean[y, x, c] = 0.0
+                for c in range(6):
+                    inv[y, x, c] = 0.0
+                continue
+            m0 = m1 = m2 = 0.0
+            q00 = q01 = q02 = q11 = q12 = q22 = 0.0
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    a, b, c = image[j, i, 0], image[j, i, 1], image[j, i, 2]
+                    m0 += a
+                    m1 += b
+                    m2 += c
+                    q00 += a * a
+                    q01 += a * b
+                    q02 += a * c
+                    q11 += b * b
+                    q12 += b * c
+                    q22 += c * c
+            m0 /= size
+            m1 /= size
+            m2 /= size
+            s00 = q00 / size - m0 * m0 + reg
+            s01 = q01 / size - m0 * m1
+            s02 = q02 / size - m0 * m2
+            s11 = q11 / size - m1 * m1 + reg
+            s12 = q12 / size - m1 * m2
+            s22 = q22 / size - m2 * m2 + reg
+            c00 = s11 * s22 - s12 * s12
+            c01 = s02 * s12 - s01 * s22
+            c02 = s01 * s12 - s02 * s11
+            c11 = s00 * s22 - s02 * s02
+            c12 = s01 * s02 - s00 * s12
+            c22 = s00 * s11 - s01 * s01
+            det = s00 * c00 + s01 * c01 + s02 * c02
+            mean[y, x, 0], mean[y, x, 1], mean[y, x, 2] = m0, m1, m2
+            inv[y, x, 0], inv[y, x, 1], inv[y, x, 2] = c00 / det, c01 / det, c02 / det
+            inv[y, x, 3], inv[y, x, 4], inv[y, x, 5] = c11 / det, c12 / det, c22 / det
+
+
+@njit(cache=True, parallel=False)
+def laplacian_apply(image, mean, inv, valid, p, coef, out):
+    """out = L p (He et al. eqs. 11-13): per valid window a_k = Δ_k (mean(I p) − μ_k p̄_k), b_k = p̄_k − a_kᵀ μ_k
+    (into ``coef``, H×W×4), then (L p)_i = Σ_{k ∋ i} (p_i − a_kᵀ I_i − b_k) over the valid windows holding i."""
+    h, w = p.shape
+    r = RADIUS
+    size = (2 * r + 1) ** 2
+    for y in prange(h):
+        for x in range(w):
+            if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
+                continue
+            sp = s0 = s1 = s2 = 0.0
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    v = p[j, i]
+                    sp += v
+                    s0 += image[j, i, 0] * v
+                    s1 += image[j, i, 1] * v
+                    s2 += image[j, i, 2] * v
+            pm = sp / size
+            m0, m1, m2 = mean[y, x, 0], mean[y, x, 1], mean[y, x, 2]
+            c0 = s0 / size - m0 * pm
+            c1 = s1 / size - m1 * pm
+            c2 = s2 / size - m2 * pm
+            d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+            a0 = d0 * c0 + d1 * c1 + d2 * c2
+            a1 = d1 * c0 + d3 * c1 + d4 * c2
+            a2 = d2 * c0 + d4 * c1 + d5 * c2
+            coef[y, x, 0], coef[y, x, 1], coef[y, x, 2] = a0, a1, a2
+            coef[y, x, 3] = pm - a0 * m0 - a1 * m1 - a2 * m2
+    for y in prange(h):
+        for x in range(w):
+            n = 0
+            a0 = a1 = a2 = b = 0.0
+            for j in range(max(y - r, r), min(y + r, h - r - 1) + 1):
+                for i in range(max(x - r, r), min(x + r, w - r - 1) + 1):
+                    if valid[j, i] != 0:
+                        n += 1
+                        a0 += coef[j, i, 0]
+                        a1 += coef[j, i, 1]
+                        a2 += coef[j, i, 2]
+                        b += coef[j, i, 3]
+            out[y, x] = n * p[y, x] - (a0 * image[y, x, 0] + a1 * image[y, x, 1] + a2 * image[y, x, 2]) - b
+
+
+@njit(cache=True, parallel=False)
+def laplacian_diagonal(image, mean, inv, valid, out):
+    """out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|) over the valid windows (eq. 12)."""
+    h, w = valid.shape
+    r = RADIUS
+    size = (2 * r + 1) ** 2
+    for y in prange(h):
+        for x in range(w):
+            total = 0.0
+            for j in range(max(y - r, r), min(y + r, h - r - 1) + 1):
+                for i in range(max(x - r, r), min(x + r, w - r - 1) + 1):
+                    if valid[j, i] == 0:
+                        continue
+                    e0 = image[y, x, 0] - mean[j, i, 0]
+                    e1 = image[y, x, 1] - mean[j, i, 1]
+                    e2 = image[y, x, 2] - mean[j, i, 2]
+                    quad = (inv[j, i, 0] * e0 * e0 + inv[j, i, 3] * e1 * e1 + inv[j, i, 5] * e2 * e2
+                            + 2.0 * (inv[j, i, 1] * e0 * e1 + inv[j, i, 2] * e0 * e2 + inv[j, i, 4] * e1 * e2))
+                    total += 1.0 - (1.0 + quad) / size
+            out[y, x] = total
