@@ -134,3 +134,58 @@ def laplacian_diagonal(image, mean, inv, valid, out):
                             + 2.0 * (inv[j, i, 1] * e0 * e1 + inv[j, i, 2] * e0 * e2 + inv[j, i, 4] * e1 * e2))
                     total += 1.0 - (1.0 + quad) / size
             out[y, x] = total
+
+
+@njit(cache=True)
+def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
+    """``iterations`` red-black Gauss-Seidel sweeps of Germer et al.'s multilevel foreground energy (ICPR 2020)
+    at one level, in place on ``fg`` and ``bg`` (H×W×3): each pixel's 2×2 system in (F_i, B_i) per channel,
+
+        [α² + W, α(1−α); α(1−α), (1−α)² + W + λ_B] [F; B] = [αI + Σ w F_j; (1−α)I + Σ w B_j + λ_B·plate],
+
+    with w = ε_r + ω|α_i − α_j| over the 4-neighbours and W = Σ w, solved with the neighbours fixed; F, B ≥ 0.
+    Red pixels' neighbours are all black, so updating in place is the red-black order. λ_B = ``plate_weight``
+    (0: ``plate`` is not read)."""
+    h, w = alpha.shape
+    for _ in range(iterations):
+        for colour in range(2):
+            for y in range(h):
+                for x in range((y + colour) % 2, w, 2):
+                    a = np.float64(alpha[y, x])
+                    wsum = 0.0
+                    sf0 = sf1 = sf2 = sb0 = sb1 = sb2 = 0.0
+                    for k in range(4):
+                        j, i = y, x
+                        if k == 0:
+                            j = y - 1
+                        elif k == 1:
+                            j = y + 1
+                        elif k == 2:
+                            i = x - 1
+                        else:
+                            i = x + 1
+                        if j < 0 or j >= h or i < 0 or i >= w:
+                            continue
+                        wt = eps_r + omega * abs(a - alpha[j, i])
+                        wsum += wt
+                        sf0 += wt * fg[j, i, 0]
+                        sf1 += wt * fg[j, i, 1]
+                        sf2 += wt * fg[j, i, 2]
+                        sb0 += wt * bg[j, i, 0]
+                        sb1 += wt * bg[j, i, 1]
+                        sb2 += wt * bg[j, i, 2]
+                    m01 = a * (1.0 - a)
+                    d00 = a * a + wsum
+                    d11 = (1.0 - a) * (1.0 - a) + wsum + plate_weight
+                    det = d00 * d11 - m01 * m01
+                    if abs(det) < 1e-12:
+                        det = 1e-12
+                    for c in range(3):
+                        sf = sf0 if c == 0 else (sf1 if c == 1 else sf2)
+                        sb = sb0 if c == 0 else (sb1 if c == 1 else sb2)
+                        r0 = a * image[y, x, c] + sf
+                        r1 = (1.0 - a) * image[y, x, c] + sb
+                        if plate_weight != 0.0:
+                            r1 += plate_weight * plate[y, x, c]
+                        fg[y, x, c] = max((d11 * r0 - m01 * r1) / det, 0.0)
+                        bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
