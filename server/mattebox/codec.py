@@ -59,7 +59,10 @@ def quantise_trimap(values: np.ndarray) -> np.ndarray:
 def decode_request(buffers: Dict[str, Buffer], params: Dict[str, Any]) -> MatteRequest:
     """Validated wire buffers (protocol.validate_buffers) + params -> MatteRequest."""
     fields = {name: f"buffers.{index}" for index, name in enumerate(buffers)}
-    request = MatteRequest(image=decode_colour(buffers["image"], fields["image"]), params=dict(params))
+    image = buffers["image"]
+    request = MatteRequest(image=decode_colour(image, fields["image"]), params=dict(params))
+    if image.colorspace == "srgb" and not image.premultiplied:  # sRGB on the wire: the engines' copy as sent
+        request.keep_srgb("image", np.clip(to_float(image, fields["image"])[:, :, :3], 0.0, 1.0))
     for name in ("second", "background"):
         if name in buffers:
             setattr(request, name, decode_colour(buffers[name], fields[name]))
