@@ -81,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     write_exr(out / f"{stem}_fg.exr", fg_linear)
     write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
     write_png(out / f"{stem}_trimap.png", trimap)
+    stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in info.get("timings", {}).items())
     print(f"{args.image}: engine {info.get('engine')}, guidance {info.get('guidance', '?')}, "
-          f"solve {info.get('seconds', 0):.2f} s, total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
+          f"solve {info.get('seconds', 0):.2f} s{f' ({stages})' if stages else ''}, "
+          f"total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
     if args.second:
         if info.get("pair_usable"):
             print(f"  second frame used: known background behind {info['known_background_coverage']:.1%} of the "

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ...contract import no_progress
+from . import kernels
 from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
@@ -89,26 +90,26 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
 
 
 def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
-    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked full images, float64 like the
-    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7)."""
+    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
+    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7). The vector
+    updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS."""
+    def flat(a):
+        return a.reshape(-1)  # a view: the arrays here are contiguous
+
     r = b - apply_a(x)
     z = precond * r
     p = z.copy()
-    rz = float(np.vdot(r, z))
-    norm_b = float(np.linalg.norm(b)) or 1.0
+    rz, rr = kernels.dot(flat(r), flat(z)), kernels.dot(flat(r), flat(r))
+    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
     for it in range(max_iterations):
-        if np.linalg.norm(r) / norm_b < tolerance:
+        if np.sqrt(rr) / norm_b < tolerance:
             break
-        ap = apply_a(p)
-        curvature = float(np.vdot(p, ap))
+        ap = np.ascontiguousarray(apply_a(p))
+        curvature = kernels.dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        step = rz / curvature
-        x += step * p
-        r -= step * ap
-        z = precond * r
-        rz_new = float(np.vdot(r, z))
-        p = z + (rz_new / max(rz, 1e-30)) * p
+        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(z), flat(p), flat(ap), flat(precond), rz / curvature)
+        kernels.cg_direction(flat(p), flat(z), rz_new / max(rz, 1e-30))
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
