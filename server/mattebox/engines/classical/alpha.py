@@ -164,7 +164,13 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0)
     x = op.compact(initial) * mask
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
-    x = _cg(lambda v: mask * op.apply(v) + data * v, b, x, precond, iterations, settings.tolerance, report)
+
+    def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
+        out = np.ascontiguousarray(op.apply(v))
+        kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
+        return out
+
+    x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)
     x = op.full(x, fill=initial)
     return np.where(unknown, x, trimap).astype(np.float32)
 

@@ -2,7 +2,7 @@
 
 Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2010, eqs. 11-13) written with numpy
 is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
-here it is two passes (one over windows, one over pixels) with every intermediate in registers. The same holds
+here it is one sweep down the rows, the per-window coefficients of only 2r+1 rows kept (in cache). The same holds
 for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). Both kernels do
 their arithmetic in float64 (see laplacian.py on why the Laplacian must).
 
@@ -12,25 +12,23 @@ bounds known, the compiler unrolls them, which makes the product 2-3× faster th
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
 
 
-@njit(cache=True, parallel=False)
-def window_inverse(image, valid, reg, mean, inv):
-    """Per window w_k (centre k, radius :data:`RADIUS`, only where ``valid[k]`` and the window lies inside the array): colour
-    mean μ_k into ``mean`` (H×W×3) and the 6 distinct entries (00, 01, 02, 11, 12, 22) of
-    Δ_k = (Σ_k + reg·U)⁻¹ into ``inv`` (H×W×6), by the adjugate; zero elsewhere. Levin et al. 2008 eq. 12."""
+@njit(cache=True)
+def window_inverse(image, valid, reg, inv):
+    """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array): the 6 distinct
+    entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into ``inv`` (H×W×6), by the adjugate; zero
+    elsewhere. Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et al. 2008 eq. 12)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
-                for c in range(3):
-                    mean[y, x, c] = 0.0
                 for c in range(6):
                     inv[y, x, c] = 0.0
                 continue
@@ -64,76 +62,109 @@ def window_inverse(image, valid, reg, mean, inv):
             c12 = s01 * s02 - s00 * s12
             c22 = s00 * s11 - s01 * s01
             det = s00 * c00 + s01 * c01 + s02 * c02
-            mean[y, x, 0], mean[y, x, 1], mean[y, x, 2] = m0, m1, m2
             inv[y, x, 0], inv[y, x, 1], inv[y, x, 2] = c00 / det, c01 / det, c02 / det
             inv[y, x, 3], inv[y, x, 4], inv[y, x, 5] = c11 / det, c12 / det, c22 / det
 
 
-@njit(cache=True, parallel=False)
-def laplacian_apply(image, mean, inv, valid, p, coef, out):
-    """out = L p (He et al. eqs. 11-13): per valid window a_k = Δ_k (mean(I p) − μ_k p̄_k), b_k = p̄_k − a_kᵀ μ_k
-    (into ``coef``, H×W×4), then (L p)_i = Σ_{k ∋ i} (p_i − a_kᵀ I_i − b_k) over the valid windows holding i."""
+@njit(cache=True)
+def _window_row(image, inv, valid, p, y, row):
+    """Levin's affine coefficients of p for the windows centred on row y (He et al. eq. 11):
+    a_k = Δ_k (mean(I p) − μ_k p̄_k), b_k = p̄_k − a_kᵀ μ_k, and 1 (the window counts), into ``row[x + r]``
+    ((W + 2r)×5); zero for windows not used and in the r columns of padding at each end."""
     h, w = p.shape
     r = RADIUS
-    size = (2 * r + 1) ** 2
-    for y in prange(h):
+    inv_size = 1.0 / (2 * r + 1) ** 2
+    row[:, :] = 0.0
+    if y < r or y >= h - r:
+        return
+    for x in range(r, w - r):
+        if valid[y, x] == 0:
+            continue
+        sp = s0 = s1 = s2 = m0 = m1 = m2 = 0.0
+        for j in range(y - r, y + r + 1):
+            for i in range(x - r, x + r + 1):
+                v = p[j, i]
+                c0, c1, c2 = image[j, i, 0], image[j, i, 1], image[j, i, 2]
+                sp += v
+                s0 += c0 * v
+                s1 += c1 * v
+                s2 += c2 * v
+                m0 += c0
+                m1 += c1
+                m2 += c2
+        pm = sp * inv_size
+        m0 *= inv_size  # μ_k
+        m1 *= inv_size
+        m2 *= inv_size
+        c0 = s0 * inv_size - m0 * pm
+        c1 = s1 * inv_size - m1 * pm
+        c2 = s2 * inv_size - m2 * pm
+        d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+        a0 = d0 * c0 + d1 * c1 + d2 * c2
+        a1 = d1 * c0 + d3 * c1 + d4 * c2
+        a2 = d2 * c0 + d4 * c1 + d5 * c2
+        row[x + r, 0], row[x + r, 1], row[x + r, 2] = a0, a1, a2
+        row[x + r, 3] = pm - a0 * m0 - a1 * m1 - a2 * m2
+        row[x + r, 4] = 1.0
+
+
+@njit(cache=True)
+def laplacian_apply(image, inv, valid, p, ring, out):
+    """out = L p (He et al. eqs. 11-13): (L p)_i = Σ_{k ∋ i} (p_i − a_kᵀ I_i − b_k) over the valid windows
+    holding i, in one sweep down the rows. ``ring`` ((2r+1)×(W+2r)×5) holds the coefficients of the 2r+1 window
+    rows that output row y reads (zero where unused, so the sums need no tests), never a whole image of them."""
+    h, w = p.shape
+    r = RADIUS
+    span = 2 * r + 1
+    for y in range(min(r, h)):
+        _window_row(image, inv, valid, p, y, ring[y % span])
+    for y in range(h):
+        if y + r < h:
+            _window_row(image, inv, valid, p, y + r, ring[(y + r) % span])
+        lo, hi = max(y - r, 0), min(y + r, h - 1)
         for x in range(w):
-            if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
-                continue
-            sp = s0 = s1 = s2 = 0.0
-            for j in range(y - r, y + r + 1):
-                for i in range(x - r, x + r + 1):
-                    v = p[j, i]
-                    sp += v
-                    s0 += image[j, i, 0] * v
-                    s1 += image[j, i, 1] * v
-                    s2 += image[j, i, 2] * v
-            pm = sp / size
-            m0, m1, m2 = mean[y, x, 0], mean[y, x, 1], mean[y, x, 2]
-            c0 = s0 / size - m0 * pm
-            c1 = s1 / size - m1 * pm
-            c2 = s2 / size - m2 * pm
-            d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
-            a0 = d0 * c0 + d1 * c1 + d2 * c2
-            a1 = d1 * c0 + d3 * c1 + d4 * c2
-            a2 = d2 * c0 + d4 * c1 + d5 * c2
-            coef[y, x, 0], coef[y, x, 1], coef[y, x, 2] = a0, a1, a2
-            coef[y, x, 3] = pm - a0 * m0 - a1 * m1 - a2 * m2
-    for y in prange(h):
-        for x in range(w):
-            n = 0
-            a0 = a1 = a2 = b = 0.0
-            for j in range(max(y - r, r), min(y + r, h - r - 1) + 1):
-                for i in range(max(x - r, r), min(x + r, w - r - 1) + 1):
-                    if valid[j, i] != 0:
-                        n += 1
-                        a0 += coef[j, i, 0]
-                        a1 += coef[j, i, 1]
-                        a2 += coef[j, i, 2]
-                        b += coef[j, i, 3]
+            n = a0 = a1 = a2 = b = 0.0
+            for j in range(lo, hi + 1):
+                row = ring[j % span]
+                for i in range(x, x + span):  # windows x - r … x + r, stored at x … x + 2r
+                    a0 += row[i, 0]
+                    a1 += row[i, 1]
+                    a2 += row[i, 2]
+                    b += row[i, 3]
+                    n += row[i, 4]
             out[y, x] = n * p[y, x] - (a0 * image[y, x, 0] + a1 * image[y, x, 1] + a2 * image[y, x, 2]) - b
 
 
-@njit(cache=True, parallel=False)
-def laplacian_diagonal(image, mean, inv, valid, out):
-    """out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|) over the valid windows (eq. 12)."""
+@njit(cache=True)
+def laplacian_diagonal(image, inv, valid, out):
+    """out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|) over the valid windows (eq. 12),
+    window by window (μ_k once per window, each term added to the window's pixels)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
-    for y in prange(h):
-        for x in range(w):
-            total = 0.0
-            for j in range(max(y - r, r), min(y + r, h - r - 1) + 1):
-                for i in range(max(x - r, r), min(x + r, w - r - 1) + 1):
-                    if valid[j, i] == 0:
-                        continue
-                    e0 = image[y, x, 0] - mean[j, i, 0]
-                    e1 = image[y, x, 1] - mean[j, i, 1]
-                    e2 = image[y, x, 2] - mean[j, i, 2]
-                    quad = (inv[j, i, 0] * e0 * e0 + inv[j, i, 3] * e1 * e1 + inv[j, i, 5] * e2 * e2
-                            + 2.0 * (inv[j, i, 1] * e0 * e1 + inv[j, i, 2] * e0 * e2 + inv[j, i, 4] * e1 * e2))
-                    total += 1.0 - (1.0 + quad) / size
-            out[y, x] = total
+    out[:, :] = 0.0
+    for y in range(r, h - r):
+        for x in range(r, w - r):
+            if valid[y, x] == 0:
+                continue
+            m0 = m1 = m2 = 0.0
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    m0 += image[j, i, 0]
+                    m1 += image[j, i, 1]
+                    m2 += image[j, i, 2]
+            m0 /= size
+            m1 /= size
+            m2 /= size
+            d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    e0 = image[j, i, 0] - m0
+                    e1 = image[j, i, 1] - m1
+                    e2 = image[j, i, 2] - m2
+                    quad = (d0 * e0 * e0 + d3 * e1 * e1 + d5 * e2 * e2
+                            + 2.0 * (d1 * e0 * e1 + d2 * e0 * e2 + d4 * e1 * e2))
+                    out[j, i] += 1.0 - (1.0 + quad) / size
 
 
 @njit(cache=True)
@@ -220,3 +251,11 @@ def cg_direction(p, z, beta):
     """The next conjugate direction, in place: p = z + beta·p."""
     for i in range(p.size):
         p[i] = z[i] + beta * p[i]
+
+
+@njit(cache=True)
+def restrict_and_shift(lv, mask, shift, v):
+    """The solve's operator from L v, in place: lv = mask·(L v) + shift·v (rows of known pixels dropped, the data
+    term's diagonal added)."""
+    for i in range(lv.size):
+        lv[i] = mask[i] * lv[i] + shift[i] * v[i]

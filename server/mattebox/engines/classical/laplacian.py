@@ -12,9 +12,9 @@ Expanding the sum gives, for any vector p (He et al.):
     (L p)_i = n_i p_i − (Σ_{k ∋ i} a_k)ᵀ I_i − Σ_{k ∋ i} b_k
 
 with n_i the number of windows containing i. Only windows lying fully inside the image are used, so the operator
-is exactly Levin's L (symmetric positive semi-definite). No matrix is ever stored: μ_k and Δ_k (its 6 distinct
-entries) are computed once, and each application is two compiled passes (:mod:`.kernels`: one over the windows
-for (a_k, b_k), one over the pixels for the sums) — 16 float64 images in all, no temporaries per application.
+is exactly Levin's L (symmetric positive semi-definite). No matrix is ever stored: Δ_k (its 6 distinct entries) is
+computed once, and each application is one compiled sweep down the rows (:mod:`.kernels`), μ_k and (a_k, b_k)
+recomputed on the way — 9 float64 images (I, Δ_k) in all, no temporaries per application.
 
 **float64 throughout.** With Levin's ε = 1e-7, Δ_k reaches 9/ε ≈ 1e8 in flat windows, and both
 mean(I p) − μ_k p̄_k and the final sum n_i p_i − Σ a_kᵀ I_i − Σ b_k cancel large terms. In float32 the computed
@@ -78,9 +78,9 @@ class MattingLaplacian:
     """The matting Laplacian of an H×W×3 image (values in [0, 1]), applied matrix-free in float64.
 
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
-    3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window centres to use (default: windows fully inside the
-    image). The per-window μ_k and Δ_k are computed once; each product is two compiled passes
-    (:mod:`.kernels`).
+    3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
+    centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
+    sweep (:mod:`.kernels`).
     """
 
     def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None):
@@ -95,22 +95,21 @@ class MattingLaplacian:
             valid[r:h - r, r:w - r] = 1
         self.valid = np.ascontiguousarray(valid, np.uint8)
         self.image = np.ascontiguousarray(image[:, :, :3], np.float64)
-        self.mean = np.empty((h, w, 3), np.float64)
         self.inv_cov = np.empty((h, w, 6), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22
-        kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.mean, self.inv_cov)
-        self._coef = np.zeros((h, w, 4), np.float64)  # per-window (a_k, b_k), reused by every product
+        kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
+        self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         """L p (float64) for an H×W vector p."""
         out = np.empty(self.valid.shape, np.float64)
-        kernels.laplacian_apply(self.image, self.mean, self.inv_cov, self.valid,
-                                np.ascontiguousarray(p, np.float64), self._coef, out)
+        kernels.laplacian_apply(self.image, self.inv_cov, self.valid, np.ascontiguousarray(p, np.float64),
+                                self._ring, out)
         return out
 
     def diagonal(self) -> np.ndarray:
         """diag(L) (for the Jacobi preconditioner)."""
         out = np.empty(self.valid.shape, np.float64)
-        kernels.laplacian_diagonal(self.image, self.mean, self.inv_cov, self.valid, out)
+        kernels.laplacian_diagonal(self.image, self.inv_cov, self.valid, out)
         return out
 
 
