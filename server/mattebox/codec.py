@@ -16,7 +16,7 @@ import numpy as np
 
 from mattebox_plugin.protocol import Buffer, ProtocolError
 
-from .colour import from_colorspace, to_colorspace, unpremultiply
+from .colour import from_colorspace, srgb_to_linear, to_colorspace, unpremultiply
 from .contract import MatteRequest, MatteResult, all_finite
 
 _SCALE = {"uint8": 255.0, "uint16": 65535.0}
@@ -39,8 +39,14 @@ def to_float(buf: Buffer, field: str) -> np.ndarray:
     return out
 
 
+#: 8-bit sRGB code value -> linear float32, exactly what scaling then :func:`srgb_to_linear` give
+_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) * np.float32(1.0 / _SCALE["uint8"]))
+
+
 def decode_colour(buf: Buffer, field: str) -> np.ndarray:
     """A colour buffer -> H×W×3 float32 linear, straight."""
+    if buf.dtype == "uint8" and buf.colorspace == "srgb" and not buf.premultiplied:  # the common plate: a table
+        return _SRGB8_TO_LINEAR[buf.to_array()[:, :, :3]]
     pixels = to_float(buf, field)
     rgb = pixels[:, :, :3]
     if buf.premultiplied and pixels.shape[2] == 4:
