@@ -4,7 +4,7 @@ Each side is one process per image that reads the files, produces alpha and a de
 writes them: ``mattebox matte IMAGE --trimap T --out DIR`` (no server running: the engine runs in that process)
 against a Python process doing pymatting's ``estimate_alpha_cf`` + ``estimate_foreground_ml`` and writing alpha
 and premultiplied foreground PNGs. Both run in the same session, alternating per image, so machine load hits
-both alike; peak RSS is each child's own (``os.wait4``). Cases:
+both alike; peak RSS is each child's own (``os.wait4`` in a small launcher). Cases:
 
 * alphamatting-dev (8 images x both trimaps): mean SAD, summed wall time and the ratio, peak RSS ratio, and each
   side's own solve time (our alpha stage; pymatting's estimate_alpha_cf) and foreground time beside it;
@@ -25,7 +25,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,19 +58,29 @@ print(json.dumps({"alpha": t1 - t0, "foreground": t2 - t1}))
 """
 
 
+#: runs argv[1:] and prints its rusage. Peak RSS (ru_maxrss) survives exec and starts from the memory of the process
+#: that spawned it, so a child spawned straight from this (large) bench process would report the bench's own size;
+#: spawned from this small launcher it reports its own.
+LAUNCHER = """
+import json, os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"seconds": time.perf_counter() - started, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "peak_rss_mb": usage.ru_maxrss / 1024.0, "returncode": os.waitstatus_to_exitcode(status)}),
+      file=sys.stderr)
+"""
+
+
 def timed_process(command, env=None) -> dict:
-    """Run a command to completion: wall seconds, CPU seconds (user + system, all its threads), the child's own
-    peak RSS (MiB) and its stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{command[:4]} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0,
-            "stdout": stdout}
+    """Run a command to completion: wall seconds, CPU seconds (user + system, all its threads), its own peak RSS
+    (MiB, through :data:`LAUNCHER`) and its stdout."""
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True, env=env)
+    *stderr, last = proc.stderr.strip().splitlines() or [""]
+    run = json.loads(last)
+    if run.pop("returncode") != 0:
+        raise RuntimeError(f"{command[:4]} failed:\n" + "\n".join(stderr)[-3000:])
+    return dict(run, stdout=proc.stdout)
 
 
 def mattebox_env() -> dict:

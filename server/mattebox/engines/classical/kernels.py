@@ -4,7 +4,8 @@ Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2
 is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
 here it is one sweep down the rows, the per-window coefficients of only 2r+1 rows kept (in cache). The same holds
 for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). Both kernels do
-their arithmetic in float64 (see laplacian.py on why the Laplacian must).
+their arithmetic in float64 (see laplacian.py on why the Laplacian must); images may be stored as float32 (exact
+in float64), every sum and product is float64.
 
 The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the window loops'
 bounds known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
@@ -36,7 +37,7 @@ def window_inverse(image, valid, reg, inv):
             q00 = q01 = q02 = q11 = q12 = q22 = 0.0
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    a, b, c = image[j, i, 0], image[j, i, 1], image[j, i, 2]
+                    a, b, c = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
                     m0 += a
                     m1 += b
                     m2 += c
@@ -84,7 +85,7 @@ def _window_row(image, inv, valid, p, y, row):
         for j in range(y - r, y + r + 1):
             for i in range(x - r, x + r + 1):
                 v = p[j, i]
-                c0, c1, c2 = image[j, i, 0], image[j, i, 1], image[j, i, 2]
+                c0, c1, c2 = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
                 sp += v
                 s0 += c0 * v
                 s1 += c1 * v
@@ -132,7 +133,8 @@ def laplacian_apply(image, inv, valid, p, ring, out):
                     a2 += row[i, 2]
                     b += row[i, 3]
                     n += row[i, 4]
-            out[y, x] = n * p[y, x] - (a0 * image[y, x, 0] + a1 * image[y, x, 1] + a2 * image[y, x, 2]) - b
+            out[y, x] = n * p[y, x] - (a0 * np.float64(image[y, x, 0]) + a1 * np.float64(image[y, x, 1])
+                                       + a2 * np.float64(image[y, x, 2])) - b
 
 
 @njit(cache=True)
@@ -150,18 +152,18 @@ def laplacian_diagonal(image, inv, valid, out):
             m0 = m1 = m2 = 0.0
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    m0 += image[j, i, 0]
-                    m1 += image[j, i, 1]
-                    m2 += image[j, i, 2]
+                    m0 += np.float64(image[j, i, 0])
+                    m1 += np.float64(image[j, i, 1])
+                    m2 += np.float64(image[j, i, 2])
             m0 /= size
             m1 /= size
             m2 /= size
             d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    e0 = image[j, i, 0] - m0
-                    e1 = image[j, i, 1] - m1
-                    e2 = image[j, i, 2] - m2
+                    e0 = np.float64(image[j, i, 0]) - m0
+                    e1 = np.float64(image[j, i, 1]) - m1
+                    e2 = np.float64(image[j, i, 2]) - m2
                     quad = (d0 * e0 * e0 + d3 * e1 * e1 + d5 * e2 * e2
                             + 2.0 * (d1 * e0 * e1 + d2 * e0 * e2 + d4 * e1 * e2))
                     out[j, i] += 1.0 - (1.0 + quad) / size

@@ -14,7 +14,8 @@ Expanding the sum gives, for any vector p (He et al.):
 with n_i the number of windows containing i. Only windows lying fully inside the image are used, so the operator
 is exactly Levin's L (symmetric positive semi-definite). No matrix is ever stored: Δ_k (its 6 distinct entries) is
 computed once, and each application is one compiled sweep down the rows (:mod:`.kernels`), μ_k and (a_k, b_k)
-recomputed on the way — 9 float64 images (I, Δ_k) in all, no temporaries per application.
+recomputed on the way — I (float32, as the engines hold it) and 6 float64 images of Δ_k, no temporaries per
+application.
 
 **float64 throughout.** With Levin's ε = 1e-7, Δ_k reaches 9/ε ≈ 1e8 in flat windows, and both
 mean(I p) − μ_k p̄_k and the final sum n_i p_i − Σ a_kᵀ I_i − Σ b_k cancel large terms. In float32 the computed
@@ -94,7 +95,7 @@ class MattingLaplacian:
             valid = np.zeros((h, w), np.uint8)
             valid[r:h - r, r:w - r] = 1
         self.valid = np.ascontiguousarray(valid, np.uint8)
-        self.image = np.ascontiguousarray(image[:, :, :3], np.float64)
+        self.image = np.ascontiguousarray(image[:, :, :3], np.float32)  # the engines' precision; sums are float64
         self.inv_cov = np.empty((h, w, 6), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22
         kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
         self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
@@ -137,7 +138,7 @@ class BandOperator:
         pad = 2 * r
         th, tw = -(-h // tile), -(-w // tile)
         hp, wp = th * tile + 2 * pad, tw * tile + 2 * pad  # padded, extended to whole tiles
-        image_pad = np.zeros((hp, wp, 3), np.float64)
+        image_pad = np.zeros((hp, wp, 3), np.float32)
         image_pad[pad:pad + h, pad:pad + w] = image
         valid_pad = np.zeros((hp, wp), np.uint8)
         valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1  # windows fully inside the crop, as in the crop
