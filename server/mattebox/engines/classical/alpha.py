@@ -92,15 +92,17 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
 def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
     operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7). The vector
-    updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS."""
+    updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
+    by the residual (one vector less at the peak)."""
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
-    r = b - apply_a(x)
+    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
+    r = b
+    r -= apply_a(x)
     z = precond * r
     p = z.copy()
     rz, rr = kernels.dot(flat(r), flat(z)), kernels.dot(flat(r), flat(r))
-    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
@@ -155,14 +157,13 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
         op = CropOperator(image, settings.eps, settings.radius)
-    mask = op.compact(unknown.astype(np.float64))
-    data = settings.data_weight * op.compact(weight) * mask  # λ c_i (Robust Matting eq. 8)
-    known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
-    b = -mask * op.apply_crop(known_values) + data * op.compact(prior)
-    diag = op.diagonal() + data
+    # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
+    mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
+    data = settings.data_weight * op.compact(weight).astype(np.float64) * mask  # λ c_i (Robust Matting eq. 8)
+    b = data * op.compact(prior) - mask * op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0)
-    x = op.compact(initial) * mask
+    precond = np.where(mask > 0, 1.0 / np.maximum(op.diagonal() + data, 1e-2), 0.0)
+    x = op.compact(initial).astype(np.float64) * mask
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
@@ -170,8 +171,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
         return out
 
-    x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)
-    x = op.full(x, fill=initial)
+    x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)  # b becomes the residual
+    full = op.full
+    del apply_a, op, b, precond, data, mask  # free the operator and the CG vectors before the full-size result
+    x = full(x, fill=initial)
     return np.where(unknown, x, trimap).astype(np.float32)
 
 
