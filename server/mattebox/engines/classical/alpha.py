@@ -100,9 +100,8 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
     r = b
     r -= apply_a(x)
-    z = precond * r
-    p = z.copy()
-    rz, rr = kernels.dot(flat(r), flat(z)), kernels.dot(flat(r), flat(r))
+    p = precond * r  # z = M⁻¹r, the first direction
+    rz, rr = kernels.dot(flat(r), flat(p)), kernels.dot(flat(r), flat(r))
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
@@ -110,8 +109,8 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
         curvature = kernels.dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(z), flat(p), flat(ap), flat(precond), rz / curvature)
-        kernels.cg_direction(flat(p), flat(z), rz_new / max(rz, 1e-30))
+        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
+        kernels.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
@@ -146,8 +145,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         small_prior = cv2.resize(weight * prior, size, interpolation=cv2.INTER_AREA) / np.maximum(small_weight, 1e-6)
         coarse = _solve_level(small_image, _coarse_trimap(trimap, size), small_prior, small_weight, settings,
                               lambda *a: None, level + 1)
-        guess = affine_upsample(coarse, small_image, image, settings.radius, settings.upsample_eps)
-        initial[unknown] = np.clip(guess[unknown], 0.0, 1.0)
+        del small_prior, small_weight  # (the finest level's CG is the peak of memory: nothing spare kept)
+        initial[unknown] = np.clip(affine_upsample(coarse, small_image, image, settings.radius,
+                                                   settings.upsample_eps)[unknown], 0.0, 1.0)
+        del small_image, coarse
         iterations = settings.fine_iterations if level > 0 else settings.finest_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
@@ -172,9 +173,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         return out
 
     x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)  # b becomes the residual
-    full = op.full
-    del apply_a, op, b, precond, data, mask  # free the operator and the CG vectors before the full-size result
-    x = full(x, fill=initial)
+    x = op.full(x, fill=initial)
     return np.where(unknown, x, trimap).astype(np.float32)
 
 
@@ -202,8 +201,8 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
-        full = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
-        values, weight = (np.ascontiguousarray(x[crop]) for x in full)
+        values, weight = (np.ascontiguousarray(x[crop]) for x in alpha_prior(image_srgb, trimap,
+                                                                               sigma=settings.prior_sigma))
     else:
         values = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
     if prior is not None:  # combine both data terms in absolute λ units: Σλ·α̂ / Σλ

@@ -235,24 +235,23 @@ def dot(a, b):
 
 
 @njit(cache=True)
-def cg_update(x, r, z, p, ap, precond, step):
-    """One conjugate-gradient update, in place: x += step·p, r −= step·Ap, z = M⁻¹r (Jacobi: precond·r).
-    Returns (rᵀz, rᵀr) for the next direction and the stopping test."""
+def cg_update(x, r, p, ap, precond, step):
+    """One conjugate-gradient update, in place: x += step·p, r −= step·Ap. Returns (rᵀz, rᵀr) with z = M⁻¹r
+    (Jacobi: precond·r), which is never stored: :func:`cg_direction` recomputes it."""
     rz = rr = 0.0
     for i in range(x.size):
         x[i] += step * p[i]
         r[i] -= step * ap[i]
-        z[i] = precond[i] * r[i]
-        rz += r[i] * z[i]
+        rz += precond[i] * r[i] * r[i]
         rr += r[i] * r[i]
     return rz, rr
 
 
 @njit(cache=True)
-def cg_direction(p, z, beta):
-    """The next conjugate direction, in place: p = z + beta·p."""
+def cg_direction(p, r, precond, beta):
+    """The next conjugate direction, in place: p = M⁻¹r + beta·p (Jacobi: M⁻¹r = precond·r)."""
     for i in range(p.size):
-        p[i] = z[i] + beta * p[i]
+        p[i] = precond[i] * r[i] + beta * p[i]
 
 
 @njit(cache=True)
