@@ -93,7 +93,7 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
     operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7). The vector
     updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
-    by the residual (one vector less at the peak)."""
+    by the residual (one vector less at the peak); ``apply_a`` may return the same buffer every time."""
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
@@ -105,7 +105,7 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
-        ap = np.ascontiguousarray(apply_a(p))
+        ap = apply_a(p)
         curvature = kernels.dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
@@ -167,8 +167,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     x = op.compact(initial).astype(np.float64) * mask
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
+    product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
+
     def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
-        out = np.ascontiguousarray(op.apply(v))
+        out = op.apply(v, out=product)
         kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
         return out
 
@@ -195,10 +197,10 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
         prior, _ = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
         alpha[unknown] = prior[unknown]
         return alpha
-    ys, xs = np.nonzero(unknown)
+    ys, xs = np.flatnonzero(unknown.any(axis=1)), np.flatnonzero(unknown.any(axis=0))  # rows, columns with any
     margin = settings.radius + 1
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, trimap.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
+    y0, y1 = max(ys[0] - margin, 0), min(ys[-1] + margin + 1, trimap.shape[0])
+    x0, x1 = max(xs[0] - margin, 0), min(xs[-1] + margin + 1, trimap.shape[1])
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
         values, weight = (np.ascontiguousarray(x[crop]) for x in alpha_prior(image_srgb, trimap,

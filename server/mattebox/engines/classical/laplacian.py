@@ -100,9 +100,9 @@ class MattingLaplacian:
         kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
         self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
 
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        """L p (float64) for an H×W vector p."""
-        out = np.empty(self.valid.shape, np.float64)
+    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous)."""
+        out = np.empty(self.valid.shape, np.float64) if out is None else out
         kernels.laplacian_apply(self.image, self.inv_cov, self.valid, np.ascontiguousarray(p, np.float64),
                                 self._ring, out)
         return out
@@ -173,13 +173,17 @@ class BandOperator:
         padded.reshape(-1)[self.inner] = v
         return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
 
-    def _interiors(self, mosaic: np.ndarray) -> np.ndarray:
+    def _interiors(self, mosaic: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
-        return mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile].reshape(-1)
+        interiors = mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile]
+        if out is None:
+            return interiors.reshape(-1)
+        np.copyto(out.reshape(self.count, tile, tile), interiors)
+        return out
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        """L v in compact layout, for v zero outside the tiles' unknown pixels."""
-        return self._interiors(self.laplacian.apply(np.append(v, 0.0)[self.halo_source]))
+    def apply(self, v: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L v in compact layout, for v zero outside the tiles' unknown pixels (into ``out`` when given)."""
+        return self._interiors(self.laplacian.apply(np.append(v, 0.0)[self.halo_source]), out)
 
     def apply_crop(self, x: np.ndarray) -> np.ndarray:
         """L x in compact layout for any crop-layout x (e.g. the known values)."""
