@@ -3,12 +3,13 @@
 Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2010, eqs. 11-13) written with numpy
 is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
 here it is one sweep down the rows, the per-window coefficients of only 2r+1 rows kept (in cache). The same holds
-for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). Both kernels do
-their arithmetic in float64 (see laplacian.py on why the Laplacian must); images may be stored as float32 (exact
-in float64), every sum and product is float64.
+for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). The conjugate-gradient
+loops (:func:`dot`, :func:`cg_update`, :func:`cg_direction`) replace numpy's dot, which hands each call to
+OpenBLAS's threads. All arithmetic is float64 (see laplacian.py on why the Laplacian's must be); images may be
+stored as float32 (exact in float64) and are widened with ``np.float64()`` — numba's ``float()`` keeps float32.
 
-The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the window loops'
-bounds known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
+The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the bounds of the window
+loops known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
 """
 from __future__ import annotations
 
