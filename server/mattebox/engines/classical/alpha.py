@@ -74,15 +74,17 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     if not unknown.any() or radius <= 0:
         return trimap
     out = trimap.copy()
+    pixels = np.ascontiguousarray(image).reshape(-1, 3)
+    at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
+    colours = pixels[at]
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, unknown)
         if near is None:
             continue
         dist, ny, nx = near
-        py, px = np.nonzero(unknown)
-        close = (dist <= radius) & (np.linalg.norm(image[py, px] - image[ny, nx], axis=1) <= colour)
+        close = (dist <= radius) & (np.linalg.norm(colours - pixels[ny * trimap.shape[1] + nx], axis=1) <= colour)
         hit = np.zeros_like(unknown)
-        hit[py[close], px[close]] = True
+        hit.reshape(-1)[at[close]] = True
         both = hit & (out != UNKNOWN) & (out != label)
         out[hit] = label
         out[both] = UNKNOWN
