@@ -91,6 +91,31 @@ def test_foreground_methods_decontaminate_a_known_composite():
         assert err < np.abs(alpha[..., None] * (image - fg))[visible].mean()  # better than the raw plate
 
 
+def test_foreground_sweeps_converge_to_every_pixels_two_by_two_system():
+    """Germer et al.'s per-pixel system (see kernels.foreground_sweeps) holds at each pixel once the compiled
+    red-black sweeps have converged at one level: F, B solve it with the neighbours fixed."""
+    from mattebox.engines.classical.kernels import foreground_sweeps
+
+    rng = np.random.default_rng(4)
+    h, w, eps_r, omega = 7, 9, 5e-3, 1.0
+    image = (0.2 + 0.6 * rng.random((h, w, 3))).astype(np.float32)
+    alpha = rng.random((h, w)).astype(np.float32)
+    fg = np.full((h, w, 3), 0.5, np.float32)
+    bg = fg.copy()
+    foreground_sweeps(image, alpha, fg, bg, np.zeros((1, 1, 3), np.float32), 0.0, eps_r, omega, 400)
+    a = alpha.astype(np.float64)
+    for y in range(h):
+        for x in range(w):
+            weights = [(j, i, eps_r + omega * abs(a[y, x] - a[j, i]))
+                       for j, i in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)) if 0 <= j < h and 0 <= i < w]
+            total = sum(wt for _, _, wt in weights)
+            system = np.array([[a[y, x] ** 2 + total, a[y, x] * (1 - a[y, x])],
+                               [a[y, x] * (1 - a[y, x]), (1 - a[y, x]) ** 2 + total]])
+            rhs = np.stack([a[y, x] * image[y, x] + sum(wt * fg[j, i] for j, i, wt in weights),
+                            (1 - a[y, x]) * image[y, x] + sum(wt * bg[j, i] for j, i, wt in weights)])
+            np.testing.assert_allclose(system @ np.stack([fg[y, x], bg[y, x]]), rhs, atol=1e-5)
+
+
 def test_progress_stages_and_cancel():
     image, alpha, _, _ = disc_scene()
     trimap = trimap_from_mask(alpha, band_width=10)

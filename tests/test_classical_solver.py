@@ -52,6 +52,11 @@ def test_matrix_free_laplacian_equals_levin_eq12(eps):
     np.testing.assert_allclose(lap.apply(np.ones((6, 7), np.float32)), 0.0, atol=1e-3)  # constants: null space
 
 
+def test_the_compiled_laplacian_refuses_a_window_radius_it_does_not_implement():
+    with pytest.raises(ValueError, match="radius"):
+        MattingLaplacian(np.zeros((8, 8, 3), np.float32), r=2)
+
+
 def test_affine_upsample_reproduces_an_affine_function_of_the_image():
     rng = np.random.default_rng(3)
     fine = rng.random((48, 64, 3)).astype(np.float32)  # texture: every window's colours span 3-D

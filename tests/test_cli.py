@@ -41,8 +41,9 @@ def test_matte_alphamatting_image_through_a_running_server(mattebox_server, tmp_
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_matte_with_a_local_server_and_no_torch(tmp_path):
-    """With no server running, `matte` runs one in-process; the classical path never imports torch."""
+def test_matte_without_a_server_runs_in_process_without_torch(tmp_path):
+    """With no server running, `matte` runs the engine in its own process, with no server thread or sockets (the
+    server module is never imported); the classical path never imports torch."""
     rng = np.random.default_rng(0)
     image = np.zeros((64, 80, 3), np.float32) + rng.random((1, 1, 3), dtype=np.float32) * 0.3
     image[16:48, 20:60] = [0.9, 0.7, 0.2]
@@ -53,10 +54,12 @@ def test_matte_with_a_local_server_and_no_torch(tmp_path):
     code = ("import sys; from mattebox.cli import main\n"
             f"rc = main(['matte', {str(tmp_path / 'plate.png')!r}, '--mask', {str(tmp_path / 'mask.png')!r}, "
             f"'--local', '--quiet', '--out', {str(tmp_path / 'out')!r}])\n"
-            "print('torch' in sys.modules); sys.exit(rc)")
+            "print('torch' in sys.modules, 'mattebox.server' in sys.modules); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "False", "torch was imported on the classical path"
+    torch, server = proc.stdout.strip().splitlines()[-1].split()
+    assert torch == "False", "torch was imported on the classical path"
+    assert server == "False", "a server was started for a one-off matte"
     alpha = read_gray(str(tmp_path / "out" / "plate_alpha.exr"))
     assert alpha[32, 40] > 0.95 and alpha[2, 2] < 0.05
 
@@ -65,6 +68,13 @@ def test_matte_reports_unreadable_input_clearly(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     proc = mattebox("matte", str(tmp_path / "bad.png"), "--local")
     assert proc.returncode == 2 and "not an image" in proc.stderr
+
+
+def test_matte_in_process_refuses_an_unknown_engine_naming_the_field(tmp_path):
+    write_png(str(tmp_path / "plate.png"), np.zeros((20, 30, 3), np.float32))
+    proc = mattebox("matte", str(tmp_path / "plate.png"), "--engine", "nope", "--local", "--quiet")
+    assert proc.returncode == 1 and "unknown_engine" in proc.stderr and "params.engine" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_matte_reports_mismatched_mask_naming_the_field(tmp_path):

@@ -33,6 +33,14 @@ def test_decode_uint8_srgb_image_and_uint8_trimap():
     assert req.trimap[0, 0] == 0.5
 
 
+def test_an_srgb_image_reaches_the_engines_as_sent_not_through_linear_and_back():
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    req = decode_request({"image": Buffer.from_array("image", img, "srgb")}, {})
+    np.testing.assert_array_equal(req.image_srgb, img.astype(np.float32) * np.float32(1 / 255))
+    # the 8-bit table gives exactly the transfer function of the scaled values
+    np.testing.assert_array_equal(req.image, srgb_to_linear(img.astype(np.float32) * np.float32(1 / 255)))
+
+
 def test_decode_premultiplied_rgba_float16():
     rgba = np.array([[[0.2, 0.1, 0.05, 0.5]]], np.float16)
     req = decode_request({"image": Buffer.from_array("image", rgba, "linear", premultiplied=True)}, {})

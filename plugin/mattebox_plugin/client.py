@@ -339,17 +339,8 @@ class Client:
         if self.server_info is None:
             self.hello()
         params = protocol.validate_params(params or {})
-        buffers = []
-        for name, value in (("image", image), ("second", second), ("mask", mask), ("trimap", trimap),
-                            ("background", background)):
-            if value is None:
-                continue
-            if not isinstance(value, Buffer):
-                colour = protocol.INPUTS[name][1] != (1,)
-                value = Buffer.from_array(name, value, colorspace if colour else "data",
-                                          premultiplied if colour else False)
-            value.name = name
-            buffers.append(value)
+        buffers = protocol.input_buffers({"image": image, "second": second, "mask": mask, "trimap": trimap,
+                                          "background": background}, colorspace, premultiplied)
         job_id = job_id or _new_id()
         header = self._owned({"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
                               "buffers": [b.describe() for b in buffers]})

@@ -231,6 +231,22 @@ class Buffer:
                 "colorspace": self.colorspace, "premultiplied": self.premultiplied}
 
 
+def input_buffers(inputs: Dict[str, Any], colorspace: str = "linear", premultiplied: bool = False) -> List[Buffer]:
+    """Request buffers from inputs by name (numpy arrays or :class:`Buffer`), in :data:`INPUTS` order: colour
+    inputs take ``colorspace`` and ``premultiplied``, masks and trimaps are data."""
+    buffers = []
+    for name in INPUTS:
+        value = inputs.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, Buffer):
+            colour = INPUTS[name][1] != (1,)
+            value = Buffer.from_array(name, value, colorspace if colour else "data", premultiplied and colour)
+        value.name = name
+        buffers.append(value)
+    return buffers
+
+
 def expected_nbytes(shape: Sequence[int], dtype: str) -> int:
     count = 1
     for s in shape:

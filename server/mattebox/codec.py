@@ -16,7 +16,7 @@ import numpy as np
 
 from mattebox_plugin.protocol import Buffer, ProtocolError
 
-from .colour import from_colorspace, to_colorspace, unpremultiply
+from .colour import from_colorspace, srgb_to_linear, to_colorspace, unpremultiply
 from .contract import MatteRequest, MatteResult, all_finite
 
 _SCALE = {"uint8": 255.0, "uint16": 65535.0}
@@ -39,8 +39,14 @@ def to_float(buf: Buffer, field: str) -> np.ndarray:
     return out
 
 
+#: 8-bit sRGB code value -> linear float32, exactly what scaling then :func:`srgb_to_linear` give
+_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) * np.float32(1.0 / _SCALE["uint8"]))
+
+
 def decode_colour(buf: Buffer, field: str) -> np.ndarray:
     """A colour buffer -> H×W×3 float32 linear, straight."""
+    if buf.dtype == "uint8" and buf.colorspace == "srgb" and not buf.premultiplied:  # the common plate: a table
+        return _SRGB8_TO_LINEAR[buf.to_array()[:, :, :3]]
     pixels = to_float(buf, field)
     rgb = pixels[:, :, :3]
     if buf.premultiplied and pixels.shape[2] == 4:
@@ -59,7 +65,10 @@ def quantise_trimap(values: np.ndarray) -> np.ndarray:
 def decode_request(buffers: Dict[str, Buffer], params: Dict[str, Any]) -> MatteRequest:
     """Validated wire buffers (protocol.validate_buffers) + params -> MatteRequest."""
     fields = {name: f"buffers.{index}" for index, name in enumerate(buffers)}
-    request = MatteRequest(image=decode_colour(buffers["image"], fields["image"]), params=dict(params))
+    image = buffers["image"]
+    request = MatteRequest(image=decode_colour(image, fields["image"]), params=dict(params))
+    if image.colorspace == "srgb" and not image.premultiplied:  # sRGB on the wire: the engines' copy as sent
+        request.keep_srgb("image", np.clip(to_float(image, fields["image"])[:, :, :3], 0.0, 1.0))
     for name in ("second", "background"):
         if name in buffers:
             setattr(request, name, decode_colour(buffers[name], fields[name]))

@@ -57,6 +57,11 @@ class MatteRequest:
             self._srgb_cache[name] = linear_to_srgb(np.clip(value, 0.0, 1.0))
         return self._srgb_cache[name]
 
+    def keep_srgb(self, name: str, values: np.ndarray) -> None:
+        """Hand over an input's sRGB-encoded copy (H×W×3 in [0, 1]) when the decoder has it, sparing :meth:`srgb`
+        the round trip through linear light."""
+        self._srgb_cache[name] = values
+
     @property
     def image_srgb(self) -> np.ndarray:
         return self.srgb("image")

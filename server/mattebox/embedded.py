@@ -28,20 +28,28 @@ def local_server(device: str = "cpu") -> Iterator[str]:
             os.rmdir(folder)
 
 
+def answering_server(endpoint: Optional[str] = None, local: bool = False) -> Optional[str]:
+    """The endpoint of a running server (``endpoint`` or the configured one) if it answers, else None (``local``:
+    None without asking). An explicitly given ``endpoint`` that does not answer is an error (the user asked for
+    that server)."""
+    if local:
+        return None
+    cfg = client_config.load()
+    if endpoint:
+        cfg["endpoint"] = endpoint
+    if server_answers(cfg, timeout=2.0):
+        return cfg["endpoint"]
+    if endpoint:
+        raise SystemExit(f"mattebox: no server answers at {endpoint}")
+    return None
+
+
 @contextlib.contextmanager
 def server_endpoint(endpoint: Optional[str] = None, local: bool = False) -> Iterator[str]:
-    """The endpoint of a running server (``endpoint`` or the configured one) if it answers; else a local one.
-
-    An explicitly given ``endpoint`` that does not answer is an error (the user asked for that server).
-    """
-    if not local:
-        cfg = client_config.load()
-        if endpoint:
-            cfg["endpoint"] = endpoint
-        if server_answers(cfg, timeout=2.0):
-            yield cfg["endpoint"]
-            return
-        if endpoint:
-            raise SystemExit(f"mattebox: no server answers at {endpoint}")
+    """The endpoint of a running server (:func:`answering_server`), else of a local one for the duration."""
+    running = answering_server(endpoint, local)
+    if running is not None:
+        yield running
+        return
     with local_server() as embedded:
         yield embedded

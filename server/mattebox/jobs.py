@@ -13,14 +13,14 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from mattebox_plugin import protocol
 from mattebox_plugin.protocol import Buffer, ProtocolError
 
 from . import engines
 from .codec import decode_request, encode_result
-from .contract import JobCancelled
+from .contract import Engine, JobCancelled, MatteResult
 
 log = logging.getLogger("mattebox.jobs")
 
@@ -177,25 +177,46 @@ class Worker(threading.Thread):
         self.notify(job, *(sent or job.reply))
 
 
-def compute_locally(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any, device: str,
-                    on_decoded: Callable[[], None] = lambda: None) -> tuple:
-    """Decode, run the engine, check the contract, encode: -> (descriptions, frames, info). Used by the in-process
-    worker and by cluster replicas (cluster.py), so both run exactly the same pipeline."""
+def resolve_engine(name: str, inputs: Iterable[str]) -> Engine:
+    """The engine a request names (``auto``: the best available for its inputs), or a ProtocolError naming
+    ``params.engine`` (unknown_engine / engine_unavailable). The server checks this before queueing a job."""
+    try:
+        engine = engines.resolve(name, list(inputs))
+    except KeyError:
+        raise ProtocolError("unknown_engine", f"no engine '{name}'", field="params.engine",
+                            hint=f"engines: {', '.join(engines.ENGINE_SPECS)}") from None
+    ok, why = engine.availability()
+    if not ok:
+        raise ProtocolError("engine_unavailable", f"engine '{name}' cannot run here: {why}", field="params.engine")
+    return engine
+
+
+def run_engine(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any, device: str,
+               on_decoded: Callable[[], None] = lambda: None) -> Tuple[MatteResult, Dict[str, Any]]:
+    """Decode validated buffers, run the engine and check its contract -> (result, info). The server's pipeline
+    (:func:`compute_locally`) and `mattebox matte` without a server (no wire, no encode) both run this."""
     progress("decode")
     request = decode_request(buffers, params)
-    colorspace = buffers["image"].colorspace
     on_decoded()  # the decoded copy is all we need now: the caller may drop the wire buffers
     engine = engines.resolve(params["engine"])
     progress("start", message=engine.name)
     started = time.perf_counter()
     result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
-    elapsed = time.perf_counter() - started
-    progress("encode")
-    descs, frames = encode_result(result, params["outputs"], colorspace)
-    info = dict(result.info, engine=engine.name, seconds=round(elapsed, 4), device=device)
+    info = dict(result.info, engine=engine.name, seconds=round(time.perf_counter() - started, 4), device=device)
     ignored = sorted(name for name in buffers if name != "image" and name not in engine.uses)
     if ignored:  # accepted but unused (Engine.uses): say so, a host can tell the artist
         info["ignored_inputs"] = ignored
+    return result, info
+
+
+def compute_locally(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any, device: str,
+                    on_decoded: Callable[[], None] = lambda: None) -> tuple:
+    """Decode, run the engine, check the contract, encode: -> (descriptions, frames, info). Used by the in-process
+    worker and by cluster replicas (cluster.py), so both run exactly the same pipeline."""
+    colorspace = buffers["image"].colorspace
+    result, info = run_engine(buffers, params, progress, device, on_decoded)
+    progress("encode")
+    descs, frames = encode_result(result, params["outputs"], colorspace)
     return descs, frames, info
 
 

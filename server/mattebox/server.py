@@ -38,7 +38,7 @@ from mattebox_plugin import protocol
 from mattebox_plugin.protocol import ProtocolError
 
 from . import __version__, engines, intake
-from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker
+from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker, resolve_engine
 from .jobstore import JobStore, StoredFileError, StoredJob, load_inputs
 from .sysinfo import memory_usage
 
@@ -424,16 +424,7 @@ class Server:
                 reply_region = self.shm.reply_region(route, owner, header[protocol.REPLY_SHM])
             except ValueError as exc:
                 raise ProtocolError("bad_field", str(exc), field=protocol.REPLY_SHM) from None
-        engine_name = params["engine"]
-        try:
-            engine = engines.resolve(engine_name, list(described))
-        except KeyError:
-            raise ProtocolError("unknown_engine", f"no engine '{engine_name}'", field="params.engine",
-                                hint=f"engines: {', '.join(engines.ENGINE_SPECS)}") from None
-        ok, why = engine.availability()
-        if not ok:
-            raise ProtocolError("engine_unavailable", f"engine '{engine_name}' cannot run here: {why}",
-                                field="params.engine")
+        engine = resolve_engine(params["engine"], described)
         params["engine"] = engine.name
         job = Job(id=job_id, client=owner, route=route, params=params, buffers=described,
                   priority=params.get("priority", 0), reply_region=reply_region,

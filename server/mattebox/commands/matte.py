@@ -1,4 +1,7 @@
-"""`mattebox matte`: matte one image (or a pair) and write alpha/foreground files."""
+"""`mattebox matte`: matte one image (or a pair) and write alpha/foreground files.
+
+With a server answering (the configured one, or ``--endpoint``) the job goes there; otherwise the server's own
+checks and pipeline (:func:`mattebox.jobs.run_engine`) run in this process, with no server thread or sockets."""
 from __future__ import annotations
 
 import argparse
@@ -21,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--band-width", type=float, default=0, help="mask->trimap band in px (0 = by size)")
     parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
     parser.add_argument("--foreground-method", default="auto", choices=("auto", "multilevel", "blur_fusion"))
-    parser.add_argument("--endpoint", help="server to use (default: the configured one if it answers, else a "
-                                           "local server inside this process)")
-    parser.add_argument("--local", action="store_true", help="always use a local in-process server")
+    parser.add_argument("--endpoint", help="server to use (default: the configured one if it answers, else the "
+                                           "engine runs inside this process)")
+    parser.add_argument("--local", action="store_true", help="use no server: run the engine inside this process")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds of server silence tolerated")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -31,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+    from mattebox_plugin.client import JobFailed, ServerUnavailable
 
-    from ..colour import srgb_to_linear, linear_to_srgb
-    from ..embedded import server_endpoint
+    from ..colour import linear_to_srgb
+    from ..embedded import answering_server
     from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
 
     started = time.perf_counter()
@@ -57,15 +60,13 @@ def run(args: argparse.Namespace) -> int:
     params = {"engine": args.engine, "band_width": args.band_width, "quality": args.quality,
               "foreground_method": args.foreground_method, "outputs": ["alpha", "foreground", "trimap"]}
     try:
-        with server_endpoint(args.endpoint, args.local) as endpoint, \
-                Client(**_client_kwargs(endpoint, args)) as client:
-            job = client.submit(params=params, colorspace=colorspace, **inputs)
-            for event in job.progress():
-                if not args.quiet:
-                    _progress_bar(event)
-            result = job.result()
+        endpoint = answering_server(args.endpoint, args.local)
+        if endpoint is None:  # no server: run the engine right here (no sockets, no wire encoding)
+            alpha, fg_linear, trimap, info = _matte_in_process(inputs, colorspace, params, args)
+        else:
+            alpha, fg_linear, trimap, info = _matte_on_server(endpoint, inputs, colorspace, params, args)
     except (JobFailed, protocol.ProtocolError) as exc:
-        print(f"\nmattebox: the server refused the job: {exc}", file=sys.stderr)
+        print(f"\nmattebox: the job was refused: {exc}", file=sys.stderr)
         return 1
     except ServerUnavailable as exc:
         print(f"\nmattebox: {exc}", file=sys.stderr)
@@ -74,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("\r" + " " * 70 + "\r")
     out = Path(args.out)
     stem = Path(args.image).stem
-    alpha, foreground, trimap = result.alpha, result.foreground, result.trimap
-    fg_linear = srgb_to_linear(foreground) if colorspace == "srgb" else foreground
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_exr(out / f"{stem}_alpha.exr", alpha)
@@ -86,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # imageio.OutputError for a symbolic link at an output path, a full disk, permissions
         print(f"mattebox: could not write the outputs: {exc}", file=sys.stderr)
         return 1
-    info = result.info
+    stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in info.get("timings", {}).items())
     print(f"{args.image}: engine {info.get('engine')}, guidance {info.get('guidance', '?')}, "
-          f"solve {info.get('seconds', 0):.2f} s, total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
+          f"solve {info.get('seconds', 0):.2f} s{f' ({stages})' if stages else ''}, "
+          f"total {time.perf_counter() - started:.2f} s -> {out}/{stem}_*")
     if args.second:
         if info.get("pair_usable"):
             print(f"  second frame used: known background behind {info['known_background_coverage']:.1%} of the "
@@ -96,6 +96,44 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  second frame not used: {info.get('pair_why', 'the engine does not use it')}")
     return 0
+
+
+def _matte_in_process(inputs: dict, colorspace: str, params: dict, args: argparse.Namespace):
+    """(alpha, linear foreground, trimap, info) from the server's own checks and pipeline run in this process:
+    no server thread, no sockets, no encoding of the result to the wire's colourspace and back."""
+    from ..jobs import resolve_engine, run_engine
+
+    params = protocol.validate_params(params)
+    buffers = protocol.input_buffers(inputs, colorspace)
+    header = {"buffers": [b.describe() for b in buffers]}
+    described = protocol.validate_buffers(header, [b.data for b in buffers], protocol.DEFAULT_LIMITS)
+    params["engine"] = resolve_engine(params["engine"], described).name
+
+    def progress(stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+        if not args.quiet:
+            _progress_bar({"stage": stage, "done": done, "total": total})
+
+    try:
+        result, info = run_engine(described, params, progress, device="cpu")
+    except (ValueError, MemoryError) as exc:  # the server would answer engine_failed; same words, no traceback
+        raise protocol.ProtocolError("engine_failed", f"{exc.__class__.__name__}: {exc}") from None
+    return result.alpha, result.foreground, result.trimap, info
+
+
+def _matte_on_server(endpoint: str, inputs: dict, colorspace: str, params: dict, args: argparse.Namespace):
+    """(alpha, linear foreground, trimap, info) from a running server."""
+    from mattebox_plugin.client import Client
+
+    from ..colour import srgb_to_linear
+
+    with Client(**_client_kwargs(endpoint, args)) as client:
+        job = client.submit(params=params, colorspace=colorspace, **inputs)
+        for event in job.progress():
+            if not args.quiet:
+                _progress_bar(event)
+        result = job.result()
+    foreground = srgb_to_linear(result.foreground) if colorspace == "srgb" else result.foreground
+    return result.alpha, foreground, result.trimap, result.info
 
 
 def _convert(array, source: str, target: str):
@@ -118,10 +156,8 @@ def _progress_bar(event) -> None:
 
 
 def _client_kwargs(endpoint: str, args: argparse.Namespace) -> dict:
-    """The configured CURVE keys apply to the configured (or given) server, never to an in-process local one."""
+    """The configured CURVE keys apply to the configured (or given) server."""
     from mattebox_plugin import config as client_config
 
     cfg = client_config.load()
-    if not args.local and endpoint in (args.endpoint, cfg["endpoint"]):
-        return dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout)
-    return {"endpoint": endpoint, "timeout": args.timeout}
+    return dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout)

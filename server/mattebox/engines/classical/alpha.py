@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ...contract import no_progress
+from . import kernels
 from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
@@ -73,15 +74,17 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     if not unknown.any() or radius <= 0:
         return trimap
     out = trimap.copy()
+    pixels = np.ascontiguousarray(image).reshape(-1, 3)
+    at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
+    colours = pixels[at]
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, unknown)
         if near is None:
             continue
         dist, ny, nx = near
-        py, px = np.nonzero(unknown)
-        close = (dist <= radius) & (np.linalg.norm(image[py, px] - image[ny, nx], axis=1) <= colour)
+        close = (dist <= radius) & (np.linalg.norm(colours - pixels[ny * trimap.shape[1] + nx], axis=1) <= colour)
         hit = np.zeros_like(unknown)
-        hit[py[close], px[close]] = True
+        hit.reshape(-1)[at[close]] = True
         both = hit & (out != UNKNOWN) & (out != label)
         out[hit] = label
         out[both] = UNKNOWN
@@ -89,26 +92,27 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
 
 
 def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
-    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked full images, float64 like the
-    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7)."""
-    r = b - apply_a(x)
-    z = precond * r
-    p = z.copy()
-    rz = float(np.vdot(r, z))
-    norm_b = float(np.linalg.norm(b)) or 1.0
+    """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
+    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7). The vector
+    updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
+    by the residual (one vector less at the peak); ``apply_a`` may return the same buffer every time."""
+    def flat(a):
+        return a.reshape(-1)  # a view: the arrays here are contiguous
+
+    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
+    r = b
+    r -= apply_a(x)
+    p = precond * r  # z = M⁻¹r, the first direction
+    rz, rr = kernels.dot(flat(r), flat(p)), kernels.dot(flat(r), flat(r))
     for it in range(max_iterations):
-        if np.linalg.norm(r) / norm_b < tolerance:
+        if np.sqrt(rr) / norm_b < tolerance:
             break
         ap = apply_a(p)
-        curvature = float(np.vdot(p, ap))
+        curvature = kernels.dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        step = rz / curvature
-        x += step * p
-        r -= step * ap
-        z = precond * r
-        rz_new = float(np.vdot(r, z))
-        p = z + (rz_new / max(rz, 1e-30)) * p
+        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
+        kernels.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
@@ -147,8 +151,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         small_prior = cv2.resize(weight * prior, size, interpolation=cv2.INTER_AREA) / np.maximum(small_weight, 1e-6)
         coarse = _solve_level(small_image, _coarse_trimap(trimap, size), small_prior, small_weight, settings,
                               lambda *a: None, level + 1)
-        guess = affine_upsample(coarse, small_image, image, settings.radius, settings.upsample_eps)
-        initial[unknown] = np.clip(guess[unknown], 0.0, 1.0)
+        del small_prior, small_weight  # (the finest level's CG is the peak of memory: nothing spare kept)
+        initial[unknown] = np.clip(affine_upsample(coarse, small_image, image, settings.radius,
+                                                   settings.upsample_eps)[unknown], 0.0, 1.0)
+        del small_image, coarse
         iterations = settings.fine_iterations if level > 0 else settings.finest_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
@@ -158,16 +164,23 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
         op = CropOperator(image, settings.eps, settings.radius)
-    mask = op.compact(unknown.astype(np.float64))
-    data = settings.data_weight * op.compact(weight) * mask  # λ c_i (Robust Matting eq. 8)
-    known_values = np.where(unknown, 0.0, trimap).astype(np.float32)
-    b = -mask * op.apply_crop(known_values) + data * op.compact(prior)
-    diag = op.diagonal() + data
+    # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
+    mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
+    data = settings.data_weight * op.compact(weight).astype(np.float64) * mask  # λ c_i (Robust Matting eq. 8)
+    b = data * op.compact(prior) - mask * op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))
     # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(mask > 0, 1.0 / np.maximum(diag, 1e-2), 0.0)
-    x = op.compact(initial) * mask
+    precond = np.where(mask > 0, 1.0 / np.maximum(op.diagonal() + data, 1e-2), 0.0)
+    x = op.compact(initial).astype(np.float64) * mask
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
-    x = _cg(lambda v: mask * op.apply(v) + data * v, b, x, precond, iterations, settings.tolerance, report)
+
+    product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
+
+    def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
+        out = op.apply(v, out=product)
+        kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
+        return out
+
+    x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)  # b becomes the residual
     x = op.full(x, fill=initial)
     return np.where(unknown, x, trimap).astype(np.float32)
 
@@ -192,14 +205,14 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
         prior, _ = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
         alpha[unknown] = prior[unknown]
         return alpha
-    ys, xs = np.nonzero(unknown)
+    ys, xs = np.flatnonzero(unknown.any(axis=1)), np.flatnonzero(unknown.any(axis=0))  # rows, columns with any
     margin = settings.radius + 1
-    y0, y1 = max(ys.min() - margin, 0), min(ys.max() + margin + 1, trimap.shape[0])
-    x0, x1 = max(xs.min() - margin, 0), min(xs.max() + margin + 1, trimap.shape[1])
+    y0, y1 = max(ys[0] - margin, 0), min(ys[-1] + margin + 1, trimap.shape[0])
+    x0, x1 = max(xs[0] - margin, 0), min(xs[-1] + margin + 1, trimap.shape[1])
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
-        full = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
-        values, weight = (np.ascontiguousarray(x[crop]) for x in full)
+        values, weight = (np.ascontiguousarray(x[crop]) for x in alpha_prior(image_srgb, trimap,
+                                                                               sigma=settings.prior_sigma))
     else:
         values = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
     if prior is not None:  # combine both data terms in absolute λ units: Σλ·α̂ / Σλ

@@ -5,8 +5,8 @@ Two methods, both run in linear light so the result composites back to the plate
 * :func:`multilevel` — Germer, Uelwer, Conrad, Harmeling, "Fast Multi-Level Foreground Estimation", ICPR 2020:
   minimise Σ_i (α_i F_i + (1−α_i) B_i − I_i)² + Σ_{i~j} (ε_r + ω|α_i − α_j|)(‖F_i − F_j‖² + ‖B_i − B_j‖²),
   coarse to fine: at each level the per-pixel 2×2 system in (F_i, B_i) is solved with the neighbours fixed
-  (red-black Gauss-Seidel sweeps here, vectorised over the image; the paper sweeps in scan order), then the
-  result is upsampled.
+  (red-black Gauss-Seidel sweeps here, compiled: :func:`.kernels.foreground_sweeps`; the paper sweeps in scan
+  order), then the result is upsampled.
   Paper values: ε_r = 5·10⁻³, ω = 1, 10 iterations on small levels and 2 on large ones, small size 32.
 * :func:`blur_fusion` — Forte & Pitié, "Approximate Fast Foreground Colour Estimation", ICIP 2021, eq. 6:
   F = F̂ + α(I − αF̂ − (1−α)B̂), with F̂ = blur(αI)/blur(α), B̂ = blur((1−α)I)/blur(1−α); applied twice
@@ -19,25 +19,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from . import kernels
 
-def _neighbour_sum(x: np.ndarray, weights) -> tuple:
-    """Σ_j w_ij x_j and Σ_j w_ij over the 4-neighbourhood (edge pixels have fewer neighbours)."""
-    total = np.zeros_like(x)
-    wsum = np.zeros(x.shape[:2], np.float32)
-    for (sl_dst, sl_src), w in zip(_SHIFTS, weights):
-        total[sl_dst] += w[..., None] * x[sl_src]
-        wsum[sl_dst] += w
-    return total, wsum
-
-
-_SHIFTS = [((slice(1, None),), (slice(None, -1),)), ((slice(None, -1),), (slice(1, None),)),
-           ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-           ((slice(None), slice(None, -1)), (slice(None), slice(1, None)))]
-
-
-def _edge_weights(alpha: np.ndarray, eps_r: float, omega: float):
-    """ε_r + ω|α_i − α_j| for each of the four neighbour directions, aligned to the destination pixel."""
-    return [eps_r + omega * np.abs(alpha[sl_dst] - alpha[sl_src]) for sl_dst, sl_src in _SHIFTS]
+_NO_PLATE = np.zeros((1, 1, 3), np.float32)  # what the sweeps get without a plate (then never read)
 
 
 def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega: float = 1.0,
@@ -69,26 +53,12 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
         else:
             fg = cv2.resize(fg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
             bg = cv2.resize(bg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
-        prior_weight = background_weight if plate is not None else 0.0
-        prior = prior_weight * plate if plate is not None else 0.0
-        weights = _edge_weights(a, eps_r, omega)
+        fg, bg = (np.ascontiguousarray(x, np.float32) for x in (fg, bg))  # updated in place by the sweeps
         iterations = small_iterations if max(lh, lw) <= small_size else big_iterations
-        a3 = a[..., None]
-        m00, m01, m11_base = a3 * a3, a3 * (1 - a3), (1 - a3) * (1 - a3)
-        red = ((np.add.outer(np.arange(lh), np.arange(lw)) % 2) == 0)[..., None]
-        for _ in range(iterations):
-            for colour in (red, ~red):  # red-black ordering: Gauss-Seidel convergence, vectorised
-                sf, wsum = _neighbour_sum(fg, weights)
-                sb, _ = _neighbour_sum(bg, weights)
-                ws = wsum[..., None]
-                # per pixel: [a²+W, a(1−a); a(1−a), (1−a)²+W+λ_B] [F; B] = [aI + ΣwF; (1−a)I + ΣwB + λ_B·plate]
-                d00, d11 = m00 + ws, m11_base + ws + prior_weight
-                r0, r1 = a3 * img + sf, (1 - a3) * img + sb + prior
-                det = d00 * d11 - m01 * m01
-                det = np.where(np.abs(det) < 1e-12, 1e-12, det)
-                fg = np.where(colour, np.clip((d11 * r0 - m01 * r1) / det, 0.0, None), fg)
-                bg = np.where(colour, np.clip((d00 * r1 - m01 * r0) / det, 0.0, None), bg)
-    return fg.astype(np.float32)
+        kernels.foreground_sweeps(np.ascontiguousarray(img, np.float32), np.ascontiguousarray(a, np.float32), fg, bg,
+                                  _NO_PLATE if plate is None else np.ascontiguousarray(plate, np.float32),
+                                  0.0 if plate is None else float(background_weight), eps_r, omega, iterations)
+    return fg
 
 
 def blur_fusion(image: np.ndarray, alpha: np.ndarray, radii=(90, 6)) -> np.ndarray:

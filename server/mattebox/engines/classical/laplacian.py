@@ -12,9 +12,10 @@ Expanding the sum gives, for any vector p (He et al.):
     (L p)_i = n_i p_i − (Σ_{k ∋ i} a_k)ᵀ I_i − Σ_{k ∋ i} b_k
 
 with n_i the number of windows containing i. Only windows lying fully inside the image are used, so the operator
-is exactly Levin's L (symmetric positive semi-definite) and each application costs eight box filters and a few
-dozen element-wise products, whatever the window size. No matrix is ever stored: memory is about 25 float64
-images (Δ_k is kept as its 6 distinct entries).
+is exactly Levin's L (symmetric positive semi-definite). No matrix is ever stored: Δ_k (its 6 distinct entries) is
+computed once, and each application is one compiled sweep down the rows (:mod:`.kernels`), μ_k and (a_k, b_k)
+recomputed on the way — I (float32, as the engines hold it) and 6 float64 images of Δ_k, no temporaries per
+application.
 
 **float64 throughout.** With Levin's ε = 1e-7, Δ_k reaches 9/ε ≈ 1e8 in flat windows, and both
 mean(I p) − μ_k p̄_k and the final sum n_i p_i − Σ a_kᵀ I_i − Σ b_k cancel large terms. In float32 the computed
@@ -34,6 +35,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from . import kernels
+
 #: the 6 distinct entries of a symmetric 3×3 matrix, as (row, column)
 _SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
@@ -41,11 +44,6 @@ _SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over the (2r+1)² window centred at each pixel (values near the border are not used)."""
     return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-
-
-def _box_sum_valid(x: np.ndarray, r: int) -> np.ndarray:
-    """Sum over the (2r+1)² window centred at each pixel, of values that are zero outside the valid centres."""
-    return cv2.boxFilter(x, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
 
 
 def window_statistics(image: np.ndarray, r: int, eps: float):
@@ -81,58 +79,39 @@ class MattingLaplacian:
     """The matting Laplacian of an H×W×3 image (values in [0, 1]), applied matrix-free in float64.
 
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
-    3×3 windows, as in the paper).
+    3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
+    centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
+    sweep (:mod:`.kernels`).
     """
 
     def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None):
         h, w = image.shape[:2]
+        if r != kernels.RADIUS:
+            raise ValueError(f"radius: the compiled matting Laplacian uses Levin's 3x3 windows (r = {kernels.RADIUS}), "
+                             f"got r = {r}")
         if h < 2 * r + 1 or w < 2 * r + 1:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
-        self.r = r
         if valid is None:  # windows fully inside the image (BandOperator passes its own)
-            valid = np.zeros((h, w), np.float64)
-            valid[r:h - r, r:w - r] = 1.0
-        self.valid = valid = np.asarray(valid, np.float64)
-        self.window_count = _box_sum_valid(valid, r)  # n_i
-        self.channels, self.mean, inv = window_statistics(image, r, eps)
-        self.inv_cov = [d * valid for d in inv]  # Δ_k, zero for windows not fully inside
+            valid = np.zeros((h, w), np.uint8)
+            valid[r:h - r, r:w - r] = 1
+        self.valid = np.ascontiguousarray(valid, np.uint8)
+        self.image = np.ascontiguousarray(image[:, :, :3], np.float32)  # the engines' precision; sums are float64
+        self.inv_cov = np.empty((h, w, 6), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22
+        kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
+        self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
 
-    def coefficients(self, p: np.ndarray):
-        """Per-window (a_k, b_k) of Levin's affine model fitted to p (He et al. eq. 11); zero outside valid."""
-        r = self.r
-        mean_p = _box_mean(p, r)  # p̄_k
-        cross = [_box_mean(c * p, r) - m * mean_p for c, m in zip(self.channels, self.mean)]
-        a = _sym_apply(self.inv_cov, cross)
-        b = (mean_p - a[0] * self.mean[0] - a[1] * self.mean[1] - a[2] * self.mean[2]) * self.valid
-        return a, b
-
-    def apply(self, p: np.ndarray) -> np.ndarray:
-        """L p (float64) for an H×W vector p."""
-        r = self.r
-        p = np.asarray(p, np.float64)
-        a, b = self.coefficients(p)
-        out = self.window_count * p
-        for a_c, i_c in zip(a, self.channels):
-            out -= _box_sum_valid(a_c, r) * i_c
-        out -= _box_sum_valid(b, r)
+    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous)."""
+        out = np.empty(self.valid.shape, np.float64) if out is None else out
+        kernels.laplacian_apply(self.image, self.inv_cov, self.valid, np.ascontiguousarray(p, np.float64),
+                                self._ring, out)
         return out
 
     def diagonal(self) -> np.ndarray:
-        """diag(L): n_i − Σ_{k∋i} (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w| (for the Jacobi preconditioner), with
-        the quadratic expanded into window sums, I_iᵀ S(Δ) I_i − 2 I_iᵀ S(Δμ) + S(μᵀΔμ) (S: sum over the valid
-        windows containing i), so it costs ten box filters instead of a pass per window offset."""
-        r = self.r
-        size = float((2 * r + 1) ** 2)
-        inv = dict(zip(_SYM, self.inv_cov))  # zero outside valid windows
-        delta_mu = _sym_apply(self.inv_cov, self.mean)  # Δ_k μ_k
-        mu_delta_mu = sum(m * dm for m, dm in zip(self.mean, delta_mu))
-        c = self.channels
-        quad = _box_sum_valid(mu_delta_mu, r)
-        for i in range(3):
-            quad -= 2.0 * c[i] * _box_sum_valid(delta_mu[i], r)
-        for (i, j), d in inv.items():
-            quad += (1.0 if i == j else 2.0) * c[i] * c[j] * _box_sum_valid(d, r)
-        return self.window_count * (1.0 - 1.0 / size) - quad / size
+        """diag(L) (for the Jacobi preconditioner)."""
+        out = np.empty(self.valid.shape, np.float64)
+        kernels.laplacian_diagonal(self.image, self.inv_cov, self.valid, out)
+        return out
 
 
 class BandOperator:
@@ -159,10 +138,10 @@ class BandOperator:
         pad = 2 * r
         th, tw = -(-h // tile), -(-w // tile)
         hp, wp = th * tile + 2 * pad, tw * tile + 2 * pad  # padded, extended to whole tiles
-        image_pad = np.zeros((hp, wp, 3), np.float64)
+        image_pad = np.zeros((hp, wp, 3), np.float32)
         image_pad[pad:pad + h, pad:pad + w] = image
-        valid_pad = np.zeros((hp, wp), np.float64)
-        valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1.0  # windows fully inside the crop, as in the crop
+        valid_pad = np.zeros((hp, wp), np.uint8)
+        valid_pad[pad + r:pad + h - r, pad + r:pad + w - r] = 1  # windows fully inside the crop, as in the crop
         tiles = self.active_tiles(active, tile)
         self.count, self.tile, self.pad, self.shape = len(tiles), tile, pad, (h, w)
         side = tile + 2 * pad
@@ -194,13 +173,17 @@ class BandOperator:
         padded.reshape(-1)[self.inner] = v
         return padded[self.pad:self.pad + self.shape[0], self.pad:self.pad + self.shape[1]].copy()
 
-    def _interiors(self, mosaic: np.ndarray) -> np.ndarray:
+    def _interiors(self, mosaic: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         pad, tile, side = self.pad, self.tile, self.tile + 2 * self.pad
-        return mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile].reshape(-1)
+        interiors = mosaic.reshape(self.count, side, side)[:, pad:pad + tile, pad:pad + tile]
+        if out is None:
+            return interiors.reshape(-1)
+        np.copyto(out.reshape(self.count, tile, tile), interiors)
+        return out
 
-    def apply(self, v: np.ndarray) -> np.ndarray:
-        """L v in compact layout, for v zero outside the tiles' unknown pixels."""
-        return self._interiors(self.laplacian.apply(np.append(v, 0.0)[self.halo_source]))
+    def apply(self, v: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L v in compact layout, for v zero outside the tiles' unknown pixels (into ``out`` when given)."""
+        return self._interiors(self.laplacian.apply(np.append(v, 0.0)[self.halo_source]), out)
 
     def apply_crop(self, x: np.ndarray) -> np.ndarray:
         """L x in compact layout for any crop-layout x (e.g. the known values)."""

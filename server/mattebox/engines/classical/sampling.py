@@ -30,13 +30,15 @@ def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
     dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.nonzero's order
     ys, xs = np.nonzero(source == 0)
-    nearest = idx[where] - 1
-    return dist[where], ys[nearest], xs[nearest]
+    at = np.flatnonzero(where)  # flat indices: gathering by them is ~4x faster than by a boolean mask
+    nearest = idx.reshape(-1)[at] - 1
+    return dist.reshape(-1)[at], ys[nearest], xs[nearest]
 
 
-def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray,
+def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray, at: np.ndarray,
                        scales: Tuple[int, ...]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Candidate colours of ``label`` for the N unknown pixels: one (R, G, B) triple of N-vectors per candidate."""
+    """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``): one (R, G, B) triple of
+    N-vectors per candidate."""
     near = nearest_known(trimap, label, unknown)
     if near is None:
         return []
@@ -46,7 +48,7 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     weight = (trimap == label).astype(np.float32)
     weighted = np.dstack([image * weight[..., None], weight])  # H×W×4: colour sums and counts in one filter
     for radius in scales:
-        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1))[unknown]  # N×4
+        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]  # N×4
         count = blurred[:, 3]
         seen = count > 1e-3
         inv = 1.0 / np.maximum(count, 1e-3)
@@ -61,11 +63,13 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     unknown = trimap == UNKNOWN
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
-    fgs = _colour_candidates(image, trimap, 1.0, unknown, scales)
-    bgs = _colour_candidates(image, trimap, 0.0, unknown, scales)
-    if not fgs or not bgs or not unknown.any():
+    at = np.flatnonzero(unknown)
+    fgs = _colour_candidates(image, trimap, 1.0, unknown, at, scales)
+    bgs = _colour_candidates(image, trimap, 0.0, unknown, at, scales)
+    if not fgs or not bgs or not at.size:
         return prior, confidence
-    colour = [np.ascontiguousarray(image[..., c][unknown]) for c in range(3)]  # 3 N-vectors
+    pixels = np.ascontiguousarray(image).reshape(-1, 3)[at]
+    colour = [np.ascontiguousarray(pixels[:, c]) for c in range(3)]  # 3 N-vectors
     n = colour[0].shape[0]
     best_ratio2 = np.full(n, np.inf, np.float32)  # squared distance ratio R²
     best_alpha = np.zeros(n, np.float32)
@@ -82,6 +86,6 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
             np.copyto(best_ratio2, ratio2, where=better)
             np.copyto(best_alpha, a, where=better)
             np.copyto(best_sep2, sep2, where=better)
-    prior[unknown] = best_alpha
-    confidence[unknown] = np.exp(-best_ratio2 / sigma ** 2) * (1.0 - np.exp(-best_sep2 / separation ** 2))
+    prior.reshape(-1)[at] = best_alpha
+    confidence.reshape(-1)[at] = np.exp(-best_ratio2 / sigma ** 2) * (1.0 - np.exp(-best_sep2 / separation ** 2))
     return prior, confidence

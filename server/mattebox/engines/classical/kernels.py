@@ -1,0 +1,263 @@
+"""Compiled per-pixel kernels of the classical engine (numba, compiled once and cached next to this file).
+
+Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2010, eqs. 11-13) written with numpy
+is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
+here it is one sweep down the rows, the per-window coefficients of only 2r+1 rows kept (in cache). The same holds
+for the red-black Gauss-Seidel sweeps of the multilevel foreground (Germer et al., ICPR 2020). The conjugate-gradient
+loops (:func:`dot`, :func:`cg_update`, :func:`cg_direction`) replace numpy's dot, which hands each call to
+OpenBLAS's threads. All arithmetic is float64 (see laplacian.py on why the Laplacian's must be); images may be
+stored as float32 (exact in float64) and are widened with ``np.float64()`` — numba's ``float()`` keeps float32.
+
+The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the bounds of the window
+loops known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+#: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
+RADIUS = 1
+
+
+@njit(cache=True)
+def window_inverse(image, valid, reg, inv):
+    """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array): the 6 distinct
+    entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into ``inv`` (H×W×6), by the adjugate; zero
+    elsewhere. Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et al. 2008 eq. 12)."""
+    h, w = valid.shape
+    r = RADIUS
+    size = (2 * r + 1) ** 2
+    for y in range(h):
+        for x in range(w):
+            if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
+                for c in range(6):
+                    inv[y, x, c] = 0.0
+                continue
+            m0 = m1 = m2 = 0.0
+            q00 = q01 = q02 = q11 = q12 = q22 = 0.0
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    a, b, c = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
+                    m0 += a
+                    m1 += b
+                    m2 += c
+                    q00 += a * a
+                    q01 += a * b
+                    q02 += a * c
+                    q11 += b * b
+                    q12 += b * c
+                    q22 += c * c
+            m0 /= size
+            m1 /= size
+            m2 /= size
+            s00 = q00 / size - m0 * m0 + reg
+            s01 = q01 / size - m0 * m1
+            s02 = q02 / size - m0 * m2
+            s11 = q11 / size - m1 * m1 + reg
+            s12 = q12 / size - m1 * m2
+            s22 = q22 / size - m2 * m2 + reg
+            c00 = s11 * s22 - s12 * s12
+            c01 = s02 * s12 - s01 * s22
+            c02 = s01 * s12 - s02 * s11
+            c11 = s00 * s22 - s02 * s02
+            c12 = s01 * s02 - s00 * s12
+            c22 = s00 * s11 - s01 * s01
+            det = s00 * c00 + s01 * c01 + s02 * c02
+            inv[y, x, 0], inv[y, x, 1], inv[y, x, 2] = c00 / det, c01 / det, c02 / det
+            inv[y, x, 3], inv[y, x, 4], inv[y, x, 5] = c11 / det, c12 / det, c22 / det
+
+
+@njit(cache=True)
+def _window_row(image, inv, valid, p, y, row):
+    """Levin's affine coefficients of p for the windows centred on row y (He et al. eq. 11):
+    a_k = Δ_k (mean(I p) − μ_k p̄_k), b_k = p̄_k − a_kᵀ μ_k, and 1 (the window counts), into ``row[x + r]``
+    ((W + 2r)×5); zero for windows not used and in the r columns of padding at each end."""
+    h, w = p.shape
+    r = RADIUS
+    inv_size = 1.0 / (2 * r + 1) ** 2
+    row[:, :] = 0.0
+    if y < r or y >= h - r:
+        return
+    for x in range(r, w - r):
+        if valid[y, x] == 0:
+            continue
+        sp = s0 = s1 = s2 = m0 = m1 = m2 = 0.0
+        for j in range(y - r, y + r + 1):
+            for i in range(x - r, x + r + 1):
+                v = p[j, i]
+                c0, c1, c2 = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
+                sp += v
+                s0 += c0 * v
+                s1 += c1 * v
+                s2 += c2 * v
+                m0 += c0
+                m1 += c1
+                m2 += c2
+        pm = sp * inv_size
+        m0 *= inv_size  # μ_k
+        m1 *= inv_size
+        m2 *= inv_size
+        c0 = s0 * inv_size - m0 * pm
+        c1 = s1 * inv_size - m1 * pm
+        c2 = s2 * inv_size - m2 * pm
+        d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+        a0 = d0 * c0 + d1 * c1 + d2 * c2
+        a1 = d1 * c0 + d3 * c1 + d4 * c2
+        a2 = d2 * c0 + d4 * c1 + d5 * c2
+        row[x + r, 0], row[x + r, 1], row[x + r, 2] = a0, a1, a2
+        row[x + r, 3] = pm - a0 * m0 - a1 * m1 - a2 * m2
+        row[x + r, 4] = 1.0
+
+
+@njit(cache=True)
+def laplacian_apply(image, inv, valid, p, ring, out):
+    """out = L p (He et al. eqs. 11-13): (L p)_i = Σ_{k ∋ i} (p_i − a_kᵀ I_i − b_k) over the valid windows
+    holding i, in one sweep down the rows. ``ring`` ((2r+1)×(W+2r)×5) holds the coefficients of the 2r+1 window
+    rows that output row y reads (zero where unused, so the sums need no tests), never a whole image of them."""
+    h, w = p.shape
+    r = RADIUS
+    span = 2 * r + 1
+    for y in range(min(r, h)):
+        _window_row(image, inv, valid, p, y, ring[y % span])
+    for y in range(h):
+        if y + r < h:
+            _window_row(image, inv, valid, p, y + r, ring[(y + r) % span])
+        lo, hi = max(y - r, 0), min(y + r, h - 1)
+        for x in range(w):
+            n = a0 = a1 = a2 = b = 0.0
+            for j in range(lo, hi + 1):
+                row = ring[j % span]
+                for i in range(x, x + span):  # windows x - r … x + r, stored at x … x + 2r
+                    a0 += row[i, 0]
+                    a1 += row[i, 1]
+                    a2 += row[i, 2]
+                    b += row[i, 3]
+                    n += row[i, 4]
+            out[y, x] = n * p[y, x] - (a0 * np.float64(image[y, x, 0]) + a1 * np.float64(image[y, x, 1])
+                                       + a2 * np.float64(image[y, x, 2])) - b
+
+
+@njit(cache=True)
+def laplacian_diagonal(image, inv, valid, out):
+    """out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|) over the valid windows (eq. 12),
+    window by window (μ_k once per window, each term added to the window's pixels)."""
+    h, w = valid.shape
+    r = RADIUS
+    size = (2 * r + 1) ** 2
+    out[:, :] = 0.0
+    for y in range(r, h - r):
+        for x in range(r, w - r):
+            if valid[y, x] == 0:
+                continue
+            m0 = m1 = m2 = 0.0
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    m0 += np.float64(image[j, i, 0])
+                    m1 += np.float64(image[j, i, 1])
+                    m2 += np.float64(image[j, i, 2])
+            m0 /= size
+            m1 /= size
+            m2 /= size
+            d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+            for j in range(y - r, y + r + 1):
+                for i in range(x - r, x + r + 1):
+                    e0 = np.float64(image[j, i, 0]) - m0
+                    e1 = np.float64(image[j, i, 1]) - m1
+                    e2 = np.float64(image[j, i, 2]) - m2
+                    quad = (d0 * e0 * e0 + d3 * e1 * e1 + d5 * e2 * e2
+                            + 2.0 * (d1 * e0 * e1 + d2 * e0 * e2 + d4 * e1 * e2))
+                    out[j, i] += 1.0 - (1.0 + quad) / size
+
+
+@njit(cache=True)
+def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
+    """``iterations`` red-black Gauss-Seidel sweeps of Germer et al.'s multilevel foreground energy (ICPR 2020)
+    at one level, in place on ``fg`` and ``bg`` (H×W×3): each pixel's 2×2 system in (F_i, B_i) per channel,
+
+        [α² + W, α(1−α); α(1−α), (1−α)² + W + λ_B] [F; B] = [αI + Σ w F_j; (1−α)I + Σ w B_j + λ_B·plate],
+
+    with w = ε_r + ω|α_i − α_j| over the 4-neighbours and W = Σ w, solved with the neighbours fixed; F, B ≥ 0.
+    Red pixels' neighbours are all black, so updating in place is the red-black order. λ_B = ``plate_weight``
+    (0: ``plate`` is not read)."""
+    h, w = alpha.shape
+    for _ in range(iterations):
+        for colour in range(2):
+            for y in range(h):
+                for x in range((y + colour) % 2, w, 2):
+                    a = np.float64(alpha[y, x])
+                    wsum = 0.0
+                    sf0 = sf1 = sf2 = sb0 = sb1 = sb2 = 0.0
+                    for k in range(4):
+                        j, i = y, x
+                        if k == 0:
+                            j = y - 1
+                        elif k == 1:
+                            j = y + 1
+                        elif k == 2:
+                            i = x - 1
+                        else:
+                            i = x + 1
+                        if j < 0 or j >= h or i < 0 or i >= w:
+                            continue
+                        wt = eps_r + omega * abs(a - alpha[j, i])
+                        wsum += wt
+                        sf0 += wt * fg[j, i, 0]
+                        sf1 += wt * fg[j, i, 1]
+                        sf2 += wt * fg[j, i, 2]
+                        sb0 += wt * bg[j, i, 0]
+                        sb1 += wt * bg[j, i, 1]
+                        sb2 += wt * bg[j, i, 2]
+                    m01 = a * (1.0 - a)
+                    d00 = a * a + wsum
+                    d11 = (1.0 - a) * (1.0 - a) + wsum + plate_weight
+                    det = d00 * d11 - m01 * m01
+                    if abs(det) < 1e-12:
+                        det = 1e-12
+                    for c in range(3):
+                        sf = sf0 if c == 0 else (sf1 if c == 1 else sf2)
+                        sb = sb0 if c == 0 else (sb1 if c == 1 else sb2)
+                        r0 = a * image[y, x, c] + sf
+                        r1 = (1.0 - a) * image[y, x, c] + sb
+                        if plate_weight != 0.0:
+                            r1 += plate_weight * plate[y, x, c]
+                        fg[y, x, c] = max((d11 * r0 - m01 * r1) / det, 0.0)
+                        bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
+
+
+@njit(cache=True)
+def dot(a, b):
+    """aᵀb of two 1-D float64 vectors. A plain loop instead of numpy's dot, which goes through a multi-threaded
+    BLAS: its thread hand-offs cost 5-30 ms per call on a loaded 2-core machine even for 15k elements."""
+    total = 0.0
+    for i in range(a.size):
+        total += a[i] * b[i]
+    return total
+
+
+@njit(cache=True)
+def cg_update(x, r, p, ap, precond, step):
+    """One conjugate-gradient update, in place: x += step·p, r −= step·Ap. Returns (rᵀz, rᵀr) with z = M⁻¹r
+    (Jacobi: precond·r), which is never stored: :func:`cg_direction` recomputes it."""
+    rz = rr = 0.0
+    for i in range(x.size):
+        x[i] += step * p[i]
+        r[i] -= step * ap[i]
+        rz += precond[i] * r[i] * r[i]
+        rr += r[i] * r[i]
+    return rz, rr
+
+
+@njit(cache=True)
+def cg_direction(p, r, precond, beta):
+    """The next conjugate direction, in place: p = M⁻¹r + beta·p (Jacobi: M⁻¹r = precond·r)."""
+    for i in range(p.size):
+        p[i] = precond[i] * r[i] + beta * p[i]
+
+
+@njit(cache=True)
+def restrict_and_shift(lv, mask, shift, v):
+    """The solve's operator from L v, in place: lv = mask·(L v) + shift·v (rows of known pixels dropped, the data
+    term's diagonal added)."""
+    for i in range(lv.size):
+        lv[i] = mask[i] * lv[i] + shift[i] * v[i]
