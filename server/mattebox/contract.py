@@ -21,6 +21,16 @@ import numpy as np
 from .colour import linear_to_srgb
 
 
+class InputError(ValueError):
+    """An engine's refusal of a request it cannot serve (an image too small to segment, ...): the server answers
+    ``bad_field`` naming ``field`` (engines never import the wire protocol)."""
+
+    def __init__(self, message: str, field: str, hint: Optional[str] = None):
+        super().__init__(message)
+        self.field = field
+        self.hint = hint
+
+
 class JobCancelled(Exception):
     """Raised by a :data:`Progress` callback when the job was cancelled; engines let it propagate."""
 

@@ -20,7 +20,7 @@ from mattebox_plugin.protocol import Buffer, ProtocolError
 
 from . import engines
 from .codec import decode_request, encode_result
-from .contract import Engine, JobCancelled, MatteResult
+from .contract import Engine, InputError, JobCancelled, MatteResult
 
 log = logging.getLogger("mattebox.jobs")
 
@@ -201,7 +201,10 @@ def run_engine(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any
     engine = engines.resolve(params["engine"])
     progress("start", message=engine.name)
     started = time.perf_counter()
-    result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
+    try:
+        result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
+    except InputError as exc:  # the engine refused this request: the client's error, named like the protocol's
+        raise ProtocolError("bad_field", str(exc), field=exc.field, hint=exc.hint) from None
     info = dict(result.info, engine=engine.name, seconds=round(time.perf_counter() - started, 4), device=device)
     ignored = sorted(name for name in buffers if name != "image" and name not in engine.uses)
     if ignored:  # accepted but unused (Engine.uses): say so, a host can tell the artist

@@ -20,7 +20,7 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from mattebox_plugin.protocol import ProtocolError
+from ...contract import InputError
 
 BAND_FRACTION = 0.05  #: unknown band as a fraction of the long side (≈100 px at 2K, Parallax paper §4)
 
@@ -161,9 +161,8 @@ def grabcut_mask(image_srgb: np.ndarray, max_side: int = 400, border: float = 0.
     background = np.isin(gc_mask, (cv2.GC_BGD, cv2.GC_PR_BGD))
     if background.all() or not background.any():
         # GrabCut needs pixels of both kinds to seed its colour models: a frame of 1 or 2 px a side is all border
-        raise ProtocolError("bad_field", f"the image is {w}×{h} px: too small to find the subject automatically "
-                            f"(its border leaves no inside)", field="buffers",
-                            hint="send a mask or a trimap with it")
+        raise InputError(f"the image is {w}×{h} px: too small to find the subject automatically (its border leaves "
+                         f"no inside)", field="buffers", hint="send a mask or a trimap with it")
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means: the same frame must give the same mask
     cv2.grabCut(small8, gc_mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
