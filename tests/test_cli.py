@@ -144,3 +144,12 @@ def test_matte_with_a_clean_plate_keys_the_difference(tmp_path, capsys):
     alpha = read_gray(str(tmp_path / "out" / "shot_alpha.exr"))
     truth = pair.alpha >= 0.5
     assert ((alpha >= 0.5) & truth).sum() / ((alpha >= 0.5) | truth).sum() > 0.7
+
+
+@pytest.mark.parametrize("host", ["gimp", "blender", "nuke"])
+def test_host_installer_help_names_the_mattebox_command(host):
+    """`mattebox install HOST --help` reads as the command the user typed, not `python -m mattebox_installers...`."""
+    for action, shown in (("install", "install"), ("uninstall", "uninstall"), ("host-doctor", "host-doctor")):
+        out = mattebox(action, host, "--help")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"usage: mattebox {shown} {host} "), out.stdout[:80]

@@ -275,11 +275,13 @@ def doctor(blender: Optional[str] = None, blender_version: Optional[str] = None,
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mattebox_installers.blender", description=__doc__.split("\n")[0])
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``prog``: how the caller names the command (``mattebox``: usage then reads ``mattebox install blender ...``)."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m mattebox_installers.blender",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     for name in ("build", "install", "uninstall", "doctor"):
-        p = sub.add_parser(name)
+        p = sub.add_parser(name, prog=common.action_prog(prog, name, "blender"))
         p.add_argument("--blender", help="Blender executable (default: $BLENDER or blender on PATH)")
         p.add_argument("--blender-version", help="target Blender, e.g. 4.2 or 5.1 (default: asked from Blender)")
         p.add_argument("--repo", default=DEFAULT_REPO, help="extension repository id (default user_default)")

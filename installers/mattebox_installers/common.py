@@ -27,6 +27,14 @@ PLATFORM_TAGS = {
 }
 
 
+def action_prog(prog: Optional[str], action: str, host: str) -> Optional[str]:
+    """The usage name of one installer action: ``mattebox install gimp`` when the mattebox CLI forwards to the
+    installer (``prog`` "mattebox"; its doctor action is ``host-doctor``), else argparse's default."""
+    if not prog:
+        return None
+    return f"{prog} {'host-doctor' if action == 'doctor' else action} {host}"
+
+
 def current_platform() -> str:
     import platform
 

@@ -196,11 +196,13 @@ def _import_like_plugin(python: str, dest: Path, vendor_dir: Path) -> Tuple[bool
     return _run_python(python, code)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mattebox_installers.gimp", description=__doc__.split("\n")[0])
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``prog``: how the caller names the command (``mattebox``: usage then reads ``mattebox install gimp ...``)."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m mattebox_installers.gimp",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     for action in ("install", "uninstall", "doctor"):
-        p = sub.add_parser(action)
+        p = sub.add_parser(action, prog=common.action_prog(prog, action, "gimp"))
         p.add_argument("--target", type=Path, help="GIMP plug-ins folder (default: the user's GIMP 3 folder)")
         p.add_argument("--platform", choices=sorted(common.PLATFORM_TAGS), help="default: this machine")
         if action == "install":

@@ -204,7 +204,7 @@ def _version() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("install", "uninstall", "doctor"))
+    """The options of every action (install, uninstall, doctor)."""
     parser.add_argument("--target", type=Path, help="~/.nuke (default) or a NUKE_PATH folder")
     parser.add_argument("--python", action="append", dest="pythons",
                         help=f"Nuke Python to vendor wheels for (repeatable; default {', '.join(DEFAULT_PYTHONS)}: "
@@ -233,11 +233,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mattebox_installers.nuke", description=__doc__.split("\n")[0])
-    add_arguments(parser)
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """``prog``: how the caller names the command (``mattebox``: usage then reads ``mattebox install nuke ...``)."""
+    parser = argparse.ArgumentParser(prog=prog or "python -m mattebox_installers.nuke",
+                                     description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    for action in ("install", "uninstall", "doctor"):
+        add_arguments(sub.add_parser(action, prog=common.action_prog(prog, action, "nuke")))
     return run(parser.parse_args(argv))
-
 
 if __name__ == "__main__":
     sys.exit(main())

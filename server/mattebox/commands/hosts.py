@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _forward(action: str, args: argparse.Namespace) -> int:
     module = importlib.import_module(f"mattebox_installers.{args.host}")
-    return int(module.main([action, *args.options]) or 0)
+    return int(module.main([action, *args.options], prog="mattebox") or 0)
 
 
 def run_install(args: argparse.Namespace) -> int:
