@@ -155,3 +155,22 @@ def test_alphamatting_gt05_narrow_trimap():
                            params={"outputs": ["alpha"]})
     alpha = get("classical").matte(request).alpha
     assert ev.sad(alpha, gt, trimap == 0.5) < 1.25  # pymatting cf: 1.26
+
+
+def test_a_band_that_swallows_the_background_is_warned_about():
+    """Band width 80 on a small frame leaves no definite background: the matte comes back with a warning the hosts
+    show (plugin client.result_notes), instead of an all-white alpha and no word."""
+    from mattebox.contract import MatteRequest
+    from mattebox.engines.classical.engine import ClassicalEngine
+    from mattebox_plugin.client import result_notes
+
+    image = np.full((60, 80, 3), 0.2, np.float32)
+    image[20:40, 30:50] = 0.8
+    mask = np.zeros((60, 80), np.float32)
+    mask[20:40, 30:50] = 1.0
+    wide = ClassicalEngine().matte(MatteRequest(image=image, mask=mask, params={"band_width": 80}))
+    assert "no definite background" in wide.info["warnings"][0]
+    notes = result_notes([wide.info])
+    assert any("warning on 1 frame(s): the guidance leaves no definite background" in note for note in notes)
+    narrow = ClassicalEngine().matte(MatteRequest(image=image, mask=mask, params={"band_width": 6}))
+    assert "warnings" not in narrow.info and result_notes([narrow.info]) == []

@@ -117,6 +117,22 @@ def plate_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
     return note
 
 
+def guidance_note(infos: Iterable[Dict[str, Any]]) -> Optional[str]:
+    """One line for a host's status when the guidance left nothing definite on some frames (``warnings`` in the
+    results' ``info``: no definite foreground or background, so the matte cannot be trusted); None otherwise."""
+    warned = [(info.get("frame"), warning) for info in infos for warning in info.get("warnings", ())]
+    if not warned:
+        return None
+    return f"warning on {len(warned)} frame(s): {warned[0][1]}"
+
+
+def result_notes(infos: Iterable[Dict[str, Any]]) -> List[str]:
+    """Every note a host shows after a run, from the results' ``info`` maps: the second frame, the clean plate and
+    the guidance (:func:`pair_note`, :func:`plate_note`, :func:`guidance_note`), those that apply."""
+    infos = list(infos)
+    return [note for note in (pair_note(infos), plate_note(infos), guidance_note(infos)) if note]
+
+
 class Job:
     """A submitted matte job. Poll it, iterate its progress, wait for its result, or cancel it."""
 

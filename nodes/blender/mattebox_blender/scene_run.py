@@ -42,7 +42,6 @@ class SceneRun(runner.MatteRun):
 
     def summary(self) -> str:
         client = connection.client_package().client
-        notes = [note for note in (client.pair_note(self.infos.values()), client.plate_note(self.infos.values()))
-                 if note]
+        notes = client.result_notes(self.infos.values())
         return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
                 f"'{blender_io.group_name(self.name)}', files in {self.directory}" + "".join(f"; {n}" for n in notes))

@@ -277,9 +277,10 @@ def _write_outputs(image, layer, result, formats):
 
 
 def _report_notes(client_module, info):
-    """Say what the server did with the second frame and the clean plate (the same notes as the Nuke node's status
-    and Blender's report): GIMP's message system shows it, gimp-console prints it. Silent when neither was sent."""
-    notes = [note for note in (client_module.pair_note([info]), client_module.plate_note([info])) if note]
+    """Say what the server did with the second frame and the clean plate, and warn when the guidance left nothing
+    definite (the same notes as the Nuke node's status and Blender's report): GIMP's message system shows it,
+    gimp-console prints it. Silent when there is nothing to say."""
+    notes = client_module.result_notes([info])
     if notes:
         Gimp.message("Mattebox: " + "; ".join(notes))
 

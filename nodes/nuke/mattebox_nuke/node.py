@@ -382,10 +382,9 @@ class MatteRun:
             cached = sum(o.cached for o in self.outcomes)
             engines = sorted({o.info.get("engine") for o in self.outcomes if o.info.get("engine")})
             span = f"{self.frames[0]}" if len(self.frames) == 1 else f"{self.frames[0]}-{self.frames[-1]}"
-            from mattebox_plugin.client import pair_note, plate_note
+            from mattebox_plugin.client import result_notes
 
-            infos = [o.info for o in self.outcomes]
-            notes = "".join(f"; {note}" for note in (pair_note(infos), plate_note(infos)) if note)
+            notes = "".join(f"; {note}" for note in result_notes(o.info for o in self.outcomes))
             set_status(self.group, f"matted frame{'s' if len(self.frames) > 1 else ''} {span} "
                                    f"({cached} from cache) with {', '.join(engines) or 'cache'} in "
                                    f"{time.monotonic() - self.started:.1f} s{notes}")

@@ -17,7 +17,7 @@ import numpy as np
 from ...contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from .alpha import PRESETS, solve_alpha
 from .foreground import blur_fusion, multilevel
-from .guidance import grabcut_mask, tighten_mask, trimap_from_mask, trimap_from_saliency
+from .guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
 from .known_background import KnownBackgroundSettings, difference_mask, foreground_with_background, solve_with_plate
 
 #: params.segmenter: 'auto' uses the segmentation networks whose weights are installed, 'grabcut' none
@@ -82,6 +82,9 @@ class ClassicalEngine(Engine):
         info = {"engine": self.name, "guidance": guidance, "foreground_method": method, "quality": quality,
                 "unknown_fraction": float(np.mean(trimap == 0.5)),
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
+        warning = guidance_warning(trimap)
+        if warning:
+            info["warnings"] = [warning]
         return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=info)
 
     @staticmethod

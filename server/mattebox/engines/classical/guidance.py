@@ -15,7 +15,7 @@ copy, the classical fallback. With a user's rough mask the network's saliency in
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -27,6 +27,19 @@ BAND_FRACTION = 0.05  #: unknown band as a fraction of the long side (≈100 px 
 
 def auto_band_width(shape: Tuple[int, int]) -> int:
     return max(4, int(round(BAND_FRACTION * max(shape))))
+
+
+def guidance_warning(trimap: np.ndarray) -> Optional[str]:
+    """Why a trimap cannot give a trustworthy matte, or None: with no definite background (a band wide enough to
+    swallow it) the solve has nothing to call background and alpha comes out white; with no definite foreground,
+    black. Results carry it in ``info["warnings"]`` and the hosts show it."""
+    if not (trimap == 0.0).any():
+        return ("the guidance leaves no definite background (the unknown band covers all of it): the matte cannot "
+                "separate the subject; use a narrower band_width or a tighter mask")
+    if not (trimap == 1.0).any():
+        return ("the guidance leaves no definite foreground (no pixel is surely the subject): the matte cannot "
+                "separate the subject; use a narrower band_width or a larger mask")
+    return None
 
 
 def trimap_from_mask(mask: np.ndarray, band_width: float = 0) -> np.ndarray:
