@@ -327,6 +327,9 @@ class ServerSegment:
         if isinstance(name, str) and NAME_RE.match(name):
             return FileSegment.open_named(name, key, owner)
         if isinstance(name, str) and MEMFD_RE.match(name):
+            if not memfd_supported():
+                raise ValueError(f"segment '{name}' is a memfd, which this server cannot open (no sealed memfds "
+                                 f"or no /proc here)")
             return MappedSegment.open_memfd(name, key, owner)
         raise ValueError(f"{name!r} is not a mattebox shared-memory segment name")
 
@@ -531,8 +534,7 @@ class ServerCache:
             segment = ServerSegment.open(name, key, owner="")
         except ValueError as exc:
             return False, f"{PROBE_UNREADABLE} ({exc}): not the same host, or not allowed"
-        if not segment.close():
-            self._closing.append(segment)
+        segment.close()  # nothing views a probe
         with self._lock:
             self._proven[route] = owner_pid(name)
         return True, "same host"
