@@ -1,8 +1,11 @@
 """Same-host shared memory: chosen from the hello, exact round trips, segment reuse, refusals naming the field, and
-no leaked segments after a kill -9 of either side."""
+no leaked segments after a kill -9 of either side. Segments are sealed memfds where the kernel allows (the
+default), else named /dev/shm files; the attacks run against both kinds."""
 from __future__ import annotations
 
+import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +17,7 @@ import pytest
 import zmq
 
 from mattebox_plugin import protocol, shm
-from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+from mattebox_plugin.client import Client, Job, JobFailed, ServerUnavailable
 
 from .conftest import tree_env
 
@@ -22,8 +25,61 @@ pytestmark = pytest.mark.skipif(not shm.supported(), reason="no writable /dev/sh
 TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
 
 
+def _memfd_links(pid: int, owner: int, where: str):
+    """memfd segments made by process ``owner`` that process ``pid`` has open (``fd``) or mapped (``maps``)."""
+    prefix = f"/memfd:{shm.PREFIX}{owner}-"
+    links = []
+    try:
+        if where == "fd":
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:  # closed while listed (the listing's own descriptor, for one)
+                    pass
+        else:
+            with open(f"/proc/{pid}/maps") as fh:
+                links = [line.split(None, 5)[-1].strip() for line in fh]
+    except OSError:  # the process is gone
+        return []
+    return sorted({link for link in links if link.startswith(prefix)})
+
+
 def segments_of(pid: int):
-    return [n for n in os.listdir(shm.SHM_DIR) if shm.owner_pid(n) == pid]
+    """The segments process ``pid`` offers: its named files in /dev/shm and the memfds it holds open."""
+    named = [n for n in os.listdir(shm.SHM_DIR) if shm.NAME_RE.match(n) and shm.owner_pid(n) == pid]
+    return named + _memfd_links(pid, pid, "fd")
+
+
+def offered(name: str) -> bool:
+    """Whether the segment ``name`` is still offered by its client: a named file exists, or the memfd is still
+    open under the descriptor its name carries (what the server's sweep checks)."""
+    match = shm.MEMFD_RE.match(name)
+    if match is None:
+        return os.path.exists(os.path.join(shm.SHM_DIR, name))
+    base, pid, fd = match.groups()
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}") == f"/memfd:{base} (deleted)"
+    except OSError:
+        return False
+
+
+def mapped_by(holder: int, owner: int):
+    """Segments of process ``owner`` that process ``holder`` (a server) still maps."""
+    return _memfd_links(holder, owner, "maps")
+
+
+KINDS = pytest.mark.parametrize("memfd", [True, False], ids=["memfd", "named"])
+
+
+@pytest.fixture
+def kind(monkeypatch, memfd):
+    """Make this process's clients use one kind of segment (the server handles both)."""
+    if memfd and not shm.memfd_supported():
+        pytest.skip("no sealed memfd reachable through /proc here")
+    if not memfd and not shm.named_supported():
+        pytest.skip("no writable /dev/shm here")
+    monkeypatch.setattr(shm, "memfd_supported", lambda: memfd)
+    return memfd
 
 
 def dead_pid() -> int:
@@ -37,7 +93,8 @@ def frame(h=48, w=64, seed=0):
     return rng.random((h, w, 3), dtype=np.float32), rng.random((h, w), dtype=np.float32)
 
 
-def test_hello_picks_shared_memory_and_pixels_round_trip_exactly(embedded_server):
+@KINDS
+def test_hello_picks_shared_memory_and_pixels_round_trip_exactly(embedded_server, kind):
     image, mask = frame()
     with Client(embedded_server.bound_endpoint, timeout=10) as client:
         info = client.hello()
@@ -55,8 +112,9 @@ def test_hello_picks_shared_memory_and_pixels_round_trip_exactly(embedded_server
         np.testing.assert_array_equal(result.foreground, image)
         np.testing.assert_allclose(result.premultiplied[..., :3], image * mask[..., None], rtol=1e-6)
         assert len(embedded_server.shm) == 1  # the server mapped the client's one segment
-        assert segments_of(os.getpid())
-    assert not segments_of(os.getpid())  # close unlinks
+        names = [segment.name for segment in client._shm_pool.segments]
+        assert names and all(offered(name) for name in names)
+    assert not any(offered(name) for name in names)  # close unlinks (named) or closes (memfd)
 
 
 def test_segments_are_reused_unless_a_result_still_views_them(embedded_server):
@@ -125,7 +183,8 @@ def image_desc(ref, shape=(8, 8, 3)):
     return {"name": "image", "shape": list(shape), "dtype": "float32", "colorspace": "linear", "shm": ref}
 
 
-def test_unproven_connection_wrong_key_and_out_of_range_offsets_are_refused_naming_the_field(embedded_server):
+@KINDS
+def test_unproven_connection_wrong_key_and_out_of_range_offsets_are_refused_naming_the_field(embedded_server, kind):
     with Client(embedded_server.bound_endpoint, timeout=10) as client:
         client.hello()
         own = client._shm_pool.acquire(1024)
@@ -144,7 +203,68 @@ def test_unproven_connection_wrong_key_and_out_of_range_offsets_are_refused_nami
         assert client.hello()["protocol"] == 1  # still serving
 
 
-def test_an_empty_or_wrong_probe_key_proves_nothing(embedded_server):
+@pytest.mark.skipif(not (shm.memfd_supported() and shm.named_supported()), reason="needs memfd and /dev/shm")
+def test_a_memfd_that_can_shrink_or_is_not_the_one_named_is_refused_naming_the_field(embedded_server):
+    """The server maps only a memfd sealed against shrinking (else it could SIGBUS) that is the one the name
+    says, on the kernel's shmem mount (not a /dev/shm file or any other file passed as a descriptor); a forged
+    memfd with the seal and the key passes, so each refusal is down to the property it names."""
+    key = secrets.token_bytes(shm.KEY_BYTES)
+
+    def forge(seal: bool):
+        base = f"{shm.PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        fd = os.memfd_create(base, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(fd, 4096)
+        os.pwrite(fd, shm.MAGIC + key, 0)
+        if seal:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+        return base, fd
+
+    (loose_base, loose), (sealed_base, sealed) = forge(False), forge(True)
+    named = shm.Segment.create(4096, memfd=False)
+    named_fd = os.open(named.path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with Client(embedded_server.bound_endpoint, timeout=10) as client:
+            client.hello()
+            assert client._shm_pool.memfd
+            for i, (name, key_hex, words) in enumerate((
+                    (f"{loose_base}@{loose}", key.hex(), "F_SEAL_SHRINK"),
+                    (f"{loose_base}@{sealed}", key.hex(), "is not the memfd"),  # another memfd's descriptor
+                    (f"{named.name}@{named_fd}", named.key, "is not the memfd"))):  # a /dev/shm file
+                reply = _on(client, {"op": "matte", "id": f"forged{i}",
+                                     "buffers": [image_desc({"name": name, "offset": 64, "key": key_hex})]})
+                assert (reply["code"], reply["field"]) == ("bad_buffer", "buffers.0.shm"), name
+                assert words in reply["message"], reply["message"]
+                probe = _raw(embedded_server.bound_endpoint, {"op": "hello", "id": "h",
+                                                               "shm": {"name": name, "key": key_hex}})
+                assert probe["shm"] is False and words in probe["shm_reason"], probe["shm_reason"]
+            genuine = {"name": f"{sealed_base}@{sealed}", "key": key.hex()}
+            probe = _raw(embedded_server.bound_endpoint, {"op": "hello", "id": "h", "shm": genuine})
+            assert probe["shm"] is True, probe["shm_reason"]
+    finally:
+        for fd in (loose, sealed, named_fd):
+            os.close(fd)
+        named.unlink()
+        named.close()
+
+
+@pytest.mark.skipif(not (shm.memfd_supported() and shm.named_supported()), reason="needs memfd and /dev/shm")
+def test_a_client_whose_memfd_the_server_cannot_open_falls_back_to_a_named_segment(embedded_server, monkeypatch):
+    """Where the server may not open this process's /proc/<pid>/fd entries (another user, a non-dumpable host
+    process), the client proves a /dev/shm segment instead, and pixels still go through shared memory."""
+    def refuse(cls, name, key, owner):
+        raise ValueError(f"cannot open segment '{name}': Permission denied")
+
+    monkeypatch.setattr(shm.MappedSegment, "open_memfd", classmethod(refuse))
+    image, mask = frame()
+    with Client(embedded_server.bound_endpoint, timeout=10) as client:
+        assert client.hello()["shm"] is True and client.shared_memory and client._shm_pool.memfd is False
+        result = client.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
+        np.testing.assert_array_equal(result.alpha, mask)
+        assert all(shm.NAME_RE.match(name) for name in embedded_server.shm._segments)
+
+
+@KINDS
+def test_an_empty_or_wrong_probe_key_proves_nothing(embedded_server, kind):
     """The hello probe compares the whole key in constant time: an empty or wrong one never passes."""
     victim = shm.Segment.create(64)
     try:
@@ -175,15 +295,28 @@ def test_shared_memory_is_refused_on_a_connection_that_is_not_local(embedded_ser
         np.testing.assert_array_equal(result.alpha, mask)  # frames instead
 
 
-def test_a_segment_truncated_under_the_server_fails_the_job_and_the_server_lives(server_process, monkeypatch):
+def _truncate(segment: shm.Segment, size: int = 4096) -> bool:
+    """Try to shrink ``segment`` as its client; False when the kernel refuses (a memfd sealed with F_SEAL_SHRINK)."""
+    try:
+        os.truncate(segment.path, size)
+        return True
+    except PermissionError:
+        return False
+
+
+@KINDS
+def test_a_segment_truncated_under_the_server_fails_the_job_and_the_server_lives(server_process, monkeypatch, kind):
     """The SIGBUS attack: a client maps a segment, runs a job, truncates the segment and submits over it again.
-    The server reads with pread after an fstat, so the job fails naming the field and the server keeps serving;
-    a segment truncated while a job runs gets its result with pwrite (extended, never a fault)."""
+    A sealed memfd cannot shrink (the truncation fails in the client, and the server, which maps it, serves the
+    repeated job); a named segment is read with pread after an fstat, so the job fails naming the field. Either
+    way the server keeps serving, and a segment truncated while a job runs gets its result (a named one is
+    extended by pwrite, never a fault)."""
     monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
     server = server_process("--state-dir", "none")
     with Client(server.endpoint, timeout=10) as client:
         client.hello()
+        assert client._shm_pool.memfd is kind
         sent = []
         send = client._send
         client._send = lambda header, frames=(): (sent.append(header), send(header, frames))
@@ -192,15 +325,22 @@ def test_a_segment_truncated_under_the_server_fails_the_job_and_the_server_lives
         header = next(h for h in sent if h["op"] == "matte")
         segment = client._shm_pool.get(header["reply_shm"]["name"])
         client._shm_pool.segments.remove(segment)  # this client must not touch it again either (SIGBUS)
-        os.truncate(os.path.join(shm.SHM_DIR, segment.name), 4096)
-        reply = _on(client, dict(header, id="after-truncate"))
-        assert (reply["code"], reply["field"]) == ("bad_buffer", "buffers.0.shm") and "outside" in reply["message"]
+        assert _truncate(segment) is not kind  # a sealed memfd refuses to shrink
+        if kind:  # nothing shrank: the same request over the same segment is served, and its result is right
+            client._shm_pool.segments.append(segment)
+            again = Job(client, "after-truncate", None, [])
+            client._jobs[again.id] = again
+            client._send(client._owned(dict(header, id=again.id)))
+            np.testing.assert_array_equal(again.result(timeout=30).alpha, mask)
+        else:
+            reply = _on(client, dict(header, id="after-truncate"))
+            assert (reply["code"], reply["field"]) == ("bad_buffer", "buffers.0.shm") and "outside" in reply["message"]
         assert server.proc.poll() is None and client.hello()["protocol"] == 1
 
         job = client.submit(image=image, params={"engine": "test-slow"})  # a fresh, full-size segment
         running = client._shm_pool.get(next(h for h in sent if h["op"] == "matte" and h["id"] == job.id)
                                        ["reply_shm"]["name"])
-        os.truncate(os.path.join(shm.SHM_DIR, running.name), 4096)  # while the job runs
+        assert _truncate(running) is not kind  # while the job runs
         assert job.result(timeout=30).info["engine"] == "test-slow"  # (its arrays are not read: not needed)
         client._shm_pool.segments.remove(running)
         assert server.proc.poll() is None and client.status()["server_version"]
@@ -211,7 +351,7 @@ def test_a_segment_truncated_under_the_server_fails_the_job_and_the_server_lives
 def test_stale_segments_of_dead_processes_are_swept_on_start(tmp_path):
     stale = f"mattebox-{dead_pid()}-{'ab' * 8}"
     open(os.path.join(shm.SHM_DIR, stale), "wb").close()
-    mine = shm.Segment.create(64)
+    mine = shm.Segment.create(64, memfd=False)
     try:
         shm.ClientPool()  # a client start sweeps (so does a server start)
         assert not os.path.exists(os.path.join(shm.SHM_DIR, stale))
@@ -234,25 +374,35 @@ for _ in job.progress():
 """
 
 
-def test_client_killed_mid_job_leaves_no_segment(server_process, monkeypatch):
+@KINDS
+def test_client_killed_mid_job_leaves_no_segment(server_process, monkeypatch, kind):
+    """The server lets go of a dead client's segments: unlinks its named files at once, unmaps its memfds (whose
+    memory the kernel then frees) once the job reading them has finished."""
     monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
     server = server_process()
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, server.endpoint], env=tree_env(),
+    script = CLIENT_SCRIPT if kind else "from mattebox_plugin import shm\nshm.memfd_supported = lambda: False\n" \
+        + CLIENT_SCRIPT
+    proc = subprocess.Popen([sys.executable, "-c", script, server.endpoint], env=tree_env(),
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "submitted"
         assert segments_of(proc.pid)
+        deadline = time.monotonic() + 10
+        while kind and not mapped_by(server.proc.pid, proc.pid):  # the server maps a memfd when it accepts
+            assert time.monotonic() < deadline, "the server never mapped the client's memfd"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    deadline = time.monotonic() + 10
-    while segments_of(proc.pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 40  # a memfd is unmapped once its running job (200 x 0.05 s) lets go of it
+    while (segments_of(proc.pid) or mapped_by(server.proc.pid, proc.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not segments_of(proc.pid), "the server's sweep did not remove the dead client's segments"
+    assert not mapped_by(server.proc.pid, proc.pid), "the server still maps the dead client's memfd"
     with Client(server.endpoint, timeout=10) as client:  # and it still serves
         assert client.hello()["shm"] is True
 
@@ -283,7 +433,8 @@ def test_job_error_frees_the_segment(embedded_server):
         assert all(not s.in_use() for s in client._shm_pool.segments)
 
 
-def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server):
+@KINDS
+def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server, kind):
     with Client(embedded_server.bound_endpoint, timeout=10) as client:
         client.hello()
         small, small_mask = frame(8, 8)
@@ -328,7 +479,8 @@ def _as_nobody(fn) -> dict:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the second user (uid nobody)")
-def test_another_local_user_can_neither_read_nor_write_a_clients_segment(server_process):
+@KINDS
+def test_another_local_user_can_neither_read_nor_write_a_clients_segment(server_process, kind):
     """The issue's attack, by a second local user: probe another user's segment with an empty key, then name it
     in a passthrough job (to read the plate) and in reply_shm (to overwrite a live result). Every step is refused
     naming the field, and the victim's bytes are unchanged."""
@@ -339,6 +491,7 @@ def test_another_local_user_can_neither_read_nor_write_a_clients_segment(server_
         result = victim.submit(image=image, mask=mask, params={"engine": "passthrough"}).result(timeout=30)
         target = victim._shm_pool.segments[0]  # still viewed by result: a live result
         before = bytes(target.map)
+        target_path = f"/proc/{os.getpid()}/fd/{target.fd}" if target.memfd else target.path
 
         def attack():
             ctx = zmq.Context()
@@ -354,7 +507,7 @@ def test_another_local_user_can_neither_read_nor_write_a_clients_segment(server_
 
             out = {"uid": os.getuid()}
             try:
-                open(os.path.join(shm.SHM_DIR, target.name), "rb")
+                open(target_path, "rb")
                 out["opened"] = True
             except PermissionError:
                 out["opened"] = False

@@ -334,7 +334,8 @@ def shm_empty_token() -> dict:
 
 def shm_truncate() -> dict:
     """A client (the real one, so it proves its segments however the server asks) runs one job through shared
-    memory, truncates that segment to 4096 bytes, and sends the same request again under a new id (SIGBUS)."""
+    memory, truncates that segment to 4096 bytes (a sealed memfd refuses), and sends the same request again under a
+    new id (SIGBUS)."""
     name = "shm: segment truncated between jobs (SIGBUS)"
     if not shm.supported():
         return row(name, None, "skipped: no /dev/shm here")
@@ -352,7 +353,13 @@ def shm_truncate() -> dict:
             first = attacker.submit(image=plate, params=PASSTHROUGH)
             request = next(h for h in sent if h["op"] == protocol.MATTE)
             first.result(timeout=30)
-            os.truncate(os.path.join(shm.SHM_DIR, request["buffers"][0]["shm"]["name"]), 4096)
+            segment = attacker._shm_pool.get(request["buffers"][0]["shm"]["name"])
+            try:
+                os.truncate(segment.path, 4096)
+                truncated = "truncated"
+                attacker._shm_pool.segments.remove(segment)  # the attacker must not read it again either (SIGBUS)
+            except PermissionError:
+                truncated = "truncate refused (sealed memfd)"
             again = Job(attacker, uuid.uuid4().hex, None, [])  # followed like an attach: never resubmitted
             attacker._jobs[again.id] = again
             send(dict(request, id=again.id))
@@ -367,7 +374,7 @@ def shm_truncate() -> dict:
         code = server.proc.returncode
         lost = victim.lost()
         held = alive and second != "no answer" and lost == 0
-        return row(name, held, f"after truncate: {second}; server {'alive' if alive else f'died (exit {code})'}",
+        return row(name, held, f"{truncated}; then: {second}; server {'alive' if alive else f'died (exit {code})'}",
                    lost=lost)
     finally:
         server.stop()

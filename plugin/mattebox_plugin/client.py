@@ -301,35 +301,47 @@ class Client:
     # ----------------------------------------------------------------------------------- public API
     def hello(self) -> Dict[str, Any]:
         """Handshake: check the protocol version and learn engines, limits and device. On Linux it also offers
-        shared memory: the server reads a probe segment this client made; if it can, it shares this host, and
-        pixels then travel through shared memory (:attr:`shared_memory` tells)."""
+        shared memory: the server reads a probe segment this client made (a sealed memfd, or a /dev/shm file where
+        the server may not open this process's memfds); if it can, it shares this host, and pixels then travel
+        through shared memory (:attr:`shared_memory` tells)."""
         request = {"op": protocol.HELLO, "client": self.client_id, "client_version": __version__,
                    "protocol": protocol.PROTOCOL_VERSION, "hostname": socket.gethostname()}
-        probe = None
-        if self._want_shm:
-            try:
-                probe = shm.probe_create()
-                request[protocol.SHM] = {"name": probe.name, "key": probe.key}
-            except OSError:
-                probe = None  # no room in /dev/shm: go inline
-        try:
-            reply = self._request(request)
-        finally:
-            if probe is not None:
-                probe.unlink()
-                probe.close()
+        memfd = shm.memfd_supported()
+        reply = self._hello_with_probe(request, memfd)
+        if memfd and reply.get(protocol.SHM) is False \
+                and str(reply.get("shm_reason", "")).startswith(shm.PROBE_UNREADABLE) and shm.named_supported():
+            memfd = False  # the server may not open this process's descriptors (another user, non-dumpable)
+            reply = self._hello_with_probe(request, memfd)
         server_protocol = reply.get("protocol")
         if server_protocol != protocol.PROTOCOL_VERSION:
             raise ProtocolError("bad_version", f"server speaks protocol v{server_protocol} (mattebox "
                                 f"{reply.get('server_version')}), this client speaks v{protocol.PROTOCOL_VERSION} "
                                 f"(mattebox {__version__})", field="v", hint="upgrade the older side")
         self.server_info = reply
-        if reply.get(protocol.SHM) is True and self._shm_pool is None:
-            self._shm_pool = shm.ClientPool()
+        if reply.get(protocol.SHM) is True and (self._shm_pool is None or self._shm_pool.memfd != memfd):
+            if self._shm_pool is not None:
+                self._shm_pool.close()
+            self._shm_pool = shm.ClientPool(memfd=memfd)
         elif reply.get(protocol.SHM) is not True and self._shm_pool is not None:
             self._shm_pool.close()  # another server now answers here (not on this host)
             self._shm_pool = None
         return reply
+
+    def _hello_with_probe(self, request: Dict[str, Any], memfd: bool) -> Dict[str, Any]:
+        """Send ``hello``, offering a probe segment of the given kind when shared memory is wanted."""
+        probe = None
+        if self._want_shm:
+            try:
+                probe = shm.probe_create(memfd)
+                request = dict(request, **{protocol.SHM: {"name": probe.name, "key": probe.key}})
+            except OSError:
+                probe = None  # no room for a segment: go inline
+        try:
+            return self._request(request)
+        finally:
+            if probe is not None:
+                probe.unlink()
+                probe.close()
 
     @property
     def shared_memory(self) -> bool:
