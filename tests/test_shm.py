@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
+from mattebox import shm_server
 from mattebox_plugin import protocol, shm
 from mattebox_plugin.client import Client, Job, JobFailed, ServerUnavailable
 
@@ -254,7 +255,7 @@ def test_a_client_whose_memfd_the_server_cannot_open_falls_back_to_a_named_segme
     def refuse(cls, name, key, owner):
         raise ValueError(f"cannot open segment '{name}': Permission denied")
 
-    monkeypatch.setattr(shm.MappedSegment, "open_memfd", classmethod(refuse))
+    monkeypatch.setattr(shm_server.MappedSegment, "open_memfd", classmethod(refuse))
     image, mask = frame()
     with Client(embedded_server.bound_endpoint, timeout=10) as client:
         assert client.hello()["shm"] is True and client.shared_memory and client._shm_pool.memfd is False

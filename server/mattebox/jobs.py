@@ -43,7 +43,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     last_progress: Dict[str, Any] = field(default_factory=dict)
     reply: Optional[tuple] = None  #: (header, frames) of the final result (frames inline) or error, for re-delivery
-    reply_region: Any = None  #: shm.ReplyRegion: same-host client's shared memory for the outputs, or None
+    reply_region: Any = None  #: shm_server.ReplyRegion: same-host client's shared memory for the outputs, or None
     shm_route: Optional[bytes] = None  #: the route that gave reply_region: only it gets results placed there
     load_inputs: Optional[Callable[[], Dict[str, Buffer]]] = None  #: reads the spooled inputs of a restored job
     stored: bool = False  #: the job store has a record of it (jobstore.py)

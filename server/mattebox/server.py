@@ -700,10 +700,12 @@ def _shm_cache():
     """The same-host fast path's segment cache, or None where this host has no /dev/shm."""
     from mattebox_plugin import shm
 
+    from .shm_server import ServerCache
+
     if not shm.supported() or os.environ.get("MATTEBOX_SHM", "1") == "0":
         return None
     shm.sweep_dead()  # segments left by clients killed while no server ran
-    return shm.ServerCache()
+    return ServerCache()
 
 
 def _spooled_inputs(job_id: str, path: Path) -> Dict[str, Any]:
