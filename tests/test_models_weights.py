@@ -278,3 +278,16 @@ def test_a_trimap_without_unknown_pixels_runs_no_tile():
     stages = []
     result = TinyParallax().matte(request, lambda stage, done=0, total=0, message="": stages.append(stage))
     assert "tiles" not in stages and np.array_equal(result.alpha, request.trimap)
+
+
+def test_tile_overlap_is_used_and_checked_against_the_tile():
+    """params.tile_overlap reaches the tiler (another overlap, another merge) and one not below the tile size is
+    refused naming the param, through the server's mapping of engine refusals (contract.InputError)."""
+    from mattebox.contract import InputError
+
+    half = TinyMask2Alpha().matte(disc_request(tile=64, tile_overlap=-1))
+    small = TinyMask2Alpha().matte(disc_request(tile=64, tile_overlap=8))
+    assert small.info["tile"] == 64 and not np.array_equal(half.alpha, small.alpha)
+    with pytest.raises(InputError) as err:
+        TinyMask2Alpha().matte(disc_request(tile=64, tile_overlap=64))
+    assert err.value.field == "params.tile_overlap"

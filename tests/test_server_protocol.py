@@ -494,6 +494,25 @@ def test_roi_inside_the_image_is_accepted(client):
     assert result.alpha.shape == (24, 32)
 
 
+def test_roi_solves_only_inside_and_keeps_the_guidance_outside(client):
+    """params.roi: the engine sees only the region; outside it alpha is the guidance, the foreground the plate."""
+    rng = np.random.default_rng(5)
+    plate = rng.random((40, 60, 3)).astype(np.float32)
+    trimap = np.zeros((40, 60), np.float32)
+    trimap[10:30, 15:45] = 0.5
+    trimap[15:25, 22:38] = 1.0
+    whole = client.submit(plate, trimap=trimap, params={"engine": "classical"}).result()
+    part = client.submit(plate, trimap=trimap, params={"engine": "classical", "roi": [10, 5, 25, 30]}).result()
+    inside = (slice(5, 35), slice(10, 35))
+    outside = np.ones((40, 60), bool)
+    outside[inside] = False
+    assert part.info["roi"] == [10, 5, 25, 30]
+    np.testing.assert_array_equal(part.alpha[outside], (trimap == 1.0)[outside].astype(np.float32))
+    assert np.abs(part.alpha[inside] - whole.alpha[inside]).mean() < 0.1  # the same solve where the roi sees it
+    assert part.alpha[inside][trimap[inside] == 0.5].std() > 0  # solved, not copied from the guidance
+    np.testing.assert_allclose(part.foreground[outside], plate[outside], atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [(1, 1), (2, 2), (1, 50)])
 def test_tiny_image_without_guidance_gets_a_clear_error(client, size):
     with pytest.raises(JobFailed) as err:

@@ -149,8 +149,10 @@ MATTE_PARAMS = {
                         lambda v: v in (0, -1) or 64 <= v <= 4096),
     "weights": _field_spec(str, "", "learned engines: which installed weights to use, a name from `mattebox "
                            "models` (e.g. vitmatte-base-composition-1k); '' takes the first installed"),
-    "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap; -1 means half the tile",
-                                lambda v: v >= -1),
+    "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap in pixels, below the tile size; -1 means "
+                                "half the tile", lambda v: v >= -1),
+    "tile_batch": _field_spec(int, 0, "learned engines: tiles per forward pass; 0 chooses from free memory",
+                              lambda v: 0 <= v <= 256),
     "roi": _field_spec(list, None, "[x, y, width, height] region to solve, inside the image (checked against its "
                        "size by validate_buffers); outside it alpha comes from guidance",
                        lambda v: len(v) == 4 and all(_is_type(x, int) for x in v) and min(v[:2]) >= 0

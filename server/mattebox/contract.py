@@ -79,6 +79,30 @@ class MatteRequest:
     def param(self, name: str, default: Any = None) -> Any:
         return self.params.get(name, default)
 
+    def crop(self, roi) -> "MatteRequest":
+        """This request restricted to ``roi`` = [x, y, width, height] (the protocol's ``params.roi``, checked
+        against the image by the protocol): every input cropped, the parameters kept."""
+        x, y, w, h = (int(v) for v in roi)
+        box = (slice(y, y + h), slice(x, x + w))
+
+        def cut(array: Optional[np.ndarray]) -> Optional[np.ndarray]:
+            return None if array is None else np.ascontiguousarray(array[box])
+
+        cropped = MatteRequest(image=cut(self.image), params=dict(self.params), second=cut(self.second),
+                               mask=cut(self.mask), trimap=cut(self.trimap), background=cut(self.background))
+        for name, values in self._srgb_cache.items():
+            cropped.keep_srgb(name, cut(values))
+        return cropped
+
+    def guidance_alpha(self) -> np.ndarray:
+        """Alpha as the guidance alone says it (where nothing is solved, e.g. outside an roi): a trimap's definite
+        values with its unknown pixels as background, else the mask, else 0 (H×W float32)."""
+        if self.trimap is not None:
+            return (self.trimap == 1.0).astype(np.float32)
+        if self.mask is not None:
+            return self.mask.astype(np.float32, copy=True)
+        return np.zeros(self.shape, np.float32)
+
 
 @dataclass
 class MatteResult:
@@ -86,6 +110,19 @@ class MatteResult:
     foreground: np.ndarray  #: H×W×3 float32 linear, straight
     trimap: np.ndarray  #: H×W float32 in {0, 0.5, 1}: the guidance the engine used
     info: Dict[str, Any] = field(default_factory=dict)  #: engine, guidance source, timings, pair usability…
+
+    def placed(self, request: "MatteRequest", roi) -> "MatteResult":
+        """This result, solved on ``request.crop(roi)``, placed into the whole frame of ``request``: outside the
+        roi alpha is :meth:`MatteRequest.guidance_alpha`, the foreground the image, the trimap the guidance's
+        (definite 0/1 from alpha there)."""
+        x, y, w, h = (int(v) for v in roi)
+        box = (slice(y, y + h), slice(x, x + w))
+        alpha = request.guidance_alpha()
+        trimap = request.trimap.astype(np.float32, copy=True) if request.trimap is not None else \
+            (alpha >= 0.5).astype(np.float32)
+        foreground = request.image.astype(np.float32, copy=True)
+        alpha[box], foreground[box], trimap[box] = self.alpha, self.foreground, self.trimap
+        return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=dict(self.info, roi=[x, y, w, h]))
 
     def check(self, shape: Tuple[int, int], checked: Tuple[np.ndarray, ...] = ()) -> "MatteResult":
         """Assert the contract: shapes equal the input's and alpha is finite in [0, 1].

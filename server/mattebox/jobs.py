@@ -201,8 +201,14 @@ def run_engine(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any
     engine = engines.resolve(params["engine"])
     progress("start", message=engine.name)
     started = time.perf_counter()
+    request.params["device"] = device  # the worker's device (`serve --device`); not a wire param
+    roi = params.get("roi")
     try:
-        result = engine.matte(request, progress).check(request.shape, checked=(request.image, request.mask))
+        if roi:  # solve inside the region only; outside it the guidance stands
+            result = engine.matte(request.crop(roi), progress).check(tuple(roi[3:1:-1])).placed(request, roi)
+        else:
+            result = engine.matte(request, progress)
+        result = result.check(request.shape, checked=(request.image, request.mask))
     except InputError as exc:  # the engine refused this request: the client's error, named like the protocol's
         raise ProtocolError("bad_field", str(exc), field=exc.field, hint=exc.hint) from None
     info = dict(result.info, engine=engine.name, seconds=round(time.perf_counter() - started, 4), device=device)

@@ -18,7 +18,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from ..colour import srgb_to_linear
-from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
+from ..contract import Engine, InputError, MatteRequest, MatteResult, Progress, no_progress
 from ..models import registry
 from ..models.sources import sources_for
 from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
@@ -209,7 +209,11 @@ class LearnedEngine(Engine):
         tile, batch = choose_tile_and_batch(cuda_free_bytes(device), BYTES_PER_PIXEL.get(self.model_name, 8000.0),
                                             self.spec.tile)
         tile = int(request.param("tile") or tile)  # 0 (the protocol's default): chosen from free memory
-        batch = int(request.param("tile_batch", batch))
+        batch = int(request.param("tile_batch") or batch)  # 0 (the protocol's default): chosen from free memory
+        overlap = request.param("tile_overlap", -1)
+        if overlap != -1 and tile != UNTILED and not 0 <= overlap < tile:
+            raise InputError(f"tile_overlap {overlap} must be -1 (half the tile) or 0..{tile - 1} for {tile} px tiles",
+                             field="params.tile_overlap")
         fill = {"alpha": trimap[..., None]} if needed is not None else None
         options = dict(self.forward_options)
         run = torch_tile_fn(lambda **tensors: model(**tensors, **options), device, amp, outputs=self.merge_outputs)
@@ -217,7 +221,8 @@ class LearnedEngine(Engine):
             merged = whole_frame_apply(inputs, run, self.spec.stride)
             progress("tiles", 1, 1)
         else:
-            merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2, batch_size=batch, needed=needed,
+            merged = tiled_apply(inputs, run, tile=tile, overlap=tile // 2 if overlap == -1 else overlap,
+                                 batch_size=batch, needed=needed,
                                  progress=lambda done, total: progress("tiles", done, total), fill=fill)
         return merged, {"tile": tile, "tile_batch": run.batch_limit or batch}
 
