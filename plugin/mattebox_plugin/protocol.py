@@ -478,7 +478,7 @@ def _check_shape(name: str, shape: List[Any], field: str, limits: Dict[str, int]
     if height > max_side or width > max_side or height * width > max_pixels:
         raise ProtocolError("too_large", f"{name}: {width}×{height} is over the server limit (max side "
                             f"{max_side}, max {max_pixels} pixels)", field=field,
-                            hint="use roi, downscale, or raise the server's --max-pixels")
+                            hint="send a smaller image, or raise the server's --max-pixels")
 
 
 def frame_nbytes(frame: Any) -> int:

@@ -62,7 +62,7 @@ def receive(sock: zmq.Socket, limits: Dict[str, int]) -> Optional[Request]:
             if buffered > max_message:
                 refused = ProtocolError("too_large", f"buffers are over max_message_bytes {max_message} (the "
                                         f"server stopped reading at {buffered} bytes)", field="buffers",
-                                        hint="use roi, downscale, or raise the server's --max-message-bytes")
+                                        hint="send a smaller image, or raise the server's --max-message-bytes")
             elif position >= MAX_FRAMES:
                 refused = ProtocolError("too_large", f"more than {MAX_FRAMES - 2} buffer frames (one per input: "
                                         f"{', '.join(protocol.INPUTS)})", field="buffers")
