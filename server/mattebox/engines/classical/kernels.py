@@ -23,8 +23,9 @@ RADIUS = 1
 @njit(cache=True)
 def window_inverse(image, valid, reg, inv):
     """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array): the 6 distinct
-    entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into ``inv`` (H×W×6), by the adjugate; zero
-    elsewhere. Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et al. 2008 eq. 12)."""
+    entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv`` (6×H×W), by the adjugate;
+    zero elsewhere. ``image`` is 3 colour planes (3×H×W). Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et
+    al. 2008 eq. 12)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
@@ -32,13 +33,13 @@ def window_inverse(image, valid, reg, inv):
         for x in range(w):
             if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
                 for c in range(6):
-                    inv[y, x, c] = 0.0
+                    inv[c, y, x] = 0.0
                 continue
             m0 = m1 = m2 = 0.0
             q00 = q01 = q02 = q11 = q12 = q22 = 0.0
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    a, b, c = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
+                    a, b, c = np.float64(image[0, j, i]), np.float64(image[1, j, i]), np.float64(image[2, j, i])
                     m0 += a
                     m1 += b
                     m2 += c
@@ -64,36 +65,49 @@ def window_inverse(image, valid, reg, inv):
             c12 = s01 * s02 - s00 * s12
             c22 = s00 * s11 - s01 * s01
             det = s00 * c00 + s01 * c01 + s02 * c02
-            inv[y, x, 0], inv[y, x, 1], inv[y, x, 2] = c00 / det, c01 / det, c02 / det
-            inv[y, x, 3], inv[y, x, 4], inv[y, x, 5] = c11 / det, c12 / det, c22 / det
+            inv[0, y, x], inv[1, y, x], inv[2, y, x] = c00 / det, c01 / det, c02 / det
+            inv[3, y, x], inv[4, y, x], inv[5, y, x] = c11 / det, c12 / det, c22 / det
 
 
 @njit(cache=True)
-def _window_row(image, inv, valid, p, y, row):
+def _window_row(image, inv, valid, p, y, row, sums):
     """Levin's affine coefficients of p for the windows centred on row y (He et al. eq. 11):
-    a_k = Δ_k (mean(I p) − μ_k p̄_k), b_k = p̄_k − a_kᵀ μ_k, and 1 (the window counts), into ``row[x + r]``
-    ((W + 2r)×5); zero for windows not used and in the r columns of padding at each end."""
+    a_k = Δ_k (mean(I p) − μ_k p̄_k) and b_k = p̄_k − a_kᵀ μ_k, into the planes ``row[:, x + r]`` (4×(W + 2r));
+    zero for windows not used and in the r columns of padding at each end.
+
+    The window sums are separable: each column's sums over the window rows (Σp, ΣI p, ΣI: 7 planes of ``sums``)
+    first, then 2r+1 columns per window. Every loop runs along a row over planes with no branch (windows not used
+    have Δ_k = 0 and are masked by ``valid``), so the compiler vectorises them (SIMD across pixels)."""
     h, w = p.shape
     r = RADIUS
     inv_size = 1.0 / (2 * r + 1) ** 2
     row[:, :] = 0.0
     if y < r or y >= h - r:
         return
-    for x in range(r, w - r):
-        if valid[y, x] == 0:
-            continue
+    for x in range(w):
         sp = s0 = s1 = s2 = m0 = m1 = m2 = 0.0
         for j in range(y - r, y + r + 1):
-            for i in range(x - r, x + r + 1):
-                v = p[j, i]
-                c0, c1, c2 = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
-                sp += v
-                s0 += c0 * v
-                s1 += c1 * v
-                s2 += c2 * v
-                m0 += c0
-                m1 += c1
-                m2 += c2
+            v = p[j, x]
+            c0, c1, c2 = np.float64(image[0, j, x]), np.float64(image[1, j, x]), np.float64(image[2, j, x])
+            sp += v
+            s0 += c0 * v
+            s1 += c1 * v
+            s2 += c2 * v
+            m0 += c0
+            m1 += c1
+            m2 += c2
+        sums[0, x], sums[1, x], sums[2, x], sums[3, x] = sp, s0, s1, s2
+        sums[4, x], sums[5, x], sums[6, x] = m0, m1, m2
+    for x in range(r, w - r):
+        sp = s0 = s1 = s2 = m0 = m1 = m2 = 0.0
+        for i in range(x - r, x + r + 1):
+            sp += sums[0, i]
+            s0 += sums[1, i]
+            s1 += sums[2, i]
+            s2 += sums[3, i]
+            m0 += sums[4, i]
+            m1 += sums[5, i]
+            m2 += sums[6, i]
         pm = sp * inv_size
         m0 *= inv_size  # μ_k
         m1 *= inv_size
@@ -101,41 +115,44 @@ def _window_row(image, inv, valid, p, y, row):
         c0 = s0 * inv_size - m0 * pm
         c1 = s1 * inv_size - m1 * pm
         c2 = s2 * inv_size - m2 * pm
-        d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
-        a0 = d0 * c0 + d1 * c1 + d2 * c2
-        a1 = d1 * c0 + d3 * c1 + d4 * c2
-        a2 = d2 * c0 + d4 * c1 + d5 * c2
-        row[x + r, 0], row[x + r, 1], row[x + r, 2] = a0, a1, a2
-        row[x + r, 3] = pm - a0 * m0 - a1 * m1 - a2 * m2
-        row[x + r, 4] = 1.0
+        a0 = inv[0, y, x] * c0 + inv[1, y, x] * c1 + inv[2, y, x] * c2
+        a1 = inv[1, y, x] * c0 + inv[3, y, x] * c1 + inv[4, y, x] * c2
+        a2 = inv[2, y, x] * c0 + inv[4, y, x] * c1 + inv[5, y, x] * c2
+        row[0, x + r], row[1, x + r], row[2, x + r] = a0, a1, a2
+        row[3, x + r] = (pm - a0 * m0 - a1 * m1 - a2 * m2) * np.float64(valid[y, x])
 
 
 @njit(cache=True)
-def laplacian_apply(image, inv, valid, p, ring, out):
-    """out = L p (He et al. eqs. 11-13): (L p)_i = Σ_{k ∋ i} (p_i − a_kᵀ I_i − b_k) over the valid windows
-    holding i, in one sweep down the rows. ``ring`` ((2r+1)×(W+2r)×5) holds the coefficients of the 2r+1 window
-    rows that output row y reads (zero where unused, so the sums need no tests), never a whole image of them."""
+def laplacian_apply(image, inv, valid, count, p, ring, sums, out):
+    """out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over the n_i (``count``)
+    valid windows holding i, in one sweep down the rows. ``ring`` ((2r+1)×4×(W+2r)) holds the coefficients of the
+    2r+1 window rows that output row y reads, never a whole image of them; ``sums`` (7×(W+2r)) is scratch for the
+    separable window sums (over the rows, then over 2r+1 columns)."""
     h, w = p.shape
     r = RADIUS
     span = 2 * r + 1
     for y in range(min(r, h)):
-        _window_row(image, inv, valid, p, y, ring[y % span])
+        _window_row(image, inv, valid, p, y, ring[y % span], sums)
     for y in range(h):
         if y + r < h:
-            _window_row(image, inv, valid, p, y + r, ring[(y + r) % span])
+            _window_row(image, inv, valid, p, y + r, ring[(y + r) % span], sums)
         lo, hi = max(y - r, 0), min(y + r, h - 1)
+        sums[:4] = ring[lo % span]  # each window column's coefficients summed over the window rows holding y
+        for j in range(lo + 1, hi + 1):
+            row = ring[j % span]
+            for k in range(4):
+                for i in range(w + 2 * r):
+                    sums[k, i] += row[k, i]
         for x in range(w):
-            n = a0 = a1 = a2 = b = 0.0
-            for j in range(lo, hi + 1):
-                row = ring[j % span]
-                for i in range(x, x + span):  # windows x - r … x + r, stored at x … x + 2r
-                    a0 += row[i, 0]
-                    a1 += row[i, 1]
-                    a2 += row[i, 2]
-                    b += row[i, 3]
-                    n += row[i, 4]
-            out[y, x] = n * p[y, x] - (a0 * np.float64(image[y, x, 0]) + a1 * np.float64(image[y, x, 1])
-                                       + a2 * np.float64(image[y, x, 2])) - b
+            a0 = a1 = a2 = b = 0.0
+            for i in range(x, x + span):  # windows x - r … x + r, stored at x … x + 2r
+                a0 += sums[0, i]
+                a1 += sums[1, i]
+                a2 += sums[2, i]
+                b += sums[3, i]
+            out[y, x] = np.float64(count[y, x]) * p[y, x] - (
+                a0 * np.float64(image[0, y, x]) + a1 * np.float64(image[1, y, x])
+                + a2 * np.float64(image[2, y, x])) - b
 
 
 @njit(cache=True)
@@ -153,18 +170,18 @@ def laplacian_diagonal(image, inv, valid, out):
             m0 = m1 = m2 = 0.0
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    m0 += np.float64(image[j, i, 0])
-                    m1 += np.float64(image[j, i, 1])
-                    m2 += np.float64(image[j, i, 2])
+                    m0 += np.float64(image[0, j, i])
+                    m1 += np.float64(image[1, j, i])
+                    m2 += np.float64(image[2, j, i])
             m0 /= size
             m1 /= size
             m2 /= size
-            d0, d1, d2, d3, d4, d5 = inv[y, x, 0], inv[y, x, 1], inv[y, x, 2], inv[y, x, 3], inv[y, x, 4], inv[y, x, 5]
+            d0, d1, d2, d3, d4, d5 = inv[0, y, x], inv[1, y, x], inv[2, y, x], inv[3, y, x], inv[4, y, x], inv[5, y, x]
             for j in range(y - r, y + r + 1):
                 for i in range(x - r, x + r + 1):
-                    e0 = np.float64(image[j, i, 0]) - m0
-                    e1 = np.float64(image[j, i, 1]) - m1
-                    e2 = np.float64(image[j, i, 2]) - m2
+                    e0 = np.float64(image[0, j, i]) - m0
+                    e1 = np.float64(image[1, j, i]) - m1
+                    e2 = np.float64(image[2, j, i]) - m2
                     quad = (d0 * e0 * e0 + d3 * e1 * e1 + d5 * e2 * e2
                             + 2.0 * (d1 * e0 * e1 + d2 * e0 * e2 + d4 * e1 * e2))
                     out[j, i] += 1.0 - (1.0 + quad) / size

@@ -95,16 +95,23 @@ class MattingLaplacian:
             valid = np.zeros((h, w), np.uint8)
             valid[r:h - r, r:w - r] = 1
         self.valid = np.ascontiguousarray(valid, np.uint8)
-        self.image = np.ascontiguousarray(image[:, :, :3], np.float32)  # the engines' precision; sums are float64
-        self.inv_cov = np.empty((h, w, 6), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22
+        used = np.zeros((h, w), np.float32)  # the windows the product uses: valid and inside the image
+        used[r:h - r, r:w - r] = self.valid[r:h - r, r:w - r]
+        #: n_i, the number of used windows holding pixel i (at most (2r+1)²)
+        self.count = cv2.boxFilter(used, -1, (2 * r + 1, 2 * r + 1), normalize=False,
+                                   borderType=cv2.BORDER_CONSTANT).astype(np.uint8)
+        # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
+        self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
+        self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
         kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
-        self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
+        self._ring = np.empty((2 * r + 1, 4, w + 2 * r), np.float64)  # the product's per-window rows (kernels)
+        self._sums = np.empty((7, w + 2 * r), np.float64)  # … and its separable window sums
 
     def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous)."""
         out = np.empty(self.valid.shape, np.float64) if out is None else out
-        kernels.laplacian_apply(self.image, self.inv_cov, self.valid, np.ascontiguousarray(p, np.float64),
-                                self._ring, out)
+        kernels.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, np.ascontiguousarray(p, np.float64),
+                                self._ring, self._sums, out)
         return out
 
     def diagonal(self) -> np.ndarray:
