@@ -13,11 +13,38 @@ loops known, the compiler unrolls them, which makes the product 2-3× faster tha
 """
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
+#: pixels per thread below which the Laplacian product stays on one thread (starting the threads costs more)
+PARALLEL_PIXELS = 200_000
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
+    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one, row_blocks is 1
+    numba.config.THREADING_LAYER = "threadsafe"
+_parallel_ok = None  # whether the threading layer loaded (tried on the first parallel product)
+
+
+def row_blocks(pixels: int) -> int:
+    """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
+    (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads."""
+    global _parallel_ok
+    blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
+    if blocks > 1 and _parallel_ok is None:
+        try:  # a tiny product launches the threads
+            laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
+                            np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
+                            np.zeros((2, 7, 5)), np.zeros((3, 3)))
+            _parallel_ok = True
+        except ValueError:  # "No threading layer could be loaded"
+            _parallel_ok = False
+    return blocks if _parallel_ok else 1
 
 
 @njit(cache=True)
@@ -123,17 +150,17 @@ def _window_row(image, inv, valid, p, y, row, sums):
 
 
 @njit(cache=True)
-def laplacian_apply(image, inv, valid, count, p, ring, sums, out):
-    """out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over the n_i (``count``)
-    valid windows holding i, in one sweep down the rows. ``ring`` ((2r+1)×4×(W+2r)) holds the coefficients of the
-    2r+1 window rows that output row y reads, never a whole image of them; ``sums`` (7×(W+2r)) is scratch for the
-    separable window sums (over the rows, then over 2r+1 columns)."""
+def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1):
+    """Rows y0 … y1 − 1 of out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over
+    the n_i (``count``) valid windows holding i, in one sweep down the rows. ``ring`` ((2r+1)×4×(W+2r)) holds the
+    coefficients of the 2r+1 window rows that output row y reads, never a whole image of them; ``sums``
+    (7×(W+2r)) is scratch for the separable window sums (over the rows, then over 2r+1 columns)."""
     h, w = p.shape
     r = RADIUS
     span = 2 * r + 1
-    for y in range(min(r, h)):
+    for y in range(max(y0 - r, 0), min(y0 + r, h)):
         _window_row(image, inv, valid, p, y, ring[y % span], sums)
-    for y in range(h):
+    for y in range(y0, y1):
         if y + r < h:
             _window_row(image, inv, valid, p, y + r, ring[(y + r) % span], sums)
         lo, hi = max(y - r, 0), min(y + r, h - 1)
@@ -153,6 +180,17 @@ def laplacian_apply(image, inv, valid, count, p, ring, sums, out):
             out[y, x] = np.float64(count[y, x]) * p[y, x] - (
                 a0 * np.float64(image[0, y, x]) + a1 * np.float64(image[1, y, x])
                 + a2 * np.float64(image[2, y, x])) - b
+
+
+@njit(cache=True, parallel=True)
+def laplacian_apply(image, inv, valid, count, p, rings, sums, out):
+    """out = L p, in ``len(rings)`` blocks of rows run on numba's threads, each block with its own ring and
+    scratch (:func:`laplacian_rows`). Every output pixel is computed by the same operations in the same order
+    whatever the number of blocks, so the result does not depend on the thread count (bit for bit)."""
+    h = p.shape[0]
+    blocks = rings.shape[0]
+    for b in prange(blocks):
+        laplacian_rows(image, inv, valid, count, p, rings[b], sums[b], out, b * h // blocks, (b + 1) * h // blocks)
 
 
 @njit(cache=True)
@@ -240,6 +278,35 @@ def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, i
                             r1 += plate_weight * plate[y, x, c]
                         fg[y, x, c] = max((d11 * r0 - m01 * r1) / det, 0.0)
                         bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
+
+
+@njit(cache=True)
+def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
+    """Robust Matting's sample selection (Wang & Cohen, CVPR 2007, §3) per pixel i of ``colour`` (3×N): over all
+    candidate pairs (F, B) of ``fgs`` and ``bgs`` (k×3×N), α̂ = clip((I − B)·(F − B) / ‖F − B‖², 0, 1) (eq. 2) of
+    the pair with the smallest squared distance ratio R² = ‖I − B − α̂(F − B)‖² / ‖F − B‖² (eq. 3, first pair on
+    ties), into ``alpha``; its confidence exp(−R²/σ²) (eq. 6) · (1 − exp(−‖F − B‖²/τ²)), τ = ``separation``,
+    into ``confidence``. One pass per pixel, no temporaries; float32 like the candidates."""
+    n = colour.shape[1]
+    inv_sigma2 = np.float32(1.0 / (sigma * sigma))
+    inv_tau2 = np.float32(1.0 / (separation * separation))
+    tiny = np.float32(1e-6)
+    for i in range(n):
+        best_ratio2 = np.float32(np.inf)
+        best_alpha = best_sep2 = np.float32(0.0)
+        for b in range(bgs.shape[0]):
+            b0, b1, b2 = bgs[b, 0, i], bgs[b, 1, i], bgs[b, 2, i]
+            cb0, cb1, cb2 = colour[0, i] - b0, colour[1, i] - b1, colour[2, i] - b2  # I − B
+            for f in range(fgs.shape[0]):
+                fb0, fb1, fb2 = fgs[f, 0, i] - b0, fgs[f, 1, i] - b1, fgs[f, 2, i] - b2  # F − B
+                sep2 = fb0 * fb0 + fb1 * fb1 + fb2 * fb2 + tiny
+                a = min(max((cb0 * fb0 + cb1 * fb1 + cb2 * fb2) / sep2, np.float32(0.0)), np.float32(1.0))
+                e0, e1, e2 = cb0 - a * fb0, cb1 - a * fb1, cb2 - a * fb2
+                ratio2 = (e0 * e0 + e1 * e1 + e2 * e2) / sep2
+                if ratio2 < best_ratio2:
+                    best_ratio2, best_alpha, best_sep2 = ratio2, a, sep2
+        alpha[i] = best_alpha
+        confidence[i] = np.exp(-best_ratio2 * inv_sigma2) * (np.float32(1.0) - np.exp(-best_sep2 * inv_tau2))
 
 
 @njit(cache=True)
