@@ -21,8 +21,10 @@ from numba import njit, prange
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
-#: pixels per thread below which the Laplacian product stays on one thread (starting the threads costs more)
-PARALLEL_PIXELS = 200_000
+#: pixels per thread below which the Laplacian product stays on one thread: on a shared 2-core machine the second
+#: thread's start and wait cost more than it saved at alphamatting-dev's 450k-pixel crops (bench/speed: alpha stage
+#: 15.6 s with 2 threads at 200k, 12.6 s on one), and it pays at 1080p and 4K
+PARALLEL_PIXELS = 500_000
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls

@@ -97,11 +97,11 @@ class MattingLaplacian:
             valid = np.zeros((h, w), np.uint8)
             valid[r:h - r, r:w - r] = 1
         self.valid = np.ascontiguousarray(valid, np.uint8)
-        used = np.zeros((h, w), np.float32)  # the windows the product uses: valid and inside the image
+        used = np.zeros((h, w), np.uint8)  # the windows the product uses: valid and inside the image
         used[r:h - r, r:w - r] = self.valid[r:h - r, r:w - r]
-        #: n_i, the number of used windows holding pixel i (at most (2r+1)²)
-        self.count = cv2.boxFilter(used, -1, (2 * r + 1, 2 * r + 1), normalize=False,
-                                   borderType=cv2.BORDER_CONSTANT).astype(np.uint8)
+        #: n_i, the number of used windows holding pixel i (at most (2r+1)² = 9: exact in uint8)
+        self.count = cv2.boxFilter(used, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        del used
         # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
         self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
         self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
