@@ -197,7 +197,7 @@ def markdown(result: dict) -> str:
              "user + system time (all threads; steadier than wall time on a shared machine); 'alpha' "
              "and 'foreground' are each side's own stages inside them. Load average at start "
              f"{result['load_average_at_start'][0]:.1f}, at end {result['load_average_at_end'][0]:.1f} "
-             f"({result['cpus']} CPUs).", "",
+             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides).", "",
              "| side | mean SAD | seconds | CPU s | alpha s | foreground s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|"]
     for side, s in am.items():
@@ -232,7 +232,10 @@ def main(argv=None) -> int:
         print("bench/speed.py: alphamatting-dev not found (../shared/data/alphamatting-dev); skipped")
         return 0
     names = args.images.split(",") if args.images else sorted(p.stem for p in (data / "image").glob("*.png"))
-    result = {"names": names, "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}
+    import numba
+
+    result = {"names": names, "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
+              "numba_threads": numba.config.NUMBA_NUM_THREADS}
     with tempfile.TemporaryDirectory(prefix="mattebox-speed-") as tmp:
         work = Path(tmp)
         # one untimed run of each first: numba (both sides) compiles its kernels once and caches them

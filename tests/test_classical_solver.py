@@ -52,6 +52,20 @@ def test_matrix_free_laplacian_equals_levin_eq12(eps):
     np.testing.assert_allclose(lap.apply(np.ones((6, 7), np.float32)), 0.0, atol=1e-3)  # constants: null space
 
 
+def test_the_product_in_blocks_of_rows_equals_one_sweep_bit_for_bit():
+    """The parallel product (blocks of rows on numba's threads) gives the one-thread result exactly, so a solve
+    does not depend on the thread count; both are Levin's L, also with windows left out (the band's mosaics)."""
+    rng = np.random.default_rng(3)
+    image = rng.random((13, 9, 3)).astype(np.float32)
+    valid = (rng.random((13, 9)) > 0.2).astype(np.uint8)
+    p = rng.random((13, 9))
+    one = MattingLaplacian(image, valid=valid, blocks=1).apply(p)
+    for blocks in (2, 3, 13):
+        np.testing.assert_array_equal(MattingLaplacian(image, valid=valid, blocks=blocks).apply(p), one)
+    full = MattingLaplacian(image, blocks=4).apply(p)
+    np.testing.assert_allclose(full.ravel(), dense_levin_laplacian(image, 1e-7) @ p.ravel(), rtol=2e-3, atol=2e-3)
+
+
 def test_the_compiled_laplacian_refuses_a_window_radius_it_does_not_implement():
     with pytest.raises(ValueError, match="radius"):
         MattingLaplacian(np.zeros((8, 8, 3), np.float32), r=2)

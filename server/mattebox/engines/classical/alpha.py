@@ -164,6 +164,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
     else:
         op = CropOperator(image, settings.eps, settings.radius)
+    del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
     mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
     data = settings.data_weight * op.compact(weight).astype(np.float64) * mask  # λ c_i (Robust Matting eq. 8)

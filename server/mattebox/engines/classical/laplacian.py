@@ -81,10 +81,12 @@ class MattingLaplacian:
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
     3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
     centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
-    sweep (:mod:`.kernels`).
+    sweep (:mod:`.kernels`), in ``blocks`` blocks of rows on numba's threads (default: one per thread for large
+    images, :func:`.kernels.row_blocks`).
     """
 
-    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None):
+    def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None,
+                 blocks: Optional[int] = None):
         h, w = image.shape[:2]
         if r != kernels.RADIUS:
             raise ValueError(f"radius: the compiled matting Laplacian uses Levin's 3x3 windows (r = {kernels.RADIUS}), "
@@ -95,16 +97,30 @@ class MattingLaplacian:
             valid = np.zeros((h, w), np.uint8)
             valid[r:h - r, r:w - r] = 1
         self.valid = np.ascontiguousarray(valid, np.uint8)
-        self.image = np.ascontiguousarray(image[:, :, :3], np.float32)  # the engines' precision; sums are float64
-        self.inv_cov = np.empty((h, w, 6), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22
+        used = np.zeros((h, w), np.uint8)  # the windows the product uses: valid and inside the image
+        used[r:h - r, r:w - r] = self.valid[r:h - r, r:w - r]
+        #: n_i, the number of used windows holding pixel i (at most (2r+1)² = 9: exact in uint8)
+        self.count = cv2.boxFilter(used, -1, (2 * r + 1, 2 * r + 1), normalize=False, borderType=cv2.BORDER_CONSTANT)
+        del used
+        # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
+        self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
+        self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
         kernels.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
-        self._ring = np.empty((2 * r + 1, w + 2 * r, 5), np.float64)  # the product's per-window rows (kernels)
+        # per block of rows (run in parallel; the result does not depend on their number): the product's window
+        # rows and scratch
+        blocks = kernels.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
+        self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
+        self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
 
     def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous)."""
         out = np.empty(self.valid.shape, np.float64) if out is None else out
-        kernels.laplacian_apply(self.image, self.inv_cov, self.valid, np.ascontiguousarray(p, np.float64),
-                                self._ring, out)
+        p = np.ascontiguousarray(p, np.float64)
+        if len(self._ring) == 1:
+            kernels.laplacian_rows(self.image, self.inv_cov, self.valid, self.count, p, self._ring[0], self._sums[0],
+                                   out, 0, len(p))
+        else:
+            kernels.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out)
         return out
 
     def diagonal(self) -> np.ndarray:

@@ -13,7 +13,7 @@ The confidence is also scaled by 1 − exp(−‖F − B‖²/τ²): where F and
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -36,56 +36,47 @@ def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
 
 
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray, at: np.ndarray,
-                       scales: Tuple[int, ...]) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``): one (R, G, B) triple of
-    N-vectors per candidate."""
+                       scales: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``): (1 + len(scales))×3×N
+    float32, the nearest known pixel's colour first (None when the trimap has no pixel of ``label``)."""
     near = nearest_known(trimap, label, unknown)
     if near is None:
-        return []
+        return None
     _, ny, nx = near
-    nearest = [np.ascontiguousarray(image[ny, nx, c]) for c in range(3)]
-    out = [tuple(nearest)]
+    out = np.empty((1 + len(scales), 3, at.size), np.float32)
+    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[ny * trimap.shape[1] + nx].T
     weight = (trimap == label).astype(np.float32)
-    weighted = np.dstack([image * weight[..., None], weight])  # H×W×4: colour sums and counts in one filter
-    for radius in scales:
+    weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
+    np.multiply(image, weight[..., None], out=weighted[..., :3])
+    weighted[..., 3] = weight
+    for s, radius in enumerate(scales, 1):
         blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]  # N×4
         count = blurred[:, 3]
         seen = count > 1e-3
         inv = 1.0 / np.maximum(count, 1e-3)
-        out.append(tuple(np.where(seen, blurred[:, c] * inv, nearest[c]) for c in range(3)))
+        for c in range(3):
+            out[s, c] = np.where(seen, blurred[:, c] * inv, out[0, c])
     return out
 
 
 def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] = (4, 16, 48),
                 sigma: float = 0.1, separation: float = 0.1):
     """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
-    pairs by the distance ratio (Robust Matting eqs. 2, 3, 6)."""
+    pairs by the distance ratio (Robust Matting eqs. 2, 3, 6; the pair search is the compiled
+    :func:`.kernels.best_colour_pairs`)."""
+    from . import kernels
+
     unknown = trimap == UNKNOWN
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
     at = np.flatnonzero(unknown)
     fgs = _colour_candidates(image, trimap, 1.0, unknown, at, scales)
     bgs = _colour_candidates(image, trimap, 0.0, unknown, at, scales)
-    if not fgs or not bgs or not at.size:
+    if fgs is None or bgs is None or not at.size:
         return prior, confidence
-    pixels = np.ascontiguousarray(image).reshape(-1, 3)[at]
-    colour = [np.ascontiguousarray(pixels[:, c]) for c in range(3)]  # 3 N-vectors
-    n = colour[0].shape[0]
-    best_ratio2 = np.full(n, np.inf, np.float32)  # squared distance ratio R²
-    best_alpha = np.zeros(n, np.float32)
-    best_sep2 = np.zeros(n, np.float32)
-    for b in bgs:
-        cb = [c - bc for c, bc in zip(colour, b)]  # I − B
-        for f in fgs:
-            fb = [fc - bc for fc, bc in zip(f, b)]  # F − B
-            sep2 = fb[0] * fb[0] + fb[1] * fb[1] + fb[2] * fb[2] + np.float32(1e-6)
-            a = np.clip((cb[0] * fb[0] + cb[1] * fb[1] + cb[2] * fb[2]) / sep2, 0.0, 1.0)
-            residual2 = sum((cbc - a * fbc) ** 2 for cbc, fbc in zip(cb, fb))
-            ratio2 = residual2 / sep2
-            better = ratio2 < best_ratio2
-            np.copyto(best_ratio2, ratio2, where=better)
-            np.copyto(best_alpha, a, where=better)
-            np.copyto(best_sep2, sep2, where=better)
+    colour = np.ascontiguousarray(np.ascontiguousarray(image).reshape(-1, 3)[at].T)  # 3×N
+    best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
+    kernels.best_colour_pairs(colour, fgs, bgs, sigma, separation, best_alpha, best_confidence)
     prior.reshape(-1)[at] = best_alpha
-    confidence.reshape(-1)[at] = np.exp(-best_ratio2 / sigma ** 2) * (1.0 - np.exp(-best_sep2 / separation ** 2))
+    confidence.reshape(-1)[at] = best_confidence
     return prior, confidence
