@@ -44,7 +44,7 @@ REDUCED_WIDTHS = {
             (r"conv_up_psp\(512,", "conv_up_psp(16,")],
     "HRDB": [(r"channels = \[64, 32, 16, 8\]", "channels = [8, 8, 8, 4]")],
 }
-#: the torch config that mirrors the reduced model (tests/test_ppmatting_parity.py builds it)
+#: the torch config that mirrors the reduced model (tests/test_ppmatting_port.py builds it)
 REDUCED_TORCH = dict(hrnet_width=1, stage1_channels=4, psp_channels=16, scb_mid=[16, 16, 8, 8, 4, 4],
                      scb_out=[16, 8, 4, 4, 4, 3], hrdb_channels=[8, 8, 8, 4])
 SIZES = [(64, 96), (96, 128)]

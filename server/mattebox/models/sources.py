@@ -4,8 +4,9 @@ licences, size and how it is converted. Torch-free (``mattebox models`` lists th
 Each :class:`Source` installs as ``<models dir>/NAME.safetensors`` with its ``NAME.safetensors.sha256`` sidecar
 (weights.py), which the engine of ``model`` loads (with ``config`` as the registry build's overrides). URLs are the
 authors' own: Hugging Face ``hustvl/vitmatte-*`` (whose LFS files publish their sha256 through the Hub API) and
-PaddleSeg's bcebos bucket for PP-Matting (PaddleSeg/Matting/README.md and configs/ppmatting/README.md; no digest
-is published there, so the first download's is recorded and printed, and ``--sha256`` pins it).
+PaddleSeg's bcebos bucket for PP-Matting (PaddleSeg/Matting/README.md and
+PaddleSeg/Matting/configs/ppmatting/README.md; no digest is published there, so the first download's is recorded
+and printed, and ``--sha256`` pins it).
 """
 from __future__ import annotations
 
