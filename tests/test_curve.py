@@ -261,49 +261,47 @@ def test_shared_memory_is_local_by_the_transport_never_by_what_the_client_says(b
     assert server._is_local([_Frame(peer)]) is local
 
 
-def test_refused_handshakes_are_rate_limited_in_the_log():
+@pytest.fixture
+def clocked_auth_log():
+    """(an _AuthLog on a clock the test moves, the clock [seconds], the records its logger received)."""
     now = [0.0]
     records = _Records()
     logger = logging.getLogger("mattebox.test-auth")
     logger.addHandler(records)
     logger.setLevel(logging.DEBUG)
     try:
-        auth_log = _AuthLog(logger, clock=lambda: now[0])
-        for i in range(300):
-            key = "stranger" if i % 3 else "another"
-            auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", key)
-            now[0] += 0.01
-        lines = [m for level, m in records.messages if level == logging.WARNING]
-        assert len(lines) == 2 * _AuthLog.FIRST and all("client refused: DENIED" in m for m in lines)
-        assert "summarised every 60 s" in lines[-1]
-        now[0] += _AuthLog.PERIOD
-        auth_log.summarise()  # the server's sweep calls this every second
-        summary = [m for level, m in records.messages if level == logging.WARNING][-1]
-        assert summary.startswith(f"clients refused {300 - 2 * _AuthLog.FIRST} more times in the last 60 s")
-        auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", "stranger")  # a new period
-        assert len([m for level, m in records.messages if level == logging.WARNING]) == 2 * _AuthLog.FIRST + 2
+        yield _AuthLog(logger, clock=lambda: now[0]), now, records
     finally:
         logger.removeHandler(records)
 
 
-def test_refusals_with_a_fresh_key_each_time_are_rate_limited_too():
+def test_refused_handshakes_are_rate_limited_in_the_log(clocked_auth_log):
+    auth_log, now, records = clocked_auth_log
+    for i in range(300):
+        key = "stranger" if i % 3 else "another"
+        auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", key)
+        now[0] += 0.01
+    lines = [m for level, m in records.messages if level == logging.WARNING]
+    assert len(lines) == 2 * _AuthLog.FIRST and all("client refused: DENIED" in m for m in lines)
+    assert "summarised every 60 s" in lines[-1]
+    now[0] += _AuthLog.PERIOD
+    auth_log.summarise()  # the server's sweep calls this every second
+    summary = [m for level, m in records.messages if level == logging.WARNING][-1]
+    assert summary.startswith(f"clients refused {300 - 2 * _AuthLog.FIRST} more times in the last 60 s")
+    auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", "stranger")  # a new period
+    assert len([m for level, m in records.messages if level == logging.WARNING]) == 2 * _AuthLog.FIRST + 2
+
+
+def test_refusals_with_a_fresh_key_each_time_are_rate_limited_too(clocked_auth_log):
     """Keys cost nothing to make: 300 strangers with 300 keys still log FIRST_TOTAL lines and one summary."""
-    now = [0.0]
-    records = _Records()
-    logger = logging.getLogger("mattebox.test-auth-fresh")
-    logger.addHandler(records)
-    logger.setLevel(logging.DEBUG)
-    try:
-        auth_log = _AuthLog(logger, clock=lambda: now[0])
-        for i in range(300):
-            auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", f"key-{i}")
-        now[0] += _AuthLog.PERIOD
-        auth_log.summarise()
-        lines = [m for level, m in records.messages if level == logging.WARNING]
-        assert len(lines) == _AuthLog.FIRST_TOTAL + 1
-        assert lines[-1].startswith(f"clients refused {300 - _AuthLog.FIRST_TOTAL} more times")
-    finally:
-        logger.removeHandler(records)
+    auth_log, now, records = clocked_auth_log
+    for i in range(300):
+        auth_log.debug("%s (CURVE) domain=%s client_key=%s", "DENIED", "*", f"key-{i}")
+    now[0] += _AuthLog.PERIOD
+    auth_log.summarise()
+    lines = [m for level, m in records.messages if level == logging.WARNING]
+    assert len(lines) == _AuthLog.FIRST_TOTAL + 1
+    assert lines[-1].startswith(f"clients refused {300 - _AuthLog.FIRST_TOTAL} more times")
 
 
 def test_a_stranger_retrying_logs_a_few_lines_not_one_per_handshake(curve_server):

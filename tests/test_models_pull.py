@@ -101,7 +101,7 @@ def site(monkeypatch):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
+def home(tmp_path, monkeypatch, one_torch_thread):
     """Models folder, cwd and HOME inside tmp_path, so that a test can see every file written."""
     models = tmp_path / "models"
     work = tmp_path / "work"
@@ -109,10 +109,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("MATTEBOX_MODELS", str(models))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(work)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield models
-    torch.set_num_threads(threads)
 
 
 def tiny_checkpoint(seed=0) -> bytes:

@@ -14,13 +14,7 @@ from mattebox.models.weights import load_weights, rename_prefixes, save_weights 
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded shared machine tiny models run ~10x faster than with oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 MODELS = [spec.name for spec in registry.list_models()]

@@ -19,14 +19,11 @@ class TinyViTMatte(learned.ViTMatteEngine):
 
 
 @pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
+def empty_models_and_cache(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setenv("MATTEBOX_MODELS", str(tmp_path / "models"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     learned.MODEL_CACHE.clear()
     yield
     learned.MODEL_CACHE.clear()
-    torch.set_num_threads(before)
 
 
 def reference_alpha(hf_model, image_srgb: np.ndarray, trimap: np.ndarray) -> np.ndarray:

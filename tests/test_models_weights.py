@@ -20,16 +20,13 @@ from mattebox.models.weights import (WeightsError, export_weights, load_spec_wei
 
 
 @pytest.fixture(autouse=True)
-def models_dir(tmp_path, monkeypatch):
+def models_dir(tmp_path, monkeypatch, one_torch_thread):
     folder = tmp_path / "models"
     folder.mkdir()
     monkeypatch.setenv("MATTEBOX_MODELS", str(folder))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # oversubscribed shared CPUs: one thread is ~10x faster for tiny models
     learned.MODEL_CACHE.clear()
     yield folder
     learned.MODEL_CACHE.clear()
-    torch.set_num_threads(threads)
 
 
 def tiny_model(name="parallax", seed=0):

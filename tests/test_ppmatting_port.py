@@ -23,12 +23,7 @@ PDPARAMS = FIXTURES / "ppmatting_parity.pdparams"
 PADDLESEG_PARAMETERS = {"hrnet_w18": 24_547_262, "hrnet_w48": 86_292_842}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # oversubscribed shared CPUs: one thread is far faster for these small models
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ from mattebox.models.weights import WeightsError, load_weights, sha256_file  # n
 TINY = dict(mid=4, width=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class _AlphaOnly(torch.nn.Module):
