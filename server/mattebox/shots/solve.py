@@ -24,13 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
 from ..engines.classical.alpha import PRESETS, solve_alpha
 from ..engines.classical.foreground import multilevel
-from ..twoframe.motion import sample_grid
+from ..twoframe.motion import warp
 from .flow import ShotFlows, layer_flow
 from .guidance import Key, PropagationSettings, trimap_for_frame
 
@@ -40,7 +41,6 @@ class ShotSettings:
     quality: str = "balanced"  #: solver preset (fast / balanced / best), as for one frame
     radius: int = 2  #: neighbours on each side whose solves form the temporal prior
     temporal_weight: float = 1.0  #: λ_T of the temporal data term
-    motion: str = "layer"  #: how α⁰ of a neighbour is brought onto t: "layer" (foreground flow) or "alpha" (flow of α⁰)
     polish_iterations: int = 10  #: CG iterations of the steadied solve, started from the neighbours' consensus
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
@@ -140,14 +140,9 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
 
 
 def _warp_sharp(alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp a matte with bicubic interpolation (bilinear halves a one-pixel strand at half-pixel offsets,
-    and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
-    import cv2
-
-    grid = sample_grid(flow)
-    out = cv2.remap(np.ascontiguousarray(alpha), grid[..., 0], grid[..., 1], cv2.INTER_CUBIC,
-                    borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0.0, 1.0)
+    """Backward-warp a matte with bicubic interpolation, clipped to [0, 1] (bilinear halves a one-pixel strand at
+    half-pixel offsets, and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
+    return np.clip(warp(alpha, flow, cv2.INTER_CUBIC), 0.0, 1.0)
 
 
 def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: np.ndarray) -> np.ndarray:
@@ -155,8 +150,6 @@ def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: n
     with ``target`` over the unknown band (phase correlation, Kuglin & Hines 1975): a layer flow estimated from a
     weakly textured subject is biased by a fraction of a pixel, which is a strand's width. The shift is kept only
     if it lowers the band's mean disagreement."""
-    import cv2
-
     warped = _warp_sharp(alpha, flow)
     if band.sum() < 64:
         return warped
@@ -187,15 +180,10 @@ def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap:
     weighted = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
     for s in neighbours:
-        if settings.motion == "alpha":
-            from .flow import residual_confidence
-            flow = flows.model.flow(independent(t), independent(s))
-            weight = residual_confidence(flow, flows.model.flow(independent(s), independent(t)))
-        else:
-            layer = layer_flow(*flows.span(t, s), trimap == 1.0)
-            if layer is None:  # no foreground to follow: this neighbour says nothing
-                continue
-            flow, weight = layer
+        layer = layer_flow(*flows.span(t, s), trimap == 1.0)
+        if layer is None:  # no foreground to follow: this neighbour says nothing
+            continue
+        flow, weight = layer
         warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
         if settings.agreement_sigma > 0:
             weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from .motion import DISFlow, Motion, motion_from_flows, warp
@@ -41,7 +42,7 @@ def align_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, second
     forward = model.flow(image, second)  # on frame 1, pointing into frame 0
     backward = model.flow(second, image)  # on frame 0, pointing into frame 1
     if second_trimap is None:
-        second_trimap = warp(trimap.astype(np.float32), backward, nearest=True)
+        second_trimap = warp(trimap.astype(np.float32), backward, cv2.INTER_NEAREST)
     motion = motion_from_flows(forward, backward, trimap)
     second_motion = motion_from_flows(backward, forward, second_trimap)
     base_on_second = warp(image, second_motion.background)  # M^B_{1→0}(I1)
@@ -51,7 +52,7 @@ def align_pair(image: np.ndarray, second: np.ndarray, trimap: np.ndarray, second
         foreground_aligned=warp(second, motion.foreground),
         companion=warp(base_on_second, motion.foreground),
         trimap=trimap,
-        warped_trimap=warp(second_trimap.astype(np.float32), motion.foreground, nearest=True),
+        warped_trimap=warp(second_trimap.astype(np.float32), motion.foreground, cv2.INTER_NEAREST),
         second_trimap=second_trimap.astype(np.float32),
         motion=motion,
         second_motion=second_motion,

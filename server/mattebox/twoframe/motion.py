@@ -61,10 +61,10 @@ def sample_grid(flow: np.ndarray) -> np.ndarray:
     return np.stack([xs + flow[..., 0], ys + flow[..., 1]], axis=-1)
 
 
-def warp(source: np.ndarray, flow: np.ndarray, nearest: bool = False) -> np.ndarray:
-    """Backward-warp ``source`` onto the flow's target frame (border pixels replicated)."""
+def warp(source: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Backward-warp ``source`` onto the flow's target frame (border pixels replicated); ``interpolation`` an
+    OpenCV flag (INTER_NEAREST for labels, INTER_CUBIC where bilinear's blur matters)."""
     grid = sample_grid(flow)
-    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     return cv2.remap(np.ascontiguousarray(source), grid[..., 0], grid[..., 1], interpolation,
                      borderMode=cv2.BORDER_REPLICATE)
 

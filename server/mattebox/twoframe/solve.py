@@ -52,7 +52,7 @@ def known_background(aligned: AlignedPair, single_alpha: np.ndarray, settings: P
     hazy = cv2.dilate((single_alpha > settings.clear_alpha).astype(np.uint8), np.ones((size, size), np.uint8))
     # frame-0 pixel x + b(x) shows frame-1 foreground point x + b(x) − f(x)
     offset = motion.background - motion.foreground  # H×W×2
-    hazy_there = warp(hazy.astype(np.float32), offset, nearest=True) > 0
+    hazy_there = warp(hazy.astype(np.float32), offset, cv2.INTER_NEAREST) > 0
     parallax = np.linalg.norm(offset, axis=-1) >= settings.min_parallax_px
     return band & ~hazy_there & parallax
 
