@@ -98,12 +98,14 @@ def input_hash(paths: List[Optional[str]], settings: dict) -> str:
     return digest.hexdigest()
 
 
-def _recorded_hash(record: Path) -> Optional[str]:
-    """The inputs_sha256 a frame's sidecar record holds, or None when there is no readable record."""
+def up_to_date(args: argparse.Namespace, frame: int, digest: str) -> bool:
+    """True when the frame's alpha exists and its sidecar record holds ``digest`` as its inputs' sha256."""
+    alpha_path = Path(frame_path(args.alpha, frame))
     try:
-        return json.loads(record.read_text()).get("inputs_sha256")
+        recorded = json.loads(alpha_path.with_name(alpha_path.name + ".json").read_text()).get("inputs_sha256")
     except (OSError, ValueError, AttributeError):
-        return None
+        return False
+    return alpha_path.exists() and recorded == digest
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 2
     if shot.wanted(args):
-        return shot.run(args, whole, frames, frame_path, lambda *outputs: write_frame(args, *outputs))
+        return shot.run(args, whole, frames)
     settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
                 "second_offset": args.second_offset}
     params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
@@ -159,10 +161,8 @@ def render_frame(client, frame: int, args: argparse.Namespace, settings: dict, p
     for path in (image_path, second_path, guide_path):
         if path is not None:
             check_image_file(path)
-    alpha_path = Path(frame_path(args.alpha, frame))
-    record = alpha_path.with_name(alpha_path.name + ".json")
     digest = input_hash([image_path, second_path, guide_path], settings)
-    if not args.force and alpha_path.exists() and _recorded_hash(record) == digest:
+    if not args.force and up_to_date(args, frame, digest):
         print(f"frame {frame}: up to date", flush=True)
         return False
     image, colorspace = read_image(image_path)

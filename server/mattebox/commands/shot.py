@@ -97,12 +97,13 @@ def frame_digest(frame: int, frames: List[int], keys: Dict[int, Tuple[str, str]]
     return digest.hexdigest()
 
 
-def run(args: argparse.Namespace, frames: List[int], outputs: List[int], frame_path, write_outputs) -> int:
-    """Render ``outputs`` (a slice of the shot ``frames``) with mattebox.shots; ``write_outputs(frame, alpha,
-    foreground, colorspace, info, digest)`` writes one frame's files and sidecar."""
+def run(args: argparse.Namespace, frames: List[int], outputs: List[int]) -> int:
+    """Render ``outputs`` (a slice of the shot ``frames``) with mattebox.shots, writing and skipping frames as
+    `mattebox render` does (its frame_path, up_to_date and write_frame)."""
     from ..colour import to_colorspace
     from ..imageio import ImageReadError, read_gray, read_linear_rgb
     from ..shots import Key, ShotSettings, matte_shot
+    from .render import frame_path, up_to_date, write_frame  # render imports this module
 
     if args.engine not in ("auto", "classical"):
         print(f"mattebox render: --engine {args.engine}: shot mode uses the classical engine (auto or classical)",
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, frames: List[int], outputs: List[int], frame_p
         todo: List[Tuple[int, str]] = []
         for frame in outputs:
             digest = frame_digest(frame, frames, files, args.temporal_radius, record, image_path, digests)
-            if not args.force and _up_to_date(Path(frame_path(args.alpha, frame)), digest):
+            if not args.force and up_to_date(args, frame, digest):
                 print(f"frame {frame}: up to date", flush=True)
             else:
                 todo.append((frame, digest))
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, frames: List[int], outputs: List[int], frame_p
             colorspace = colorspaces.get(result.frame, "srgb")
             foreground = None if result.foreground is None else to_colorspace(result.foreground, colorspace)
             info = dict(result.info, engine="classical-shot")
-            write_outputs(result.frame, result.alpha, foreground, colorspace, info, digest_of[result.frame])
+            write_frame(args, result.frame, result.alpha, foreground, colorspace, info, digest_of[result.frame])
             done += 1
             print(f"frame {result.frame}: {result.info['guidance']}, {result.info['neighbours']} neighbours",
                   flush=True)
@@ -157,11 +158,3 @@ def run(args: argparse.Namespace, frames: List[int], outputs: List[int], frame_p
         return 2
     print(f"rendered {done}, up to date {len(outputs) - len(todo)}, of {len(outputs)} frames (shot)")
     return 0
-
-
-def _up_to_date(alpha_path: Path, digest: str) -> bool:
-    record = alpha_path.with_name(alpha_path.name + ".json")
-    try:
-        return alpha_path.exists() and json.loads(record.read_text()).get("inputs_sha256") == digest
-    except (OSError, ValueError):
-        return False
