@@ -66,14 +66,17 @@ def key_files(args: argparse.Namespace, frames: List[int], frame_path) -> Dict[i
 
 
 class _Digests:
-    """sha256 of files, each read once."""
+    """sha256 of files (read in blocks), each file hashed once."""
 
     def __init__(self):
+        from ..models.weights import sha256_file  # torch-free
+
+        self.sha256_file = sha256_file
         self.known: Dict[str, str] = {}
 
     def __call__(self, path: str) -> str:
         if path not in self.known:
-            self.known[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            self.known[path] = self.sha256_file(Path(path))
         return self.known[path]
 
 
