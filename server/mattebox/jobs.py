@@ -205,7 +205,8 @@ def run_engine(buffers: Dict[str, Buffer], params: Dict[str, Any], progress: Any
     roi = params.get("roi")
     try:
         if roi:  # solve inside the region only; outside it the guidance stands
-            result = engine.matte(request.crop(roi), progress).check(tuple(roi[3:1:-1])).placed(request, roi)
+            region = request.crop(roi)
+            result = engine.matte(region, progress).check(region.shape).placed(request, roi)
         else:
             result = engine.matte(request, progress)
         result = result.check(request.shape, checked=(request.image, request.mask))
