@@ -490,7 +490,6 @@ def message_nbytes(frames: Sequence[Any]) -> int:
     return sum(frame_nbytes(f) for f in frames)
 
 
-
 def validate_result_buffers(header: Dict[str, Any], frames: Sequence[Any],
                             shm: Optional[ShmResolver] = None) -> Dict[str, Buffer]:
     """Client side: check a result's buffer descriptions against its frames (or shared memory); name -> Buffer."""

@@ -403,10 +403,7 @@ class Server:
             raise ProtocolError("server_busy", "the server is shutting down")
         job_id = protocol.validate_job_id(header)
         limits = self.config.limits
-        size = protocol.message_nbytes(buffers)
-        if size > limits["max_message_bytes"]:
-            raise ProtocolError("too_large", f"message is {size} bytes, over max_message_bytes "
-                                f"{limits['max_message_bytes']}", field="buffers")
+        size = protocol.message_nbytes(buffers)  # within max_message_bytes: checked as they arrived (intake.py)
         if job_id in self.jobs:
             raise ProtocolError("duplicate_job", f"job '{job_id}' already exists", field="id",
                                 hint="use a fresh id per job (the client does)")
