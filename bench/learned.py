@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         import mattebox.synth.pairs  # noqa: F401
-        import mattebox.twoframe  # noqa: F401
+        import mattebox.matting.align  # noqa: F401
         pairs_available = True
     except ImportError:
         pairs_available = False

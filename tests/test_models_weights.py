@@ -235,9 +235,9 @@ def test_split_qkv_filter_loads_separate_projection_checkpoints(tmp_path):
 
 
 def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
-    """With a second frame the engine calls the real mattebox.twoframe.align_pair(image, second, trimap) and
+    """With a second frame the engine calls the real mattebox.matting.align.align_pair(image, second, trimap) and
     passes its background-/foreground-aligned views, companion and warped trimap to the net."""
-    from mattebox.twoframe import align as twoframe
+    from mattebox.matting import align as twoframe
 
     calls = []
     real_align = twoframe.align_pair

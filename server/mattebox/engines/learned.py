@@ -22,8 +22,9 @@ from ..contract import Engine, InputError, MatteRequest, MatteResult, Progress, 
 from ..models import registry
 from ..models.sources import sources_for
 from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
-from .classical.foreground import blur_fusion
-from .classical.guidance import grabcut_mask, trimap_from_mask
+from ..matting import align
+from ..matting.foreground import blur_fusion
+from ..matting.guidance import grabcut_mask, trimap_from_mask
 
 #: activation memory per input pixel at inference, by tiled model (bytes, fp16 autocast) — sizes GPU tiles/batches.
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
@@ -229,7 +230,7 @@ class LearnedEngine(Engine):
 
 class ParallaxEngine(LearnedEngine):
     """Two-frame Parallax Portrait Matting. With a second frame the two-frame module aligns it
-    (mattebox.twoframe.align_pair); without one the net runs its single-frame degenerate case (paper Tab. 2)."""
+    (mattebox.matting.align.align_pair); without one the net runs its single-frame degenerate case (paper Tab. 2)."""
 
     name = "parallax"
     model_name = "parallax"
@@ -245,11 +246,7 @@ class ParallaxEngine(LearnedEngine):
         if request.second is None:
             inputs["bg_aligned"] = image
             return inputs, trimap, trimap == 0.5
-        try:
-            from ..twoframe.align import align_pair
-        except ImportError as exc:
-            raise RuntimeError(f"engine 'parallax' needs mattebox.twoframe to align the second frame: {exc}") from exc
-        pair = align_pair(request.image_srgb, request.srgb("second"), trimap)
+        pair = align.align_pair(request.image_srgb, request.srgb("second"), trimap)
         inputs.update(bg_aligned=self.normalise(pair.background_aligned),
                       fg_aligned=self.normalise(pair.foreground_aligned),
                       companion=self.normalise(pair.companion),

@@ -53,7 +53,7 @@ class DataConfig:
     alpha_gamma: float = 0.5  #: probability of a random α^γ
     degrade: bool = True
     #: two-frame samples: a synthetic parallax pair (mattebox.synth.pairs, hair foregrounds) and the aligned views
-    #: the Parallax net takes (mattebox.twoframe.align_pair): bg_aligned, fg_aligned, companion, warped_trimap
+    #: the Parallax net takes (mattebox.matting.align.align_pair): bg_aligned, fg_aligned, companion, warped_trimap
     two_frame: bool = False
 
     @classmethod
@@ -77,7 +77,7 @@ class DataConfig:
 def alphamatting_foreground(name: str) -> Tuple[np.ndarray, np.ndarray]:
     """(foreground H×W×3 linear, alpha H×W) of an alphamatting-dev image: its ground-truth alpha and a foreground
     colour estimated from the photo by multilevel foreground estimation (Germer et al. 2020)."""
-    from ..engines.classical.foreground import multilevel
+    from ..matting.foreground import multilevel
     from .evaluate import load_alphamatting
 
     image, alpha, _ = load_alphamatting(name, "trimap1")
@@ -108,7 +108,7 @@ def _two_frame_sample(seed: int, config: DataConfig, rng: np.random.Generator) -
     evaluation set) with this module's trimap and degradations, plus the aligned views estimated by optical flow
     from the degraded frames, as at inference."""
     from ..synth.pairs import make_pair
-    from ..twoframe.align import align_pair
+    from ..matting.align import align_pair
 
     pair = make_pair(seed, (config.crop, config.crop), real_alpha=False)
     clean = linear_to_srgb(np.clip(pair.image, 0, 1)).astype(np.float32)

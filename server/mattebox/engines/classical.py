@@ -14,11 +14,12 @@ from typing import Tuple
 
 import numpy as np
 
-from ...contract import Engine, MatteRequest, MatteResult, Progress, no_progress
-from .alpha import PRESETS, solve_alpha
-from .foreground import blur_fusion, multilevel
-from .guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
-from .known_background import KnownBackgroundSettings, difference_mask, foreground_with_background, solve_with_plate
+from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
+from ..matting.alpha import PRESETS, solve_alpha
+from ..matting.foreground import blur_fusion, multilevel
+from ..matting.guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
+from ..matting.known_background import (KnownBackgroundSettings, difference_mask, foreground_with_background,
+                                        solve_with_plate)
 
 #: params.segmenter: 'auto' uses the segmentation networks whose weights are installed, 'grabcut' none
 SEGMENTERS = ("auto", "grabcut")
@@ -102,7 +103,7 @@ class ClassicalEngine(Engine):
             raise ValueError(f"params.segmenter: expected one of {list(SEGMENTERS)}, got {segmenter!r}")
         if request.trimap is not None:
             return request.trimap, "trimap"
-        from .segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
+        from ..matting.segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
 
         u2netp = u2netp_weights() if segmenter == "auto" else None
         if request.mask is not None:

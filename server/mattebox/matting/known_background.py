@@ -1,5 +1,5 @@
 """Matting where the background behind a pixel is known: from a clean plate (this engine) or revealed by parallax
-in a second frame (:mod:`mattebox.twoframe.solve`).
+in a second frame (:mod:`mattebox.matting.twoframe`).
 
 With B known, the compositing equation I = αF + (1 − α)B leaves α and F; with F taken from the nearest definite
 foreground, the least-squares alpha is
@@ -117,7 +117,7 @@ def difference_mask(image: np.ndarray, plate: np.ndarray, threshold: float = 0.1
     """H×W float32 {0, 1}: where ``image`` differs from the clean ``plate`` (both H×W×3 linear) by more than
     ``threshold`` (Euclidean distance of the sRGB-encoded colours, after a Gaussian blur of ``blur_px`` that
     averages sensor noise), holes filled, components smaller than ``min_area`` of the frame dropped."""
-    from ...colour import linear_to_srgb
+    from ..colour import linear_to_srgb
 
     a, b = (cv2.GaussianBlur(linear_to_srgb(np.clip(x, 0, 1)).astype(np.float32), (0, 0), blur_px)
             for x in (image, plate))
