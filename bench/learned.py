@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     from mattebox.training.checkpoint import load_model
     from mattebox.training.data import DataConfig
     from mattebox.training.evaluate import alphamatting_names, classical_predictor, model_predictor
-    from mattebox.training.trainer import build_model, model_input_names
+    from mattebox.models.inputs import input_names as model_input_names
+    from mattebox.training.trainer import build_model
 
     names_in_registry, registry_note = registry_models()
     weights = find_weights(names_in_registry)
