@@ -20,6 +20,7 @@ from ..matting.foreground import blur_fusion, multilevel
 from ..matting.guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
 from ..matting.known_background import (KnownBackgroundSettings, difference_mask, foreground_with_background,
                                         solve_with_plate)
+from ..matting.segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
 
 #: params.segmenter: 'auto' uses the segmentation networks whose weights are installed, 'grabcut' none
 SEGMENTERS = ("auto", "grabcut")
@@ -103,8 +104,6 @@ class ClassicalEngine(Engine):
             raise ValueError(f"params.segmenter: expected one of {list(SEGMENTERS)}, got {segmenter!r}")
         if request.trimap is not None:
             return request.trimap, "trimap"
-        from ..matting.segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
-
         u2netp = u2netp_weights() if segmenter == "auto" else None
         if request.mask is not None:
             if u2netp is not None:

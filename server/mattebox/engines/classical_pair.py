@@ -10,6 +10,8 @@ import time
 
 from ..contract import MatteRequest, MatteResult, Progress, no_progress
 from ..matting.alpha import PRESETS
+from ..matting.motion import MIN_FLOW_SIDE
+from ..matting.twoframe import solve_pair
 from .classical import ClassicalEngine
 
 
@@ -21,8 +23,6 @@ class ClassicalPairEngine(ClassicalEngine):
     uses = ("second", "trimap", "mask", "background")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        from ..matting.motion import MIN_FLOW_SIDE
-
         height, width = request.shape
         why = None
         if request.second is None:
@@ -38,8 +38,6 @@ class ClassicalPairEngine(ClassicalEngine):
             return result
         if request.second.shape != request.image.shape:
             raise ValueError(f"second: expected the image's shape {request.image.shape}, got {request.second.shape}")
-        from ..matting.twoframe import solve_pair
-
         started = time.perf_counter()
         progress("guidance")
         trimap, guidance = self.guidance(request)
