@@ -5,7 +5,7 @@ shows the background behind x *if* the second frame sees background there. Frame
 base-frame foreground point x + b(x) − f(x) (b, f: background/foreground flow, §4.2), so it is pure background when
 the single-frame alpha estimate α_s is ~0 in a small neighbourhood of x + b(x) − f(x) (the neighbourhood absorbs
 flow error), and the two layers moved apart (|f − b| ≥ ``min_parallax_px``). There B = I^B(x) is known, and
-alpha and foreground follow as for any known background (:mod:`mattebox.matting.known_background`: the
+alpha and foreground follow as for any known background (:mod:`.known_background`: the
 least-squares α_B of the compositing equation in linear light, as a soft data term weighted by colour-separation
 and alignment confidences, in the matting-Laplacian solve; the direct F = (I − (1 − α)B)/α trusted in proportion
 to α). σ_f here is the position error of a background flow extrapolated into the band (1 px).
