@@ -56,7 +56,7 @@ def scores(alpha: np.ndarray, gt: np.ndarray) -> dict:
 
 def ensure_weights() -> None:
     """Point MATTEBOX_MODELS at a folder holding u2netp.safetensors, installing it there when missing."""
-    from mattebox.engines.classical.segmentation import u2netp_weights
+    from mattebox.matting.segmentation import u2netp_weights
     from mattebox.models.u2netp_install import install_u2netp
 
     if u2netp_weights() is None:
@@ -68,7 +68,7 @@ def ensure_weights() -> None:
 def mattebox_auto(image8: np.ndarray, segmenter: str = "auto", mask=None):
     from mattebox.colour import srgb_to_linear
     from mattebox.contract import MatteRequest
-    from mattebox.engines.classical.engine import ClassicalEngine
+    from mattebox.engines.classical import ClassicalEngine
 
     request = MatteRequest(image=srgb_to_linear(image8.astype(np.float32) / 255.0), mask=mask,
                            params={"outputs": ["alpha"], "quality": "balanced", "segmenter": segmenter})
@@ -171,7 +171,7 @@ def compare(data: Path, names) -> dict:
             "onnxruntime": rembg.version}
 
 
-#: the saliency -> trimap settings scored by ``--sweep``, as SWEEP_KEYS of engines/classical/guidance.py:
+#: the saliency -> trimap settings scored by ``--sweep``, as SWEEP_KEYS of matting/guidance.py:
 #: thresholds at 0.5 (a binary mask) or around the soft zone; one margin everywhere (narrow = wide) or a narrow
 #: one at crisp edges and a wide one where the window's soft share exceeds the last value
 SWEEP_KEYS = ("SALIENCY_FG", "SALIENCY_BG", "NARROW_BAND", "WIDE_BAND", "SOFT_WINDOW", "SOFT_SHARE")
@@ -185,7 +185,7 @@ SWEEP = ((0.5, 0.5, 0.025, 0.025, 0.06, 0.1), (0.5, 0.5, 0.05, 0.05, 0.06, 0.1),
 
 def sweep(data: Path, names, settings=SWEEP) -> dict:
     """Score each saliency -> trimap setting (mattebox auto only), best mean SAD first."""
-    from mattebox.engines.classical import guidance
+    from mattebox.matting import guidance
 
     images = {name: load(data, name) for name in names}
     results = []

@@ -47,7 +47,7 @@ def _alpha_function(method: str, quality: str):
     if method == "classical":
         from mattebox.colour import srgb_to_linear
         from mattebox.contract import MatteRequest
-        from mattebox.engines.classical.engine import ClassicalEngine
+        from mattebox.engines.classical import ClassicalEngine
 
         engine = ClassicalEngine()
 
@@ -120,7 +120,7 @@ def worker_foreground(names) -> dict:
 
     from mattebox import evaluation as ev
     from mattebox.colour import srgb_to_linear
-    from mattebox.engines.classical.foreground import blur_fusion, multilevel
+    from mattebox.matting.foreground import blur_fusion, multilevel
     from mattebox.paths import alphamatting_dir
     from mattebox.synth.backgrounds import textured_background
 

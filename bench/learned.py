@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     from mattebox.training.checkpoint import load_model
     from mattebox.training.data import DataConfig
     from mattebox.training.evaluate import alphamatting_names, classical_predictor, model_predictor
-    from mattebox.training.trainer import build_model, model_input_names
+    from mattebox.models.inputs import input_names as model_input_names
+    from mattebox.training.trainer import build_model
 
     names_in_registry, registry_note = registry_models()
     weights = find_weights(names_in_registry)
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         import mattebox.synth.pairs  # noqa: F401
-        import mattebox.twoframe  # noqa: F401
+        import mattebox.matting.align  # noqa: F401
         pairs_available = True
     except ImportError:
         pairs_available = False

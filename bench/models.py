@@ -114,7 +114,7 @@ def cpu_row(name):
     engine = tiny_engine(name)
     request = portrait_request()
     if name == "parallax":
-        request.second = None  # the two-frame alignment is the twoframe module's cost, benchmarked there
+        request.second = None  # the two-frame alignment (matting/align.py) is benchmarked by bench/twoframe.py
     tiles = []
     started = time.perf_counter()
     result = engine.matte(request, lambda stage, done=0, total=0, message="": tiles.append(total)

@@ -33,12 +33,12 @@ for sub in ("plugin", "server", ""):
     sys.path.insert(0, str(ROOT / sub))
 
 from mattebox.colour import linear_to_srgb, srgb_to_linear  # noqa: E402
-from mattebox.engines.classical.alpha import PRESETS, solve_alpha  # noqa: E402
+from mattebox.matting.alpha import PRESETS, solve_alpha  # noqa: E402
 from mattebox.evaluation import video_metrics  # noqa: E402
 from mattebox.shots import Key, ShotSettings, matte_shot  # noqa: E402
 from mattebox.shots.flow import residual_confidence  # noqa: E402
 from mattebox.synth.shots import HELD_OUT_SHOT_SEEDS, make_shot  # noqa: E402
-from mattebox.twoframe.motion import DISFlow, warp  # noqa: E402
+from mattebox.matting.motion import DISFlow, warp  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 KEY_EVERY = 12

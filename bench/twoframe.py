@@ -2,7 +2,7 @@
 
 * N held-out synthetic parallax pairs (mattebox.synth.pairs.HELD_OUT_SEEDS[:N], 320x240, richly textured
   backgrounds): mean SAD/MSE/Grad over each pair's unknown band of the single-frame classical solve and the
-  two-frame solve (mattebox.twoframe.solve), and their ratio (target: two-frame SAD <= 0.7x single-frame).
+  two-frame solve (mattebox.matting.twoframe), and their ratio (target: two-frame SAD <= 0.7x single-frame).
 * the motion's end-point error against the pairs' true layer flows (px): M^F on the definite foreground and
   M^B on the definite background (where the flow is measured) and both in the unknown band (where it is
   extrapolated by nearest-neighbour fill).
@@ -34,7 +34,7 @@ RESULTS = ROOT / "bench" / "results"
 def flow_errors(pair) -> dict:
     """Mean end-point error (px) of the estimated layer flows against the synthetic pair's true ones."""
     from mattebox.colour import linear_to_srgb
-    from mattebox.twoframe.align import align_pair
+    from mattebox.matting.align import align_pair
 
     srgb = [linear_to_srgb(np.clip(x, 0, 1)).astype(np.float32) for x in (pair.image, pair.second)]
     motion = align_pair(srgb[0], srgb[1], pair.trimap).motion
@@ -48,10 +48,10 @@ def flow_errors(pair) -> dict:
 
 def synthetic(n: int):
     from mattebox.colour import linear_to_srgb
-    from mattebox.engines.classical.alpha import PRESETS, solve_alpha
+    from mattebox.matting.alpha import PRESETS, solve_alpha
     from mattebox.evaluation import grad, mse, sad
     from mattebox.synth.pairs import HELD_OUT_SEEDS, make_pair
-    from mattebox.twoframe.solve import solve_pair
+    from mattebox.matting.twoframe import solve_pair
 
     rows = []
     for seed in list(HELD_OUT_SEEDS)[:n]:
@@ -81,7 +81,7 @@ def synthetic(n: int):
 
 def alignment_time(repeats: int = 3):
     from mattebox.synth.pairs import make_pair
-    from mattebox.twoframe.align import align_pair
+    from mattebox.matting.align import align_pair
 
     pair = make_pair(HELD := 1_000_000, size=(1080, 1920), real_alpha=False)
     image, second = (np.clip(x, 0, 1) ** (1 / 2.2) for x in (pair.image, pair.second))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from mattebox.contract import MatteRequest
-from mattebox.engines.classical import ClassicalEngine, segmentation
+from mattebox.engines.classical import ClassicalEngine
+from mattebox.matting import segmentation
 from mattebox.paths import alphamatting_dir
 from tests.support.lasso import loose_lasso
-from mattebox.engines.classical.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
+from mattebox.matting.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
                                                  trimap_from_saliency)
 
 

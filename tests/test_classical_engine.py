@@ -7,8 +7,8 @@ import pytest
 from mattebox.colour import srgb_to_linear
 from mattebox.contract import JobCancelled, MatteRequest
 from mattebox.engines import get
-from mattebox.engines.classical.foreground import blur_fusion, multilevel
-from mattebox.engines.classical.guidance import auto_band_width, trimap_from_mask
+from mattebox.matting.foreground import blur_fusion, multilevel
+from mattebox.matting.guidance import auto_band_width, trimap_from_mask
 from mattebox.paths import alphamatting_dir
 
 
@@ -62,7 +62,7 @@ def test_automatic_guidance_falls_back_to_grabcut_without_weights():
 
 def test_grabcut_keeps_a_subject_that_runs_off_the_bottom_edge_and_is_deterministic():
     """A portrait's shoulders cross the frame edge: that strip must not be forced to background."""
-    from mattebox.engines.classical.guidance import grabcut_mask
+    from mattebox.matting.guidance import grabcut_mask
 
     h, w = 120, 160
     ys, xs = np.mgrid[:h, :w]
@@ -94,7 +94,7 @@ def test_foreground_methods_decontaminate_a_known_composite():
 def test_foreground_sweeps_converge_to_every_pixels_two_by_two_system():
     """Germer et al.'s per-pixel system (see kernels.foreground_sweeps) holds at each pixel once the compiled
     red-black sweeps have converged at one level: F, B solve it with the neighbours fixed."""
-    from mattebox.engines.classical.kernels import foreground_sweeps
+    from mattebox.matting.kernels import foreground_sweeps
 
     rng = np.random.default_rng(4)
     h, w, eps_r, omega = 7, 9, 5e-3, 1.0
@@ -161,7 +161,7 @@ def test_a_band_that_swallows_the_background_is_warned_about():
     """Band width 80 on a small frame leaves no definite background: the matte comes back with a warning the hosts
     show (plugin client.result_notes), instead of an all-white alpha and no word."""
     from mattebox.contract import MatteRequest
-    from mattebox.engines.classical.engine import ClassicalEngine
+    from mattebox.engines.classical import ClassicalEngine
     from mattebox_plugin.client import result_notes
 
     image = np.full((60, 80, 3), 0.2, np.float32)

@@ -12,7 +12,7 @@ from mattebox.engines.classical import ClassicalEngine
 from tests.conftest import tree_env
 
 torch = pytest.importorskip("torch")
-from mattebox.engines.classical import segmentation  # noqa: E402
+from mattebox.matting import segmentation  # noqa: E402
 
 
 def save_weights(path, head_bias: float, seed: int = 0):
@@ -73,6 +73,6 @@ def test_without_weights_grabcut_is_used(tmp_path, monkeypatch):
 
 def test_classical_engine_import_does_not_import_torch():
     code = ("import sys; from mattebox.engines import get; get('classical'); "
-            "import mattebox.engines.classical.segmentation; print('torch' in sys.modules)")
+            "import mattebox.matting.segmentation; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mattebox.engines.classical.alpha import SolverSettings, expand_known, solve_alpha
-from mattebox.engines.classical.laplacian import MattingLaplacian, affine_upsample
-from mattebox.engines.classical.sampling import alpha_prior, nearest_known
+from mattebox.matting.alpha import SolverSettings, expand_known, solve_alpha
+from mattebox.matting.laplacian import MattingLaplacian, affine_upsample
+from mattebox.matting.sampling import alpha_prior, nearest_known
 
 
 def dense_levin_laplacian(image: np.ndarray, eps: float, r: int = 1) -> np.ndarray:
@@ -146,7 +146,7 @@ def test_frames_smaller_than_a_window_use_the_colour_prior():
 
 
 def test_band_operator_equals_the_full_operator_on_band_vectors():
-    from mattebox.engines.classical.laplacian import BandOperator
+    from mattebox.matting.laplacian import BandOperator
 
     rng = np.random.default_rng(5)
     image = rng.random((45, 70, 3)).astype(np.float32)

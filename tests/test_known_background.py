@@ -7,7 +7,7 @@ import pytest
 
 from mattebox.contract import MatteRequest
 from mattebox.engines import get
-from mattebox.engines.classical.known_background import (KnownBackgroundSettings, background_alpha,
+from mattebox.matting.known_background import (KnownBackgroundSettings, background_alpha,
                                                          difference_mask)
 from mattebox.evaluation import sad
 from mattebox.synth.pairs import make_pair
@@ -83,7 +83,7 @@ def test_plate_errors_and_the_pair_engine_prefers_the_plate():
 
 
 def test_multilevel_with_the_plate_as_a_prior_on_b_recovers_the_foreground_better():
-    from mattebox.engines.classical.foreground import multilevel
+    from mattebox.matting.foreground import multilevel
     from mattebox.evaluation import foreground_mse
 
     plain = with_plate = 0.0

@@ -235,18 +235,18 @@ def test_split_qkv_filter_loads_separate_projection_checkpoints(tmp_path):
 
 
 def test_parallax_engine_feeds_the_two_frame_alignment_to_the_net(monkeypatch):
-    """With a second frame the engine calls the real mattebox.twoframe.align_pair(image, second, trimap) and
+    """With a second frame the engine calls the real mattebox.matting.align.align_pair(image, second, trimap) and
     passes its background-/foreground-aligned views, companion and warped trimap to the net."""
-    from mattebox.twoframe import align as twoframe
+    from mattebox.matting import align
 
     calls = []
-    real_align = twoframe.align_pair
+    real_align = align.align_pair
 
     def align_pair(image, second, trimap):
         calls.append((image.shape, second.shape, trimap.shape))
         return real_align(image, second, trimap)
 
-    monkeypatch.setattr(twoframe, "align_pair", align_pair)
+    monkeypatch.setattr(align, "align_pair", align_pair)
     request = disc_request()
     request.second = np.roll(request.image, 3, axis=1)
     seen = {}

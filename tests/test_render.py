@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from mattebox.commands.render import MAX_FRAMES, chunk_of, frame_path, parse_frames
+from mattebox.commands.frames import frame_path
+from mattebox.commands.render import MAX_FRAMES, chunk_of, parse_frames
 from mattebox.imageio import read_gray, write_png
 
 from .conftest import tree_env

@@ -26,7 +26,7 @@ def test_pairs_are_deterministic_and_consistent():
 
 
 def test_true_layer_flows_carry_each_layer_of_the_second_view_onto_the_base_frame():
-    from mattebox.twoframe.motion import warp
+    from mattebox.matting.motion import warp
 
     pair = make_pair(7, size=(96, 128), real_alpha=False)
     inner = (slice(16, -16), slice(16, -16))  # away from the frame edge, where frame 0 has no pixels to show

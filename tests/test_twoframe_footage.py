@@ -7,7 +7,7 @@ import pytest
 from mattebox.colour import linear_to_srgb, srgb_to_linear
 from mattebox.contract import MatteRequest
 from mattebox.engines import get
-from mattebox.twoframe.align import align_pair
+from mattebox.matting.align import align_pair
 from tests.support.footage import clip_path, consecutive_frames
 
 

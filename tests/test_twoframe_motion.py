@@ -1,4 +1,4 @@
-"""Motion and alignment of a frame pair (mattebox.twoframe.motion / .align): fast, tiny synthetic images."""
+"""Motion and alignment of a frame pair (mattebox.matting.motion / .align): fast, tiny synthetic images."""
 from __future__ import annotations
 
 import cv2
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mattebox.synth.backgrounds import textured_background
-from mattebox.twoframe.align import align_pair
-from mattebox.twoframe.motion import DISFlow, consistency, fill_nearest, inconsistent, separate_flows, warp
+from mattebox.matting.align import align_pair
+from mattebox.matting.motion import DISFlow, consistency, fill_nearest, inconsistent, separate_flows, warp
 
 
 def _texture(seed=0, size=(96, 128)):

@@ -19,7 +19,7 @@ COMMANDS = {
     "render": ("mattebox.commands.render", "matte a frame range headless (farms): patterns, chunks, resumable"),
     "keys": ("mattebox.commands.keys", "make CURVE key pairs for a remote server and its clients"),
     "demo": ("mattebox.demo", "matte the bundled sample images and write a contact sheet"),
-    "inspect-pair": ("mattebox.twoframe.cli", "write a frame pair's flows, masks and aligned views as images"),
+    "inspect-pair": ("mattebox.commands.inspect_pair", "write a frame pair's flows, masks and aligned views as images"),
     "eval": ("mattebox.evaluation", "SAD/MSE/Grad/Conn of an engine on a matting data set"),
     "models": ("mattebox.models.cli", "list learned models and published weights; pull or import weights"),
     "install": ("mattebox.commands.hosts:run_install", "install the node into a host (blender, gimp, nuke)"),

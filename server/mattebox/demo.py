@@ -99,7 +99,7 @@ def _start_server(folder: Path) -> (subprocess.Popen, str):
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client
 
-    from .engines.classical.segmentation import u2netp_weights
+    from .matting.segmentation import u2netp_weights
     from .evaluation import sad
     from .imageio import write_exr, write_png
 

@@ -109,7 +109,7 @@ def messddt(pred: np.ndarray, pred_prev: np.ndarray, gt: np.ndarray, gt_prev: np
     true alpha from frame t to t−1 (``flow``: H×W×2 on frame t, x then y, pixels; default: DIS optical flow of
     the true alphas); reported ×1000. An error that stays put on the subject scores 0; one that flickers or
     swims scores high."""
-    from .twoframe.motion import DISFlow, warp
+    from .matting.motion import DISFlow, warp
 
     if flow is None:
         flow = DISFlow().flow(gt.astype(np.float32), gt_prev.astype(np.float32))

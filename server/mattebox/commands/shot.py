@@ -102,11 +102,11 @@ def frame_digest(frame: int, frames: List[int], keys: Dict[int, Tuple[str, str]]
 
 def run(args: argparse.Namespace, frames: List[int], outputs: List[int]) -> int:
     """Render ``outputs`` (a slice of the shot ``frames``) with mattebox.shots, writing and skipping frames as
-    `mattebox render` does (its frame_path, up_to_date and write_frame)."""
+    `mattebox render` does (commands/frames.py)."""
     from ..colour import to_colorspace
     from ..imageio import ImageReadError, read_gray, read_linear_rgb
     from ..shots import Key, ShotSettings, matte_shot
-    from .render import frame_path, up_to_date, write_frame  # render imports this module
+    from .frames import frame_path, up_to_date, write_frame
 
     if args.engine not in ("auto", "classical"):
         print(f"mattebox render: --engine {args.engine}: shot mode uses the classical engine (auto or classical)",

@@ -1,4 +1,4 @@
-"""Engine "classical-pair": the classical engine plus a second frame (mattebox.twoframe.solve).
+"""Engine "classical-pair": the classical engine plus a second frame (mattebox.matting.twoframe).
 
 Without ``second``, or with a clean plate (a better known background than parallax reveals), it is exactly the
 classical engine. Result info adds ``pair_usable`` and
@@ -9,8 +9,10 @@ from __future__ import annotations
 import time
 
 from ..contract import MatteRequest, MatteResult, Progress, no_progress
-from .classical.alpha import PRESETS
-from .classical.engine import ClassicalEngine
+from ..matting.alpha import PRESETS
+from ..matting.motion import MIN_FLOW_SIDE
+from ..matting.twoframe import solve_pair
+from .classical import ClassicalEngine
 
 
 class ClassicalPairEngine(ClassicalEngine):
@@ -21,8 +23,6 @@ class ClassicalPairEngine(ClassicalEngine):
     uses = ("second", "trimap", "mask", "background")
 
     def matte(self, request: MatteRequest, progress: Progress = no_progress) -> MatteResult:
-        from ..twoframe.motion import MIN_FLOW_SIDE
-
         height, width = request.shape
         why = None
         if request.second is None:
@@ -38,8 +38,6 @@ class ClassicalPairEngine(ClassicalEngine):
             return result
         if request.second.shape != request.image.shape:
             raise ValueError(f"second: expected the image's shape {request.image.shape}, got {request.second.shape}")
-        from ..twoframe.solve import solve_pair
-
         started = time.perf_counter()
         progress("guidance")
         trimap, guidance = self.guidance(request)

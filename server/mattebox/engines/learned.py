@@ -20,10 +20,12 @@ import numpy as np
 from ..colour import srgb_to_linear
 from ..contract import Engine, InputError, MatteRequest, MatteResult, Progress, no_progress
 from ..models import registry
+from ..models.inputs import model_inputs, normalisation
 from ..models.sources import sources_for
 from ..models.weights import WeightsError, load_spec_weights, resolve_weights, weights_status
-from .classical.foreground import blur_fusion
-from .classical.guidance import grabcut_mask, trimap_from_mask
+from ..matting import align
+from ..matting.foreground import blur_fusion
+from ..matting.guidance import grabcut_mask, trimap_from_mask
 
 #: activation memory per input pixel at inference, by tiled model (bytes, fp16 autocast) — sizes GPU tiles/batches.
 #: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
@@ -93,7 +95,8 @@ def pick_device(requested: Optional[str] = None):
 
 class LearnedEngine(Engine):
     """Base of the learned engines. Subclasses set ``model_name`` and implement :meth:`prepare` /
-    :meth:`finish` (request -> model inputs as H×W×C arrays; merged outputs -> alpha, foreground)."""
+    :meth:`alpha_and_premultiplied` (request -> sRGB arrays H×W×C; merged outputs -> alpha, foreground). The
+    model's inputs are made from those arrays by :mod:`mattebox.models.inputs`, as in training."""
 
     kind = "learned"
     model_name = ""
@@ -102,6 +105,8 @@ class LearnedEngine(Engine):
     #: forward outputs merged across tiles, and extra forward keyword arguments at inference
     merge_outputs: Tuple[str, ...] = ("alpha",)
     forward_options: Dict[str, object] = {}
+    #: the model's own predict normalises its colour input (PP-Matting: after resizing, as PaddleSeg does)
+    normalises_itself = False
 
     @property
     def spec(self):
@@ -146,11 +151,10 @@ class LearnedEngine(Engine):
         return MODEL_CACHE.get((self.model_name + label, str(device)), lambda: self.load_model(device, resolved))
 
     # -- inputs -------------------------------------------------------------------------------------------------
-    def normalise(self, srgb: np.ndarray) -> np.ndarray:
-        weights = self.spec.weights
-        mean = np.asarray(weights.mean if weights else registry.IMAGENET_MEAN, np.float32)
-        std = np.asarray(weights.std if weights else registry.IMAGENET_STD, np.float32)
-        return (srgb.astype(np.float32) - mean) / std
+    def model_inputs(self, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The model's inputs (H×W×C) from the request's sRGB arrays, as training makes them from a batch."""
+        stats = None if self.normalises_itself else normalisation(self.spec)
+        return model_inputs(self.spec.inputs, arrays, stats, channel_axis=-1)
 
     @staticmethod
     def guidance_trimap(request: MatteRequest) -> np.ndarray:
@@ -161,7 +165,8 @@ class LearnedEngine(Engine):
         return trimap_from_mask(mask, float(request.param("band_width", 0) or 0))
 
     def prepare(self, request: MatteRequest) -> Tuple[Dict[str, np.ndarray], np.ndarray, Optional[np.ndarray]]:
-        """-> (model inputs name -> H×W×C float32, trimap used, needed-pixels mask or None)."""
+        """-> (sRGB arrays name -> H×W×C float32, from which :meth:`model_inputs` makes the model's inputs;
+        trimap used; needed-pixels mask or None)."""
         raise NotImplementedError
 
     def alpha_and_premultiplied(self, merged: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -173,7 +178,8 @@ class LearnedEngine(Engine):
         timings = {}
         started = time.perf_counter()
         progress("guidance")
-        inputs, trimap, needed = self.prepare(request)
+        arrays, trimap, needed = self.prepare(request)
+        inputs = self.model_inputs(arrays)
         timings["guidance"] = time.perf_counter() - started
         progress("load model")
         device, amp = pick_device(request.param("device"))
@@ -229,7 +235,7 @@ class LearnedEngine(Engine):
 
 class ParallaxEngine(LearnedEngine):
     """Two-frame Parallax Portrait Matting. With a second frame the two-frame module aligns it
-    (mattebox.twoframe.align_pair); without one the net runs its single-frame degenerate case (paper Tab. 2)."""
+    (mattebox.matting.align.align_pair); without one the net runs its single-frame degenerate case (paper Tab. 2)."""
 
     name = "parallax"
     model_name = "parallax"
@@ -240,21 +246,13 @@ class ParallaxEngine(LearnedEngine):
 
     def prepare(self, request):
         trimap = self.guidance_trimap(request)
-        image = self.normalise(request.image_srgb)
-        inputs = {"image": image, "trimap": trimap[..., None]}
-        if request.second is None:
-            inputs["bg_aligned"] = image
-            return inputs, trimap, trimap == 0.5
-        try:
-            from ..twoframe.align import align_pair
-        except ImportError as exc:
-            raise RuntimeError(f"engine 'parallax' needs mattebox.twoframe to align the second frame: {exc}") from exc
-        pair = align_pair(request.image_srgb, request.srgb("second"), trimap)
-        inputs.update(bg_aligned=self.normalise(pair.background_aligned),
-                      fg_aligned=self.normalise(pair.foreground_aligned),
-                      companion=self.normalise(pair.companion),
-                      warped_trimap=np.asarray(pair.warped_trimap, np.float32)[..., None])
-        return inputs, trimap, trimap == 0.5
+        arrays = {"image": request.image_srgb, "trimap": trimap[..., None]}
+        if request.second is not None:  # without it the model inputs fall back to the single-frame case
+            pair = align.align_pair(request.image_srgb, request.srgb("second"), trimap)
+            arrays.update(bg_aligned=pair.background_aligned, fg_aligned=pair.foreground_aligned,
+                          companion=pair.companion,
+                          warped_trimap=np.asarray(pair.warped_trimap, np.float32)[..., None])
+        return arrays, trimap, trimap == 0.5
 
     def alpha_and_premultiplied(self, merged):
         # no foreground when no tile ran (a trimap without unknown pixels): Blur-Fusion of the trimap alpha
@@ -269,6 +267,7 @@ class PPMattingEngine(LearnedEngine):
     model_name = "ppmatting"
     description = "PP-Matting (trimap-free, whole frame; learned, needs weights)"
     uses = ()
+    normalises_itself = True
 
     def prepare(self, request):
         max_short = request.param("max_short", 32)  # checked before the model loads
@@ -303,8 +302,7 @@ class Mask2AlphaEngine(LearnedEngine):
         else:
             mask = grabcut_mask(request.image_srgb)
         mask = (mask >= 0.5).astype(np.float32)  # M ∈ {0, 1} (mask2alpha sec. 3)
-        return ({"image": self.normalise(request.image_srgb), "mask": mask[..., None]},
-                trimap_from_mask(mask), None)
+        return {"image": request.image_srgb, "mask": mask[..., None]}, trimap_from_mask(mask), None
 
 
 class ViTMatteEngine(LearnedEngine):
@@ -325,12 +323,9 @@ class ViTMatteEngine(LearnedEngine):
             return load_vitmatte(folder=resolved.path).to(device).eval()
         return super().load_model(device, resolved)
 
-    def normalise(self, srgb):  # VitMatteImageProcessor: mean = std = 0.5
-        return (srgb.astype(np.float32) - 0.5) / 0.5
-
     def prepare(self, request):
         trimap = self.guidance_trimap(request)
-        return {"image": self.normalise(request.image_srgb), "trimap": trimap[..., None]}, trimap, trimap == 0.5
+        return {"image": request.image_srgb, "trimap": trimap[..., None]}, trimap, trimap == 0.5
 
 
 ENGINES = {cls.name: cls for cls in (ParallaxEngine, PPMattingEngine, Mask2AlphaEngine, ViTMatteEngine)}

@@ -169,7 +169,8 @@ register_model(ModelSpec(
     paper="ViTMatte (Yao et al. 2024), via Hugging Face transformers",
     full_params=25_814_753,  # ViTMatte-S as published (25.8M)
     tile=512,
-    extras=dict(folder="vitmatte"),
+    # VitMatteImageProcessor's normalisation (models/inputs.py reads it; there is no weights entry to hold it)
+    extras=dict(folder="vitmatte", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
 ))
 
 register_model(ModelSpec(

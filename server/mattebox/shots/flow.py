@@ -1,10 +1,10 @@
 """Motion between the frames of a shot: consecutive-frame optical flow, composed along the shot, with a confidence.
 
-Conventions are those of :mod:`mattebox.twoframe.motion`: a flow ``d`` on a *target* frame t into a *source*
-frame s means ``I_t(p) ≈ I_s(p + d(p))`` and :func:`~mattebox.twoframe.motion.warp` brings source pixels onto
+Conventions are those of :mod:`mattebox.matting.motion`: a flow ``d`` on a *target* frame t into a *source*
+frame s means ``I_t(p) ≈ I_s(p + d(p))`` and :func:`~mattebox.matting.motion.warp` brings source pixels onto
 the target grid.
 
-* Flows between neighbours come from DIS (:class:`~mattebox.twoframe.motion.DISFlow`) in both directions; longer
+* Flows between neighbours come from DIS (:class:`~mattebox.matting.motion.DISFlow`) in both directions; longer
   spans are **composed**: ``d_{t→s}(p) = d_{t→u}(p) + d_{u→s}(p + d_{t→u}(p))``, so a key frame's guidance is
   resampled once, not once per frame.
 * **Confidence** of a warp, in [0, 1] on the target: ``exp(−r²/σ_r²)`` of the forward-backward residual ``r``
@@ -23,7 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..twoframe.motion import DISFlow, fill_nearest, warp
+from ..matting.motion import DISFlow, fill_nearest, warp
 
 #: σ_r (px) of the forward-backward confidence: a 1 px round-trip error keeps exp(−1/4) ≈ 0.78
 RESIDUAL_SIGMA_PX = 2.0
@@ -50,7 +50,7 @@ def layer_flow(flow: np.ndarray, confidence: np.ndarray, region: np.ndarray, ero
     """(flow, confidence) of the layer occupying ``region`` (H×W bool on the flow's target frame): the flow of the
     region's interior (eroded by ``erode_px``, where the flow is not mixed with the neighbouring layer's, and
     confident), carried to every other pixel from its nearest interior pixel — the two-frame solver's layer
-    separation (:func:`~mattebox.twoframe.motion.separate_flows`). None when fewer than ``min_pixels`` remain.
+    separation (:func:`~mattebox.matting.motion.separate_flows`). None when fewer than ``min_pixels`` remain.
 
     A matte and the edge of a mask belong to the foreground layer: warped with this flow they move as the subject
     does, where a raw flow near the edge drags them with the background (DIS under-estimates a small subject's

@@ -6,7 +6,7 @@ confidence C (forward-backward consistency along the chain). Where both exist th
 ``C_b·(ka − t)`` and ``C_a·(t − kb)``: the nearer key counts more, and a key whose view is occluded counts less.
 
 The unknown band is then re-derived on frame t, not carried: from a **mask** key, the band of the key's width
-around the carried mask's 0.5 contour (:func:`~mattebox.engines.classical.guidance.trimap_from_mask`); from a
+around the carried mask's 0.5 contour (:func:`~mattebox.matting.guidance.trimap_from_mask`); from a
 **trimap** key, the carried definite regions. Either band widens by ``growth_px_per_frame`` on each side per frame
 of distance to the nearest key: flow error accumulates along the chain (DIS under-estimates a small subject's
 motion by up to ~10 %, about 0.15 px a frame at 1.5 px/frame). Either way, pixels where the carried field is
@@ -23,8 +23,8 @@ from typing import Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..engines.classical.guidance import auto_band_width, trimap_from_mask
-from ..twoframe.motion import warp
+from ..matting.guidance import auto_band_width, trimap_from_mask
+from ..matting.motion import warp
 from .flow import ShotFlows, layer_flow
 
 MASK, TRIMAP = "mask", "trimap"

@@ -6,7 +6,7 @@ For every output frame t (docs/shots.md):
 1. guidance — the frame's own mask/trimap if it is a key, else the keys carried by optical flow (:mod:`.guidance`);
    with no keys at all, each frame's automatic guidance (as the classical engine makes it);
 2. an independent solve α⁰ of t and of its ``radius`` neighbours on each side (closed-form matting,
-   :func:`~mattebox.engines.classical.alpha.solve_alpha`);
+   :func:`~mattebox.matting.alpha.solve_alpha`);
 3. the **temporal prior**: the neighbours' α⁰ warped onto t along the foreground layer's motion, averaged with
    weights w_s = the warp's forward-backward confidence (:mod:`.flow`); it joins the solve of t as a data term
    ``λ_T·w̄ (α − α̂)²`` (the same place as the colour-sampling prior: Robust Matting eq. 8's form), so where the
@@ -29,9 +29,9 @@ import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
-from ..engines.classical.alpha import PRESETS, solve_alpha
-from ..engines.classical.foreground import multilevel
-from ..twoframe.motion import warp
+from ..matting.alpha import PRESETS, solve_alpha
+from ..matting.foreground import multilevel
+from ..matting.motion import warp
 from .flow import ShotFlows, layer_flow
 from .guidance import Key, PropagationSettings, trimap_for_frame
 
@@ -110,7 +110,7 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     def guidance(frame: int):
         if keys:
             return trimap_for_frame(flows, frame, keys, settings.propagation)
-        from ..engines.classical.engine import ClassicalEngine
+        from ..engines.classical import ClassicalEngine
 
         request = MatteRequest(image=linear(frame), params={"band_width": settings.band_width})
         return ClassicalEngine.guidance(request)

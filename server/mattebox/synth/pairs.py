@@ -43,7 +43,7 @@ class ParallaxPair:
     parallax_px: float  #: |foreground shift − background shift| at the image centre
     alpha_source: str  #: "hair" or "alphamatting:<name>"
     #: true layer motions on frame 1's grid, H×W×2, pointing into frame 0 (the convention of
-    #: :class:`mattebox.twoframe.motion.Motion`: frame-1 point p of that layer is at p + d(p) in frame 0)
+    #: :class:`mattebox.matting.motion.Motion`: frame-1 point p of that layer is at p + d(p) in frame 0)
     foreground_flow: Optional[np.ndarray] = None
     background_flow: Optional[np.ndarray] = None
 

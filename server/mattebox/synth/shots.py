@@ -51,7 +51,7 @@ def _real_layer(size: Tuple[int, int], rng: np.random.Generator) -> Optional[Tup
     if not names:
         return None
     from ..colour import srgb_to_linear
-    from ..engines.classical.foreground import multilevel
+    from ..matting.foreground import multilevel
 
     path = names[int(rng.integers(len(names)))]
     image = cv2.cvtColor(cv2.imread(str(root / "image" / path.name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

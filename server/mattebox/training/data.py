@@ -53,7 +53,7 @@ class DataConfig:
     alpha_gamma: float = 0.5  #: probability of a random α^γ
     degrade: bool = True
     #: two-frame samples: a synthetic parallax pair (mattebox.synth.pairs, hair foregrounds) and the aligned views
-    #: the Parallax net takes (mattebox.twoframe.align_pair): bg_aligned, fg_aligned, companion, warped_trimap
+    #: the Parallax net takes (mattebox.matting.align.align_pair): bg_aligned, fg_aligned, companion, warped_trimap
     two_frame: bool = False
 
     @classmethod
@@ -73,12 +73,26 @@ class DataConfig:
         return config
 
 
+def load_alphamatting(name: str, trimap_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image sRGB H×W×3 float32 in [0, 1], ground-truth alpha H×W, trimap H×W {0, 0.5, 1})."""
+    from ..imageio import read_gray, read_image
+    from ..paths import alphamatting_dir
+
+    folder = alphamatting_dir()
+    if folder is None:
+        raise FileNotFoundError("alphamatting-dev is not available (set MATTEBOX_ALPHAMATTING, or remove "
+                                "data.alphamatting_foregrounds to train without it)")
+    image, _ = read_image(str(folder / "image" / f"{name}.png"))
+    trimap = read_gray(str(folder / trimap_dir / f"{name}.png"))
+    trimap = np.where(trimap < 0.25, 0.0, np.where(trimap > 0.75, 1.0, 0.5)).astype(np.float32)
+    return (image[..., :3] / 255.0).astype(np.float32), read_gray(str(folder / "alpha" / f"{name}.png")), trimap
+
+
 @functools.lru_cache(maxsize=16)
 def alphamatting_foreground(name: str) -> Tuple[np.ndarray, np.ndarray]:
     """(foreground H×W×3 linear, alpha H×W) of an alphamatting-dev image: its ground-truth alpha and a foreground
     colour estimated from the photo by multilevel foreground estimation (Germer et al. 2020)."""
-    from ..engines.classical.foreground import multilevel
-    from .evaluate import load_alphamatting
+    from ..matting.foreground import multilevel
 
     image, alpha, _ = load_alphamatting(name, "trimap1")
     linear = srgb_to_linear(image).astype(np.float32)
@@ -108,7 +122,7 @@ def _two_frame_sample(seed: int, config: DataConfig, rng: np.random.Generator) -
     evaluation set) with this module's trimap and degradations, plus the aligned views estimated by optical flow
     from the degraded frames, as at inference."""
     from ..synth.pairs import make_pair
-    from ..twoframe.align import align_pair
+    from ..matting.align import align_pair
 
     pair = make_pair(seed, (config.crop, config.crop), real_alpha=False)
     clean = linear_to_srgb(np.clip(pair.image, 0, 1)).astype(np.float32)

@@ -6,12 +6,12 @@ Needs only numpy, OpenCV and torch (no pyzmq/msgpack), so it runs on a bare trai
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..evaluation import all_metrics
-from .data import DataConfig, heldout_samples
+from .data import DataConfig, heldout_samples, load_alphamatting
 
 #: predict(image_srgb H×W×3, trimap H×W, sample dict) -> alpha H×W; the sample carries optional extra inputs
 Predictor = Callable[[np.ndarray, np.ndarray, Dict[str, np.ndarray]], np.ndarray]
@@ -26,21 +26,6 @@ def alphamatting_names(exclude: Sequence[str] = ()) -> List[str]:
     if folder is None:
         return []
     return sorted(p.stem for p in (folder / "image").glob("*.png") if p.stem not in set(exclude))
-
-
-def load_alphamatting(name: str, trimap_dir: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image sRGB H×W×3 float32 in [0, 1], ground-truth alpha H×W, trimap H×W {0, 0.5, 1})."""
-    from ..imageio import read_gray, read_image
-    from ..paths import alphamatting_dir
-
-    folder = alphamatting_dir()
-    if folder is None:
-        raise FileNotFoundError("alphamatting-dev is not available (set MATTEBOX_ALPHAMATTING, or remove "
-                                "data.alphamatting_foregrounds to train without it)")
-    image, _ = read_image(str(folder / "image" / f"{name}.png"))
-    trimap = read_gray(str(folder / trimap_dir / f"{name}.png"))
-    trimap = np.where(trimap < 0.25, 0.0, np.where(trimap > 0.75, 1.0, 0.5)).astype(np.float32)
-    return (image[..., :3] / 255.0).astype(np.float32), read_gray(str(folder / "alpha" / f"{name}.png")), trimap
 
 
 def _means(rows: List[Dict]) -> Dict[str, float]:
@@ -99,12 +84,12 @@ def classical_predictor(quality: str = "balanced") -> Predictor:
 
 def model_predictor(model, device, amp_dtype=None) -> Predictor:
     """A torch model as a :data:`Predictor`: pads to ``model.size_multiple`` (default 32) by edge replication,
-    builds the model's inputs with :func:`mattebox.training.trainer.model_inputs` (sample arrays such as aligned
+    builds the model's inputs with :func:`mattebox.models.inputs.module_inputs` (sample arrays such as aligned
     second frames are used when present; without them a two-frame model runs its single-frame case) and returns
     the alpha crop."""
     import torch
 
-    from .trainer import model_inputs, normalise_outputs
+    from ..models.inputs import module_inputs, normalise_outputs
 
     multiple = int(getattr(model, "size_multiple", 32))
 
@@ -123,7 +108,7 @@ def model_predictor(model, device, amp_dtype=None) -> Predictor:
         model.eval()
         device_type = torch.device(device).type
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            alpha = normalise_outputs(model(**model_inputs(model, batch, training=False)))["alpha"]
+            alpha = normalise_outputs(model(**module_inputs(model, batch)))["alpha"]
         return alpha[0, 0, :h, :w].float().clamp(0, 1).cpu().numpy()
 
     return predict

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from ..models.inputs import module_inputs, normalisation, normalise_outputs
 from . import losses
 from .checkpoint import load_model, save_model
 from .data import DataConfig, SynthMattingDataset, single_threaded_worker
@@ -122,65 +123,9 @@ def build_model(name: str, options: Dict[str, Any]) -> torch.nn.Module:
     spec = registry.get_spec(name)
     model = registry.build(name, **options)
     model.inputs = tuple(spec.inputs)
-    weights = spec.weights
-    model.input_mean = tuple(weights.mean if weights else registry.IMAGENET_MEAN)
-    model.input_std = tuple(weights.std if weights else registry.IMAGENET_STD)
+    model.input_mean, model.input_std = normalisation(spec)
     return model
 
-
-def model_input_names(model: torch.nn.Module) -> tuple:
-    return tuple(getattr(model, "inputs", ("image", "trimap")))
-
-
-#: colour inputs a registry model takes normalised with its mean/std (the engines' convention, engines/learned.py)
-COLOUR_INPUTS = ("image", "bg_aligned", "fg_aligned", "companion")
-#: inputs a model may do without: the two-frame net then runs its single-frame case (parallax Tab. 2)
-OPTIONAL_INPUTS = ("fg_aligned", "companion", "warped_trimap", "fine_alpha")
-
-
-def model_inputs(model: torch.nn.Module, batch: Dict[str, torch.Tensor], training: bool = True
-                 ) -> Dict[str, torch.Tensor]:
-    """Keyword arguments for ``model`` from a batch: colour inputs normalised when the model has a mean/std,
-    ``bg_aligned`` = the image when the batch has no second frame (no parallax), ``mask`` = the trimap's
-    foreground-or-unknown ≥ 0.5 binarised when the batch has none, Mask2Alpha's ``fine_alpha`` (Algorithm 1) =
-    the ground truth in training only. A required input the batch cannot supply is an error naming it."""
-    mean = getattr(model, "input_mean", None)
-    std = getattr(model, "input_std", None)
-
-    def colour(x):
-        if mean is None:
-            return x
-        return (x - x.new_tensor(mean).view(1, 3, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1)
-
-    out = {}
-    for name in model_input_names(model):
-        if name in batch:
-            value = batch[name]
-        elif name == "bg_aligned":
-            value = batch["image"]
-        elif name == "mask" and "trimap" in batch:
-            value = (batch["trimap"] >= 0.5).to(batch["trimap"].dtype)
-        elif name == "fine_alpha" and training and "alpha" in batch:
-            value = batch["alpha"]
-        elif name in OPTIONAL_INPUTS:
-            continue
-        else:
-            raise KeyError(f"model input {name!r} is not in the batch (batch has {sorted(batch)})")
-        out[name] = colour(value) if name in COLOUR_INPUTS else value
-    return out
-
-
-def normalise_outputs(raw) -> Dict[str, torch.Tensor]:
-    """Model output -> dict with at least ``alpha``; the registry nets' premultiplied ``foreground`` is renamed
-    ``foreground_premultiplied``."""
-    if isinstance(raw, torch.Tensor):
-        return {"alpha": raw}
-    if isinstance(raw, dict) and "alpha" in raw:
-        out = dict(raw)
-        if "foreground" in out and "foreground_premultiplied" not in out:
-            out["foreground_premultiplied"] = out.pop("foreground")
-        return out
-    raise TypeError(f"a model must return an alpha tensor or a dict with 'alpha', got {type(raw).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------- objectives
@@ -405,7 +350,7 @@ class Trainer:
             for _ in range(config.accumulate):
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    outputs = normalise_outputs(self.model(**model_inputs(self.model, batch, training=True)))
+                    outputs = normalise_outputs(self.model(**module_inputs(self.model, batch, training=True)))
                 terms = objective_terms(config.objective, outputs, batch)
                 loss = sum(config.loss_weights.get(k, 1.0) * v for k, v in terms.items())
                 if not torch.isfinite(loss):

@@ -8,7 +8,7 @@ portraits (§4, "trimap generation"), i.e. about 5 % of the long side; ``band_wi
 with a floor of 4 px for tiny images.
 
 Automatic mask: U^2-Net-p's saliency when its weights are installed (``mattebox models pull u2netp``; see
-:mod:`mattebox.engines.classical.segmentation`), made into a trimap by :func:`trimap_from_saliency`; else GrabCut
+:mod:`mattebox.matting.segmentation`), made into a trimap by :func:`trimap_from_saliency`; else GrabCut
 (Rother, Kolmogorov, Blake, SIGGRAPH 2004) initialised with the frame's border as background, on a downscaled
 copy, the classical fallback. With a user's rough mask the network's saliency inside it tightens the band
 (:func:`tighten_mask`).
@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from ...contract import InputError
+from ..contract import InputError
 
 BAND_FRACTION = 0.05  #: unknown band as a fraction of the long side (≈100 px at 2K, Parallax paper §4)
 

@@ -5,7 +5,7 @@ shows the background behind x *if* the second frame sees background there. Frame
 base-frame foreground point x + b(x) − f(x) (b, f: background/foreground flow, §4.2), so it is pure background when
 the single-frame alpha estimate α_s is ~0 in a small neighbourhood of x + b(x) − f(x) (the neighbourhood absorbs
 flow error), and the two layers moved apart (|f − b| ≥ ``min_parallax_px``). There B = I^B(x) is known, and
-alpha and foreground follow as for any known background (:mod:`mattebox.engines.classical.known_background`: the
+alpha and foreground follow as for any known background (:mod:`.known_background`: the
 least-squares α_B of the compositing equation in linear light, as a soft data term weighted by colour-separation
 and alignment confidences, in the matting-Laplacian solve; the direct F = (I − (1 − α)B)/α trusted in proportion
 to α). σ_f here is the position error of a background flow extrapolated into the band (1 px).
@@ -23,9 +23,9 @@ import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import no_progress
-from ..engines.classical.alpha import SolverSettings, solve_alpha
-from ..engines.classical.foreground import multilevel
-from ..engines.classical.known_background import KnownBackgroundSettings, background_alpha, foreground_with_background
+from ..matting.alpha import SolverSettings, solve_alpha
+from ..matting.foreground import multilevel
+from ..matting.known_background import KnownBackgroundSettings, background_alpha, foreground_with_background
 from .align import AlignedPair, align_pair
 from .motion import fill_nearest, warp
 

@@ -27,7 +27,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ...paths import cache_dir
+from ..paths import cache_dir
 
 U2NETP_SIDE = 320  #: U^2-Net-p's input side (rembg's SimpleSession)
 
@@ -121,8 +121,8 @@ def segmentation_mask(image_srgb: np.ndarray, path: Path, input_side: int = INPU
 
 def u2netp_weights() -> Optional[Path]:
     """The installed U^2-Net-p weights file (``mattebox models pull u2netp``), or None. No torch, no hashing."""
-    from ...models.registry import get_spec
-    from ...models.weights import weights_status
+    from ..models.registry import get_spec
+    from ..models.weights import weights_status
 
     present, _, path = weights_status(get_spec("u2netp"))
     return path if present else None
@@ -132,8 +132,8 @@ def load_u2netp(path: Path):
     """U^2-Net-p with the installed weights, sha256-checked against the install's sidecar (eval mode, CPU)."""
     key = (str(path), path.stat().st_mtime)
     if key not in _u2netp_cache:
-        from ...models.registry import build, get_spec
-        from ...models.weights import load_spec_weights
+        from ..models.registry import build, get_spec
+        from ..models.weights import load_spec_weights
 
         net = build("u2netp")
         load_spec_weights(net, get_spec("u2netp"))

@@ -1,5 +1,5 @@
 """Matting where the background behind a pixel is known: from a clean plate (this engine) or revealed by parallax
-in a second frame (:mod:`mattebox.twoframe.solve`).
+in a second frame (:mod:`mattebox.matting.twoframe`).
 
 With B known, the compositing equation I = αF + (1 − α)B leaves α and F; with F taken from the nearest definite
 foreground, the least-squares alpha is
@@ -29,6 +29,11 @@ from typing import Optional, Tuple
 
 import cv2
 import numpy as np
+
+from ..colour import linear_to_srgb
+from .alpha import solve_alpha
+from .foreground import multilevel
+from .sampling import nearest_known
 
 #: direct F = (I − (1 − α)B)/α is trusted from α = lo (not at all) to α = hi (fully). It is exact with the true α
 #: (premultiplied-F MSE 0.11e-4 vs 0.56e-4 for multilevel) but divides α's error by α: on 12 synthetic pairs with
@@ -68,8 +73,6 @@ def plate_prior(image: np.ndarray, plate: np.ndarray, trimap: np.ndarray, settin
     """The clean plate's data term for :func:`~.alpha.solve_alpha`: (α_B, λ·confidence), H×W each, over the
     trimap's unknown pixels (``image``, ``plate`` H×W×3 linear). F is ``foreground`` when given, else the colour
     of each pixel's nearest definite-foreground pixel; None when there is neither (no definite foreground)."""
-    from .sampling import nearest_known
-
     unknown = trimap == 0.5
     if foreground is None:
         near = nearest_known(trimap, 1.0, unknown)
@@ -88,9 +91,6 @@ def solve_with_plate(image: np.ndarray, image_srgb: np.ndarray, plate: np.ndarra
     foreground colour, then ``settings.refinements`` times the foreground recovered with the plate
     (:func:`foreground_with_background` over a multilevel estimate: inside hair the nearest definite foreground
     is often another colour) and α solved again."""
-    from .alpha import solve_alpha
-    from .foreground import multilevel
-
     report = progress or (lambda *a, **k: None)
     alpha = solve_alpha(image_srgb, trimap, solver, report, prior=plate_prior(image, plate, trimap, settings))
     for _ in range(settings.refinements):
@@ -117,8 +117,6 @@ def difference_mask(image: np.ndarray, plate: np.ndarray, threshold: float = 0.1
     """H×W float32 {0, 1}: where ``image`` differs from the clean ``plate`` (both H×W×3 linear) by more than
     ``threshold`` (Euclidean distance of the sRGB-encoded colours, after a Gaussian blur of ``blur_px`` that
     averages sensor noise), holes filled, components smaller than ``min_area`` of the frame dropped."""
-    from ...colour import linear_to_srgb
-
     a, b = (cv2.GaussianBlur(linear_to_srgb(np.clip(x, 0, 1)).astype(np.float32), (0, 0), blur_px)
             for x in (image, plate))
     moved = (np.linalg.norm(a - b, axis=-1) > threshold).astype(np.uint8)

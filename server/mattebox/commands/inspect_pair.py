@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..contract import MatteRequest
     from ..engines.classical import ClassicalEngine
     from ..imageio import ImageReadError, read_gray, read_image, write_png
-    from .align import align_pair
+    from ..matting.align import align_pair
 
     def load(path: str):
         """H×W×3 sRGB float in [0, 1] (integer files are sRGB, float files linear)."""

@@ -3,9 +3,11 @@
 Alpha is solved on the sRGB-encoded image (the colour-line model and the matting data sets are perceptual);
 the foreground is solved in linear light so that compositors reproduce the plate: I = αF + (1 − α)B there.
 
-A clean plate (request ``background``) makes B known everywhere (:mod:`.known_background`): a difference matte
-gives the guidance when there is no trimap or mask, α_B from the compositing equation becomes a data term of the
-solve, and the foreground is solved directly from the plate where α allows.
+A clean plate (request ``background``) makes B known everywhere (:mod:`mattebox.matting.known_background`): a
+difference matte gives the guidance when there is no trimap or mask, α_B from the compositing equation becomes a
+data term of the solve, and the foreground is solved directly from the plate where α allows.
+
+The maths is :mod:`mattebox.matting`; this module maps the contract's request and params onto it.
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from typing import Tuple
 
 import numpy as np
 
-from ...contract import Engine, MatteRequest, MatteResult, Progress, no_progress
-from .alpha import PRESETS, solve_alpha
-from .foreground import blur_fusion, multilevel
-from .guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
-from .known_background import KnownBackgroundSettings, difference_mask, foreground_with_background, solve_with_plate
+from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
+from ..matting import segmentation
+from ..matting.alpha import PRESETS, solve_alpha
+from ..matting.foreground import blur_fusion, multilevel
+from ..matting.guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
+from ..matting.known_background import (KnownBackgroundSettings, difference_mask, foreground_with_background,
+                                        solve_with_plate)
 
 #: params.segmenter: 'auto' uses the segmentation networks whose weights are installed, 'grabcut' none
 SEGMENTERS = ("auto", "grabcut")
@@ -102,12 +106,10 @@ class ClassicalEngine(Engine):
             raise ValueError(f"params.segmenter: expected one of {list(SEGMENTERS)}, got {segmenter!r}")
         if request.trimap is not None:
             return request.trimap, "trimap"
-        from .segmentation import segmentation_mask, u2netp_mask, u2netp_weights, weights_path
-
-        u2netp = u2netp_weights() if segmenter == "auto" else None
+        u2netp = segmentation.u2netp_weights() if segmenter == "auto" else None
         if request.mask is not None:
             if u2netp is not None:
-                trimap = tighten_mask(request.mask, u2netp_mask(request.image_srgb, u2netp), band)
+                trimap = tighten_mask(request.mask, segmentation.u2netp_mask(request.image_srgb, u2netp), band)
                 if trimap is not None:
                     return trimap, "mask+u2netp"
             return trimap_from_mask(request.mask, band), "mask"
@@ -116,8 +118,9 @@ class ClassicalEngine(Engine):
             if mask.any():
                 return trimap_from_mask(mask, band), "plate:difference"
         if u2netp is not None:
-            return trimap_from_saliency(u2netp_mask(request.image_srgb, u2netp), band), "auto:u2netp"
-        weights = weights_path() if segmenter == "auto" else None
+            return trimap_from_saliency(segmentation.u2netp_mask(request.image_srgb, u2netp), band), "auto:u2netp"
+        weights = segmentation.weights_path() if segmenter == "auto" else None
         if weights is not None:
-            return trimap_from_mask(segmentation_mask(request.image_srgb, weights), band), "auto:segmentation"
+            mask = segmentation.segmentation_mask(request.image_srgb, weights)
+            return trimap_from_mask(mask, band), "auto:segmentation"
         return trimap_from_mask(grabcut_mask(request.image_srgb), band), "auto:grabcut"

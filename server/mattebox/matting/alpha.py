@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from ...contract import no_progress
+from ..contract import no_progress
 from . import kernels
 from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
@@ -93,7 +93,7 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
 
 def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
-    operator: see mattebox.engines.classical.laplacian on why float32 is not enough at ε = 1e-7). The vector
+    operator: see mattebox.matting.laplacian on why float32 is not enough at ε = 1e-7). The vector
     updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
     by the residual (one vector less at the peak); ``apply_a`` may return the same buffer every time."""
     def flat(a):
