@@ -334,7 +334,7 @@ def test_menu_entry_in_gui_startup(fake_nuke):
     item = nuke.toolbar("Nodes").findItem("Mattebox/Mattebox")
     assert item is not None
     nuke.nodes.FakeSource(frames={1: rgba_planes(np.zeros((H, W, 3)))}).setSelected(True)
-    group = item.command()
+    group = item.invoke()
     assert group.name() == "Mattebox1"
 
 
