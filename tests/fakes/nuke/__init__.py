@@ -456,6 +456,8 @@ class Format(_Api):
 class Format_Knob(Knob):
     """nuke.Format_Knob: holds a Format; ``setValue`` takes a Format (API reference: nuke.Format_Knob)."""
 
+    _default = None
+
     def actualValue(self) -> Format:
         return self._value
 
@@ -1077,8 +1079,8 @@ def toNode(name: str) -> Optional[Node]:
     return _root.node(name)
 
 
-def selectedNodes() -> List[Node]:
-    return [n for n in allNodes() if n.isSelected()]
+def selectedNodes(filter: Optional[str] = None, recursive: bool = False) -> List[Node]:
+    return [n for n in allNodes(filter, None, recursive) if n.isSelected()]
 
 
 def selectedNode() -> Node:
