@@ -9,7 +9,10 @@ extend it, open the page named in the ``# <url>`` comment above a block.
 
 Line grammar::
 
-    # https://...                          the page the following lines were read from (kept in the JSON)
+    # ref:132/nuke.createNode              the page the following lines were read from (kept in the JSON):
+                                           ref:<ver>/<page> is .../developers/<ver>/pythondevguide/_autosummary/
+                                           <page>.html, epydoc:<ver>/<page> .../<ver>/pythonreference/<page>.html,
+                                           src:<ver>/<module> .../<ver>/pythondevguide/_modules/<module>.html
     nuke.name(a, b, [c], [d=1])            a module function; [x] marks an optional parameter
     Class.method(a, [b])                   a method of nuke.Class (self not written)
     Class < Base                           nuke.Class inherits Base's methods ("Bases:" on the page)
@@ -31,17 +34,18 @@ from typing import Dict, List
 VERSIONS = ("13.2", "14.0", "15.1", "16.0")
 
 SIGNATURES = """
-# https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.createNode.html
+# ref:132/nuke.createNode
 nuke.createNode(node, [args], [inpanel]) @13.2 @14.0 @15.1
-# https://learn.foundry.com/nuke/developers/160/pythondevguide/_autosummary/nuke.createNode.html
+# ref:160/nuke.createNode
 nuke.createNode(node, [knobs], [inpanel]) @16.0
-# https://learn.foundry.com/nuke/developers/140/pythondevguide/_autosummary/nuke.allNodes.html
+# ref:140/nuke.allNodes
 nuke.allNodes([filter], [group], [recurseGroups])
-# https://learn.foundry.com/nuke/developers/140/pythondevguide/_autosummary/nuke.selectedNodes.html
+# ref:140/nuke.selectedNodes
 nuke.selectedNodes([filter]) @13.2 @14.0
-# https://learn.foundry.com/nuke/developers/151/pythondevguide/_autosummary/nuke.selectedNodes.html
+# ref:151/nuke.selectedNodes
 nuke.selectedNodes([filter], [recursive]) @15.1 @16.0
-# UNVERIFIED (no page returned by the search): nuke.selectedNode, toNode, delete, root, thisNode/Knob/Group, frame, views
+# UNVERIFIED (no page returned by the search): nuke.selectedNode, toNode, delete, root, thisNode/Knob/Group, views
+# (nuke.frame: ref:150/nuke.frame)
 nuke.selectedNode()
 nuke.toNode(s)
 nuke.delete(n)
@@ -51,34 +55,34 @@ nuke.thisKnob()
 nuke.thisGroup()
 nuke.frame([f])
 nuke.views()
-# https://learn.foundry.com/nuke/developers/130/pythondevguide/_autosummary/nuke.render.html (execute's text)
+# ref:130/nuke.render (execute's text)
 nuke.execute(nameOrNode, [start], [end], [incr], [views], [continueOnError=False])
-# https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.executeMultiple.html
+# ref:132/nuke.executeMultiple
 nuke.executeMultiple(nodes, [ranges], [views], [continueOnError=False])
-# https://learn.foundry.com/nuke/developers/140/pythondevguide/_modules/nuke_internal/executeInMain.html (cited in docs/hosts/nuke.md)
+# src:140/nuke_internal/executeInMain (cited in docs/hosts/nuke.md)
 nuke.executeInMainThread(call, [args=()], [kwargs={}])
 nuke.executeInMainThreadWithResult(call, [args=()], [kwargs={}])
 # UNVERIFIED (no page returned by the search): nuke.message, critical, tprint
 nuke.message(prompt)
 nuke.critical(prompt)
 nuke.tprint(*value, [sep], [end], [file])
-# https://learn.foundry.com/nuke/developers/150/pythondevguide/_autosummary/nuke.scriptSaveAs.html
+# ref:150/nuke.scriptSaveAs
 nuke.scriptSaveAs([filename=None], [overwrite=-1])
-# https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.scriptSave.html
+# ref:131/nuke.scriptSave
 nuke.scriptSave([filename=None])
 # UNVERIFIED (no page returned by the search): nuke.scriptOpen
 nuke.scriptOpen(filename)
-# https://learn.foundry.com/nuke/developers/140/pythondevguide/_autosummary/nuke.scriptClear.html (scriptName unverified)
+# ref:140/nuke.scriptClear (scriptName unverified)
 nuke.scriptClear([resetToCompiledDefaults=False], [clearUserKnobs=False])
 nuke.scriptName()
 # UNVERIFIED (no page returned by the search): nuke.menu, toolbar
 nuke.menu(name)
 nuke.toolbar(name, [create=True])
-# https://learn.foundry.com/nuke/developers/130/pythondevguide/_autosummary/nuke.pluginAddPath.html (cited in docs/hosts/nuke.md; pluginAppendPath, pluginPath unverified)
+# ref:130/nuke.pluginAddPath (pluginAppendPath, pluginPath unverified)
 nuke.pluginAddPath(args, [addToSysPath=True])
 nuke.pluginAppendPath(args, [addToSysPath=True])
 nuke.pluginPath()
-# https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.addKnobChanged.html (the callbacks share its form; these two unverified)
+# ref:132/nuke.addKnobChanged (same form; these two unverified)
 nuke.addBeforeFrameRender(call, [args=()], [kwargs={}], [nodeClass='Write'])
 nuke.addOnScriptLoad(call, [args=()], [kwargs={}], [nodeClass='Root'])
 attr nuke.env
@@ -88,7 +92,7 @@ attr nuke.STARTLINE
 attr nuke.DISABLED
 attr nuke.CancelledError
 
-# https://learn.foundry.com/nuke/developers/132/pythondevguide/_autosummary/nuke.Node.html (method names; parameter names from 113/pythonreference/nuke.Node-class.html)
+# ref:132/nuke.Node (names; parameters: epydoc:113/nuke.Node-class)
 Node.Class()
 Node.addKnob(k)
 Node.removeKnob(k)
@@ -118,7 +122,7 @@ Node.setSelected(selected)
 Node.isSelected()
 Node.readKnobs(s)
 Node.writeKnobs(i)
-# https://learn.foundry.com/nuke/developers/113/pythonreference/nuke.Group-class.html, 17.1 nuke.Group.html
+# epydoc:113/nuke.Group-class, 17.1 nuke.Group.html
 Group < Node
 Group.begin()
 Group.end()
@@ -129,14 +133,14 @@ Group.output()
 Group.run(callable)
 Group.selectedNodes()
 Group.selectedNode()
-# https://learn.foundry.com/nuke/developers/160/pythondevguide/_autosummary/nuke.Root.Class.html
+# ref:160/nuke.Root.Class
 Root < Group
 Root.addView(s)
 Root.deleteView(s)
-# https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.Gizmo.html
+# ref:131/nuke.Gizmo
 Gizmo < Group
 
-# https://learn.foundry.com/nuke/developers/80/pythonreference/nuke.Link_Knob-class.html (inherited from Knob)
+# epydoc:80/nuke.Link_Knob-class (inherited from Knob)
 Knob.Class()
 Knob.name()
 Knob.label()
@@ -159,10 +163,10 @@ Knob.tooltip()
 String_Knob < Knob
 String_Knob.getText([oc])
 String_Knob.setText(text)
-# https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.EvalString_Knob.html
+# ref:131/nuke.EvalString_Knob
 EvalString_Knob < String_Knob
 EvalString_Knob.evaluate()
-# https://learn.foundry.com/nuke/developers/151/pythondevguide/_autosummary/nuke.File_Knob.html
+# ref:151/nuke.File_Knob
 File_Knob < EvalString_Knob
 File_Knob.fromUserText(s)
 File_Knob.getEvaluatedValue([oc])
@@ -174,14 +178,15 @@ Int_Knob < Array_Knob
 Double_Knob < Array_Knob
 Double_Knob.setRange(minimum, maximum)
 Boolean_Knob < Array_Knob
-# https://learn.foundry.com/nuke/developers/120/pythonreference/nuke.Enumeration_Knob-class.html
+# epydoc:120/nuke.Enumeration_Knob-class
 Unsigned_Knob < Array_Knob
 Enumeration_Knob < Unsigned_Knob
 Enumeration_Knob.enumName(n)
 Enumeration_Knob.values()
 Enumeration_Knob.setValues(items)
 Enumeration_Knob.numValues()
-# UNVERIFIED (no page returned by the search): ChannelMask_Knob, Format_Knob (70 epydoc), Script_Knob, PyScript_Knob, Disable_Knob
+# UNVERIFIED (no page returned by the search): ChannelMask_Knob, Format_Knob (epydoc:70), Script_Knob,
+# PyScript_Knob, Disable_Knob
 ChannelMask_Knob < Knob
 Format_Knob < Knob
 Format_Knob.actualValue()
@@ -190,17 +195,17 @@ Script_Knob.execute()
 PyScript_Knob < Script_Knob
 Disable_Knob < Boolean_Knob
 
-# https://learn.foundry.com/nuke/developers/140/pythondevguide/_autosummary/nuke.Format.html
+# ref:140/nuke.Format
 Format.width()
 Format.height()
 Format.name()
 Format.pixelAspect()
 Format.setPixelAspect(aspectRatio)
-# https://learn.foundry.com/nuke/developers/131/pythondevguide/_autosummary/nuke.ProgressTask.html
+# ref:131/nuke.ProgressTask
 ProgressTask.isCancelled()
 ProgressTask.setMessage(s)
 ProgressTask.setProgress(i)
-# https://learn.foundry.com/nuke/developers/160/pythondevguide/_autosummary/nuke.Menu.html (MenuItem: 70)
+# ref:160/nuke.Menu (MenuItem: 70)
 MenuItem.name()
 MenuItem.invoke()
 MenuItem.script()
@@ -214,6 +219,17 @@ ToolBar < Menu
 
 _LINE = re.compile(r"^(?:(?P<attr>attr\s+nuke\.(?P<attr_name>\w+))|(?P<cls>\w+)\s*<\s*(?P<base>\w+)|"
                    r"(?P<owner>nuke|\w+)\.(?P<name>\w+)\((?P<params>.*)\))\s*(?P<tags>(?:@[\d.]+\s*)*)$")
+
+
+_BASE = "https://learn.foundry.com/nuke/developers/"
+_SHORT = {"ref": "pythondevguide/_autosummary/{}.html", "epydoc": "pythonreference/{}.html",
+          "src": "pythondevguide/_modules/{}.html"}
+
+
+def _expand(comment: str) -> str:
+    """'ref:140/nuke.Format (note)' -> the page's full address, note kept."""
+    return re.sub(r"\b(ref|epydoc|src):(\w+)/([\w./-]+)",
+                  lambda m: _BASE + m.group(2) + "/" + _SHORT[m.group(1)].format(m.group(3)), comment)
 
 
 def parse_params(text: str) -> List[str]:
@@ -231,14 +247,16 @@ def parse_params(text: str) -> List[str]:
 def build(text: str = SIGNATURES) -> Dict[str, object]:
     api: Dict[str, Dict[str, object]] = {
         v: {"functions": {}, "attributes": [], "classes": {}} for v in VERSIONS}
-    source = ""
+    source, in_comment = "", False
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
-        if line.startswith("#"):
-            source = line.lstrip("# ").strip()
+        if line.startswith("#"):  # consecutive comment lines make one source note
+            note = _expand(line.lstrip("# ").strip())
+            source, in_comment = (f"{source} {note}" if in_comment else note), True
             continue
+        in_comment = False
         match = _LINE.match(line)
         if match is None:
             raise ValueError(f"line {number}: cannot parse {line!r}")
@@ -250,16 +268,17 @@ def build(text: str = SIGNATURES) -> Dict[str, object]:
             if match["attr"]:
                 entry["attributes"].append(match["attr_name"])
             elif match["cls"]:
-                entry["classes"].setdefault(match["cls"], {"bases": [], "methods": {}})["bases"].append(match["base"])
+                cls = entry["classes"].setdefault(match["cls"], {"bases": [], "methods": {}, "source": source})
+                cls["bases"].append(match["base"])
             elif match["owner"] == "nuke":
                 entry["functions"][match["name"]] = {"params": parse_params(match["params"]), "source": source}
             else:
-                cls = entry["classes"].setdefault(match["owner"], {"bases": [], "methods": {}})
+                cls = entry["classes"].setdefault(match["owner"], {"bases": [], "methods": {}, "source": source})
                 cls["methods"][match["name"]] = parse_params(match["params"])
     for entry in api.values():  # every class named as a base is a class too
         for cls in list(entry["classes"].values()):
             for base in cls["bases"]:
-                entry["classes"].setdefault(base, {"bases": [], "methods": {}})
+                entry["classes"].setdefault(base, {"bases": [], "methods": {}, "source": "named as a base"})
         entry["attributes"] = sorted(set(entry["attributes"]))
     return {"generated_by": "tests/fakes/nuke_api_gen.py", "versions": api}
 
