@@ -31,6 +31,9 @@ def test_names_outside_the_reference_are_refused(fake_nuke):
         group.parent  # noqa: B018
     with pytest.raises(AttributeError, match="'File_Knob' object has no attribute 'evaluated'"):
         nuke.nodes.Read()["file"].evaluated  # noqa: B018
+    with pytest.raises(TypeError, match="missing a required argument: 'items'"):
+        nuke.Enumeration_Knob("engine", "engine")  # constructors are checked where the reference lists them
+    assert nuke.PyScript_Knob("go", "Go", "print(1)").value() == "print(1)"
     assert nuke.fake is not None and callable(nuke.nodes.Read)  # the test hooks and node constructors stay
 
 

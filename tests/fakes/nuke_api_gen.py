@@ -122,7 +122,7 @@ Node.setSelected(selected)
 Node.isSelected()
 Node.readKnobs(s)
 Node.writeKnobs(i)
-# epydoc:113/nuke.Group-class, 17.1 nuke.Group.html
+# epydoc:113/nuke.Group-class, ref:17.1/nuke.Group
 Group < Node
 Group.begin()
 Group.end()
@@ -160,9 +160,13 @@ Knob.setVisible(visible)
 Knob.visible()
 Knob.setTooltip(s)
 Knob.tooltip()
+# epydoc:122/nuke.String_Knob-class
 String_Knob < Knob
 String_Knob.getText([oc])
-String_Knob.setText(text)
+String_Knob.setText(val, [view])
+String_Knob.setValue(val, [view])
+String_Knob.value([oc])
+String_Knob.getValue([oc])
 # ref:131/nuke.EvalString_Knob
 EvalString_Knob < String_Knob
 EvalString_Knob.evaluate()
@@ -182,6 +186,7 @@ Boolean_Knob < Array_Knob
 Unsigned_Knob < Array_Knob
 Enumeration_Knob < Unsigned_Knob
 Enumeration_Knob.enumName(n)
+Enumeration_Knob.__init__(name, label, items)
 Enumeration_Knob.values()
 Enumeration_Knob.setValues(items)
 Enumeration_Knob.numValues()
@@ -190,10 +195,23 @@ Enumeration_Knob.numValues()
 ChannelMask_Knob < Knob
 Format_Knob < Knob
 Format_Knob.actualValue()
-Script_Knob < Knob
-Script_Knob.execute()
-PyScript_Knob < Script_Knob
 Disable_Knob < Boolean_Knob
+# ref:17.1/nuke.Script_Knob (and epydoc:63/nuke.Script_Knob-class)
+Script_Knob < String_Knob
+Script_Knob.execute()
+Script_Knob.command()
+# ref:132/nuke.PyScript_Knob
+PyScript_Knob < Script_Knob
+PyScript_Knob.__init__(name, [label=None], [command=None])
+# UNVERIFIED (no page returned by the search): the other knob constructors, as Foundry's 'Custom Panels' guide
+# calls them
+String_Knob.__init__(name, [label], [text])
+File_Knob.__init__(name, [label])
+Text_Knob.__init__(name, [label], [text])
+Tab_Knob.__init__(name, [label])
+Int_Knob.__init__(name, [label])
+Double_Knob.__init__(name, [label])
+Boolean_Knob.__init__(name, [label], [value])
 
 # ref:140/nuke.Format
 Format.width()
@@ -228,7 +246,7 @@ _SHORT = {"ref": "pythondevguide/_autosummary/{}.html", "epydoc": "pythonreferen
 
 def _expand(comment: str) -> str:
     """'ref:140/nuke.Format (note)' -> the page's full address, note kept."""
-    return re.sub(r"\b(ref|epydoc|src):(\w+)/([\w./-]+)",
+    return re.sub(r"\b(ref|epydoc|src):([\d.]+)/([\w./-]+)",
                   lambda m: _BASE + m.group(2) + "/" + _SHORT[m.group(1)].format(m.group(3)), comment)
 
 

@@ -17,7 +17,7 @@ renders every view unless told which, and is cancellable; ``root().name()`` is "
 ``scriptSaveAs`` writes a .nk text (nodes, knobs, user knobs, connections) that ``scriptOpen`` reads back.
 
 What it does not model: TCL commands and variables (an unescaped ``[`` or ``$`` fails), knob expressions,
-proxies, colour management beyond ``raw``, bounding boxes smaller than the format, constructors' signatures, the
+proxies, colour management beyond ``raw``, bounding boxes smaller than the format, the
 Qt event loop (the main-thread queue is drained explicitly by :func:`fake.process_main_thread`, what Nuke's
 event loop does).
 Test-only helpers live in the ``fake`` namespace: :data:`fake`.
@@ -68,7 +68,7 @@ _API: Dict[str, Dict[str, Any]] = json.loads(
 API_VERSIONS: Tuple[str, ...] = tuple(_API)
 _api_state = {"version": os.environ.get("FAKE_NUKE_API", "15.1")}
 #: module names that are the fake's own test hooks, not Nuke's
-_FAKE_ONLY = frozenset({"fake", "API_VERSIONS", "tcl_subst"})
+_FAKE_ONLY = frozenset({"fake", "API_VERSIONS"})
 
 
 def _signature(params: Tuple[str, ...]) -> inspect.Signature:
@@ -114,7 +114,20 @@ def _checked(qualname: str, signature: inspect.Signature, fn: Callable[..., Any]
     return call
 
 
-class _Api:
+class _ApiMeta(type):
+    """Constructors called from outside the fake must fit the documented ``__init__`` (where one is listed)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        own = _API[_api_state["version"]]["classes"].get(cls._api, {}).get("methods", {})
+        if "__init__" in own and sys._getframe(1).f_globals.get("__name__") != __name__:
+            try:
+                _signature(tuple(own["__init__"])).bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"nuke.{cls._api}(): {exc} (Nuke {_api_state['version']})") from None
+        return super().__call__(*args, **kwargs)
+
+
+class _Api(metaclass=_ApiMeta):
     """Base of the fake's API objects: public attributes are only those nuke.<_api> documents for the version
     under test. Names with a leading underscore are the fake's own."""
 
@@ -261,7 +274,7 @@ class EvalString_Knob(String_Knob):
     backslash escapes the next character), API reference: nuke.EvalString_Knob."""
 
     def evaluate(self) -> str:
-        return tcl_subst(self.value(), f"{self._node.name() if self._node else ''}.{self._name}")
+        return _tcl_subst(self.value(), f"{self._node.name() if self._node else ''}.{self._name}")
 
 
 class File_Knob(EvalString_Knob):
@@ -285,7 +298,7 @@ class Multiline_Eval_String_Knob(EvalString_Knob):
     pass
 
 
-def tcl_subst(text: str, where: str = "") -> str:
+def _tcl_subst(text: str, where: str = "") -> str:
     """What Nuke's TCL does to an evaluated string knob: backslash escapes, and no commands or variables here —
     an unescaped ``[`` or ``$`` fails as Nuke's does when the command or variable does not exist."""
     out, i = [], 0
