@@ -41,13 +41,7 @@ import numpy as np
 #: ``nuke.env`` — a dict-like of facts about the session. ``env['gui']`` is False under ``nuke -t`` and ``nuke -x``
 #: (terminal/render modes) and True in the interactive application (dev guide: "Getting Information on the NUKE
 #: Environment You Are Running"). The fake reads FAKE_NUKE_GUI=1 to start in GUI mode.
-env: Dict[str, Any] = {
-    "gui": os.environ.get("FAKE_NUKE_GUI") == "1",
-    "NukeVersionMajor": 15, "NukeVersionMinor": 1, "NukeVersionString": "15.1v1 (fake)",
-    "ExecutablePath": "/usr/local/Nuke15.1v1/Nuke15.1", "threads": 2,
-}
-NUKE_VERSION_MAJOR = env["NukeVersionMajor"]
-EXE_PATH = env["ExecutablePath"]
+env: Dict[str, Any] = {"gui": os.environ.get("FAKE_NUKE_GUI") == "1", "threads": 2}  # NukeVersion*, ExecutablePath: _use_api
 STARTLINE, INVISIBLE, DISABLED = 0x1000, 0x400, 0x80
 
 _thread_local = threading.local()
@@ -1109,20 +1103,6 @@ def delete(node: Node) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- execute
-class FrameRange:
-    def __init__(self, first: int, last: int, incr: int = 1):
-        self._f, self._l, self._i = first, last, incr
-
-    def first(self) -> int:
-        return self._f
-
-    def last(self) -> int:
-        return self._l
-
-    def increment(self) -> int:
-        return self._i
-
-
 _executing = threading.local()
 
 
