@@ -308,7 +308,7 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
     try:  # one view, the main one: the default (every view) would overwrite one file per view
         nuke.executeMultiple(tuple(writes), tuple((a, b, 1) for a, b in ranges), [nuke.views()[0]])
     except RuntimeError as exc:
-        if str(exc) == "Cancelled":  # the user cancelled Nuke's render progress bar
+        if str(exc).strip().lower() == "cancelled":  # the user cancelled Nuke's render progress bar
             raise MatteboxError("cancelled") from None
         raise
     finally:
