@@ -40,8 +40,9 @@ import numpy as np
 # --------------------------------------------------------------------------------------- environment
 #: ``nuke.env`` — a dict-like of facts about the session. ``env['gui']`` is False under ``nuke -t`` and ``nuke -x``
 #: (terminal/render modes) and True in the interactive application (dev guide: "Getting Information on the NUKE
-#: Environment You Are Running"). The fake reads FAKE_NUKE_GUI=1 to start in GUI mode.
-env: Dict[str, Any] = {"gui": os.environ.get("FAKE_NUKE_GUI") == "1", "threads": 2}  # NukeVersion*, ExecutablePath: _use_api
+#: Environment You Are Running"). The fake reads FAKE_NUKE_GUI=1 to start in GUI mode; the NukeVersion* and
+#: ExecutablePath keys follow the API version (:func:`_use_api`).
+env: Dict[str, Any] = {"gui": os.environ.get("FAKE_NUKE_GUI") == "1", "threads": 2}
 STARTLINE, INVISIBLE, DISABLED = 0x1000, 0x400, 0x80
 
 _thread_local = threading.local()
