@@ -17,9 +17,8 @@ renders every view unless told which, and is cancellable; ``root().name()`` is "
 ``scriptSaveAs`` writes a .nk text (nodes, knobs, user knobs, connections) that ``scriptOpen`` reads back.
 
 What it does not model: TCL commands and variables (an unescaped ``[`` or ``$`` fails), knob expressions,
-proxies, colour management beyond ``raw``, bounding boxes smaller than the format, the
-Qt event loop (the main-thread queue is drained explicitly by :func:`fake.process_main_thread`, what Nuke's
-event loop does).
+proxies, colour management beyond ``raw``, bounding boxes smaller than the format, the Qt event loop (the
+main-thread queue is drained explicitly by :func:`fake.process_main_thread`, what Nuke's event loop does).
 Test-only helpers live in the ``fake`` namespace: :data:`fake`.
 """
 from __future__ import annotations
