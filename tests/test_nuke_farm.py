@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.support.fake_nuke import FAKE_NUKE_T, FARM_SCRIPT, NODE_DIR
+from tests.support.fake_nuke import FAKE_NUKE_T, FARM_SCRIPT, NODE_DIR, NUKE_VERSIONS
 
 sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
 from mattebox_nuke import exr  # noqa: E402
@@ -30,7 +30,8 @@ nuke.root()["first_frame"].setValue(1)
 nuke.root()["last_frame"].setValue(3)
 plate = nuke.nodes.Read(name="plate", file={plate!r}, first=1, last=3)
 mask = nuke.nodes.Read(name="mask", file={mask!r}, first=1, last=3)
-matte = node.build(nuke.nodes.Group(name="Mattebox1", inputs=[plate]))
+matte = node.build(nuke.nodes.Group(name="Mattebox1"))  # a Group's pipes exist once its Input nodes do
+matte.setInput(0, plate)
 matte.setInput(2, mask)
 matte["endpoint"].setValue(os.environ["TEST_ENDPOINT"])
 matte["engine"].setValues(["auto", "passthrough"])
@@ -59,8 +60,9 @@ def _comp(tmp_path):
     return script, plates, masks
 
 
-def _run(tmp_path, script, endpoint, *extra):
+def _run(tmp_path, script, endpoint, *extra, version="15.1"):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MATTEBOX_ENDPOINT")}
+    env["FAKE_NUKE_API"] = version  # the Nuke whose API reference the fake enforces
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env.update(HOME=str(home), NUKE_PATH=str(NODE_DIR), TEST_ENDPOINT=endpoint,
@@ -69,9 +71,10 @@ def _run(tmp_path, script, endpoint, *extra):
                            str(script)], env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_farm_render_mattes_then_writes(tmp_path, mattebox_server):
+@pytest.mark.parametrize("version", NUKE_VERSIONS)
+def test_farm_render_mattes_then_writes(tmp_path, mattebox_server, version):
     script, plates, masks = _comp(tmp_path)
-    proc = _run(tmp_path, script, mattebox_server, "--write")
+    proc = _run(tmp_path, script, mattebox_server, "--write", version=version)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "matted 1 node(s) over 3 frame(s)" in proc.stdout
     for f in (1, 2, 3):
@@ -81,7 +84,7 @@ def test_farm_render_mattes_then_writes(tmp_path, mattebox_server):
             assert np.array_equal(image.planes[c], plates[f][c])
         assert "mattebox.trimap" in image.planes
     # a second farm task over the same frames reuses the cached results
-    again = _run(tmp_path, script, mattebox_server)
+    again = _run(tmp_path, script, mattebox_server, version=version)
     assert again.returncode == 0 and "(3 from cache)" in again.stdout
 
 

@@ -7,7 +7,8 @@ import socket
 import numpy as np
 import pytest
 
-from tests.support.fake_nuke import fake_nuke_fixture, plate_frames, rgba_planes, square_mask  # noqa: F401
+from tests.support.fake_nuke import (fake_nuke_each_fixture, fake_nuke_fixture,  # noqa: F401
+                                     plate_frames, rgba_planes, square_mask)
 from tests.support.servers import ServerProcess
 
 H, W = 48, 64
@@ -55,8 +56,9 @@ def make_comp(nuke, endpoint, frames=(1, 2, 3), guide=None, engine="passthrough"
     return group, pixels
 
 
-def test_build_makes_the_documented_node(fake_nuke):
-    nuke = fake_nuke
+def test_build_makes_the_documented_node(fake_nuke_each):
+    """Against each version's API: created below the selection, the plate connected once the pipes exist."""
+    nuke = fake_nuke_each
     plate = nuke.nodes.FakeSource(frames=plate_frames([1]))
     plate.setSelected(True)
     import mattebox_nuke
@@ -79,10 +81,10 @@ def test_build_makes_the_documented_node(fake_nuke):
     assert float(group._render(1)["rgba.alpha"].max()) == 0.0
 
 
-def test_passthrough_round_trip_is_exact(fake_nuke, server):
-    """Pixels survive Write -> EXR -> server -> EXR -> Read bit for bit (passthrough engine)."""
+def test_passthrough_round_trip_is_exact(fake_nuke_each, server):
+    """Pixels survive Write -> EXR -> server -> EXR -> Read bit for bit (passthrough engine), each version."""
     mask = square_mask(H, W)
-    group, pixels = make_comp(fake_nuke, server, guide=mask)
+    group, pixels = make_comp(fake_nuke_each, server, guide=mask)
     import mattebox_nuke
 
     run = mattebox_nuke.matte(group)
@@ -325,16 +327,16 @@ def test_headless_render_pulls_results_through_the_group(fake_nuke, server, tmp_
     assert "mattebox.trimap" in image.planes
 
 
-def test_menu_entry_in_gui_startup(fake_nuke):
+def test_menu_entry_in_gui_startup(fake_nuke_each):
     from tests.support.fake_nuke import NODE_DIR
 
-    nuke = fake_nuke
+    nuke = fake_nuke_each
     nuke.env["gui"] = True
     nuke.fake.startup([str(NODE_DIR)])
     item = nuke.toolbar("Nodes").findItem("Mattebox/Mattebox")
     assert item is not None
     nuke.nodes.FakeSource(frames={1: rgba_planes(np.zeros((H, W, 3)))}).setSelected(True)
-    group = item.command()
+    group = item.invoke()
     assert group.name() == "Mattebox1"
 
 
@@ -352,3 +354,117 @@ def test_engine_menu_lists_runnable_engines_and_the_command_for_missing_weights(
         "classical: closed-form",
         "vitmatte: ViTMatte (not installed: run `mattebox models pull vitmatte-small-composition-1k` (`mattebox "
         "models` lists the choices))"]
+
+
+def test_anamorphic_plate_keeps_its_pixel_aspect(fake_nuke, server):
+    """A 2:1 anamorphic plate: the result EXR carries pixel aspect 2 and the group's output format has it."""
+    import mattebox_nuke
+    from mattebox_nuke import exr
+
+    nuke = fake_nuke
+    pixels = plate_frames([4, 5], H, W)
+    plate = nuke.nodes.FakeSource(frames=pixels, first=4, last=5, pixel_aspect=2.0)
+    plate.setSelected(True)
+    group = mattebox_nuke.create()
+    group.setInput(2, nuke.nodes.FakeSource(frames=lambda f: {"rgba.alpha": square_mask(H, W)}, first=4, last=5))
+    group["endpoint"].setValue(server)
+    group["frame_range"].setValue("input range")
+    group["engine"].setValues(["auto", "passthrough"])
+    group["engine"].setValue("passthrough")
+    mattebox_nuke.matte(group)
+    read = group.node("Read_result")
+    assert (read["first"].value(), read["last"].value()) == (4, 5)  # the range, from fromUserText
+    assert (group.format().width(), group.format().height(), group.pixelAspect()) == (W, H, 2.0)
+    result = exr.read(os.path.join(group["cache_dir"].evaluate(), "Mattebox1", "result.0005.exr"))
+    assert result.header["pixelAspectRatio"] == 2.0
+
+
+def test_paths_with_tcl_characters_are_escaped(fake_nuke, server, tmp_path, monkeypatch):
+    """File knobs are TCL-evaluated: a cache folder named with [ ] and $ must still work (escaped)."""
+    import mattebox_nuke
+
+    odd = tmp_path / "shots [v2] $USER"
+    monkeypatch.setenv("MATTEBOX_NUKE_CACHE", str(odd))
+    mask = square_mask(H, W)
+    group, pixels = make_comp(fake_nuke, server, frames=(1,), guide=mask)
+    mattebox_nuke.matte(group)
+    assert group["cache_dir"].evaluate() == str(odd)
+    assert group.node("Read_result")["file"].value().startswith(str(tmp_path / "shots \\[v2\\] \\$USER"))
+    out = group._render(1)
+    assert np.array_equal(out["rgba.alpha"], mask) and np.array_equal(out["rgba.red"], pixels[1]["rgba.red"])
+    assert (odd / "Mattebox1" / "result.0001.exr").is_file()
+
+
+def test_stereo_script_mattes_the_main_view_once(fake_nuke, server):
+    """In a stereo script execute renders every view by default; the node renders only the main (first) view,
+    so its one-view input files are not overwritten by the other eye."""
+    import mattebox_nuke
+
+    nuke = fake_nuke
+    nuke.fake.set_views(["left", "right"])
+    left, right = plate_frames([1], H, W, seed=1), plate_frames([1], H, W, seed=2)
+    mask = square_mask(H, W)
+    group, _ = make_comp(nuke, server, frames=(1,), guide=mask)
+    group.setInput(0, nuke.nodes.FakeSource(frames=left, views={"left": left, "right": right}))
+    mattebox_nuke.matte(group)
+    assert not nuke.fake.overwritten
+    assert np.array_equal(group._render(1)["rgba.green"], left[1]["rgba.green"])
+
+
+def test_cancelled_input_render_is_a_cancel(fake_nuke, server):
+    """Cancelling Nuke's render progress bar (executeMultiple raises RuntimeError('Cancelled')) cancels the
+    matte with the node's own message, not a traceback."""
+    import mattebox_nuke
+    from mattebox_nuke.job import MatteboxError
+
+    group, _ = make_comp(fake_nuke, server, frames=(1, 2), guide=square_mask(H, W))
+    fake_nuke.fake.cancel_requested.set()
+    with pytest.raises(MatteboxError, match="cancelled"):
+        mattebox_nuke.matte(group)
+    assert group["label"].value() == "error: cancelled"
+
+
+def test_saved_script_reopens_and_mattes_the_same(fake_nuke_each, server, tmp_path):
+    """Save the comp as a .nk, clear, reopen: the group (knobs, inner nodes, connections) comes back and mattes
+    again to the same pixels, from the cache."""
+    import mattebox_nuke
+    from mattebox_nuke import exr, node
+
+    nuke = fake_nuke_each
+    mask = square_mask(H, W)
+    pixels = plate_frames([1, 2], H, W)
+    for f in (1, 2):
+        planes = {"R": pixels[f]["rgba.red"], "G": pixels[f]["rgba.green"], "B": pixels[f]["rgba.blue"]}
+        exr.write(str(tmp_path / f"plate.{f:04d}.exr"), W, H, planes, "none", pixel_aspect=2.0)
+        exr.write(str(tmp_path / f"mask.{f:04d}.exr"), W, H, {"A": mask}, "none")
+    plate = nuke.nodes.Read()
+    plate["file"].fromUserText(f"{tmp_path}/plate.####.exr 1-2")
+    guide = nuke.nodes.Read()
+    guide["file"].fromUserText(f"{tmp_path}/mask.####.exr")
+    plate.setSelected(True)
+    group = mattebox_nuke.create()
+    group.setInput(2, guide)
+    group["endpoint"].setValue(server)
+    group["frame_range"].setValue("input range")
+    group["engine"].setValues(["auto", "passthrough"])
+    group["engine"].setValue("passthrough")
+    mattebox_nuke.matte(group)
+    before = {f: group._render(f) for f in (1, 2)}
+    script = str(tmp_path / "comp.nk")
+    nuke.scriptSaveAs(script)
+    assert nuke.root().name() == script
+    nuke.scriptClear()
+    assert nuke.root().name() == "Root" and not nuke.allNodes()
+    nuke.scriptOpen(script)
+    reopened = nuke.toNode("Mattebox1")
+    assert node.is_mattebox(reopened) and reopened.input(0).name() == plate.name()
+    assert reopened.input(2).name() == guide.name() and reopened["engine"].value() == "passthrough"
+    assert reopened.pixelAspect() == 2.0
+    for f in (1, 2):  # the saved result paths read back before any new matte
+        assert np.array_equal(reopened._render(f)["rgba.alpha"], before[f]["rgba.alpha"])
+    again = mattebox_nuke.matte(reopened)
+    assert all(o.cached for o in again.outcomes)
+    for f in (1, 2):
+        out = reopened._render(f)
+        for channel, plane in before[f].items():
+            assert np.array_equal(out[channel], plane), (f, channel)

@@ -2,6 +2,7 @@
 sys.path, start each test from a fresh fake session, and build small comps with numpy pixels."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Dict
@@ -14,6 +15,8 @@ FAKES = ROOT / "tests" / "fakes"
 NODE_DIR = ROOT / "nodes" / "nuke"
 FARM_SCRIPT = NODE_DIR / "mattebox_nuke" / "farm.py"
 FAKE_NUKE_T = FAKES / "nuke_t.py"
+#: the Nuke versions whose Python API reference the fake enforces (tests/fakes/nuke_api.json)
+NUKE_VERSIONS = tuple(json.loads((FAKES / "nuke_api.json").read_text(encoding="utf-8"))["versions"])
 
 
 def _ensure_paths() -> None:
@@ -24,10 +27,22 @@ def _ensure_paths() -> None:
 
 @pytest.fixture(name="fake_nuke")
 def fake_nuke_fixture(tmp_path, monkeypatch):
-    """The fake nuke module in a fresh terminal-mode session; client config and node cache under tmp_path."""
+    """The fake nuke module (Nuke 15.1's API) in a fresh terminal-mode session; client config and node cache
+    under tmp_path."""
+    yield from _fresh_session(tmp_path, monkeypatch, "15.1")
+
+
+@pytest.fixture(name="fake_nuke_each", params=NUKE_VERSIONS)
+def fake_nuke_each_fixture(request, tmp_path, monkeypatch):
+    """As ``fake_nuke``, once for each Nuke version's API whitelist."""
+    yield from _fresh_session(tmp_path, monkeypatch, request.param)
+
+
+def _fresh_session(tmp_path, monkeypatch, version: str):
     _ensure_paths()
     import nuke
 
+    nuke.fake.use_api(version)
     nuke.fake.reset(gui=False)
     monkeypatch.setenv("MATTEBOX_CONFIG", str(tmp_path / "client.json"))  # no user config, no server_command
     monkeypatch.delenv("MATTEBOX_ENDPOINT", raising=False)

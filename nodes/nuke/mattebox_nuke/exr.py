@@ -360,8 +360,10 @@ def _attr(name: str, kind: str, value: bytes) -> bytes:
     return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
 
 
-def write(path: str, width: int, height: int, planes: Dict[str, Any], compression: str = "zips") -> None:
-    """Write FLOAT planes (name -> plane) as a scanline EXR; ``compression`` is 'none', 'zips' or 'zip'.
+def write(path: str, width: int, height: int, planes: Dict[str, Any], compression: str = "zips",
+          pixel_aspect: float = 1.0) -> None:
+    """Write FLOAT planes (name -> plane) as a scanline EXR; ``compression`` is 'none', 'zips' or 'zip';
+    ``pixel_aspect`` is the pixelAspectRatio attribute (pixel width / height: 2.0 for 2:1 anamorphic).
 
     Channel names follow EXR/Nuke conventions: ``R``, ``G``, ``B``, ``A`` load into Nuke's rgba layer,
     ``layer.channel`` (e.g. ``mattebox.trimap``) into a layer of that name.
@@ -385,7 +387,7 @@ def write(path: str, width: int, height: int, planes: Dict[str, Any], compressio
         _attr("dataWindow", "box2i", window),
         _attr("displayWindow", "box2i", window),
         _attr("lineOrder", "lineOrder", b"\0"),
-        _attr("pixelAspectRatio", "float", struct.pack("<f", 1.0)),
+        _attr("pixelAspectRatio", "float", struct.pack("<f", pixel_aspect)),
         _attr("screenWindowCenter", "v2f", struct.pack("<2f", 0.0, 0.0)),
         _attr("screenWindowWidth", "float", struct.pack("<f", 1.0)),
         b"\0",

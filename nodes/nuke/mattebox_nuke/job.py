@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List
 from . import exr
 
 #: bump when the result file layout changes, so old cache entries are not reused
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: results carry the plate's pixel aspect
 #: the node's inputs: (Input node name, protocol input name or None for the guide, what it is)
 NODE_INPUTS = (
     ("plate", "image", "the plate to matte"),
@@ -95,10 +95,13 @@ class Settings:
 
 # ------------------------------------------------------------------------------------------- inputs
 class FrameInputs:
-    """The decoded inputs of one frame: protocol buffers plus the plate's RGB planes (for the output)."""
+    """The decoded inputs of one frame: protocol buffers plus the plate's RGB planes (for the output) and its
+    pixel aspect (an anamorphic plate's results keep it)."""
 
-    def __init__(self, buffers: Dict[str, Any], width: int, height: int, plate_rgb: List[Any]):
+    def __init__(self, buffers: Dict[str, Any], width: int, height: int, plate_rgb: List[Any],
+                 pixel_aspect: float = 1.0):
         self.buffers, self.width, self.height, self.plate_rgb = buffers, width, height, plate_rgb
+        self.pixel_aspect = pixel_aspect
 
 
 def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> FrameInputs:
@@ -109,6 +112,7 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
         raise MatteboxError("the plate input is not connected", "connect the image to matte to input 'plate'")
     buffers: Dict[str, Any] = {}
     width = height = 0
+    pixel_aspect = 1.0
     plate_rgb: List[Any] = []
     for node_input, protocol_name, _ in NODE_INPUTS:
         if not connected.get(node_input):
@@ -121,6 +125,7 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
                                 "check the input's frame range") from None
         if node_input == "plate":
             width, height = image.width, image.height
+            pixel_aspect = float(image.header.get("pixelAspectRatio", 1.0))
         elif (image.width, image.height) != (width, height):
             raise MatteboxError(f"input {node_input!r} is {image.width}x{image.height} but the plate is "
                                 f"{width}x{height}", f"Reformat {node_input!r} to the plate's format")
@@ -140,14 +145,14 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
             plate_rgb = rgb
         buffers[protocol_name] = Buffer(protocol_name, exr.interleave(rgb, height, width), (height, width, 3),
                                         "float32", "linear", False)
-    return FrameInputs(buffers, width, height, plate_rgb)
+    return FrameInputs(buffers, width, height, plate_rgb, pixel_aspect)
 
 
 def cache_key(settings: Settings, inputs: FrameInputs) -> str:
     """SHA-256 over the input pixels and everything that changes the result file (settings, server version)."""
     digest = hashlib.sha256()
     recipe = {"v": CACHE_VERSION, "server": settings.server_version, "params": settings.params(),
-              "premultiply": settings.premultiply,
+              "premultiply": settings.premultiply, "pixel_aspect": inputs.pixel_aspect,
               "inputs": {n: [list(b.shape), b.dtype] for n, b in sorted(inputs.buffers.items())}}
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for name in sorted(inputs.buffers):
@@ -192,7 +197,7 @@ def write_result(path: str, result: Any, inputs: FrameInputs, settings: Settings
         planes[TRIMAP_CHANNEL] = _buffer_planes(buffers["trimap"])[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # uncompressed: zlib shrinks float32 pixels by only 1-7% (bench/nuke_exr.py) but costs ~230 ms per 1080p plane
-    exr.write(path, w, h, planes, compression="none")
+    exr.write(path, w, h, planes, compression="none", pixel_aspect=inputs.pixel_aspect)
 
 
 def _publish(store: str, target: str) -> None:

@@ -23,6 +23,7 @@ failure raises, so a farm task fails loudly instead of rendering black.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -41,13 +42,19 @@ _running: Dict[str, "MatteRun"] = {}  # node full name -> run in progress (one a
 
 # ------------------------------------------------------------------------------------------ building
 def create() -> Any:
-    """Toolbar command: a new Mattebox node below the selected node (its plate input)."""
+    """Toolbar command: a new Mattebox node below the selected node (its plate input).
+
+    The plate is connected after ``build``: createNode cannot connect it, because a Group's input pipes are its
+    Input nodes and a new Group has none yet."""
+    selected = nuke.selectedNodes()
     group = nuke.createNode("Group", "", False)
     index = 1
     while nuke.toNode(f"Mattebox{index}") is not None:
         index += 1
     group["name"].setValue(f"Mattebox{index}")
     build(group)
+    if selected:
+        group.setInput(0, selected[-1])
     _try_refresh(group)
     return group
 
@@ -122,6 +129,12 @@ def build(group: Any) -> Any:
     return group
 
 
+def tcl_escape(path: str) -> str:
+    """A path as a file knob must hold it: Nuke TCL-evaluates file knobs, so ``[``, ``]``, ``$`` and ``\\``
+    are escaped with a backslash (else ``[x]`` runs command x and ``$x`` reads variable x)."""
+    return re.sub(r"([\[\]$\\])", r"\\\1", path)
+
+
 def _default_endpoint() -> str:
     try:
         from mattebox_plugin import config
@@ -164,10 +177,9 @@ def default_cache_dir() -> str:
 
 def read_settings(group: Any) -> Settings:
     """The knob values (main thread only)."""
-    cache_dir = group["cache_dir"].value()
-    if not cache_dir:
-        cache_dir = default_cache_dir().replace("\\", "/")
-        group["cache_dir"].setValue(cache_dir)
+    if not group["cache_dir"].value():
+        group["cache_dir"].setValue(tcl_escape(default_cache_dir().replace("\\", "/")))
+    cache_dir = group["cache_dir"].evaluate()
     return Settings(node_name=group.name(), cache_dir=cache_dir, endpoint=group["endpoint"].value(),
                     engine=group["engine"].value(), band_width=group["band_width"].value(),
                     outputs=group["outputs"].value(), guide=group["guide"].value(),
@@ -286,15 +298,19 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
     writes = []
     for name, _, _ in NODE_INPUTS:
         write = _inner(group, f"Write_{name}")
-        write["file"].setValue(settings.input_pattern(name))
+        write["file"].setValue(tcl_escape(settings.input_pattern(name)))
         if connected[name]:
             writes.append(write)
     os.makedirs(os.path.dirname(settings.input_pattern("plate")), exist_ok=True)
     ranges = _contiguous(frames)
     for write in writes:
         write["disable"].setValue(False)
-    try:
-        nuke.executeMultiple(tuple(writes), tuple((a, b, 1) for a, b in ranges))
+    try:  # one view, the main one: the default (every view) would overwrite one file per view
+        nuke.executeMultiple(tuple(writes), tuple((a, b, 1) for a, b in ranges), [nuke.views()[0]])
+    except RuntimeError as exc:
+        if str(exc).strip().lower() == "cancelled":  # the user cancelled Nuke's render progress bar
+            raise MatteboxError("cancelled") from None
+        raise
     finally:
         for write in writes:
             write["disable"].setValue(True)
@@ -312,13 +328,16 @@ def _contiguous(frames: List[int]) -> List[tuple]:
 
 
 def load_results(group: Any, settings: Settings) -> None:
-    """Point the internal Read at the result files and make it re-read them."""
+    """Point the internal Read at the result files and make it re-read them. ``fromUserText`` (what typing the
+    path does; ``setValue`` sets only the text) also takes the Read's format from the file: the plate's size and
+    pixel aspect, which the result EXR carries."""
     read = _inner(group, "Read_result")
     frames = result_frames(settings)
-    read["file"].setValue(settings.result_pattern())
+    pattern = tcl_escape(settings.result_pattern())
     if frames:
-        read["first"].setValue(frames[0])
-        read["last"].setValue(frames[-1])
+        read["file"].fromUserText(f"{pattern} {frames[0]}-{frames[-1]}")
+    else:
+        read["file"].setValue(pattern)
     read["reload"].execute()
 
 
