@@ -499,7 +499,7 @@ class Client:
                     if on_progress is not None:
                         on_progress(event)
         finally:
-            if not finished:
+            if not finished and self._sock is not None:
                 job.cancel()  # stopped early (an error here, should_cancel, or the caller closed the iterator)
             self._jobs.pop(job_id, None)
 

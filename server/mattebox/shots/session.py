@@ -31,6 +31,10 @@ GUIDANCE = (MASK, TRIMAP)
 Send = Callable[[Dict[str, Any], List[Any]], None]
 
 
+def _no_send(header: Dict[str, Any], frames: List[Any]) -> None:
+    raise RuntimeError("ShotSession: read before run() gave a way to reach the client")
+
+
 class ShotSession:
     """The server's side of one shot job: frames handed over by the request loop, taken by the worker.
 
@@ -51,6 +55,8 @@ class ShotSession:
         self._inbox: Dict[int, Dict[str, Buffer]] = {}  #: frames received, not yet read by the worker
         self._held: Dict[int, int] = {}  #: frame -> wire bytes, from arrival until the walk has passed it
         self._guidance: Dict[int, Tuple[str, np.ndarray]] = {}  #: key frame -> (kind, value) while needed
+        self._guidance_bytes = 0  #: bytes of ``_guidance`` (kept by the worker, counted under the lock)
+        self._send: Send = _no_send  #: how the worker reaches the client (set by :meth:`run`)
         self._images: Dict[int, np.ndarray] = {}  #: decoded images that came with guidance asked for first
         self._failure: Optional[ProtocolError] = None
         self._last_heard = time.monotonic()
@@ -98,7 +104,7 @@ class ShotSession:
                                     hint="every frame of a shot has the same size")
             self._inbox[frame] = buffers
             self._held[frame] = sum(buf.nbytes for buf in buffers.values())
-            self.on_bytes(sum(self._held.values()))
+            self._account()
             self._cv.notify_all()
 
     def fail(self, error: ProtocolError) -> None:
@@ -113,12 +119,16 @@ class ShotSession:
             self._cv.notify_all()
 
     # --------------------------------------------------------------------------------- worker side
-    def _fetch(self, frame: int, send: Send) -> Dict[str, Buffer]:
+    def _account(self) -> None:
+        """Report the bytes held (frames the walk still needs, keys' guidance); called under the lock."""
+        self.on_bytes(sum(self._held.values()) + self._guidance_bytes)
+
+    def _fetch(self, frame: int) -> Dict[str, Buffer]:
         """The frame's buffers: ask the client (``need``) and wait for them."""
         with self._cv:
             if frame not in self._inbox:
-                self.wanted = frame
-                send({"op": protocol.NEED, "id": self.job_id, "frame": frame}, [])
+                self.wanted, self._last_heard = frame, time.monotonic()  # the wait starts now
+                self._send({"op": protocol.NEED, "id": self.job_id, "frame": frame}, [])
             while frame not in self._inbox:
                 if self._failure is not None:
                     raise self._failure
@@ -133,9 +143,9 @@ class ShotSession:
             self.wanted = None
             return self._inbox.pop(frame)
 
-    def _decode(self, frame: int, send: Send) -> Tuple[np.ndarray, Optional[Tuple[str, np.ndarray]]]:
+    def _decode(self, frame: int) -> Tuple[np.ndarray, Optional[Tuple[str, np.ndarray]]]:
         """-> (image, linear H×W×3 float32; (kind, value) of the frame's guidance, or None), via the codec."""
-        buffers = self._fetch(frame, send)
+        buffers = self._fetch(frame)
         request = decode_request(buffers, self.params)
         for kind in GUIDANCE:
             value = getattr(request, kind)
@@ -143,33 +153,40 @@ class ShotSession:
                 return request.image, (kind, np.ascontiguousarray(value, dtype=np.float32))
         return request.image, None
 
-    def read(self, frame: int, send: Send) -> np.ndarray:
+    def read(self, frame: int) -> np.ndarray:
         """matte_shot's read callback: the frame's image (a key's guidance is kept aside)."""
         if frame in self._images:  # came with its guidance, asked for first
             return self._images.pop(frame)
-        image, guidance = self._decode(frame, send)
-        if guidance is not None and frame not in self._guidance:
-            self._guidance[frame] = guidance
+        image, guidance = self._decode(frame)
+        if guidance is not None:
+            self._keep_guidance(frame, guidance)
         return image
 
-    def guidance(self, frame: int, send: Send) -> Tuple[str, np.ndarray]:
+    def guidance(self, frame: int) -> Tuple[str, np.ndarray]:
         """A key frame's (kind, value); a key asked for before its image keeps the image for :meth:`read`."""
         if frame not in self._guidance:
-            self._images[frame], self._guidance[frame] = self._decode(frame, send)
+            self._images[frame], guidance = self._decode(frame)
+            self._keep_guidance(frame, guidance)
         return self._guidance[frame]
+
+    def _keep_guidance(self, frame: int, guidance: Tuple[str, np.ndarray]) -> None:
+        if frame not in self._guidance:
+            with self._cv:
+                self._guidance[frame] = guidance
+                self._guidance_bytes += guidance[1].nbytes
+                self._account()
 
     def _passed(self, floor: int) -> None:
         """The walk no longer needs frames before ``floor``, nor keys before the last key at or before it."""
+        before = [k for k in self.keys if k <= floor]
         with self._cv:
             for frame in [f for f in self._held if f < floor]:
                 del self._held[frame]
-            self.on_bytes(sum(self._held.values()))
+            for frame in [k for k in self._guidance if before and k < max(before)]:
+                self._guidance_bytes -= self._guidance.pop(frame)[1].nbytes
+            self._account()
         for frame in [f for f in self._images if f < floor]:
             del self._images[frame]
-        before = [k for k in self.keys if k <= floor]
-        if before:
-            for frame in [k for k in self._guidance if k < max(before)]:
-                del self._guidance[frame]
 
     def run(self, progress: Any, send: Send) -> Tuple[List[Dict], List[Any], Dict[str, Any]]:
         """Render the shot; every output frame but the last goes out through ``send`` as a ``result`` with
@@ -178,10 +195,10 @@ class ShotSession:
         settings = ShotSettings(quality=self.params["quality"], radius=self.spec["radius"],
                                 band_width=self.params["band_width"],
                                 foreground=any(name in outputs for name in ("foreground", "premultiplied")))
-        keys = {frame: _WireKey(self, frame, send) for frame in self.spec["keys"]}
+        self._send = send
+        keys = {frame: _WireKey(self, frame) for frame in self.spec["keys"]}
         last = self.spec["outputs"][-1]
-        shots = matte_shot(lambda f: self.read(f, send), self.spec["frames"], keys, self.spec["outputs"], settings,
-                           progress)
+        shots = matte_shot(self.read, self.spec["frames"], keys, self.spec["outputs"], settings, progress)
         try:
             for done in shots:
                 foreground = done.foreground if done.foreground is not None else np.zeros(done.alpha.shape + (3,),
@@ -206,20 +223,21 @@ class ShotSession:
             self._inbox.clear()
             self._held.clear()
             self._guidance.clear()
+            self._guidance_bytes = 0
             self._images.clear()
             self.wanted = None
-            self.on_bytes(0)
+            self._account()
 
 
 class _WireKey:
     """A key (:class:`~.guidance.Key`'s fields) whose mask or trimap comes from the client with its frame and is
     fetched only when the guidance of some frame first uses it."""
 
-    def __init__(self, session: ShotSession, frame: int, send: Send):
-        self._session, self._frame, self._send = session, frame, send
+    def __init__(self, session: ShotSession, frame: int):
+        self._session, self._frame = session, frame
 
     def _key(self) -> Key:
-        kind, value = self._session.guidance(self._frame, self._send)
+        kind, value = self._session.guidance(self._frame)
         return Key(kind, value, band_width=self._session.params["band_width"])
 
     kind = property(lambda self: self._key().kind)
