@@ -2,17 +2,20 @@
 frames read lazily, cancel, ownership, bad frames, and a client that vanishes."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
+from mattebox.imageio import read_gray, read_linear_rgb, write_exr, write_png
 from mattebox.shots import Key, matte_shot
 from mattebox.synth.shots import make_shot
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed, ShotJob
 
-from .support.servers import ServerProcess
+from .support.servers import ServerProcess, tree_env
 
 FRAMES = list(range(1001, 1011))  # a 10-frame shot
 KEYS = (1001, 1005)  # trimap keys on two frames
@@ -83,6 +86,32 @@ def test_a_server_rendered_shot_equals_matte_shot_in_process(rendered, shot):
         assert info["guidance"] == reference[frame].info["guidance"]
         assert np.array_equal(alpha, reference[frame].alpha), frame
         assert np.array_equal(foreground, reference[frame].foreground), frame
+
+
+def test_a_server_rendered_shot_equals_render_shot_on_the_same_files(server, shot, tmp_path):
+    """`mattebox render --shot` on EXR plates and mask keys (PNG) writes the alphas the server returns for the
+    same pixels (float32 linear plates, 8-bit masks), bit for bit."""
+    frames, keys = FRAMES[:6], (1001, 1005)
+    for frame in frames:
+        write_exr(str(tmp_path / f"plate.{frame}.exr"), shot.frames[frame - FRAMES[0]])
+    masks = {k: (shot.alphas[k - FRAMES[0]] >= 0.5).astype(np.uint8) * 255 for k in keys}
+    for k, mask in masks.items():
+        write_png(str(tmp_path / f"roto.{k}.png"), mask / 255.0)
+    cli = subprocess.run([sys.executable, "-m", "mattebox", "render", str(tmp_path / "plate.####.exr"), "--frames",
+                          f"{frames[0]}-{frames[-1]}", "--alpha", str(tmp_path / "out" / "alpha.####.exr"),
+                          "--mask", str(tmp_path / "roto.####.png"), "--shot", "--band-width", "6"],
+                         env=tree_env(), capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr
+
+    def read_frame(frame):
+        inputs = {"image": read_linear_rgb(str(tmp_path / f"plate.{frame}.exr"))[0]}
+        return dict(inputs, mask=masks[frame]) if frame in keys else inputs
+
+    with Client(server.endpoint) as client:
+        served = {frame: result.alpha for frame, result in
+                  client.matte_shot(frames, read_frame, keys=keys, params={"band_width": 6}, outputs=("alpha",))}
+    for frame in frames:
+        assert np.array_equal(served[frame], read_gray(str(tmp_path / "out" / f"alpha.{frame}.exr"))), frame
 
 
 def test_frames_are_read_lazily_and_results_stream_in_order(rendered):
