@@ -183,6 +183,37 @@ def test_a_bad_frame_fails_the_shot_naming_the_field(server, shot, change, code,
         wait_for(lambda: client.status()["bytes_held"] == 0, "the failed shot to free its frames")
 
 
+@pytest.mark.parametrize("shot_map, params, field", [
+    ({"first": 1, "last": 10, "step": 2}, {}, "shot.last"),
+    ({"first": 1, "last": 9, "step": 2, "keys": [4]}, {}, "shot.keys.0"),
+    ({"first": 1, "last": 9, "keys": [5, 3]}, {}, "shot.keys"),
+    ({"first": 1, "last": 9, "radius": 9}, {}, "shot.radius"),
+    ({"first": 1, "last": 9, "length": 9}, {}, "shot.length"),
+    ({"first": 1}, {}, "shot.last"),
+    ({"first": 1, "last": 9}, {"engine": "passthrough"}, "params.engine"),
+    ({"first": 1, "last": 9}, {"roi": [0, 0, 4, 4]}, "params.roi"),
+], ids=["last off the step", "key outside", "keys not ascending", "radius", "unknown field", "no last", "engine",
+        "roi"])
+def test_a_bad_shot_request_is_refused_naming_the_field(server, shot_map, params, field):
+    with Client(server.endpoint) as client:
+        client.hello()
+        client._send(client._owned({"op": protocol.MATTE, "id": "bad-shot", "client": client.client_id,
+                                    "buffers": [], "params": params, protocol.SHOT: shot_map}))
+        wait_for(lambda: "bad-shot" in client._replies or client._pump(0.1), "the refusal")
+        reply = client._replies.pop("bad-shot")
+    assert reply["op"] == "error" and reply["code"] == "bad_field" and reply["field"] == field, reply
+
+
+def test_the_client_checks_its_shot_before_sending(server, shot):
+    with Client(server.endpoint) as client:
+        with pytest.raises(JobFailed) as failed:
+            list(client.matte_shot([1, 2, 4], Reader(shot)))
+        assert failed.value.field == "frames"
+        with pytest.raises(JobFailed) as failed:
+            list(client.matte_shot([1, 2, 3], Reader(shot), keys=[7]))
+        assert failed.value.field == "shot.keys.0"
+
+
 def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, shot):
     server = ServerProcess(tmp_path, "--shot-timeout", "2", state_dir="none")
     try:

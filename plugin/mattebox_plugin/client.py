@@ -469,7 +469,10 @@ class Client:
                 "radius": int(radius)}
         header = self._owned({"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
                               "buffers": [], protocol.SHOT: shot})
-        protocol.validate_shot(header)  # same checks as the server, before sending
+        try:
+            protocol.validate_shot(header)  # same checks as the server, before sending
+        except ProtocolError as exc:
+            raise JobFailed(exc.code, exc.message, exc.field, exc.hint) from None
         job = ShotJob(self, job_id, frames)
         self._jobs[job_id] = job
         self._send(header)
@@ -525,7 +528,10 @@ class Client:
     def _check_buffers(self, header: Dict[str, Any], frames: List[Any]) -> None:
         """The server's buffer checks and size limit, before sending (raises JobFailed naming the field)."""
         limits = dict(protocol.DEFAULT_LIMITS, **self.server_info.get("limits", {}))
-        protocol.validate_buffers(header, frames, limits)
+        try:
+            protocol.validate_buffers(header, frames, limits)
+        except ProtocolError as exc:
+            raise JobFailed(exc.code, exc.message, exc.field, exc.hint) from None
         size = protocol.message_nbytes(frames)
         if size > limits["max_message_bytes"]:
             raise JobFailed("too_large", f"request is {size} bytes, over the server's max_message_bytes "

@@ -126,9 +126,12 @@ class ShotSession:
     def _fetch(self, frame: int) -> Dict[str, Buffer]:
         """The frame's buffers: ask the client (``need``) and wait for them."""
         with self._cv:
-            if frame not in self._inbox:
+            ask = frame not in self._inbox
+            if ask:
                 self.wanted, self._last_heard = frame, time.monotonic()  # the wait starts now
-                self._send({"op": protocol.NEED, "id": self.job_id, "frame": frame}, [])
+        if ask:  # sent outside the lock: the request loop takes it to hand frames over
+            self._send({"op": protocol.NEED, "id": self.job_id, "frame": frame}, [])
+        with self._cv:
             while frame not in self._inbox:
                 if self._failure is not None:
                     raise self._failure
