@@ -130,18 +130,26 @@ def test_frames_are_read_lazily_and_results_stream_in_order(rendered):
     assert solving and solving == sorted(solving) and set(solving) <= set(FRAMES)
 
 
-def test_should_cancel_stops_the_shot_on_the_server(server, shot):
+def test_should_cancel_or_closing_the_iterator_cancels_the_shot_on_the_server(server, shot):
+    def cancelled(client):
+        return client.status()["jobs"].get("cancelled", 0)
+
     seen = []
     with Client(server.endpoint) as client:
-        before = client.status()["counters"]["received"]
+        before = cancelled(client)
         with pytest.raises(JobFailed) as failed:
             for frame, _ in client.matte_shot(FRAMES, Reader(shot), keys=KEYS, should_cancel=lambda: len(seen) >= 1):
                 seen.append(frame)
         assert failed.value.code == "cancelled" and seen == [FRAMES[0]]
+        wait_for(lambda: cancelled(client) == before + 1, "the server to cancel the shot")
+        log = []
+        shots = client.matte_shot(FRAMES, Reader(shot, log=log), keys=KEYS)
+        assert next(shots)[0] == FRAMES[0]
+        shots.close()  # the caller stops early
+        wait_for(lambda: cancelled(client) == before + 2, "the server to cancel the abandoned shot")
         status = client.status()
-        assert status["counters"]["received"] > before
-        wait_for(lambda: not client.status()["running"] and client.status()["bytes_held"] == 0,
-                 "the cancelled shot to stop and free its frames")
+        assert not status["running"] and status["bytes_held"] == 0
+        assert max(f for _, f in log) < FRAMES[-1]  # stopped mid-shot: the last frames were never read
 
 
 def test_another_owner_can_neither_feed_frames_nor_attach(server, shot):
@@ -214,19 +222,48 @@ def test_the_client_checks_its_shot_before_sending(server, shot):
         assert failed.value.field == "shot.keys.0"
 
 
+def start_shot(client, shot, job_id):
+    """Submit a shot with one key by hand, answer the first need, and wait for the second: -> the ShotJob (the
+    server then holds frame 1001 and waits for the next)."""
+    client.hello()
+    job = ShotJob(client, job_id, FRAMES)
+    client._jobs[job.id] = job
+    client._send(client._owned({"op": protocol.MATTE, "id": job.id, "client": client.client_id, "buffers": [],
+                                "params": {"engine": "classical"},
+                                protocol.SHOT: {"first": FRAMES[0], "last": FRAMES[-1], "keys": [1001]}}))
+    wait_for(lambda: job.needs or client._pump(0.1), "the first need")
+    client._send_frame(job, job.needs.pop(0), Reader(shot, keys=(1001,))(1001))
+    wait_for(lambda: job.needs or client._pump(0.1), "the second need")
+    return job
+
+
+def test_a_shot_is_not_kept_across_a_restart_and_its_client_hears_job_lost(tmp_path, shot):
+    state = tmp_path / "state"
+    first = ServerProcess(tmp_path, state_dir=state)
+    with Client(first.endpoint) as client:
+        assert [f for f, _ in client.matte_shot(FRAMES[:3], Reader(shot, keys=()), radius=0)] == FRAMES[:3]
+        assert not list((state / "running").glob("*")), "a finished shot left a run marker in the job store"
+        job = start_shot(client, shot, "restarted-shot")
+        assert first.stop() == 0
+        assert not list((state / "running").glob("*")), "a shot job left a run marker in the job store"
+        second = ServerProcess(tmp_path, state_dir=state)
+        try:
+            with Client(second.endpoint, owner_key=client.owner_key) as again:
+                lost = ShotJob(again, job.id, FRAMES)
+                again._jobs[lost.id] = lost
+                lost._attach()
+                with pytest.raises(JobFailed) as failed:
+                    lost.result(timeout=WAIT)
+            assert failed.value.code == "job_lost"
+        finally:
+            second.stop()
+
+
 def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, shot):
     server = ServerProcess(tmp_path, "--shot-timeout", "2", state_dir="none")
     try:
         client = Client(server.endpoint)
-        client.hello()
-        job = ShotJob(client, "vanishing-shot", FRAMES)
-        client._jobs[job.id] = job
-        client._send(client._owned({"op": protocol.MATTE, "id": job.id, "client": client.client_id, "buffers": [],
-                                    "params": {"engine": "classical"},
-                                    protocol.SHOT: {"first": FRAMES[0], "last": FRAMES[-1], "keys": [1001]}}))
-        wait_for(lambda: job.needs or client._pump(0.1), "the first need")
-        client._send_frame(job, job.needs.pop(0), Reader(shot, keys=(1001,))(1001))
-        wait_for(lambda: job.needs or client._pump(0.1), "the second need")
+        job = start_shot(client, shot, "vanishing-shot")
         with Client(server.endpoint, owner_key=client.owner_key) as watcher:
             assert watcher.status()["bytes_held"] > 0  # frame 1001 is held for the walk
             client.close()  # gone without a word

@@ -541,10 +541,10 @@ class Server:
 
         This is also where the job store follows a job: its start, and its end (enqueued before the message goes
         out, so a release can never overtake the write). A job stopped by a clean shutdown is recorded as queued
-        again and its 'cancelled' is not sent."""
+        again and its 'cancelled' is not sent. Shot jobs are not stored (docs/protocol.md, *Shots*)."""
         if final is None:
             final = header["op"] in (protocol.RESULT, protocol.ERROR)
-            if self.store is not None:
+            if self.store is not None and job.shot is None:
                 if final and job.interrupted and job.state == CANCELLED:
                     self.store.requeue(job.id)
                     return
