@@ -222,6 +222,20 @@ def test_the_client_checks_its_shot_before_sending(server, shot):
         assert failed.value.field == "shot.keys.0"
 
 
+def test_frames_held_count_against_the_owners_byte_budget(tmp_path, shot):
+    """Each frame is 36,864 bytes; five are held before the first result, over a 100,000-byte budget."""
+    server = ServerProcess(tmp_path, "--max-bytes-per-client", "100000", state_dir="none")
+    try:
+        with Client(server.endpoint) as client:
+            with pytest.raises(JobFailed) as failed:
+                list(client.matte_shot(FRAMES, Reader(shot), keys=KEYS))
+            assert failed.value.code == "over_budget" and failed.value.field == "buffers"
+            assert "max_bytes_per_client" in failed.value.message
+            wait_for(lambda: client.status()["bytes_held"] == 0, "the refused shot to free its frames")
+    finally:
+        server.stop()
+
+
 def start_shot(client, shot, job_id):
     """Submit a shot with one key by hand, answer the first need, and wait for the second: -> the ShotJob (the
     server then holds frame 1001 and waits for the next)."""
