@@ -1,0 +1,292 @@
+"""Shot jobs through a real server process (docs/protocol.md, *Shots*): the same mattes as matte_shot in process,
+frames read lazily, cancel, ownership, bad frames, and a client that vanishes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mattebox.imageio import read_gray, read_linear_rgb, write_exr, write_png
+from mattebox.shots import Key, matte_shot
+from mattebox.synth.shots import make_shot
+from mattebox_plugin import protocol
+from mattebox_plugin.client import Client, JobFailed, ShotJob
+
+from .support.servers import ServerProcess, tree_env
+
+FRAMES = list(range(1001, 1011))  # a 10-frame shot
+KEYS = (1001, 1005)  # trimap keys on two frames
+WAIT = 60.0  # generous: CI is a loaded 2-core box
+
+
+@pytest.fixture(scope="module")
+def shot():
+    return make_shot(7, size=(48, 64), length=len(FRAMES), real_alpha=False)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess(tmp_path_factory.mktemp("shot-server"), state_dir="none")
+    yield process
+    process.stop()
+
+
+class Reader:
+    """``read_frame`` for the synthetic shot; records every call in ``log`` (shared with the results' arrivals)."""
+
+    def __init__(self, shot, keys=KEYS, log=None, change=None):
+        self.shot, self.keys, self.log = shot, keys, log if log is not None else []
+        self.change = change or (lambda frame, inputs: inputs)
+
+    def __call__(self, frame):
+        self.log.append(("read", frame))
+        index = frame - FRAMES[0]
+        inputs = {"image": self.shot.frames[index]}
+        if frame in self.keys:
+            inputs["trimap"] = self.shot.trimap(index)
+        return self.change(frame, inputs)
+
+
+def in_process(shot, keys=KEYS):
+    """The shot as `mattebox render --shot` solves it: matte_shot in this process."""
+    key_map = {k: Key("trimap", shot.trimap(k - FRAMES[0])) for k in keys}
+    return {done.frame: done for done in matte_shot(lambda f: shot.frames[f - FRAMES[0]], FRAMES, key_map)}
+
+
+def wait_for(condition, what, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def rendered(server, shot):
+    """One shot rendered through the server: (results by frame, the log of reads and results in order,
+    progress events)."""
+    log, events, results = [], [], {}
+    with Client(server.endpoint) as client:
+        for frame, result in client.matte_shot(FRAMES, Reader(shot, log=log), keys=KEYS,
+                                               on_progress=events.append):
+            log.append(("result", frame))
+            results[frame] = (result.alpha.copy(), result.foreground.copy(), result.info)
+    return results, log, events
+
+
+def test_a_server_rendered_shot_equals_matte_shot_in_process(rendered, shot):
+    results, _, _ = rendered
+    reference = in_process(shot)
+    assert sorted(results) == FRAMES
+    for frame in FRAMES:
+        alpha, foreground, info = results[frame]
+        assert info["frame"] == frame and info["engine"] == "classical-shot"
+        assert info["guidance"] == reference[frame].info["guidance"]
+        assert np.array_equal(alpha, reference[frame].alpha), frame
+        assert np.array_equal(foreground, reference[frame].foreground), frame
+
+
+def test_a_server_rendered_shot_equals_render_shot_on_the_same_files(server, shot, tmp_path):
+    """`mattebox render --shot` on EXR plates and mask keys (PNG) writes the alphas the server returns for the
+    same pixels (float32 linear plates, 8-bit masks), bit for bit."""
+    frames, keys = FRAMES[:6], (1001, 1005)
+    for frame in frames:
+        write_exr(str(tmp_path / f"plate.{frame}.exr"), shot.frames[frame - FRAMES[0]])
+    masks = {k: (shot.alphas[k - FRAMES[0]] >= 0.5).astype(np.uint8) * 255 for k in keys}
+    for k, mask in masks.items():
+        write_png(str(tmp_path / f"roto.{k}.png"), mask / 255.0)
+    cli = subprocess.run([sys.executable, "-m", "mattebox", "render", str(tmp_path / "plate.####.exr"), "--frames",
+                          f"{frames[0]}-{frames[-1]}", "--alpha", str(tmp_path / "out" / "alpha.####.exr"),
+                          "--mask", str(tmp_path / "roto.####.png"), "--shot", "--band-width", "6"],
+                         env=tree_env(), capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr
+
+    def read_frame(frame):
+        inputs = {"image": read_linear_rgb(str(tmp_path / f"plate.{frame}.exr"))[0]}
+        return dict(inputs, mask=masks[frame]) if frame in keys else inputs
+
+    with Client(server.endpoint) as client:
+        served = {frame: result.alpha for frame, result in
+                  client.matte_shot(frames, read_frame, keys=keys, params={"band_width": 6}, outputs=("alpha",))}
+    for frame in frames:
+        assert np.array_equal(served[frame], read_gray(str(tmp_path / "out" / f"alpha.{frame}.exr"))), frame
+
+
+def test_frames_are_read_lazily_and_results_stream_in_order(rendered):
+    _, log, events = rendered
+    assert [f for kind, f in log if kind == "result"] == FRAMES
+    first_result = log.index(("result", FRAMES[0]))
+    read_before = {f for kind, f in log[:first_result] if kind == "read"}
+    # frame 1001's neighbours (1002, 1003) are guided by both keys, so the flow reaches key 1005: five frames
+    assert read_before == set(range(1001, 1006))
+    # later, a frame is read at most radius + 1 frames ahead of the result being solved
+    for position, (kind, frame) in enumerate(log):
+        if kind == "read" and position > first_result:
+            returned = [f for k, f in log[:position] if k == "result"]
+            assert frame <= returned[-1] + 3, (frame, returned[-1])
+    solving = [e["frame"] for e in events if e.get("stage") == "shot" and e.get("done", 0) < len(FRAMES)]
+    assert solving and solving == sorted(solving) and set(solving) <= set(FRAMES)
+
+
+def test_should_cancel_or_closing_the_iterator_cancels_the_shot_on_the_server(server, shot):
+    def cancelled(client):
+        return client.status()["jobs"].get("cancelled", 0)
+
+    seen = []
+    with Client(server.endpoint) as client:
+        before = cancelled(client)
+        with pytest.raises(JobFailed) as failed:
+            for frame, _ in client.matte_shot(FRAMES, Reader(shot), keys=KEYS, should_cancel=lambda: len(seen) >= 1):
+                seen.append(frame)
+        assert failed.value.code == "cancelled" and seen == [FRAMES[0]]
+        wait_for(lambda: cancelled(client) == before + 1, "the server to cancel the shot")
+        log = []
+        shots = client.matte_shot(FRAMES, Reader(shot, log=log), keys=KEYS)
+        assert next(shots)[0] == FRAMES[0]
+        shots.close()  # the caller stops early
+        wait_for(lambda: cancelled(client) == before + 2, "the server to cancel the abandoned shot")
+        status = client.status()
+        assert not status["running"] and status["bytes_held"] == 0
+        assert max(f for _, f in log) < FRAMES[-1]  # stopped mid-shot: the last frames were never read
+
+
+def test_another_owner_can_neither_feed_frames_nor_attach(server, shot):
+    with Client(server.endpoint) as owner, Client(server.endpoint) as stranger:
+        stranger.hello()
+        answers = []
+
+        def intrude(frame, inputs):
+            if frame == FRAMES[0]:
+                job_id = next(iter(owner._jobs))
+                image = protocol.Buffer.from_array("image", inputs["image"])
+                stranger._send(stranger._owned({"op": protocol.FRAME, "id": job_id, "frame": frame,
+                                                "buffers": [image.describe()]}), [image.data])
+                wait_for(lambda: job_id in stranger._replies or stranger._pump(0.1), "the refusal")
+                answers.append(stranger._replies.pop(job_id))
+                with pytest.raises(JobFailed) as attached:
+                    stranger.attach(job_id).result(timeout=WAIT)
+                answers.append({"code": attached.value.code})
+            return inputs
+
+        frames = [frame for frame, _ in owner.matte_shot(FRAMES[:4], Reader(shot, keys=(1001,), change=intrude),
+                                                         keys=(1001,))]
+    assert [a["code"] for a in answers] == ["unknown_job", "unknown_job"]
+    assert frames == FRAMES[:4]  # the owner's shot went on undisturbed
+
+
+@pytest.mark.parametrize("change, code, field", [
+    (lambda frame, inputs: dict(inputs, image=inputs["image"][:-2]) if frame == 1003 else inputs,
+     "shape_mismatch", "buffers.0.shape"),
+    (lambda frame, inputs: dict(inputs, mask=np.ones(inputs["image"].shape[:2], np.float32))
+     if frame == 1002 else inputs, "bad_field", "buffers.1.name"),
+], ids=["wrong shape", "guidance on a frame that is not a key"])
+def test_a_bad_frame_fails_the_shot_naming_the_field(server, shot, change, code, field):
+    with Client(server.endpoint) as client:
+        with pytest.raises(JobFailed) as failed:
+            list(client.matte_shot(FRAMES, Reader(shot, change=change), keys=KEYS))
+        assert failed.value.code == code and failed.value.field == field
+        assert "frame 100" in failed.value.message
+        wait_for(lambda: client.status()["bytes_held"] == 0, "the failed shot to free its frames")
+
+
+@pytest.mark.parametrize("shot_map, params, field", [
+    ({"first": 1, "last": 10, "step": 2}, {}, "shot.last"),
+    ({"first": 1, "last": 9, "step": 2, "keys": [4]}, {}, "shot.keys.0"),
+    ({"first": 1, "last": 9, "keys": [5, 3]}, {}, "shot.keys"),
+    ({"first": 1, "last": 9, "radius": 9}, {}, "shot.radius"),
+    ({"first": 1, "last": 9, "length": 9}, {}, "shot.length"),
+    ({"first": 1}, {}, "shot.last"),
+    ({"first": 1, "last": 9}, {"engine": "passthrough"}, "params.engine"),
+    ({"first": 1, "last": 9}, {"roi": [0, 0, 4, 4]}, "params.roi"),
+], ids=["last off the step", "key outside", "keys not ascending", "radius", "unknown field", "no last", "engine",
+        "roi"])
+def test_a_bad_shot_request_is_refused_naming_the_field(server, shot_map, params, field):
+    with Client(server.endpoint) as client:
+        client.hello()
+        client._send(client._owned({"op": protocol.MATTE, "id": "bad-shot", "client": client.client_id,
+                                    "buffers": [], "params": params, protocol.SHOT: shot_map}))
+        wait_for(lambda: "bad-shot" in client._replies or client._pump(0.1), "the refusal")
+        reply = client._replies.pop("bad-shot")
+    assert reply["op"] == "error" and reply["code"] == "bad_field" and reply["field"] == field, reply
+
+
+def test_the_client_checks_its_shot_before_sending(server, shot):
+    with Client(server.endpoint) as client:
+        with pytest.raises(JobFailed) as failed:
+            list(client.matte_shot([1, 2, 4], Reader(shot)))
+        assert failed.value.field == "frames"
+        with pytest.raises(JobFailed) as failed:
+            list(client.matte_shot([1, 2, 3], Reader(shot), keys=[7]))
+        assert failed.value.field == "shot.keys.0"
+
+
+def test_frames_held_count_against_the_owners_byte_budget(tmp_path, shot):
+    """Each frame is 36,864 bytes; five are held before the first result, over a 100,000-byte budget."""
+    server = ServerProcess(tmp_path, "--max-bytes-per-client", "100000", state_dir="none")
+    try:
+        with Client(server.endpoint) as client:
+            with pytest.raises(JobFailed) as failed:
+                list(client.matte_shot(FRAMES, Reader(shot), keys=KEYS))
+            assert failed.value.code == "over_budget" and failed.value.field == "buffers"
+            assert "max_bytes_per_client" in failed.value.message
+            wait_for(lambda: client.status()["bytes_held"] == 0, "the refused shot to free its frames")
+    finally:
+        server.stop()
+
+
+def start_shot(client, shot, job_id):
+    """Submit a shot with one key by hand, answer the first need, and wait for the second: -> the ShotJob (the
+    server then holds frame 1001 and waits for the next)."""
+    client.hello()
+    job = ShotJob(client, job_id, FRAMES)
+    client._jobs[job.id] = job
+    client._send(client._owned({"op": protocol.MATTE, "id": job.id, "client": client.client_id, "buffers": [],
+                                "params": {"engine": "classical"},
+                                protocol.SHOT: {"first": FRAMES[0], "last": FRAMES[-1], "keys": [1001]}}))
+    wait_for(lambda: job.needs or client._pump(0.1), "the first need")
+    client._send_frame(job, job.needs.pop(0), Reader(shot, keys=(1001,))(1001))
+    wait_for(lambda: job.needs or client._pump(0.1), "the second need")
+    return job
+
+
+def test_a_shot_is_not_kept_across_a_restart_and_its_client_hears_job_lost(tmp_path, shot):
+    state = tmp_path / "state"
+    first = ServerProcess(tmp_path, state_dir=state)
+    with Client(first.endpoint) as client:
+        assert [f for f, _ in client.matte_shot(FRAMES[:3], Reader(shot, keys=()), radius=0)] == FRAMES[:3]
+        assert not list((state / "running").glob("*")), "a finished shot left a run marker in the job store"
+        job = start_shot(client, shot, "restarted-shot")
+        assert first.stop() == 0
+        assert not list((state / "running").glob("*")), "a shot job left a run marker in the job store"
+        second = ServerProcess(tmp_path, state_dir=state)
+        try:
+            with Client(second.endpoint, owner_key=client.owner_key) as again:
+                lost = ShotJob(again, job.id, FRAMES)
+                again._jobs[lost.id] = lost
+                lost._attach()
+                with pytest.raises(JobFailed) as failed:
+                    lost.result(timeout=WAIT)
+            assert failed.value.code == "job_lost"
+        finally:
+            second.stop()
+
+
+def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, shot):
+    server = ServerProcess(tmp_path, "--shot-timeout", "2", state_dir="none")
+    try:
+        client = Client(server.endpoint)
+        job = start_shot(client, shot, "vanishing-shot")
+        with Client(server.endpoint, owner_key=client.owner_key) as watcher:
+            assert watcher.status()["bytes_held"] > 0  # frame 1001 is held for the walk
+            client.close()  # gone without a word
+            # (status is not about the job: an attach would be the owner's word and keep the shot waiting)
+            wait_for(lambda: watcher.status()["jobs"].get("failed") == 1, "the shot to time out")
+            with pytest.raises(JobFailed) as failed:
+                watcher.attach(job.id).result(timeout=WAIT)
+            assert failed.value.code == "frame_timeout"
+            status = watcher.status()
+            assert status["bytes_held"] == 0 and not status["running"] and server.alive()
+    finally:
+        server.stop()
