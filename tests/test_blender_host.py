@@ -102,6 +102,47 @@ def test_matte_matches_server_output_exactly_and_renders(blender_python, tmp_pat
     assert result["render_rgb_diff"] < 1e-6
 
 
+def test_result_is_laid_out_beside_the_graph_wired_and_viewed(blender_python, tmp_path, mattebox_server):
+    """Issue 19: the group went over the Composite node at fixed coordinates, with Use Nodes off (4.x) Set Alpha's
+    wire looped back under it, and nothing was visible. Now: below the existing nodes, left of the output, wires
+    running left to right, into the output and a Viewer, backdrop on."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        scene = bpy.context.scene
+        four = not hasattr(scene, "compositing_node_group")
+        if four:
+            scene.use_nodes = False  # the 4.x default: Use Nodes off, no tree yet
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        tree, _ = ext.blender_io.scene_compositor(scene, create=False)
+        def rect(n):  # left, top, right, bottom (y grows upwards; nothing is drawn, so a nominal height)
+            return (n.location.x, n.location.y, n.location.x + n.width,
+                    n.location.y - (n.dimensions.y or ext.blender_io.NODE_HEIGHT))
+        ours = tree.nodes["Mattebox Matte"]
+        def apart(n):
+            a, b = rect(n), rect(ours)
+            return a[0] >= b[2] or a[2] <= b[0] or a[3] >= b[1] or a[1] <= b[3]
+        final = ext.blender_io._final_output(tree)
+        viewers = [n for n in tree.nodes if n.bl_idname == "CompositorNodeViewer"]
+        backdrops = [sp.show_backdrop for sc in bpy.data.screens for a in sc.areas for sp in a.spaces
+                     if sp.type == "NODE_EDITOR" and sp.tree_type == "CompositorNodeTree"]
+        RESULT = {"error": error, "use_nodes": scene.use_nodes if four else True,
+                  "overlaps": [n.name for n in tree.nodes if n != ours and not apart(n)],
+                  "backward_links": [(l.from_node.name, l.to_node.name) for l in tree.links
+                                     if l.from_node.location.x >= l.to_node.location.x],
+                  "output_from": [l.from_node.bl_idname for l in final.links],
+                  "viewer_from": [l.from_node.bl_idname for v in viewers for l in v.inputs[0].links],
+                  "left_of_output": rect(ours)[2] < final.node.location.x, "backdrops": backdrops}
+    ''', endpoint=mattebox_server)
+    assert result["error"] is None
+    assert result["use_nodes"]
+    assert result["overlaps"] == []
+    assert result["backward_links"] == []  # no wire loops back under a node
+    assert result["output_from"] == ["CompositorNodeSetAlpha"]  # Render Layers -> Composite replaced on 4.x
+    assert result["viewer_from"] == ["CompositorNodeSetAlpha"]
+    assert result["left_of_output"]
+    assert result["backdrops"] and all(result["backdrops"])
+
+
 def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_path, mattebox_server):
     result = run_blender(blender_python, tmp_path, '''
         s, plate, inside = setup_scene(ARGS["endpoint"])
