@@ -281,11 +281,70 @@ def test_mismatched_frame_sizes_name_the_input(blender_python, tmp_path, mattebo
 
 def test_server_error_message_reaches_the_report(blender_python, tmp_path, mattebox_server):
     result = run_blender(blender_python, tmp_path, '''
-        setup_scene(ARGS["endpoint"], engine="no-such-engine")
-        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
-        RESULT = {"error": error}
+        setup_scene(ARGS["endpoint"])
+        # the menu offers only engines a server listed; an engine name from elsewhere comes in by the farm path
+        run = ext.scene_run.SceneRun.from_preferences(bpy.context.scene, helpers.use_server(ARGS["endpoint"]),
+                                                      engine="no-such-engine")
+        run.wait(timeout=60)
+        reports = []
+        ext.operators.finish_run(run, lambda kind, text: reports.append(text))
+        RESULT = {"error": reports[-1]}
     ''', endpoint=mattebox_server)
     assert "no-such-engine" in result["error"] and "[unknown_engine]" in result["error"]
+
+
+def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender_python, tmp_path, server_process,
+                                                                         monkeypatch):
+    """Issue 19: Engine was a free-text field. Before any server answers it offers the built-in engines; after a
+    handshake, the server's (one missing its weights says how to get them)."""
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    endpoint = server_process().endpoint
+    result = run_blender(blender_python, tmp_path, '''
+        s = bpy.context.scene.mattebox
+        helpers.use_server(ARGS["endpoint"])
+        def menu(name):
+            return {i[0]: (i[1], i[2]) for i in getattr(ext.properties, name + "_items")(s, bpy.context)}
+        def settable(value):
+            try:
+                s.engine = value
+                return s.engine == value
+            except TypeError:
+                return False
+        before = menu("engine")
+        before_slow = settable("test-slow")
+        bpy.ops.mattebox.check_server()
+        after = menu("engine")
+        RESULT = {"before": sorted(before), "before_slow": before_slow, "after": after,
+                  "after_slow": settable("test-slow"), "quality": sorted(menu("quality")),
+                  "default_quality": s.quality}
+    ''', endpoint=endpoint)
+    assert result["before"] == ["auto", "classical", "classical-pair", "passthrough"]
+    assert not result["before_slow"] and result["after_slow"]
+    assert {"auto", "classical", "passthrough", "test-slow"} <= set(result["after"])
+    missing = {name: text for name, text in result["after"].items() if "(not installed)" in text[0]}
+    assert missing, result["after"]  # learned engines without weights stay listed ...
+    assert all("mattebox models" in description for _, description in missing.values())  # ... with the command
+    assert result["quality"] == ["balanced", "best", "fast"] and result["default_quality"] == "balanced"
+
+
+def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_process):
+    """Issue 19: a re-run served from the cache reported success with the server down."""
+    server = server_process()
+    snippet = '''
+        setup_scene(ARGS["endpoint"], engine="passthrough")
+        runs = []
+        run_once(runs)
+        RESULT = {"run": runs[-1], "status": bpy.context.window_manager.mattebox_status.text,
+                  "images": sorted(i.name for i in bpy.data.images)}
+    '''
+    first = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
+    assert first["run"]["computed"] == [1] and "server not reachable" not in first["run"]["report"]
+    server.stop()
+    again = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
+    assert again["run"]["state"] == "finished" and again["run"]["reused"] == [1]
+    assert "1 frame(s) from cache; server not reachable: mattebox:" in again["run"]["report"]
+    assert again["status"] == again["run"]["report"]  # the panel's status line says it too
+    assert "Matte Alpha" in again["images"]
 
 
 def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):

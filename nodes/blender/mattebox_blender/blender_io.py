@@ -243,11 +243,19 @@ def write_results(directory: str, frame: int, result, kinds=tuple(core.RESULT_KI
     return paths
 
 
+def unsaved_output(settings) -> bool:
+    """True when the output folder is relative to a .blend that has not been saved: it has no folder yet."""
+    return (settings.output_dir or "//mattebox/").startswith("//") and not bpy.data.filepath
+
+
 def output_directory(settings) -> str:
-    """The folder for result files: the setting (// = next to the .blend), else the temp folder for unsaved files."""
+    """The folder for result files: the setting (// = next to the .blend), ``<Name>`` inside it. For an unsaved
+    .blend the // part is the temporary folder instead (Preferences > File Paths, else the system's; not
+    Blender's per-session folder, which is deleted when Blender quits), and the report and panel say so."""
     text = settings.output_dir or "//mattebox/"
-    if text.startswith("//") and not bpy.data.filepath:
-        text = os.path.join(bpy.app.tempdir or tempfile.gettempdir(), "mattebox", text[2:])
+    if unsaved_output(settings):
+        base = bpy.context.preferences.filepaths.temporary_directory or tempfile.gettempdir()
+        text = os.path.join(base, text[2:])
     return os.path.join(os.path.normpath(bpy.path.abspath(text)), settings.name)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import blender_io, operators
 
 
 class MATTEBOX_PT_matte(bpy.types.Panel):
@@ -36,7 +36,9 @@ class MATTEBOX_PT_matte(bpy.types.Panel):
         if settings.mask is not None:
             layout.prop(settings, "mask_channel")
         layout.prop(settings, "clean_plate")
-        layout.prop(settings, "engine")
+        row = layout.row(align=True)
+        row.prop(settings, "engine")
+        row.operator("mattebox.check_server", text="", icon="FILE_REFRESH")
         layout.prop(settings, "quality")
         layout.prop(settings, "band_width")
         row = layout.row(heading="Frame Range")
@@ -47,6 +49,10 @@ class MATTEBOX_PT_matte(bpy.types.Panel):
         layout.prop(settings, "output_dir")
         layout.prop(settings, "name")
         layout.use_property_split = False
+        if blender_io.unsaved_output(settings):
+            layout.label(text=f"Unsaved .blend: results go to {blender_io.output_directory(settings)}", icon="INFO")
+        if status.text and operators.active_run() is None:
+            layout.label(text=status.text)  # how the last run ended
         if operators.active_run() is not None:
             layout.progress(factor=status.progress, type="BAR", text=status.text or "Mattebox")
             layout.operator("mattebox.cancel", icon="CANCEL")
