@@ -607,3 +607,28 @@ def test_check_server_uses_the_client_config(blender_python, tmp_path, mattebox_
         RESULT = {"status": sorted(bpy.ops.mattebox.check_server())}
     ''', endpoint=mattebox_server)
     assert result["status"] == ["FINISHED"]
+
+
+def test_unsaved_blend_results_go_to_a_named_temporary_folder(blender_python, tmp_path, mattebox_server):
+    """Issue 19: an unsaved .blend's results went to Blender's per-session temp folder (deleted on quit) as
+    .../mattebox/mattebox/..., without a word. Saved files keep the folder next to the .blend."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        s.output_dir = "//mattebox/"
+        bpy.context.preferences.filepaths.temporary_directory = os.path.join(os.getcwd(), "tmp")
+        runs = []
+        unsaved_dir = ext.blender_io.output_directory(s)
+        run_once(runs)
+        os.makedirs("saved")
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.getcwd(), "saved", "shot.blend"))
+        saved_dir = ext.blender_io.output_directory(s)
+        run_once(runs)
+        RESULT = {"runs": runs, "unsaved_dir": unsaved_dir, "saved_dir": saved_dir,
+                  "files": sorted(os.listdir(unsaved_dir))}
+    ''', endpoint=mattebox_server)
+    assert result["unsaved_dir"] == str(tmp_path / "tmp" / "mattebox" / "Matte")
+    assert "alpha_0001.exr" in result["files"]
+    unsaved, saved = (run["report"] for run in result["runs"])
+    assert f"files in {result['unsaved_dir']} (the .blend is not saved yet" in unsaved
+    assert result["saved_dir"] == str(tmp_path / "saved" / "mattebox" / "Matte")
+    assert f"files in {result['saved_dir']}" in saved and "not saved" not in saved
