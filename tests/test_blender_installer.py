@@ -32,16 +32,17 @@ def test_python_for_blender_versions():
         installer.python_for_blender("latest")
 
 
-@pytest.mark.parametrize("version, python", [("4.3.2", "3.13"), ("4.3.2", "3.11"), ("5.0.1", "3.11")])
-def test_probe_asks_the_blender_binary_for_its_python(tmp_path, version, python):
-    """A distribution's Blender 4.3 runs the system Python 3.13, the official 4.3 build its own 3.11: the same
-    version, different wheels, so the installer must ask the binary (issue 19)."""
-    blender = write_fake_blender(tmp_path, version, python)
-    assert installer.probe_blender(blender) == (version, python)
-    assert installer.resolve_target(blender) == (blender, version, python)
+@pytest.mark.parametrize("version, python, numpy", [("4.3.2", "3.13", False), ("4.3.2", "3.11", True),
+                                                    ("5.0.1", "3.11", True)])
+def test_probe_asks_the_blender_binary_for_its_python(tmp_path, version, python, numpy):
+    """A distribution's Blender 4.3 runs the system Python 3.13 (and Debian's has no numpy), the official 4.3 build
+    its own 3.11 with numpy: the same version, different wheels, so the installer must ask the binary (issue 19)."""
+    blender = write_fake_blender(tmp_path, version, python, numpy=numpy)
+    assert installer.probe_blender(blender) == (version, python, numpy)
+    assert installer.resolve_target(blender) == (blender, version, python, not numpy)
     # given values win over the probe; without an executable the official builds' table is the fallback
-    assert installer.resolve_target(blender, "4.3", "3.12")[1:] == ("4.3", "3.12")
-    assert installer.resolve_target(str(tmp_path / "none"), "4.3")[1:] == ("4.3", "3.11")
+    assert installer.resolve_target(blender, "4.3", "3.12")[1:3] == ("4.3", "3.12")
+    assert installer.resolve_target(str(tmp_path / "none"), "4.3")[1:] == ("4.3", "3.11", False)
 
 
 def test_probe_failures_say_what_went_wrong(tmp_path):
@@ -59,13 +60,13 @@ def test_probe_failures_say_what_went_wrong(tmp_path):
         installer.resolve_target(None, "4.3", "py3")
 
 
-@pytest.mark.parametrize("python", ["3.13", "3.11"])
-def test_install_bundles_wheels_for_the_python_blender_reports(tmp_path, monkeypatch, wheel_cache, python):
-    """`mattebox install blender` for Debian's 4.3 (3.13) and the official 4.3 (3.11); doctor agrees with it and
-    fails a copy built for the other Python."""
+@pytest.mark.parametrize("python, numpy", [("3.13", False), ("3.11", True)])
+def test_install_bundles_wheels_for_the_python_blender_reports(tmp_path, monkeypatch, wheel_cache, python, numpy):
+    """`mattebox install blender` for Debian's 4.3 (3.13, no numpy) and the official 4.3 (3.11, numpy); doctor
+    agrees with it and fails a copy built for the other Python."""
     monkeypatch.setenv("BLENDER_USER_RESOURCES", str(tmp_path / "user"))
     monkeypatch.setenv("MATTEBOX_CONFIG", str(tmp_path / "client.json"))
-    blender = write_fake_blender(tmp_path, "4.3.2", python)
+    blender = write_fake_blender(tmp_path, "4.3.2", python, numpy=numpy)
     try:
         how = installer.install(blender=blender, wheel_dir=wheel_cache, write_config=False)
     except RuntimeError as exc:
@@ -75,7 +76,8 @@ def test_install_bundles_wheels_for_the_python_blender_reports(tmp_path, monkeyp
     assert f"Blender 4.3.2 (Python {python})" in how
     manifest = installer.installed_manifest("4.3.2")
     wheels = tomllib.loads(manifest)["wheels"]
-    assert sorted(w.split("/")[-1].split("-")[0] for w in wheels) == ["msgpack", "pyzmq"]
+    bundled = ["msgpack", "pyzmq"] if numpy else ["msgpack", "numpy", "pyzmq"]
+    assert sorted(w.split("/")[-1].split("-")[0] for w in wheels) == bundled
     assert all(installer.wheel_fits(w.split("/")[-1], python) for w in wheels)
     checks = installer.doctor(blender=blender, endpoint="tcp://127.0.0.1:9")
     assert (True, f"Blender 4.3.2 at {blender}, running Python {python}") in checks

@@ -2,13 +2,14 @@
 
 The zip holds nodes/blender/mattebox_blender, a copy of the client package (mattebox_plugin, imported relatively by
 the extension) and pyzmq/msgpack wheels for the target Blender's own Python, asked of the Blender executable (a
-distribution's Blender runs the system Python, e.g. 3.13 for Debian's Blender 4.3); without an executable the
-official builds' Python is assumed (cp311 for Blender 4.2–5.0, cp313 for 5.1 and later). ``blender_manifest.toml``
-gets the ``platforms`` and ``wheels`` lists of the build. Installing goes through Blender's own command line
-(``blender --command extension install-file``) when a Blender executable is known, else the extension is unpacked
-into the user extension repository and enabled from Preferences (Blender installs the wheels when it enables the
-extension); that copy records its files in ``mattebox-install.json``, and uninstall removes only those (Blender's
-own ``extension remove`` removes what Blender installed). Standard library only.
+distribution's Blender runs the system Python, e.g. 3.13 for Debian's Blender 4.3, and may lack numpy, whose wheel
+is then bundled too); without an executable the official builds' Python is assumed (cp311 for Blender 4.2–5.0, cp313
+for 5.1 and later). ``blender_manifest.toml`` gets the ``platforms`` and ``wheels`` lists of the build. Installing
+goes through Blender's own command line (``blender --command extension install-file``) when a Blender executable is
+known, else the extension is unpacked into the user extension repository and enabled from Preferences (Blender
+installs the wheels when it enables the extension); that copy records its files in ``mattebox-install.json``, and
+uninstall removes only those (Blender's own ``extension remove`` removes what Blender installed). Standard library
+only.
 
     python -m mattebox_installers.blender build --out dist/ [--blender-version 5.0] [--python 3.11] [--platform ...]
     python -m mattebox_installers.blender install [--blender /path/to/blender] [--blender-version 5.0] [--python 3.11]
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from . import common
 
@@ -39,8 +40,9 @@ MANIFEST = "mattebox-install.json"
 EXCLUDE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.zip")
 #: what :func:`probe_blender` runs inside Blender; the marker finds its line among Blender's own output
 PROBE_MARKER = "MATTEBOX_PROBE"
-PROBE_CODE = ("import sys, bpy; print('%s blender=%%s python=%%d.%%d' %% "
-              "('.'.join(map(str, bpy.app.version)), sys.version_info[0], sys.version_info[1]))" % PROBE_MARKER)
+PROBE_CODE = ("import sys, bpy, importlib.util; print('%s blender=%%s python=%%d.%%d numpy=%%d' %% "
+              "('.'.join(map(str, bpy.app.version)), sys.version_info[0], sys.version_info[1], "
+              "importlib.util.find_spec('numpy') is not None))" % PROBE_MARKER)
 #: seconds a Blender gets to start, answer the probe and quit
 PROBE_TIMEOUT = 120.0
 
@@ -92,10 +94,20 @@ def find_blender(explicit: Optional[str] = None) -> Optional[str]:
     return None
 
 
-def probe_blender(blender: str, timeout: float = PROBE_TIMEOUT) -> Tuple[str, str]:
-    """(Blender version, Python version), e.g. ('4.3.2', '3.13'), asked of the executable itself: it runs
-    :data:`PROBE_CODE` in the background with factory settings (no user add-ons or startup file). Raises
-    RuntimeError saying what went wrong (not runnable, no answer in ``timeout`` s, no probe line in its output)."""
+class Target(NamedTuple):
+    """The Blender an extension is built for."""
+
+    blender: Optional[str]  #: its executable, None when none was found
+    version: str  #: e.g. '4.3.2'
+    python: str  #: the Python it runs, e.g. '3.13'
+    bundle_numpy: bool  #: it has no numpy (Debian's Blender does not depend on python3-numpy): bundle a wheel
+
+
+def probe_blender(blender: str, timeout: float = PROBE_TIMEOUT) -> Tuple[str, str, bool]:
+    """(Blender version, Python version, whether numpy imports), e.g. ('4.3.2', '3.13', False), asked of the
+    executable itself: it runs :data:`PROBE_CODE` in the background with factory settings (no user add-ons or
+    startup file). Raises RuntimeError saying what went wrong (not runnable, no answer in ``timeout`` s, no probe
+    line in its output)."""
     argv = [blender, "--background", "--factory-startup", "--python-exit-code", "1", "--python-expr", PROBE_CODE]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -104,29 +116,31 @@ def probe_blender(blender: str, timeout: float = PROBE_TIMEOUT) -> Tuple[str, st
                            f"Python; give --blender-version and --python instead") from None
     except OSError as exc:
         raise RuntimeError(f"cannot run {blender}: {exc}") from None
-    match = re.search(rf"^{PROBE_MARKER} blender=(\d+\.\d+(?:\.\d+)?) python=(\d+\.\d+)\s*$",
+    match = re.search(rf"^{PROBE_MARKER} blender=(\d+\.\d+(?:\.\d+)?) python=(\d+\.\d+) numpy=([01])\s*$",
                       proc.stdout, re.M)
     if not match:
         output = (proc.stdout[-400:] + " " + proc.stderr[-400:]).strip()
         raise RuntimeError(f"{blender} did not report its version and Python (exit status {proc.returncode}); "
                            f"is it Blender 4.2 or later? Its output: {output or '(none)'}")
-    return match.group(1), match.group(2)
+    return match.group(1), match.group(2), match.group(3) == "1"
 
 
 def resolve_target(blender: Optional[str], blender_version: Optional[str] = None,
-                   python_version: Optional[str] = None) -> Tuple[Optional[str], str, str]:
-    """(executable or None, Blender version, its Python) for an install: given values win, the rest is asked of
-    the executable (``--blender``, ``$BLENDER`` or ``blender`` on PATH), else the official builds' defaults."""
+                   python_version: Optional[str] = None) -> Target:
+    """The Blender to build for: given values win, the rest is asked of the executable (``--blender``,
+    ``$BLENDER`` or ``blender`` on PATH), else the official builds' defaults (which bundle numpy)."""
     blender = find_blender(blender)
-    if blender and not (blender_version and python_version):
-        probed_version, probed_python = probe_blender(blender)
+    bundle_numpy = False
+    if blender:
+        probed_version, probed_python, has_numpy = probe_blender(blender)
         blender_version = blender_version or probed_version
         python_version = python_version or probed_python
+        bundle_numpy = not has_numpy
     blender_version = blender_version or DEFAULT_BLENDER_VERSION
     python_version = python_version or python_for_blender(blender_version)
     if not re.match(r"^3\.\d+$", python_version):
         raise ValueError(f"python: expected a version such as 3.11, got {python_version!r}")
-    return blender, blender_version, python_version
+    return Target(blender, blender_version, python_version, bundle_numpy)
 
 
 def user_extensions_dir(blender_version: str, repo: str = DEFAULT_REPO) -> Path:
@@ -170,9 +184,10 @@ def manifest_version(text: str) -> str:
 
 
 def build(out_dir: Path, blender_version: str = DEFAULT_BLENDER_VERSION, platforms: Optional[Sequence[str]] = None,
-          wheel_dir: Optional[Path] = None, python_version: Optional[str] = None) -> List[Path]:
+          wheel_dir: Optional[Path] = None, python_version: Optional[str] = None,
+          bundle_numpy: bool = False) -> List[Path]:
     """One extension zip per platform in ``out_dir``, with wheels for ``python_version`` (default: what an
-    official ``blender_version`` bundles); returns their paths.
+    official ``blender_version`` bundles), numpy's too with ``bundle_numpy``; returns their paths.
 
     ``wheel_dir`` reuses already downloaded wheels (a folder per Python and platform is made inside it)."""
     python_version = python_version or python_for_blender(blender_version)
@@ -189,7 +204,9 @@ def build(out_dir: Path, blender_version: str = DEFAULT_BLENDER_VERSION, platfor
             shutil.copytree(SOURCE, stage, ignore=EXCLUDE)
             common.copy_plugin_package(stage)
             cache = Path(wheel_dir or Path(tmp) / "wheel-cache") / f"cp{python_version.replace('.', '')}-{platform}"
-            wheels = common.vendor_wheels(cache, python_version=python_version, platform=platform)
+            requirements = common.CLIENT_REQUIREMENTS + (("numpy",) if bundle_numpy else ())
+            wheels = common.vendor_wheels(cache, python_version=python_version, platform=platform,
+                                          requirements=requirements)
             (stage / "wheels").mkdir()
             for wheel in wheels:
                 shutil.copy2(wheel, stage / "wheels" / wheel.name)
@@ -215,10 +232,11 @@ def install(blender: Optional[str] = None, blender_version: Optional[str] = None
             repo: str = DEFAULT_REPO, endpoint: Optional[str] = None, write_config: bool = True,
             wheel_dir: Optional[Path] = None, python_version: Optional[str] = None) -> str:
     """Install (replacing an older copy) and return a sentence saying how and where."""
-    blender, version, python_version = resolve_target(blender, blender_version, python_version)
+    blender, version, python_version, bundle_numpy = resolve_target(blender, blender_version, python_version)
     with tempfile.TemporaryDirectory(prefix="mattebox-blender-zip-") as tmp:
         if zip_path is None:
-            zip_path = build(Path(tmp), version, wheel_dir=wheel_dir, python_version=python_version)[0]
+            zip_path = build(Path(tmp), version, wheel_dir=wheel_dir, python_version=python_version,
+                             bundle_numpy=bundle_numpy)[0]
         if blender:
             code, output = _run_blender(blender, ["install-file", "--repo", repo, "--enable", str(zip_path)])
             if code != 0:
@@ -271,7 +289,7 @@ def doctor(blender: Optional[str] = None, blender_version: Optional[str] = None,
     checks: List[Tuple[bool, str]] = []
     found = find_blender(blender)
     try:
-        _, version, python_version = resolve_target(found, blender_version, python_version)
+        _, version, python_version, _ = resolve_target(found, blender_version, python_version)
         if found:
             checks.append((True, f"Blender {version} at {found}, running Python {python_version}"))
         else:
@@ -338,8 +356,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
     args = parser.parse_args(argv)
     try:
         if args.action == "build":
-            _, version, python_version = resolve_target(args.blender, args.blender_version, args.python_version)
-            for path in build(args.out, version, args.platform, python_version=python_version):
+            target = resolve_target(args.blender, args.blender_version, args.python_version)
+            for path in build(args.out, target.version, args.platform, python_version=target.python,
+                              bundle_numpy=target.bundle_numpy):
                 print(path)
         elif args.action == "install":
             print(install(args.blender, args.blender_version, args.zip, args.repo, args.endpoint,

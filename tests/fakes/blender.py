@@ -4,8 +4,9 @@ official build (Python 3.11 in 4.2-5.0) or a Linux distribution's (Debian's 4.3 
 It prints Blender-like chatter around what it is asked, runs ``--python-expr`` code for real (with a ``bpy``
 whose ``app.version`` and a ``sys.version_info`` set to the fake's), and for ``--command extension install-file
 ... ZIP`` unpacks the zip into ``$BLENDER_USER_RESOURCES/extensions/REPO/ID`` as Blender does. Configured by
-environment: FAKE_BLENDER_VERSION ("4.3.2"), FAKE_BLENDER_PYTHON ("3.13"), FAKE_BLENDER_HANG (seconds to hang
-before answering). Made executable by :func:`write_fake_blender`.
+environment: FAKE_BLENDER_VERSION ("4.3.2"), FAKE_BLENDER_PYTHON ("3.13"), FAKE_BLENDER_NUMPY ("0": numpy does
+not import, as in Debian's Blender without python3-numpy), FAKE_BLENDER_HANG (seconds to hang before answering).
+Made executable by :func:`write_fake_blender`.
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import zipfile
 from pathlib import Path
 
 
-def write_fake_blender(folder: Path, version: str, python: str, hang: float = 0.0) -> str:
+def write_fake_blender(folder: Path, version: str, python: str, numpy: bool = True, hang: float = 0.0) -> str:
     """An executable ``folder/blender`` that is this fake with that version and Python; returns its path."""
     script = Path(folder) / "blender"
     script.write_text(f"#!/bin/sh\nFAKE_BLENDER_VERSION={version} FAKE_BLENDER_PYTHON={python} "
-                      f"FAKE_BLENDER_HANG={hang} exec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
+                      f"FAKE_BLENDER_NUMPY={int(numpy)} FAKE_BLENDER_HANG={hang} "
+                      f"exec {sys.executable} {Path(__file__).resolve()} \"$@\"\n")
     script.chmod(0o755)
     return str(script)
 
@@ -47,6 +49,8 @@ def main(args) -> int:
         bpy.app = types.SimpleNamespace(version=version)
         sys.modules["bpy"] = bpy
         sys.version_info = python + (0, "final", 0)
+        if os.environ.get("FAKE_BLENDER_NUMPY") == "0":
+            sys.modules["numpy"] = None  # find_spec says None, import fails: not installed
         exec(args[args.index("--python-expr") + 1], {"__name__": "__main__"})
     elif args[:3] == ["--command", "extension", "install-file"]:
         return _install_file(args)
