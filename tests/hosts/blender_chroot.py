@@ -7,6 +7,7 @@ and stays small. About 1.5 GB; needs root, ``debootstrap`` and a Debian mirror, 
 
     python tests/hosts/blender_chroot.py build      # build or reuse; prints the root
     python tests/hosts/blender_chroot.py run -- blender --version
+    python tests/hosts/blender_chroot.py run --bind /tmp/work -- blender ...   # /tmp/work visible inside too
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build the root unless a matching one is cached")
     run = sub.add_parser("run", help="run a command inside the root")
+    run.add_argument("--bind", action="append", default=[], help="host folder to mount at the same path inside")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     try:
@@ -61,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(root)
             return 0
         command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-        result = gimp_chroot.run_in_chroot(command or ["sh"], root=root, timeout=3600)
+        result = gimp_chroot.run_in_chroot(command or ["sh"], root=root, timeout=3600, binds=args.bind)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
