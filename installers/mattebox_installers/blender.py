@@ -39,7 +39,7 @@ DEFAULT_BLENDER_VERSION = "5.0"
 MANIFEST = "mattebox-install.json"
 EXCLUDE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.zip")
 #: what :func:`probe_blender` runs inside Blender; the marker finds its line among Blender's own output
-PROBE_MARKER = "MATTEBOX_PROBE"
+PROBE_MARKER = "mattebox-probe:"
 PROBE_CODE = ("import sys, bpy, importlib.util; print('%s blender=%%s python=%%d.%%d numpy=%%d' %% "
               "('.'.join(map(str, bpy.app.version)), sys.version_info[0], sys.version_info[1], "
               "importlib.util.find_spec('numpy') is not None))" % PROBE_MARKER)
