@@ -314,9 +314,11 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
         before_slow = settable("test-slow")
         bpy.ops.mattebox.check_server()
         after = menu("engine")
-        RESULT = {"before": sorted(before), "before_slow": before_slow, "after": after,
-                  "after_slow": settable("test-slow"), "quality": sorted(menu("quality")),
-                  "default_quality": s.quality}
+        after_slow = settable("test-slow")
+        ext.connection.remember_engines({"engines": []})  # a later session that has reached no server yet
+        RESULT = {"before": sorted(before), "before_slow": before_slow, "after": after, "after_slow": after_slow,
+                  "quality": sorted(menu("quality")), "default_quality": s.quality,
+                  "unlisted": [s.engine, s.params()["engine"]]}
     ''', endpoint=endpoint)
     assert result["before"] == ["auto", "classical", "classical-pair", "passthrough"]
     assert not result["before_slow"] and result["after_slow"]
@@ -325,6 +327,7 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
     assert missing, result["after"]  # learned engines without weights stay listed ...
     assert all("mattebox models" in description for _, description in missing.values())  # ... with the command
     assert result["quality"] == ["balanced", "best", "fast"] and result["default_quality"] == "balanced"
+    assert result["unlisted"] == ["", "test-slow"]  # the choice is kept and sent, never silently 'auto'
 
 
 def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_process):

@@ -34,6 +34,14 @@ def engine_items(self, context):
     return _ITEMS["engine"]
 
 
+def _get_engine(self) -> int:
+    return core.enum_number(self.engine_name)
+
+
+def _set_engine(self, number: int) -> None:
+    self.engine_name = next((item[0] for item in _ITEMS["engine"] if item[3] == number), "auto")
+
+
 def quality_items(self, context):
     """The Quality menu: the presets the protocol allows."""
     try:
@@ -119,7 +127,10 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                                  description="Optional clean plate: the shot without the subject, same size as the "
                                              "image (a still is used for every frame; a sequence or movie gives "
                                              "the matted frame's own frame)")
-    engine: EnumProperty(name="Engine", items=engine_items, default=0,
+    #: the chosen engine's name, what is sent and saved: it survives a session whose menu does not list it yet
+    #: (no server reached), where the menu itself would read as empty
+    engine_name: StringProperty(name="Engine Name", default="auto", options={"HIDDEN"})
+    engine: EnumProperty(name="Engine", items=engine_items, get=_get_engine, set=_set_engine,
                          description="Engine of the server (Check Server refreshes the list); Auto lets it choose")
     quality: EnumProperty(name="Quality", items=quality_items, default=core.enum_number("balanced"),
                           description="The server's speed/quality preset")
@@ -132,7 +143,8 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                                description="Folder for the result EXR files (// = next to the .blend file)")
 
     def params(self) -> dict:
-        return {"engine": self.engine or "auto", "quality": self.quality or "balanced", "band_width": self.band_width}
+        return {"engine": self.engine_name or "auto", "quality": self.quality or "balanced",
+                "band_width": self.band_width}
 
     def frame_list(self, scene) -> list:
         return core.parse_frames(self.frames) if self.use_range else [scene.frame_current]
