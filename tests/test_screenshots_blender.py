@@ -4,15 +4,25 @@ panel, and no Python error in Blender's log. Skipped when the Blender root canno
 debootstrap); the first run builds it (minutes, ~1.4 GB, a Debian mirror and PyPI)."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import screenshots_blender
+from tests.hosts import blender_chroot, gimp_chroot, screenshots_blender
 
-pytestmark = pytest.mark.host
+
+def test_blender_root_is_a_root_of_its_own(tmp_path, monkeypatch):
+    """The GIMP root (built by `make test`) never gets Blender: each root's stamp names its own packages."""
+    monkeypatch.delenv("MATTEBOX_BLENDER_CHROOT", raising=False)
+    monkeypatch.setenv("MATTEBOX_CACHE", str(tmp_path / "cache"))
+    assert blender_chroot.default_root() == tmp_path / "cache" / "blender-trixie"
+    assert "blender" not in gimp_chroot.PACKAGES
+    (tmp_path / gimp_chroot.STAMP_NAME).write_text(json.dumps(gimp_chroot.stamp_for(blender_chroot.PACKAGES)))
+    assert gimp_chroot.is_ready(tmp_path, blender_chroot.PACKAGES)
+    assert not gimp_chroot.is_ready(tmp_path)  # not a GIMP root
 
 
 def test_python_error_lines_are_found():
@@ -21,6 +31,7 @@ def test_python_error_lines_are_found():
                                                       "Error: Python: oops"]
 
 
+@pytest.mark.host
 def test_gui_session_installs_mattes_and_logs_no_python_error():
     reason = screenshots_blender.unavailable_reason()
     if reason:
