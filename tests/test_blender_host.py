@@ -102,6 +102,47 @@ def test_matte_matches_server_output_exactly_and_renders(blender_python, tmp_pat
     assert result["render_rgb_diff"] < 1e-6
 
 
+def test_result_is_laid_out_beside_the_graph_wired_and_viewed(blender_python, tmp_path, mattebox_server):
+    """Issue 19: the group went over the Composite node at fixed coordinates, with Use Nodes off (4.x) Set Alpha's
+    wire looped back under it, and nothing was visible. Now: below the existing nodes, left of the output, wires
+    running left to right, into the output and a Viewer, backdrop on."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        scene = bpy.context.scene
+        four = not hasattr(scene, "compositing_node_group")
+        if four:
+            scene.use_nodes = False  # the 4.x default: Use Nodes off, no tree yet
+        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
+        tree, _ = ext.blender_io.scene_compositor(scene, create=False)
+        def rect(n):  # left, top, right, bottom (y grows upwards; nothing is drawn, so a nominal height)
+            return (n.location.x, n.location.y, n.location.x + n.width,
+                    n.location.y - (n.dimensions.y or ext.blender_io.NODE_HEIGHT))
+        ours = tree.nodes["Mattebox Matte"]
+        def apart(n):
+            a, b = rect(n), rect(ours)
+            return a[0] >= b[2] or a[2] <= b[0] or a[3] >= b[1] or a[1] <= b[3]
+        final = ext.blender_io._final_output(tree)
+        viewers = [n for n in tree.nodes if n.bl_idname == "CompositorNodeViewer"]
+        backdrops = [sp.show_backdrop for sc in bpy.data.screens for a in sc.areas for sp in a.spaces
+                     if sp.type == "NODE_EDITOR" and sp.tree_type == "CompositorNodeTree"]
+        RESULT = {"error": error, "use_nodes": scene.use_nodes if four else True,
+                  "overlaps": [n.name for n in tree.nodes if n != ours and not apart(n)],
+                  "backward_links": [(l.from_node.name, l.to_node.name) for l in tree.links
+                                     if l.from_node.location.x >= l.to_node.location.x],
+                  "output_from": [l.from_node.bl_idname for l in final.links],
+                  "viewer_from": [l.from_node.bl_idname for v in viewers for l in v.inputs[0].links],
+                  "left_of_output": rect(ours)[2] < final.node.location.x, "backdrops": backdrops}
+    ''', endpoint=mattebox_server)
+    assert result["error"] is None
+    assert result["use_nodes"]
+    assert result["overlaps"] == []
+    assert result["backward_links"] == []  # no wire loops back under a node
+    assert result["output_from"] == ["CompositorNodeSetAlpha"]  # Render Layers -> Composite replaced on 4.x
+    assert result["viewer_from"] == ["CompositorNodeSetAlpha"]
+    assert result["left_of_output"]
+    assert result["backdrops"] and all(result["backdrops"])
+
+
 def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_path, mattebox_server):
     result = run_blender(blender_python, tmp_path, '''
         s, plate, inside = setup_scene(ARGS["endpoint"])
@@ -240,11 +281,73 @@ def test_mismatched_frame_sizes_name_the_input(blender_python, tmp_path, mattebo
 
 def test_server_error_message_reaches_the_report(blender_python, tmp_path, mattebox_server):
     result = run_blender(blender_python, tmp_path, '''
-        setup_scene(ARGS["endpoint"], engine="no-such-engine")
-        error, _ = report_of(lambda: bpy.ops.mattebox.matte())
-        RESULT = {"error": error}
+        setup_scene(ARGS["endpoint"])
+        # the menu offers only engines a server listed; an engine name from elsewhere comes in by the farm path
+        run = ext.scene_run.SceneRun.from_preferences(bpy.context.scene, helpers.use_server(ARGS["endpoint"]),
+                                                      engine="no-such-engine")
+        run.wait(timeout=60)
+        reports = []
+        ext.operators.finish_run(run, lambda kind, text: reports.append(text))
+        RESULT = {"error": reports[-1]}
     ''', endpoint=mattebox_server)
     assert "no-such-engine" in result["error"] and "[unknown_engine]" in result["error"]
+
+
+def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender_python, tmp_path, server_process,
+                                                                         monkeypatch):
+    """Issue 19: Engine was a free-text field. Before any server answers it offers the built-in engines; after a
+    handshake, the server's (one missing its weights says how to get them)."""
+    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    endpoint = server_process().endpoint
+    result = run_blender(blender_python, tmp_path, '''
+        s = bpy.context.scene.mattebox
+        helpers.use_server(ARGS["endpoint"])
+        def menu(name):
+            return {i[0]: (i[1], i[2]) for i in getattr(ext.properties, name + "_items")(s, bpy.context)}
+        def settable(value):
+            try:
+                s.engine = value
+                return s.engine == value
+            except TypeError:
+                return False
+        before = menu("engine")
+        before_slow = settable("test-slow")
+        bpy.ops.mattebox.check_server()
+        after = menu("engine")
+        after_slow = settable("test-slow")
+        ext.connection.remember_engines({"engines": []})  # a later session that has reached no server yet
+        RESULT = {"before": sorted(before), "before_slow": before_slow, "after": after, "after_slow": after_slow,
+                  "quality": sorted(menu("quality")), "default_quality": s.quality,
+                  "unlisted": [s.engine, s.params()["engine"]]}
+    ''', endpoint=endpoint)
+    assert result["before"] == ["auto", "classical", "classical-pair", "passthrough"]
+    assert not result["before_slow"] and result["after_slow"]
+    assert {"auto", "classical", "passthrough", "test-slow"} <= set(result["after"])
+    missing = {name: text for name, text in result["after"].items() if "(not installed)" in text[0]}
+    assert missing, result["after"]  # learned engines without weights stay listed ...
+    assert all("mattebox models" in description for _, description in missing.values())  # ... with the command
+    assert result["quality"] == ["balanced", "best", "fast"] and result["default_quality"] == "balanced"
+    assert result["unlisted"] == ["", "test-slow"]  # the choice is kept and sent, never silently 'auto'
+
+
+def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_process):
+    """Issue 19: a re-run served from the cache reported success with the server down."""
+    server = server_process()
+    snippet = '''
+        setup_scene(ARGS["endpoint"], engine="passthrough")
+        runs = []
+        run_once(runs)
+        RESULT = {"run": runs[-1], "status": bpy.context.window_manager.mattebox_status.text,
+                  "images": sorted(i.name for i in bpy.data.images)}
+    '''
+    first = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
+    assert first["run"]["computed"] == [1] and "server not reachable" not in first["run"]["report"]
+    server.stop()
+    again = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
+    assert again["run"]["state"] == "finished" and again["run"]["reused"] == [1]
+    assert "1 frame(s) from cache; server not reachable: mattebox:" in again["run"]["report"]
+    assert again["status"] == again["run"]["report"]  # the panel's status line says it too
+    assert "Matte Alpha" in again["images"]
 
 
 def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):
@@ -507,3 +610,28 @@ def test_check_server_uses_the_client_config(blender_python, tmp_path, mattebox_
         RESULT = {"status": sorted(bpy.ops.mattebox.check_server())}
     ''', endpoint=mattebox_server)
     assert result["status"] == ["FINISHED"]
+
+
+def test_unsaved_blend_results_go_to_a_named_temporary_folder(blender_python, tmp_path, mattebox_server):
+    """Issue 19: an unsaved .blend's results went to Blender's per-session temp folder (deleted on quit) as
+    .../mattebox/mattebox/..., without a word. Saved files keep the folder next to the .blend."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"], engine="passthrough")
+        s.output_dir = "//mattebox/"
+        bpy.context.preferences.filepaths.temporary_directory = os.path.join(os.getcwd(), "tmp")
+        runs = []
+        unsaved_dir = ext.blender_io.output_directory(s)
+        run_once(runs)
+        os.makedirs("saved")
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.getcwd(), "saved", "shot.blend"))
+        saved_dir = ext.blender_io.output_directory(s)
+        run_once(runs)
+        RESULT = {"runs": runs, "unsaved_dir": unsaved_dir, "saved_dir": saved_dir,
+                  "files": sorted(os.listdir(unsaved_dir))}
+    ''', endpoint=mattebox_server)
+    assert result["unsaved_dir"] == str(tmp_path / "tmp" / "mattebox" / "Matte")
+    assert "alpha_0001.exr" in result["files"]
+    unsaved, saved = (run["report"] for run in result["runs"])
+    assert f"files in {result['unsaved_dir']} (the .blend is not saved yet" in unsaved
+    assert result["saved_dir"] == str(tmp_path / "saved" / "mattebox" / "Matte")
+    assert f"files in {result['saved_dir']}" in saved and "not saved" not in saved

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mattebox_installers import blender as installer
+from tests.fakes.blender import write_fake_blender
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
@@ -29,6 +30,62 @@ def test_python_for_blender_versions():
         installer.python_for_blender("4.1")
     with pytest.raises(ValueError, match="blender version"):
         installer.python_for_blender("latest")
+
+
+@pytest.mark.parametrize("version, python, numpy", [("4.3.2", "3.13", False), ("4.3.2", "3.11", True),
+                                                    ("5.0.1", "3.11", True)])
+def test_probe_asks_the_blender_binary_for_its_python(tmp_path, version, python, numpy):
+    """A distribution's Blender 4.3 runs the system Python 3.13 (and Debian's has no numpy), the official 4.3 build
+    its own 3.11 with numpy: the same version, different wheels, so the installer must ask the binary (issue 19)."""
+    blender = write_fake_blender(tmp_path, version, python, numpy=numpy)
+    assert installer.probe_blender(blender) == (version, python, numpy)
+    assert installer.resolve_target(blender) == (blender, version, python, not numpy)
+    # given values win over the probe; without an executable the official builds' table is the fallback
+    assert installer.resolve_target(blender, "4.3", "3.12")[1:3] == ("4.3", "3.12")
+    assert installer.resolve_target(str(tmp_path / "none"), "4.3")[1:] == ("4.3", "3.11", False)
+
+
+def test_probe_failures_say_what_went_wrong(tmp_path):
+    with pytest.raises(RuntimeError, match="cannot run"):
+        installer.probe_blender(str(tmp_path / "missing-blender"))
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\necho 'not blender'\nexit 3\n")
+    silent.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"did not report its version and Python \(exit status 3\).*not blender"):
+        installer.probe_blender(str(silent))
+    hung = write_fake_blender(tmp_path, "4.3.2", "3.13", hang=60)
+    with pytest.raises(RuntimeError, match="did not answer within 1 s"):
+        installer.probe_blender(hung, timeout=1)
+    with pytest.raises(ValueError, match="python: expected a version such as 3.11, got 'py3'"):
+        installer.resolve_target(None, "4.3", "py3")
+
+
+@pytest.mark.parametrize("python, numpy", [("3.13", False), ("3.11", True)])
+def test_install_bundles_wheels_for_the_python_blender_reports(tmp_path, monkeypatch, wheel_cache, python, numpy):
+    """`mattebox install blender` for Debian's 4.3 (3.13, no numpy) and the official 4.3 (3.11, numpy); doctor
+    agrees with it and fails a copy built for the other Python."""
+    monkeypatch.setenv("BLENDER_USER_RESOURCES", str(tmp_path / "user"))
+    monkeypatch.setenv("MATTEBOX_CONFIG", str(tmp_path / "client.json"))
+    blender = write_fake_blender(tmp_path, "4.3.2", python, numpy=numpy)
+    try:
+        how = installer.install(blender=blender, wheel_dir=wheel_cache, write_config=False)
+    except RuntimeError as exc:
+        if "could not fetch wheels" not in str(exc) or os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot fetch wheels: {exc}")
+    assert f"Blender 4.3.2 (Python {python})" in how
+    manifest = installer.installed_manifest("4.3.2")
+    wheels = tomllib.loads(manifest)["wheels"]
+    bundled = ["msgpack", "pyzmq"] if numpy else ["msgpack", "numpy", "pyzmq"]
+    assert sorted(w.split("/")[-1].split("-")[0] for w in wheels) == bundled
+    assert all(installer.wheel_fits(w.split("/")[-1], python) for w in wheels)
+    checks = installer.doctor(blender=blender, endpoint="tcp://127.0.0.1:9")
+    assert (True, f"Blender 4.3.2 at {blender}, running Python {python}") in checks
+    abi = "cp" + python.replace(".", "")
+    assert any(ok and f"Python {python} ({abi})" in message for ok, message in checks), checks
+    other = write_fake_blender(tmp_path / "user", "4.3.2", "3.11" if python == "3.13" else "3.13")
+    wrong = [message for ok, message in installer.doctor(blender=other, endpoint="tcp://127.0.0.1:9") if not ok]
+    assert any("do not match Blender 4.3.2's Python" in message for message in wrong), wrong
 
 
 def test_wheel_fits_python_abi():

@@ -263,3 +263,23 @@ def test_check_server_report_names_the_command_for_missing_weights():
     assert core.engines_summary(engines, engine_note) == (
         "classical | vitmatte not installed: run `mattebox models pull vitmatte-small-composition-1k` (`mattebox "
         "models` lists the choices); parallax unavailable: weights not installed: train them")
+
+
+def test_engine_menu_from_hello_or_the_built_in_engines():
+    from mattebox_plugin.client import engine_note
+
+    fallback = core.engine_menu(None, engine_note)
+    assert [item[0] for item in fallback] == ["auto", *core.FALLBACK_ENGINES]
+    hello = [{"name": "classical", "available": True, "description": "closed-form matting"},
+             {"name": "vitmatte", "available": False, "get": "mattebox models pull vitmatte-small"},
+             {"name": "gpu-only", "available": False, "why": "needs CUDA"}]
+    items = {item[0]: item for item in core.engine_menu(hello, engine_note)}
+    assert list(items) == ["auto", "classical", "vitmatte", "gpu-only"]
+    assert items["classical"][1:3] == ("classical", "closed-form matting")
+    assert items["vitmatte"][1] == "vitmatte (not installed)"
+    assert "`mattebox models pull vitmatte-small`" in items["vitmatte"][2]
+    assert items["gpu-only"][1] == "gpu-only (unavailable)" and "needs CUDA" in items["gpu-only"][2]
+    # Blender stores such a menu's choice by number: the same engine keeps its number in any list order
+    assert items["auto"][3] == 0
+    assert items["classical"][3] == {i[0]: i[3] for i in fallback}["classical"] == core.enum_number("classical")
+    assert len({item[3] for item in items.values()}) == len(items)

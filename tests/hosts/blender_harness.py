@@ -66,6 +66,8 @@ def setup_scene(endpoint, engine="classical", **kw):
     s = bpy.context.scene.mattebox
     s.image = helpers.new_image("plate", plate)
     s.mask = helpers.new_image("mask", inside, "Non-Color")
+    if engine not in core.FALLBACK_ENGINES + ("auto",):
+        bpy.ops.mattebox.check_server()  # the Engine menu lists this server's engines (e.g. test-slow) from now on
     s.engine = engine
     s.output_dir = os.path.join(os.getcwd(), "mattes") + os.sep
     return s, plate, inside

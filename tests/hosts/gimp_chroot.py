@@ -36,8 +36,18 @@ SUITE = "trixie"
 PACKAGES = ("gimp", "python3-gi", "gir1.2-gimp-3.0", "python3-numpy", "python3-zmq", "python3-msgpack",
             # a virtual display and a scripted "user" for the plug-in's interactive dialogs
             "xvfb", "xauth", "xdotool")
-#: what a usable root holds; bump ``layout`` when the build steps change so cached roots are rebuilt.
-STAMP = {"layout": 2, "suite": SUITE, "variant": "minbase", "packages": list(PACKAGES)}
+#: bump when the build steps change so cached roots are rebuilt
+LAYOUT = 2
+
+
+def stamp_for(packages: Sequence[str]) -> Dict[str, object]:
+    """What a usable root built with ``packages`` holds (other roots, e.g. tests/hosts/blender_chroot.py, pass
+    their own package list to the functions below)."""
+    return {"layout": LAYOUT, "suite": SUITE, "variant": "minbase", "packages": list(packages)}
+
+
+#: what a usable GIMP root holds
+STAMP = stamp_for(PACKAGES)
 STAMP_NAME = ".mattebox-gimp-stamp.json"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 #: the executable that batch runs use inside the root
@@ -81,16 +91,16 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def is_ready(root: Optional[Path] = None) -> bool:
-    """True when ``root`` holds a finished build matching :data:`STAMP`."""
+def is_ready(root: Optional[Path] = None, packages: Sequence[str] = PACKAGES) -> bool:
+    """True when ``root`` holds a finished build of ``packages`` (:func:`stamp_for`)."""
     root = Path(root or default_root())
     try:
-        return json.loads((root / STAMP_NAME).read_text()) == STAMP
+        return json.loads((root / STAMP_NAME).read_text()) == stamp_for(packages)
     except (OSError, ValueError):
         return False
 
 
-def unavailable_reason(root: Optional[Path] = None) -> Optional[str]:
+def unavailable_reason(root: Optional[Path] = None, packages: Sequence[str] = PACKAGES) -> Optional[str]:
     """Why the chroot can be neither used nor built here, or None when it can."""
     if not sys.platform.startswith("linux"):
         return f"the GIMP chroot needs Linux (this is {sys.platform})"
@@ -99,7 +109,7 @@ def unavailable_reason(root: Optional[Path] = None) -> Optional[str]:
     for tool in ("chroot", "unshare", "mount"):
         if shutil.which(tool) is None:
             return f"'{tool}' is not on PATH"
-    if is_ready(root):
+    if is_ready(root, packages):
         return None
     if shutil.which("debootstrap") is None and shutil.which("apt-get") is None:
         return "neither debootstrap nor apt-get (to install it) is available to build the GIMP chroot"
@@ -156,35 +166,37 @@ def _ensure_debootstrap() -> None:
         raise ChrootUnavailable("apt-get installed debootstrap but it is not on PATH")
 
 
-def ensure_chroot(root: Optional[Path] = None, mirror: Optional[str] = None) -> Path:
-    """Build the GIMP trixie chroot at ``root`` unless a matching build is there; return the root.
+def ensure_chroot(root: Optional[Path] = None, mirror: Optional[str] = None,
+                  packages: Sequence[str] = PACKAGES) -> Path:
+    """Build a trixie chroot with ``packages`` (default GIMP's) at ``root`` unless a matching build is there;
+    return the root.
 
     The build happens in ``<root>.partial`` and is renamed into place only when complete, so an interrupted
     build never looks usable. Concurrent callers wait on a lock file beside the root.
     """
     root = Path(root or default_root())
-    reason = unavailable_reason(root)
+    reason = unavailable_reason(root, packages)
     if reason:
         raise ChrootUnavailable(reason)
-    if is_ready(root):
+    if is_ready(root, packages):
         return root
     with _build_lock(root):
-        if is_ready(root):  # another process finished it while we waited
+        if is_ready(root, packages):  # another process finished it while we waited
             return root
         _ensure_debootstrap()
         mirror = mirror or debian_mirror()
         partial = root.with_name(root.name + ".partial")
         _remove_tree(partial)
         _remove_tree(root)
-        _log(f"building Debian {SUITE} with GIMP 3 in {root} from {mirror} (about 1-2 minutes, ~1 GB)")
+        _log(f"building Debian {SUITE} with {' '.join(packages)} in {root} from {mirror} (minutes, ~1 GB)")
         _run(["debootstrap", "--variant=minbase", SUITE, str(partial), mirror])
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         run_in_chroot(["apt-get", "update", "-q"], root=partial, env=env, check=True, timeout=900)
-        run_in_chroot(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES], root=partial,
+        run_in_chroot(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], root=partial,
                       env=env, check=True, timeout=1800)
         run_in_chroot(["apt-get", "clean"], root=partial, check=True, timeout=300)
         (partial / CHROOT_HOME.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        (partial / STAMP_NAME).write_text(json.dumps(STAMP, indent=1) + "\n")
+        (partial / STAMP_NAME).write_text(json.dumps(stamp_for(packages), indent=1) + "\n")
         partial.rename(root)
         _log(f"ready: {root}")
     return root
@@ -208,21 +220,26 @@ BASE_ENV = {
 
 
 def run_in_chroot(argv: Sequence[str], root: Optional[Path] = None, env: Optional[Dict[str, str]] = None,
-                  timeout: float = 300, check: bool = False, input: Optional[str] = None
-                  ) -> subprocess.CompletedProcess:
+                  timeout: float = 300, check: bool = False, input: Optional[str] = None,
+                  binds: Sequence[str] = ()) -> subprocess.CompletedProcess:
     """Run ``argv`` inside the chroot with /proc and /dev/shm mounted in a private mount namespace.
 
     The mounts live only as long as the command (the namespace dies with it), so nothing needs unmounting and
-    nothing is left behind even when the command is killed. Returns the CompletedProcess (text stdout/stderr);
-    raises subprocess.TimeoutExpired after ``timeout`` seconds (the whole process group is killed) and
+    nothing is left behind even when the command is killed. ``binds``: host folders mounted at the same path
+    inside (shared files, e.g. a zip the host built for the chroot's Blender). Returns the CompletedProcess (text
+    stdout/stderr); raises subprocess.TimeoutExpired after ``timeout`` seconds (the whole process group is killed) and
     ChrootUnavailable when ``check`` is set and the command fails.
     """
     root = Path(root or default_root())
     full_env = dict(BASE_ENV)
     full_env.update(env or {})
     quoted_root = _sh_quote(str(root))
+    bind_mounts = "".join(f"mkdir -p {_sh_quote(str(root) + str(Path(b).resolve()))} && mount --bind "
+                          f"{_sh_quote(str(Path(b).resolve()))} {_sh_quote(str(root) + str(Path(b).resolve()))} && "
+                          for b in binds)
     script = (f"mount -t proc proc {quoted_root}/proc && "
               f"mkdir -p {quoted_root}/dev/shm && mount -t tmpfs -o mode=1777 shm {quoted_root}/dev/shm && "
+              + bind_mounts +
               f"exec chroot {quoted_root} /usr/bin/env -i "
               + " ".join(_sh_quote(f"{k}={v}") for k, v in full_env.items()) + ' "$@"')
     command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "mattebox-chroot", *argv]

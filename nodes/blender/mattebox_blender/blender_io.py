@@ -243,11 +243,19 @@ def write_results(directory: str, frame: int, result, kinds=tuple(core.RESULT_KI
     return paths
 
 
+def unsaved_output(settings) -> bool:
+    """True when the output folder is relative to a .blend that has not been saved: it has no folder yet."""
+    return (settings.output_dir or "//mattebox/").startswith("//") and not bpy.data.filepath
+
+
 def output_directory(settings) -> str:
-    """The folder for result files: the setting (// = next to the .blend), else the temp folder for unsaved files."""
+    """The folder for result files: the setting (// = next to the .blend), ``<Name>`` inside it. For an unsaved
+    .blend the // part is the temporary folder instead (Preferences > File Paths, else the system's; not
+    Blender's per-session folder, which is deleted when Blender quits), and the report and panel say so."""
     text = settings.output_dir or "//mattebox/"
-    if text.startswith("//") and not bpy.data.filepath:
-        text = os.path.join(bpy.app.tempdir or tempfile.gettempdir(), "mattebox", text[2:])
+    if unsaved_output(settings):
+        base = bpy.context.preferences.filepaths.temporary_directory or tempfile.gettempdir()
+        text = os.path.join(base, text[2:])
     return os.path.join(os.path.normpath(bpy.path.abspath(text)), settings.name)
 
 
@@ -341,6 +349,7 @@ def scene_compositor(scene: "bpy.types.Scene", create: bool = True):
 
 
 def _final_output(tree):
+    """The compositor's final output socket: Blender 5's Group Output, 4.x's Composite (None if neither)."""
     for node in tree.nodes:
         if node.bl_idname == "NodeGroupOutput" and node.inputs:
             return node.inputs[0]
@@ -349,30 +358,68 @@ def _final_output(tree):
     return None
 
 
+#: room left between placed nodes, and the height assumed for a node Blender has not drawn yet (dimensions 0)
+NODE_GAP, NODE_HEIGHT = 60.0, 160.0
+
+
+def free_spot(tree, right_edge: float, width: float) -> tuple:
+    """Where a chain ``width`` wide, ending at ``right_edge``, goes beside the existing graph: below every node
+    already there (nothing is covered, least of all the output), its right end left of the output so wires run
+    left to right. Node locations are top-left corners; y grows upwards."""
+    bottom = min((node.location.y - (node.dimensions.y or NODE_HEIGHT) for node in tree.nodes), default=0.0)
+    return right_edge - width, bottom - NODE_GAP
+
+
+def _viewer(tree):
+    """The compositor's Viewer node and whether this call made it (Blender shows its image as the backdrop)."""
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeViewer":
+            return node, False
+    return tree.nodes.new("CompositorNodeViewer"), True
+
+
+def show_backdrop() -> None:
+    """Turn on the backdrop (the Viewer's image behind the nodes) of every compositor node editor on screen."""
+    for screen in bpy.data.screens:
+        for area in screen.areas:
+            for space in area.spaces:
+                if space.type == "NODE_EDITOR" and getattr(space, "tree_type", "") == "CompositorNodeTree":
+                    space.show_backdrop = True
+
+
 def add_group_to_compositor(scene: "bpy.types.Scene", group) -> "bpy.types.Node":
-    """Put an instance of ``group`` in the scene's compositor (once). When the final output is unconnected,
-    wire Foreground with Alpha applied (premultiplied, as the compositor works) into it. A compositor made by
-    this call is ours: its default Render Layers -> Composite link is replaced."""
+    """Put an instance of ``group`` in the scene's compositor (once), below the existing nodes and left of the
+    output. Foreground with Alpha applied (premultiplied, as the compositor works) feeds the final output when that
+    is unconnected, and a Viewer (made when there is none, or unconnected) so the result shows as the backdrop. A
+    compositor made by this call is ours: its default Render Layers -> Composite link is replaced."""
     tree, created = scene_compositor(scene)
     for node in tree.nodes:
         if node.bl_idname == "CompositorNodeGroup" and node.node_tree == group:
             return node
-    node = tree.nodes.new("CompositorNodeGroup")
-    node.node_tree = group
-    node.name = node.label = group.name
-    node.location = (200, 300)
     final = _final_output(tree)
     if final is not None and created:
         for link in list(final.links):
             tree.links.remove(link)
+    right_edge = final.node.location.x - NODE_GAP if final is not None else 0.0
+    x, y = free_spot(tree, right_edge, 2 * 140.0 + NODE_GAP)
+    node = tree.nodes.new("CompositorNodeGroup")
+    node.node_tree = group
+    node.name = node.label = group.name
+    node.location = (x, y)
+    set_alpha = tree.nodes.new("CompositorNodeSetAlpha")
+    set_alpha.location = (x + node.width + NODE_GAP, y)
+    if hasattr(set_alpha, "mode"):  # Blender 4.x: a property; Blender 5: the "Type" menu socket
+        set_alpha.mode = "APPLY"
+    tree.links.new(node.outputs["Foreground"], set_alpha.inputs["Image"])
+    tree.links.new(node.outputs["Alpha"], set_alpha.inputs["Alpha"])
     if final is not None and not final.is_linked:
-        set_alpha = tree.nodes.new("CompositorNodeSetAlpha")
-        set_alpha.location = (500, 300)
-        if hasattr(set_alpha, "mode"):  # Blender 4.x: a property; Blender 5: the "Type" menu socket
-            set_alpha.mode = "APPLY"
-        tree.links.new(node.outputs["Foreground"], set_alpha.inputs["Image"])
-        tree.links.new(node.outputs["Alpha"], set_alpha.inputs["Alpha"])
         tree.links.new(set_alpha.outputs["Image"], final)
+    viewer, made = _viewer(tree)
+    if made:
+        viewer.location = (set_alpha.location.x + set_alpha.width + NODE_GAP, y)
+    if not viewer.inputs["Image"].is_linked:
+        tree.links.new(set_alpha.outputs["Image"], viewer.inputs["Image"])
+    show_backdrop()
     return node
 
 

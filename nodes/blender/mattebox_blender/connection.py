@@ -1,9 +1,13 @@
 """Reach a mattebox server from Blender: the client package, the endpoint policy and starting a local server."""
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+import re
+from typing import Any, Callable, Dict, List, Optional
 
 from . import core
+
+#: the engines (hello's list) of the server last reached in this Blender session; the Engine menu offers them
+_KNOWN_ENGINES: List[Dict[str, Any]] = []
 
 
 def client_package():
@@ -49,10 +53,31 @@ def make_connect(endpoint: str, timeout: float, server_command: Optional[List[st
                 f"or enable 'Start a local server' in the extension's preferences")
         client = package.client.Client(**package.config.client_kwargs(cfg))
         try:
-            client.hello()
+            remember_engines(client.hello())
         except BaseException:
             client.close()
             raise
         return client
 
     return connect
+
+
+def remember_engines(hello: Dict[str, Any]) -> None:
+    """Keep a handshake's engine list for the Engine menu (any thread: one list assignment)."""
+    global _KNOWN_ENGINES
+    _KNOWN_ENGINES = list(hello.get("engines") or [])
+
+
+def known_engines() -> List[Dict[str, Any]]:
+    return _KNOWN_ENGINES
+
+
+def param_choices(name: str) -> List[str]:
+    """The values the protocol allows for matte parameter ``name`` (e.g. 'quality'), for the panel's menus.
+
+    ``protocol.MATTE_PARAMS`` declares them as data (``choices``) where it can; until every field does, they are
+    the quoted values of the field's doc that its check accepts."""
+    spec = client_package().protocol.MATTE_PARAMS[name]
+    if spec.get("choices"):
+        return list(spec["choices"])
+    return [value for value in re.findall(r"'([^']+)'", spec["doc"]) if spec["check"] is None or spec["check"](value)]

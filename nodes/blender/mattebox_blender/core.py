@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -241,6 +242,36 @@ def describe_error(exc: BaseException) -> str:
         text += f"; {hint}"
     return text
 
+
+
+#: engines the panel offers before any server has answered: those every server has (learned engines, which
+#: need weights, are listed once a server's hello names them)
+FALLBACK_ENGINES = ("classical", "classical-pair", "passthrough")
+
+
+def enum_number(identifier: str) -> int:
+    """A stable number for a menu item: Blender stores an enum whose items come from a function as the item's
+    number, so it must not shift when a server lists its engines in another order ('auto' is 0)."""
+    return 0 if identifier == "auto" else (zlib.crc32(identifier.encode()) & 0x7FFFFFFF) or 1
+
+
+def engine_menu(engines: Optional[List[Dict[str, Any]]], note: Callable[[Dict[str, Any]], str]) -> List[tuple]:
+    """Blender enum items (identifier, label, description, number) for the Engine menu: 'auto', then the engines
+    of the server's hello, or :data:`FALLBACK_ENGINES` when no server has answered yet. An engine that cannot run
+    keeps its place with "(not installed)"/"(unavailable)" and ``note`` (mattebox_plugin.client.engine_note: the
+    command that installs its weights, or why) in the description."""
+    items = [("auto", "Auto", "The best engine the server has (the server decides)", 0)]
+    for engine in engines if engines else [{"name": name, "available": True} for name in FALLBACK_ENGINES]:
+        name = engine.get("name")
+        if not name or name == "auto":
+            continue
+        description = engine.get("description") or name
+        label = name
+        if not engine.get("available", False):
+            label += " (not installed)" if engine.get("get") else " (unavailable)"
+            description += ". " + note(engine)
+        items.append((name, label, description, enum_number(name)))
+    return items
 
 
 def engines_summary(engines: List[Dict[str, Any]], note: Callable[[Dict[str, Any]], str]) -> str:

@@ -23,19 +23,25 @@ def start_run(context) -> SceneRun:
 
 
 def finish_run(run: SceneRun, report) -> set:
-    """Publish a finished run's results into the compositor and report how the run ended."""
+    """Publish a finished run's results into the compositor and report how the run ended (also kept as the
+    panel's status line)."""
     if run.state == runner.FINISHED:
         try:
             run.publish()
         except Exception as exc:  # e.g. a result file removed meanwhile: say so, never leave the UI stuck
-            report({"ERROR"}, f"Mattebox: results are in {run.directory} but could not be loaded: {exc}")
-            return {"CANCELLED"}
-        report({"INFO"}, run.summary())
+            return _tell(report, {"ERROR"}, f"Mattebox: results are in {run.directory} but could not be loaded: {exc}")
+        _tell(report, {"WARNING"} if run.offline else {"INFO"}, run.summary())
         return {"FINISHED"}
     if run.state == runner.CANCELLED:
-        report({"WARNING"}, "Mattebox: cancelled")
-        return {"CANCELLED"}
-    report({"ERROR"}, run.error or "Mattebox: failed")
+        return _tell(report, {"WARNING"}, "Mattebox: cancelled")
+    return _tell(report, {"ERROR"}, run.error or "Mattebox: failed")
+
+
+def _tell(report, level: set, text: str) -> set:
+    report(level, text)
+    status = getattr(bpy.context.window_manager, "mattebox_status", None)
+    if status is not None:
+        status.text = text
     return {"CANCELLED"}
 
 
@@ -168,6 +174,9 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
             return {"CANCELLED"}
         finally:
             client.close()
+        from .connection import remember_engines
+
+        remember_engines(info)  # the Engine menu lists this server's engines from now on
         self.report({"INFO"}, f"Mattebox {info['server_version']} at {endpoint} on {info['device']}: "
                               + core.engines_summary(info["engines"], package.client.engine_note))
         return {"FINISHED"}

@@ -18,7 +18,40 @@ MASK_CHANNELS = [
 ]
 #: Blender 5 warns about "//" in path properties unless they declare blend-relative support (4.x lacks the option)
 PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (5, 0, 0) else set()
-QUALITIES = [("fast", "Fast", ""), ("balanced", "Balanced", ""), ("best", "Best", "")]
+#: the quality presets when the client cannot be imported (the menu then still draws)
+FALLBACK_QUALITIES = ("fast", "balanced", "best")
+#: Blender shows the strings of function-made enum items only while Python keeps them alive
+_ITEMS = {"engine": [], "quality": []}
+
+
+def engine_items(self, context):
+    """The Engine menu: the last server's engines (missing ones say how to get them), else the built-in ones."""
+    from . import connection
+
+    engines = connection.known_engines()
+    note = connection.client_package().client.engine_note if engines else None
+    _ITEMS["engine"] = core.engine_menu(engines, note)
+    return _ITEMS["engine"]
+
+
+def _get_engine(self) -> int:
+    return core.enum_number(self.engine_name)
+
+
+def _set_engine(self, number: int) -> None:
+    self.engine_name = next((item[0] for item in _ITEMS["engine"] if item[3] == number), "auto")
+
+
+def quality_items(self, context):
+    """The Quality menu: the presets the protocol allows."""
+    try:
+        from .connection import param_choices
+
+        values = param_choices("quality")
+    except Exception:  # no client (wheels missing): the menu still draws; the server checks the value
+        values = list(FALLBACK_QUALITIES)
+    _ITEMS["quality"] = [(v, v.title(), f"The server's '{v}' preset", core.enum_number(v)) for v in values]
+    return _ITEMS["quality"]
 
 
 def preferences(context=None):
@@ -27,13 +60,26 @@ def preferences(context=None):
     return context.preferences.addons[__package__].preferences
 
 
-def _default_endpoint() -> str:
+def _client_config() -> dict:
+    """The shared client config (endpoint, the server command the installer recorded); {} when unreadable."""
     try:
         from .connection import client_package
 
-        return client_package().config.load()["endpoint"]
-    except Exception:  # no client yet: the preferences still draw
-        return "tcp://127.0.0.1:23517"
+        return client_package().config.load()
+    except Exception:  # no client yet, or a broken config file: the preferences still draw
+        return {}
+
+
+def _default_endpoint() -> str:
+    return _client_config().get("endpoint") or "tcp://127.0.0.1:23517"
+
+
+def recorded_server_command() -> str:
+    """The server command `mattebox install blender` recorded, as shell words ('' when none)."""
+    import shlex
+
+    command = _client_config().get("server_command")
+    return shlex.join(command) if isinstance(command, list) else (command or "")
 
 
 class MatteboxPreferences(bpy.types.AddonPreferences):
@@ -58,7 +104,10 @@ class MatteboxPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "endpoint", placeholder=_default_endpoint())
         layout.prop(self, "timeout")
         layout.prop(self, "auto_start")
-        layout.prop(self, "server_command")
+        recorded = recorded_server_command()
+        layout.prop(self, "server_command", placeholder=recorded or "none recorded: run mattebox install blender")
+        if recorded and not self.server_command.strip():
+            layout.label(text=f"Installer's command: {recorded}", icon="INFO")
         layout.operator("mattebox.check_server", icon="LINKED")
 
 
@@ -78,8 +127,13 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                                  description="Optional clean plate: the shot without the subject, same size as the "
                                              "image (a still is used for every frame; a sequence or movie gives "
                                              "the matted frame's own frame)")
-    engine: StringProperty(name="Engine", default="auto", description="Engine name from the server, or 'auto'")
-    quality: EnumProperty(name="Quality", items=QUALITIES, default="balanced")
+    #: the chosen engine's name, what is sent and saved: it survives a session whose menu does not list it yet
+    #: (no server reached), where the menu itself would read as empty
+    engine_name: StringProperty(name="Engine Name", default="auto", options={"HIDDEN"})
+    engine: EnumProperty(name="Engine", items=engine_items, get=_get_engine, set=_set_engine,
+                         description="Engine of the server (Check Server refreshes the list); Auto lets it choose")
+    quality: EnumProperty(name="Quality", items=quality_items, default=core.enum_number("balanced"),
+                          description="The server's speed/quality preset")
     band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,
                             description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
@@ -89,7 +143,8 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                                description="Folder for the result EXR files (// = next to the .blend file)")
 
     def params(self) -> dict:
-        return {"engine": self.engine.strip() or "auto", "quality": self.quality, "band_width": self.band_width}
+        return {"engine": self.engine_name or "auto", "quality": self.quality or "balanced",
+                "band_width": self.band_width}
 
     def frame_list(self, scene) -> list:
         return core.parse_frames(self.frames) if self.use_range else [scene.frame_current]
