@@ -99,7 +99,7 @@ def test_wheel_fits_python_abi():
 
 
 def test_build_manifest_is_valid_toml_with_platform_and_wheels():
-    source = (installer.SOURCE / "blender_manifest.toml").read_text()
+    source = (installer.source_dir() / "blender_manifest.toml").read_text()
     text = installer.manifest_for_build(source, "linux-x64", ["pyzmq-27-cp311-cp311-x.whl", "msgpack-1-cp311.whl"])
     data = tomllib.loads(text)
     assert data["platforms"] == ["linux-x64"]

@@ -12,6 +12,7 @@ import pytest
 
 from mattebox_installers import common
 from mattebox_installers import gimp as installer
+from tests.conftest import ROOT
 
 
 def fake_wheels(folder: Path, python_version: str, platform: str):
@@ -138,8 +139,7 @@ def test_doctor_reports_each_problem(tmp_path):
 
 
 def test_command_line_install_and_uninstall(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(common.PROJECT_ROOT / p) for p in ("installers",
-                                                                                           "plugin")),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("installers", "plugin")),
                MATTEBOX_CONFIG=str(tmp_path / "client.json"))
     run = [sys.executable, "-m", "mattebox_installers.gimp"]
     proc = subprocess.run(run + ["install", "--target", str(tmp_path), "--vendor", "never"], env=env,

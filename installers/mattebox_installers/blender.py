@@ -29,9 +29,8 @@ import zipfile
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-from . import common
+from . import common, payload
 
-SOURCE = common.NODES / "blender" / "mattebox_blender"
 EXTENSION_ID = "mattebox_blender"
 DEFAULT_REPO = "user_default"
 DEFAULT_BLENDER_VERSION = "5.0"
@@ -159,6 +158,11 @@ def user_extensions_dir(blender_version: str, repo: str = DEFAULT_REPO) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- build
+def source_dir() -> Path:
+    """The extension's source folder, mattebox_blender (:func:`payload.host_dir`)."""
+    return payload.host_dir("blender") / EXTENSION_ID
+
+
 def manifest_for_build(text: str, platform: str, wheels: Sequence[str]) -> str:
     """The source manifest with this build's ``platforms`` and ``wheels`` (top-level keys, before any table)."""
     lines: List[str] = []
@@ -193,7 +197,7 @@ def build(out_dir: Path, blender_version: str = DEFAULT_BLENDER_VERSION, platfor
     python_version = python_version or python_for_blender(blender_version)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = (SOURCE / "blender_manifest.toml").read_text(encoding="utf-8")
+    manifest = (source_dir() / "blender_manifest.toml").read_text(encoding="utf-8")
     version = manifest_version(manifest)
     zips = []
     for platform in platforms or [common.current_platform()]:
@@ -201,7 +205,7 @@ def build(out_dir: Path, blender_version: str = DEFAULT_BLENDER_VERSION, platfor
             raise ValueError(f"platform: expected one of {sorted(common.PLATFORM_TAGS)}, got {platform!r}")
         with tempfile.TemporaryDirectory(prefix="mattebox-blender-") as tmp:
             stage = Path(tmp) / EXTENSION_ID
-            shutil.copytree(SOURCE, stage, ignore=EXCLUDE)
+            shutil.copytree(source_dir(), stage, ignore=EXCLUDE)
             common.copy_plugin_package(stage)
             cache = Path(wheel_dir or Path(tmp) / "wheel-cache") / f"cp{python_version.replace('.', '')}-{platform}"
             requirements = common.CLIENT_REQUIREMENTS + (("numpy",) if bundle_numpy else ())
@@ -317,11 +321,7 @@ def doctor(blender: Optional[str] = None, blender_version: Optional[str] = None,
         else:
             checks.append((True, f"wheels match Blender {version}'s Python {python_version} ({abi}): "
                                  f"{', '.join(wheels)}"))
-    sys.path.insert(0, str(common.PROJECT_ROOT / "plugin"))
-    try:
-        from mattebox_plugin import config
-    finally:
-        sys.path.pop(0)
+    config = common.plugin_module("config")
     cfg = config.load()
     endpoint = endpoint or cfg["endpoint"]
     if not cfg.get("server_command"):

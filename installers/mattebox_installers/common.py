@@ -11,9 +11,8 @@ import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_PACKAGE = PROJECT_ROOT / "plugin" / "mattebox_plugin"
-NODES = PROJECT_ROOT / "nodes"
+from . import payload
+
 #: the client's runtime dependencies, vendored into hosts whose Python lacks them
 CLIENT_REQUIREMENTS = ("pyzmq", "msgpack")
 
@@ -89,7 +88,7 @@ def copy_plugin_package(dest_dir: Path) -> Path:
     """Copy the host-neutral client package (mattebox_plugin) into ``dest_dir``, a staging folder (installs reach
     the host through :func:`install_tree`); returns the package path."""
     dest = Path(dest_dir) / "mattebox_plugin"
-    shutil.copytree(PLUGIN_PACKAGE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(payload.plugin_package(), dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
 
 
@@ -108,12 +107,12 @@ def write_client_config(endpoint: Optional[str] = None, command: Optional[List[s
     return config.save(values, path)
 
 
-def _plugin_module(name: str):
-    """A module of the client package, imported from this source tree (installers run before anything is
-    installed)."""
+def plugin_module(name: str):
+    """A module of the client package, imported from the tree this installer runs from (:mod:`.payload`: a
+    checkout's plugin/, or the installed package beside this one), which need not be on sys.path."""
     import importlib
 
-    sys.path.insert(0, str(PROJECT_ROOT / "plugin"))
+    sys.path.insert(0, str(payload.plugin_package().parent))
     try:
         return importlib.import_module(f"mattebox_plugin.{name}")
     finally:
@@ -121,7 +120,7 @@ def _plugin_module(name: str):
 
 
 def _client_config():
-    return _plugin_module("config")
+    return plugin_module("config")
 
 
 def configured_endpoint() -> str:
@@ -146,7 +145,7 @@ class DoctorReport:
 
 def doctor_handshake(endpoint: str, timeout: float = 3.0) -> Tuple[bool, str]:
     """(True, summary) when a server answers hello at ``endpoint``; (False, why) otherwise."""
-    config, client_module = _client_config(), _plugin_module("client")
+    config, client_module = _client_config(), plugin_module("client")
     Client, ServerUnavailable = client_module.Client, client_module.ServerUnavailable
     cfg = config.load()  # the configured server's CURVE keys, when it is that server being checked
     keys = config.client_kwargs(cfg) if endpoint == cfg["endpoint"] else {}

@@ -31,10 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from . import common
+from . import common, payload
 
 PLUGIN_NAME = "mattebox"
-SOURCE_DIR = common.NODES / "gimp" / PLUGIN_NAME
 PLUGIN_FILES = ("mattebox.py", "mattebox_gimp.py")
 GIMP_SERIES = "3.0"
 MANIFEST = "INSTALLED.json"
@@ -103,9 +102,10 @@ def needs_vendoring(vendor: str, platform: str, gimp_python: str) -> bool:
 
 def _copy_plugin_files(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
+    source = payload.host_dir("gimp") / PLUGIN_NAME
     for name in PLUGIN_FILES:
         target = dest / name
-        shutil.copy2(SOURCE_DIR / name, target)
+        shutil.copy2(source / name, target)
         if name == f"{PLUGIN_NAME}.py":  # GIMP runs the plug-in file itself: it must be executable
             target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     common.copy_plugin_package(dest)
@@ -233,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
 
 
 def _client_version() -> str:
-    init = (common.PLUGIN_PACKAGE / "__init__.py").read_text()
+    init = (payload.plugin_package() / "__init__.py").read_text()
     for line in init.splitlines():
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")

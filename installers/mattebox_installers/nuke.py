@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from . import common
+from . import common, payload
 
 FOLDER = "mattebox"
 BEGIN = "# >>> mattebox >>>"
@@ -37,7 +37,6 @@ END = "# <<< mattebox <<<"
 #: Nuke major version -> its Python
 NUKE_PYTHONS = {"13": "3.9", "14": "3.9", "15": "3.10", "16": "3.11"}
 DEFAULT_PYTHONS = ("3.9", "3.10", "3.11")
-NODE_SOURCE = common.NODES / "nuke"
 NODE_FILES = ("init.py", "menu.py", "mattebox_nuke")
 MANIFEST = "install.json"
 
@@ -93,7 +92,7 @@ def add_block(init_py: Path, dest: Path) -> bool:
 def _copy_node(dest: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in NODE_FILES:
-        source = NODE_SOURCE / name
+        source = payload.host_dir("nuke") / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=ignore)
         else:
@@ -194,7 +193,7 @@ def _nukes_for(version: str) -> str:
 
 
 def _version() -> str:
-    sys.path.insert(0, str(NODE_SOURCE))
+    sys.path.insert(0, str(payload.host_dir("nuke")))
     try:
         import mattebox_nuke
 
