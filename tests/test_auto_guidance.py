@@ -12,8 +12,8 @@ from mattebox.engines.classical import ClassicalEngine
 from mattebox.matting import segmentation
 from mattebox.paths import alphamatting_dir
 from tests.support.lasso import loose_lasso
-from mattebox.matting.guidance import (NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
-                                                 trimap_from_saliency)
+from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
+                                       trimap_from_saliency, unknown_where_background_coloured)
 
 
 def disc(shape, centre, radius, soft=0.0):
@@ -79,6 +79,38 @@ def test_a_lasso_around_something_the_network_does_not_see_is_taken_as_drawn():
     assert tighten_mask(np.zeros(shape, np.float32), elsewhere) is None
 
 
+
+def strands_scene(shape=(200, 300)):
+    """A warm subject (definite foreground, a disc) on blue sky, with sky showing through its edge (strands the
+    network called foreground) and a sky-blue patch deep inside it (a blue badge)."""
+    sky, skin = np.array([0.2, 0.4, 0.9], np.float32), np.array([0.9, 0.6, 0.3], np.float32)
+    subject = disc(shape, (100, 150), 80) > 0
+    image = np.where(subject[..., None], skin, sky).astype(np.float32)
+    trimap = np.where(subject, 1.0, 0.0).astype(np.float32)
+    trimap[disc(shape, (100, 150), 90) > disc(shape, (100, 150), 78)] = 0.5  # the band around the edge
+    image[100, 150 + 75:150 + 78:2] = sky  # strands: sky 3-5 px inside the definite foreground
+    image[90:110, 140:160] = sky  # the badge, 60 px and more from the edge
+    return image, trimap
+
+
+def test_background_coloured_definite_foreground_at_the_edge_becomes_unknown():
+    image, trimap = strands_scene()
+    side = max(trimap.shape)
+    assert 5 < COLOUR_RING * side < 60  # the strands are in the ring, the badge is not
+    refined = unknown_where_background_coloured(trimap, image)
+    assert (refined[100, 225:228:2] == 0.5).all()  # sky through the strands: the solver decides
+    assert (refined[90:110, 140:160] == 1.0).all()  # deep inside, a background colour stays foreground
+    assert refined[100, 226] == 1.0  # the subject's own colour in the ring stays foreground
+    changed = refined != trimap
+    assert (refined[changed] == 0.5).all() and (trimap[changed] == 1.0).all()  # only foreground -> unknown
+
+
+def test_colour_refinement_leaves_a_trimap_without_both_sides_alone():
+    image, trimap = strands_scene()
+    for one_sided in (np.where(trimap == 0.0, 0.5, trimap), np.where(trimap == 1.0, 0.5, trimap)):
+        np.testing.assert_array_equal(unknown_where_background_coloured(one_sided, image), one_sided)
+
+
 @pytest.fixture
 def fake_u2netp(monkeypatch, tmp_path):
     """The engine sees installed U^2-Net-p weights whose saliency is a disc in the middle of the frame."""
@@ -105,6 +137,18 @@ def test_a_rough_mask_is_tightened_when_u2netp_is_installed(fake_u2netp):
     lasso = disc((48, 64), (24, 32), 20)
     result = ClassicalEngine().matte(MatteRequest(image=scene(), mask=lasso))
     assert result.info["guidance"] == "mask+u2netp"
+
+
+def test_automatic_guidance_refines_by_colour_but_a_given_band_width_is_kept(fake_u2netp):
+    image = scene()
+    row = trimap_from_saliency(segmentation.u2netp_mask(image, None))[24]
+    edge = int(np.flatnonzero(row == 1.0).max())  # the definite foreground's last pixel on the middle row
+    image[24, edge] = image[0, 0]  # background-coloured there
+    engine = ClassicalEngine()
+    auto = engine.matte(MatteRequest(image=image, params={"outputs": ["alpha"]}))
+    assert auto.trimap[24, edge] == 0.5 and auto.trimap[24, 32] == 1.0
+    fixed = engine.matte(MatteRequest(image=image, params={"outputs": ["alpha"], "band_width": 4}))
+    np.testing.assert_array_equal(fixed.trimap, trimap_from_mask(segmentation.u2netp_mask(image, None), 4))
 
 
 def test_segmenter_grabcut_keeps_the_network_out(fake_u2netp):

@@ -20,7 +20,8 @@ from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from ..matting import segmentation
 from ..matting.alpha import PRESETS, solve_alpha
 from ..matting.foreground import blur_fusion, multilevel
-from ..matting.guidance import grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency
+from ..matting.guidance import (grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency,
+                                unknown_where_background_coloured)
 from ..matting.known_background import (KnownBackgroundSettings, difference_mask, foreground_with_background,
                                         solve_with_plate)
 
@@ -95,7 +96,8 @@ class ClassicalEngine(Engine):
     def guidance(request: MatteRequest) -> Tuple[np.ndarray, str]:
         """(trimap, how it was made): 'trimap' (given), 'mask+u2netp' (a rough mask tightened by U^2-Net-p's
         saliency inside it), 'mask' (given mask -> trimap), 'plate:difference' (a clean plate's difference matte
-        -> trimap), 'auto:u2netp' (installed U^2-Net-p -> saliency -> trimap), 'auto:segmentation' (installed
+        -> trimap), 'auto:u2netp' (installed U^2-Net-p -> saliency -> trimap, background-coloured
+        definite foreground at its edge made unknown), 'auto:segmentation' (installed
         in-house segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback).
 
         ``params.segmenter``: 'auto' (the networks when installed) or 'grabcut' (no network: masks as drawn,
@@ -118,7 +120,10 @@ class ClassicalEngine(Engine):
             if mask.any():
                 return trimap_from_mask(mask, band), "plate:difference"
         if u2netp is not None:
-            return trimap_from_saliency(segmentation.u2netp_mask(request.image_srgb, u2netp), band), "auto:u2netp"
+            trimap = trimap_from_saliency(segmentation.u2netp_mask(request.image_srgb, u2netp), band)
+            if not band:  # the automatic margin: the colour models may widen it (a band_width given is kept)
+                trimap = unknown_where_background_coloured(trimap, request.image_srgb)
+            return trimap, "auto:u2netp"
         weights = segmentation.weights_path() if segmenter == "auto" else None
         if weights is not None:
             mask = segmentation.segmentation_mask(request.image_srgb, weights)

@@ -11,7 +11,8 @@ Automatic mask: U^2-Net-p's saliency when its weights are installed (``mattebox 
 :mod:`mattebox.matting.segmentation`), made into a trimap by :func:`trimap_from_saliency`; else GrabCut
 (Rother, Kolmogorov, Blake, SIGGRAPH 2004) initialised with the frame's border as background, on a downscaled
 copy, the classical fallback. With a user's rough mask the network's saliency inside it tightens the band
-(:func:`tighten_mask`).
+(:func:`tighten_mask`). In the automatic mode, colour models of the definite regions then reopen background-
+coloured definite foreground at the subject's edge (:func:`unknown_where_background_coloured`).
 """
 from __future__ import annotations
 
@@ -106,6 +107,48 @@ def trimap_from_saliency(saliency: np.ndarray, band_width: float = 0) -> np.ndar
     window = max(3, round(SOFT_WINDOW * max(saliency.shape)) | 1)
     hairy = cv2.blur(soft, (window, window)) > SOFT_SHARE
     return np.where(hairy, _threshold_trimap(saliency, WIDE_BAND), _threshold_trimap(saliency, NARROW_BAND))
+
+
+#: :func:`unknown_where_background_coloured`: the ring of definite foreground (fraction of the long side, = WIDE_BAND)
+#: whose background-coloured pixels become unknown, and the bins per channel of its colour histograms
+COLOUR_RING = WIDE_BAND
+COLOUR_BINS = 16
+
+
+def _colour_histogram(codes: np.ndarray, bins: int) -> np.ndarray:
+    """Normalised ``bins``³ RGB histogram of histogram codes, smoothed by a [1, 2, 1] / 4 kernel along each axis
+    (a bin edge splits no colour cluster)."""
+    hist = np.bincount(codes, minlength=bins ** 3).astype(np.float64).reshape(bins, bins, bins)
+    hist /= max(codes.size, 1)
+    for axis in range(3):
+        padded = np.pad(hist, [(1, 1) if a == axis else (0, 0) for a in range(3)])
+        below, above = np.take(padded, range(0, bins), axis), np.take(padded, range(2, bins + 2), axis)
+        hist = 0.25 * below + 0.5 * hist + 0.25 * above
+    return hist.ravel()
+
+
+def unknown_where_background_coloured(trimap: np.ndarray, image_srgb: np.ndarray) -> np.ndarray:
+    """The trimap with definite-foreground pixels near its edge made unknown where their colour is more likely
+    background than foreground.
+
+    A saliency network is confident over hair and fur that lets the background through (strands over sky): its
+    definite foreground then pins alpha to 1 on pixels that are partly or wholly background. A colour model of
+    each side (Ruzon & Tomasi 2000; GrabCut's, Rother et al. 2004, as histograms): normalised RGB histograms
+    (COLOUR_BINS³) of the definite foreground and background; a definite-foreground pixel within COLOUR_RING of
+    the long side from the foreground's edge whose colour has the higher background likelihood (the Bayes
+    decision with equal priors) becomes unknown, and the solver decides its alpha. Deeper inside the subject a
+    background-like colour (dark clothes on a dark room) stays foreground."""
+    foreground, background = trimap == 1.0, trimap == 0.0
+    if not foreground.any() or not background.any():
+        return trimap
+    bins = COLOUR_BINS
+    q = (np.clip(image_srgb[..., :3], 0, 1) * (bins - 1e-3)).astype(np.int64)
+    codes = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    fg_hist, bg_hist = _colour_histogram(codes[foreground], bins), _colour_histogram(codes[background], bins)
+    ring = foreground & ~_erode(foreground, max(1, round(COLOUR_RING * max(trimap.shape))))
+    refined = trimap.copy()
+    refined[ring & (bg_hist[codes] > fg_hist[codes])] = 0.5
+    return refined
 
 
 def tighten_mask(mask: np.ndarray, saliency: np.ndarray, band_width: float = 0):
