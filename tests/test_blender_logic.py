@@ -112,15 +112,6 @@ def test_plate_note_says_whether_the_plate_was_used():
     assert plate_note(infos[1:]) == "clean plate used on 1 frame(s)"
 
 
-def test_parse_frames():
-    assert core.parse_frames("1-3, 5,10-20x5") == [1, 2, 3, 5, 10, 15, 20]
-    assert core.parse_frames("7") == [7]
-    assert core.parse_frames("3-3,3") == [3]
-    for bad, message in (("", "no frame"), ("a-b", "cannot read 'a-b'"), ("5-1", "empty"), ("1-4x0", "empty")):
-        with pytest.raises(ValueError, match=message):
-            core.parse_frames(bad)
-
-
 def test_frame_index_needs_matching_key_and_files(tmp_path):
     index = core.FrameIndex(str(tmp_path))
     index.record(3, "abc", {"engine": "classical"})

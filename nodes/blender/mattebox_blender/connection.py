@@ -1,14 +1,17 @@
 """Reach a mattebox server from Blender: the client package, the endpoint policy and starting a local server."""
 from __future__ import annotations
 
+import sys
+from importlib import import_module
 from typing import Any, Callable, List, Optional
 
 from . import core
 
 
-def client_package():
-    """The host-neutral client (``mattebox_plugin``): the copy bundled in the built extension, else the one on
-    sys.path (a development checkout). Its own dependencies, pyzmq and msgpack, come from the extension's wheels."""
+def plugin_module(name: str):
+    """A module of the host-neutral layer (``mattebox_plugin.<name>``): the copy bundled in the built extension,
+    else the one on sys.path (a development checkout). ``frames``, ``errors``, ``protocol`` and ``run`` need no
+    third-party package; ``client`` needs pyzmq and msgpack, which come from the extension's wheels."""
     try:
         from . import mattebox_plugin as package  # bundled by installers/mattebox_installers/blender.py
     except ImportError as bundled_error:
@@ -17,11 +20,14 @@ def client_package():
         except ImportError as exc:
             raise RuntimeError(f"mattebox client not importable ({bundled_error}; {exc}); reinstall the extension "
                                f"with `mattebox install blender`") from exc
-    from importlib import import_module
+    return import_module(f"{package.__name__}.{name}")
 
+
+def client_package():
+    """The host-neutral client package with its ``client``, ``config`` and ``launcher`` modules imported."""
     for name in ("client", "config", "launcher"):
-        import_module(f"{package.__name__}.{name}")
-    return package
+        module = plugin_module(name)
+    return sys.modules[module.__package__]
 
 
 def make_connect(endpoint: str, timeout: float, server_command: Optional[List[str]], auto_start: bool,

@@ -133,29 +133,6 @@ def content_key(request: Dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- frames
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+)\s*)?)?$")
-
-
-def parse_frames(text: str) -> List[int]:
-    """'1-10', '1,3,5', '1-100x10', '12' -> sorted unique frame numbers. Errors name the bad part."""
-    frames = set()
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        match = _RANGE.match(part)
-        if not match:
-            raise ValueError(f"frames: cannot read {part.strip()!r}; use e.g. '1-10', '1,5,9' or '1-100x10'")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        step = int(match.group(3) or 1)
-        if last < first or step < 1:
-            raise ValueError(f"frames: {part.strip()!r} is empty (end before start or step below 1)")
-        frames.update(range(first, last + 1, step))
-    if not frames:
-        raise ValueError("frames: no frame given")
-    return sorted(frames)
-
-
 def result_path(directory: str, kind: str, frame: int) -> str:
     """``<dir>/<kind>_<frame:04d>.exr``: Blender reads the numbered files as an image sequence."""
     prefix = RESULT_KINDS[kind][0]

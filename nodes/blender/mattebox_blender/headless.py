@@ -18,7 +18,8 @@ from typing import List, Optional
 
 import bpy
 
-from . import core, runner
+from . import runner
+from .connection import plugin_module
 from .scene_run import SceneRun
 
 
@@ -40,8 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[sys.argv.index("--") + 1:] if argv is None and "--" in sys.argv else (argv or []))
     scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
     try:
-        frames = core.parse_frames(args.frames) if args.frames else list(range(scene.frame_start,
-                                                                               scene.frame_end + 1))
+        frames = (plugin_module("frames").parse_frames(args.frames) if args.frames
+                  else range(scene.frame_start, scene.frame_end + 1))
     except ValueError as exc:
         print(f"mattebox: {exc}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import core
+from .connection import plugin_module
 
 SOURCES = [
     ("IMAGE", "Image", "An image datablock: a still, an image sequence numbered by frame, or a movie"),
@@ -83,7 +83,7 @@ class MatteboxSettings(bpy.types.PropertyGroup):
     band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,
                             description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
-    frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9 or 1-100x10")
+    frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9, 1-100x10 or 1-10,20-30x5")
     output_dir: StringProperty(name="Output", default="//mattebox/", subtype="DIR_PATH",
                                options=PATH_OPTIONS,
                                description="Folder for the result EXR files (// = next to the .blend file)")
@@ -92,7 +92,7 @@ class MatteboxSettings(bpy.types.PropertyGroup):
         return {"engine": self.engine.strip() or "auto", "quality": self.quality, "band_width": self.band_width}
 
     def frame_list(self, scene) -> list:
-        return core.parse_frames(self.frames) if self.use_range else [scene.frame_current]
+        return plugin_module("frames").parse_frames(self.frames) if self.use_range else [scene.frame_current]
 
 
 class MatteboxStatus(bpy.types.PropertyGroup):

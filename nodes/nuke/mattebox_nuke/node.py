@@ -31,6 +31,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
+from mattebox_plugin.frames import contiguous_spans
+
 from . import __version__
 from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, describe_error, matte_frame, result_frames
 
@@ -290,25 +292,14 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
         if connected[name]:
             writes.append(write)
     os.makedirs(os.path.dirname(settings.input_pattern("plate")), exist_ok=True)
-    ranges = _contiguous(frames)
     for write in writes:
         write["disable"].setValue(False)
     try:
-        nuke.executeMultiple(tuple(writes), tuple((a, b, 1) for a, b in ranges))
+        nuke.executeMultiple(tuple(writes), tuple(contiguous_spans(frames)))
     finally:
         for write in writes:
             write["disable"].setValue(True)
     return connected
-
-
-def _contiguous(frames: List[int]) -> List[tuple]:
-    out: List[List[int]] = []
-    for f in sorted(set(frames)):
-        if out and f == out[-1][1] + 1:
-            out[-1][1] = f
-        else:
-            out.append([f, f])
-    return [tuple(r) for r in out]
 
 
 def load_results(group: Any, settings: Settings) -> None:

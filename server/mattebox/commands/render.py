@@ -15,13 +15,17 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from mattebox_plugin import frames as frames_grammar
+from mattebox_plugin.frames import FrameSet
+
 from . import shot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
     parser.add_argument("--frames", required=True,
-                        help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2 (at most 1,000,000 frames)")
+                        help=f"frames, {frames_grammar.EXAMPLES} (at most {MAX_FRAMES:,} frames; --shot: one "
+                             f"range with one step)")
     parser.add_argument("--chunk", help="K/N: render only the K-th (1-based) of N equal slices of the range")
     parser.add_argument("--second-offset", type=int,
                         help="use frame F+OFFSET of the plate sequence as the parallax partner")
@@ -41,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: most frames one `mattebox render` takes (over 11 hours at 24 fps): a typo such as 1-300000000 is refused
-MAX_FRAMES = 1_000_000
+MAX_FRAMES = frames_grammar.MAX_FRAMES
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 
@@ -56,22 +60,12 @@ def frame_path(pattern: str, frame: int) -> str:
     return pattern[:match.start()] + str(frame).zfill(len(match.group())) + pattern[match.end():]
 
 
-def parse_frames(spec: str) -> range:
-    """``FIRST-LAST[xSTEP]`` -> the frames as a range (never a list: its size does not depend on the range's), of
-    at most :data:`MAX_FRAMES` frames."""
-    match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?(?:x(\d+))?", spec.strip())
-    if not match:
-        raise ValueError(f"--frames {spec!r}: expected FIRST-LAST[xSTEP], e.g. 1001-1100")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    step = int(match.group(3) or 1)
-    if last < first or step < 1:
-        raise ValueError(f"--frames {spec!r}: LAST must be >= FIRST and STEP >= 1")
-    frames = range(first, last + 1, step)
-    if len(frames) > MAX_FRAMES:
-        raise ValueError(f"--frames {spec!r}: {len(frames)} frames, over the limit of {MAX_FRAMES} per render; "
-                         f"split the range (or use --chunk K/N on a farm)")
-    return frames
+def parse_frames(spec: str) -> FrameSet:
+    """``--frames`` (mattebox_plugin.frames' grammar) -> the frames, held as ranges, at most :data:`MAX_FRAMES`."""
+    try:
+        return frames_grammar.parse_frames(spec, max_frames=MAX_FRAMES)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
 
 
 def chunk_of(frames: Sequence[int], chunk: Optional[str]) -> Sequence[int]:
@@ -120,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 2
     if shot.wanted(args):
+        if whole.step is None:
+            print(f"mattebox render: --frames {args.frames!r}: a shot is one range with one step (e.g. 1001-1100 "
+                  f"or 1001-1100x2)", file=sys.stderr)
+            return 2
         return shot.run(args, whole, frames)
     settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
                 "second_offset": args.second_offset}
