@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes" / "blender"
 
 from mattebox_blender import core, runner  # noqa: E402
 from mattebox_blender.connection import make_connect  # noqa: E402
-from mattebox_plugin.client import JobFailed  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -128,8 +127,6 @@ def test_endpoint_policy_and_error_text():
     assert core.is_local_endpoint("tcp://127.0.0.1:23517") and core.is_local_endpoint("tcp://localhost:1")
     assert core.is_local_endpoint("ipc:///tmp/mattebox") and core.is_local_endpoint("tcp://[::1]:5")
     assert not core.is_local_endpoint("tcp://10.0.0.5:23517")
-    text = core.describe_error(JobFailed("shape_mismatch", "mask is 4x4", field="buffers.1.shape", hint="resize"))
-    assert text == "mattebox: mask is 4x4 [shape_mismatch] (field buffers.1.shape); resize"
     assert core.split_command("  ") is None
     assert core.split_command("/opt/mb/bin/mattebox serve --device cpu") == ["/opt/mb/bin/mattebox", "serve",
                                                                            "--device", "cpu"]

@@ -25,7 +25,7 @@ def plugin_module(name: str):
 
 def client_package():
     """The host-neutral client package with its ``client``, ``config`` and ``launcher`` modules imported."""
-    for name in ("client", "config", "launcher"):
+    for name in ("errors", "client", "config", "launcher"):
         module = plugin_module(name)
     return sys.modules[module.__package__]
 

@@ -203,23 +203,6 @@ def split_command(text: str) -> Optional[List[str]]:
     return words or None
 
 
-def describe_error(exc: BaseException) -> str:
-    """The one line shown in Blender's report: the server's own message for job errors."""
-    code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None) or str(exc)
-    field = getattr(exc, "field", None)
-    hint = getattr(exc, "hint", None)
-    text = f"mattebox: {message}"
-    if code:
-        text += f" [{code}]"
-    if field:
-        text += f" (field {field})"
-    if hint:
-        text += f"; {hint}"
-    return text
-
-
-
 def engines_summary(engines: List[Dict[str, Any]], note: Callable[[Dict[str, Any]], str]) -> str:
     """The Check Server report's engine part: the engines that can run, then each one that cannot with ``note``
     (mattebox_plugin.client.engine_note: the command that installs missing weights, or why)."""

@@ -164,7 +164,7 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
         try:
             info = client.hello()
         except Exception as exc:
-            self.report({"ERROR"}, core.describe_error(exc))
+            self.report({"ERROR"}, package.errors.error_line(exc, endpoint))
             return {"CANCELLED"}
         finally:
             client.close()

@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import core
+from .connection import plugin_module
 
 #: states of a run
 CONNECTING, RUNNING, FINISHED, FAILED, CANCELLED = "connecting", "running", "finished", "failed", "cancelled"
@@ -199,7 +200,7 @@ class MatteRun:
             if self._cancel.is_set() and getattr(exc, "code", None) == "cancelled":
                 self._outbox.put(("cancelled",))
             else:
-                self._outbox.put(("error", core.describe_error(exc)))
+                self._outbox.put(("error", plugin_module("errors").error_line(exc)))
         finally:
             if client is not None:
                 client.close()

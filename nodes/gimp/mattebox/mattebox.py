@@ -312,17 +312,16 @@ def run(procedure, run_mode, image, drawables, config, run_data):
                 finally:
                     probe.close()
             except (client_module.ServerUnavailable, OSError) as exc:
-                note = f"The mattebox server is not reachable ({exc}); only 'auto' is listed."
+                from mattebox_plugin.errors import describe_error
+
+                note = f"The mattebox server is not reachable: {describe_error(exc, endpoint)}; only 'auto' is listed."
             if not _run_dialog(procedure, config, hello, note):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
         params = logic.request_params(config.get_property("engine"), config.get_property("band-width"),
                                       config.get_property("quality"))
         inputs, _guide = _gather_inputs(image, layer, config, formats)
-        try:
-            endpoint = launcher.ensure_server(cfg)
-        except OSError as exc:  # the configured server_command could not be started
-            raise client_module.ServerUnavailable(f"could not start {cfg.get('server_command')}: {exc}") from None
+        endpoint = launcher.ensure_server(cfg)  # ServerNotStarted says why a started server did not answer
         client = client_module.Client(**dict(client_config.client_kwargs(cfg), endpoint=endpoint))
         job = client.submit(params=params, **inputs)
         window = _ProgressWindow("Mattebox: matting") if run_mode == Gimp.RunMode.INTERACTIVE else None
@@ -339,7 +338,9 @@ def run(procedure, run_mode, image, drawables, config, run_data):
         expected = (ValueError, client_module.ServerUnavailable, client_module.ProtocolError)
         if not isinstance(exc, expected):
             traceback.print_exc()  # an unexpected error: keep the details on GIMP's console for a bug report
-        return _error(procedure, logic.describe_error(exc, endpoint))
+        from mattebox_plugin.errors import error_line
+
+        return _error(procedure, error_line(exc, endpoint))
     finally:
         if client is not None:
             client.close()

@@ -279,24 +279,3 @@ def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool
 def layer_names(source_name: str) -> Tuple[str, str]:
     """Names of the new layers: the masked copy and the decontaminated foreground."""
     return f"{source_name} (matte)", f"{source_name} (foreground)"
-
-
-def describe_error(exc: BaseException, endpoint: str) -> str:
-    """One clear line for GIMP's message system from whatever went wrong talking to the server."""
-    from mattebox_plugin.client import JobFailed, ServerUnavailable
-    from mattebox_plugin.protocol import ProtocolError
-
-    if isinstance(exc, ServerUnavailable):
-        text = f"Mattebox: {exc}"
-        if "mattebox serve" not in text:
-            text += (f" Start a server with `mattebox serve --endpoint {endpoint}`, or run `mattebox install gimp` "
-                     f"so that one starts on demand.")
-        return text
-    if isinstance(exc, JobFailed):
-        return f"Mattebox: the server refused or failed the job: {exc}"
-    if isinstance(exc, UnsupportedImage):
-        return str(exc)
-    if isinstance(exc, (ProtocolError, ValueError)):  # e.g. an image over the server's limits, checked here
-        return f"Mattebox: {exc}"
-    return f"Mattebox: unexpected {exc.__class__.__name__}: {exc}"
-

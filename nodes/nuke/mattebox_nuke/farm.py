@@ -27,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import nuke
 
     from mattebox_nuke import node as mattebox_node
-    from mattebox_nuke.job import describe_error
+    from mattebox_plugin.errors import describe_error
     from mattebox_plugin.frames import contiguous_spans, parse_frames
 
     try:

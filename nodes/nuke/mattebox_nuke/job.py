@@ -263,15 +263,3 @@ def result_frames(settings: Settings) -> List[int]:
             if len(parts) == 3 and parts[0] == "result" and parts[2] == "exr" and parts[1].lstrip("-").isdigit():
                 frames.append(int(parts[1]))
     return sorted(frames)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for the node's status: protocol errors keep their code and field."""
-    name = type(exc).__name__
-    if name in ("JobFailed", "ProtocolError"):
-        return str(exc)
-    if isinstance(exc, MatteboxError):
-        return str(exc)
-    if name == "ServerUnavailable":
-        return str(exc)
-    return f"{name}: {exc}"

@@ -31,10 +31,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
+from mattebox_plugin.errors import describe_error
 from mattebox_plugin.frames import contiguous_spans
 
 from . import __version__
-from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, describe_error, matte_frame, result_frames
+from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, matte_frame, result_frames
 
 MARKER_KNOB = "mattebox_version"
 FRAME_MODES = ("current frame", "input range", "project range", "custom")
@@ -271,10 +272,12 @@ def _on_main(call: Callable[..., Any], *args: Any) -> None:
 
 
 def _report(group: Any, exc: BaseException) -> None:
-    text = describe_error(exc)
+    from mattebox_plugin.errors import ServerUnavailable
+    from mattebox_plugin.protocol import ProtocolError
+
+    text = describe_error(exc, group["endpoint"].value() or None)
     set_status(group, text, error=True)
-    if not isinstance(exc, (MatteboxError,)) and type(exc).__name__ not in ("JobFailed", "ServerUnavailable",
-                                                                         "ProtocolError"):
+    if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError)):
         traceback.print_exception(type(exc), exc, exc.__traceback__)  # unexpected: full trace to the editor
     if nuke.env.get("gui"):
         nuke.message(f"Mattebox {group.name()}: {text}")
