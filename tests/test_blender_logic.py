@@ -124,9 +124,6 @@ def test_frame_index_needs_matching_key_and_files(tmp_path):
 
 
 def test_endpoint_policy_and_error_text():
-    assert core.is_local_endpoint("tcp://127.0.0.1:23517") and core.is_local_endpoint("tcp://localhost:1")
-    assert core.is_local_endpoint("ipc:///tmp/mattebox") and core.is_local_endpoint("tcp://[::1]:5")
-    assert not core.is_local_endpoint("tcp://10.0.0.5:23517")
     assert core.split_command("  ") is None
     assert core.split_command("/opt/mb/bin/mattebox serve --device cpu") == ["/opt/mb/bin/mattebox", "serve",
                                                                            "--device", "cpu"]

@@ -161,13 +161,6 @@ def test_missing_mask_sources_say_what_is_missing(requested, message):
         mg.choose_mask_source(requested, False, False, False)
 
 
-def test_progress_fraction_and_text():
-    assert mg.progress_fraction({"stage": "solve", "done": 3, "total": 4}) == 0.75
-    assert mg.progress_fraction({"stage": "solve", "done": 9, "total": 4}) == 1.0
-    assert mg.progress_fraction({"stage": "start", "done": None, "total": 0}) is None
-    assert mg.progress_text({"stage": "solve", "message": "tile 3"}) == "Mattebox: solve — tile 3"
-
-
 def test_engine_choices_list_auto_first_and_say_why_unavailable():
     hello = {"engines": [{"name": "classical", "description": "closed-form", "available": True},
                          {"name": "vitmatte", "description": "", "available": False, "why": "no weights"}]}

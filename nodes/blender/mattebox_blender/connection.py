@@ -5,7 +5,6 @@ import sys
 from importlib import import_module
 from typing import Any, Callable, List, Optional
 
-from . import core
 
 
 def plugin_module(name: str):
@@ -43,7 +42,7 @@ def make_connect(endpoint: str, timeout: float, server_command: Optional[List[st
         cfg.update(endpoint=endpoint, timeout=float(timeout))
         if server_command:
             cfg["server_command"] = server_command
-        local = core.is_local_endpoint(endpoint)
+        local = package.config.is_loopback(endpoint)
         if not local and not online_access:
             raise RuntimeError(f"mattebox: {endpoint} is not on this machine and Blender's online access is off "
                                f"(Preferences > System > Network > Allow Online Access)")

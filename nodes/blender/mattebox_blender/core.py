@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -184,15 +183,6 @@ def progress_fraction(frame_position: int, frame_count: int, event: Optional[Dic
     if event and event.get("total"):
         within = min(1.0, max(0.0, float(event.get("done") or 0) / float(event["total"])))
     return min(1.0, (frame_position + within) / max(1, frame_count))
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """Loopback TCP or ipc: talking to it is not 'online access' in Blender's sense."""
-    if endpoint.startswith("ipc://") or endpoint.startswith("inproc://"):
-        return True
-    match = re.match(r"^tcp://\[?([^\]/]+?)\]?:\d+$", endpoint)
-    host = match.group(1) if match else ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def split_command(text: str) -> Optional[List[str]]:

@@ -18,7 +18,11 @@ MASK_CHANNELS = [
 ]
 #: Blender 5 warns about "//" in path properties unless they declare blend-relative support (4.x lacks the option)
 PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (5, 0, 0) else set()
-QUALITIES = [("fast", "Fast", ""), ("balanced", "Balanced", ""), ("best", "Best", "")]
+_protocol = plugin_module("protocol")
+#: menus and ranges from the protocol's parameter data (mattebox_plugin.protocol.MATTE_PARAMS), never re-declared
+QUALITIES = [(value, _protocol.choice_label(value), "") for value in _protocol.param_choices("quality")]
+BAND_WIDTH_MIN, BAND_WIDTH_MAX = _protocol.param_bounds("band_width")
+DEFAULT_ENDPOINT = plugin_module("config").DEFAULT_ENDPOINT
 
 
 def preferences(context=None):
@@ -32,16 +36,16 @@ def _default_endpoint() -> str:
         from .connection import client_package
 
         return client_package().config.load()["endpoint"]
-    except Exception:  # no client yet: the preferences still draw
-        return "tcp://127.0.0.1:23517"
+    except Exception:  # no client yet, or a broken config file: the preferences still draw
+        return DEFAULT_ENDPOINT
 
 
 class MatteboxPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     endpoint: StringProperty(name="Endpoint", default="",
-                             description="The mattebox server, e.g. tcp://127.0.0.1:23517 (empty: the client config "
-                                         "file or $MATTEBOX_ENDPOINT)")
+                             description=f"The mattebox server, e.g. {DEFAULT_ENDPOINT} (empty: the client config "
+                                         f"file or $MATTEBOX_ENDPOINT)")
     timeout: FloatProperty(name="Timeout", default=30.0, min=1.0, max=3600.0, subtype="TIME_ABSOLUTE",
                            description="Seconds of silence from the server before a job is reported as failed")
     auto_start: BoolProperty(name="Start a local server", default=True,
@@ -79,8 +83,8 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                                              "image (a still is used for every frame; a sequence or movie gives "
                                              "the matted frame's own frame)")
     engine: StringProperty(name="Engine", default="auto", description="Engine name from the server, or 'auto'")
-    quality: EnumProperty(name="Quality", items=QUALITIES, default="balanced")
-    band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,
+    quality: EnumProperty(name="Quality", items=QUALITIES, default=_protocol.MATTE_PARAMS["quality"]["default"])
+    band_width: IntProperty(name="Band Width", default=0, min=BAND_WIDTH_MIN, max=BAND_WIDTH_MAX,
                             description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
     frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9, 1-100x10 or 1-10,20-30x5")

@@ -194,6 +194,7 @@ def _wait(job, time_limit, window):
     Returns the Result, or None when the job was cancelled (the server confirmed or the result was discarded).
     """
     from mattebox_plugin.client import JobFailed
+    from mattebox_plugin.protocol import ProgressEvent
 
     started = time.monotonic()
     cancel_sent = False
@@ -201,8 +202,8 @@ def _wait(job, time_limit, window):
     try:
         while not job.done:
             for event in job.poll(POLL_SECONDS):
-                fraction = logic.progress_fraction(event)
-                text = logic.progress_text(event)
+                progress = ProgressEvent.from_header(event)
+                fraction, text = progress.fraction, f"Mattebox: {progress.text()}"
                 Gimp.progress_set_text(text)
                 if fraction is None:
                     Gimp.progress_pulse()
@@ -387,9 +388,9 @@ class Mattebox(Gimp.PlugIn):
         procedure.add_choice_argument("guide-kind", "_Guide is a", "How the guide's values are read",
                                       _choice(logic.GUIDE_KINDS), "mask", rw)
         procedure.add_int_argument("band-width", "_Band width", "Unknown-band width in pixels around the mask's "
-                                   "edge; 0 scales with the image", 0, 2000, 0, rw)
+                                   "edge; 0 scales with the image", logic.BAND_WIDTH_MIN, logic.BAND_WIDTH_MAX, 0, rw)
         procedure.add_choice_argument("quality", "_Quality", "Speed/accuracy preset", _choice(logic.QUALITIES),
-                                      "balanced", rw)
+                                      logic.DEFAULT_QUALITY, rw)
         procedure.add_string_argument("engine", "_Engine", "Engine or model name from the server, or 'auto'",
                                       "auto", rw)
         procedure.add_double_argument("time-limit", "_Time limit", "Cancel the job after this many seconds "

@@ -33,6 +33,7 @@ import nuke
 
 from mattebox_plugin.errors import describe_error
 from mattebox_plugin.frames import contiguous_spans
+from mattebox_plugin.protocol import param_choices
 
 from . import __version__
 from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, matte_frame, result_frames
@@ -86,7 +87,7 @@ def build(group: Any) -> Any:
         k.Enumeration_Knob("guide", "guide input is", ["mask", "trimap"]),
         k.Enumeration_Knob("guide_channel", "guide channel", ["alpha", "red"]),
         k.Double_Knob("band_width", "band width (px, 0 = auto)"),
-        k.Enumeration_Knob("quality", "quality", ["balanced", "fast", "best"]),
+        k.Enumeration_Knob("quality", "quality", list(param_choices("quality", default_first=True))),
         k.Enumeration_Knob("outputs", "outputs", list(OUTPUT_CHOICES)),
         k.Boolean_Knob("premultiply", "premultiply rgb by alpha"),
         k.Enumeration_Knob("frame_range", "frames", list(FRAME_MODES)),

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 
 from mattebox_plugin import frames as frames_grammar
 from mattebox_plugin.frames import FrameSet
+from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
 
 from . import shot
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", required=True, help="output alpha pattern (.exr float or .png)")
     parser.add_argument("--foreground", help="output foreground pattern (.exr linear straight, or .png)")
     parser.add_argument("--engine", default="auto")
-    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
+    parser.add_argument("--quality", default=MATTE_PARAMS["quality"]["default"], choices=param_choices("quality"))
     parser.add_argument("--band-width", type=float, default=0)
     parser.add_argument("--endpoint", help="server (default: the configured one if it answers, else a local one)")
     parser.add_argument("--local", action="store_true", help="always use a local in-process server")
