@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
+from .connection import plugin_module
+
 #: how a result is stored on disk and named in bpy.data: output name -> (file prefix, Blender colourspace)
 RESULT_KINDS = {
     "alpha": ("alpha", "Non-Color"),
@@ -54,12 +56,6 @@ def to_blender_pixels(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgba[::-1]).ravel()
 
 
-def srgb_to_linear(values: np.ndarray) -> np.ndarray:
-    """The sRGB EOTF (IEC 61966-2-1), for 8-bit images Blender hands over still encoded."""
-    values = np.asarray(values, dtype=np.float32)
-    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
 #: byte-image colourspaces whose stored values are already linear (or data)
 LINEAR_BYTE_COLORSPACES = ("Non-Color", "Linear Rec.709", "scene_linear", "Linear", "Raw")
 
@@ -74,7 +70,7 @@ def linearise(rgba: np.ndarray, is_float: bool, colorspace: str) -> np.ndarray:
         return rgba
     if colorspace == "sRGB":
         out = rgba.copy()
-        out[:, :, :3] = srgb_to_linear(rgba[:, :, :3])
+        out[:, :, :3] = plugin_module("colour").srgb_to_linear(rgba[:, :, :3])
         return out
     raise ValueError(f"image colourspace {colorspace!r}: 8-bit images must be sRGB, linear or Non-Color; "
                      f"convert it to a float image (e.g. save as EXR) first")
