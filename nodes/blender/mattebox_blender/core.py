@@ -1,11 +1,10 @@
-"""The Blender extension's logic that needs no Blender: pixel layout, colour, cache keys, frame lists, requests.
+"""The Blender extension's logic that needs no Blender: pixel layout, colour, requests, the output folder's index.
 
 Blender stores an image as a flat RGBA float list, rows bottom-up (``Image.pixels``); mattebox speaks H×W×C
 arrays with rows top-down. Everything here is plain numpy so it is tested outside Blender.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any, Callable, Dict, Iterable, List, Optional
@@ -20,10 +19,8 @@ RESULT_KINDS = {
     "foreground": ("foreground", "Linear Rec.709"),
     "trimap": ("trimap", "Non-Color"),
 }
-#: bump when the meaning of a cached result changes (request layout, output layout); 2: the clean plate is an input
-CACHE_VERSION = 2
-#: the request's pixel inputs, in the order the content key hashes them (protocol names)
-REQUEST_INPUTS = ("image", "second", "mask", "background")
+#: layout of the output folder's index file; the keys in it are mattebox_plugin.run.content_key's
+INDEX_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -109,24 +106,6 @@ def build_request(image: np.ndarray, second: Optional[np.ndarray], mask: Optiona
             "colorspace": "linear", "premultiplied": False}
 
 
-def content_key(request: Dict[str, Any]) -> str:
-    """sha256 over every input's shape, dtype and bytes plus the params: equal keys mean equal results."""
-    digest = hashlib.sha256()
-    meta = {"v": CACHE_VERSION, "params": request["params"], "colorspace": request["colorspace"],
-            "premultiplied": request["premultiplied"]}
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    for name in REQUEST_INPUTS:
-        array = request.get(name)
-        digest.update(name.encode())
-        if array is None:
-            digest.update(b"-")
-            continue
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.shape}{array.dtype.str}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------- frames
 def result_path(directory: str, kind: str, frame: int) -> str:
     """``<dir>/<kind>_<frame:04d>.exr``: Blender reads the numbered files as an image sequence."""
@@ -135,10 +114,9 @@ def result_path(directory: str, kind: str, frame: int) -> str:
 
 
 class FrameIndex:
-    """Which content key produced each frame's files in an output folder (``mattebox_index.json``).
-
-    A frame whose inputs hash to the recorded key and whose files exist is not sent again.
-    """
+    """Which content key produced each frame's files in an output folder (``mattebox_index.json``): the cache of
+    a :class:`mattebox_plugin.run.FrameRun`. A frame whose inputs hash to the recorded key and whose files exist
+    is not sent again."""
 
     NAME = "mattebox_index.json"
 
@@ -150,12 +128,13 @@ class FrameIndex:
             try:
                 with open(self.path, encoding="utf-8") as fh:
                     data = json.load(fh)
-                if data.get("version") == CACHE_VERSION:
+                if data.get("version") == INDEX_VERSION:
                     self.frames = dict(data.get("frames", {}))
             except (OSError, ValueError):
                 self.frames = {}  # a damaged index only costs a recompute
 
-    def is_current(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
+    def reuse(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
+        """Whether the frame's files for every output in ``kinds`` exist and were made from ``key``."""
         entry = self.frames.get(str(frame))
         if not entry or entry.get("key") != key:
             return False
@@ -169,16 +148,8 @@ class FrameIndex:
         os.makedirs(self.directory, exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
+            json.dump({"version": INDEX_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
-
-
-def progress_fraction(frame_position: int, frame_count: int, event: Optional[Dict[str, Any]]) -> float:
-    """Overall progress in [0, 1]: finished frames plus the share of the current one the server reported."""
-    within = 0.0
-    if event and event.get("total"):
-        within = min(1.0, max(0.0, float(event.get("done") or 0) / float(event["total"])))
-    return min(1.0, (frame_position + within) / max(1, frame_count))
 
 
 def split_command(text: str) -> Optional[List[str]]:

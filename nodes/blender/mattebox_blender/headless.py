@@ -18,9 +18,8 @@ from typing import List, Optional
 
 import bpy
 
-from . import runner
 from .connection import plugin_module
-from .scene_run import SceneRun
+from .scene_run import SceneRun, frame_run
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -59,8 +58,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(text, flush=True)
             last = text
         time.sleep(0.05)
-    if run.state != runner.FINISHED:
-        print(run.error or f"mattebox: {run.state}", file=sys.stderr)
+    if run.state != frame_run.FINISHED:
+        print(run.error_text(), file=sys.stderr)
         return 1
     run.publish()
     print(run.summary(), flush=True)

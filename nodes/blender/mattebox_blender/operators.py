@@ -5,9 +5,9 @@ from typing import Optional
 
 import bpy
 
-from . import core, runner
+from . import core
 from .properties import preferences
-from .scene_run import SceneRun
+from .scene_run import SceneRun, frame_run
 
 #: the run in progress (one at a time per Blender session); the Cancel operator and the panel read it
 _ACTIVE: Optional[SceneRun] = None
@@ -24,7 +24,7 @@ def start_run(context) -> SceneRun:
 
 def finish_run(run: SceneRun, report) -> set:
     """Publish a finished run's results into the compositor and report how the run ended."""
-    if run.state == runner.FINISHED:
+    if run.state == frame_run.FINISHED:
         try:
             run.publish()
         except Exception as exc:  # e.g. a result file removed meanwhile: say so, never leave the UI stuck
@@ -32,10 +32,10 @@ def finish_run(run: SceneRun, report) -> set:
             return {"CANCELLED"}
         report({"INFO"}, run.summary())
         return {"FINISHED"}
-    if run.state == runner.CANCELLED:
+    if run.state == frame_run.CANCELLED:
         report({"WARNING"}, "Mattebox: cancelled")
         return {"CANCELLED"}
-    report({"ERROR"}, run.error or "Mattebox: failed")
+    report({"ERROR"}, run.error_text())
     return {"CANCELLED"}
 
 

@@ -1,17 +1,26 @@
-"""A matte run over a scene's Mattebox settings: the one place the UI operator and the headless path build runs."""
+"""A matte run over a scene's Mattebox settings: the one place the UI operator and the headless path build runs.
+
+The run itself (worker thread, content cache, progress, cancel, errors) is the host-neutral
+:class:`mattebox_plugin.run.FrameRun`; this adds only what touches Blender: reading the scene's source, writing
+EXRs into the output folder and publishing them into the compositor.
+"""
 from __future__ import annotations
 
 from typing import List, Optional
 
 import bpy
 
-from . import blender_io, connection, core, runner
-from .connection import make_connect
+from . import blender_io, core
+from .connection import make_connect, plugin_module
+
+frame_run = plugin_module("run")
+#: the outputs a Blender run asks for (all that blender_io writes)
+OUTPUTS = tuple(core.RESULT_KINDS)
 
 
-class SceneRun(runner.MatteRun):
-    """:class:`runner.MatteRun` reading the scene's chosen source, writing EXRs to the settings' output folder
-    (with its content-key index) and, once finished, publishing them into the scene's compositor."""
+class SceneRun(frame_run.FrameRun):
+    """A FrameRun reading the scene's chosen source, writing EXRs to the settings' output folder (with its
+    content-key index) and, once finished, publishing them into the scene's compositor."""
 
     def __init__(self, scene, frames: List[int], endpoint: str, timeout: float, server_command: Optional[List[str]],
                  auto_start: bool, engine: Optional[str] = None):
@@ -25,8 +34,8 @@ class SceneRun(runner.MatteRun):
         super().__init__(
             frames, make_connect(endpoint, timeout, server_command, auto_start, bpy.app.online_access),
             lambda frame: blender_io.read_request(settings, scene, frame, params),
-            lambda frame, result: blender_io.write_results(self.directory, frame, result),
-            index=core.FrameIndex(self.directory))
+            lambda work, result: blender_io.write_results(self.directory, work.frame, result),
+            cache=core.FrameIndex(self.directory), outputs=OUTPUTS)
 
     @classmethod
     def from_preferences(cls, scene, prefs, frames: Optional[List[int]] = None, **overrides) -> "SceneRun":
@@ -36,12 +45,18 @@ class SceneRun(runner.MatteRun):
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(scene, frames or scene.mattebox.frame_list(scene), **values)
 
+    def status_text(self) -> str:
+        return f"Mattebox: {super().status_text()}"
+
+    def error_text(self) -> str:
+        """The failure for Blender's report bar."""
+        return f"Mattebox: {self.error or self.state}"
+
     def publish(self) -> None:
         """Results on disk -> Image datablocks -> group -> the scene's compositor (after a finished run)."""
         blender_io.publish(self.name, self.directory, sorted(self.frames), self.scene)
 
     def summary(self) -> str:
-        client = connection.client_package().client
-        notes = client.result_notes(self.infos.values())
+        notes = plugin_module("client").result_notes(self.infos.values())
         return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
                 f"'{blender_io.group_name(self.name)}', files in {self.directory}" + "".join(f"; {n}" for n in notes))

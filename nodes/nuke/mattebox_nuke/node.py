@@ -31,12 +31,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
-from mattebox_plugin.errors import describe_error
+from mattebox_plugin.errors import Cancelled, describe_error
 from mattebox_plugin.frames import contiguous_spans
-from mattebox_plugin.protocol import param_choices
+from mattebox_plugin.protocol import INFO_ENGINE, param_choices
+from mattebox_plugin.run import FINISHED, FrameRun
 
 from . import __version__
-from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, matte_frame, result_frames
+from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, ResultStore, Settings, read_request, result_frames
 
 MARKER_KNOB = "mattebox_version"
 FRAME_MODES = ("current frame", "input range", "project range", "custom")
@@ -318,49 +319,44 @@ def load_results(group: Any, settings: Settings) -> None:
 
 
 class MatteRun:
-    """One matte run of one node over frames. ``error`` holds what failed; ``outcomes`` the per-frame results."""
+    """One matte run of one node: a :class:`mattebox_plugin.run.FrameRun` stepped from a worker thread (GUI) or
+    the main thread (terminal), with Nuke's progress bar. ``error`` holds what failed; ``outcomes`` the frames."""
 
     def __init__(self, group: Any, settings: Settings, frames: List[int], connected: Dict[str, bool]):
         self.group, self.settings, self.frames, self.connected = group, settings, frames, connected
-        self.outcomes: List[Any] = []
+        self.run: Optional[FrameRun] = None
         self.error: Optional[BaseException] = None
         self.finished = threading.Event()
         self.started = time.monotonic()
         self.thread: Optional[threading.Thread] = None
-        self._percent = 0
+
+    @property
+    def outcomes(self) -> List[Any]:
+        return self.run.outcomes if self.run is not None else []
 
     def work(self) -> None:
         """The server part (worker thread in the GUI): no Nuke API calls except ProgressTask/executeInMainThread."""
         task = nuke.ProgressTask(f"Mattebox {self.settings.node_name}")
-        client = None
+        store = ResultStore(self.settings)
+        settings, connected = self.settings, self.connected
+
+        def on_step(run: FrameRun) -> None:
+            if task.isCancelled():
+                run.cancel()
+            task.setProgress(int(100 * run.fraction))  # never backwards (FrameRun.fraction)
+            task.setMessage(run.status_text())
+
         try:
             task.setMessage("connecting to the mattebox server")
-            client = connect(self.settings.endpoint)
-            hello = client.hello()
-            self.settings.server_version = str(hello.get("server_version", ""))
-            _on_main(set_engines, self.group, hello)
-            total = len(self.frames)
-            for index, frame in enumerate(self.frames):
-                if task.isCancelled():
-                    raise MatteboxError("cancelled")
-
-                def on_progress(event: Dict[str, Any], index: int = index, frame: int = frame) -> None:
-                    done, stages = event.get("done") or 0, event.get("total") or 0
-                    part = min(1.0, done / stages) if stages else 0.0
-                    self._percent = max(self._percent, int(100 * (index + part) / total))  # never backwards
-                    task.setProgress(self._percent)
-                    task.setMessage(f"frame {frame} ({index + 1}/{total}): {event.get('stage') or ''}")
-
-                task.setMessage(f"frame {frame} ({index + 1}/{total})")
-                outcome = matte_frame(client, self.settings, frame, self.connected, on_progress, task.isCancelled)
-                self.outcomes.append(outcome)
-                self._percent = int(100 * (index + 1) / total)
-                task.setProgress(self._percent)
+            self.run = FrameRun(self.frames, lambda: connect(settings.endpoint),
+                                lambda frame: read_request(settings, frame, connected), store.write, cache=store,
+                                outputs=settings.outputs, key_extra=settings.key_extra(),
+                                on_connected=lambda hello: _on_main(set_engines, self.group, hello))
+            if self.run.wait(on_step=on_step) != FINISHED:
+                raise self.run.exception
         except BaseException as exc:  # reported on the node; re-raised by wait() in terminal mode
-            self.error = exc
+            self.error = MatteboxError("cancelled") if isinstance(exc, Cancelled) else exc
         finally:
-            if client is not None:
-                client.close()
             task = None  # dropping the last reference closes the progress bar
             _on_main(self._finish)
 
@@ -375,7 +371,7 @@ class MatteRun:
             _report(self.group, self.error)
         else:
             cached = sum(o.cached for o in self.outcomes)
-            engines = sorted({o.info.get("engine") for o in self.outcomes if o.info.get("engine")})
+            engines = sorted({o.info.get(INFO_ENGINE) for o in self.outcomes if o.info.get(INFO_ENGINE)})
             span = f"{self.frames[0]}" if len(self.frames) == 1 else f"{self.frames[0]}-{self.frames[-1]}"
             from mattebox_plugin.client import result_notes
 
