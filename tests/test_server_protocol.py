@@ -346,7 +346,8 @@ def test_protocol_doc_names_every_op_field_and_error():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     names = (list(protocol.ERROR_CODES) + list(protocol.MATTE_PARAMS) + list(protocol.INPUTS) +
              list(protocol.OUTPUTS) + list(protocol.DEFAULT_LIMITS) + list(protocol.CLIENT_OPS) +
-             list(protocol.SERVER_OPS) + list(protocol.DTYPES) + list(protocol.COLORSPACES))
+             list(protocol.SERVER_OPS) + list(protocol.DTYPES) + list(protocol.COLORSPACES) +
+             list(protocol.SHOT_FIELDS))
     missing = [n for n in names if f"`{n}`" not in doc]
     assert not missing, f"docs/protocol.md does not document {missing}"
 

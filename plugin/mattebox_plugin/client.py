@@ -19,7 +19,7 @@ import secrets
 import socket
 import time
 import uuid
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import zmq
 
@@ -255,6 +255,60 @@ class Job:
         # ACCEPTED and CANCEL acknowledgements only refresh liveness
 
 
+class ShotJob(Job):
+    """A shot job (:meth:`Client.matte_shot`): the server asks for frames (``need``) and streams one ``result``
+    per output frame (``final`` on the last). Not resubmitted after a server restart: the server does not keep
+    shot jobs, so an ``unknown_job`` ends it with ``job_lost``."""
+
+    def __init__(self, client: "Client", job_id: str, frames: List[int]):
+        super().__init__(client, job_id, None, [])
+        self.frames = frames
+        self.needs: List[int] = []  #: frames the server asked for, not yet sent
+        self.results: List[Tuple[int, Result]] = []  #: received, not yet yielded
+        self._received = 0  #: results received so far (the server sends them in frame order)
+
+    @property
+    def next_frame(self) -> Optional[int]:
+        """The frame the next result is expected for (None once all have arrived)."""
+        return self.frames[self._received] if self._received < len(self.frames) else None
+
+    def _deliver(self, header: Dict[str, Any], frames: List[Any]) -> None:
+        op = header["op"]
+        if op == protocol.NEED:
+            self._heard()
+            frame = header.get("frame")
+            if frame not in self.needs:
+                self.needs.append(frame)
+        elif op == protocol.RESULT:
+            self._heard()
+            frame = header.get("frame")
+            if self.next_frame is None or (isinstance(frame, int) and frame < self.next_frame):
+                return  # a re-delivery (an attach after the end) of a frame already received
+            if frame != self.next_frame:
+                self._error = JobFailed("bad_message", f"shot job {self.id}: expected the result of frame "
+                                        f"{self.next_frame}, got {frame!r} (results were lost on the way)",
+                                        field="frame", hint="render the shot again")
+                return
+            buffers = protocol.validate_result_buffers(header, frames)
+            info = dict(header.get("info", {}), frame=frame)
+            self.results.append((frame, Result(self.id, buffers, info)))
+            self._received += 1
+            if header.get("final", True):
+                self._result = self.results[-1][1]
+                if self._auto_release:
+                    self.release()
+        elif op == protocol.PROGRESS:
+            super()._deliver(header, frames)
+            event = self._events[-1]
+            if event.get("stage") == "shot" and isinstance(event.get("done"), int):
+                event["frame"] = self.frames[min(event["done"], len(self.frames) - 1)]
+        elif op == protocol.ERROR and header.get("code") == "unknown_job":
+            self._error = JobFailed("job_lost", f"the server no longer knows shot job {self.id} (it restarted; "
+                                    f"shot jobs are not kept across restarts): render the shot again", field="id")
+        else:
+            super()._deliver(header, frames)
+
+
 class Client:
     """Connection to one mattebox server.
 
@@ -366,12 +420,7 @@ class Client:
         header = self._owned({"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
                               "buffers": [b.describe() for b in buffers]})
         frames = [b.data for b in buffers]
-        limits = dict(protocol.DEFAULT_LIMITS, **self.server_info.get("limits", {}))
-        protocol.validate_buffers(header, frames, limits)  # same checks as the server, before sending
-        size = protocol.message_nbytes(frames)
-        if size > limits["max_message_bytes"]:
-            raise JobFailed("too_large", f"request is {size} bytes, over the server's max_message_bytes "
-                            f"{limits['max_message_bytes']}", field="buffers")
+        self._check_buffers(header, frames)
         job = Job(self, job_id, header, frames)
         if self._shm_pool is not None:
             job._inline_request = (header, frames)
@@ -379,15 +428,112 @@ class Client:
             job._request = (header, frames)
         self._jobs[job_id] = job
         self._send(header, frames)
+        self._await_accepted(job)
+        return job
+
+    def matte_shot(self, frames: Sequence[int], read_frame: Callable[[int], Dict[str, Any]], *,
+                   keys: Iterable[int] = (), engine: str = "classical", params: Optional[Dict[str, Any]] = None,
+                   outputs: Sequence[str] = protocol.DEFAULT_OUTPUTS, on_progress: Optional[Callable] = None,
+                   should_cancel: Optional[Callable[[], bool]] = None,
+                   radius: int = 2) -> Iterator[Tuple[int, Result]]:
+        """Matte ``frames`` as one shot on the server (docs/shots.md, docs/protocol.md *Shots*); yields
+        ``(frame, Result)`` in frame order as each frame is done.
+
+        ``frames``: consecutive ascending frame numbers with one step. ``read_frame(frame)`` returns the keyword
+        arguments of :meth:`submit` for that frame (``image=...``, plus ``mask=...`` or ``trimap=...`` on the frames
+        listed in ``keys``, and optionally ``colorspace``/``premultiplied``); it is called only when the server asks
+        for that frame, so neither side holds the shot. With no ``keys`` every frame gets automatic guidance.
+        ``on_progress(event)`` gets the progress events of :meth:`Job.progress`, each with ``frame``: the frame
+        being solved (``stage`` 'shot') or read (``stage`` 'read'). ``should_cancel()`` returning True cancels the
+        shot on the server and raises :class:`JobFailed` with code 'cancelled'; so does closing the iterator early
+        (without the raise). ``radius``: neighbours on each side that steady a frame (0: frames solved alone).
+        Errors (a frame the server refuses, a server that lost the job) raise :class:`JobFailed` naming the field.
+        """
+        frames = [int(f) for f in frames]
+        step = frames[1] - frames[0] if len(frames) > 1 else 1
+        if not frames or step < 1 or frames != list(range(frames[0], frames[0] + step * len(frames), step)):
+            raise JobFailed("bad_field", "frames: expected consecutive frame numbers with one step, ascending",
+                            field="frames")
+        if self.server_info is None:
+            self.hello()
+        params = protocol.validate_params(dict(params or {}, engine=engine, outputs=list(outputs)))
+        job_id = _new_id()
+        shot = {"first": frames[0], "last": frames[-1], "step": step, "keys": sorted({int(k) for k in keys}),
+                "radius": int(radius)}
+        header = self._owned({"op": protocol.MATTE, "id": job_id, "client": self.client_id, "params": params,
+                              "buffers": [], protocol.SHOT: shot})
+        protocol.validate_shot(header)  # same checks as the server, before sending
+        job = ShotJob(self, job_id, frames)
+        self._jobs[job_id] = job
+        self._send(header)
+        finished = False
+        try:
+            self._await_accepted(job)
+            while True:
+                if should_cancel is not None and should_cancel():
+                    raise JobFailed("cancelled", f"shot {frames[0]}-{frames[-1]} cancelled before frame "
+                                    f"{job.next_frame}")  # (the finally cancels it on the server)
+                if job.results:
+                    yield job.results.pop(0)
+                    continue
+                if job.done:
+                    finished = True
+                    if job._error is not None:
+                        raise job._error
+                    return
+                if job.needs:
+                    frame = job.needs.pop(0)
+                    if on_progress is not None:
+                        on_progress({"stage": "read", "done": 0, "total": 0, "message": f"frame {frame}",
+                                     "state": "running", "frame": frame})
+                    self._send_frame(job, frame, read_frame(frame))
+                    continue
+                for event in job.poll(min(self.heartbeat, 0.5)):
+                    if on_progress is not None:
+                        on_progress(event)
+        finally:
+            if not finished and self._sock is not None:
+                job.cancel()  # stopped early (an error here, should_cancel, or the caller closed the iterator)
+            self._jobs.pop(job_id, None)
+
+    def _send_frame(self, job: "ShotJob", frame: int, inputs: Dict[str, Any]) -> None:
+        """Send one frame's inputs (``read_frame``'s keyword arguments) for a shot job."""
+        if not isinstance(inputs, dict):
+            raise JobFailed("bad_field", f"read_frame({frame}) returned {type(inputs).__name__}, expected a dict of "
+                            f"submit's keyword arguments (image=..., mask=... or trimap=... on keys)", field="frames")
+        inputs = dict(inputs)
+        colorspace = inputs.pop("colorspace", "linear")
+        premultiplied = inputs.pop("premultiplied", False)
+        unknown = sorted(set(inputs) - set(protocol.INPUTS))
+        if unknown:
+            raise JobFailed("bad_field", f"read_frame({frame}) returned {unknown[0]!r}; expected inputs among "
+                            f"{', '.join(protocol.INPUTS)}", field=unknown[0])
+        buffers = protocol.input_buffers(inputs, colorspace, premultiplied)
+        header = self._owned({"op": protocol.FRAME, "id": job.id, "frame": frame,
+                              "buffers": [b.describe() for b in buffers]})
+        data = [b.data for b in buffers]
+        self._check_buffers(header, data)
+        self._send(header, data)
+
+    def _check_buffers(self, header: Dict[str, Any], frames: List[Any]) -> None:
+        """The server's buffer checks and size limit, before sending (raises JobFailed naming the field)."""
+        limits = dict(protocol.DEFAULT_LIMITS, **self.server_info.get("limits", {}))
+        protocol.validate_buffers(header, frames, limits)
+        size = protocol.message_nbytes(frames)
+        if size > limits["max_message_bytes"]:
+            raise JobFailed("too_large", f"request is {size} bytes, over the server's max_message_bytes "
+                            f"{limits['max_message_bytes']}", field="buffers")
+
+    def _await_accepted(self, job: "Job") -> None:
+        """Wait until the server accepted ``job`` (or already reports on it); raise its error if it refused."""
         deadline = time.monotonic() + self.timeout
         while not job.done and not job.accepted and job.last_progress is None:
             if time.monotonic() > deadline:
-                raise ServerUnavailable(f"the mattebox server at {self.endpoint} did not accept job {job_id} "
+                raise ServerUnavailable(f"the mattebox server at {self.endpoint} did not accept job {job.id} "
                                         f"within {self.timeout} s")
             self._pump(0.1)
         if job._error is not None:
             raise job._error
-        return job
 
     def attach(self, job_id: str, release: bool = True) -> Job:
         """Follow a job submitted earlier, by this or another process (e.g. before a crash) with this client's

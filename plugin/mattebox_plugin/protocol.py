@@ -39,9 +39,11 @@ ATTACH = "attach"  #: client -> server: route a job's messages to this connectio
 RELEASE = "release"  #: client -> server: the client has the result; free it
 STATUS = "status"  #: both ways: server health, queue, memory
 ERROR = "error"  #: server -> client: code, message, field, hint
+NEED = "need"  #: server -> client: a shot job asks for one frame's inputs (id, frame)
+FRAME = "frame"  #: client -> server: one frame's inputs for a shot job (id, frame, buffers), answering ``need``
 
-CLIENT_OPS = (HELLO, MATTE, CANCEL, ATTACH, RELEASE, STATUS)
-SERVER_OPS = (HELLO, ACCEPTED, PROGRESS, RESULT, ERROR, STATUS, CANCEL, RELEASE)
+CLIENT_OPS = (HELLO, MATTE, CANCEL, ATTACH, RELEASE, STATUS, FRAME)
+SERVER_OPS = (HELLO, ACCEPTED, PROGRESS, RESULT, ERROR, STATUS, CANCEL, RELEASE, NEED)
 
 # --------------------------------------------------------------------------------------- job states
 #: a job's ``state`` in progress events, attach and cancel replies, status and the job store
@@ -124,6 +126,8 @@ ERROR_CODES = {
                    "max_bytes_in_flight); retry when earlier jobs have finished",
     "result_evicted": "the finished result was dropped from a memory-only server to stay within max_result_bytes "
                       "(oldest first) before it was fetched; submit the job again",
+    "frame_timeout": "a shot job waited longer than shot_timeout_s for a frame it asked for, with no word from its "
+                     "client meanwhile; the job failed and its memory was freed",
 }
 
 
@@ -275,7 +279,73 @@ DEFAULT_LIMITS = {
     "max_queued_jobs": 256,  #: unfinished jobs of all owners
     "max_bytes_in_flight": 4 << 30,  #: input bytes of all unfinished jobs
     "max_result_bytes": 1 << 30,  #: finished results a memory-only server holds; oldest evicted past it
+    "shot_timeout_s": 120,  #: a shot job fails (frame_timeout) after this long without the frame it asked for
+    #: and without any message from its client (a waiting client pings with ``attach`` every few seconds)
 }
+
+
+#: header key of a shot job: a ``matte`` request carrying it has no buffers; the server asks for each frame with
+#: ``need`` and the client answers with ``frame`` (docs/protocol.md, *Shots*).
+SHOT = "shot"
+#: fields of ``shot``: name -> (type, required, doc)
+SHOT_FIELDS = {
+    "first": (int, True, "first frame number of the shot"),
+    "last": (int, True, "last frame number (>= first, on the step)"),
+    "step": (int, False, "frame step, >= 1 (default 1)"),
+    "keys": (list, False, "frames whose inputs carry guidance (a mask or a trimap); none: automatic guidance"),
+    "outputs": (list, False, "frames to return, ascending (default: every frame of the shot)"),
+    "radius": (int, False, "neighbours on each side that steady a frame, 0..8 (default 2)"),
+}
+MAX_SHOT_RADIUS = 8
+MAX_SHOT_FRAMES = 100_000  #: frames in one shot (over an hour at 24 fps); longer ranges are split into shots
+
+
+def validate_shot(header: Dict[str, Any]) -> Dict[str, Any]:
+    """Check a shot job's ``shot`` map -> ``{frames, keys, outputs, radius}`` (lists of frame numbers)."""
+    shot = require(header, SHOT, dict)
+    for name in shot:
+        if name not in SHOT_FIELDS:
+            raise ProtocolError("bad_field", f"unknown shot field '{name}'", field=f"{SHOT}.{name}",
+                                hint=f"shot fields: {', '.join(SHOT_FIELDS)}")
+    for name, (kind, required, _) in SHOT_FIELDS.items():
+        if required or name in shot:
+            require(shot, name, kind, f"{SHOT}.")
+    first, last, step = shot["first"], shot["last"], shot.get("step", 1)
+    if step < 1:
+        raise ProtocolError("bad_field", f"shot step must be 1 or more, got {step}", field=f"{SHOT}.step")
+    if last < first or (last - first) % step:
+        raise ProtocolError("bad_field", f"shot last frame {last} must be first ({first}) plus a whole number of "
+                            f"steps ({step})", field=f"{SHOT}.last")
+    frames = range(first, last + 1, step)
+    if len(frames) > MAX_SHOT_FRAMES:
+        raise ProtocolError("too_large", f"a shot of {len(frames)} frames is over {MAX_SHOT_FRAMES}",
+                            field=f"{SHOT}.last", hint="render the range as several shots")
+    lists = {}
+    for name in ("keys", "outputs"):
+        values = shot.get(name, [] if name == "keys" else None)
+        if values is None:
+            continue
+        for index, value in enumerate(values):
+            if not _is_type(value, int) or value not in frames:
+                raise ProtocolError("bad_field", f"shot {name}[{index}] = {value!r} is not a frame of the shot "
+                                    f"{first}-{last} (step {step})", field=f"{SHOT}.{name}.{index}")
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise ProtocolError("bad_field", f"shot {name} must be ascending without repeats",
+                                field=f"{SHOT}.{name}")
+        lists[name] = list(values)
+    radius = shot.get("radius", 2)
+    if not 0 <= radius <= MAX_SHOT_RADIUS:
+        raise ProtocolError("bad_field", f"shot radius must be 0..{MAX_SHOT_RADIUS}, got {radius}",
+                            field=f"{SHOT}.radius")
+    outputs = lists.get("outputs", list(frames))
+    if not outputs:
+        raise ProtocolError("bad_field", "shot outputs is empty: nothing to render", field=f"{SHOT}.outputs")
+    return {"frames": list(frames), "keys": lists["keys"], "outputs": outputs, "radius": radius}
+
+
+def validate_frame_number(header: Dict[str, Any]) -> int:
+    """The ``frame`` field of a ``frame`` message (an integer)."""
+    return require(header, "frame", int)
 
 
 class Buffer:

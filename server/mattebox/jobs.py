@@ -52,6 +52,7 @@ class Job:
     interrupted: bool = False  #: stopped by a clean server shutdown: rerun after the restart, not reported
     expires: Optional[float] = None  #: monotonic time a finished job is forgotten
     nbytes: int = 0  #: input bytes held for it while unfinished (counted against the owner's and server's budgets)
+    shot: Any = None  #: shots.session.ShotSession of a shot job (frames come from the client as the shot needs them)
 
     def summary(self) -> Dict[str, Any]:
         now = time.monotonic()
@@ -125,7 +126,11 @@ class Worker(threading.Thread):
                 self.current = None
 
     def compute(self, job: Job, progress: Any) -> tuple:
-        """Run the job's pipeline -> (descriptions, frames, info); cluster.ClusterWorker sends it to a replica."""
+        """Run the job's pipeline -> (descriptions, frames, info); cluster.ClusterWorker sends it to a replica. A
+        shot job streams every output frame but the last itself (``result`` with ``final: false``)."""
+        if job.shot is not None:
+            return job.shot.run(progress, lambda header, frames: self.notify(job, header, frames, final=False))
+
         def drop_inputs():
             job.buffers = None
 
@@ -151,6 +156,8 @@ class Worker(threading.Thread):
                 job.buffers = job.load_inputs()  # recovered after a restart: inputs come from the spool
             descs, frames, info = self.compute(job, progress)
             header = {"op": protocol.RESULT, "id": job.id, "buffers": descs, "info": _plain(info)}
+            if job.shot is not None:  # the shot's last frame
+                header.update(frame=info["frame"], final=True)
             if job.reply_region is not None:  # first delivery through the client's shared memory
                 placed, placed_frames = job.reply_region.place(descs, frames)
                 sent = (dict(header, buffers=placed), placed_frames)

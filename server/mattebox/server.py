@@ -314,7 +314,11 @@ class Server:
             self._submit(route, header, buffers, frames, owner)
         else:
             job = self._job(header, owner)
-            if op == protocol.CANCEL:
+            if job.shot is not None:
+                job.shot.heard()  # any message of the owner keeps a waiting shot alive
+            if op == protocol.FRAME:
+                self._frame(job, route, header, buffers)
+            elif op == protocol.CANCEL:
                 self._cancel(job, route)
             elif op == protocol.ATTACH:
                 self._attach(job, route)
@@ -325,8 +329,10 @@ class Server:
     def _attach(self, job: Job, route: bytes) -> None:
         """Route the job's messages to ``route`` and report its state; a result kept on disk (stored, or left by
         the previous server) is read by the store's thread and re-delivered with inline frames."""
-        job.route = route
+        moved, job.route = job.route != route, route
         reply = job.reply
+        if moved and job.shot is not None and job.shot.wanted is not None:  # the old connection may have lost it
+            self._send(route, {"op": protocol.NEED, "id": job.id, "frame": job.shot.wanted})
         if reply is not None:
             self._send(route, *reply)
         elif job.result_on_disk and self.store is not None:
@@ -372,6 +378,13 @@ class Server:
             raise ProtocolError("queue_full", f"the server already has {len(jobs)} unfinished jobs (limit "
                                 f"max_queued_jobs {limits['max_queued_jobs']})", field="id",
                                 hint="retry when earlier jobs have finished")
+        self._check_bytes(owner, nbytes)
+
+    def _check_bytes(self, owner: str, nbytes: int) -> None:
+        """Refuse ``nbytes`` more input (a job's, or a shot's next frame) over the owner's or the server's budget."""
+        limits = self.config.limits
+        jobs = [j for j in self.jobs.values() if j.state not in FINISHED]
+        mine = [j for j in jobs if j.client == owner]
         held = sum(j.nbytes for j in mine)
         if held + nbytes > limits["max_bytes_per_client"]:
             raise ProtocolError("over_budget", f"this client's unfinished jobs hold {held} bytes; {nbytes} more is "
@@ -394,6 +407,9 @@ class Server:
             raise ProtocolError("duplicate_job", f"job '{job_id}' already exists", field="id",
                                 hint="use a fresh id per job (the client does)")
         params = protocol.validate_params(header.get("params"))
+        if protocol.SHOT in header:
+            self._submit_shot(route, header, buffers, params, owner)
+            return
         self._check_quota(owner, size + _declared_shm_nbytes(header))  # before shared memory is copied in
         resolve = None
         if self.shm is not None:
@@ -431,8 +447,68 @@ class Server:
             self.queue.put(job)
         log.info("job queued", extra={"fields": {"id": job_id, "engine": engine.name, "bytes": size}})
 
+    def _submit_shot(self, route: bytes, header: Dict[str, Any], buffers: List[Any], params: Dict[str, Any],
+                     owner: str) -> None:
+        """Queue a shot job (docs/protocol.md, *Shots*): no pixels now; its worker asks for each frame with
+        ``need``. Not recorded in the job store: after a restart the job is unknown (the client says job_lost)."""
+        from .shots.session import ShotSession
+
+        spec = protocol.validate_shot(header)
+        if header.get("buffers", []) != [] or buffers:
+            raise ProtocolError("bad_field", "a shot job sends no buffers with matte: each frame comes in a frame "
+                                "message when the server asks for it", field="buffers")
+        if protocol.REPLY_SHM in header:
+            raise ProtocolError("bad_field", "a shot job's results come as frames, not in reply_shm",
+                                field=protocol.REPLY_SHM)
+        if params["engine"] not in ("auto", "classical"):
+            raise ProtocolError("bad_field", f"engine '{params['engine']}': a shot is solved by the classical "
+                                f"engine (auto or classical)", field="params.engine")
+        if params.get("roi"):
+            raise ProtocolError("bad_field", "roi is not supported for shots", field="params.roi")
+        if self.config.backend is not None:
+            raise ProtocolError("bad_field", "shot jobs run on a server without --cluster (its replicas cannot ask "
+                                "the client for frames)", field=protocol.SHOT)
+        self._check_quota(owner, 0)
+        params["engine"] = "classical-shot"
+        job = Job(id=header["id"], client=owner, route=route, params=params, buffers=None,
+                  priority=params.get("priority", 0))
+        job.shot = ShotSession(job.id, spec, params, self.config.limits["shot_timeout_s"], job.cancel_event,
+                               on_bytes=lambda n: setattr(job, "nbytes", n))
+        self.jobs[job.id] = job
+        self.counters["jobs"] += 1
+        self.queue.put(job)
+        self._send(route, {"op": protocol.ACCEPTED, "id": job.id, "engine": params["engine"],
+                           "queue_position": self.queue.ahead_of(job.priority), "stored": False})
+        log.info("shot queued", extra={"fields": {"id": job.id, "frames": len(spec["frames"]),
+                                                  "keys": len(spec["keys"])}})
+
+    def _frame(self, job: Job, route: bytes, header: Dict[str, Any], buffers: List[Any]) -> None:
+        """A frame of a shot job, from its owner: checked as a matte request's buffers are (limits, shapes,
+        shared memory) and against the shot; a bad one fails the shot with the error naming the field."""
+        if job.shot is None:
+            raise ProtocolError("bad_field", f"job {job.id} is not a shot job: it takes no frames", field="op")
+        frame = protocol.validate_frame_number(header)
+        if job.state in FINISHED:
+            raise ProtocolError("bad_field", f"shot job {job.id} has ended; frame {frame} is not needed",
+                                field="frame")
+        try:
+            try:
+                self._check_bytes(job.client, protocol.message_nbytes(buffers) + _declared_shm_nbytes(header))
+                resolve = None
+                if self.shm is not None:
+                    resolve = lambda value, nbytes: self.shm.read(route, job.client, value, nbytes)  # noqa: E731
+                described = protocol.validate_buffers(header, buffers, self.config.limits, shm=resolve)
+            except ProtocolError as exc:  # say which frame it was
+                raise ProtocolError(exc.code, f"frame {frame}: {exc.message}", exc.field, exc.hint) from None
+            fields = {desc["name"]: f"buffers.{index}" for index, desc in enumerate(header["buffers"])}
+            job.shot.offer(frame, described, fields)
+        except ProtocolError as exc:
+            job.shot.fail(exc)
+
     def _cancel(self, job: Job, route: bytes) -> None:
         job.cancel_event.set()
+        if job.shot is not None:
+            job.shot.wake()
         self._send(route, {"op": protocol.CANCEL, "id": job.id, "state": job.state})
         if job.state == QUEUED:  # never started: finish it here (the worker skips it)
             job.state = CANCELLED
@@ -546,6 +622,7 @@ class Server:
         return {"server_version": __version__, "uptime_s": round(time.time() - self.started, 3),
                 "queue": len(self.queue), "jobs": states, "device": self.config.device,
                 "running": [job.summary() for job in mine], "running_other": len(running) - len(mine),
+                "bytes_held": sum(j.nbytes for j in self.jobs.values() if j.state not in FINISHED),
                 "results_in_memory": {"bytes": sum(self._held_results.values()),
                                       "limit": self.config.limits["max_result_bytes"]},
                 "memory": memory_usage(), "counters": dict(self.counters), "endpoint": self.bound_endpoint,
@@ -577,6 +654,8 @@ class Server:
             if job.state not in FINISHED:
                 job.interrupted = True  # with a store: rerun after the restart
             job.cancel_event.set()
+            if job.shot is not None:
+                job.shot.wake()
         self.queue.close()
         for worker in self.workers:
             worker.stopping.set()

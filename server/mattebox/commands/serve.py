@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory-only servers (--state-dir none): bytes of finished, unfetched results kept; "
                              "past it the oldest are evicted and a late fetch gets result_evicted (default: "
                              "%(default)s)")
+    parser.add_argument("--shot-timeout", type=int, default=protocol.DEFAULT_LIMITS["shot_timeout_s"],
+                        help="seconds a shot job waits for a frame it asked for, with no word from its client, "
+                             "before it fails with frame_timeout and frees its memory (default %(default)s)")
     parser.add_argument("--result-ttl", type=float, default=86400.0,
                         help="seconds a finished, unfetched result is kept, in memory or on disk (default: "
                              "%(default)s = 24 h)")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
               "max_pixels": args.max_pixels, "max_side": args.max_side,
               "max_queued_jobs_per_client": args.max_queued_jobs, "max_bytes_per_client": args.max_bytes_per_client,
               "max_queued_jobs": args.max_queued_jobs_total, "max_bytes_in_flight": args.max_bytes_in_flight,
-              "max_result_bytes": args.max_result_bytes}
+              "max_result_bytes": args.max_result_bytes, "shot_timeout_s": args.shot_timeout}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
                           curve_clients_dir=args.curve_clients, allow_any_client=args.allow_any_client,
