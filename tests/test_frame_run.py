@@ -208,3 +208,71 @@ def test_a_real_server_round_trip(embedded_server):
 def test_an_empty_frame_list_is_refused():
     with pytest.raises(ValueError, match="nothing to matte"):
         frame_run.FrameRun([], lambda: None, _image, lambda work, result: None)
+
+
+# ---------------------------------------------------------------------------------------------- shots
+def _shot_plates(frames, size=(24, 32)):
+    """A bright square moving one pixel a frame over a dark background, and its mask."""
+    plates, masks = {}, {}
+    for index, frame in enumerate(frames):
+        image = np.full(size + (3,), 0.1, np.float32)
+        mask = np.zeros(size, np.float32)
+        image[6:18, 8 + index:20 + index] = (0.9, 0.7, 0.4)
+        mask[6:18, 8 + index:20 + index] = 1.0
+        plates[frame], masks[frame] = image, mask
+    return plates, masks
+
+
+def test_a_shot_reads_frames_on_the_stepping_thread_and_writes_them_in_order(embedded_server):
+    """Shot mode through a real server: every read happens on the thread that steps the run (a host's main
+    thread), guidance goes only with the key frames, results come back per frame, in order."""
+    frames = [11, 12, 13, 14]
+    plates, masks = _shot_plates(frames)
+    stepping = threading.current_thread()
+    reads, written, events = [], [], []
+
+    def read(frame):
+        reads.append((frame, threading.current_thread() is stepping))
+        return {"image": plates[frame], "mask": masks[frame], "second": None, "params": {"engine": "auto"}}
+
+    run = frame_run.FrameRun(frames, lambda: Client(embedded_server.bound_endpoint, timeout=30), read,
+                             lambda work, result: written.append((work.frame, work.key, sorted(work.request),
+                                                                  result.alpha)),
+                             cache=_Cache(), shot=frame_run.Shot(keys=[11], params={"engine": "auto"}, radius=1))
+    assert run.wait(timeout=240, on_step=lambda r: events.append(r.status_text())) == frame_run.FINISHED, run.error
+    assert [frame for frame, *_ in written] == frames and run.computed == frames
+    assert all(on_stepping for _, on_stepping in reads) and {f for f, _ in reads} == set(frames)
+    assert written[0][2] == ["image", "mask"] and all(names == ["image"] for _, _, names, _ in written[1:])
+    assert all(key is None for _, key, _, _ in written) and run.cache.recorded == []  # shots are not cached
+    for frame, _, _, alpha in written:
+        inside = masks[frame] > 0.5
+        assert alpha[inside].mean() > 0.9 and alpha[~inside].mean() < 0.1, frame
+    assert all(info["frame"] == frame for frame, info in run.infos.items())
+    assert any("(2/4)" in text for text in events)
+
+
+def test_a_shot_refuses_what_it_cannot_send_and_names_the_frame():
+    shot = frame_run.Shot(keys=[1])
+    with pytest.raises(ValueError, match="not background: turn it off"):
+        shot.frame_inputs(1, {"image": 1, "mask": 2, "background": 3})
+    with pytest.raises(ValueError, match="key frame 1 has no mask or trimap"):
+        shot.frame_inputs(1, {"image": 1, "mask": None})
+    assert shot.frame_inputs(2, {"image": 1, "mask": 2, "params": {}}) == {"image": 1}
+    with pytest.raises(ValueError, match="one ascending range with one step"):
+        frame_run.FrameRun([1, 2, 4], lambda: None, _image, lambda work, result: None, shot=shot)
+    with pytest.raises(ValueError, match="key frames: 9 is not one of the frames"):
+        frame_run.FrameRun([1, 2], lambda: None, _image, lambda work, result: None, shot=frame_run.Shot(keys=[9]))
+
+
+def test_a_shot_frame_that_cannot_be_read_fails_the_run_naming_it(embedded_server):
+    plates, masks = _shot_plates([1, 2, 3])
+
+    def read(frame):
+        if frame == 2:
+            raise OSError("plate.0002.exr is missing")
+        return {"image": plates[frame], "mask": masks[frame]}
+
+    run = frame_run.FrameRun([1, 2, 3], lambda: Client(embedded_server.bound_endpoint, timeout=30), read,
+                             lambda work, result: None, shot=frame_run.Shot(keys=[1]))
+    assert run.wait(timeout=240) == frame_run.FAILED
+    assert run.error == "frame 2: plate.0002.exr is missing", run.error

@@ -17,6 +17,12 @@ The content key hashes the inputs' pixels with everything that changes a result:
 colour convention, the server's version and the requested engine's row from ``hello`` (so a new server or a
 newly installed engine never reuses an old result), :data:`CACHE_VERSION` and a host's ``key_extra`` (how it
 stores results).
+
+With a :class:`Shot`, the frames are matted as one shot (``Client.matte_shot``, docs/shots.md): the server asks
+for each frame when it needs it, the worker passes the ask to the stepping thread (which alone may read the
+host's pixels) and waits for the answer, and results come back per frame, in order, through the same
+``write_results``. A shot frame depends on its neighbours and keys, so it has no content key (``work.key`` is
+None) and the cache is neither consulted nor filled.
 """
 from __future__ import annotations
 
@@ -68,13 +74,44 @@ def _engine_rows(hello: Dict[str, Any], params: Dict[str, Any]) -> List[Dict[str
     return rows if wanted == "auto" else [row for row in rows if row["name"] == wanted]
 
 
+class Shot:
+    """Matte the run's frames as one shot: ``keys`` are the frames whose mask or trimap guides it (guidance the
+    host reads on other frames is not sent; with no keys every frame gets automatic guidance), ``params`` the
+    request's parameters (engine 'auto' means the shot engine, classical), ``radius`` the neighbours on each side
+    that steady a frame."""
+
+    #: inputs a shot frame carries (docs/protocol.md, *Shots*)
+    INPUTS = ("image", "mask", "trimap")
+
+    def __init__(self, keys: Sequence[int] = (), params: Optional[Dict[str, Any]] = None, radius: int = 2):
+        self.keys = sorted({int(k) for k in keys})
+        self.params = dict(params or {})
+        self.radius = int(radius)
+
+    def frame_inputs(self, frame: int, request: Dict[str, Any]) -> Dict[str, Any]:
+        """A host's request for one frame -> what the shot sends for it: the image, the guidance on keys only,
+        the colour convention. ValueError names an input a shot cannot use (a second frame, a clean plate)."""
+        extra = sorted(name for name, value in request.items()
+                       if value is not None and name not in self.INPUTS + ("params", "colorspace", "premultiplied"))
+        if extra:
+            raise ValueError(f"a shot uses the image and the key frames' mask or trimap, not {', '.join(extra)}: "
+                             f"turn {'them' if len(extra) > 1 else 'it'} off or matte frame by frame")
+        out = {name: request[name] for name in ("image", "colorspace", "premultiplied") if name in request}
+        if frame in self.keys:
+            guidance = {name: request[name] for name in ("mask", "trimap") if request.get(name) is not None}
+            if not guidance:
+                raise ValueError(f"key frame {frame} has no mask or trimap to guide the shot")
+            out.update(guidance)
+        return out
+
+
 class Work:
     """One frame read: its number, the submit request, the request's content key and, once it has ended (from
     the cache at once, else when its result is written), its ``outcome``."""
 
     __slots__ = ("frame", "request", "key", "started", "outcome")
 
-    def __init__(self, frame: int, request: Dict[str, Any], key: str, started: float):
+    def __init__(self, frame: int, request: Dict[str, Any], key: Optional[str], started: float):
         self.frame, self.request, self.key, self.started = frame, request, key, started
         self.outcome: Optional["FrameOutcome"] = None
 
@@ -104,10 +141,20 @@ class FrameRun:
     def __init__(self, frames: Sequence[int], connect: Callable[[], Any],
                  read_inputs: Callable[[int], Dict[str, Any]], write_results: Callable[[Work, Any], None],
                  cache: Any = None, outputs: Sequence[str] = protocol.DEFAULT_OUTPUTS, key_extra: Any = None,
-                 on_connected: Optional[Callable[[Dict[str, Any]], None]] = None, cancel_wait: float = 10.0):
+                 on_connected: Optional[Callable[[Dict[str, Any]], None]] = None, cancel_wait: float = 10.0,
+                 shot: Optional[Shot] = None):
         if not frames:
             raise ValueError("frames: nothing to matte")
         self.frames = list(frames)
+        self.shot = shot
+        if shot is not None:
+            steps = {b - a for a, b in zip(self.frames, self.frames[1:])}
+            if len(steps) > 1 or min(steps, default=1) < 1:
+                raise ValueError("frames: a shot is one ascending range with one step, e.g. 1001-1100 or 1-99x2")
+            outside = [k for k in shot.keys if k not in self.frames]
+            if outside:
+                raise ValueError(f"key frames: {outside[0]} is not one of the frames to matte "
+                                 f"({self.frames[0]}-{self.frames[-1]})")
         self._connect = connect
         self._read_inputs = read_inputs
         self._write_results = write_results
@@ -129,6 +176,8 @@ class FrameRun:
         self._inbox: "queue.Queue" = queue.Queue()
         self._outbox: "queue.Queue" = queue.Queue()
         self._pending: List[tuple] = []  # messages taken off the outbox by wait(), not yet handled
+        self._shot_replies: "queue.Queue" = queue.Queue()  # a shot frame's inputs (or the error reading them)
+        self._shot_reads: Dict[int, Work] = {}  # shot frames read, waiting for their result
         self._cancel = threading.Event()
         self._worker = threading.Thread(target=self._work, name="mattebox-client", daemon=True)
         self._worker.start()
@@ -174,7 +223,7 @@ class FrameRun:
     def status_text(self) -> str:
         """"running, frame 1002 (2/10): solve 3/4", for a status bar or a progress message."""
         text = f"{self.state}, frame {self.current_frame} ({self.position}/{len(self.frames)})"
-        if self.state == RUNNING and self._in_flight and self.last_event is not None:
+        if self.state == RUNNING and (self._in_flight or self.shot is not None) and self.last_event is not None:
             text += f": {self.last_event.text()}"
         return text
 
@@ -194,6 +243,10 @@ class FrameRun:
         if not self.done:
             self._drain()
         if self.done or self._cancel.is_set() or self.state == CONNECTING:
+            return self.done
+        if self.shot is not None:  # the worker asks for frames ("need"); the run ends with the last result
+            if len(self.outcomes) == len(self.frames):
+                self._finish(FINISHED)
             return self.done
         deadline = time.monotonic() + budget
         while len(self._in_flight) < 2 and self._next < len(self.frames):  # one read ahead of the server
@@ -262,6 +315,8 @@ class FrameRun:
                         self._on_connected(self.hello)
             elif kind == "progress":
                 self.last_event = message[1]
+            elif kind == "need":
+                self._read_shot_frame(message[1])
             elif kind == "result":
                 self._finish_frame(*message[1:])
             elif kind == "error":
@@ -269,7 +324,20 @@ class FrameRun:
             elif kind == "cancelled":
                 self._finish(CANCELLED)
 
+    def _read_shot_frame(self, frame: int) -> None:
+        """Answer the worker's ask for a shot frame with its inputs, or with the error reading them."""
+        try:
+            started = time.monotonic()
+            request = self.shot.frame_inputs(frame, self._read_inputs(frame))
+            self._shot_reads[frame] = Work(frame, request, None, started)
+            self._shot_replies.put(request)
+        except Exception as exc:
+            self._shot_replies.put(exc)
+
     def _finish_frame(self, work: Work, result: Any) -> None:
+        if self.shot is not None:
+            work = self._shot_reads.pop(work.frame, work)
+            self._in_flight.append(work)  # a shot's results arrive in frame order: it ends at once
         self.last_event = None
         if self._cancel.is_set():
             return
@@ -279,7 +347,7 @@ class FrameRun:
             self._fail(exc, work.frame, "writing the result failed: ")
             return
         info = dict(result.info)
-        if self.cache is not None:
+        if self.cache is not None and work.key is not None:
             self.cache.record(work.frame, work.key, info)
         self._ended(work, FrameOutcome(work.frame, False, info, time.monotonic() - work.started))
 
@@ -311,6 +379,9 @@ class FrameRun:
             client = self._connect()
             hello = client.server_info if client.server_info is not None else client.hello()
             self._outbox.put(("connected", hello))
+            if self.shot is not None:
+                self._work_shot(client)
+                return
             while True:
                 work = self._next_work()
                 if work is None:
@@ -323,13 +394,44 @@ class FrameRun:
                     return
                 self._outbox.put(("result", work, result))
         except Exception as exc:
-            if self._cancel.is_set() and getattr(exc, "code", None) == "cancelled":
+            if self._cancel.is_set() and (getattr(exc, "code", None) == "cancelled" or isinstance(exc, Cancelled)):
                 self._outbox.put(("cancelled",))
+            elif isinstance(exc, _FrameError):
+                self._outbox.put(("error", exc.error, exc.frame))
             else:
                 self._outbox.put(("error", exc, work.frame if work is not None else None))
         finally:
             if client is not None:
                 client.close()
+
+    def _work_shot(self, client: Any) -> None:
+        """Worker thread: the whole run as one ``Client.matte_shot``; results go out frame by frame."""
+        if self._cancel.is_set():
+            return
+        params = dict(self.shot.params, outputs=list(self.outputs))
+        engine = params.pop("engine", "auto")
+        engine = "classical" if engine == "auto" else engine
+        results = client.matte_shot(self.frames, self._ask_for_frame, keys=self.shot.keys, engine=engine,
+                                    params=params, outputs=self.outputs, radius=self.shot.radius,
+                                    on_progress=lambda event: self._outbox.put(("progress",
+                                                                               ProgressEvent.from_header(event))),
+                                    should_cancel=self._cancel.is_set)
+        for frame, result in results:
+            self._outbox.put(("result", Work(frame, {}, None, time.monotonic()), result))
+
+    def _ask_for_frame(self, frame: int) -> Dict[str, Any]:
+        """matte_shot's read_frame, on the worker thread: the stepping thread reads the frame (host APIs belong
+        to it); a read error is raised here, so the shot is cancelled on the server and the run fails."""
+        self._outbox.put(("need", frame))
+        while not self._cancel.is_set():
+            try:
+                reply = self._shot_replies.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(reply, BaseException):
+                raise _FrameError(frame, reply)
+            return reply
+        raise Cancelled()
 
     def _next_work(self) -> Optional[Work]:
         while not self._cancel.is_set():
@@ -357,3 +459,11 @@ class FrameRun:
             if getattr(exc, "code", None) == "cancelled":
                 return None
             raise
+
+
+class _FrameError(Exception):
+    """A shot frame the host could not read, carried through matte_shot to the worker's report."""
+
+    def __init__(self, frame: int, error: BaseException):
+        super().__init__(str(error))
+        self.frame, self.error = frame, error
