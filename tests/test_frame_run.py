@@ -276,3 +276,35 @@ def test_a_shot_frame_that_cannot_be_read_fails_the_run_naming_it(embedded_serve
                              lambda work, result: None, shot=frame_run.Shot(keys=[1]))
     assert run.wait(timeout=240) == frame_run.FAILED
     assert run.error == "frame 2: plate.0002.exr is missing", run.error
+
+
+class _ShotClient(_Client):
+    """matte_shot as the contract says: reads lazily, yields in order, stops on should_cancel with 'cancelled'."""
+
+    def __init__(self):
+        super().__init__([])
+        self.read = []
+
+    def matte_shot(self, frames, read_frame, *, keys, engine, params, outputs, radius, on_progress, should_cancel):
+        self.read.append(read_frame(frames[0]))
+        yield frames[0], type("Result", (), {"info": {"frame": frames[0]}})()
+        pause = threading.Event()
+        while not should_cancel():  # the second frame never finishes: the host cancels
+            on_progress({"stage": "shot", "done": 1, "total": len(frames), "frame": frames[1]})
+            pause.wait(0.01)
+        raise JobFailed("cancelled", "shot cancelled")
+
+
+def test_a_shot_reports_per_frame_progress_and_cancels():
+    client = _ShotClient()
+    written = []
+    run = frame_run.FrameRun([5, 6, 7], lambda: client, _image, lambda work, result: written.append(work.frame),
+                             shot=frame_run.Shot(params={"engine": "classical"}))
+
+    def cancel_on_the_second_frame(r):
+        if r.state == frame_run.RUNNING and r.outcomes and r.last_event is not None:
+            assert r.status_text().startswith("running, frame 6 (2/3): shot 1/3"), r.status_text()
+            r.cancel()
+
+    assert run.wait(on_step=cancel_on_the_second_frame) == frame_run.CANCELLED
+    assert written == [5] and run.error == "cancelled" and sorted(client.read[0]) == ["image"]

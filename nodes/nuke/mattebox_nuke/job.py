@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+from mattebox_plugin.frames import parse_frames
+from mattebox_plugin.run import Shot
 
 from . import exr
 
@@ -44,7 +47,8 @@ class Settings:
 
     def __init__(self, node_name: str, cache_dir: str, endpoint: str = "", engine: str = "auto",
                  band_width: float = 0.0, outputs: str = "alpha, foreground, trimap", guide: str = "mask",
-                 guide_channel: str = "alpha", premultiply: bool = False, quality: str = "balanced"):
+                 guide_channel: str = "alpha", premultiply: bool = False, quality: str = "balanced",
+                 shot: bool = False, key_frames: str = ""):
         if outputs not in OUTPUT_CHOICES:
             raise MatteboxError(f"outputs {outputs!r} is not one of {list(OUTPUT_CHOICES)}")
         if guide not in ("mask", "trimap"):
@@ -63,6 +67,13 @@ class Settings:
         self.guide_channel = guide_channel
         self.premultiply = bool(premultiply)
         self.quality = quality
+        self.shot = bool(shot)
+        self.key_frames = key_frames.strip()
+        if self.shot and self.key_frames:
+            try:
+                parse_frames(self.key_frames)
+            except ValueError as exc:
+                raise MatteboxError(f"key {exc}", "list the frames whose guide input guides the shot") from None
 
     def params(self) -> Dict[str, Any]:
         """The matte request's ``params`` (protocol.MATTE_PARAMS)."""
@@ -88,6 +99,12 @@ class Settings:
 
     def store_path(self, key: str) -> str:
         return os.path.join(self.cache_dir, "store", f"{key}.exr")
+
+    def shot_run(self) -> Optional[Shot]:
+        """The FrameRun's shot (its frames matted as one) when the shot knob is on, else None."""
+        if not self.shot:
+            return None
+        return Shot(keys=parse_frames(self.key_frames) if self.key_frames else (), params=self.params())
 
     def key_extra(self) -> Dict[str, Any]:
         """What besides the request changes the result file (FrameRun's ``key_extra``)."""
@@ -215,10 +232,18 @@ class ResultStore:
         """Nothing to do: the stored file named by its key is the record."""
 
     def write(self, work: Any, result: Any) -> None:
-        """Store a computed frame (``work``: mattebox_plugin.run.Work) and publish it as the frame's file."""
+        """Store a computed frame (``work``: mattebox_plugin.run.Work) and publish it as the frame's file. A shot
+        frame (no content key: it depends on its neighbours) replaces the frame's file directly, never the store
+        file a previous result may be a hard link of."""
+        target = self.settings.result_path(work.frame)
+        if work.key is None:
+            tmp = f"{target}.tmp{os.getpid()}"
+            write_result(tmp, result, work.request["image"], self.settings)
+            os.replace(tmp, target)
+            return
         store = self.settings.store_path(work.key)
         write_result(store, result, work.request["image"], self.settings)
-        _publish(store, self.settings.result_path(work.frame))
+        _publish(store, target)
 
 
 def result_frames(settings: Settings) -> List[int]:

@@ -94,6 +94,8 @@ def build(group: Any) -> Any:
         k.Enumeration_Knob("frame_range", "frames", list(FRAME_MODES)),
         k.Int_Knob("first", "first"),
         k.Int_Knob("last", "last"),
+        k.Boolean_Knob("shot", "matte as one shot"),
+        k.String_Knob("key_frames", "key frames"),
         k.File_Knob("cache_dir", "cache folder"),
         k.PyScript_Knob("matte", "Matte", "import mattebox_nuke; mattebox_nuke.matte_button()"),
         k.Text_Knob("status", "status", "not matted yet"),
@@ -105,6 +107,10 @@ def build(group: Any) -> Any:
     group["endpoint"].setTooltip("the mattebox server (tcp://host:port); empty = the client config's endpoint")
     group["first"].setValue(int(nuke.root()["first_frame"].value()))
     group["last"].setValue(int(nuke.root()["last_frame"].value()))
+    group["shot"].setTooltip("matte the frame range as one shot: the key frames' guide is carried through the "
+                             "others and each frame is steadied by its neighbours (docs/shots.md)")
+    group["key_frames"].setTooltip("frames whose guide input guides the shot, e.g. 1001,1013 or 1001-1100x12; "
+                                   "empty: automatic guidance on every frame")
     group[MARKER_KNOB].setValue(__version__)
     group[MARKER_KNOB].setFlag(nuke.INVISIBLE)
     with group:
@@ -177,7 +183,14 @@ def read_settings(group: Any) -> Settings:
                     engine=group["engine"].value(), band_width=group["band_width"].value(),
                     outputs=group["outputs"].value(), guide=group["guide"].value(),
                     guide_channel=group["guide_channel"].value(), premultiply=group["premultiply"].value(),
-                    quality=group["quality"].value())
+                    quality=group["quality"].value(), **_shot_knobs(group))
+
+
+def _shot_knobs(group: Any) -> Dict[str, Any]:
+    """The shot knobs' values; a node saved before they existed mattes frame by frame."""
+    if group.knob("shot") is None:
+        return {}
+    return {"shot": bool(group["shot"].value()), "key_frames": group["key_frames"].value()}
 
 
 def frames_to_matte(group: Any) -> List[int]:
@@ -279,7 +292,7 @@ def _report(group: Any, exc: BaseException) -> None:
 
     text = describe_error(exc, group["endpoint"].value() or None)
     set_status(group, text, error=True)
-    if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError)):
+    if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError, ValueError)):
         traceback.print_exception(type(exc), exc, exc.__traceback__)  # unexpected: full trace to the editor
     if nuke.env.get("gui"):
         nuke.message(f"Mattebox {group.name()}: {text}")
@@ -351,7 +364,8 @@ class MatteRun:
             self.run = FrameRun(self.frames, lambda: connect(settings.endpoint),
                                 lambda frame: read_request(settings, frame, connected), store.write, cache=store,
                                 outputs=settings.outputs, key_extra=settings.key_extra(),
-                                on_connected=lambda hello: _on_main(set_engines, self.group, hello))
+                                on_connected=lambda hello: _on_main(set_engines, self.group, hello),
+                                shot=settings.shot_run())
             if self.run.wait(on_step=on_step) != FINISHED:
                 raise self.run.exception
         except BaseException as exc:  # reported on the node; re-raised by wait() in terminal mode
