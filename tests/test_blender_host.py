@@ -160,6 +160,46 @@ def test_frame_range_with_second_frame_and_content_cache(blender_python, tmp_pat
                                                                       "alpha_0003.exr"]
 
 
+def test_an_image_sequence_as_one_shot_from_a_key_frame(blender_python, tmp_path, mattebox_server):
+    """'As One Shot' with key frame 1: the sequence goes to the server as one shot (engine classical-shot), the
+    mask guides frame 1 and is carried to frames 2-3 as the subject moves; nothing is cached."""
+    result = run_blender(blender_python, tmp_path, '''
+        s, plate, inside = setup_scene(ARGS["endpoint"])
+        seq_dir = os.path.join(os.getcwd(), "plates")
+        insides = {}
+        for frame in range(1, 4):
+            image, insides[frame] = make_plate(seed=frame, shift=2 * frame)
+            ext.blender_io.write_exr(os.path.join(seq_dir, f"plate_{frame:04d}.exr"), image)
+        seq = bpy.data.images.load(os.path.join(seq_dir, "plate_0001.exr"))
+        seq.source = "SEQUENCE"
+        s.mask = helpers.new_image("mask1", insides[1], "Non-Color")
+        s.image, s.use_range, s.frames, s.use_shot, s.key_frames = seq, True, "1-3", True, "1"
+        runs = []
+        run_once(runs)
+        run_once(runs)
+        scores = {}
+        for frame, mask in insides.items():
+            img = bpy.data.images.load(os.path.join(os.getcwd(), "mattes", "Matte", f"alpha_{frame:04d}.exr"))
+            img.colorspace_settings.name, img.alpha_mode = "Non-Color", "CHANNEL_PACKED"
+            alpha = helpers.image_array(img)[..., 0]
+            scores[frame] = [float(alpha[mask > 0].mean()), float(alpha[mask == 0].mean())]
+        s.key_frames = "9"
+        try:
+            ext.operators.start_run(bpy.context)
+            bad_keys = None
+        except ValueError as exc:
+            bad_keys = str(exc)
+        RESULT = {"runs": runs, "scores": scores, "bad_keys": bad_keys}
+    ''', endpoint=mattebox_server)
+    first, second = result["runs"][:2]
+    assert first["state"] == "finished" and first["computed"] == [1, 2, 3], first
+    assert {info["engine"] for info in first["infos"].values()} == {"classical-shot"}, first["infos"]
+    assert second["computed"] == [1, 2, 3] and second["reused"] == []  # a shot frame depends on its neighbours
+    for frame, (inside, outside) in result["scores"].items():
+        assert inside > 0.9 and outside < 0.1, (frame, inside, outside)
+    assert result["bad_keys"] == "key frames: 9 is not one of the frames to matte (1-3)"
+
+
 def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_path, mattebox_server):
     """A clean plate and no mask: the classical engine's guidance is the plate's difference matte (it would be
     GrabCut without the plate), the report says so, and changing the plate recomputes the cached frame."""

@@ -254,3 +254,24 @@ def test_check_server_report_names_the_command_for_missing_weights():
     assert core.engines_summary(engines, engine_note) == (
         "classical | vitmatte not installed: run `mattebox models pull vitmatte-small-composition-1k` (`mattebox "
         "models` lists the choices); parallax unavailable: weights not installed: train them")
+
+
+def test_a_shot_of_blender_requests_uses_the_mask_on_key_frames_only(embedded_server, tmp_path):
+    """Blender's requests (RGBA linear, mask from the mask image on every frame) through FrameRun's shot mode:
+    results for every frame in order, none recorded in the output index; a clean plate is refused by name."""
+    plates, written = _plates(3), {}
+    run = frame_run.FrameRun(sorted(plates), make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
+                             lambda f: core.build_request(plates[f], None, plates[f][..., 0] > 0.5,
+                                                          {"engine": "classical"}),
+                             lambda work, result: written.update({work.frame: result}),
+                             cache=core.FrameIndex(str(tmp_path)), outputs=("alpha",),
+                             shot=frame_run.Shot(keys=[1], params={"engine": "classical"}))
+    assert run.wait(timeout=240) == frame_run.FINISHED, run.error
+    assert sorted(written) == [1, 2, 3] and run.computed == [1, 2, 3] and run.cache.frames == {}
+    with_plate = frame_run.FrameRun(
+        [1, 2], make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
+        lambda f: core.build_request(plates[f], None, None, {}, background=plates[3]), lambda work, result: None,
+        shot=frame_run.Shot())
+    assert with_plate.wait(timeout=120) == frame_run.FAILED
+    assert with_plate.error.startswith("frame 1: a shot uses the image and the key frames' mask or trimap, not "
+                                       "background"), with_plate.error

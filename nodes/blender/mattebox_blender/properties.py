@@ -88,12 +88,31 @@ class MatteboxSettings(bpy.types.PropertyGroup):
                             description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
     frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9, 1-100x10 or 1-10,20-30x5")
+    use_shot: BoolProperty(name="As One Shot", default=False,
+                           description="Matte the frame range as one shot: the mask guides the key frames and is "
+                                       "carried through the others, each frame steadied by its neighbours (a movie "
+                                       "clip or image sequence; no second frame or clean plate)")
+    key_frames: StringProperty(name="Key Frames", default="",
+                               description="Frames whose mask guides the shot, e.g. 1,13 or 1-100x12 (empty: "
+                                           "automatic guidance on every frame)")
     output_dir: StringProperty(name="Output", default="//mattebox/", subtype="DIR_PATH",
                                options=PATH_OPTIONS,
                                description="Folder for the result EXR files (// = next to the .blend file)")
 
     def params(self) -> dict:
         return {"engine": self.engine.strip() or "auto", "quality": self.quality, "band_width": self.band_width}
+
+    def shot(self):
+        """The run's shot (mattebox_plugin.run.Shot) when 'As One Shot' is on, else None; ValueError names bad
+        key frames."""
+        if not self.use_shot:
+            return None
+        frames = plugin_module("frames")
+        try:
+            keys = frames.parse_frames(self.key_frames) if self.key_frames.strip() else ()
+        except ValueError as exc:
+            raise ValueError(f"key {exc}") from None
+        return plugin_module("run").Shot(keys=keys, params=self.params())
 
     def frame_list(self, scene) -> list:
         return plugin_module("frames").parse_frames(self.frames) if self.use_range else [scene.frame_current]

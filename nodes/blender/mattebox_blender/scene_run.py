@@ -35,7 +35,7 @@ class SceneRun(frame_run.FrameRun):
             frames, make_connect(endpoint, timeout, server_command, auto_start, bpy.app.online_access),
             lambda frame: blender_io.read_request(settings, scene, frame, params),
             lambda work, result: blender_io.write_results(self.directory, work.frame, result),
-            cache=core.FrameIndex(self.directory), outputs=OUTPUTS)
+            cache=core.FrameIndex(self.directory), outputs=OUTPUTS, shot=settings.shot())
 
     @classmethod
     def from_preferences(cls, scene, prefs, frames: Optional[List[int]] = None, **overrides) -> "SceneRun":
