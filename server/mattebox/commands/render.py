@@ -105,6 +105,7 @@ def up_to_date(args: argparse.Namespace, frame: int, digest: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+    from mattebox_plugin.errors import describe_error
 
     from ..embedded import server_endpoint
 
@@ -133,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
                     done += 1
                 else:
                     skipped += 1
-    except (JobFailed, ServerUnavailable) as exc:
-        print(f"mattebox render: {exc}", file=sys.stderr)
+    except (JobFailed, ServerUnavailable) as exc:  # the hosts' wording (mattebox_plugin.errors)
+        where = f"frame {frame}: " if frame is not None else ""
+        print(f"mattebox render: {where}{describe_error(exc, args.endpoint)}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:  # a missing or unreadable input, a bad pattern, an output not written
         where = f"frame {frame}: " if frame is not None else ""
