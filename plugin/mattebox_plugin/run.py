@@ -221,7 +221,8 @@ class FrameRun:
         return self.frames[self.position - 1]
 
     def status_text(self) -> str:
-        """"running, frame 1002 (2/10): solve 3/4", for a status bar or a progress message."""
+        """The run as one line for a status bar or a progress message, e.g. "running, frame 1002 (2/10): solve
+        3/4"."""
         text = f"{self.state}, frame {self.current_frame} ({self.position}/{len(self.frames)})"
         if self.state == RUNNING and (self._in_flight or self.shot is not None) and self.last_event is not None:
             text += f": {self.last_event.text()}"
