@@ -68,6 +68,7 @@ def test_build_makes_the_documented_node(fake_nuke):
     for knob in ("endpoint", "engine", "band_width", "outputs", "matte", "frame_range", "first", "last", "status",
                  "guide", "guide_channel", "premultiply", "cache_dir", "refresh"):
         assert group.knob(knob) is not None, knob
+    assert group["quality"].values() == ["balanced", "fast", "best"]  # protocol.param_choices, default first
     inputs = sorted((n["number"].value(), n.name()) for n in group.nodes() if n.Class() == "Input")
     assert inputs == [(0, "plate"), (1, "second"), (2, "guide"), (3, "clean")]
     writes = [n for n in group.nodes() if n.Class() == "Write"]

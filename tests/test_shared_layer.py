@@ -10,7 +10,7 @@ import pytest
 from mattebox_plugin import config, protocol
 from mattebox_plugin.protocol import ProgressEvent, ProtocolError, param_bounds, param_choices, validate_params
 
-from .conftest import tree_env
+from .conftest import ROOT, tree_env
 
 
 def test_choices_are_data_and_the_check_is_made_from_them():
@@ -31,8 +31,10 @@ def test_choices_are_data_and_the_check_is_made_from_them():
     assert protocol.choice_label("blur_fusion") == "Blur fusion"
 
 
-def test_host_menus_come_from_the_protocol():
-    """GIMP's quality choice and band-width range, and Nuke's quality knob, list exactly the protocol's values."""
+def test_host_menus_come_from_the_protocol(monkeypatch):
+    """GIMP's quality choice and band-width range list exactly the protocol's values (Nuke's knob:
+    test_nuke_node.py::test_build_makes_the_documented_node)."""
+    monkeypatch.syspath_prepend(str(ROOT / "nodes" / "gimp" / "mattebox"))
     import mattebox_gimp as mg
 
     assert list(mg.QUALITIES) == list(param_choices("quality")) and mg.DEFAULT_QUALITY == "balanced"

@@ -44,11 +44,15 @@ def server_answers(cfg: Dict[str, Any], timeout: float = 2.0) -> bool:
 
 
 def default_log_path(endpoint: str) -> str:
-    """Where a server this launcher starts writes its output: ``$XDG_CACHE_HOME/mattebox/server-<endpoint>.log``
-    (``~/.cache`` without it), one file per endpoint, rewritten at each start so its end is this start's."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """Where a server this launcher starts writes its output: ``server-<endpoint>.log`` in ``$MATTEBOX_LOGS``, else
+    ``logs`` in mattebox's cache folder (``$MATTEBOX_CACHE``, else ``$XDG_CACHE_HOME/mattebox``, else
+    ``~/.cache/mattebox``, as the server's); one file per endpoint, rewritten at each start so its end is this
+    start's."""
+    folder = os.environ.get("MATTEBOX_LOGS") or os.path.join(
+        os.environ.get("MATTEBOX_CACHE") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mattebox"), "logs")
     name = re.sub(r"[^A-Za-z0-9.-]+", "_", endpoint.split("://", 1)[-1]).strip("_") or "server"
-    return os.path.join(base, "mattebox", f"server-{name}.log")
+    return os.path.join(folder, f"server-{name}.log")
 
 
 def log_tail(path: str, chars: int = 4000) -> str:
