@@ -101,7 +101,7 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
         except OSError as exc:  # the command itself is missing or not executable
             raise ServerNotStarted(f"could not start the local mattebox server {argv}: {exc}; check "
                                    f"server_command in the client config (`mattebox install HOST` records it)",
-                                   command=argv, log_path=log_path) from None
+                                   command=argv) from None  # nothing ran: no log to quote
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
