@@ -11,10 +11,12 @@ from tests.support.servers import ROOT, ServerProcess, tree_env  # noqa: F401  (
 def _session_state_dir(tmp_path_factory):
     """Servers started by module- or session-wide fixtures keep their job store here, never in the user's; and
     the user's installed weights stay out of the tests (an installed U^2-Net-p changes the automatic guidance):
-    the models folder is an empty one unless a test points MATTEBOX_MODELS elsewhere."""
+    the models folder is an empty one unless a test points MATTEBOX_MODELS elsewhere; the launcher's server logs
+    go to a temporary folder."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MATTEBOX_STATE", str(tmp_path_factory.mktemp("state")))
         patch.setenv("MATTEBOX_MODELS", str(tmp_path_factory.mktemp("models")))
+        patch.setenv("MATTEBOX_LOGS", str(tmp_path_factory.mktemp("logs")))  # logs of servers the hosts start
         yield
 
 

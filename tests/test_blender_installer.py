@@ -139,7 +139,8 @@ def test_zip_contents_and_blenders_own_validator(built_zip):
     with zipfile.ZipFile(built_zip) as zf:
         names = set(zf.namelist())
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
-    assert {"__init__.py", "core.py", "runner.py", "headless.py", "mattebox_plugin/client.py"} <= names
+    assert {"__init__.py", "core.py", "scene_run.py", "headless.py", "mattebox_plugin/client.py",
+            "mattebox_plugin/run.py"} <= names
     assert not any("__pycache__" in n for n in names)
     wheels = [w for w in names if w.startswith("wheels/")]
     assert sorted(w.split("/")[1].split("-")[0] for w in wheels) == ["msgpack", "pyzmq"]

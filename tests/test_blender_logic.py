@@ -1,5 +1,6 @@
-"""The Blender extension's Blender-free parts: pixel layout, colour, cache keys, frames, and the run state machine
-against a real server (no bpy needed; the real-Blender tests are in test_blender_host.py)."""
+"""The Blender extension's Blender-free parts: pixel layout, colour, cache keys of its requests, the output
+index, and the shared frame run (mattebox_plugin.run) driving them against a real server (no bpy needed; the
+real-Blender tests are in test_blender_host.py)."""
 from __future__ import annotations
 
 import signal
@@ -12,9 +13,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes" / "blender"))
 
-from mattebox_blender import core, runner  # noqa: E402
+from mattebox_blender import core  # noqa: E402
 from mattebox_blender.connection import make_connect  # noqa: E402
-from mattebox_plugin.client import JobFailed  # noqa: E402
+from mattebox_plugin import run as frame_run  # noqa: E402
+
+HELLO = {"server_version": "1.0", "engines": [{"name": "classical", "kind": "classical", "available": True}]}
+
+
+def _key(request):
+    return frame_run.content_key(request, HELLO)
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -38,8 +45,6 @@ def test_single_channel_fills_every_channel_and_rgb_gets_opaque_alpha():
 
 
 def test_srgb_decoding_and_linearise():
-    assert np.allclose(core.srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0])),
-                       [0.0, 0.04045 / 12.92, 0.21404114, 1.0], atol=1e-7)
     rgba = np.full((1, 1, 4), 0.5, np.float32)
     assert core.linearise(rgba, True, "sRGB") is rgba  # float images are already scene-linear in Blender
     decoded = core.linearise(rgba, False, "sRGB")
@@ -64,14 +69,14 @@ def test_mask_channels_and_size_check():
 def test_content_key_changes_with_any_input_or_param():
     image = np.random.default_rng(0).random((8, 8, 4), dtype=np.float32)
     base = core.build_request(image, None, None, {"engine": "auto"})
-    key = core.content_key(base)
-    assert key == core.content_key(core.build_request(image.copy(), None, None, {"engine": "auto"}))
+    key = _key(base)
+    assert key == _key(core.build_request(image.copy(), None, None, {"engine": "auto"}))
     touched = image.copy()
     touched[3, 3, 1] += 1e-6
-    assert core.content_key(core.build_request(touched, None, None, {"engine": "auto"})) != key
-    assert core.content_key(core.build_request(image, None, None, {"engine": "classical"})) != key
-    assert core.content_key(core.build_request(image, None, image[..., 0].copy(), {"engine": "auto"})) != key
-    assert core.content_key(core.build_request(image, image, None, {"engine": "auto"})) != key
+    assert _key(core.build_request(touched, None, None, {"engine": "auto"})) != key
+    assert _key(core.build_request(image, None, None, {"engine": "classical"})) != key
+    assert _key(core.build_request(image, None, image[..., 0].copy(), {"engine": "auto"})) != key
+    assert _key(core.build_request(image, image, None, {"engine": "auto"})) != key
 
 
 def test_clean_plate_is_sent_as_background_and_must_match_the_image():
@@ -87,17 +92,17 @@ def test_clean_plate_is_sent_as_background_and_must_match_the_image():
 def test_content_key_changes_with_the_clean_plate():
     image = np.random.default_rng(3).random((8, 8, 4), dtype=np.float32)
     plate = np.random.default_rng(4).random((8, 8, 4), dtype=np.float32)
-    without = core.content_key(core.build_request(image, None, None, {"engine": "classical"}))
-    with_plate = core.content_key(core.build_request(image, None, None, {"engine": "classical"}, background=plate))
+    without = _key(core.build_request(image, None, None, {"engine": "classical"}))
+    with_plate = _key(core.build_request(image, None, None, {"engine": "classical"}, background=plate))
     assert with_plate != without
-    assert with_plate == core.content_key(core.build_request(image, None, None, {"engine": "classical"},
+    assert with_plate == _key(core.build_request(image, None, None, {"engine": "classical"},
                                                              background=plate.copy()))
     touched = plate.copy()
     touched[7, 0, 2] += 1e-6
-    assert core.content_key(core.build_request(image, None, None, {"engine": "classical"},
+    assert _key(core.build_request(image, None, None, {"engine": "classical"},
                                                background=touched)) != with_plate
     # the same pixels as a plate or as a second frame are different requests
-    assert core.content_key(core.build_request(image, plate, None, {"engine": "classical"})) != with_plate
+    assert _key(core.build_request(image, plate, None, {"engine": "classical"})) != with_plate
 
 
 def test_plate_note_says_whether_the_plate_was_used():
@@ -112,33 +117,19 @@ def test_plate_note_says_whether_the_plate_was_used():
     assert plate_note(infos[1:]) == "clean plate used on 1 frame(s)"
 
 
-def test_parse_frames():
-    assert core.parse_frames("1-3, 5,10-20x5") == [1, 2, 3, 5, 10, 15, 20]
-    assert core.parse_frames("7") == [7]
-    assert core.parse_frames("3-3,3") == [3]
-    for bad, message in (("", "no frame"), ("a-b", "cannot read 'a-b'"), ("5-1", "empty"), ("1-4x0", "empty")):
-        with pytest.raises(ValueError, match=message):
-            core.parse_frames(bad)
-
-
 def test_frame_index_needs_matching_key_and_files(tmp_path):
     index = core.FrameIndex(str(tmp_path))
     index.record(3, "abc", {"engine": "classical"})
-    assert not index.is_current(3, "abc", ["alpha"])  # no file yet
+    assert not index.reuse(3, "abc", ["alpha"])  # no file yet
     Path(core.result_path(str(tmp_path), "alpha", 3)).write_bytes(b"x")
-    assert core.FrameIndex(str(tmp_path)).is_current(3, "abc", ["alpha"])  # persisted
-    assert not index.is_current(3, "abd", ["alpha"])
-    assert not index.is_current(4, "abc", ["alpha"])
+    assert core.FrameIndex(str(tmp_path)).reuse(3, "abc", ["alpha"])  # persisted
+    assert not index.reuse(3, "abd", ["alpha"])
+    assert not index.reuse(4, "abc", ["alpha"])
     (tmp_path / core.FrameIndex.NAME).write_text("{not json")
     assert core.FrameIndex(str(tmp_path)).frames == {}  # a damaged index only costs a recompute
 
 
 def test_endpoint_policy_and_error_text():
-    assert core.is_local_endpoint("tcp://127.0.0.1:23517") and core.is_local_endpoint("tcp://localhost:1")
-    assert core.is_local_endpoint("ipc:///tmp/mattebox") and core.is_local_endpoint("tcp://[::1]:5")
-    assert not core.is_local_endpoint("tcp://10.0.0.5:23517")
-    text = core.describe_error(JobFailed("shape_mismatch", "mask is 4x4", field="buffers.1.shape", hint="resize"))
-    assert text == "mattebox: mask is 4x4 [shape_mismatch] (field buffers.1.shape); resize"
     assert core.split_command("  ") is None
     assert core.split_command("/opt/mb/bin/mattebox serve --device cpu") == ["/opt/mb/bin/mattebox", "serve",
                                                                            "--device", "cpu"]
@@ -155,9 +146,9 @@ def _run(endpoint, plates, written, directory, frames=None, read=None):
         mask = (plates[frame][..., 0] > 0.5).astype(np.float32)
         return core.build_request(plates[frame], None, mask, {"engine": "passthrough"})
 
-    return runner.MatteRun(frames or sorted(plates), make_connect(endpoint, 5.0, None, False, False),
-                           read or read_inputs, lambda frame, result: written.update({frame: result}),
-                           index=core.FrameIndex(str(directory)), outputs=("alpha", "foreground"))
+    return frame_run.FrameRun(frames or sorted(plates), make_connect(endpoint, 5.0, None, False, False),
+                              read or read_inputs, lambda work, result: written.update({work.frame: result}),
+                              cache=core.FrameIndex(str(directory)), outputs=("alpha", "foreground"))
 
 
 def test_run_mattes_frames_in_order_without_blocking_and_reuses_cache(embedded_server, tmp_path):
@@ -165,9 +156,9 @@ def test_run_mattes_frames_in_order_without_blocking_and_reuses_cache(embedded_s
     run = _run(embedded_server.bound_endpoint, plates, written, tmp_path)
     seen_running = False
     while not run.step():
-        seen_running = seen_running or run.state in (runner.CONNECTING, runner.RUNNING)
+        seen_running = seen_running or run.state in (frame_run.CONNECTING, frame_run.RUNNING)
         time.sleep(0.01)
-    assert seen_running and run.state == runner.FINISHED, run.error
+    assert seen_running and run.state == frame_run.FINISHED, run.error
     assert run.computed == [1, 2, 3] and run.reused == []
     for frame, plate in plates.items():
         assert np.array_equal(written[frame].foreground, plate[..., :3])  # passthrough: exact round trip
@@ -179,7 +170,7 @@ def test_run_mattes_frames_in_order_without_blocking_and_reuses_cache(embedded_s
     plates[2] = plates[2].copy()
     plates[2][0, 0, 0] += 0.25
     again = _run(embedded_server.bound_endpoint, plates, {}, tmp_path)
-    assert again.wait() == runner.FINISHED
+    assert again.wait() == frame_run.FINISHED
     assert again.computed == [2] and again.reused == [1, 3]
 
 
@@ -191,7 +182,7 @@ def test_run_sends_the_clean_plate_and_recomputes_when_it_changes(embedded_serve
 
     def finished_run():
         run = _run(embedded_server.bound_endpoint, plates, {}, tmp_path, read=read)
-        assert run.wait() == runner.FINISHED, run.error
+        assert run.wait() == frame_run.FINISHED, run.error
         for frame in run.computed:
             for kind in ("alpha", "foreground"):
                 Path(core.result_path(str(tmp_path), kind, frame)).write_bytes(b"x")
@@ -214,7 +205,7 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
         return core.build_request(np.ones((4, 4, 4), np.float32), None, None, {"engine": "passthrough"})
 
     run = _run(embedded_server.bound_endpoint, _plates(3), {}, tmp_path, read=read)
-    assert run.wait() == runner.FAILED
+    assert run.wait() == frame_run.FAILED
     assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
 
 
@@ -225,7 +216,7 @@ def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
         sock.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
     run = _run(endpoint, _plates(1), {}, tmp_path)
-    assert run.wait(timeout=10) == runner.FAILED
+    assert run.wait(timeout=10) == frame_run.FAILED
     assert f"no mattebox server at {endpoint}" in run.error
 
 
@@ -243,13 +234,13 @@ def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypa
     def read(frame):
         return core.build_request(np.ones((8, 8, 4), np.float32), None, None, {"engine": "test-slow"})
 
-    run = runner.MatteRun([1], make_connect(server.endpoint, 1.0, None, False, False), read,
-                          lambda frame, result: None)
+    run = frame_run.FrameRun([1], make_connect(server.endpoint, 1.0, None, False, False), read,
+                             lambda work, result: None)
     while run.last_event is None and not run.done:
         run.step()
         time.sleep(0.02)
     server.stop(signal.SIGKILL)
-    assert run.wait(timeout=30) == runner.FAILED  # the client's timeout (1 s, one reconnect), not a hang
+    assert run.wait(timeout=30) == frame_run.FAILED  # the client's timeout (1 s, one reconnect), not a hang
     assert f"no answer from the mattebox server at {server.endpoint}" in run.error
 
 
@@ -283,3 +274,24 @@ def test_engine_menu_from_hello_or_the_built_in_engines():
     assert items["auto"][3] == 0
     assert items["classical"][3] == {i[0]: i[3] for i in fallback}["classical"] == core.enum_number("classical")
     assert len({item[3] for item in items.values()}) == len(items)
+
+
+def test_a_shot_of_blender_requests_uses_the_mask_on_key_frames_only(embedded_server, tmp_path):
+    """Blender's requests (RGBA linear, mask from the mask image on every frame) through FrameRun's shot mode:
+    results for every frame in order, none recorded in the output index; a clean plate is refused by name."""
+    plates, written = _plates(3), {}
+    run = frame_run.FrameRun(sorted(plates), make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
+                             lambda f: core.build_request(plates[f], None, plates[f][..., 0] > 0.5,
+                                                          {"engine": "classical"}),
+                             lambda work, result: written.update({work.frame: result}),
+                             cache=core.FrameIndex(str(tmp_path)), outputs=("alpha",),
+                             shot=frame_run.Shot(keys=[1], params={"engine": "classical"}))
+    assert run.wait(timeout=240) == frame_run.FINISHED, run.error
+    assert sorted(written) == [1, 2, 3] and run.computed == [1, 2, 3] and run.cache.frames == {}
+    with_plate = frame_run.FrameRun(
+        [1, 2], make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
+        lambda f: core.build_request(plates[f], None, None, {}, background=plates[3]), lambda work, result: None,
+        shot=frame_run.Shot())
+    assert with_plate.wait(timeout=120) == frame_run.FAILED
+    assert with_plate.error.startswith("frame 1: a shot uses the image and the key frames' mask or trimap, not "
+                                       "background"), with_plate.error

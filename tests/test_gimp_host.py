@@ -133,7 +133,8 @@ def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
     out, _ = run_gimp(gimp_root, gimp_profile, endpoint, spec, timeout=60, image=linear,
                       server_command=["/opt/no-such/mattebox", "serve"])
     assert out["status"] == "execution-error"
-    assert "could not start ['/opt/no-such/mattebox', 'serve']" in out["error"] and endpoint in out["error"]
+    assert "could not start the local mattebox server ['/opt/no-such/mattebox', 'serve', '--endpoint'" in out["error"]
+    assert endpoint in out["error"] and "No such file" in out["error"] and "its log" not in out["error"]
     assert out["layers"] == ["plate"]
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from mattebox_plugin import protocol
-from mattebox_plugin.client import JobFailed, ServerUnavailable
 from mattebox_plugin.protocol import Buffer, ProtocolError
 from tests.conftest import ROOT, tree_env
 
@@ -162,13 +161,6 @@ def test_missing_mask_sources_say_what_is_missing(requested, message):
         mg.choose_mask_source(requested, False, False, False)
 
 
-def test_progress_fraction_and_text():
-    assert mg.progress_fraction({"stage": "solve", "done": 3, "total": 4}) == 0.75
-    assert mg.progress_fraction({"stage": "solve", "done": 9, "total": 4}) == 1.0
-    assert mg.progress_fraction({"stage": "start", "done": None, "total": 0}) is None
-    assert mg.progress_text({"stage": "solve", "message": "tile 3"}) == "Mattebox: solve — tile 3"
-
-
 def test_engine_choices_list_auto_first_and_say_why_unavailable():
     hello = {"engines": [{"name": "classical", "description": "closed-form", "available": True},
                          {"name": "vitmatte", "description": "", "available": False, "why": "no weights"}]}
@@ -185,17 +177,6 @@ def test_engine_choices_say_how_to_get_missing_weights():
     assert mg.engine_choices(hello)[1] == (
         "vitmatte", "vitmatte — ViTMatte (not installed: run `mattebox models pull vitmatte-small-composition-1k` "
         "(`mattebox models` lists the choices))", False)
-
-
-def test_error_messages_are_one_clear_line():
-    down = mg.describe_error(ServerUnavailable("no answer from tcp://127.0.0.1:1"), "tcp://127.0.0.1:1")
-    assert down.startswith("Mattebox: no answer") and "mattebox serve --endpoint tcp://127.0.0.1:1" in down
-    failed = mg.describe_error(JobFailed("bad_field", "nope", field="params.engine"), "x")
-    assert "[bad_field] nope (field: params.engine)" in failed
-    assert mg.describe_error(mg.UnsupportedImage("Mattebox cannot x"), "x") == "Mattebox cannot x"
-    too_large = mg.describe_error(ProtocolError("too_large", "image: 20000×10 is over the server limit"), "x")
-    assert too_large == "Mattebox: [too_large] image: 20000×10 is over the server limit"
-    assert mg.describe_error(KeyError("alpha"), "x") == "Mattebox: unexpected KeyError: 'alpha'"
 
 
 def test_helpers_and_client_work_without_numpy(server_process, monkeypatch):

@@ -99,14 +99,3 @@ def test_farm_fails_loudly_when_the_server_is_down(tmp_path):
     assert proc.returncode == 1
     assert f"Mattebox1 failed: no mattebox server at {endpoint}" in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing rendered black
-
-
-def test_frame_range_parsing():
-    from mattebox_nuke.farm import parse_frames
-
-    assert parse_frames("1-3") == [1, 2, 3]
-    assert parse_frames("5") == [5]
-    assert parse_frames("1-9x4,2") == [1, 2, 5, 9]
-    assert parse_frames("-2-1") == [-2, -1, 0, 1]
-    with pytest.raises(ValueError):
-        parse_frames("9-3")

@@ -183,13 +183,16 @@ import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from mattebox_nuke import exr, job
 from mattebox_plugin.client import Client
+from mattebox_plugin.run import FrameRun
 assert not exr.have_numpy(), "this check wants a Python without numpy, like some Nuke builds"
 settings = job.Settings("Mattebox1", sys.argv[4], engine="passthrough", guide="mask")
-client = Client(sys.argv[3], timeout=20)
-print(client.hello()["protocol"])
-outcome = job.matte_frame(client, settings, 7, {"plate": True, "guide": True})
-client.close()
-print(outcome.path)
+store = job.ResultStore(settings)
+run = FrameRun([7], lambda: Client(sys.argv[3], timeout=20),
+               lambda frame: job.read_request(settings, frame, {"plate": True, "guide": True}), store.write,
+               cache=store, outputs=settings.outputs, key_extra=settings.key_extra())
+assert run.wait() == "finished", run.error
+print(run.hello["protocol"])
+print(settings.result_path(7))
 """
 
 

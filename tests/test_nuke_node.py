@@ -70,6 +70,7 @@ def test_build_makes_the_documented_node(fake_nuke_each):
     for knob in ("endpoint", "engine", "band_width", "outputs", "matte", "frame_range", "first", "last", "status",
                  "guide", "guide_channel", "premultiply", "cache_dir", "refresh"):
         assert group.knob(knob) is not None, knob
+    assert group["quality"].values() == ["balanced", "fast", "best"]  # protocol.param_choices, default first
     inputs = sorted((n["number"].value(), n.name()) for n in group.nodes() if n.Class() == "Input")
     assert inputs == [(0, "plate"), (1, "second"), (2, "guide"), (3, "clean")]
     writes = [n for n in group.nodes() if n.Class() == "Write"]
@@ -468,3 +469,33 @@ def test_saved_script_reopens_and_mattes_the_same(fake_nuke_each, server, tmp_pa
         out = reopened._render(f)
         for channel, plane in before[f].items():
             assert np.array_equal(out[channel], plane), (f, channel)
+
+
+def test_shot_knob_mattes_the_range_as_one_shot_from_its_key_frames(fake_nuke, server):
+    """The shot checkbox: frames 1-3 go to the server as one shot; only key frame 1's guide is sent, the others
+    are carried from it; a subject on a flat background is found on every frame, and a rerun is not cached."""
+    import mattebox_nuke
+
+    nuke = fake_nuke
+    mask = square_mask(H, W)
+    subject = rgba_planes(np.where(mask[..., None] > 0, np.float32([0.9, 0.7, 0.4]), np.float32(0.1)))
+    group, _ = make_comp(nuke, server, frames=(1, 2, 3), guide=mask, engine="classical")
+    group.setInput(0, nuke.nodes.FakeSource(frames={f: subject for f in (1, 2, 3)}, first=1, last=3))
+    group["shot"].setValue(True)
+    group["key_frames"].setValue("1")
+    run = mattebox_nuke.matte(group)
+    assert run.error is None and [o.frame for o in run.outcomes] == [1, 2, 3]
+    assert all(not o.cached and o.info["frame"] == o.frame for o in run.outcomes)
+    for f in (1, 2, 3):
+        alpha = group._render(f)["rgba.alpha"]
+        assert alpha[mask > 0].mean() > 0.9 and alpha[mask == 0].mean() < 0.1, f
+    assert group["status"].value().startswith("matted frames 1-3 (0 from cache) with classical")
+    group["key_frames"].setValue("1,7")
+    from mattebox_nuke.job import MatteboxError
+
+    with pytest.raises(ValueError, match="frames: 7 is not one of the frames to matte"):
+        mattebox_nuke.matte(group)
+    assert "key frames: 7 is not one of the frames to matte (1-3)" in group["status"].value()
+    group["key_frames"].setValue("1-x")
+    with pytest.raises(MatteboxError, match="key frames: cannot read '1-x'"):
+        mattebox_nuke.matte(group)

@@ -24,19 +24,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import zmq
 
 from . import __version__, protocol, shm
+from .config import DEFAULT_ENDPOINT
+from .errors import JobFailed, ServerUnavailable  # noqa: F401  (re-exported: hosts catch client.JobFailed)
 from .protocol import Buffer, ProtocolError
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:23517"
 #: channels of each float32 output, to reserve shared memory for a result
 _OUTPUT_CHANNELS = {"alpha": 1, "foreground": 3, "trimap": 1, "premultiplied": 4}
-
-
-class ServerUnavailable(Exception):
-    """Nothing answered at the endpoint within the timeout."""
-
-
-class JobFailed(ProtocolError):
-    """The server answered a job with an error (``code`` from protocol.ERROR_CODES)."""
 
 
 def _new_id() -> str:

@@ -8,13 +8,18 @@ authenticates clients), ``server_command`` (argv list that starts a local server
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
 from typing import Any, Dict, Optional
+from urllib.parse import urlparse
+
+#: where clients look for a server and `mattebox serve` listens unless told otherwise
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:23517"
 
 DEFAULTS: Dict[str, Any] = {
-    "endpoint": "tcp://127.0.0.1:23517",
+    "endpoint": DEFAULT_ENDPOINT,
     "timeout": 30.0,
     "server_public_key": None,
     "client_public_key": None,
@@ -75,3 +80,21 @@ def client_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {"endpoint": cfg["endpoint"], "timeout": float(cfg["timeout"]),
             "server_public_key": cfg.get("server_public_key"), "client_public_key": cfg.get("client_public_key"),
             "client_secret_key": cfg.get("client_secret_key")}
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address: this machine only. The server binds
+    without CURVE only there; Blender counts any other endpoint as online access."""
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    try:
+        host = urlparse(endpoint).hostname or ""
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or '*': not loopback

@@ -10,14 +10,20 @@ messages, ``id``; each raw pixel buffer travels as its own frame, described (in 
 that it names them all.
 
 This module is imported by host plug-ins (Python 3.9+ inside Nuke, Blender, GIMP), so it uses the standard
-library and msgpack only. numpy is optional and only touched by :class:`Buffer` conversions.
+library and msgpack only; msgpack only to encode and decode, so hosts build their menus from the parameters'
+choices before their vendored wheels are importable. numpy is optional and only touched by :class:`Buffer`
+conversions.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import msgpack
+try:
+    import msgpack
+except ImportError:  # a host registering its menus; encode/decode say what is missing
+    msgpack = None
 
 PROTOCOL_VERSION = 1
 MAGIC = b"MBX"
@@ -38,6 +44,60 @@ FRAME = "frame"  #: client -> server: one frame's inputs for a shot job (id, fra
 
 CLIENT_OPS = (HELLO, MATTE, CANCEL, ATTACH, RELEASE, STATUS, FRAME)
 SERVER_OPS = (HELLO, ACCEPTED, PROGRESS, RESULT, ERROR, STATUS, CANCEL, RELEASE, NEED)
+
+# --------------------------------------------------------------------------------------- job states
+#: a job's ``state`` in progress events, attach and cancel replies, status and the job store
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+JOB_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A ``progress`` message: the engine's ``stage``, ``done`` of ``total`` steps within it (total 0: no count),
+    a ``message`` and the job's ``state``. The client delivers the header's map; hosts read it through this."""
+
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    state: str = ""
+
+    @classmethod
+    def from_header(cls, header: Dict[str, Any]) -> "ProgressEvent":
+        """From a progress header (or the client's event map); missing or null fields take their defaults."""
+        def number(name: str) -> int:
+            value = header.get(name)
+            return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+        return cls(str(header.get("stage") or ""), number("done"), number("total"), str(header.get("message") or ""),
+                   str(header.get("state") or ""))
+
+    @property
+    def fraction(self) -> Optional[float]:
+        """The share of the stage done, in [0, 1]; None when the stage has no count (show a pulse instead)."""
+        if self.total <= 0:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+    def text(self) -> str:
+        """The event as one line: the stage, its count and the message, those there are."""
+        text = self.stage or "working"
+        if self.total > 0:
+            text += f" {self.done}/{self.total}"
+        return text + (f" — {self.message}" if self.message else "")
+
+
+# ---------------------------------------------------------------------------------------- info keys
+#: keys of a result's ``info`` map that clients read (docs/protocol.md, ``result``)
+INFO_ENGINE = "engine"  #: the engine that ran (``auto`` resolved)
+INFO_SECONDS = "seconds"  #: time the engine took
+INFO_FRAME = "frame"  #: the frame of a shot or a host's frame run
+INFO_GUIDANCE = "guidance"  #: ``trimap``, ``mask``, ``auto:<method>``, ``plate:<method>``
+INFO_FOREGROUND_METHOD = "foreground_method"  #: the estimator; ``+plate`` when the clean plate took part
+INFO_IGNORED_INPUTS = "ignored_inputs"  #: inputs the engine accepted but does not use
+INFO_PAIR_USABLE = "pair_usable"  #: whether the second frame was used
+INFO_PAIR_WHY = "pair_why"  #: why it was not
+INFO_WARNINGS = "warnings"  #: sentences saying when the result cannot be trusted
 
 # ------------------------------------------------------------------------------------------- errors
 #: error code -> what it means. Every error message carries ``code``, ``message`` and, where one field is to
@@ -131,21 +191,27 @@ OUTPUTS = {
 DEFAULT_OUTPUTS = ("alpha", "foreground")
 
 
-def _field_spec(kind, default, doc, check=None):
-    return {"type": kind, "default": default, "doc": doc, "check": check}
+def _field_spec(kind, default, doc, check=None, choices=None, bounds=None):
+    """A parameter: its type, default and doc, and what values it takes: ``choices`` (the allowed values, in the
+    order a menu lists them), ``bounds`` (inclusive (low, high) for numbers) or, for anything else, ``check``."""
+    if choices is not None:
+        check = choices.__contains__
+    elif bounds is not None:
+        check = lambda v, low=bounds[0], high=bounds[1]: low <= v <= high  # noqa: E731
+    return {"type": kind, "default": default, "doc": doc, "check": check, "choices": choices, "bounds": bounds}
 
 
 #: ``params`` of a matte request: name -> spec. The server fills defaults; unknown names are rejected.
 MATTE_PARAMS = {
     "engine": _field_spec(str, "auto", "engine or model name from hello's engines; 'auto' picks the best available"),
     "band_width": _field_spec((int, float), 0, "unknown-band width in pixels for mask→trimap; 0 scales with size",
-                              lambda v: 0 <= v <= 2000),
+                              bounds=(0, 2000)),
     "quality": _field_spec(str, "balanced", "preset: 'fast', 'balanced' or 'best'",
-                           lambda v: v in ("fast", "balanced", "best")),
+                           choices=("fast", "balanced", "best")),
     "foreground_method": _field_spec(str, "auto", "foreground estimator: 'auto', 'multilevel' or 'blur_fusion'",
-                                     lambda v: v in ("auto", "multilevel", "blur_fusion")),
+                                     choices=("auto", "multilevel", "blur_fusion")),
     "segmenter": _field_spec(str, "auto", "automatic guidance and rough masks: 'auto' (U^2-Net-p when installed, "
-                             "else GrabCut) or 'grabcut' (no network)", lambda v: v in ("auto", "grabcut")),
+                             "else GrabCut) or 'grabcut' (no network)", choices=("auto", "grabcut")),
     "outputs": _field_spec(list, list(DEFAULT_OUTPUTS), "outputs wanted, names from OUTPUTS",
                            lambda v: len(v) > 0 and all(o in OUTPUTS for o in v)),
     "tile": _field_spec(int, 0, "learned engines: tile size in pixels; 0 chooses from free memory; -1 runs the "
@@ -156,13 +222,38 @@ MATTE_PARAMS = {
     "tile_overlap": _field_spec(int, -1, "learned engines: tile overlap in pixels, below the tile size; -1 means "
                                 "half the tile", lambda v: v >= -1),
     "tile_batch": _field_spec(int, 0, "learned engines: tiles per forward pass; 0 chooses from free memory",
-                              lambda v: 0 <= v <= 256),
+                              bounds=(0, 256)),
     "roi": _field_spec(list, None, "[x, y, width, height] region to solve, inside the image (checked against its "
                        "size by validate_buffers); outside it alpha comes from guidance",
                        lambda v: len(v) == 4 and all(_is_type(x, int) for x in v) and min(v[:2]) >= 0
                        and min(v[2:]) >= 1),
-    "priority": _field_spec(int, 0, "higher runs first among queued jobs", lambda v: -10 <= v <= 10),
+    "priority": _field_spec(int, 0, "higher runs first among queued jobs", bounds=(-10, 10)),
 }
+
+
+def param_choices(name: str, default_first: bool = False) -> Tuple[Any, ...]:
+    """The values a parameter takes (for a host's menu), in declared order or with the default first (a Nuke
+    Enumeration_Knob's first item is its default). KeyError names parameters without choices."""
+    choices = MATTE_PARAMS[name]["choices"]
+    if choices is None:
+        raise KeyError(f"parameter '{name}' has no fixed choices")
+    if default_first:
+        default = MATTE_PARAMS[name]["default"]
+        return (default,) + tuple(c for c in choices if c != default)
+    return tuple(choices)
+
+
+def param_bounds(name: str) -> Tuple[Any, Any]:
+    """A numeric parameter's inclusive (low, high) (for a host's slider or field)."""
+    bounds = MATTE_PARAMS[name]["bounds"]
+    if bounds is None:
+        raise KeyError(f"parameter '{name}' has no bounds")
+    return bounds
+
+
+def choice_label(value: str) -> str:
+    """How a menu shows a choice: 'blur_fusion' -> 'Blur fusion'."""
+    return value.replace("_", " ").capitalize()
 
 #: buffer-description key for bytes in shared memory instead of a frame: ``{name: segment, offset: int, key}``
 #: (same-host fast path, see mattebox_plugin.shm); a matte request's ``reply_shm`` ({name, offset, size, key})
@@ -327,8 +418,15 @@ def expected_nbytes(shape: Sequence[int], dtype: str) -> int:
 
 
 # ------------------------------------------------------------------------------------ encode/decode
+def _need_msgpack() -> None:
+    if msgpack is None:
+        raise ImportError("mattebox needs the msgpack package to talk to a server (pip install msgpack, or "
+                          "reinstall the host plug-in with `mattebox install HOST`, which bundles it)")
+
+
 def encode(header: Dict[str, Any], buffers: Sequence[Any] = ()) -> List[Any]:
     """Header map + raw frames -> the multipart list to send (frames stay zero-copy)."""
+    _need_msgpack()
     header = dict(header)
     header.setdefault("v", PROTOCOL_VERSION)
     return [MAGIC, msgpack.packb(header, use_bin_type=True), *buffers]
@@ -339,6 +437,7 @@ def decode(frames: Sequence[Any], max_header_bytes: Optional[int] = None) -> Tup
 
     A header over ``max_header_bytes`` (default: no limit) is refused before msgpack sees it; msgpack's own
     container limits bound what a header within it can expand to."""
+    _need_msgpack()
     if len(frames) < 2:
         raise ProtocolError("bad_message", f"expected at least 2 frames (magic, header), got {len(frames)}",
                             hint="send [b'MBX', msgpack header, *buffers]")
@@ -431,14 +530,23 @@ def validate_params(params: Any) -> Dict[str, Any]:
             raise ProtocolError("bad_field", f"parameter '{name}' must be {_type_name(spec['type'])}, "
                                 f"got {type(value).__name__}", field=f"params.{name}")
         if spec["check"] is not None and not spec["check"](value):
-            raise ProtocolError("bad_field", f"parameter '{name}' has an invalid value {value!r}: {spec['doc']}",
-                                field=f"params.{name}")
+            raise ProtocolError("bad_field", f"parameter '{name}' has an invalid value {value!r}: "
+                                f"{_allowed(spec)}", field=f"params.{name}")
         out[name] = value
     for name, spec in MATTE_PARAMS.items():
         if name not in out:
             default = spec["default"]
             out[name] = list(default) if isinstance(default, list) else default
     return out
+
+
+def _allowed(spec: Dict[str, Any]) -> str:
+    """What a parameter accepts, for its error: the choices or bounds (from the data the check is made from)."""
+    if spec["choices"] is not None:
+        return "expected one of " + ", ".join(repr(c) for c in spec["choices"])
+    if spec["bounds"] is not None:
+        return f"expected {spec['bounds'][0]} to {spec['bounds'][1]}"
+    return spec["doc"]
 
 
 def _inline_count(descs: Sequence[Any]) -> int:

@@ -1,23 +1,10 @@
-"""Colourspace and premultiplication conversions (IEC 61966-2-1 sRGB transfer function)."""
+"""Colourspace and premultiplication conversions (the IEC 61966-2-1 sRGB transfer function is
+mattebox_plugin.colour's, which hosts share)."""
 from __future__ import annotations
 
 import numpy as np
 
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values -> linear light (piecewise IEC 61966-2-1; values above 1 follow the power curve)."""
-    x = np.asarray(x, dtype=np.float32)
-    low = x / np.float32(12.92)
-    high = np.power((np.maximum(x, 0.04045) + np.float32(0.055)) / np.float32(1.055), np.float32(2.4))
-    return np.where(x <= 0.04045, low, high).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear light -> sRGB-encoded values (inverse of :func:`srgb_to_linear`)."""
-    x = np.asarray(x, dtype=np.float32)
-    low = x * np.float32(12.92)
-    high = np.float32(1.055) * np.power(np.maximum(x, 0.0031308), np.float32(1 / 2.4)) - np.float32(0.055)
-    return np.where(x <= 0.0031308, low, high).astype(np.float32)
+from mattebox_plugin.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (one transfer function, shared)
 
 
 def unpremultiply(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
+from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
+
 
 def sad(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> float:
     """Sum of absolute differences over the region, / 1000."""
@@ -144,7 +146,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="folder with image/, alpha/, trimap1/, trimap2/ (default: alphamatting-dev)")
     parser.add_argument("--trimap", default="both", choices=("trimap1", "trimap2", "both"))
     parser.add_argument("--engine", default="classical", help="engine to evaluate (in-process)")
-    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
+    parser.add_argument("--quality", default=MATTE_PARAMS["quality"]["default"], choices=param_choices("quality"))
     parser.add_argument("--images", help="comma-separated image names, e.g. GT01,GT10 (a .png suffix is accepted; "
                                          "default: all)")
     parser.add_argument("--json", help="write the per-image results and means here")

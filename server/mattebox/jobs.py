@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from mattebox_plugin import protocol
-from mattebox_plugin.protocol import Buffer, ProtocolError
+from mattebox_plugin.protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Buffer, ProtocolError  # noqa: F401
 
 from . import engines
 from .codec import decode_request, encode_result
@@ -24,7 +24,6 @@ from .contract import Engine, InputError, JobCancelled, MatteResult
 
 log = logging.getLogger("mattebox.jobs")
 
-QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 
 

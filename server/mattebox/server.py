@@ -30,11 +30,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
-from urllib.parse import urlparse
 
 import zmq
 
 from mattebox_plugin import protocol
+from mattebox_plugin.config import DEFAULT_ENDPOINT, is_loopback
 from mattebox_plugin.protocol import ProtocolError
 
 from . import __version__, engines, intake
@@ -54,7 +54,7 @@ class BindRefused(RuntimeError):
 
 @dataclass
 class ServerConfig:
-    endpoint: str = "tcp://127.0.0.1:23517"
+    endpoint: str = DEFAULT_ENDPOINT
     device: str = "cpu"
     workers: int = 1
     limits: Dict[str, int] = field(default_factory=lambda: dict(protocol.DEFAULT_LIMITS))
@@ -65,20 +65,6 @@ class ServerConfig:
     #: serve any CURVE client on a non-loopback endpoint without ``curve_clients_dir`` (refused otherwise)
     allow_any_client: bool = False
     backend: Any = None  #: cluster.ClusterBackend (started): jobs run on its replicas instead of local workers
-
-
-def is_loopback(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// endpoints on a loopback address."""
-    scheme = endpoint.split("://", 1)[0]
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlparse(endpoint).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # an interface name or '*': not loopback
 
 
 class Server:

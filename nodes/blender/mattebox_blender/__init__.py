@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def _classes():
-    # imported here, not at the top, so the bpy-free modules (core, runner) import anywhere, e.g. in tests
+    # imported here, not at the top, so the bpy-free modules (core, connection) import anywhere, e.g. in tests
     from . import operators, properties, ui
 
     return properties.CLASSES + operators.CLASSES + ui.CLASSES

@@ -1,18 +1,19 @@
 """Reach a mattebox server from Blender: the client package, the endpoint policy and starting a local server."""
 from __future__ import annotations
 
-import re
+import sys
+from importlib import import_module
 from typing import Any, Callable, Dict, List, Optional
 
-from . import core
 
 #: the engines (hello's list) of the server last reached in this Blender session; the Engine menu offers them
 _KNOWN_ENGINES: List[Dict[str, Any]] = []
 
 
-def client_package():
-    """The host-neutral client (``mattebox_plugin``): the copy bundled in the built extension, else the one on
-    sys.path (a development checkout). Its own dependencies, pyzmq and msgpack, come from the extension's wheels."""
+def plugin_module(name: str):
+    """A module of the host-neutral layer (``mattebox_plugin.<name>``): the copy bundled in the built extension,
+    else the one on sys.path (a development checkout). ``frames``, ``errors``, ``protocol`` and ``run`` need no
+    third-party package; ``client`` needs pyzmq and msgpack, which come from the extension's wheels."""
     try:
         from . import mattebox_plugin as package  # bundled by installers/mattebox_installers/blender.py
     except ImportError as bundled_error:
@@ -21,11 +22,14 @@ def client_package():
         except ImportError as exc:
             raise RuntimeError(f"mattebox client not importable ({bundled_error}; {exc}); reinstall the extension "
                                f"with `mattebox install blender`") from exc
-    from importlib import import_module
+    return import_module(f"{package.__name__}.{name}")
 
-    for name in ("client", "config", "launcher"):
-        import_module(f"{package.__name__}.{name}")
-    return package
+
+def client_package():
+    """The host-neutral client package with its ``client``, ``config`` and ``launcher`` modules imported."""
+    for name in ("errors", "client", "config", "launcher"):
+        module = plugin_module(name)
+    return sys.modules[module.__package__]
 
 
 def make_connect(endpoint: str, timeout: float, server_command: Optional[List[str]], auto_start: bool,
@@ -41,7 +45,7 @@ def make_connect(endpoint: str, timeout: float, server_command: Optional[List[st
         cfg.update(endpoint=endpoint, timeout=float(timeout))
         if server_command:
             cfg["server_command"] = server_command
-        local = core.is_local_endpoint(endpoint)
+        local = package.config.is_loopback(endpoint)
         if not local and not online_access:
             raise RuntimeError(f"mattebox: {endpoint} is not on this machine and Blender's online access is off "
                                f"(Preferences > System > Network > Allow Online Access)")
@@ -70,14 +74,3 @@ def remember_engines(hello: Dict[str, Any]) -> None:
 
 def known_engines() -> List[Dict[str, Any]]:
     return _KNOWN_ENGINES
-
-
-def param_choices(name: str) -> List[str]:
-    """The values the protocol allows for matte parameter ``name`` (e.g. 'quality'), for the panel's menus.
-
-    ``protocol.MATTE_PARAMS`` declares them as data (``choices``) where it can; until every field does, they are
-    the quoted values of the field's doc that its check accepts."""
-    spec = client_package().protocol.MATTE_PARAMS[name]
-    if spec.get("choices"):
-        return list(spec["choices"])
-    return [value for value in re.findall(r"'([^']+)'", spec["doc"]) if spec["check"] is None or spec["check"](value)]

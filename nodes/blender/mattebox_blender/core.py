@@ -1,18 +1,18 @@
-"""The Blender extension's logic that needs no Blender: pixel layout, colour, cache keys, frame lists, requests.
+"""The Blender extension's logic that needs no Blender: pixel layout, colour, requests, the output folder's index.
 
 Blender stores an image as a flat RGBA float list, rows bottom-up (``Image.pixels``); mattebox speaks H×W×C
 arrays with rows top-down. Everything here is plain numpy so it is tested outside Blender.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import zlib
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
+
+from .connection import plugin_module
 
 #: how a result is stored on disk and named in bpy.data: output name -> (file prefix, Blender colourspace)
 RESULT_KINDS = {
@@ -20,10 +20,8 @@ RESULT_KINDS = {
     "foreground": ("foreground", "Linear Rec.709"),
     "trimap": ("trimap", "Non-Color"),
 }
-#: bump when the meaning of a cached result changes (request layout, output layout); 2: the clean plate is an input
-CACHE_VERSION = 2
-#: the request's pixel inputs, in the order the content key hashes them (protocol names)
-REQUEST_INPUTS = ("image", "second", "mask", "background")
+#: layout of the output folder's index file; the keys in it are mattebox_plugin.run.content_key's
+INDEX_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------- pixels
@@ -56,12 +54,6 @@ def to_blender_pixels(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgba[::-1]).ravel()
 
 
-def srgb_to_linear(values: np.ndarray) -> np.ndarray:
-    """The sRGB EOTF (IEC 61966-2-1), for 8-bit images Blender hands over still encoded."""
-    values = np.asarray(values, dtype=np.float32)
-    return np.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
 #: byte-image colourspaces whose stored values are already linear (or data)
 LINEAR_BYTE_COLORSPACES = ("Non-Color", "Linear Rec.709", "scene_linear", "Linear", "Raw")
 
@@ -76,7 +68,7 @@ def linearise(rgba: np.ndarray, is_float: bool, colorspace: str) -> np.ndarray:
         return rgba
     if colorspace == "sRGB":
         out = rgba.copy()
-        out[:, :, :3] = srgb_to_linear(rgba[:, :, :3])
+        out[:, :, :3] = plugin_module("colour").srgb_to_linear(rgba[:, :, :3])
         return out
     raise ValueError(f"image colourspace {colorspace!r}: 8-bit images must be sRGB, linear or Non-Color; "
                      f"convert it to a float image (e.g. save as EXR) first")
@@ -115,48 +107,7 @@ def build_request(image: np.ndarray, second: Optional[np.ndarray], mask: Optiona
             "colorspace": "linear", "premultiplied": False}
 
 
-def content_key(request: Dict[str, Any]) -> str:
-    """sha256 over every input's shape, dtype and bytes plus the params: equal keys mean equal results."""
-    digest = hashlib.sha256()
-    meta = {"v": CACHE_VERSION, "params": request["params"], "colorspace": request["colorspace"],
-            "premultiplied": request["premultiplied"]}
-    digest.update(json.dumps(meta, sort_keys=True).encode())
-    for name in REQUEST_INPUTS:
-        array = request.get(name)
-        digest.update(name.encode())
-        if array is None:
-            digest.update(b"-")
-            continue
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.shape}{array.dtype.str}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------- frames
-_RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+)\s*)?)?$")
-
-
-def parse_frames(text: str) -> List[int]:
-    """'1-10', '1,3,5', '1-100x10', '12' -> sorted unique frame numbers. Errors name the bad part."""
-    frames = set()
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        match = _RANGE.match(part)
-        if not match:
-            raise ValueError(f"frames: cannot read {part.strip()!r}; use e.g. '1-10', '1,5,9' or '1-100x10'")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        step = int(match.group(3) or 1)
-        if last < first or step < 1:
-            raise ValueError(f"frames: {part.strip()!r} is empty (end before start or step below 1)")
-        frames.update(range(first, last + 1, step))
-    if not frames:
-        raise ValueError("frames: no frame given")
-    return sorted(frames)
-
-
 def result_path(directory: str, kind: str, frame: int) -> str:
     """``<dir>/<kind>_<frame:04d>.exr``: Blender reads the numbered files as an image sequence."""
     prefix = RESULT_KINDS[kind][0]
@@ -164,10 +115,9 @@ def result_path(directory: str, kind: str, frame: int) -> str:
 
 
 class FrameIndex:
-    """Which content key produced each frame's files in an output folder (``mattebox_index.json``).
-
-    A frame whose inputs hash to the recorded key and whose files exist is not sent again.
-    """
+    """Which content key produced each frame's files in an output folder (``mattebox_index.json``): the cache of
+    a :class:`mattebox_plugin.run.FrameRun`. A frame whose inputs hash to the recorded key and whose files exist
+    is not sent again."""
 
     NAME = "mattebox_index.json"
 
@@ -179,12 +129,13 @@ class FrameIndex:
             try:
                 with open(self.path, encoding="utf-8") as fh:
                     data = json.load(fh)
-                if data.get("version") == CACHE_VERSION:
+                if data.get("version") == INDEX_VERSION:
                     self.frames = dict(data.get("frames", {}))
             except (OSError, ValueError):
                 self.frames = {}  # a damaged index only costs a recompute
 
-    def is_current(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
+    def reuse(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
+        """Whether the frame's files for every output in ``kinds`` exist and were made from ``key``."""
         entry = self.frames.get(str(frame))
         if not entry or entry.get("key") != key:
             return False
@@ -198,25 +149,8 @@ class FrameIndex:
         os.makedirs(self.directory, exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": CACHE_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
+            json.dump({"version": INDEX_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
         os.replace(tmp, self.path)
-
-
-def progress_fraction(frame_position: int, frame_count: int, event: Optional[Dict[str, Any]]) -> float:
-    """Overall progress in [0, 1]: finished frames plus the share of the current one the server reported."""
-    within = 0.0
-    if event and event.get("total"):
-        within = min(1.0, max(0.0, float(event.get("done") or 0) / float(event["total"])))
-    return min(1.0, (frame_position + within) / max(1, frame_count))
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """Loopback TCP or ipc: talking to it is not 'online access' in Blender's sense."""
-    if endpoint.startswith("ipc://") or endpoint.startswith("inproc://"):
-        return True
-    match = re.match(r"^tcp://\[?([^\]/]+?)\]?:\d+$", endpoint)
-    host = match.group(1) if match else ""
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
 def split_command(text: str) -> Optional[List[str]]:
@@ -225,23 +159,6 @@ def split_command(text: str) -> Optional[List[str]]:
 
     words = shlex.split(text, posix=os.name != "nt")
     return words or None
-
-
-def describe_error(exc: BaseException) -> str:
-    """The one line shown in Blender's report: the server's own message for job errors."""
-    code = getattr(exc, "code", None)
-    message = getattr(exc, "message", None) or str(exc)
-    field = getattr(exc, "field", None)
-    hint = getattr(exc, "hint", None)
-    text = f"mattebox: {message}"
-    if code:
-        text += f" [{code}]"
-    if field:
-        text += f" (field {field})"
-    if hint:
-        text += f"; {hint}"
-    return text
-
 
 
 #: engines the panel offers before any server has answered: those every server has (learned engines, which

@@ -5,9 +5,9 @@ from typing import Optional
 
 import bpy
 
-from . import core, runner
+from . import core
 from .properties import preferences
-from .scene_run import SceneRun
+from .scene_run import SceneRun, frame_run
 
 #: the run in progress (one at a time per Blender session); the Cancel operator and the panel read it
 _ACTIVE: Optional[SceneRun] = None
@@ -25,16 +25,16 @@ def start_run(context) -> SceneRun:
 def finish_run(run: SceneRun, report) -> set:
     """Publish a finished run's results into the compositor and report how the run ended (also kept as the
     panel's status line)."""
-    if run.state == runner.FINISHED:
+    if run.state == frame_run.FINISHED:
         try:
             run.publish()
         except Exception as exc:  # e.g. a result file removed meanwhile: say so, never leave the UI stuck
             return _tell(report, {"ERROR"}, f"Mattebox: results are in {run.directory} but could not be loaded: {exc}")
-        _tell(report, {"WARNING"} if run.offline else {"INFO"}, run.summary())
+        _tell(report, {"INFO"}, run.summary())
         return {"FINISHED"}
-    if run.state == runner.CANCELLED:
+    if run.state == frame_run.CANCELLED:
         return _tell(report, {"WARNING"}, "Mattebox: cancelled")
-    return _tell(report, {"ERROR"}, run.error or "Mattebox: failed")
+    return _tell(report, {"ERROR"}, run.error_text())
 
 
 def _tell(report, level: set, text: str) -> set:
@@ -170,7 +170,7 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
         try:
             info = client.hello()
         except Exception as exc:
-            self.report({"ERROR"}, core.describe_error(exc))
+            self.report({"ERROR"}, package.errors.error_line(exc, endpoint))
             return {"CANCELLED"}
         finally:
             client.close()

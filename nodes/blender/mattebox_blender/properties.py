@@ -5,6 +5,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import core
+from .connection import plugin_module
 
 SOURCES = [
     ("IMAGE", "Image", "An image datablock: a still, an image sequence numbered by frame, or a movie"),
@@ -18,10 +19,13 @@ MASK_CHANNELS = [
 ]
 #: Blender 5 warns about "//" in path properties unless they declare blend-relative support (4.x lacks the option)
 PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (5, 0, 0) else set()
-#: the quality presets when the client cannot be imported (the menu then still draws)
-FALLBACK_QUALITIES = ("fast", "balanced", "best")
+_protocol = plugin_module("protocol")
+#: menus and ranges from the protocol's parameter data (mattebox_plugin.protocol.MATTE_PARAMS), never re-declared
+QUALITIES = [(value, _protocol.choice_label(value), "") for value in _protocol.param_choices("quality")]
+BAND_WIDTH_MIN, BAND_WIDTH_MAX = _protocol.param_bounds("band_width")
+DEFAULT_ENDPOINT = plugin_module("config").DEFAULT_ENDPOINT
 #: Blender shows the strings of function-made enum items only while Python keeps them alive
-_ITEMS = {"engine": [], "quality": []}
+_ITEMS = {"engine": []}
 
 
 def engine_items(self, context):
@@ -29,7 +33,7 @@ def engine_items(self, context):
     from . import connection
 
     engines = connection.known_engines()
-    note = connection.client_package().client.engine_note if engines else None
+    note = plugin_module("client").engine_note if engines else None
     _ITEMS["engine"] = core.engine_menu(engines, note)
     return _ITEMS["engine"]
 
@@ -40,18 +44,6 @@ def _get_engine(self) -> int:
 
 def _set_engine(self, number: int) -> None:
     self.engine_name = next((item[0] for item in _ITEMS["engine"] if item[3] == number), "auto")
-
-
-def quality_items(self, context):
-    """The Quality menu: the presets the protocol allows."""
-    try:
-        from .connection import param_choices
-
-        values = param_choices("quality")
-    except Exception:  # no client (wheels missing): the menu still draws; the server checks the value
-        values = list(FALLBACK_QUALITIES)
-    _ITEMS["quality"] = [(v, v.title(), f"The server's '{v}' preset", core.enum_number(v)) for v in values]
-    return _ITEMS["quality"]
 
 
 def preferences(context=None):
@@ -71,7 +63,7 @@ def _client_config() -> dict:
 
 
 def _default_endpoint() -> str:
-    return _client_config().get("endpoint") or "tcp://127.0.0.1:23517"
+    return _client_config().get("endpoint") or DEFAULT_ENDPOINT
 
 
 def recorded_server_command() -> str:
@@ -86,8 +78,8 @@ class MatteboxPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     endpoint: StringProperty(name="Endpoint", default="",
-                             description="The mattebox server, e.g. tcp://127.0.0.1:23517 (empty: the client config "
-                                         "file or $MATTEBOX_ENDPOINT)")
+                             description=f"The mattebox server, e.g. {DEFAULT_ENDPOINT} (empty: the client config "
+                                         f"file or $MATTEBOX_ENDPOINT)")
     timeout: FloatProperty(name="Timeout", default=30.0, min=1.0, max=3600.0, subtype="TIME_ABSOLUTE",
                            description="Seconds of silence from the server before a job is reported as failed")
     auto_start: BoolProperty(name="Start a local server", default=True,
@@ -132,12 +124,19 @@ class MatteboxSettings(bpy.types.PropertyGroup):
     engine_name: StringProperty(name="Engine Name", default="auto", options={"HIDDEN"})
     engine: EnumProperty(name="Engine", items=engine_items, get=_get_engine, set=_set_engine,
                          description="Engine of the server (Check Server refreshes the list); Auto lets it choose")
-    quality: EnumProperty(name="Quality", items=quality_items, default=core.enum_number("balanced"),
+    quality: EnumProperty(name="Quality", items=QUALITIES, default=_protocol.MATTE_PARAMS["quality"]["default"],
                           description="The server's speed/quality preset")
-    band_width: IntProperty(name="Band Width", default=0, min=0, max=2000,
+    band_width: IntProperty(name="Band Width", default=0, min=BAND_WIDTH_MIN, max=BAND_WIDTH_MAX,
                             description="Unknown band around the mask's edge, pixels (0: scaled to the image)")
     use_range: BoolProperty(name="Frame Range", default=False, description="Matte a range of frames")
-    frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9 or 1-100x10")
+    frames: StringProperty(name="Frames", default="1-10", description="e.g. 1-10, 1,5,9, 1-100x10 or 1-10,20-30x5")
+    use_shot: BoolProperty(name="As One Shot", default=False,
+                           description="Matte the frame range as one shot: the mask guides the key frames and is "
+                                       "carried through the others, each frame steadied by its neighbours (a movie "
+                                       "clip or image sequence; no second frame or clean plate)")
+    key_frames: StringProperty(name="Key Frames", default="",
+                               description="Frames whose mask guides the shot, e.g. 1,13 or 1-100x12 (empty: "
+                                           "automatic guidance on every frame)")
     output_dir: StringProperty(name="Output", default="//mattebox/", subtype="DIR_PATH",
                                options=PATH_OPTIONS,
                                description="Folder for the result EXR files (// = next to the .blend file)")
@@ -146,8 +145,20 @@ class MatteboxSettings(bpy.types.PropertyGroup):
         return {"engine": self.engine_name or "auto", "quality": self.quality or "balanced",
                 "band_width": self.band_width}
 
+    def shot(self):
+        """The run's shot (mattebox_plugin.run.Shot) when 'As One Shot' is on, else None; ValueError names bad
+        key frames."""
+        if not self.use_shot:
+            return None
+        frames = plugin_module("frames")
+        try:
+            keys = frames.parse_frames(self.key_frames) if self.key_frames.strip() else ()
+        except ValueError as exc:
+            raise ValueError(f"key {exc}") from None
+        return plugin_module("run").Shot(keys=keys, params=self.params())
+
     def frame_list(self, scene) -> list:
-        return core.parse_frames(self.frames) if self.use_range else [scene.frame_current]
+        return plugin_module("frames").parse_frames(self.frames) if self.use_range else [scene.frame_current]
 
 
 class MatteboxStatus(bpy.types.PropertyGroup):

@@ -58,6 +58,12 @@ class MATTEBOX_PT_matte(bpy.types.Panel):
         sub = row.row()
         sub.active = settings.use_range
         sub.prop(settings, "frames", text="")
+        row = layout.row(heading="Shot")
+        row.active = settings.use_range
+        row.prop(settings, "use_shot", text="")
+        sub = row.row()
+        sub.active = settings.use_range and settings.use_shot
+        sub.prop(settings, "key_frames", text="")
         layout.prop(settings, "output_dir")
         layout.prop(settings, "name")
         layout.use_property_split = False

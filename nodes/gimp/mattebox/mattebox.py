@@ -194,6 +194,7 @@ def _wait(job, time_limit, window):
     Returns the Result, or None when the job was cancelled (the server confirmed or the result was discarded).
     """
     from mattebox_plugin.client import JobFailed
+    from mattebox_plugin.protocol import ProgressEvent
 
     started = time.monotonic()
     cancel_sent = False
@@ -201,8 +202,8 @@ def _wait(job, time_limit, window):
     try:
         while not job.done:
             for event in job.poll(POLL_SECONDS):
-                fraction = logic.progress_fraction(event)
-                text = logic.progress_text(event)
+                progress = ProgressEvent.from_header(event)
+                fraction, text = progress.fraction, f"Mattebox: {progress.text()}"
                 Gimp.progress_set_text(text)
                 if fraction is None:
                     Gimp.progress_pulse()
@@ -312,17 +313,16 @@ def run(procedure, run_mode, image, drawables, config, run_data):
                 finally:
                     probe.close()
             except (client_module.ServerUnavailable, OSError) as exc:
-                note = f"The mattebox server is not reachable ({exc}); only 'auto' is listed."
+                from mattebox_plugin.errors import describe_error
+
+                note = f"The mattebox server is not reachable: {describe_error(exc, endpoint)}; only 'auto' is listed."
             if not _run_dialog(procedure, config, hello, note):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
         params = logic.request_params(config.get_property("engine"), config.get_property("band-width"),
                                       config.get_property("quality"))
         inputs, _guide = _gather_inputs(image, layer, config, formats)
-        try:
-            endpoint = launcher.ensure_server(cfg)
-        except OSError as exc:  # the configured server_command could not be started
-            raise client_module.ServerUnavailable(f"could not start {cfg.get('server_command')}: {exc}") from None
+        endpoint = launcher.ensure_server(cfg)  # ServerNotStarted says why a started server did not answer
         client = client_module.Client(**dict(client_config.client_kwargs(cfg), endpoint=endpoint))
         job = client.submit(params=params, **inputs)
         window = _ProgressWindow("Mattebox: matting") if run_mode == Gimp.RunMode.INTERACTIVE else None
@@ -339,7 +339,9 @@ def run(procedure, run_mode, image, drawables, config, run_data):
         expected = (ValueError, client_module.ServerUnavailable, client_module.ProtocolError)
         if not isinstance(exc, expected):
             traceback.print_exc()  # an unexpected error: keep the details on GIMP's console for a bug report
-        return _error(procedure, logic.describe_error(exc, endpoint))
+        from mattebox_plugin.errors import error_line
+
+        return _error(procedure, error_line(exc, endpoint))
     finally:
         if client is not None:
             client.close()
@@ -386,9 +388,9 @@ class Mattebox(Gimp.PlugIn):
         procedure.add_choice_argument("guide-kind", "_Guide is a", "How the guide's values are read",
                                       _choice(logic.GUIDE_KINDS), "mask", rw)
         procedure.add_int_argument("band-width", "_Band width", "Unknown-band width in pixels around the mask's "
-                                   "edge; 0 scales with the image", 0, 2000, 0, rw)
+                                   "edge; 0 scales with the image", logic.BAND_WIDTH_MIN, logic.BAND_WIDTH_MAX, 0, rw)
         procedure.add_choice_argument("quality", "_Quality", "Speed/accuracy preset", _choice(logic.QUALITIES),
-                                      "balanced", rw)
+                                      logic.DEFAULT_QUALITY, rw)
         procedure.add_string_argument("engine", "_Engine", "Engine or model name from the server, or 'auto'",
                                       "auto", rw)
         procedure.add_double_argument("time-limit", "_Time limit", "Cancel the job after this many seconds "

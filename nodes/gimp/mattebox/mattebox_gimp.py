@@ -14,6 +14,8 @@ import sys
 from array import array
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from mattebox_plugin import protocol  # parameter data only: needs neither pyzmq nor msgpack
+
 if TYPE_CHECKING:  # the client is imported when used, so the plug-in registers even without pyzmq/msgpack
     from mattebox_plugin.protocol import Buffer
 
@@ -36,8 +38,10 @@ GUIDE_KINDS = {
     "mask": ("Coarse mask", "a rough foreground mask in [0, 1]; the server builds the unknown band around its edge"),
     "trimap": ("Trimap", "0 background, 0.5 unknown, 1 foreground"),
 }
-QUALITIES = {"fast": ("Fast", "quickest preset"), "balanced": ("Balanced", "default preset"),
-             "best": ("Best", "slowest, most accurate preset")}
+#: quality presets: nick -> (label, help), from the protocol's data (mattebox_plugin.protocol.MATTE_PARAMS)
+QUALITIES = {value: (protocol.choice_label(value), "") for value in protocol.param_choices("quality")}
+DEFAULT_QUALITY = protocol.MATTE_PARAMS["quality"]["default"]
+BAND_WIDTH_MIN, BAND_WIDTH_MAX = protocol.param_bounds("band_width")
 #: optional layers read over the source layer's area and sent as colour inputs: argument -> (wire buffer, what
 #: to pick instead when the argument names the source layer itself)
 LAYER_INPUTS = {
@@ -243,20 +247,6 @@ def choose_mask_source(requested: str, has_selection: bool, has_layer_mask: bool
     return requested
 
 
-def progress_fraction(event: Dict[str, Any]) -> Optional[float]:
-    """A progress event's completed fraction in [0, 1], or None when it has no total (pulse instead)."""
-    done, total = event.get("done") or 0, event.get("total") or 0
-    if total <= 0:
-        return None
-    return max(0.0, min(1.0, float(done) / float(total)))
-
-
-def progress_text(event: Dict[str, Any]) -> str:
-    stage = event.get("stage") or "working"
-    message = event.get("message") or ""
-    return f"Mattebox: {stage}" + (f" — {message}" if message else "")
-
-
 def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool]]:
     """(name, label, available) for the dialog's engine list, 'auto' first; only 'auto' when hello is missing.
     A learned engine without weights says the command that installs them."""
@@ -279,24 +269,3 @@ def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool
 def layer_names(source_name: str) -> Tuple[str, str]:
     """Names of the new layers: the masked copy and the decontaminated foreground."""
     return f"{source_name} (matte)", f"{source_name} (foreground)"
-
-
-def describe_error(exc: BaseException, endpoint: str) -> str:
-    """One clear line for GIMP's message system from whatever went wrong talking to the server."""
-    from mattebox_plugin.client import JobFailed, ServerUnavailable
-    from mattebox_plugin.protocol import ProtocolError
-
-    if isinstance(exc, ServerUnavailable):
-        text = f"Mattebox: {exc}"
-        if "mattebox serve" not in text:
-            text += (f" Start a server with `mattebox serve --endpoint {endpoint}`, or run `mattebox install gimp` "
-                     f"so that one starts on demand.")
-        return text
-    if isinstance(exc, JobFailed):
-        return f"Mattebox: the server refused or failed the job: {exc}"
-    if isinstance(exc, UnsupportedImage):
-        return str(exc)
-    if isinstance(exc, (ProtocolError, ValueError)):  # e.g. an image over the server's limits, checked here
-        return f"Mattebox: {exc}"
-    return f"Mattebox: unexpected {exc.__class__.__name__}: {exc}"
-

@@ -16,26 +16,6 @@ import sys
 from typing import List, Optional
 
 
-def parse_frames(text: str) -> List[int]:
-    """'1-10', '5', '1-10x2' or '1,3,7-9' -> frame list."""
-    frames: List[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        step = 1
-        if "x" in part:
-            part, step_text = part.split("x", 1)
-            step = int(step_text)
-        if "-" in part[1:]:
-            cut = part.index("-", 1)
-            first, last = int(part[:cut]), int(part[cut + 1:])
-        else:
-            first = last = int(part)
-        if last < first or step < 1:
-            raise ValueError(f"bad frame range {text!r}")
-        frames.extend(range(first, last + 1, step))
-    return sorted(set(frames))
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="farm.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", required=True, help="frames to matte, e.g. 1-100, 1-100x2, 1,5,9-12")
@@ -47,9 +27,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     import nuke
 
     from mattebox_nuke import node as mattebox_node
-    from mattebox_nuke.job import describe_error
+    from mattebox_plugin.errors import describe_error
+    from mattebox_plugin.frames import contiguous_spans, parse_frames
 
-    frames = parse_frames(args.frames)
+    try:
+        frames = parse_frames(args.frames)
+    except ValueError as exc:
+        print(f"[mattebox] --frames: {exc}", file=sys.stderr)
+        return 1
     nuke.scriptOpen(os.path.abspath(args.script))
     nodes = mattebox_node.mattebox_nodes()
     if args.node:
@@ -69,8 +54,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         writes = [w for w in nuke.allNodes("Write", recurseGroups=True)
                   if not w["disable"].value() and not any(w.fullName().startswith(g + ".") for g in inside)]
         for write in writes:
-            for first, last in mattebox_node._contiguous(frames):
-                nuke.execute(write, first, last, 1)
+            for first, last, step in contiguous_spans(frames):
+                nuke.execute(write, first, last, step)
     print(f"[mattebox] matted {len(nodes)} node(s) over {len(frames)} frame(s)")
     return 0
 

@@ -1,25 +1,26 @@
-"""One frame of the Mattebox node, without Nuke: input EXRs -> server -> result EXR, with a content-hash cache.
+"""The Mattebox node's files, without Nuke: input EXRs -> a matte request, a result -> EXR, the result store.
 
 Everything here is plain Python (safe in a worker thread: it never touches Nuke's API). The node's Nuke side
-(:mod:`mattebox_nuke.node`) renders the inputs to EXR files and loads the result file through its Read.
+(:mod:`mattebox_nuke.node`) renders the inputs to EXR files, runs a :class:`mattebox_plugin.run.FrameRun` with
+:func:`read_request` and a :class:`ResultStore`, and loads the result files through its Read.
 
-Cache: a result is stored once under ``<cache>/store/<key>.exr``, where ``key`` is the SHA-256 of the input
-pixels and every setting that changes the result; ``<cache>/<node>/result.<frame>.exr`` is a hard link (or copy)
-of it. Re-matting a frame whose inputs and settings did not change costs a render and a hash, no server call.
+Cache: a result is stored once under ``<cache>/store/<key>.exr``, where ``key`` is the run's content key (input
+pixels, settings, server and engine); ``<cache>/<node>/result.<frame>.exr`` is a hard link (or copy) of it.
+Re-matting a frame whose inputs and settings did not change costs a render and a hash, no server call.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional
+
+from mattebox_plugin.frames import parse_frames
+from mattebox_plugin.run import Shot
 
 from . import exr
 
-#: bump when the result file layout changes, so old cache entries are not reused
-CACHE_VERSION = 2  # 2: results carry the plate's pixel aspect
+#: the result file's layout, part of every content key (bump when it changes, so old files are not reused)
+RESULT_LAYOUT = 2  # 2: results carry the plate's pixel aspect
 #: the node's inputs: (Input node name, protocol input name or None for the guide, what it is)
 NODE_INPUTS = (
     ("plate", "image", "the plate to matte"),
@@ -46,7 +47,8 @@ class Settings:
 
     def __init__(self, node_name: str, cache_dir: str, endpoint: str = "", engine: str = "auto",
                  band_width: float = 0.0, outputs: str = "alpha, foreground, trimap", guide: str = "mask",
-                 guide_channel: str = "alpha", premultiply: bool = False, quality: str = "balanced"):
+                 guide_channel: str = "alpha", premultiply: bool = False, quality: str = "balanced",
+                 shot: bool = False, key_frames: str = ""):
         if outputs not in OUTPUT_CHOICES:
             raise MatteboxError(f"outputs {outputs!r} is not one of {list(OUTPUT_CHOICES)}")
         if guide not in ("mask", "trimap"):
@@ -65,7 +67,15 @@ class Settings:
         self.guide_channel = guide_channel
         self.premultiply = bool(premultiply)
         self.quality = quality
-        self.server_version = ""  #: set from the server's hello: a new server does not reuse old results
+        self.shot = bool(shot)
+        self.key_frames = key_frames.strip()
+        #: the plate's pixel aspect, which the result files carry (set from the rendered plate by the node)
+        self.pixel_aspect = 1.0
+        if self.shot and self.key_frames:
+            try:
+                parse_frames(self.key_frames)
+            except ValueError as exc:
+                raise MatteboxError(f"key {exc}", "list the frames whose guide input guides the shot") from None
 
     def params(self) -> Dict[str, Any]:
         """The matte request's ``params`` (protocol.MATTE_PARAMS)."""
@@ -92,28 +102,37 @@ class Settings:
     def store_path(self, key: str) -> str:
         return os.path.join(self.cache_dir, "store", f"{key}.exr")
 
+    def shot_run(self) -> Optional[Shot]:
+        """The FrameRun's shot (its frames matted as one) when the shot knob is on, else None."""
+        if not self.shot:
+            return None
+        return Shot(keys=parse_frames(self.key_frames) if self.key_frames else (), params=self.params())
+
+    def key_extra(self) -> Dict[str, Any]:
+        """What besides the request changes the result file (FrameRun's ``key_extra``)."""
+        return {"layout": RESULT_LAYOUT, "premultiply": self.premultiply, "pixel_aspect": self.pixel_aspect}
+
 
 # ------------------------------------------------------------------------------------------- inputs
-class FrameInputs:
-    """The decoded inputs of one frame: protocol buffers plus the plate's RGB planes (for the output) and its
-    pixel aspect (an anamorphic plate's results keep it)."""
-
-    def __init__(self, buffers: Dict[str, Any], width: int, height: int, plate_rgb: List[Any],
-                 pixel_aspect: float = 1.0):
-        self.buffers, self.width, self.height, self.plate_rgb = buffers, width, height, plate_rgb
-        self.pixel_aspect = pixel_aspect
+def read_request(settings: Settings, frame: int, connected: Dict[str, bool]) -> Dict[str, Any]:
+    """The frame's matte request (``Client.submit`` keyword arguments) from its rendered input EXRs."""
+    return dict(load_inputs(settings, frame, connected), params=settings.params())
 
 
-def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> FrameInputs:
-    """Read the frame's rendered input EXRs into protocol Buffers; check they share the plate's size."""
+def plate_pixel_aspect(settings: Settings, frame: int) -> float:
+    """The pixel aspect (width / height of a pixel) of the frame's rendered plate: 2.0 for a 2:1 anamorphic."""
+    return float(exr.read(settings.input_path("plate", frame)).header.get("pixelAspectRatio", 1.0))
+
+
+def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> Dict[str, Any]:
+    """Read the frame's rendered input EXRs into protocol Buffers by input name; check they share the plate's
+    size."""
     from mattebox_plugin.protocol import Buffer
 
     if not connected.get("plate"):
         raise MatteboxError("the plate input is not connected", "connect the image to matte to input 'plate'")
     buffers: Dict[str, Any] = {}
     width = height = 0
-    pixel_aspect = 1.0
-    plate_rgb: List[Any] = []
     for node_input, protocol_name, _ in NODE_INPUTS:
         if not connected.get(node_input):
             continue
@@ -125,7 +144,6 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
                                 "check the input's frame range") from None
         if node_input == "plate":
             width, height = image.width, image.height
-            pixel_aspect = float(image.header.get("pixelAspectRatio", 1.0))
         elif (image.width, image.height) != (width, height):
             raise MatteboxError(f"input {node_input!r} is {image.width}x{image.height} but the plate is "
                                 f"{width}x{height}", f"Reformat {node_input!r} to the plate's format")
@@ -141,24 +159,9 @@ def load_inputs(settings: Settings, frame: int, connected: Dict[str, bool]) -> F
         rgb = [image.planes.get(c) for c in "RGB"]
         if any(p is None for p in rgb):
             raise MatteboxError(f"input {node_input!r} has no rgb channels", "feed it a colour image")
-        if node_input == "plate":
-            plate_rgb = rgb
         buffers[protocol_name] = Buffer(protocol_name, exr.interleave(rgb, height, width), (height, width, 3),
                                         "float32", "linear", False)
-    return FrameInputs(buffers, width, height, plate_rgb, pixel_aspect)
-
-
-def cache_key(settings: Settings, inputs: FrameInputs) -> str:
-    """SHA-256 over the input pixels and everything that changes the result file (settings, server version)."""
-    digest = hashlib.sha256()
-    recipe = {"v": CACHE_VERSION, "server": settings.server_version, "params": settings.params(),
-              "premultiply": settings.premultiply, "pixel_aspect": inputs.pixel_aspect,
-              "inputs": {n: [list(b.shape), b.dtype] for n, b in sorted(inputs.buffers.items())}}
-    digest.update(json.dumps(recipe, sort_keys=True).encode())
-    for name in sorted(inputs.buffers):
-        digest.update(name.encode())
-        digest.update(memoryview(inputs.buffers[name].data).cast("B"))
-    return digest.hexdigest()
+    return buffers
 
 
 # ------------------------------------------------------------------------------------------- result
@@ -181,15 +184,16 @@ def _multiply(a: Any, b: Any):
     return array.array("f", map(operator.mul, a, b))
 
 
-def write_result(path: str, result: Any, inputs: FrameInputs, settings: Settings) -> None:
-    """Result EXR: rgb = decontaminated foreground (straight, or × alpha when premultiply is on; the plate when
-    no foreground was asked for), A = alpha, ``mattebox.trimap`` = the trimap the engine used."""
-    h, w = inputs.height, inputs.width
+def write_result(path: str, result: Any, plate: Any, settings: Settings) -> None:
+    """Result EXR: rgb = decontaminated foreground (straight, or × alpha when premultiply is on; the ``plate``
+    Buffer sent as the image when no foreground was asked for), A = alpha, ``mattebox.trimap`` = the trimap the
+    engine used."""
+    h, w = plate.shape[0], plate.shape[1]
     buffers = result.buffers
     if "alpha" not in buffers:
         raise MatteboxError("the server's result has no alpha")
     alpha = _buffer_planes(buffers["alpha"])[0]
-    rgb = _buffer_planes(buffers["foreground"]) if "foreground" in buffers else list(inputs.plate_rgb)
+    rgb = _buffer_planes(buffers["foreground"] if "foreground" in buffers else plate)
     if settings.premultiply:
         rgb = [_multiply(p, alpha) for p in rgb]
     planes = {"R": rgb[0], "G": rgb[1], "B": rgb[2], "A": alpha}
@@ -197,7 +201,7 @@ def write_result(path: str, result: Any, inputs: FrameInputs, settings: Settings
         planes[TRIMAP_CHANNEL] = _buffer_planes(buffers["trimap"])[0]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     # uncompressed: zlib shrinks float32 pixels by only 1-7% (bench/nuke_exr.py) but costs ~230 ms per 1080p plane
-    exr.write(path, w, h, planes, compression="none", pixel_aspect=inputs.pixel_aspect)
+    exr.write(path, w, h, planes, compression="none", pixel_aspect=settings.pixel_aspect)
 
 
 def _publish(store: str, target: str) -> None:
@@ -217,45 +221,36 @@ def _publish(store: str, target: str) -> None:
         os.unlink(tmp)
 
 
-class FrameOutcome:
-    def __init__(self, frame: int, path: str, cached: bool, info: Dict[str, Any], seconds: float):
-        self.frame, self.path, self.cached, self.info, self.seconds = frame, path, cached, info, seconds
+class ResultStore:
+    """The node's results for a FrameRun: its cache (``reuse``, ``record``) and its writer (``write``)."""
 
+    def __init__(self, settings: Settings):
+        self.settings = settings
 
-def matte_frame(client: Any, settings: Settings, frame: int, connected: Dict[str, bool],
-                on_progress: Callable[[Dict[str, Any]], None] = lambda event: None,
-                cancelled: Callable[[], bool] = lambda: False) -> FrameOutcome:
-    """Matte one frame whose inputs are rendered; reuse the stored result when the key matches."""
-    from mattebox_plugin.client import JobFailed
+    def reuse(self, frame: int, key: str, outputs: Any) -> bool:
+        """Publish the stored result for ``key`` as the frame's file, if there is one (the key covers outputs)."""
+        store = self.settings.store_path(key)
+        if not os.path.isfile(store):
+            return False
+        _publish(store, self.settings.result_path(frame))
+        return True
 
-    start = time.monotonic()
-    inputs = load_inputs(settings, frame, connected)
-    key = cache_key(settings, inputs)
-    store = settings.store_path(key)
-    target = settings.result_path(frame)
-    if os.path.isfile(store):
+    def record(self, frame: int, key: str, info: Dict[str, Any]) -> None:
+        """Nothing to do: the stored file named by its key is the record."""
+
+    def write(self, work: Any, result: Any) -> None:
+        """Store a computed frame (``work``: mattebox_plugin.run.Work) and publish it as the frame's file. A shot
+        frame (no content key: it depends on its neighbours) replaces the frame's file directly, never the store
+        file a previous result may be a hard link of."""
+        target = self.settings.result_path(work.frame)
+        if work.key is None:
+            tmp = f"{target}.tmp{os.getpid()}"
+            write_result(tmp, result, work.request["image"], self.settings)
+            os.replace(tmp, target)
+            return
+        store = self.settings.store_path(work.key)
+        write_result(store, result, work.request["image"], self.settings)
         _publish(store, target)
-        return FrameOutcome(frame, target, True, {"cache": key}, time.monotonic() - start)
-    b = inputs.buffers
-    job = client.submit(image=b["image"], second=b.get("second"), mask=b.get("mask"), trimap=b.get("trimap"),
-                        background=b.get("background"), params=settings.params())
-    cancel_sent = False
-    while not job.done:
-        if not cancel_sent and cancelled():
-            job.cancel()
-            cancel_sent = True
-        for event in job.poll(0.2):
-            on_progress(event)
-    try:
-        result = job.result()
-    except JobFailed as exc:
-        if exc.code == "cancelled":
-            raise MatteboxError("cancelled") from None
-        raise
-    write_result(store, result, inputs, settings)
-    _publish(store, target)
-    info = dict(result.info, cache=key)
-    return FrameOutcome(frame, target, False, info, time.monotonic() - start)
 
 
 def result_frames(settings: Settings) -> List[int]:
@@ -268,15 +263,3 @@ def result_frames(settings: Settings) -> List[int]:
             if len(parts) == 3 and parts[0] == "result" and parts[2] == "exr" and parts[1].lstrip("-").isdigit():
                 frames.append(int(parts[1]))
     return sorted(frames)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for the node's status: protocol errors keep their code and field."""
-    name = type(exc).__name__
-    if name in ("JobFailed", "ProtocolError"):
-        return str(exc)
-    if isinstance(exc, MatteboxError):
-        return str(exc)
-    if name == "ServerUnavailable":
-        return str(exc)
-    return f"{name}: {exc}"

@@ -32,8 +32,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
+from mattebox_plugin.errors import Cancelled, describe_error
+from mattebox_plugin.frames import contiguous_spans
+from mattebox_plugin.protocol import INFO_ENGINE, param_choices
+from mattebox_plugin.run import FINISHED, FrameRun
+
 from . import __version__
-from .job import NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, Settings, describe_error, matte_frame, result_frames
+from .job import (NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, ResultStore, Settings, plate_pixel_aspect,
+                  read_request, result_frames)
 
 MARKER_KNOB = "mattebox_version"
 FRAME_MODES = ("current frame", "input range", "project range", "custom")
@@ -90,12 +96,14 @@ def build(group: Any) -> Any:
         k.Enumeration_Knob("guide", "guide input is", ["mask", "trimap"]),
         k.Enumeration_Knob("guide_channel", "guide channel", ["alpha", "red"]),
         k.Double_Knob("band_width", "band width (px, 0 = auto)"),
-        k.Enumeration_Knob("quality", "quality", ["balanced", "fast", "best"]),
+        k.Enumeration_Knob("quality", "quality", list(param_choices("quality", default_first=True))),
         k.Enumeration_Knob("outputs", "outputs", list(OUTPUT_CHOICES)),
         k.Boolean_Knob("premultiply", "premultiply rgb by alpha"),
         k.Enumeration_Knob("frame_range", "frames", list(FRAME_MODES)),
         k.Int_Knob("first", "first"),
         k.Int_Knob("last", "last"),
+        k.Boolean_Knob("shot", "matte as one shot"),
+        k.String_Knob("key_frames", "key frames"),
         k.File_Knob("cache_dir", "cache folder"),
         k.PyScript_Knob("matte", "Matte", "import mattebox_nuke; mattebox_nuke.matte_button()"),
         k.Text_Knob("status", "status", "not matted yet"),
@@ -107,6 +115,10 @@ def build(group: Any) -> Any:
     group["endpoint"].setTooltip("the mattebox server (tcp://host:port); empty = the client config's endpoint")
     group["first"].setValue(int(nuke.root()["first_frame"].value()))
     group["last"].setValue(int(nuke.root()["last_frame"].value()))
+    group["shot"].setTooltip("matte the frame range as one shot: the key frames' guide is carried through the "
+                             "others and each frame is steadied by its neighbours (docs/shots.md)")
+    group["key_frames"].setTooltip("frames whose guide input guides the shot, e.g. 1001,1013 or 1001-1100x12; "
+                                   "empty: automatic guidance on every frame")
     group[MARKER_KNOB].setValue(__version__)
     group[MARKER_KNOB].setFlag(nuke.INVISIBLE)
     with group:
@@ -184,7 +196,14 @@ def read_settings(group: Any) -> Settings:
                     engine=group["engine"].value(), band_width=group["band_width"].value(),
                     outputs=group["outputs"].value(), guide=group["guide"].value(),
                     guide_channel=group["guide_channel"].value(), premultiply=group["premultiply"].value(),
-                    quality=group["quality"].value())
+                    quality=group["quality"].value(), **_shot_knobs(group))
+
+
+def _shot_knobs(group: Any) -> Dict[str, Any]:
+    """The shot knobs' values; a node saved before they existed mattes frame by frame."""
+    if group.knob("shot") is None:
+        return {}
+    return {"shot": bool(group["shot"].value()), "key_frames": group["key_frames"].value()}
 
 
 def frames_to_matte(group: Any) -> List[int]:
@@ -281,10 +300,12 @@ def _on_main(call: Callable[..., Any], *args: Any) -> None:
 
 
 def _report(group: Any, exc: BaseException) -> None:
-    text = describe_error(exc)
+    from mattebox_plugin.errors import ServerUnavailable
+    from mattebox_plugin.protocol import ProtocolError
+
+    text = describe_error(exc, group["endpoint"].value() or None)
     set_status(group, text, error=True)
-    if not isinstance(exc, (MatteboxError,)) and type(exc).__name__ not in ("JobFailed", "ServerUnavailable",
-                                                                         "ProtocolError"):
+    if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError, ValueError)):
         traceback.print_exception(type(exc), exc, exc.__traceback__)  # unexpected: full trace to the editor
     if nuke.env.get("gui"):
         nuke.message(f"Mattebox {group.name()}: {text}")
@@ -302,11 +323,10 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
         if connected[name]:
             writes.append(write)
     os.makedirs(os.path.dirname(settings.input_pattern("plate")), exist_ok=True)
-    ranges = _contiguous(frames)
     for write in writes:
         write["disable"].setValue(False)
     try:  # one view, the main one: the default (every view) would overwrite one file per view
-        nuke.executeMultiple(tuple(writes), tuple((a, b, 1) for a, b in ranges), [nuke.views()[0]])
+        nuke.executeMultiple(tuple(writes), tuple(contiguous_spans(frames)), [nuke.views()[0]])
     except RuntimeError as exc:
         if str(exc).strip().lower() == "cancelled":  # the user cancelled Nuke's render progress bar
             raise MatteboxError("cancelled") from None
@@ -314,17 +334,8 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
     finally:
         for write in writes:
             write["disable"].setValue(True)
+    settings.pixel_aspect = plate_pixel_aspect(settings, frames[0])
     return connected
-
-
-def _contiguous(frames: List[int]) -> List[tuple]:
-    out: List[List[int]] = []
-    for f in sorted(set(frames)):
-        if out and f == out[-1][1] + 1:
-            out[-1][1] = f
-        else:
-            out.append([f, f])
-    return [tuple(r) for r in out]
 
 
 def load_results(group: Any, settings: Settings) -> None:
@@ -342,49 +353,45 @@ def load_results(group: Any, settings: Settings) -> None:
 
 
 class MatteRun:
-    """One matte run of one node over frames. ``error`` holds what failed; ``outcomes`` the per-frame results."""
+    """One matte run of one node: a :class:`mattebox_plugin.run.FrameRun` stepped from a worker thread (GUI) or
+    the main thread (terminal), with Nuke's progress bar. ``error`` holds what failed; ``outcomes`` the frames."""
 
     def __init__(self, group: Any, settings: Settings, frames: List[int], connected: Dict[str, bool]):
         self.group, self.settings, self.frames, self.connected = group, settings, frames, connected
-        self.outcomes: List[Any] = []
+        self.run: Optional[FrameRun] = None
         self.error: Optional[BaseException] = None
         self.finished = threading.Event()
         self.started = time.monotonic()
         self.thread: Optional[threading.Thread] = None
-        self._percent = 0
+
+    @property
+    def outcomes(self) -> List[Any]:
+        return self.run.outcomes if self.run is not None else []
 
     def work(self) -> None:
         """The server part (worker thread in the GUI): no Nuke API calls except ProgressTask/executeInMainThread."""
         task = nuke.ProgressTask(f"Mattebox {self.settings.node_name}")
-        client = None
+        store = ResultStore(self.settings)
+        settings, connected = self.settings, self.connected
+
+        def on_step(run: FrameRun) -> None:
+            if task.isCancelled():
+                run.cancel()
+            task.setProgress(int(100 * run.fraction))  # never backwards (FrameRun.fraction)
+            task.setMessage(run.status_text())
+
         try:
             task.setMessage("connecting to the mattebox server")
-            client = connect(self.settings.endpoint)
-            hello = client.hello()
-            self.settings.server_version = str(hello.get("server_version", ""))
-            _on_main(set_engines, self.group, hello)
-            total = len(self.frames)
-            for index, frame in enumerate(self.frames):
-                if task.isCancelled():
-                    raise MatteboxError("cancelled")
-
-                def on_progress(event: Dict[str, Any], index: int = index, frame: int = frame) -> None:
-                    done, stages = event.get("done") or 0, event.get("total") or 0
-                    part = min(1.0, done / stages) if stages else 0.0
-                    self._percent = max(self._percent, int(100 * (index + part) / total))  # never backwards
-                    task.setProgress(self._percent)
-                    task.setMessage(f"frame {frame} ({index + 1}/{total}): {event.get('stage') or ''}")
-
-                task.setMessage(f"frame {frame} ({index + 1}/{total})")
-                outcome = matte_frame(client, self.settings, frame, self.connected, on_progress, task.isCancelled)
-                self.outcomes.append(outcome)
-                self._percent = int(100 * (index + 1) / total)
-                task.setProgress(self._percent)
+            self.run = FrameRun(self.frames, lambda: connect(settings.endpoint),
+                                lambda frame: read_request(settings, frame, connected), store.write, cache=store,
+                                outputs=settings.outputs, key_extra=settings.key_extra(),
+                                on_connected=lambda hello: _on_main(set_engines, self.group, hello),
+                                shot=settings.shot_run())
+            if self.run.wait(on_step=on_step) != FINISHED:
+                raise self.run.exception
         except BaseException as exc:  # reported on the node; re-raised by wait() in terminal mode
-            self.error = exc
+            self.error = MatteboxError("cancelled") if isinstance(exc, Cancelled) else exc
         finally:
-            if client is not None:
-                client.close()
             task = None  # dropping the last reference closes the progress bar
             _on_main(self._finish)
 
@@ -399,7 +406,7 @@ class MatteRun:
             _report(self.group, self.error)
         else:
             cached = sum(o.cached for o in self.outcomes)
-            engines = sorted({o.info.get("engine") for o in self.outcomes if o.info.get("engine")})
+            engines = sorted({o.info.get(INFO_ENGINE) for o in self.outcomes if o.info.get(INFO_ENGINE)})
             span = f"{self.frames[0]}" if len(self.frames) == 1 else f"{self.frames[0]}-{self.frames[-1]}"
             from mattebox_plugin.client import result_notes
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from mattebox_plugin import protocol
+from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="mattebox_out", help="output folder (default: %(default)s)")
     parser.add_argument("--engine", default="auto", help="engine or model (default: auto)")
     parser.add_argument("--band-width", type=float, default=0, help="mask->trimap band in px (0 = by size)")
-    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
-    parser.add_argument("--foreground-method", default="auto", choices=("auto", "multilevel", "blur_fusion"))
+    parser.add_argument("--quality", default=MATTE_PARAMS["quality"]["default"], choices=param_choices("quality"))
+    parser.add_argument("--foreground-method", default=MATTE_PARAMS["foreground_method"]["default"],
+                        choices=param_choices("foreground_method"))
     parser.add_argument("--endpoint", help="server to use (default: the configured one if it answers, else the "
                                            "engine runs inside this process)")
     parser.add_argument("--local", action="store_true", help="use no server: run the engine inside this process")

@@ -14,6 +14,10 @@ import re
 import sys
 from typing import List, Optional, Sequence
 
+from mattebox_plugin import frames as frames_grammar
+from mattebox_plugin.frames import FrameSet
+from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
+
 from . import shot
 from .frames import frame_path, up_to_date, write_frame
 
@@ -21,7 +25,8 @@ from .frames import frame_path, up_to_date, write_frame
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate pattern, e.g. plates/shot.####.exr or shot.%%04d.png")
     parser.add_argument("--frames", required=True,
-                        help="range FIRST-LAST[xSTEP], e.g. 1001-1100 or 1-99x2 (at most 1,000,000 frames)")
+                        help=f"frames, {frames_grammar.EXAMPLES} (at most {MAX_FRAMES:,} frames; --shot: one "
+                             f"range with one step)")
     parser.add_argument("--chunk", help="K/N: render only the K-th (1-based) of N equal slices of the range")
     parser.add_argument("--second-offset", type=int,
                         help="use frame F+OFFSET of the plate sequence as the parallax partner")
@@ -31,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", required=True, help="output alpha pattern (.exr float or .png)")
     parser.add_argument("--foreground", help="output foreground pattern (.exr linear straight, or .png)")
     parser.add_argument("--engine", default="auto")
-    parser.add_argument("--quality", default="balanced", choices=("fast", "balanced", "best"))
+    parser.add_argument("--quality", default=MATTE_PARAMS["quality"]["default"], choices=param_choices("quality"))
     parser.add_argument("--band-width", type=float, default=0)
     parser.add_argument("--endpoint", help="server (default: the configured one if it answers, else a local one)")
     parser.add_argument("--local", action="store_true", help="always use a local in-process server")
@@ -41,25 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: most frames one `mattebox render` takes (over 11 hours at 24 fps): a typo such as 1-300000000 is refused
-MAX_FRAMES = 1_000_000
+MAX_FRAMES = frames_grammar.MAX_FRAMES
 
 
-def parse_frames(spec: str) -> range:
-    """``FIRST-LAST[xSTEP]`` -> the frames as a range (never a list: its size does not depend on the range's), of
-    at most :data:`MAX_FRAMES` frames."""
-    match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?(?:x(\d+))?", spec.strip())
-    if not match:
-        raise ValueError(f"--frames {spec!r}: expected FIRST-LAST[xSTEP], e.g. 1001-1100")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    step = int(match.group(3) or 1)
-    if last < first or step < 1:
-        raise ValueError(f"--frames {spec!r}: LAST must be >= FIRST and STEP >= 1")
-    frames = range(first, last + 1, step)
-    if len(frames) > MAX_FRAMES:
-        raise ValueError(f"--frames {spec!r}: {len(frames)} frames, over the limit of {MAX_FRAMES} per render; "
-                         f"split the range (or use --chunk K/N on a farm)")
-    return frames
+def parse_frames(spec: str) -> FrameSet:
+    """``--frames`` (mattebox_plugin.frames' grammar) -> the frames, held as ranges, at most :data:`MAX_FRAMES`."""
+    try:
+        return frames_grammar.parse_frames(spec, max_frames=MAX_FRAMES)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}") from None
 
 
 def chunk_of(frames: Sequence[int], chunk: Optional[str]) -> Sequence[int]:
@@ -88,6 +83,7 @@ def input_hash(paths: List[Optional[str]], settings: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
+    from mattebox_plugin.errors import describe_error
 
     from ..embedded import server_endpoint
 
@@ -98,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mattebox render: {exc}", file=sys.stderr)
         return 2
     if shot.wanted(args):
+        if whole.step is None:
+            print(f"mattebox render: --frames {args.frames!r}: a shot is one range with one step (e.g. 1001-1100 "
+                  f"or 1001-1100x2)", file=sys.stderr)
+            return 2
         return shot.run(args, whole, frames)
     settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
                 "second_offset": args.second_offset}
@@ -112,8 +112,9 @@ def run(args: argparse.Namespace) -> int:
                     done += 1
                 else:
                     skipped += 1
-    except (JobFailed, ServerUnavailable) as exc:
-        print(f"mattebox render: {exc}", file=sys.stderr)
+    except (JobFailed, ServerUnavailable) as exc:  # the hosts' wording (mattebox_plugin.errors)
+        where = f"frame {frame}: " if frame is not None else ""
+        print(f"mattebox render: {where}{describe_error(exc, args.endpoint)}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:  # a missing or unreadable input, a bad pattern, an output not written
         where = f"frame {frame}: " if frame is not None else ""
