@@ -123,9 +123,11 @@ class ShotSession:
             self._cv.notify_all()
 
     def fail(self, error: ProtocolError) -> None:
-        """End the shot with ``error`` (a frame the loop refused): the waiting worker raises it."""
+        """End the shot with ``error`` (a frame the loop refused): the waiting worker raises it. A bare copy is
+        kept: the error's traceback and context hold the loop's frames, and with them the refused frame's bytes,
+        which would then live as long as the job (result_ttl), counted against no budget."""
         with self._cv:
-            self._failure = error
+            self._failure = ProtocolError(error.code, error.message, error.field, error.hint)
             self._cv.notify_all()
 
     def wake(self) -> None:
