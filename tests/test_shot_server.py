@@ -393,7 +393,7 @@ def test_queued_shot_declarations_cost_bytes_not_megabytes(tmp_path, shot):
             wait_for(lambda: clients[0].status()["queue"] >= 62, "the shots to queue behind the running ones")
             grown = rss_mib(server.proc.pid) - before
             assert grown < 64, f"64 queued shot declarations grew the server by {grown:.0f} MiB"
-            for client, job in zip(clients, jobs):
+            for job in jobs:
                 job.cancel()
         finally:
             for client in clients:
