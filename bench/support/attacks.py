@@ -949,15 +949,21 @@ def _shot(attacker: Raw, first: int = 1, last: int = 5, owner_key: Optional[str]
 
 
 def _warm_shot(server: ServerProcess) -> None:
-    """One small shot to the end, so the solver's modules are loaded before RSS is watched (the first shot's imports
-    cost some 500 MiB), then the kernel's peak RSS reset to now (clear_refs 5), so the import peak is not counted."""
+    """One small shot to the end, so the solver's modules are loaded before RSS is watched (some 600 MiB of
+    imports, and a peak of a few hundred MiB on a shot worker's first temporal solve, even of 16x16 frames)."""
     rng = np.random.default_rng(3)
     with Client(server.endpoint, timeout=60, shared_memory=False) as client:
-        list(client.matte_shot([1, 2], lambda f: {"image": rng.random((16, 16, 3), dtype=np.float32)}, radius=0))
+        list(client.matte_shot([1, 2, 3, 4, 5], lambda f: {"image": rng.random((16, 16, 3), dtype=np.float32)}))
+    _reset_peak(server)
+
+
+def _reset_peak(server: ServerProcess) -> None:
+    """Reset the kernel's peak RSS of the server to its RSS now (clear_refs 5), so a Watch started next measures
+    the attack, not what the solver's first use cost before it."""
     try:
         Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")
     except OSError:
-        pass  # an older kernel: the peak then includes the imports (the row errs on the side of NOT held)
+        pass  # an older kernel: the peak then includes the warm-up (the row errs on the side of NOT held)
 
 
 def shot_hog(shots: int = 8) -> dict:
@@ -1002,34 +1008,36 @@ def shot_declarations(shots: int = 256, queued_limit: int = 256) -> dict:
 
 
 def shot_frames(frame_mb: int = 60, limit_mb: int = 64) -> dict:
-    """Frames the shot did not ask for: one far bigger than the first (60 MiB after 16x16), one for a frame not
-    asked for, one for another owner's shot, one after a cancel; --max-message-bytes 64 MiB."""
+    """Frames a shot cannot use: the frame asked for but far bigger than the first (60 MiB after 16x16), and 60 MiB
+    frames for a frame not asked for and for another owner's shot, and a frame after a cancel; --max-message-bytes
+    64 MiB. The first shot's solve of its first frame happens before RSS is watched (see :func:`_warm_shot`)."""
     server = start_server("--max-message-bytes", str(limit_mb * MIB), "--shot-timeout", "600")
     attacker = Raw(server.endpoint)
     small = np.zeros((16, 16, 3), np.float32)
     big = np.zeros((frame_mb * MIB // (2048 * 3 * 4), 2048, 3), np.float32)
     said = []
-    _warm_shot(server)
 
     def frame(job_id: str, number: int, image: np.ndarray, key: str):
         attacker.send({"op": "frame", "id": job_id, "frame": number, "owner_key": key,
                        "buffers": [describe("image", image.shape)]}, [image])
         return attacker.answer(job_id, timeout=30, skip=("accepted", "progress", "need"))
 
+    key = uuid.uuid4().hex * 2  # a shot that has its first frame and waits for the second (solved before watching)
+    first = _shot(attacker, owner_key=key)
+    attacker.answer(first, timeout=60, skip=("accepted", "progress"))  # need 1
+    attacker.send({"op": "frame", "id": first, "frame": 1, "owner_key": key,
+                   "buffers": [describe("image", small.shape)]}, [small])
+    attacker.answer(first, timeout=60, skip=("accepted", "progress"))  # need 2
+    _reset_peak(server)
+
     def attack() -> str:
-        key = uuid.uuid4().hex * 2
-        job = _shot(attacker, owner_key=key)
-        attacker.answer(job, timeout=30, skip=("accepted", "progress"))  # need 1
-        attacker.send({"op": "frame", "id": job, "frame": 1, "owner_key": key,
-                       "buffers": [describe("image", small.shape)]}, [small])
-        attacker.answer(job, timeout=30, skip=("accepted", "progress"))  # need 2
-        said.append(("bigger frame", frame(job, 2, big, key)))
+        said.append(("bigger frame", frame(first, 2, big, key)))
         job = _shot(attacker, owner_key=key)
         attacker.answer(job, timeout=10, skip=("accepted", "progress"))
-        said.append(("unasked frame", frame(job, 4, small, key)))
+        said.append(("unasked frame", frame(job, 4, big, key)))
         job = _shot(attacker, owner_key=key)
         attacker.answer(job, timeout=10, skip=("accepted", "progress"))
-        said.append(("another owner's shot", frame(job, 1, small, uuid.uuid4().hex * 2)))
+        said.append(("another owner's shot", frame(job, 1, big, uuid.uuid4().hex * 2)))
         attacker.send({"op": "cancel", "id": job, "owner_key": key})
         attacker.answer(job, timeout=10, skip=("accepted", "progress", "need", "cancel"))
         said.append(("after cancel", frame(job, 1, small, key)))

@@ -67,7 +67,8 @@ ERROR_CODES = {
     "result_evicted": "the finished result was dropped from a memory-only server to stay within max_result_bytes "
                       "(oldest first) before it was fetched; submit the job again",
     "frame_timeout": "a shot job waited longer than shot_timeout_s for a frame it asked for, with no word from its "
-                     "client meanwhile; the job failed and its memory was freed",
+                     "client meanwhile, or its waits for frames added up to shot_max_wait_s; the job failed and its "
+                     "memory was freed",
 }
 
 
