@@ -411,3 +411,37 @@ def test_a_shot_over_the_frame_limit_is_too_large_naming_shot_last(server, shot_
         with pytest.raises(JobFailed) as failed:
             job.result(timeout=WAIT)
     assert failed.value.code == "too_large" and failed.value.field == "shot.last", failed.value
+
+
+def test_frames_trickled_just_inside_the_time_out_still_meet_the_shots_wait_cap():
+    """In process: every frame comes 0.1 s after its need, well inside shot_timeout_s (60 s), so each wait alone
+    is fine; their sum passes shot_max_wait_s (1 s) and the shot ends with frame_timeout (it used to run on, one
+    slow frame at a time, for as long as the client liked: 40 frames here, any number of 100,000 in general)."""
+    import threading
+
+    from mattebox.shots.session import ShotSession
+
+    spec = protocol.validate_shot({protocol.SHOT: {"first": 1, "last": 40, "radius": 0}})
+    params = protocol.validate_params({"engine": "classical", "outputs": ["alpha"]})
+    session = ShotSession("trickle", spec, params, timeout=60, cancelled=threading.Event(), max_wait=1.0)
+    image = protocol.Buffer.from_array("image", np.random.default_rng(0).random((16, 16, 3), dtype=np.float32))
+    timers, late = [], []
+
+    def deliver(frame):
+        try:
+            session.offer(frame, {"image": image}, {"image": "buffers.0"})
+        except protocol.ProtocolError as exc:  # the answer to the need the shot gave up on
+            late.append(exc.message)
+
+    def send(header, frames):
+        if header["op"] == protocol.NEED:
+            timers.append(threading.Timer(0.1, deliver, (header["frame"],)))
+            timers[-1].start()
+
+    with pytest.raises(protocol.ProtocolError) as failed:
+        session.run(lambda *args, **kwargs: None, send)
+    for timer in timers:
+        timer.join()
+    assert failed.value.code == "frame_timeout" and "shot_max_wait_s 1" in failed.value.message
+    assert 2 <= len(timers) < 40  # the cap is on the sum: frames came, each in time, before it was reached
+    assert all("has ended" in message for message in late)
