@@ -13,8 +13,9 @@
 4. memory: server RSS after 1,000 jobs within 10% of after 100.
 5. store: what the job store costs: a 1920x1080 image+mask round trip (passthrough engine) against a server with
    a state directory vs a memory-only one, pixels through shared memory and as frames.
-6. attacks: every defect of issue #17 as a scripted attack (bench/support/attacks.py): held or not, other clients' jobs
-   lost, and the peak RSS of each oversized input against 2x its limit.
+6. attacks: every defect of issue #17 as a scripted attack (bench/support/attacks.py), and the same attacks on shot
+   jobs (stalled shots, huge declarations, unasked or oversized frames, pings without frames): held or not, other
+   clients' jobs lost, and the peak RSS of each oversized input against 2x its limit.
 
 ``python bench/reliability.py [fuzz load faults memory store attacks] [--messages N]`` (``--only PART`` is the
 same as naming one part); writes bench/results/reliability.json + .md, keeping the results of parts not run.

@@ -290,3 +290,158 @@ def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, sh
             assert status["bytes_held"] == 0 and not status["running"] and server.alive()
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ attacks on shot jobs (#17 applied to #20)
+def open_shot(client, job_id, shot_map=None):
+    """Submit a shot by hand and wait until the server asks for its first frame (it is then running, holding a
+    shot worker) -> the ShotJob. The frame is never sent."""
+    client.hello()
+    job = ShotJob(client, job_id, FRAMES)
+    client._jobs[job.id] = job
+    client._send(client._owned({"op": protocol.MATTE, "id": job.id, "client": client.client_id, "buffers": [],
+                                "params": {"engine": "classical"},
+                                protocol.SHOT: shot_map or {"first": FRAMES[0], "last": FRAMES[-1]}}))
+    return job
+
+
+def asked(client, job):
+    """True once the server asked ``job`` for a frame (pumping the client's socket)."""
+    client._pump(0.05)
+    return bool(job.needs) or job.done
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_shot_waiting_for_its_client_does_not_hold_up_single_frames(tmp_path):
+    """One device worker; a shot whose client never answers `need` used to keep it for shot_timeout_s, and every
+    single-frame job waited that long. Shots have workers of their own."""
+    server = ServerProcess(tmp_path, "--workers", "1", "--shot-timeout", "600", state_dir="none")
+    try:
+        with Client(server.endpoint) as hog, Client(server.endpoint) as other:
+            stalled = open_shot(hog, "stalled-shot")
+            wait_for(lambda: asked(hog, stalled), "the shot to ask for its first frame")
+            mask = np.full((16, 16), 0.25, np.float32)
+            job = other.submit(image=np.ones((16, 16, 3), np.float32), mask=mask,
+                               params={"engine": "passthrough", "outputs": ["alpha"]})
+            assert np.array_equal(job.result(timeout=WAIT).alpha, mask)
+            stalled.cancel()
+            wait_for(lambda: hog.status()["bytes_held"] == 0 and not hog.status()["running"],
+                     "the cancelled shot to free its worker")
+    finally:
+        server.stop()
+
+
+def test_shots_queue_fairly_between_owners(tmp_path):
+    """One shot worker: owner A runs a shot and queues another, then B queues one. When A's first ends, B's shot
+    runs before A's second (a first-come queue let one owner's shots keep everyone else's waiting)."""
+    server = ServerProcess(tmp_path, "--max-running-shots", "1", "--shot-timeout", "600", state_dir="none")
+    try:
+        with Client(server.endpoint) as a, Client(server.endpoint) as b:
+            first = open_shot(a, "a-first")
+            wait_for(lambda: asked(a, first), "A's first shot to run")
+            second = open_shot(a, "a-second")
+            wait_for(lambda: a.status()["queue"] == 1, "A's second shot to queue")
+            theirs = open_shot(b, "b-first")
+            wait_for(lambda: b.status()["queue"] == 2, "B's shot to queue")
+            first.cancel()
+            wait_for(lambda: asked(b, theirs), "B's shot to run")
+            a._pump(0.2)
+            assert not second.needs and a.status()["queue"] == 1  # A's second still waits its turn
+            second.cancel()
+            theirs.cancel()
+            wait_for(lambda: a.status()["jobs"].get("cancelled") == 3, "the shots to be cancelled")
+    finally:
+        server.stop()
+
+
+def test_a_shot_cannot_wait_for_its_client_for_ever(tmp_path, shot):
+    """A client that pings (attach every 0.2 s) but never sends the frame asked for kept its shot, and a worker,
+    for ever: pings reset shot_timeout_s. shot_max_wait_s bounds a shot's waits in all."""
+    server = ServerProcess(tmp_path, "--shot-timeout", "600", "--shot-max-wait", "3", state_dir="none")
+    try:
+        with Client(server.endpoint, heartbeat=0.2) as client:
+            job = start_shot(client, shot, "trickling-shot")  # frame 1001 sent; the second need unanswered
+            started = time.monotonic()
+            with pytest.raises(JobFailed) as failed:
+                job.result(timeout=WAIT)  # waits, pinging with attach
+            assert failed.value.code == "frame_timeout" and failed.value.field == "frame"
+            assert "shot_max_wait_s 3" in failed.value.message
+            assert time.monotonic() - started < WAIT
+            status = client.status()
+            assert status["bytes_held"] == 0 and not status["running"] and server.alive()
+    finally:
+        server.stop()
+
+
+def test_queued_shot_declarations_cost_bytes_not_megabytes(tmp_path, shot):
+    """64 shots of 100,000 frames from 64 owners (a fresh owner_key each) used to hold two lists of 100,000 ints
+    each while queued: ~8 MiB a shot, 512 MiB here, 2 GiB at the server's 256-job limit."""
+    server = ServerProcess(tmp_path, "--shot-timeout", "600", state_dir="none")
+    try:
+        with Client(server.endpoint) as warm:  # load the shot solver's modules first: they are not the attack
+            assert [f for f, _ in warm.matte_shot(FRAMES[:2], Reader(shot, keys=()), radius=0)] == FRAMES[:2]
+        before = rss_mib(server.proc.pid)
+        clients = [Client(server.endpoint) for _ in range(64)]
+        try:
+            jobs = [open_shot(c, f"long-{i}", {"first": 0, "last": 99_999}) for i, c in enumerate(clients)]
+            wait_for(lambda: clients[0].status()["queue"] >= 62, "the shots to queue behind the running ones")
+            grown = rss_mib(server.proc.pid) - before
+            assert grown < 64, f"64 queued shot declarations grew the server by {grown:.0f} MiB"
+            for job in jobs:
+                job.cancel()
+        finally:
+            for client in clients:
+                client.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("shot_map", [{"first": 0, "last": 100_000}, {"first": -2**63, "last": 2**63 - 1}],
+                         ids=["100,001 frames", "2**64 frames"])
+def test_a_shot_over_the_frame_limit_is_too_large_naming_shot_last(server, shot_map):
+    """2**64 frames answered engine_failed (OverflowError from len(range)) instead of naming the field."""
+    with Client(server.endpoint) as client:
+        job = open_shot(client, "endless-shot", shot_map)
+        with pytest.raises(JobFailed) as failed:
+            job.result(timeout=WAIT)
+    assert failed.value.code == "too_large" and failed.value.field == "shot.last", failed.value
+
+
+def test_frames_trickled_just_inside_the_time_out_still_meet_the_shots_wait_cap():
+    """In process: every frame comes 0.1 s after its need, well inside shot_timeout_s (60 s), so each wait alone
+    is fine; their sum passes shot_max_wait_s (1 s) and the shot ends with frame_timeout (it used to run on, one
+    slow frame at a time, for as long as the client liked: 40 frames here, any number of 100,000 in general)."""
+    import threading
+
+    from mattebox.shots.session import ShotSession
+
+    spec = protocol.validate_shot({protocol.SHOT: {"first": 1, "last": 40, "radius": 0}})
+    params = protocol.validate_params({"engine": "classical", "outputs": ["alpha"]})
+    session = ShotSession("trickle", spec, params, timeout=60, cancelled=threading.Event(), max_wait=1.0)
+    image = protocol.Buffer.from_array("image", np.random.default_rng(0).random((16, 16, 3), dtype=np.float32))
+    timers, late = [], []
+
+    def deliver(frame):
+        try:
+            session.offer(frame, {"image": image}, {"image": "buffers.0"})
+        except protocol.ProtocolError as exc:  # the answer to the need the shot gave up on
+            late.append(exc.message)
+
+    def send(header, frames):
+        if header["op"] == protocol.NEED:
+            timers.append(threading.Timer(0.1, deliver, (header["frame"],)))
+            timers[-1].start()
+
+    with pytest.raises(protocol.ProtocolError) as failed:
+        session.run(lambda *args, **kwargs: None, send)
+    for timer in timers:
+        timer.join()
+    assert failed.value.code == "frame_timeout" and "shot_max_wait_s 1" in failed.value.message
+    assert 2 <= len(timers) < 40  # the cap is on the sum: frames came, each in time, before it was reached
+    assert all("has ended" in message for message in late)

@@ -939,11 +939,157 @@ def folder_named_png() -> dict:
     return row("input: a folder named x.png", rc != 0 and clear(output) and said, f"exit {rc}: {last_line(output)}")
 
 
+# ----------------------------------------------------------------------------------- shot jobs (#20)
+def _shot(attacker: Raw, first: int = 1, last: int = 5, owner_key: Optional[str] = None, **shot) -> str:
+    """Open a shot job (classical, no keys) -> its id; the answer (accepted / need / error) is left unread."""
+    job_id = uuid.uuid4().hex
+    attacker.send({"op": "matte", "id": job_id, "owner_key": owner_key or uuid.uuid4().hex * 2,
+                   "params": {"engine": "classical"}, "buffers": [], "shot": dict(shot, first=first, last=last)})
+    return job_id
+
+
+def _warm_shot(server: ServerProcess) -> None:
+    """One small shot to the end, so the solver's modules are loaded before RSS is watched (some 600 MiB of
+    imports, and a peak of a few hundred MiB on a shot worker's first temporal solve, even of 16x16 frames)."""
+    rng = np.random.default_rng(3)
+    with Client(server.endpoint, timeout=60, shared_memory=False) as client:
+        list(client.matte_shot([1, 2, 3, 4, 5], lambda f: {"image": rng.random((16, 16, 3), dtype=np.float32)}))
+    _reset_peak(server)
+
+
+def _reset_peak(server: ServerProcess) -> None:
+    """Reset the kernel's peak RSS of the server to its RSS now (clear_refs 5), so a Watch started next measures
+    the attack, not what the solver's first use cost before it."""
+    try:
+        Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # an older kernel: the peak then includes the warm-up (the row errs on the side of NOT held)
+
+
+def shot_hog(shots: int = 8) -> dict:
+    """Shots from 8 owners (a fresh owner_key each) that never answer `need`, on a server with one device worker and
+    a 600 s shot time-out: another client's single frames must still come back (a shot used to hold the worker)."""
+    server = start_server("--workers", "1", "--shot-timeout", "600")
+    attacker = Raw(server.endpoint)
+    try:
+        ids = [_shot(attacker) for _ in range(shots)]
+        asked = attacker.answer(ids[0], timeout=30, skip=("accepted", "progress")) is not None
+        victim = Victim(server.endpoint)
+        lost = victim.lost()
+        held = server.alive() and asked and not lost
+        return row(f"shots: {shots} shots never answer need (one device worker, --shot-timeout 600)", held,
+                   f"first shot asked for a frame: {asked}; the other client's single frames: "
+                   f"{'all came back' if not lost else f'{lost} lost'}", lost=lost)
+    finally:
+        attacker.close()
+        server.stop()
+
+
+def shot_declarations(shots: int = 256, queued_limit: int = 256) -> dict:
+    """256 shots of 100,000 frames from 256 owners: every one is queued, and may cost no more than its header
+    (limit: 2x max_queued_jobs x max_header_bytes = 2 x 256 x 64 KiB, plus the two running shots' walk)."""
+    server = start_server("--shot-timeout", "600")
+    attacker = Raw(server.endpoint)
+    try:
+        _warm_shot(server)
+        watch = Watch(server.proc.pid)
+        ids = [_shot(attacker, 0, 99_999) for _ in range(shots)]
+        answers = [attacker.answer(i, timeout=10, skip=("progress", "need")) for i in ids]
+        watch.stop()
+        accepted = sum(a is not None and a[0]["op"] == "accepted" for a in answers)
+        limit_mb = queued_limit * protocol.DEFAULT_LIMITS["max_header_bytes"] / MIB
+        held = server.alive() and not watch.killed and watch.growth <= 2 * limit_mb
+        return row(f"shots: {shots} declarations of 100,000 frames, fresh owner each", held,
+                   f"{accepted} of {shots} accepted; server {'alive' if server.alive() else 'died'}",
+                   peak_mb=watch.growth, limit_mb=2 * limit_mb)
+    finally:
+        attacker.close()
+        server.stop()
+
+
+def shot_frames(frame_mb: int = 60, limit_mb: int = 64) -> dict:
+    """Frames a shot cannot use: the frame asked for but far bigger than the first (60 MiB after 16x16), and 60 MiB
+    frames for a frame not asked for and for another owner's shot, and a frame after a cancel; --max-message-bytes
+    64 MiB. The first shot's solve of its first frame happens before RSS is watched (see :func:`_warm_shot`)."""
+    server = start_server("--max-message-bytes", str(limit_mb * MIB), "--shot-timeout", "600")
+    attacker = Raw(server.endpoint)
+    small = np.zeros((16, 16, 3), np.float32)
+    big = np.zeros((frame_mb * MIB // (2048 * 3 * 4), 2048, 3), np.float32)
+    said = []
+
+    def frame(job_id: str, number: int, image: np.ndarray, key: str):
+        attacker.send({"op": "frame", "id": job_id, "frame": number, "owner_key": key,
+                       "buffers": [describe("image", image.shape)]}, [image])
+        return attacker.answer(job_id, timeout=30, skip=("accepted", "progress", "need"))
+
+    key = uuid.uuid4().hex * 2  # a shot that has its first frame and waits for the second (solved before watching)
+    first = _shot(attacker, owner_key=key)
+    attacker.answer(first, timeout=60, skip=("accepted", "progress"))  # need 1
+    attacker.send({"op": "frame", "id": first, "frame": 1, "owner_key": key,
+                   "buffers": [describe("image", small.shape)]}, [small])
+    attacker.answer(first, timeout=60, skip=("accepted", "progress"))  # need 2
+    _reset_peak(server)
+
+    def attack() -> str:
+        said.append(("bigger frame", frame(first, 2, big, key)))
+        job = _shot(attacker, owner_key=key)
+        attacker.answer(job, timeout=10, skip=("accepted", "progress"))
+        said.append(("unasked frame", frame(job, 4, big, key)))
+        job = _shot(attacker, owner_key=key)
+        attacker.answer(job, timeout=10, skip=("accepted", "progress"))
+        said.append(("another owner's shot", frame(job, 1, big, uuid.uuid4().hex * 2)))
+        attacker.send({"op": "cancel", "id": job, "owner_key": key})
+        attacker.answer(job, timeout=10, skip=("accepted", "progress", "need", "cancel"))
+        said.append(("after cancel", frame(job, 1, small, key)))
+        return "; ".join(f"{what}: {_answered(answer)[:60]}" for what, answer in said)
+    try:
+        result = _oversized(f"shots: unasked, bigger, foreign and late frames, --max-message-bytes {limit_mb} MiB",
+                            server, limit_mb, attack)
+        refused = all(answer is not None and answer[0]["op"] == "error" and clear(answer[0]["message"])
+                      for _, answer in said)
+        result["held"] = result["held"] and refused
+        return result
+    finally:
+        attacker.close()
+        server.stop()
+
+
+def shot_slowloris(max_wait: int = 5) -> dict:
+    """A client that pings (attach every 0.5 s) and never sends the frame asked for, --shot-timeout 600,
+    --shot-max-wait 5; then a shot cancelled while it waits: its worker and bytes must come back at once."""
+    server = start_server("--shot-timeout", "600", "--shot-max-wait", str(max_wait))
+    attacker = Raw(server.endpoint)
+    try:
+        key = uuid.uuid4().hex * 2
+        job = _shot(attacker, owner_key=key)
+        started = time.monotonic()
+        answer = None
+        while answer is None and time.monotonic() - started < 60:
+            attacker.send({"op": "attach", "id": job, "owner_key": key})
+            answer = attacker.answer(job, timeout=0.5, skip=("accepted", "progress", "need"))
+        failed_after = time.monotonic() - started
+        job = _shot(attacker, owner_key=key)
+        attacker.answer(job, timeout=10, skip=("accepted", "progress"))
+        attacker.send({"op": "cancel", "id": job, "owner_key": key})
+        cancelled = attacker.answer(job, timeout=10, skip=("accepted", "progress", "need", "cancel"))
+        status = attacker.request({"op": "status", "owner_key": key}, timeout=10, skip=())[0]
+        held = (answer is not None and answer[0].get("code") == "frame_timeout" and failed_after < 3 * max_wait
+                and cancelled is not None and cancelled[0].get("code") == "cancelled"
+                and status["bytes_held"] == 0 and not status["running"] and server.alive())
+        return row(f"shots: pings for ever without the frame (--shot-max-wait {max_wait}); cancel while waiting",
+                   held, f"after {failed_after:.1f} s: {_answered(answer)[:90]}; cancel: {_answered(cancelled)[:20]}, "
+                   f"bytes_held {status['bytes_held']}, running {len(status['running'])}")
+    finally:
+        attacker.close()
+        server.stop()
+
+
 # ---------------------------------------------------------------------------------------------- all
 ATTACKS: List[Callable] = [shm_empty_token, shm_truncate, ownership, frames_over_limit, queue_dodge, big_header,
                            png_bomb, render_huge_range, unreleased_results, keys_world_readable, keys_replace_server,
                            state_dir_foreign, uninstall_foreign, endpoints, refused_handshakes, bad_requests,
-                           render_files, folder_named_png]
+                           render_files, folder_named_png, shot_hog, shot_declarations, shot_frames,
+                           shot_slowloris]
 
 
 def run_all() -> List[dict]:

@@ -127,7 +127,8 @@ ERROR_CODES = {
     "result_evicted": "the finished result was dropped from a memory-only server to stay within max_result_bytes "
                       "(oldest first) before it was fetched; submit the job again",
     "frame_timeout": "a shot job waited longer than shot_timeout_s for a frame it asked for, with no word from its "
-                     "client meanwhile; the job failed and its memory was freed",
+                     "client meanwhile, or its waits for frames added up to shot_max_wait_s; the job failed and its "
+                     "memory was freed",
 }
 
 
@@ -281,6 +282,9 @@ DEFAULT_LIMITS = {
     "max_result_bytes": 1 << 30,  #: finished results a memory-only server holds; oldest evicted past it
     "shot_timeout_s": 120,  #: a shot job fails (frame_timeout) after this long without the frame it asked for
     #: and without any message from its client (a waiting client pings with ``attach`` every few seconds)
+    "shot_max_wait_s": 3600,  #: seconds one shot may spend waiting for its client's frames in all (pings do not
+    #: extend it): a client that trickles frames, or pings and never sends one, cannot hold a shot worker for ever
+    "max_running_shots": 2,  #: shots solved at once, on workers of their own (single frames never wait for them)
 }
 
 
@@ -301,7 +305,9 @@ MAX_SHOT_FRAMES = 100_000  #: frames in one shot (over an hour at 24 fps); longe
 
 
 def validate_shot(header: Dict[str, Any]) -> Dict[str, Any]:
-    """Check a shot job's ``shot`` map -> ``{frames, keys, outputs, radius}`` (lists of frame numbers)."""
+    """Check a shot job's ``shot`` map -> ``{frames, keys, outputs, radius}``. ``frames`` (and ``outputs`` by
+    default) is a ``range``: a queued shot of 100,000 frames must cost bytes, not megabytes, as a list of ints
+    would (256 queued shots held 2 GiB); ``keys`` and an explicit ``outputs`` are lists (at most msgpack's 4096)."""
     shot = require(header, SHOT, dict)
     for name in shot:
         if name not in SHOT_FIELDS:
@@ -316,10 +322,11 @@ def validate_shot(header: Dict[str, Any]) -> Dict[str, Any]:
     if last < first or (last - first) % step:
         raise ProtocolError("bad_field", f"shot last frame {last} must be first ({first}) plus a whole number of "
                             f"steps ({step})", field=f"{SHOT}.last")
-    frames = range(first, last + 1, step)
-    if len(frames) > MAX_SHOT_FRAMES:
-        raise ProtocolError("too_large", f"a shot of {len(frames)} frames is over {MAX_SHOT_FRAMES}",
+    count = (last - first) // step + 1  # arithmetic: len() of a range past 2**63 frames raises OverflowError
+    if count > MAX_SHOT_FRAMES:
+        raise ProtocolError("too_large", f"a shot of {count} frames is over {MAX_SHOT_FRAMES}",
                             field=f"{SHOT}.last", hint="render the range as several shots")
+    frames = range(first, last + 1, step)
     lists = {}
     for name in ("keys", "outputs"):
         values = shot.get(name, [] if name == "keys" else None)
@@ -337,10 +344,10 @@ def validate_shot(header: Dict[str, Any]) -> Dict[str, Any]:
     if not 0 <= radius <= MAX_SHOT_RADIUS:
         raise ProtocolError("bad_field", f"shot radius must be 0..{MAX_SHOT_RADIUS}, got {radius}",
                             field=f"{SHOT}.radius")
-    outputs = lists.get("outputs", list(frames))
+    outputs = lists.get("outputs", frames)
     if not outputs:
         raise ProtocolError("bad_field", "shot outputs is empty: nothing to render", field=f"{SHOT}.outputs")
-    return {"frames": list(frames), "keys": lists["keys"], "outputs": outputs, "radius": radius}
+    return {"frames": frames, "keys": lists["keys"], "outputs": outputs, "radius": radius}
 
 
 def validate_frame_number(header: Dict[str, Any]) -> int:

@@ -98,6 +98,53 @@ class JobQueue:
             self._closed = True
             self._cv.notify_all()
 
+    def done(self, job: Job) -> None:
+        """A worker finished (or gave up) ``job``, which :meth:`get` handed it."""
+
+
+class ShotQueue(JobQueue):
+    """The queue of shot jobs, served by their own workers (``max_running_shots``), fair between owners: the next
+    shot is one of the owner with the fewest running shots, then of the owner whose last shot started longest ago,
+    then by priority and arrival. A shot holds its worker while it waits for its client's frames, so without this
+    one owner's queue of shots would keep every other owner's shots waiting behind it (docs/protocol.md, *Shots*)."""
+
+    def __init__(self):
+        super().__init__()
+        self._running: Dict[str, int] = {}  #: owner -> shots running now
+        self._started: Dict[str, int] = {}  #: owner -> order in which its last shot started
+
+    def get(self, timeout: float = 0.5) -> Optional[Job]:
+        with self._cv:
+            if not any(entry[2].state == QUEUED for entry in self._heap) and not self._closed:
+                self._cv.wait(timeout)
+            self._heap = [entry for entry in self._heap if entry[2].state == QUEUED]  # cancelled ones go now
+            self._forget_idle()
+            if not self._heap:
+                return None
+            entry = min(self._heap, key=lambda entry: (self._running.get(entry[2].client, 0),
+                                                       self._started.get(entry[2].client, -1), entry))
+            self._heap.remove(entry)
+            heapq.heapify(self._heap)  # put() pushes onto it
+            job = entry[2]
+            self._running[job.client] = self._running.get(job.client, 0) + 1
+            self._started[job.client] = next(self._counter)
+            return job
+
+    def done(self, job: Job) -> None:
+        with self._cv:
+            left = self._running.get(job.client, 0) - 1
+            if left > 0:
+                self._running[job.client] = left
+            else:
+                self._running.pop(job.client, None)
+            self._forget_idle()
+
+    def _forget_idle(self) -> None:
+        """Drop the start order of owners with nothing running or queued (under the lock): it stays as small as
+        the queue, however many owners come and go."""
+        active = set(self._running) | {entry[2].client for entry in self._heap}
+        self._started = {owner: order for owner, order in self._started.items() if owner in active}
+
 
 Notify = Callable[[Job, Dict[str, Any], List[Any]], None]
 
@@ -124,6 +171,7 @@ class Worker(threading.Thread):
                 self.run_job(job)
             finally:
                 self.current = None
+                self.queue.done(job)
 
     def compute(self, job: Job, progress: Any) -> tuple:
         """Run the job's pipeline -> (descriptions, frames, info); cluster.ClusterWorker sends it to a replica. A

@@ -38,7 +38,7 @@ from mattebox_plugin.config import DEFAULT_ENDPOINT, is_loopback
 from mattebox_plugin.protocol import ProtocolError
 
 from . import __version__, engines, intake
-from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, Worker, resolve_engine
+from .jobs import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, Job, JobQueue, ShotQueue, Worker, resolve_engine
 from .jobstore import JobStore, StoredFileError, StoredJob, load_inputs
 from .sysinfo import memory_usage
 
@@ -76,6 +76,7 @@ class Server:
         self._own_context = context is None
         self.jobs: Dict[str, Job] = {}
         self.queue = JobQueue()
+        self.shot_queue = ShotQueue()  #: shot jobs, served by their own workers (``max_running_shots``)
         self.started = time.time()
         self.stop_event = threading.Event()
         self.router: Optional[zmq.Socket] = None
@@ -133,6 +134,10 @@ class Server:
         else:
             self.workers = [Worker(self.queue, self._notify, self.config.device)
                             for _ in range(max(1, self.config.workers))]
+            # a shot holds its worker while it waits for its client's frames: shots get workers of their own, so
+            # a single frame never waits behind a shot (docs/protocol.md, *Shots*; they solve on the CPU)
+            self.workers += [Worker(self.shot_queue, self._notify, "shot")
+                             for _ in range(max(1, self.config.limits["max_running_shots"]))]
         for worker in self.workers:
             worker.start()
         log.info("listening", extra={"fields": {"endpoint": self.bound_endpoint, "device": self.config.device,
@@ -473,12 +478,13 @@ class Server:
         job = Job(id=header["id"], client=owner, route=route, params=params, buffers=None,
                   priority=params.get("priority", 0))
         job.shot = ShotSession(job.id, spec, params, self.config.limits["shot_timeout_s"], job.cancel_event,
-                               on_bytes=lambda n: setattr(job, "nbytes", n))
+                               on_bytes=lambda n: setattr(job, "nbytes", n),
+                               max_wait=self.config.limits["shot_max_wait_s"])
         self.jobs[job.id] = job
         self.counters["jobs"] += 1
-        self.queue.put(job)
+        self.shot_queue.put(job)
         self._send(route, {"op": protocol.ACCEPTED, "id": job.id, "engine": params["engine"],
-                           "queue_position": self.queue.ahead_of(job.priority), "stored": False})
+                           "queue_position": self.shot_queue.ahead_of(job.priority), "stored": False})
         log.info("shot queued", extra={"fields": {"id": job.id, "frames": len(spec["frames"]),
                                                   "keys": len(spec["keys"])}})
 
@@ -492,6 +498,7 @@ class Server:
             raise ProtocolError("bad_field", f"shot job {job.id} has ended; frame {frame} is not needed",
                                 field="frame")
         try:
+            job.shot.admit(frame)  # an unasked-for frame is refused before its buffers are checked or copied
             try:
                 self._check_bytes(job.client, protocol.message_nbytes(buffers) + _declared_shm_nbytes(header))
                 resolve = None
@@ -620,7 +627,7 @@ class Server:
         running = [w.current for w in self.workers if w.current is not None]
         mine = [job for job in running if owner is not None and job.client == owner]
         return {"server_version": __version__, "uptime_s": round(time.time() - self.started, 3),
-                "queue": len(self.queue), "jobs": states, "device": self.config.device,
+                "queue": len(self.queue) + len(self.shot_queue), "jobs": states, "device": self.config.device,
                 "running": [job.summary() for job in mine], "running_other": len(running) - len(mine),
                 "bytes_held": sum(j.nbytes for j in self.jobs.values() if j.state not in FINISHED),
                 "results_in_memory": {"bytes": sum(self._held_results.values()),
@@ -657,6 +664,7 @@ class Server:
             if job.shot is not None:
                 job.shot.wake()
         self.queue.close()
+        self.shot_queue.close()
         for worker in self.workers:
             worker.stopping.set()
         for worker in self.workers:

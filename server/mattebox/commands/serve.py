@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shot-timeout", type=int, default=protocol.DEFAULT_LIMITS["shot_timeout_s"],
                         help="seconds a shot job waits for a frame it asked for, with no word from its client, "
                              "before it fails with frame_timeout and frees its memory (default %(default)s)")
+    parser.add_argument("--shot-max-wait", type=int, default=protocol.DEFAULT_LIMITS["shot_max_wait_s"],
+                        help="seconds one shot job may spend waiting for its client's frames in all (pings do not "
+                             "extend it), before it fails with frame_timeout (default %(default)s)")
+    parser.add_argument("--max-running-shots", type=int, default=protocol.DEFAULT_LIMITS["max_running_shots"],
+                        help="shot jobs solved at once, on workers of their own so single frames never wait for "
+                             "them; further shots queue, fairly between owners (default %(default)s)")
     parser.add_argument("--result-ttl", type=float, default=86400.0,
                         help="seconds a finished, unfetched result is kept, in memory or on disk (default: "
                              "%(default)s = 24 h)")
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
               "max_pixels": args.max_pixels, "max_side": args.max_side,
               "max_queued_jobs_per_client": args.max_queued_jobs, "max_bytes_per_client": args.max_bytes_per_client,
               "max_queued_jobs": args.max_queued_jobs_total, "max_bytes_in_flight": args.max_bytes_in_flight,
-              "max_result_bytes": args.max_result_bytes, "shot_timeout_s": args.shot_timeout}
+              "max_result_bytes": args.max_result_bytes, "shot_timeout_s": args.shot_timeout,
+              "shot_max_wait_s": args.shot_max_wait, "max_running_shots": args.max_running_shots}
     config = ServerConfig(endpoint=args.endpoint, device=resolve_device(args.device), workers=args.workers,
                           limits=limits, result_ttl=args.result_ttl, curve_secret_key_file=args.curve_secret_key,
                           curve_clients_dir=args.curve_clients, allow_any_client=args.allow_any_client,

@@ -2,8 +2,10 @@
 
 The worker runs :func:`~.solve.matte_shot` with a read callback that, for a frame it does not hold, asks the
 client for it (a ``need`` message) and waits on a condition variable until the request loop hands the frame over
-(:meth:`ShotSession.offer`), the job is cancelled, the loop fails it (:meth:`ShotSession.fail`: a bad frame), or
-``shot_timeout_s`` passes with no word from the client (``frame_timeout``). Key frames' masks and trimaps arrive
+(:meth:`ShotSession.offer`), the job is cancelled, the loop fails it (:meth:`ShotSession.fail`: a bad frame),
+``shot_timeout_s`` passes with no word from the client, or the shot's waits for its client add up to more than
+``shot_max_wait_s`` (both ``frame_timeout``: the worker is the server's, lent to the shot while its client keeps
+up; pings keep a slow reader's shot alive, but only so long). Key frames' masks and trimaps arrive
 with their frames and are held only while a frame still to come is bracketed by them (:class:`_WireKey`).
 
 Memory: the frames the walk still needs (matte_shot's window of 2·radius + 1 frames, the span back to the key
@@ -39,14 +41,18 @@ class ShotSession:
     """The server's side of one shot job: frames handed over by the request loop, taken by the worker.
 
     ``spec``: :func:`protocol.validate_shot`'s result; ``params``: the job's validated params; ``cancelled``: the
-    job's cancel event; ``on_bytes(n)``: called (under the session's lock) with the bytes now held."""
+    job's cancel event; ``on_bytes(n)``: called (under the session's lock) with the bytes now held; ``timeout``:
+    seconds of silence from the client while a frame is awaited; ``max_wait``: seconds of waiting for frames in all."""
 
     def __init__(self, job_id: str, spec: Dict[str, Any], params: Dict[str, Any], timeout: float,
-                 cancelled: threading.Event, on_bytes: Callable[[int], None] = lambda n: None):
+                 cancelled: threading.Event, on_bytes: Callable[[int], None] = lambda n: None,
+                 max_wait: float = float("inf")):
         self.job_id = job_id
         self.spec = spec
         self.params = params
         self.timeout = float(timeout)
+        self.max_wait = float(max_wait)
+        self.waited = 0.0  #: seconds spent waiting for the client's frames so far (against ``max_wait``)
         self.cancelled = cancelled
         self.on_bytes = on_bytes
         self.keys = set(spec["keys"])
@@ -71,18 +77,27 @@ class ShotSession:
         with self._cv:
             self._last_heard = time.monotonic()
 
+    def admit(self, frame: int) -> None:
+        """Raise ProtocolError (``frame``) unless the worker waits for ``frame``: checked before the loop validates
+        the frame's buffers or copies its shared memory, and again by :meth:`offer`."""
+        with self._cv:
+            self._admit(frame)
+
+    def _admit(self, frame: int) -> None:
+        if self.closed:
+            raise ProtocolError("bad_field", f"shot job {self.job_id} has ended; frame {frame} is not needed",
+                                field="frame")
+        if frame != self.wanted:
+            raise ProtocolError("bad_field", f"frame {frame} was not asked for (the server waits for "
+                                f"{'frame ' + str(self.wanted) if self.wanted is not None else 'no frame'})",
+                                field="frame", hint="send a frame only in answer to a need message")
+
     def offer(self, frame: int, buffers: Dict[str, Buffer], fields: Dict[str, str]) -> None:
         """Hand over a frame's validated buffers (``fields``: input name -> ``buffers.N``); raises ProtocolError
         naming the field when the frame was not asked for or does not fit the shot."""
         with self._cv:
             self._last_heard = time.monotonic()
-            if self.closed:
-                raise ProtocolError("bad_field", f"shot job {self.job_id} has ended; frame {frame} is not needed",
-                                    field="frame")
-            if frame != self.wanted:
-                raise ProtocolError("bad_field", f"frame {frame} was not asked for (the server waits for "
-                                    f"{'frame ' + str(self.wanted) if self.wanted is not None else 'no frame'})",
-                                    field="frame", hint="send a frame only in answer to a need message")
+            self._admit(frame)
             unused = sorted(set(buffers) - {"image", MASK, TRIMAP})
             if unused:
                 raise ProtocolError("bad_field", f"frame {frame}: a shot uses the image and a key's mask or trimap, "
@@ -108,9 +123,11 @@ class ShotSession:
             self._cv.notify_all()
 
     def fail(self, error: ProtocolError) -> None:
-        """End the shot with ``error`` (a frame the loop refused): the waiting worker raises it."""
+        """End the shot with ``error`` (a frame the loop refused): the waiting worker raises it. A bare copy is
+        kept: the error's traceback and context hold the loop's frames, and with them the refused frame's bytes,
+        which would then live as long as the job (result_ttl), counted against no budget."""
         with self._cv:
-            self._failure = error
+            self._failure = ProtocolError(error.code, error.message, error.field, error.hint)
             self._cv.notify_all()
 
     def wake(self) -> None:
@@ -125,10 +142,11 @@ class ShotSession:
 
     def _fetch(self, frame: int) -> Dict[str, Buffer]:
         """The frame's buffers: ask the client (``need``) and wait for them."""
+        asked = time.monotonic()
         with self._cv:
             ask = frame not in self._inbox
             if ask:
-                self.wanted, self._last_heard = frame, time.monotonic()  # the wait starts now
+                self.wanted, self._last_heard = frame, asked  # the wait starts now
         if ask:  # sent outside the lock: the request loop takes it to hand frames over
             self._send({"op": protocol.NEED, "id": self.job_id, "frame": frame}, [])
         with self._cv:
@@ -137,12 +155,20 @@ class ShotSession:
                     raise self._failure
                 if self.cancelled.is_set():
                     raise JobCancelled()
-                silent = time.monotonic() - self._last_heard
+                now = time.monotonic()
+                silent, waited = now - self._last_heard, self.waited + now - asked
                 if silent > self.timeout:
                     raise ProtocolError("frame_timeout", f"shot job {self.job_id} waited for frame {frame}, and "
                                         f"heard nothing from its client for {silent:.0f} s (shot_timeout_s "
                                         f"{self.timeout:g})", field="frame", hint="is the client still running?")
-                self._cv.wait(min(1.0, self.timeout - silent + 0.01))
+                if waited > self.max_wait:
+                    raise ProtocolError("frame_timeout", f"shot job {self.job_id} waited for frame {frame}; its "
+                                        f"waits for its client's frames add up to {waited:.0f} s, over "
+                                        f"shot_max_wait_s {self.max_wait:g}", field="frame",
+                                        hint="send each frame as soon as it is asked for (or raise the server's "
+                                        "--shot-max-wait for a slow reader)")
+                self._cv.wait(min(1.0, self.timeout - silent + 0.01, self.max_wait - waited + 0.01))
+            self.waited += time.monotonic() - asked
             self.wanted = None
             return self._inbox.pop(frame)
 
