@@ -343,7 +343,8 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
         s = bpy.context.scene.mattebox
         helpers.use_server(ARGS["endpoint"])
         def menu(name):
-            return {i[0]: (i[1], i[2]) for i in getattr(ext.properties, name + "_items")(s, bpy.context)}
+            items = ext.properties.engine_items(s, bpy.context) if name == "engine" else ext.properties.QUALITIES
+            return {i[0]: (i[1], i[2]) for i in items}
         def settable(value):
             try:
                 s.engine = value
