@@ -32,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from mattebox_plugin.client import JobFailed, ServerUnavailable
 
     from ..embedded import answering_server
