@@ -324,6 +324,24 @@ def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
 
 
 @njit(cache=True)
+def box_candidates(box, at, nearest, out):
+    """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
+    each unknown pixel ``at[i]`` (flat index), ``out[:, i]`` = the box's colour sums / its count of known pixels
+    (``box``: H·W×4 float32, three colour sums then the count), or the nearest known colour ``nearest[:, i]``
+    where the box holds none (count ≤ 1e-3). In float32 as numpy did it; no N×4 gather or temporaries."""
+    for i in range(at.size):
+        j = at[i]
+        count = box[j, 3]
+        if count > np.float32(1e-3):
+            inv = np.float32(1.0) / count
+            for c in range(3):
+                out[c, i] = box[j, c] * inv
+        else:
+            for c in range(3):
+                out[c, i] = nearest[c, i]
+
+
+@njit(cache=True)
 def dot(a, b):
     """aᵀb of two 1-D float64 vectors. A plain loop instead of numpy's dot, which goes through a multi-threaded
     BLAS: its thread hand-offs cost 5-30 ms per call on a loaded 2-core machine even for 15k elements."""

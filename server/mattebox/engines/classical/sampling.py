@@ -18,6 +18,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from . import kernels
+
 UNKNOWN = 0.5
 
 
@@ -49,13 +51,10 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
     np.multiply(image, weight[..., None], out=weighted[..., :3])
     weighted[..., 3] = weight
+    box = np.empty_like(weighted)
     for s, radius in enumerate(scales, 1):
-        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]  # N×4
-        count = blurred[:, 3]
-        seen = count > 1e-3
-        inv = 1.0 / np.maximum(count, 1e-3)
-        for c in range(3):
-            out[s, c] = np.where(seen, blurred[:, c] * inv, out[0, c])
+        cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
+        kernels.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
     return out
 
 
@@ -64,8 +63,6 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
     pairs by the distance ratio (Robust Matting eqs. 2, 3, 6; the pair search is the compiled
     :func:`.kernels.best_colour_pairs`)."""
-    from . import kernels
-
     unknown = trimap == UNKNOWN
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
