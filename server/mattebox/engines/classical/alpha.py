@@ -81,8 +81,8 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
         near = nearest_known(trimap, label, unknown)
         if near is None:
             continue
-        dist, ny, nx = near
-        close = (dist <= radius) & (np.linalg.norm(colours - pixels[ny * trimap.shape[1] + nx], axis=1) <= colour)
+        dist, nearest = near
+        close = (dist <= radius) & (np.linalg.norm(colours - pixels[nearest], axis=1) <= colour)
         hit = np.zeros_like(unknown)
         hit.reshape(-1)[at[close]] = True
         both = hit & (out != UNKNOWN) & (out != label)

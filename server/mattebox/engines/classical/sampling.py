@@ -24,17 +24,15 @@ UNKNOWN = 0.5
 
 
 def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
-    """(distance, y, x), 1-D over the pixels of the boolean mask ``where``: the distance to and coordinates of
-    each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
+    """(distance, index), 1-D over the pixels of the boolean mask ``where``: the distance to and the flat index
+    (into the H×W frame) of each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
     source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
     if source.all():
         return None
     dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.nonzero's order
-    ys, xs = np.nonzero(source == 0)
+    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.flatnonzero's order
     at = np.flatnonzero(where)  # flat indices: gathering by them is ~4x faster than by a boolean mask
-    nearest = idx.reshape(-1)[at] - 1
-    return dist.reshape(-1)[at], ys[nearest], xs[nearest]
+    return dist.reshape(-1)[at], np.flatnonzero(source == 0)[idx.reshape(-1)[at] - 1]
 
 
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray, at: np.ndarray,
@@ -44,9 +42,8 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     near = nearest_known(trimap, label, unknown)
     if near is None:
         return None
-    _, ny, nx = near
     out = np.empty((1 + len(scales), 3, at.size), np.float32)
-    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[ny * trimap.shape[1] + nx].T
+    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[near[1]].T
     weight = (trimap == label).astype(np.float32)
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
     np.multiply(image, weight[..., None], out=weighted[..., :3])
