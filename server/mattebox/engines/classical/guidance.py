@@ -72,13 +72,14 @@ TIGHTEN_MIN_SHARE = 0.3
 
 
 def _erode(region: np.ndarray, radius: int) -> np.ndarray:
-    """``region`` (bool) eroded by a disc of ``radius`` px: the pixels farther than ``radius`` from every pixel
-    outside it (exact Euclidean distance transform, Felzenszwalb & Huttenlocher 2012: its cost does not grow with
-    the radius, unlike cv2.erode with an elliptical kernel, which took 0.37 s for a 1080p mask's 48 px band
-    instead of 0.05 s). The frame's outside counts as inside the region, so a subject (or a background) running
-    off the frame is not eroded from the frame edge."""
+    """``region`` (bool) eroded by a disc of ``radius`` px: the pixels farther than ``radius`` + ½ (the digital
+    disc's reach) from every pixel outside it, by an exact Euclidean distance transform (Felzenszwalb &
+    Huttenlocher 2012), whose cost does not grow with the radius: cv2.erode with an elliptical kernel took 0.37 s
+    for a 1080p mask's 48 px band, this 0.05 s. It erodes a little more than that kernel did (a 1080p mask at
+    r = 2…48: 0.2 % fewer pixels kept), never less, so bands are never narrower. The frame's outside counts as
+    inside the region, so a subject (or a background) running off the frame is not eroded from the frame edge."""
     distance = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return distance > radius
+    return distance > radius + 0.5
 
 
 def _threshold_trimap(saliency: np.ndarray, band: float) -> np.ndarray:
