@@ -73,21 +73,13 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     unknown = trimap == UNKNOWN
     if not unknown.any() or radius <= 0:
         return trimap
-    out = trimap.copy()
-    pixels = np.ascontiguousarray(image).reshape(-1, 3)
+    out = np.array(trimap, np.float32)  # a copy, which the compiled passes change in place
+    pixels = np.ascontiguousarray(image, np.float32).reshape(-1, 3)
     at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
-    colours = pixels[at]
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, unknown)
-        if near is None:
-            continue
-        dist, nearest = near
-        close = (dist <= radius) & (np.linalg.norm(colours - pixels[nearest], axis=1) <= colour)
-        hit = np.zeros_like(unknown)
-        hit.reshape(-1)[at[close]] = True
-        both = hit & (out != UNKNOWN) & (out != label)
-        out[hit] = label
-        out[both] = UNKNOWN
+        if near is not None:
+            kernels.expand_label(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1))
     return out
 
 

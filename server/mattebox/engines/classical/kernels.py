@@ -324,6 +324,23 @@ def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
 
 
 @njit(cache=True)
+def expand_label(pixels, at, dist, nearest, radius, colour, label, out):
+    """One label's pass of the known-region expansion (Gastal & Oliveira 2010 §4.1), in place on the flat trimap
+    ``out``: unknown pixel ``at[i]`` takes ``label`` when its nearest pixel of that label, ``nearest[i]``, is
+    within ``radius`` (distance ``dist[i]``) and its colour (``pixels``: H·W×3 float32) within ``colour``
+    (Euclidean, float32 as numpy's norm); a pixel the other label's pass took already goes back to unknown (0.5)."""
+    for i in range(at.size):
+        if dist[i] > radius:
+            continue
+        j, k = at[i], nearest[i]
+        d0 = pixels[j, 0] - pixels[k, 0]
+        d1 = pixels[j, 1] - pixels[k, 1]
+        d2 = pixels[j, 2] - pixels[k, 2]
+        if np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) <= colour:
+            out[j] = label if out[j] == np.float32(0.5) else np.float32(0.5) if out[j] != label else label
+
+
+@njit(cache=True)
 def box_candidates(box, at, nearest, out):
     """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
     each unknown pixel ``at[i]`` (flat index), ``out[:, i]`` = the box's colour sums / its count of known pixels
