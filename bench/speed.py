@@ -13,7 +13,8 @@ both alike; peak RSS is each child's own (``os.wait4`` in a small launcher). Cas
   (its alpha > 0.5) and the default band: our whole process.
 
 Writes bench/results/speed.json and speed.md. Run: ``python bench/speed.py`` (``--images GT01,GT05`` to iterate;
-``--skip-peer`` to time only ours). A user runs `mattebox matte` without ``--local``; it is given here so
+``--skip-peer`` to time only ours). Where one process's CPU time goes, stage by stage: bench/matte_stages.py.
+A user runs `mattebox matte` without ``--local``; it is given here so
 that a server another user left on the default port is not used.
 """
 from __future__ import annotations

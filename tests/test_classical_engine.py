@@ -53,6 +53,24 @@ def test_mask_guidance_scales_the_band_with_the_image():
     assert 0 < (result.trimap == 0.5).sum() < (wide == 0.5).sum()
 
 
+@pytest.mark.parametrize("band", [2, 9, 40])
+def test_mask_band_is_never_narrower_than_an_elliptical_kernels(band):
+    """trimap_from_mask erodes and dilates by a distance transform (cost independent of the band): its definite
+    regions lie inside those cv2's elliptical kernel of the same radius gave, so no band got narrower."""
+    import cv2
+
+    yy, xx = np.mgrid[:120, :160]
+    mask = (((yy - 60) / 45.0) ** 2 + ((xx - 70) / 60.0) ** 2 < 1).astype(np.float32)
+    mask[50:54, 100:150] = 1.0  # a thin arm
+    trimap = trimap_from_mask(mask, band)
+    radius = max(1, int(round(band / 2)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    inside = (mask >= 0.5).astype(np.uint8)
+    assert (trimap == 1.0).any() and (trimap == 0.0).any()
+    assert not ((trimap == 1.0) & (cv2.erode(inside, kernel) == 0)).any()
+    assert not ((trimap == 0.0) & (cv2.dilate(inside, kernel) > 0)).any()
+
+
 def test_automatic_guidance_falls_back_to_grabcut_without_weights():
     image, alpha, _, _ = disc_scene(96, 128)
     result = get("classical").matte(MatteRequest(image=image, params={"quality": "fast"}))

@@ -93,14 +93,72 @@ def test_nearest_known_and_expansion():
     trimap[:, 4] = 0.0
     where = np.zeros((5, 5), bool)
     where[2, 3] = where[4, 1] = True
-    dist, ny, nx = nearest_known(trimap, 1.0, where)
-    assert dist[0] == pytest.approx(3.0, abs=0.1) and (ny[0], nx[0]) == (2, 0) and (ny[1], nx[1]) == (4, 0)
+    dist, nearest = nearest_known(trimap, 1.0, where)
+    assert dist[0] == pytest.approx(3.0, abs=0.1) and list(nearest) == [2 * 5 + 0, 4 * 5 + 0]  # (2, 0), (4, 0)
     assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, where) is None
     image = np.zeros((5, 5, 3), np.float32)
     image[:, :2] = 1.0  # column 1 has the foreground's colour, column 3 the background's
     out = expand_known(image, trimap, radius=2, colour=0.01)
     assert out[2, 1] == 1.0 and out[2, 3] == 0.0
     assert out[2, 2] == 0.0  # background colour, 2 px from the background column
+
+
+def random_scene(seed: int, shape=(48, 64)):
+    """A noisy image with flat patches (so expansion has colour matches) and a trimap with all three labels."""
+    rng = np.random.default_rng(seed)
+    image = rng.random(shape + (3,), dtype=np.float32)
+    image[::7, ::5] = image[0, 0]  # repeated colours near and far
+    trimap = np.full(shape, 0.5, np.float32)
+    trimap[:, :12] = 1.0
+    trimap[:, -12:] = 0.0
+    trimap[rng.random(shape) < 0.05] = 1.0
+    trimap[rng.random(shape) < 0.05] = 0.0
+    return image, trimap
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_expansion_equals_the_numpy_formulation(seed):
+    """kernels.expand_label replaced a vectorised pass: the same trimap, bit for bit (Gastal & Oliveira §4.1:
+    within radius and colour of a label's nearest pixel; qualifying for both labels stays unknown)."""
+    image, trimap = random_scene(seed)
+    radius, colour = 4, 0.3
+    expected = trimap.copy()
+    unknown = trimap == 0.5
+    at = np.flatnonzero(unknown)
+    pixels = image.reshape(-1, 3)
+    for label in (0.0, 1.0):
+        dist, nearest = nearest_known(trimap, label, unknown)
+        close = (dist <= radius) & (np.linalg.norm(pixels[at] - pixels[nearest], axis=1) <= colour)
+        hit = np.zeros_like(unknown)
+        hit.reshape(-1)[at[close]] = True
+        both = hit & (expected != 0.5) & (expected != label)
+        expected[hit] = label
+        expected[both] = 0.5
+    out = expand_known(image, trimap, radius, colour)
+    assert (out != trimap).any() and ((out == 0.5) & (trimap == 0.5)).any()  # it expanded, and not everything
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_compiled_box_candidates_equal_the_numpy_formulation():
+    """kernels.box_candidates replaced a gather and np.where per scale: the same candidate colours, bit for bit
+    (box mean of the label's known colours, or the nearest known colour where the box holds none)."""
+    import cv2
+
+    from mattebox.engines.classical.sampling import _colour_candidates
+
+    image, trimap = random_scene(2)
+    unknown = trimap == 0.5
+    at = np.flatnonzero(unknown)
+    out = _colour_candidates(image, trimap, 1.0, unknown, at, (1, 4))
+    weight = (trimap == 1.0).astype(np.float32)
+    weighted = np.concatenate([image * weight[..., None], weight[..., None]], axis=2)
+    for s, radius in enumerate((1, 4), 1):
+        box = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]
+        count = box[:, 3]
+        inv = 1.0 / np.maximum(count, 1e-3)
+        expected = np.where(count > 1e-3, box[:, :3].T * inv, out[0])
+        assert (count <= 1e-3).any() and (count > 1e-3).any()  # both branches taken
+        np.testing.assert_array_equal(out[s], expected)
 
 
 def test_alpha_prior_recovers_two_colour_alpha_with_confidence():

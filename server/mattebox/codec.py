@@ -39,14 +39,25 @@ def to_float(buf: Buffer, field: str) -> np.ndarray:
     return out
 
 
+#: 8-bit code value -> float32 in [0, 1], exactly what :func:`to_float` gives
+_UINT8_TO_UNIT = np.arange(256, dtype=np.float32) * np.float32(1.0 / _SCALE["uint8"])
 #: 8-bit sRGB code value -> linear float32, exactly what scaling then :func:`srgb_to_linear` give
-_SRGB8_TO_LINEAR = srgb_to_linear(np.arange(256, dtype=np.float32) * np.float32(1.0 / _SCALE["uint8"]))
+_SRGB8_TO_LINEAR = srgb_to_linear(_UINT8_TO_UNIT)
+
+
+def _rgb8_through(buf: Buffer, table: np.ndarray) -> np.ndarray:
+    """The RGB channels of an 8-bit buffer mapped through a 256-entry float32 table: OpenCV's LUT, 0.03 s for a
+    3840×2160 plate where numpy's fancy index took 0.07-0.27 s and astype + scale + clip 0.3 s."""
+    import cv2  # the engines' dependency, loaded by then; kept off this module's import
+
+    rgb = np.ascontiguousarray(buf.to_array()[:, :, :3])
+    return cv2.LUT(rgb, table).reshape(rgb.shape)  # (OpenCV drops a single channel's axis)
 
 
 def decode_colour(buf: Buffer, field: str) -> np.ndarray:
     """A colour buffer -> H×W×3 float32 linear, straight."""
     if buf.dtype == "uint8" and buf.colorspace == "srgb" and not buf.premultiplied:  # the common plate: a table
-        return _SRGB8_TO_LINEAR[buf.to_array()[:, :, :3]]
+        return _rgb8_through(buf, _SRGB8_TO_LINEAR)
     pixels = to_float(buf, field)
     rgb = pixels[:, :, :3]
     if buf.premultiplied and pixels.shape[2] == 4:
@@ -68,7 +79,8 @@ def decode_request(buffers: Dict[str, Buffer], params: Dict[str, Any]) -> MatteR
     image = buffers["image"]
     request = MatteRequest(image=decode_colour(image, fields["image"]), params=dict(params))
     if image.colorspace == "srgb" and not image.premultiplied:  # sRGB on the wire: the engines' copy as sent
-        request.keep_srgb("image", np.clip(to_float(image, fields["image"])[:, :, :3], 0.0, 1.0))
+        request.keep_srgb("image", _rgb8_through(image, _UINT8_TO_UNIT) if image.dtype == "uint8" else
+                          np.clip(to_float(image, fields["image"])[:, :, :3], 0.0, 1.0))
     for name in ("second", "background"):
         if name in buffers:
             setattr(request, name, decode_colour(buffers[name], fields[name]))

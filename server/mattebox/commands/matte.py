@@ -34,13 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from mattebox_plugin.client import JobFailed, ServerUnavailable
 
-    from ..colour import linear_to_srgb
     from ..embedded import answering_server
-    from ..imageio import ImageReadError, read_gray, read_image, write_exr, write_png
+    from ..imageio import ImageReadError, read_gray, read_image
 
     started = time.perf_counter()
     try:
@@ -79,11 +76,7 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.image).stem
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_exr(out / f"{stem}_alpha.exr", alpha)
-        write_png(out / f"{stem}_alpha.png", alpha, bits=16)
-        write_exr(out / f"{stem}_fg.exr", fg_linear)
-        write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
-        write_png(out / f"{stem}_trimap.png", trimap)
+        _write_outputs(out, stem, alpha, fg_linear, trimap)
     except OSError as exc:  # imageio.OutputError for a symbolic link at an output path, a full disk, permissions
         print(f"mattebox: could not write the outputs: {exc}", file=sys.stderr)
         return 1
@@ -98,6 +91,29 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  second frame not used: {info.get('pair_why', 'the engine does not use it')}")
     return 0
+
+
+def _write_outputs(out: Path, stem: str, alpha, fg_linear, trimap) -> None:
+    """Alpha (EXR, 16-bit PNG), straight linear foreground (EXR), premultiplied sRGB foreground (PNG) and trimap
+    (PNG), on two threads: OpenCV's encoders and numpy release the GIL, so the foreground EXR, the largest,
+    overlaps the other four (3840×2160: 1.8 s of CPU against 1.2 s for the rest)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ..colour import linear_to_srgb
+    from ..imageio import write_exr, write_png
+
+    def premultiplied():
+        write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
+
+    writes = [lambda: write_exr(out / f"{stem}_fg.exr", fg_linear), premultiplied,
+              lambda: write_exr(out / f"{stem}_alpha.exr", alpha),
+              lambda: write_png(out / f"{stem}_alpha.png", alpha, bits=16),
+              lambda: write_png(out / f"{stem}_trimap.png", trimap)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(write) for write in writes]:
+            done.result()  # the first failure is raised (the others have finished: no half-written state left)
 
 
 def _matte_in_process(inputs: dict, colorspace: str, params: dict, args: argparse.Namespace):

@@ -14,10 +14,22 @@ loops known, the compiler unrolls them, which makes the product 2-3× faster tha
 from __future__ import annotations
 
 import os
+import sys
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in sys.modules:
+    # numba's first call loads its lowering library; numba.np.arraymath, part of it, imports SciPy's linalg (0.2 s
+    # of CPU, a tenth of a whole `mattebox matte` on an alphamatting-dev image) only to choose between BLAS and a
+    # plain loop for np.correlate and np.convolve, which no kernel here uses. Loaded with SciPy's BLAS hidden, it
+    # takes the loop; SciPy itself stays importable for everyone else.
+    sys.modules["scipy.linalg.cython_blas"] = None  # `import` of it raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg.cython_blas"]
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
@@ -309,6 +321,41 @@ def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
                     best_ratio2, best_alpha, best_sep2 = ratio2, a, sep2
         alpha[i] = best_alpha
         confidence[i] = np.exp(-best_ratio2 * inv_sigma2) * (np.float32(1.0) - np.exp(-best_sep2 * inv_tau2))
+
+
+@njit(cache=True)
+def expand_label(pixels, at, dist, nearest, radius, colour, label, out):
+    """One label's pass of the known-region expansion (Gastal & Oliveira 2010 §4.1), in place on the flat trimap
+    ``out``: unknown pixel ``at[i]`` takes ``label`` when its nearest pixel of that label, ``nearest[i]``, is
+    within ``radius`` (distance ``dist[i]``) and its colour (``pixels``: H·W×3 float32) within ``colour``
+    (Euclidean, float32 as numpy's norm); a pixel the other label's pass took already goes back to unknown (0.5)."""
+    for i in range(at.size):
+        if dist[i] > radius:
+            continue
+        j, k = at[i], nearest[i]
+        d0 = pixels[j, 0] - pixels[k, 0]
+        d1 = pixels[j, 1] - pixels[k, 1]
+        d2 = pixels[j, 2] - pixels[k, 2]
+        if np.sqrt(d0 * d0 + d1 * d1 + d2 * d2) <= colour:
+            out[j] = label if out[j] == np.float32(0.5) else np.float32(0.5) if out[j] != label else label
+
+
+@njit(cache=True)
+def box_candidates(box, at, nearest, out):
+    """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
+    each unknown pixel ``at[i]`` (flat index), ``out[:, i]`` = the box's colour sums / its count of known pixels
+    (``box``: H·W×4 float32, three colour sums then the count), or the nearest known colour ``nearest[:, i]``
+    where the box holds none (count ≤ 1e-3). In float32 as numpy did it; no N×4 gather or temporaries."""
+    for i in range(at.size):
+        j = at[i]
+        count = box[j, 3]
+        if count > np.float32(1e-3):
+            inv = np.float32(1.0) / count
+            for c in range(3):
+                out[c, i] = box[j, c] * inv
+        else:
+            for c in range(3):
+                out[c, i] = nearest[c, i]
 
 
 @njit(cache=True)

@@ -78,9 +78,8 @@ def plate_prior(image: np.ndarray, plate: np.ndarray, trimap: np.ndarray, settin
         near = nearest_known(trimap, 1.0, unknown)
         if near is None or not unknown.any():
             return None
-        _, ny, nx = near
         foreground = image.copy()
-        foreground[unknown] = image[ny, nx]
+        foreground[unknown] = image.reshape(-1, 3)[near[1]]
     alpha_b, confidence = background_alpha(image, plate, foreground, settings)
     return alpha_b, np.where(unknown, settings.prior_weight * confidence, 0.0).astype(np.float32)
 

@@ -18,21 +18,21 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from . import kernels
+
 UNKNOWN = 0.5
 
 
 def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
-    """(distance, y, x), 1-D over the pixels of the boolean mask ``where``: the distance to and coordinates of
-    each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
+    """(distance, index), 1-D over the pixels of the boolean mask ``where``: the distance to and the flat index
+    (into the H×W frame) of each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
     source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
     if source.all():
         return None
     dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.nonzero's order
-    ys, xs = np.nonzero(source == 0)
+    # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.flatnonzero's order
     at = np.flatnonzero(where)  # flat indices: gathering by them is ~4x faster than by a boolean mask
-    nearest = idx.reshape(-1)[at] - 1
-    return dist.reshape(-1)[at], ys[nearest], xs[nearest]
+    return dist.reshape(-1)[at], np.flatnonzero(source == 0)[idx.reshape(-1)[at] - 1]
 
 
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray, at: np.ndarray,
@@ -42,20 +42,16 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     near = nearest_known(trimap, label, unknown)
     if near is None:
         return None
-    _, ny, nx = near
     out = np.empty((1 + len(scales), 3, at.size), np.float32)
-    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[ny * trimap.shape[1] + nx].T
+    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[near[1]].T
     weight = (trimap == label).astype(np.float32)
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
     np.multiply(image, weight[..., None], out=weighted[..., :3])
     weighted[..., 3] = weight
+    box = np.empty_like(weighted)
     for s, radius in enumerate(scales, 1):
-        blurred = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]  # N×4
-        count = blurred[:, 3]
-        seen = count > 1e-3
-        inv = 1.0 / np.maximum(count, 1e-3)
-        for c in range(3):
-            out[s, c] = np.where(seen, blurred[:, c] * inv, out[0, c])
+        cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
+        kernels.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
     return out
 
 
@@ -64,8 +60,6 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
     pairs by the distance ratio (Robust Matting eqs. 2, 3, 6; the pair search is the compiled
     :func:`.kernels.best_colour_pairs`)."""
-    from . import kernels
-
     unknown = trimap == UNKNOWN
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)

@@ -1,0 +1,97 @@
+"""Where a whole `mattebox matte` process spends its CPU time, stage by stage (issue #21).
+
+Runs the real command in this process (``mattebox.cli.main``, the same arguments; add ``--local`` so no server is
+asked) with each stage's function wrapped to add up its CPU seconds (user + system, all threads: getrusage), and
+prints a table: interpreter and libraries, numba's first call, reading, decoding, guidance, the alpha stage's
+parts (known-region expansion, colour prior, coarse-to-fine solve), foreground, writing. CPU seconds because on a
+shared machine they are steadier than wall time. Run from the repository root:
+
+    PYTHONPATH=plugin:server:installers python bench/matte_stages.py plate.png --trimap t.png --out /tmp/o --local
+
+``NUMBA_NUM_THREADS=1`` gives the one-thread costs (the product's second thread adds a little CPU for less wall).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import resource
+import sys
+import time
+
+
+def cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+STAGES: dict = {}
+
+
+def timed(owner, name: str, stage: str) -> None:
+    """Replace ``owner.name`` (a module attribute or dict entry) by a wrapper adding its CPU time to ``stage``
+    (outermost calls only, so a recursive solve counts once)."""
+    get = owner.get if isinstance(owner, dict) else functools.partial(getattr, owner)
+    function = get(name)
+    depth = [0]
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        depth[0] += 1
+        start = cpu()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                STAGES[stage] = STAGES.get(stage, 0.0) + cpu() - start
+
+    if isinstance(owner, dict):
+        owner[name] = wrapper
+    elif isinstance(inspect.getattr_static(owner, name), staticmethod):
+        setattr(owner, name, staticmethod(wrapper))
+    else:
+        setattr(owner, name, wrapper)
+
+
+def main(argv) -> int:
+    started_wall = time.perf_counter()
+    import cv2  # noqa: F401
+    import numpy as np
+
+    STAGES["interpreter, numpy, OpenCV"] = cpu()
+    mark = cpu()
+    from mattebox import cli, imageio, jobs
+    from mattebox.commands import matte
+    from mattebox.engines.classical import alpha, engine, kernels
+
+    STAGES["mattebox modules, numba import"] = cpu() - mark
+    mark = cpu()
+    kernels.dot(np.zeros(1), np.zeros(1))
+    STAGES["numba's first call (typing context; code from the cache)"] = cpu() - mark
+    timed(imageio, "read_image", "read the files")
+    timed(jobs, "decode_request", "decode the inputs")
+    timed(engine.ClassicalEngine, "guidance", "guidance")
+    timed(alpha, "expand_known", "alpha: known-region expansion")
+    timed(alpha, "alpha_prior", "alpha: colour prior")
+    timed(alpha, "_solve_level", "alpha: coarse-to-fine solve")
+    for method in list(engine.FOREGROUND_METHODS):
+        timed(engine.FOREGROUND_METHODS, method, "foreground")
+    timed(matte, "_write_outputs", "write 2 EXR + 3 PNG")
+    timed(matte, "_matte_in_process", "_in_process")
+    code = cli.main(["matte", *argv])
+    in_process = STAGES.pop("_in_process")
+    inner = sum(v for k, v in STAGES.items() if k in ("decode the inputs", "guidance", "foreground")
+                or k.startswith("alpha:"))
+    STAGES["rest of the pipeline (checks, engine glue)"] = in_process - inner
+    total = cpu()
+    width = max(len(k) for k in STAGES)
+    for stage, seconds in STAGES.items():
+        print(f"{stage:{width}s} {seconds:6.2f} s")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"{'total CPU':{width}s} {total:6.2f} s (wall {time.perf_counter() - started_wall:.2f} s, peak RSS "
+          f"{peak:.0f} MiB)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
