@@ -144,7 +144,7 @@ def test_compiled_box_candidates_equal_the_numpy_formulation():
     (box mean of the label's known colours, or the nearest known colour where the box holds none)."""
     import cv2
 
-    from mattebox.engines.classical.sampling import _colour_candidates
+    from mattebox.matting.sampling import _colour_candidates
 
     image, trimap = random_scene(2)
     unknown = trimap == 0.5
