@@ -73,8 +73,29 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerUnavailable(f"the local mattebox server exited with code {proc.returncode}: {argv}; "
-                                    + (f"its log: {log_path}" if log_path else "run it in a terminal to see why"))
+                                    + _why(log_path))
         if server_answers(cfg, timeout=1.0):
             return endpoint
         time.sleep(0.2)
-    raise ServerUnavailable(f"started {argv} but nothing answered at {endpoint} within {wait} s")
+    raise ServerUnavailable(f"started {argv} but nothing answered at {endpoint} within {wait} s; " + _why(log_path))
+
+
+def log_tail(path: Optional[str], lines: int = 4, chars: int = 600) -> str:
+    """The last non-empty ``lines`` of a log file joined with " | " (at most ``chars``), "" when it has none: what
+    a host's note quotes to say why a local server did not start."""
+    try:
+        with open(path or "", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 16 * chars))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    tail = " | ".join([line.strip() for line in text.splitlines() if line.strip()][-lines:])
+    return tail[-chars:]
+
+
+def _why(log_path: Optional[str]) -> str:
+    if not log_path:
+        return "run it in a terminal to see why"
+    tail = log_tail(log_path)
+    return f"its log ({log_path}) ends: {tail}" if tail else f"its log ({log_path}) is empty"
