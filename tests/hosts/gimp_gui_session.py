@@ -19,7 +19,7 @@ import time
 
 OUT = sys.argv[1]
 SCREEN = (1280, 800)
-MESSAGE = "^Mattebox Message$"  #: the title of the window GIMP shows the plug-in's message in
+MESSAGE = "^GIMP Message$"  #: the title of the window GIMP shows a plug-in's message in
 PROGRESS = "^Mattebox: matting$"  #: the plug-in's progress window
 #: seconds one step may take (GIMP's first start scans every plug-in)
 STEP_TIMEOUT = float(os.environ.get("MATTEBOX_STEP_TIMEOUT", "90"))
