@@ -1,4 +1,4 @@
-"""The real GIMP 3 GUI session of ``make screenshots`` (tests/hosts/gimp_screenshots.py), checked as a test: the
+"""The real GIMP 3 GUI session of ``make screenshots`` (tests/hosts/screenshots_gimp.py), checked as a test: the
 plug-in installed as the README says, run from Filters > Matting > Mattebox with the keyboard, must open a dialog
 that fits a 1280 px screen, finish with its message, and log no Python error. Skipped where the GIMP chroot
 cannot be built (tests/hosts/gimp_chroot.py says why)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts import gimp_chroot, gimp_screenshots
+from tests.hosts import gimp_chroot, screenshots_gimp
 
 pytestmark = pytest.mark.host
 
@@ -28,7 +28,7 @@ def session():
     root = gimp_chroot.ensure_chroot()
     work = Path(tempfile.mkdtemp(prefix="mattebox-gimp-gui-test-", dir=root / "tmp"))
     try:
-        yield gimp_screenshots.run_session(work)
+        yield screenshots_gimp.run_session(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -323,7 +323,7 @@ def test_a_loose_lasso_is_tightened_by_the_saliency_guidance(gimp_root, gimp_pro
     """The issue's case: a lasso drawn 20-60 px outside a subject on a sky, band width 0 (scaled), classical
     engine. The saliency inside the lasso (issue #18, needs U^2-Net-p's weights) must cut the sky out of it: no
     halo of sky stays in the matte, and the subject is kept."""
-    from tests.hosts.gimp_screenshots import sample
+    from tests.hosts.screenshots_gimp import sample
 
     image, lasso, truth = sample()
     height, width = truth.shape

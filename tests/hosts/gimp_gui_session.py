@@ -3,11 +3,12 @@
 Starts Xvfb (its framebuffer memory-mapped into a file with ``-fbdir``, so screenshots need no X client and no
 extra package in the root), starts ``gimp-3.0`` with a batch script that builds the sample image and shows it,
 opens *Filters > Matting > Mattebox* from the menu bar with xdotool key presses, captures the dialog, presses OK,
-waits for the run to finish and captures the result; then quits GIMP. Everything lands in the folder given as the
-first argument: ``dialog.xwd``, ``result.xwd``, ``windows.json`` (geometry of the captured windows), ``gimp.log``
-(GIMP's and the plug-in's stdout/stderr) and ``session.json`` (what happened, step by step).
+waits for the run to finish and captures the result; then ends GIMP. Everything lands in the folder given as the
+first argument (the second names a JSON file of settings, ARGS): ``dialog.xwd`` and ``result.xwd`` (the screen),
+``gimp.log`` (GIMP's and the plug-in's output) and ``session.json`` (the steps, the captured windows' geometry,
+and the error if a step failed).
 
-Used by tests/hosts/screenshots.py (``make screenshots``) and tests/test_gimp_gui.py. No waiting on fixed sleeps:
+Used by tests/hosts/screenshots_gimp.py (``make screenshots``) and tests/test_gimp_gui.py. No waiting on fixed sleeps:
 every step waits for a window to appear or vanish, or for the screen to stop changing, with a time-out.
 """
 import json
@@ -18,11 +19,13 @@ import sys
 import time
 
 OUT = sys.argv[1]
+#: what the host side asks for (tests/hosts/screenshots_gimp.py): the batch script that opens the sample, the
+#: image window's title (a regular expression) and the keys that open the plug-in after Alt+R
+ARGS = json.load(open(sys.argv[2]))
 SCREEN = (1280, 800)
 MESSAGE = "^GIMP Message$"  #: the title of the window GIMP shows a plug-in's message in
 PROGRESS = "^Mattebox: matting$"  #: the plug-in's progress window
-#: seconds one step may take (GIMP's first start scans every plug-in)
-STEP_TIMEOUT = float(os.environ.get("MATTEBOX_STEP_TIMEOUT", "90"))
+STEP_TIMEOUT = 90.0  #: seconds one step may take (GIMP's first start scans every plug-in)
 log = {"steps": []}
 
 
@@ -126,17 +129,17 @@ try:
     wait_for("Xvfb", lambda: open(display_file).read().strip(), timeout=30)
     os.environ["DISPLAY"] = ":" + open(display_file).read().strip()
     gimp_log = open(os.path.join(OUT, "gimp.log"), "w")
-    sample = os.environ["MATTEBOX_SAMPLE_SCRIPT"]
+    sample = ARGS["sample_script"]
     gimp = subprocess.Popen(["gimp-3.0", "--no-splash", "--batch-interpreter=python-fu-eval",
                              "-b", f"exec(open({sample!r}).read())"], stdout=gimp_log, stderr=subprocess.STDOUT)
-    main = wait_for("the image window", lambda: windows(os.environ["MATTEBOX_SAMPLE_TITLE"]))[0]
+    main = wait_for("the image window", lambda: windows(ARGS["title"]))[0]
     for welcome in windows("^Welcome to GIMP"):  # shown on a profile's first start whatever gimprc says
         key(welcome, "Escape")
     xdotool("windowmove", main, "0", "0")
     xdotool("windowsize", main, str(SCREEN[0]), str(SCREEN[1]))
     wait_until_still("the image is shown")
     # Filters > Matting > Mattebox... by keyboard: Alt+R opens Filte_rs, the menu's own mnemonics do the rest
-    key(main, "alt+r", *os.environ["MATTEBOX_MENU_KEYS"].split())
+    key(main, "alt+r", *ARGS["menu_keys"])
     dialog = wait_for("the Mattebox dialog", lambda: windows("^Mattebox$"))[0]
     wait_until_still("the dialog is drawn")
     capture("dialog", dialog)

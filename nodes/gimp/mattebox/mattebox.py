@@ -104,39 +104,47 @@ class _ProgressWindow:
         self.pump()
 
 
+class _Field:
+    """One dialog field: ``widget`` (what the grid holds), ``focus`` (what its label's mnemonic focuses),
+    ``read()`` -> the config value on OK, ``write(value)`` shows a config value (GIMP's Reset and Load Saved
+    Settings change the config while the dialog is open)."""
+
+    def __init__(self, widget, read, write, focus=None):
+        self.widget, self.read, self.write, self.focus = widget, read, write, focus or widget
+
+
 def _dialog_fields(Gtk, config, image, layer, hello):
-    """The dialog's fields: argument -> (widget, the widget its label's mnemonic focuses, read), for each of
-    ``logic.DIALOG_ARGUMENTS``; ``read()`` gives the value to store in the config on OK. Layer and channel
+    """The fields of ``logic.DIALOG_ARGUMENTS`` by argument, showing ``config``'s values. Layer and channel
     pickers say "(none)"; engine entries are short, their detail a tooltip and a wrapped line under the list."""
     layers = list(_plain_layers(image.get_layers()))
     items = {item.get_id(): item for item in layers + list(image.get_channels())}
 
-    def combo(entries, current):
+    def combo(entries):
         box = Gtk.ComboBoxText()
         for key, text in entries:
             box.append(key, text)
-        box.set_active_id(current if current in dict(entries) else entries[0][0])
+        box.set_active(0)
         return box
 
-    def picker(argument, candidates, exclude=None):
-        chosen = config.get_property(argument)
-        rows = logic.picker_choices([(item.get_id(), item.get_name()) for item in candidates], exclude)
-        box = combo(rows, str(chosen.get_id()) if chosen else "")
-        return box, box, lambda: items.get(int(box.get_active_id())) if box.get_active_id() else None
+    def picker(candidates, exclude=None):
+        box = combo(logic.picker_choices([(item.get_id(), item.get_name()) for item in candidates], exclude))
+        return _Field(box, lambda: items.get(int(box.get_active_id())) if box.get_active_id() else None,
+                      lambda item: box.set_active_id(str(item.get_id()) if item else ""))
 
-    def choice(argument, table):
-        box = combo([(nick, label) for nick, (label, _help) in table.items()], config.get_property(argument))
-        return box, box, box.get_active_id
+    def choice(table):
+        box = combo([(nick, label) for nick, (label, _help) in table.items()])
+        return _Field(box, box.get_active_id, box.set_active_id)
 
     band = Gtk.SpinButton.new_with_range(0, 2000, 1)
-    band.set_value(config.get_property("band-width"))
-
     engines = logic.engine_choices(hello)
-    current = config.get_property("engine") or "auto"
-    if current not in [entry.name for entry in engines]:
-        engines.append(logic.EngineChoice(current, current, "not offered by the server", False))
-    engine = combo([(entry.name, entry.label) for entry in engines], current)
+    engine = combo([(entry.name, entry.label) for entry in engines])
     detail = Gtk.Label(xalign=0.0, wrap=True, max_width_chars=50, selectable=True)
+
+    def show_engine(name):
+        if not engine.set_active_id(name or "auto"):  # a name the server does not offer (a saved setting)
+            engines.append(logic.EngineChoice(name, name, "not offered by the server", False))
+            engine.append(name, name)
+            engine.set_active_id(name)
 
     def show_detail(*_args):
         text = {entry.name: entry.detail for entry in engines}.get(engine.get_active_id(), "")
@@ -144,20 +152,23 @@ def _dialog_fields(Gtk, config, image, layer, hello):
         engine.set_tooltip_text(text or logic.ARGUMENTS["engine"][1])
 
     engine.connect("changed", show_detail)
-    show_detail()
     engine_box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4)
     engine_box.pack_start(engine, False, False, 0)
     engine_box.pack_start(detail, False, False, 0)
-    return {
-        "second-layer": picker("second-layer", layers, layer.get_id()),
-        "clean-plate-layer": picker("clean-plate-layer", layers, layer.get_id()),
-        "mask-source": choice("mask-source", logic.MASK_SOURCES),
-        "mask-channel": picker("mask-channel", image.get_channels()),
-        "guide-kind": choice("guide-kind", logic.GUIDE_KINDS),
-        "band-width": (band, band, band.get_value_as_int),
-        "quality": choice("quality", logic.QUALITIES),
-        "engine": (engine_box, engine, lambda: engine.get_active_id() or "auto"),
+    fields = {
+        "second-layer": picker(layers, layer.get_id()),
+        "clean-plate-layer": picker(layers, layer.get_id()),
+        "mask-source": choice(logic.MASK_SOURCES),
+        "mask-channel": picker(image.get_channels()),
+        "guide-kind": choice(logic.GUIDE_KINDS),
+        "band-width": _Field(band, band.get_value_as_int, band.set_value),
+        "quality": choice(logic.QUALITIES),
+        "engine": _Field(engine_box, lambda: engine.get_active_id() or "auto", show_engine, focus=engine),
     }
+    for argument, field in fields.items():
+        field.write(config.get_property(argument))
+    show_detail()
+    return fields
 
 
 def _run_dialog(procedure, config, image, layer, hello, endpoint_note):
@@ -172,27 +183,32 @@ def _run_dialog(procedure, config, image, layer, hello, endpoint_note):
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config, title="Mattebox")
     grid = Gtk.Grid(row_spacing=6, column_spacing=12, border_width=12)
     fields = _dialog_fields(Gtk, config, image, layer, hello)
+    handlers = []
     for row, argument in enumerate(logic.DIALOG_ARGUMENTS):
-        widget, focus, _read = fields[argument]
+        field = fields[argument]
         label_text, help_text = logic.ARGUMENTS[argument]
         label = Gtk.Label.new_with_mnemonic(label_text)
         label.set_xalign(0.0)
-        label.set_yalign(0.0 if widget is not focus else 0.5)
-        label.set_mnemonic_widget(focus)
-        if not focus.get_tooltip_text():
-            focus.set_tooltip_text(help_text)
-        widget.set_hexpand(True)
+        label.set_yalign(0.5 if field.widget is field.focus else 0.0)
+        label.set_mnemonic_widget(field.focus)
+        if not field.focus.get_tooltip_text():
+            field.focus.set_tooltip_text(help_text)
+        field.widget.set_hexpand(True)
         grid.attach(label, 0, row, 1, 1)
-        grid.attach(widget, 1, row, 1, 1)
+        grid.attach(field.widget, 1, row, 1, 1)
+        handlers.append(config.connect(f"notify::{argument}", lambda cfg, _spec, name=argument, shown=field:
+                                       shown.write(cfg.get_property(name))))
     if endpoint_note:
         note = Gtk.Label(label=endpoint_note, xalign=0.0, wrap=True, max_width_chars=70, selectable=True)
         grid.attach(note, 0, len(fields), 2, 1)
     dialog.get_content_area().pack_start(grid, True, True, 0)
     grid.show_all()
     accepted = dialog.run()
+    for handler in handlers:
+        config.disconnect(handler)
     if accepted:
-        for argument, (_widget, _focus, read) in fields.items():
-            config.set_property(argument, read())
+        for argument, field in fields.items():
+            config.set_property(argument, field.read())
     dialog.destroy()
     return accepted
 

@@ -21,12 +21,11 @@ import numpy as np
 from tests.hosts import gimp_chroot
 from tests.support.servers import ServerProcess, tree_env
 
-HOST = "gimp"
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 SAMPLE_LAYER = "portrait"
 #: after Alt+R (Filte_rs): the last entry (Matting, ours; it has no mnemonic), its submenu, Mattebox...
-MENU_KEYS = "End Right Return"
+MENU_KEYS = ["End", "Right", "Return"]
 #: the screenshots docs/hosts/gimp.md shows
 IMAGES = ("gimp-dialog.png", "gimp-result.png")
 
@@ -111,11 +110,12 @@ def run_session(work: Path, timeout: float = 600) -> Dict:
                         "--vendor", "never", "--endpoint", server.endpoint], check=True, capture_output=True,
                        env=tree_env(MATTEBOX_CONFIG=str(config)), cwd=ROOT)
         env = {"GIMP3_DIRECTORY": inside(profile), "MATTEBOX_CONFIG": inside(config),
-               "MATTEBOX_SAMPLE_DIR": inside(sample_dir), "MATTEBOX_SAMPLE_SCRIPT": inside(sample_dir /
-                                                                                           "open_sample.py"),
-               "MATTEBOX_SAMPLE_TITLE": "GNU Image Manipulation Program$", "MATTEBOX_MENU_KEYS": MENU_KEYS}
-        proc = gimp_chroot.run_in_chroot(["python3", inside(work / "session.py"), inside(out)], root=root, env=env,
-                                         timeout=timeout)
+               "MATTEBOX_SAMPLE_DIR": inside(sample_dir)}
+        (work / "session-args.json").write_text(json.dumps({
+            "sample_script": inside(sample_dir / "open_sample.py"), "title": "GNU Image Manipulation Program$",
+            "menu_keys": MENU_KEYS}))
+        proc = gimp_chroot.run_in_chroot(["python3", inside(work / "session.py"), inside(out),
+                                          inside(work / "session-args.json")], root=root, env=env, timeout=timeout)
     finally:
         server.stop()
     found = {"returncode": proc.returncode, "stderr": proc.stderr,
