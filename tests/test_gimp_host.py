@@ -211,7 +211,8 @@ def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_pro
     np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
     # the engine used every input: the message says it worked and adds no note
     message = [line for line in out["gimp_stderr"].splitlines() if "Mattebox: " in line]
-    assert len(message) == 1 and message[0].endswith("the input layers are hidden so the cut-out shows"), out["gimp_stderr"]
+    assert len(message) == 1, out["gimp_stderr"]
+    assert message[0].endswith("the input layers are hidden so the cut-out shows"), message
 
 
 def test_clean_plate_layer_is_sent_over_the_layer_area(gimp_root, gimp_profile, test_server):
