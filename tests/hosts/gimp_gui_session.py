@@ -137,9 +137,10 @@ try:
                              "-b", f"exec(open({sample!r}).read())"], stdout=gimp_log, stderr=subprocess.STDOUT)
     main = wait_for("the image window", lambda: windows(ARGS["title"]))[0]
     log["windows_at_start"] = [xdotool("getwindowname", w) for w in windows(".")]
-    xdotool("windowmove", main, "0", "0")
-    xdotool("windowsize", main, str(SCREEN[0]), str(SCREEN[1]))
     wait_until_still("the image is shown")
+    xdotool("windowmove", main, "0", "0")
+    xdotool("windowsize", main, str(SCREEN[0]), str(SCREEN[1] - 150))  # room below for the message
+    wait_until_still("the window is resized")
     # Filters > Matting > Mattebox... by keyboard: Alt+R opens Filte_rs, the menu's own mnemonics do the rest
     key(main, "alt+r", *ARGS["menu_keys"])
     dialog = wait_for("the Mattebox dialog", lambda: windows("^Mattebox$"))[0]
