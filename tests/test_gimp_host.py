@@ -7,6 +7,7 @@ debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/ho
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -428,6 +429,25 @@ def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile)
     lines = out["gimp_stderr"].splitlines()
     assert lines.count(out["error"].splitlines()[0]) == 1
     assert "plug-in-mattebox" in lines[lines.index(out["error"].splitlines()[0]) - 1]
+
+
+def test_interactive_dialog_fits_and_says_why_the_server_did_not_start(gimp_root, fresh_profile):
+    """The configured server command dies with a long unbroken log line (as a missing module's path is): the
+    dialog's note says so and the dialog still fits the screen, and the error after OK quotes the server's log."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    why = "ModuleNotFoundError:/opt/" + "very-long-folder-name/" * 12 + "torch"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "args": {}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return", image=linear,
+                      server_command=["python3", "-c", f"import sys; sys.exit({why!r})"])
+    assert out["status"] == "execution-error"
+    assert "exited with code 1" in out["error"] and why in out["error"]
+    size = re.search(r"responder: '\^Mattebox\$' is (\d+)x(\d+)", out["gimp_stderr"])
+    # within gimp_interactive.sh's 1024×768 screen (a wrapped note once made it 792 px tall)
+    assert size and int(size.group(1)) <= 1024 and int(size.group(2)) <= 768, size and size.group(0)
 
 
 def test_interactive_cancel_button_stops_the_server_job(gimp_root, fresh_profile, server_process, monkeypatch):

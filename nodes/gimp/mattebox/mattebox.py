@@ -104,6 +104,14 @@ class _ProgressWindow:
         self.pump()
 
 
+def _wrapped_label(Gtk, text, width_chars):
+    """A selectable label wrapped at ``width_chars`` (Pango breaks a word longer than that, such as a path in a
+    log line, so the dialog keeps its width; tests/test_gimp_host.py checks it). It also asks for that width:
+    GTK sizes a wrapped label's height for its minimum width, which would make the dialog far too tall."""
+    return Gtk.Label(label=text, xalign=0.0, wrap=True, width_chars=width_chars, max_width_chars=width_chars,
+                     selectable=True)
+
+
 class _Field:
     """One dialog field: ``widget`` (what the grid holds), ``focus`` (what its label's mnemonic focuses),
     ``read()`` -> the config value on OK, ``write(value)`` shows a config value (GIMP's Reset and Load Saved
@@ -138,7 +146,7 @@ def _dialog_fields(Gtk, config, image, layer, hello):
     band = Gtk.SpinButton.new_with_range(0, 2000, 1)
     engines = logic.engine_choices(hello)
     engine = combo([(entry.name, entry.label) for entry in engines])
-    detail = Gtk.Label(xalign=0.0, wrap=True, max_width_chars=50, selectable=True)
+    detail = _wrapped_label(Gtk, "", 50)
 
     def show_engine(name):
         if not engine.set_active_id(name or "auto"):  # a name the server does not offer (a saved setting)
@@ -199,7 +207,7 @@ def _run_dialog(procedure, config, image, layer, hello, endpoint_note):
         handlers.append(config.connect(f"notify::{argument}", lambda cfg, _spec, name=argument, shown=field:
                                        shown.write(cfg.get_property(name))))
     if endpoint_note:
-        note = Gtk.Label(label=endpoint_note, xalign=0.0, wrap=True, max_width_chars=70, selectable=True)
+        note = _wrapped_label(Gtk, endpoint_note, 90)
         grid.attach(note, 0, len(fields), 2, 1)
     dialog.get_content_area().pack_start(grid, True, True, 0)
     grid.show_all()
