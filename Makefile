@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint serve clean
+.PHONY: demo test test-fast bench lint serve screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check plugin server nodes installers tests bench
+
+# the hosts as a person sees them (real GIMP GUI in its chroot, the Nuke knobs drawn from the node), written into
+# docs/images/; not part of `make test`: hosts that cannot be built here are skipped with the reason
+screenshots: $(STAMP)
+	$(PY) -m tests.hosts.screenshots
 
 serve: $(STAMP)
 	$(VENV)/bin/mattebox serve

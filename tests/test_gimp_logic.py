@@ -165,18 +165,46 @@ def test_engine_choices_list_auto_first_and_say_why_unavailable():
     hello = {"engines": [{"name": "classical", "description": "closed-form", "available": True},
                          {"name": "vitmatte", "description": "", "available": False, "why": "no weights"}]}
     choices = mg.engine_choices(hello)
-    assert [c[0] for c in choices] == ["auto", "classical", "vitmatte"]
-    assert choices[2] == ("vitmatte", "vitmatte (unavailable: no weights)", False)
-    assert mg.engine_choices(None) == [("auto", "Auto (best available)", True)]
+    assert [c.name for c in choices] == ["auto", "classical", "vitmatte"]
+    assert choices[1] == mg.EngineChoice("classical", "classical — installed", "closed-form", True)
+    assert choices[2] == mg.EngineChoice("vitmatte", "vitmatte — unavailable", "unavailable: no weights", False)
+    assert [c.name for c in mg.engine_choices(None)] == ["auto"]
 
 
-def test_engine_choices_say_how_to_get_missing_weights():
+def test_engine_choices_keep_labels_short_and_the_install_command_in_the_detail():
+    """A label with the install command made the dialog 1651 px wide: the label is the name and its state, the
+    command goes to the detail (tooltip and the wrapped line under the list)."""
+    command = "mattebox models pull vitmatte-small-composition-1k"
     hello = {"engines": [{"name": "vitmatte", "description": "ViTMatte", "available": False,
-                          "why": "weights not installed; run ...",
-                          "get": "mattebox models pull vitmatte-small-composition-1k"}]}
-    assert mg.engine_choices(hello)[1] == (
-        "vitmatte", "vitmatte — ViTMatte (not installed: run `mattebox models pull vitmatte-small-composition-1k` "
-        "(`mattebox models` lists the choices))", False)
+                          "why": "weights not installed; run ...", "get": command}]}
+    choice = mg.engine_choices(hello)[1]
+    assert choice.label == "vitmatte — not installed"
+    assert choice.detail.startswith("ViTMatte; not installed: run `" + command + "`")
+    assert not choice.available
+    assert max(len(c.label) for c in mg.engine_choices(hello)) < 30
+
+
+def test_dialog_labels_end_in_a_colon_and_mnemonics_are_unique():
+    labels = [mg.ARGUMENTS[argument][0] for argument in mg.DIALOG_ARGUMENTS]
+    assert all(label.endswith(":") for label in labels)
+    keys = [mg.mnemonic(label) for label in labels] + [mg.mnemonic(button) for button in mg.DIALOG_BUTTONS]
+    assert None not in keys
+    assert len(keys) == len(set(keys)), keys  # e.g. "_Clean plate" once clashed with "_Cancel"
+    assert mg.mnemonic("C_lean plate layer:") == "l" and mg.mnemonic("no mnemonic") is None
+
+
+def test_pickers_offer_none_first_and_leave_out_the_source():
+    rows = mg.picker_choices([(3, "plate"), (4, "clean"), (5, "second")], exclude=3)
+    assert rows == [("", "(none)"), ("4", "clean"), ("5", "second")]
+    assert mg.picker_choices([]) == [("", "(none)")]
+
+
+def test_success_message_names_engine_time_group_and_notes():
+    text = mg.success_message("portrait", {"engine": "classical"}, 2.345, ["clean plate used on 1 frame(s)"])
+    assert text.startswith("Mattebox: matted 'portrait' with classical in 2.3 s into the group "
+                           "'portrait (Mattebox)'")
+    assert text.endswith("; clean plate used on 1 frame(s)")
+    assert mg.run_group_name("portrait") == "portrait (Mattebox)"
 
 
 def test_helpers_and_client_work_without_numpy(server_process, monkeypatch):
@@ -218,10 +246,11 @@ def test_plugin_file_compiles_and_names_every_helper_it_uses():
     missing = [name for name in used if not hasattr(mg, name)]
     assert not missing, f"mattebox.py calls helpers that mattebox_gimp lacks: {missing}"
     assert f'"{mg.PROCEDURE_NAME}"' in source
-    fill = re.search(r"dialog\.fill\((\[.*?\])\)", source, re.S).group(1)
     for argument in mg.LAYER_INPUTS:  # each layer input is a procedure argument and shown in the dialog
-        assert f'add_layer_argument("{argument}"' in source
-        assert f'"{argument}"' in fill
+        assert f'add_layer_argument(*text("{argument}")' in source
+        assert argument in mg.DIALOG_ARGUMENTS
+    for argument in mg.DIALOG_ARGUMENTS:  # the dialog builds a field for each
+        assert f'"{argument}": ' in source
 
 
 def test_plugin_folder_holds_only_what_the_installer_copies():

@@ -21,6 +21,7 @@ rm -f "$displayfile"
       window=$(xdotool search --onlyvisible --name "$title" 2>/dev/null | head -n 1)
       if [ -n "$window" ]; then
         sleep 0.5
+        echo "responder: '$title' is $(xdotool getwindowgeometry "$window" | sed -n 's/.*Geometry: //p')" >&2
         xdotool windowfocus --sync "$window" key "$key"
         echo "responder: sent $key to '$title'" >&2
         break

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
 from mattebox_plugin import protocol  # parameter data only: needs neither pyzmq nor msgpack
 
@@ -247,10 +247,21 @@ def choose_mask_source(requested: str, has_selection: bool, has_layer_mask: bool
     return requested
 
 
-def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool]]:
-    """(name, label, available) for the dialog's engine list, 'auto' first; only 'auto' when hello is missing.
-    A learned engine without weights says the command that installs them."""
-    choices = [("auto", "Auto (best available)", True)]
+class EngineChoice(NamedTuple):
+    """One entry of the dialog's engine list: a short ``label`` (the name and whether it can run) and the
+    ``detail`` (description, and for one that cannot run the reason or the install command) shown as the entry's
+    tooltip and on a wrapped line under the list."""
+    name: str
+    label: str
+    detail: str
+    available: bool
+
+
+def engine_choices(hello: Optional[Dict[str, Any]]) -> List[EngineChoice]:
+    """The dialog's engine list, 'auto' first; only 'auto' when hello is missing. Labels stay short (a long entry
+    made the dialog wider than the screen); a learned engine without weights says the command that installs them
+    in its detail."""
+    choices = [EngineChoice("auto", "auto — best available", "the server picks the best engine it has", True)]
     engines = (hello or {}).get("engines", [])
     if engines:  # a hello came through the client, so it imports
         from mattebox_plugin.client import engine_note
@@ -258,14 +269,64 @@ def engine_choices(hello: Optional[Dict[str, Any]]) -> List[Tuple[str, str, bool
         name = engine.get("name", "")
         if not name:
             continue
-        label = name + (f" — {engine['description']}" if engine.get("description") else "")
+        available = bool(engine.get("available", False))
+        state = "installed" if available else ("not installed" if engine.get("get") else "unavailable")
         note = engine_note(engine)
-        if note:
-            label += f" ({note})"
-        choices.append((name, label, bool(engine.get("available", False))))
+        detail = "; ".join(part for part in (engine.get("description") or "", note) if part)
+        choices.append(EngineChoice(name, f"{name} — {state}", detail, available))
     return choices
+
+
+#: the dialog's rows: argument -> (label with its mnemonic, help). Labels end in a colon like GIMP's own, and no
+#: two rows nor a row and a dialog button share a mnemonic (tests/test_gimp_logic.py checks both)
+ARGUMENTS = {
+    "second-layer": ("Parallax _partner layer:", "Parallax partner: the same shot with slight camera motion "
+                                                 "(optional)"),
+    "clean-plate-layer": ("C_lean plate layer:", "Clean plate: the same shot without the subject (optional); the "
+                                                 "server uses it as the known background"),
+    "mask-source": ("_Mask from:", "Where the guide comes from"),
+    "mask-channel": ("Mas_k channel:", "Channel to use when mask-source is 'channel'"),
+    "guide-kind": ("_Guide is a:", "How the guide's values are read"),
+    "band-width": ("_Band width:", "Unknown-band width in pixels around the mask's edge; 0 scales with the image"),
+    "quality": ("_Quality:", "Speed/accuracy preset"),
+    "engine": ("_Engine / model:", "Engine or model name from the server, or 'auto'"),
+    "time-limit": ("_Time limit:", "Cancel the job after this many seconds (0: no limit)"),
+}
+#: the arguments the dialog shows, in order (time-limit is for batch callers)
+DIALOG_ARGUMENTS = ("second-layer", "clean-plate-layer", "mask-source", "mask-channel", "guide-kind", "band-width",
+                    "quality", "engine")
+#: the buttons GIMP's procedure dialog adds (GIMP 3.0), whose mnemonics the rows must not reuse
+DIALOG_BUTTONS = ("_Help", "_Reset", "_OK", "_Cancel")
+#: what an empty layer or channel picker shows
+NONE_LABEL = "(none)"
+
+
+def mnemonic(label: str) -> Optional[str]:
+    """The lower-case letter after the first underscore of a GTK label, or None."""
+    index = label.find("_")
+    return label[index + 1].lower() if 0 <= index < len(label) - 1 else None
+
+
+def picker_choices(items: List[Tuple[int, str]], exclude: Optional[int] = None) -> List[Tuple[str, str]]:
+    """(id, label) rows of a layer or channel picker from (item id, name) pairs: "(none)" first (id ""), then the
+    items except ``exclude`` (the source layer, which cannot be its own partner or plate)."""
+    return [("", NONE_LABEL)] + [(str(item), name) for item, name in items if item != exclude]
 
 
 def layer_names(source_name: str) -> Tuple[str, str]:
     """Names of the new layers: the masked copy and the decontaminated foreground."""
     return f"{source_name} (matte)", f"{source_name} (foreground)"
+
+
+def run_group_name(source_name: str) -> str:
+    """The layer group a run's layers go into, named after the source; a rerun on the same layer replaces it."""
+    return f"{source_name} (Mattebox)"
+
+
+def success_message(source_name: str, info: Dict[str, Any], seconds: float, notes: List[str]) -> str:
+    """The line GIMP shows after a run: that it worked, with which engine and how long it took, what became of the
+    source layer, and the server's notes (second frame, clean plate, guidance warnings)."""
+    engine = info.get("engine") or "?"
+    text = (f"Mattebox: matted '{source_name}' with {engine} in {seconds:.1f} s into the group "
+            f"'{run_group_name(source_name)}'; the input layers are hidden so the cut-out shows")
+    return text + "".join(f"; {note}" for note in notes)
