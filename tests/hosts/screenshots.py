@@ -23,6 +23,25 @@ MAX_BYTES = 300_000
 PREFIX = "screenshots_"
 
 
+def read_xwd(path: Path):
+    """An X window dump (what Xvfb's ``-fbdir`` keeps current) of a 24/32-bit TrueColor screen -> H×W×3 uint8:
+    how every host's screenshots are taken (the hosts' own screenshot calls read back black under software GL)."""
+    import struct
+
+    import numpy as np
+
+    data = path.read_bytes()
+    fields = struct.unpack(">25I", data[:100])
+    header_size, width, height = fields[0], fields[4], fields[5]
+    byte_order, bits_per_pixel, bytes_per_line, colours = fields[7], fields[11], fields[12], fields[19]
+    if bits_per_pixel != 32:
+        raise ValueError(f"{path}: {bits_per_pixel} bits per pixel, expected 32 (Xvfb -screen WxHx24)")
+    start = header_size + 12 * colours
+    rows = np.frombuffer(data, np.uint8, count=bytes_per_line * height, offset=start).reshape(height, -1)
+    pixels = rows[:, :4 * width].reshape(height, width, 4)
+    return np.ascontiguousarray(pixels[..., [2, 1, 0]] if byte_order == 0 else pixels[..., [1, 2, 3]])
+
+
 def host_modules() -> List[Tuple[str, str]]:
     """(host, importable module name) of every host's screenshot module, sorted by host."""
     return sorted((path.stem[len(PREFIX):], f"tests.hosts.{path.stem}") for path in HERE.glob(f"{PREFIX}*.py"))

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ if __package__ in (None, ""):
     sys.path[:0] = [str(Path(__file__).resolve().parents[2] / p) for p in ("", "server", "plugin", "installers")]
 
 from tests.hosts import blender_chroot  # noqa: E402
+from tests.hosts.screenshots import read_xwd  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -120,22 +120,6 @@ def run_session(work: Path, timeout: float = 600) -> Dict:
             "doctor_ok": doctor.returncode == 0, "returncode": proc.returncode, "log": proc.stdout + proc.stderr,
             "session": json.loads(session_file.read_text()) if session_file.is_file() else {},
             "shots": {name: out / f"{name}.xwd" for name in IMAGES if (out / f"{name}.xwd").is_file()}}
-
-
-def read_xwd(path: Path):
-    """An X window dump of a 24-bit TrueColor screen (Xvfb's -fbdir file, 32 bits per pixel) -> H×W×3 uint8."""
-    import numpy as np
-
-    data = path.read_bytes()
-    fields = struct.unpack(">25I", data[:100])
-    header_size, width, height = fields[0], fields[4], fields[5]
-    byte_order, bits_per_pixel, bytes_per_line, colours = fields[7], fields[11], fields[12], fields[19]
-    if bits_per_pixel != 32:
-        raise ValueError(f"{path}: {bits_per_pixel} bits per pixel, expected 32 (Xvfb -screen WxHx24)")
-    start = header_size + 12 * colours
-    rows = np.frombuffer(data, np.uint8, count=bytes_per_line * height, offset=start).reshape(height, -1)
-    pixels = rows[:, :4 * width].reshape(height, width, 4)
-    return np.ascontiguousarray(pixels[..., [2, 1, 0]] if byte_order == 0 else pixels[..., [1, 2, 3]])
 
 
 def python_errors(log: str) -> List[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from tests.hosts import gimp_chroot
+from tests.hosts.screenshots import read_xwd
 from tests.support.servers import ServerProcess, tree_env
 
 HERE = Path(__file__).parent
@@ -68,20 +68,6 @@ def sample(height: int = 360, width: int = 480, seed: int = 4):
         x, y = centre + (reach + 20 + 40 * rng.random()) * step  # how far the hand strayed: 20-60 px
         lasso.append([float(np.clip(x, 0, width)), float(np.clip(y, 0, height))])
     return np.clip(image, 0, 1).astype(np.float32), lasso, alpha
-
-
-def read_xwd(path: Path) -> np.ndarray:
-    """An X window dump (what Xvfb's ``-fbdir`` keeps current) of a 24/32-bit TrueColor screen -> H×W×3 uint8."""
-    data = path.read_bytes()
-    fields = struct.unpack(">25I", data[:100])
-    header_size, width, height = fields[0], fields[4], fields[5]
-    byte_order, bits_per_pixel, bytes_per_line, colours = fields[7], fields[11], fields[12], fields[19]
-    if bits_per_pixel != 32:
-        raise ValueError(f"{path}: {bits_per_pixel} bits per pixel, expected 32 (Xvfb -screen WxHx24)")
-    start = header_size + 12 * colours
-    rows = np.frombuffer(data, np.uint8, count=bytes_per_line * height, offset=start).reshape(height, -1)
-    pixels = rows[:, :4 * width].reshape(height, width, 4)
-    return np.ascontiguousarray(pixels[..., [2, 1, 0]] if byte_order == 0 else pixels[..., [1, 2, 3]])
 
 
 def run_session(work: Path, timeout: float = 600) -> Dict:
