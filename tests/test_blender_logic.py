@@ -301,8 +301,10 @@ def test_engine_menu_from_hello_or_the_built_in_engines():
 
 def test_a_shot_of_blender_requests_uses_the_mask_on_key_frames_only(embedded_server, tmp_path):
     """Blender's requests (RGBA linear, mask from the mask image on every frame) through FrameRun's shot mode:
-    results for every frame in order, none recorded in the output index; a clean plate is refused by name."""
+    results for every frame in order, none recorded in the output index (a frame matted before is dropped from it:
+    its files are the shot's now); a clean plate is refused by name."""
     plates, written = _plates(3), {}
+    core.FrameIndex(str(tmp_path)).record(2, "made-before", {}, frame_run.key_hello(HELLO))
     run = frame_run.FrameRun(sorted(plates), make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
                              lambda f: core.build_request(plates[f], None, plates[f][..., 0] > 0.5,
                                                           {"engine": "classical"}),

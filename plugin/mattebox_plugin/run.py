@@ -29,7 +29,7 @@ With a :class:`Shot`, the frames are matted as one shot (``Client.matte_shot``, 
 for each frame when it needs it, the worker passes the ask to the stepping thread (which alone may read the
 host's pixels) and waits for the answer, and results come back per frame, in order, through the same
 ``write_results``. A shot frame depends on its neighbours and keys, so it has no content key (``work.key`` is
-None) and the cache is neither consulted nor filled.
+None): the cache is not consulted, and is told (``record`` with no key) that the frame's result is no cached one.
 """
 from __future__ import annotations
 
@@ -189,10 +189,11 @@ class FrameRun:
 
     ``cache`` (optional) has ``reuse(frame, key, outputs) -> bool`` (make the frame's stored result current and
     say so), ``record(frame, key, info, hello)`` (after ``write_results``; ``hello`` is :func:`key_hello` of the
-    server's) and ``made_under(frame)`` (the hello recorded with the frame's stored result, or None), which lets
-    a run with no server reuse what did not change (see the module docstring). ``on_connected(hello)`` runs on the
-    stepping thread once the server answered (e.g. to refresh an engine menu). ``cancel_wait`` bounds how long
-    a cancel waits for the server to confirm.
+    server's; both None for a shot frame, whose result replaced the frame's and has no key) and
+    ``made_under(frame)`` (the hello recorded with the frame's stored result, or None), which lets a run with no
+    server reuse what did not change (see the module docstring). ``on_connected(hello)`` runs on the stepping
+    thread once the server answered (e.g. to refresh an engine menu). ``cancel_wait`` bounds how long a cancel
+    waits for the server to confirm.
     """
 
     def __init__(self, frames: Sequence[int], connect: Callable[[], Any],
@@ -442,8 +443,8 @@ class FrameRun:
             self._fail(exc, work.frame, "writing the result failed: ")
             return
         info = dict(result.info)
-        if self.cache is not None and work.key is not None:
-            self.cache.record(work.frame, work.key, info, key_hello(self.hello or {}))
+        if self.cache is not None:  # a shot frame is recorded with no key: its files no longer match any
+            self.cache.record(work.frame, work.key, info, key_hello(self.hello or {}) if work.key else None)
         self._ended(work, FrameOutcome(work.frame, False, info, time.monotonic() - work.started))
 
     def _ended(self, work: Work, outcome: FrameOutcome) -> None:

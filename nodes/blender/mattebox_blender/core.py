@@ -146,7 +146,11 @@ class FrameIndex:
 
     def record(self, frame: int, key: str, info: Optional[Dict[str, Any]] = None,
                hello: Optional[Dict[str, Any]] = None) -> None:
-        self.frames[str(frame)] = {"key": key, "engine": (info or {}).get("engine")}
+        """The frame's files were made from ``key`` under ``hello``; no key (a shot frame): they match none."""
+        if key is None:
+            self.frames.pop(str(frame), None)
+        else:
+            self.frames[str(frame)] = {"key": key, "engine": (info or {}).get("engine")}
         self.hellos.remember(frame, hello)
         self.save()
 

@@ -251,7 +251,10 @@ class ResultStore:
         return True
 
     def record(self, frame: int, key: str, info: Dict[str, Any], hello: Optional[Dict[str, Any]] = None) -> None:
-        """Remember the hello the frame was made under (the stored file named by its key is the rest)."""
+        """Remember the hello the frame was made under (the stored file named by its key is the rest). A shot
+        frame (no key) changes nothing: the store still holds what each key made."""
+        if key is None:
+            return
         self.hellos.remember(frame, hello)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         tmp = f"{self.path}.tmp{os.getpid()}"
