@@ -372,24 +372,33 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
 
 
 def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_process):
-    """Issue 19: a re-run served from the cache reported success with the server down. A result's content key
-    holds the server's version and engines (mattebox_plugin.run.content_key), so with no server to ask the run
-    fails and says why; the earlier results stay in the compositor."""
+    """Issue 19: a re-run served from the cache reported success with the server down. The output folder's index
+    keeps the server hello each frame was made under (its content key holds the server's version and engines), so
+    with no server the unchanged frame is reused, and the report and the panel say the server was not reachable and
+    why, as a warning."""
     server = server_process()
     snippet = '''
         setup_scene(ARGS["endpoint"], engine="passthrough")
-        runs = []
-        run_once(runs)
-        RESULT = {"run": runs[-1], "status": bpy.context.window_manager.mattebox_status.text,
+        run = ext.operators.start_run(bpy.context)
+        run.wait(timeout=120)
+        reports = []
+        ext.operators.finish_run(run, lambda level, text: reports.append((sorted(level), text)))
+        RESULT = {"run": {"state": run.state, "computed": run.computed, "reused": run.reused,
+                          "report": reports[-1][1]},
+                  "level": reports[-1][0], "status": bpy.context.window_manager.mattebox_status.text,
                   "images": sorted(i.name for i in bpy.data.images)}
     '''
     first = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
-    assert first["run"]["computed"] == [1] and first["run"]["state"] == "finished"
+    assert first["run"]["state"] == "finished" and first["level"] == ["INFO"]
+    assert "server not reachable" not in first["run"]["report"]
     server.stop()
     again = run_blender(blender_python, tmp_path, snippet, endpoint=server.endpoint)
-    assert again["run"]["state"] == "failed" and again["run"]["reused"] == []
-    assert server.endpoint in again["run"]["report"], again["run"]["report"]
-    assert again["status"] == again["run"]["report"]  # the panel's status line says it too
+    assert again["run"]["state"] == "finished" and again["run"]["reused"] == [1], again["run"]
+    assert again["level"] == ["WARNING"]
+    report = again["run"]["report"]
+    assert report.startswith("Mattebox: 1 frame(s) from cache; server not reachable: ") and server.endpoint in report
+    assert again["status"] == report  # the panel's status line says it too
+    assert "Matte Alpha" in again["images"]
 
 
 def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):

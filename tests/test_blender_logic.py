@@ -4,6 +4,7 @@ real-Blender tests are in test_blender_host.py)."""
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -125,8 +126,13 @@ def test_frame_index_needs_matching_key_and_files(tmp_path):
     assert core.FrameIndex(str(tmp_path)).reuse(3, "abc", ["alpha"])  # persisted
     assert not index.reuse(3, "abd", ["alpha"])
     assert not index.reuse(4, "abc", ["alpha"])
+    assert index.made_under(3) is None  # recorded without the server's hello: no offline reuse
+    index.record(3, "abc", {"engine": "classical"}, frame_run.key_hello(HELLO))
+    assert core.FrameIndex(str(tmp_path)).made_under(3) == frame_run.key_hello(HELLO)  # persisted with the key
     (tmp_path / core.FrameIndex.NAME).write_text("{not json")
     assert core.FrameIndex(str(tmp_path)).frames == {}  # a damaged index only costs a recompute
+    (tmp_path / core.FrameIndex.NAME).write_text("[]")
+    assert core.FrameIndex(str(tmp_path)).made_under(3) is None
 
 
 def test_endpoint_policy_and_error_text():
@@ -209,15 +215,32 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
     assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
 
 
-def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
-    import socket
-
+def _closed_endpoint():
+    """A loopback endpoint nothing listens at."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
+    endpoint = _closed_endpoint()
     run = _run(endpoint, _plates(1), {}, tmp_path)
     assert run.wait(timeout=10) == frame_run.FAILED
     assert f"no mattebox server at {endpoint}" in run.error
+
+
+def test_run_with_no_server_reuses_the_index_and_says_why(embedded_server, tmp_path):
+    """Issue 19: yesterday's results come back from the output folder with no server, and the run says why."""
+    plates = _plates(2)
+    first = _run(embedded_server.bound_endpoint, plates, {}, tmp_path)
+    assert first.wait() == frame_run.FINISHED, first.error
+    for frame in first.computed:
+        for kind in ("alpha", "foreground"):
+            Path(core.result_path(str(tmp_path), kind, frame)).write_bytes(b"x")
+    endpoint = _closed_endpoint()
+    again = _run(endpoint, plates, {}, tmp_path)
+    assert again.wait(timeout=30) == frame_run.FINISHED, again.error
+    assert again.reused == [1, 2] and f"no mattebox server at {endpoint}" in again.offline
 
 
 def test_remote_endpoint_needs_online_access():
@@ -278,8 +301,10 @@ def test_engine_menu_from_hello_or_the_built_in_engines():
 
 def test_a_shot_of_blender_requests_uses_the_mask_on_key_frames_only(embedded_server, tmp_path):
     """Blender's requests (RGBA linear, mask from the mask image on every frame) through FrameRun's shot mode:
-    results for every frame in order, none recorded in the output index; a clean plate is refused by name."""
+    results for every frame in order, none recorded in the output index (a frame matted before is dropped from it:
+    its files are the shot's now); a clean plate is refused by name."""
     plates, written = _plates(3), {}
+    core.FrameIndex(str(tmp_path)).record(2, "made-before", {}, frame_run.key_hello(HELLO))
     run = frame_run.FrameRun(sorted(plates), make_connect(embedded_server.bound_endpoint, 10.0, None, False, False),
                              lambda f: core.build_request(plates[f], None, plates[f][..., 0] > 0.5,
                                                           {"engine": "classical"}),

@@ -4,13 +4,14 @@ Scripted clients make the timing-free cases exact; one test drives a real in-pro
 of it is tested in test_blender_logic.py and test_nuke_node.py."""
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
 import pytest
 
 from mattebox_plugin import run as frame_run
-from mattebox_plugin.client import Client, JobFailed
+from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 from mattebox_plugin.protocol import Buffer
 
 HELLO = {"server_version": "1.0", "engines": [{"name": "classical", "kind": "classical", "available": True},
@@ -46,6 +47,9 @@ def test_content_key_covers_pixels_params_server_and_engine():
     auto = _request(image)
     assert frame_run.content_key(auto, installed) != frame_run.content_key(auto, HELLO)
     assert frame_run.content_key(_request(image, engine="classical"), installed) == key
+    # what a cache remembers of the hello gives the same keys (an offline run recomputes them from it)
+    for hello in (HELLO, installed, dict(HELLO, device="cuda", engines=[dict(HELLO["engines"][0], note="x")])):
+        assert frame_run.content_key(auto, frame_run.key_hello(hello)) == frame_run.content_key(auto, hello)
 
 
 class _Job:
@@ -92,14 +96,22 @@ def _image(frame):
 
 
 class _Cache:
+    """FrameRun's cache interface over a set of keys, remembering each frame's hello as the hosts' caches do."""
+
     def __init__(self, keys=()):
         self.keys, self.recorded = set(keys), []
+        self.hellos = frame_run.RememberedHellos()
 
     def reuse(self, frame, key, outputs):
         return key in self.keys
 
-    def record(self, frame, key, info):
+    def record(self, frame, key, info, hello):
         self.recorded.append((frame, key, info))
+        self.keys.add(key)
+        self.hellos.remember(frame, hello)
+
+    def made_under(self, frame):
+        return self.hellos.get(frame)
 
 
 def test_frames_run_in_order_with_cache_outcomes_and_monotonic_progress():
@@ -243,7 +255,8 @@ def test_a_shot_reads_frames_on_the_stepping_thread_and_writes_them_in_order(emb
     assert [frame for frame, *_ in written] == frames and run.computed == frames
     assert all(on_stepping for _, on_stepping in reads) and {f for f, _ in reads} == set(frames)
     assert written[0][2] == ["image", "mask"] and all(names == ["image"] for _, _, names, _ in written[1:])
-    assert all(key is None for _, key, _, _ in written) and run.cache.recorded == []  # shots are not cached
+    assert all(key is None for _, key, _, _ in written)
+    assert [(f, key) for f, key, _ in run.cache.recorded] == [(f, None) for f in frames]  # shots are not cached
     for frame, _, _, alpha in written:
         inside = masks[frame] > 0.5
         assert alpha[inside].mean() > 0.9 and alpha[~inside].mean() < 0.1, frame
@@ -308,3 +321,90 @@ def test_a_shot_reports_per_frame_progress_and_cancels():
 
     assert run.wait(on_step=cancel_on_the_second_frame) == frame_run.CANCELLED
     assert written == [5] and run.error == "cancelled" and sorted(client.read[0]) == ["image"]
+
+
+# -------------------------------------------------------------------------------------------- offline
+DOWN = ServerUnavailable("no mattebox server at tcp://127.0.0.1:9")
+
+
+def _unreachable():
+    raise DOWN
+
+
+def _cached_run(frames, read=_image, **options):
+    """A cache filled by a run of ``frames`` against the scripted server."""
+    cache = _Cache()
+    client = _Client([_Job([], {"engine": "classical", "frame": f}) for f in frames])
+    run = frame_run.FrameRun(frames, lambda: client, read, lambda work, result: None, cache=cache, **options)
+    assert run.wait() == frame_run.FINISHED and run.offline is None, run.error
+    return cache
+
+
+def test_with_no_server_unchanged_frames_come_from_the_cache_and_the_run_says_why():
+    cache = _cached_run([1, 2, 3])
+    # what the cache keeps survives a save and a reload (the hosts keep it as JSON)
+    cache.hellos = frame_run.RememberedHellos(json.loads(json.dumps(cache.hellos.to_json())))
+    written, texts = [], []
+
+    def read(frame):  # the status while the run goes on without the server
+        texts.append(run.status_text())
+        return _image(frame)
+
+    run = frame_run.FrameRun([1, 2, 3], _unreachable, read, lambda work, result: written.append(work.frame),
+                             cache=cache)
+    assert run.wait() == frame_run.FINISHED, run.error
+    assert run.reused == [1, 2, 3] and written == [] and run.hello is None
+    assert run.offline == "no mattebox server at tcp://127.0.0.1:9" and run.error is None
+    assert run.offline_note() == "3 frame(s) from cache; server not reachable: no mattebox server at tcp://127.0.0.1:9"
+    assert texts[1] == "running, frame 2 (2/3): from the cache (server not reachable)", texts
+
+
+def test_with_no_server_a_changed_frame_fails_naming_it_and_the_reason():
+    cache = _cached_run([1, 2, 3])
+
+    def retouched(frame):
+        request = _image(frame)
+        if frame == 2:
+            request["image"][0, 0, 0] += 0.01
+        return request
+
+    run = frame_run.FrameRun([1, 2, 3], _unreachable, retouched, lambda work, result: None, cache=cache)
+    assert run.wait() == frame_run.FAILED and run.reused == [1] and run.exception is DOWN
+    assert run.error == "frame 2: not in the cache, and the server is not reachable: no mattebox server at " \
+                        "tcp://127.0.0.1:9"
+    # a changed setting changes every frame's key: the first frame fails with the reason alone, as with no cache
+    run = frame_run.FrameRun([1, 2, 3], _unreachable, lambda f: dict(_image(f), params={"engine": "classical",
+                                                                                          "quality": "best"}),
+                             lambda work, result: None, cache=cache)
+    assert run.wait() == frame_run.FAILED and run.reused == [] and run.offline is None
+    assert run.error == "no mattebox server at tcp://127.0.0.1:9"
+    # so does a frame the cache holds nothing for, and a cache that remembers no hellos (no made_under)
+    run = frame_run.FrameRun([4], _unreachable, _image, lambda work, result: None, cache=cache)
+    assert run.wait() == frame_run.FAILED and run.error == "no mattebox server at tcp://127.0.0.1:9"
+    run = frame_run.FrameRun([1], _unreachable, _image, lambda work, result: None, cache=object())
+    assert run.wait() == frame_run.FAILED and run.error == "no mattebox server at tcp://127.0.0.1:9"
+
+
+def test_a_shot_with_no_server_fails_with_the_reason():
+    """Shot frames depend on their neighbours and are never cached, so a shot needs the server."""
+    cache = _cached_run([1, 2, 3])
+    read = []
+    run = frame_run.FrameRun([1, 2, 3], _unreachable, lambda f: read.append(f) or _image(f),
+                             lambda work, result: None, cache=cache, shot=frame_run.Shot())
+    assert run.wait() == frame_run.FAILED and run.offline is None and read == [] and run.outcomes == []
+    assert run.error == "no mattebox server at tcp://127.0.0.1:9" and run.exception is DOWN
+
+
+def test_remembered_hellos_are_kept_once_and_damage_loads_as_empty():
+    hellos = frame_run.RememberedHellos()
+    newer = dict(HELLO, server_version="1.1")
+    for frame in (1, 2, 3):
+        hellos.remember(frame, HELLO)
+    hellos.remember(3, newer)
+    saved = hellos.to_json()
+    assert len(saved["hellos"]) == 2 and saved["frames"]["1"] == saved["frames"]["2"] != saved["frames"]["3"]
+    assert hellos.get(3) == frame_run.key_hello(newer) and hellos.get(9) is None
+    hellos.remember(3, None)  # a result made under an unknown hello: forgotten, and its hello no longer saved
+    assert hellos.get(3) is None and len(hellos.to_json()["hellos"]) == 1
+    for damaged in (None, [], {"hellos": [1], "frames": {}}, {"hellos": {"a": 1}, "frames": {"1": "a"}}):
+        assert frame_run.RememberedHellos(damaged).get(1) is None

@@ -109,7 +109,8 @@ def test_cache_reuses_results_and_invalidates_on_change(fake_nuke, server):
     assert all(o.cached for o in again.outcomes) and "(3 from cache)" in group["status"].value()
     assert all(o.cached for o in mattebox_nuke.matte(group).outcomes)  # a third time: same files, no leftovers
     node_dir = os.path.join(group["cache_dir"].value(), "Mattebox1")
-    assert sorted(os.listdir(node_dir)) == ["in", "result.0001.exr", "result.0002.exr", "result.0003.exr"]
+    assert sorted(os.listdir(node_dir)) == ["in", "made_under.json", "result.0001.exr", "result.0002.exr",
+                                            "result.0003.exr"]
     group["premultiply"].setValue(True)  # a setting that changes the result file: new key
     changed = mattebox_nuke.matte(group, frames=[2])
     assert not changed.outcomes[0].cached
@@ -255,6 +256,33 @@ def test_server_down_surfaces_on_the_node(fake_nuke, capsys):
     assert endpoint in group["status"].value() and "mattebox serve" in group["status"].value()
     assert group["label"].value().startswith("error: ")
     assert f"[mattebox] Mattebox1: ERROR no mattebox server at {endpoint}" in capsys.readouterr().err
+
+
+def test_server_down_rematte_is_served_from_the_cache_and_says_so(fake_nuke, tmp_path):
+    """Issue 19: with the server stopped, re-matting what did not change reuses the cached results, and the status
+    says the server is down (not a plain success); a changed frame fails naming the frame and why."""
+    import mattebox_nuke
+    from mattebox_plugin.client import ServerUnavailable
+
+    process = ServerProcess(tmp_path)
+    group, pixels = make_comp(fake_nuke, process.endpoint, guide=square_mask(H, W))
+    try:
+        mattebox_nuke.matte(group)
+    finally:
+        process.stop()
+    first = group._render(2)["rgba.alpha"].copy()
+    again = mattebox_nuke.matte(group)
+    assert [o.cached for o in again.outcomes] == [True, True, True]
+    status = group["status"].value()
+    assert status.startswith("frames 1-3: 3 frame(s) from cache; server not reachable: "), status
+    assert process.endpoint in status and not group["label"].value().startswith("error: ")
+    assert np.array_equal(group._render(2)["rgba.alpha"], first)
+    pixels[3]["rgba.red"] = pixels[3]["rgba.red"] * 0.5  # a retouched plate frame needs the server
+    with pytest.raises(ServerUnavailable):
+        mattebox_nuke.matte(group)
+    status = group["status"].value()
+    assert status.startswith("frame 3: not in the cache, and the server is not reachable: "), status
+    assert process.endpoint in status and group["label"].value().startswith("error: ")
 
 
 def test_server_down_in_gui_shows_a_message(fake_nuke):

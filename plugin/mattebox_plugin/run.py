@@ -18,11 +18,18 @@ colour convention, the server's version and the requested engine's row from ``he
 newly installed engine never reuses an old result), :data:`CACHE_VERSION` and a host's ``key_extra`` (how it
 stores results).
 
+Offline: a cache also remembers the part of ``hello`` each result was made under (:func:`key_hello`). When
+``connect()`` fails, a run does not fail at once: each frame's key is computed with its remembered hello and a
+match is reused, so yesterday's results come back with no server; the run still says why the server was not
+reachable (:attr:`FrameRun.offline`, :meth:`FrameRun.offline_note`), and the first frame that needs the server
+(no match: its inputs or settings changed, or nothing is remembered) fails the run with that reason (the reason
+alone, as without a cache, when no frame came from the cache before it).
+
 With a :class:`Shot`, the frames are matted as one shot (``Client.matte_shot``, docs/shots.md): the server asks
 for each frame when it needs it, the worker passes the ask to the stepping thread (which alone may read the
 host's pixels) and waits for the answer, and results come back per frame, in order, through the same
 ``write_results``. A shot frame depends on its neighbours and keys, so it has no content key (``work.key`` is
-None) and the cache is neither consulted nor filled.
+None): the cache is not consulted, and is told (``record`` with no key) that the frame's result is no cached one.
 """
 from __future__ import annotations
 
@@ -45,9 +52,57 @@ CONNECTING, RUNNING, FINISHED, FAILED, CANCELLED = "connecting", "running", "fin
 KEY_INPUTS = ("image", "second", "mask", "trimap", "background")
 
 
+#: the fields of a hello's engine row that the content key reads
+ENGINE_KEY_FIELDS = ("name", "kind", "available", "uses")
+
+
+def key_hello(hello: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a server's ``hello`` that :func:`content_key` reads (the server's version, each engine's
+    :data:`ENGINE_KEY_FIELDS`): what a cache remembers with a result so that its key can be computed again with
+    no server (``content_key(request, key_hello(hello)) == content_key(request, hello)``)."""
+    return {"server_version": hello.get("server_version"),
+            "engines": [{k: row.get(k) for k in ENGINE_KEY_FIELDS} for row in hello.get("engines", [])]}
+
+
+def hello_id(hello: Dict[str, Any]) -> str:
+    """A short stable name for a hello's key part, so that a cache stores each remembered hello once."""
+    text = json.dumps(key_hello(hello), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RememberedHellos:
+    """Which hello (its :func:`key_hello` part) each of a cache's frames was made under, each hello kept once: what
+    a cache answers ``made_under(frame)`` from. Saved as :meth:`to_json` gives it; anything else loads as empty
+    (a damaged record only costs a recompute)."""
+
+    def __init__(self, data: Any = None):
+        self.hellos: Dict[str, Dict[str, Any]] = {}
+        self.frames: Dict[str, str] = {}
+        if isinstance(data, dict) and isinstance(data.get("hellos"), dict) and isinstance(data.get("frames"), dict):
+            self.hellos = {i: h for i, h in data["hellos"].items() if isinstance(h, dict)}
+            self.frames = {str(f): i for f, i in data["frames"].items() if i in self.hellos}
+
+    def remember(self, frame: int, hello: Optional[Dict[str, Any]]) -> None:
+        """Record the hello the frame's result was made under (None: not known, so forget the old one)."""
+        if hello is None:
+            self.frames.pop(str(frame), None)
+            return
+        ident = hello_id(hello)
+        self.hellos[ident] = key_hello(hello)
+        self.frames[str(frame)] = ident
+
+    def get(self, frame: int) -> Optional[Dict[str, Any]]:
+        ident = self.frames.get(str(frame))
+        return None if ident is None else self.hellos[ident]
+
+    def to_json(self) -> Dict[str, Any]:
+        used = set(self.frames.values())
+        return {"hellos": {i: h for i, h in self.hellos.items() if i in used}, "frames": dict(self.frames)}
+
+
 def content_key(request: Dict[str, Any], hello: Dict[str, Any], extra: Any = None) -> str:
     """sha256 over a ``Client.submit`` request (inputs as numpy arrays or protocol.Buffer) and what in ``hello``
-    changes its result: equal keys mean equal results."""
+    changes its result (:func:`key_hello`): equal keys mean equal results."""
     params = protocol.validate_params(request.get("params") or {})
     recipe = {"v": CACHE_VERSION, "server": hello.get("server_version"), "engine": _engine_rows(hello, params),
               "params": params, "colorspace": request.get("colorspace", "linear"),
@@ -70,7 +125,7 @@ def _engine_rows(hello: Dict[str, Any], params: Dict[str, Any]) -> List[Dict[str
     """The hello rows that decide which engine runs: the named one, or for 'auto' every engine (what is
     available decides the pick)."""
     wanted = params.get("engine", "auto")
-    rows = [{k: row.get(k) for k in ("name", "kind", "available", "uses")} for row in hello.get("engines", [])]
+    rows = key_hello(hello)["engines"]
     return rows if wanted == "auto" else [row for row in rows if row["name"] == wanted]
 
 
@@ -133,9 +188,12 @@ class FrameRun:
     """Matte ``frames`` one after another (see the module docstring for the callbacks).
 
     ``cache`` (optional) has ``reuse(frame, key, outputs) -> bool`` (make the frame's stored result current and
-    say so) and ``record(frame, key, info)`` (after ``write_results``). ``on_connected(hello)`` runs on the
-    stepping thread once the server answered (e.g. to refresh an engine menu). ``cancel_wait`` bounds how long
-    a cancel waits for the server to confirm.
+    say so), ``record(frame, key, info, hello)`` (after ``write_results``; ``hello`` is :func:`key_hello` of the
+    server's; both None for a shot frame, whose result replaced the frame's and has no key) and
+    ``made_under(frame)`` (the hello recorded with the frame's stored result, or None), which lets a run with no
+    server reuse what did not change (see the module docstring). ``on_connected(hello)`` runs on the stepping
+    thread once the server answered (e.g. to refresh an engine menu). ``cancel_wait`` bounds how long a cancel
+    waits for the server to confirm.
     """
 
     def __init__(self, frames: Sequence[int], connect: Callable[[], Any],
@@ -166,6 +224,9 @@ class FrameRun:
         self.state = CONNECTING
         self.hello: Optional[Dict[str, Any]] = None
         self.error: Optional[str] = None  #: what failed, as describe_error says it (with the frame when known)
+        #: why the server could not be reached, when the run goes on from the cache without it (else None)
+        self.offline: Optional[str] = None
+        self._unreachable: Optional[BaseException] = None  # the exception behind ``offline``
         self.exception: Optional[BaseException] = None  #: the exception behind ``error``
         self.outcomes: List[FrameOutcome] = []
         self.last_event: Optional[ProgressEvent] = None  #: the latest progress of the frame in flight
@@ -224,9 +285,16 @@ class FrameRun:
         """The run as one line for a status bar or a progress message, e.g. "running, frame 1002 (2/10): solve
         3/4"."""
         text = f"{self.state}, frame {self.current_frame} ({self.position}/{len(self.frames)})"
-        if self.state == RUNNING and (self._in_flight or self.shot is not None) and self.last_event is not None:
+        if self.state == RUNNING and self.offline is not None:
+            text += ": from the cache (server not reachable)"
+        elif self.state == RUNNING and (self._in_flight or self.shot is not None) and self.last_event is not None:
             text += f": {self.last_event.text()}"
         return text
+
+    def offline_note(self) -> str:
+        """What a host says after a run that went on without a server (:attr:`offline` is set), e.g. "3 frame(s)
+        from cache; server not reachable: no mattebox server at tcp://127.0.0.1:5555"."""
+        return f"{len(self.reused)} frame(s) from cache; server not reachable: {self.offline}"
 
     def cancel(self) -> None:
         """Stop after telling the server; the run ends in state 'cancelled' once the worker confirms (at once
@@ -254,23 +322,39 @@ class FrameRun:
             frame = self.frames[self._next]
             self._next += 1
             try:
-                started = time.monotonic()
-                request = self._read_inputs(frame)
-                request["params"] = dict(request.get("params") or {}, outputs=list(self.outputs))
-                work = Work(frame, request, content_key(request, self.hello or {}, self.key_extra), started)
+                work = self._read(frame)
                 self._in_flight.append(work)
-                if self.cache is not None and self.cache.reuse(frame, work.key, self.outputs):
-                    self._ended(work, FrameOutcome(frame, True, {"cache": work.key}, time.monotonic() - started))
-                else:
-                    self._inbox.put(work)
+                cached = work.key is not None and self.cache is not None and self.cache.reuse(frame, work.key,
+                                                                                             self.outputs)
             except Exception as exc:  # bad inputs (sizes, missing frames) end the run, naming the frame
                 self._fail(exc, frame)
                 return True
+            if cached:
+                self._ended(work, FrameOutcome(frame, True, {"cache": work.key}, time.monotonic() - work.started))
+            elif self.offline is not None:  # with nothing from the cache yet, the reason alone, as with no cache
+                if self.reused:
+                    self._fail(self._unreachable, frame, "not in the cache, and the server is not reachable: ")
+                else:
+                    self.offline = None
+                    self._fail(self._unreachable)
+                return True
+            else:
+                self._inbox.put(work)
             if time.monotonic() > deadline:
                 break
         if self._next >= len(self.frames) and not self._in_flight:
             self._finish(FINISHED)
         return self.done
+
+    def _read(self, frame: int) -> Work:
+        """Read a frame's inputs and key them: with the server's hello, or offline with the hello the cache
+        remembers for the frame (no key when it remembers none)."""
+        started = time.monotonic()
+        request = self._read_inputs(frame)
+        request["params"] = dict(request.get("params") or {}, outputs=list(self.outputs))
+        hello = (self.hello or {}) if self.offline is None else self.cache.made_under(frame)
+        key = content_key(request, hello, self.key_extra) if hello is not None else None
+        return Work(frame, request, key, started)
 
     def wait(self, poll: float = 0.05, timeout: Optional[float] = None,
              on_step: Optional[Callable[["FrameRun"], None]] = None) -> str:
@@ -308,7 +392,9 @@ class FrameRun:
             except queue.Empty:
                 return
             kind = message[0]
-            if kind == "connected":
+            if kind == "unreachable":
+                self._go_offline(message[1])
+            elif kind == "connected":
                 self.hello = message[1]
                 if self.state == CONNECTING:
                     self.state = RUNNING
@@ -324,6 +410,15 @@ class FrameRun:
                 self._fail(message[1], message[2])
             elif kind == "cancelled":
                 self._finish(CANCELLED)
+
+    def _go_offline(self, exc: BaseException) -> None:
+        """No server could be reached (``exc`` says why): go on with the cache's remembered hellos, or fail at once
+        without a cache that remembers them, or for a shot (its frames are never cached)."""
+        if self.shot is not None or not callable(getattr(self.cache, "made_under", None)):
+            self._fail(exc)
+            return
+        self._unreachable, self.offline = exc, describe_error(exc)
+        self.state = RUNNING
 
     def _read_shot_frame(self, frame: int) -> None:
         """Answer the worker's ask for a shot frame with its inputs, or with the error reading them."""
@@ -348,8 +443,8 @@ class FrameRun:
             self._fail(exc, work.frame, "writing the result failed: ")
             return
         info = dict(result.info)
-        if self.cache is not None and work.key is not None:
-            self.cache.record(work.frame, work.key, info)
+        if self.cache is not None:  # a shot frame is recorded with no key: its files no longer match any
+            self.cache.record(work.frame, work.key, info, key_hello(self.hello or {}) if work.key else None)
         self._ended(work, FrameOutcome(work.frame, False, info, time.monotonic() - work.started))
 
     def _ended(self, work: Work, outcome: FrameOutcome) -> None:
@@ -373,13 +468,26 @@ class FrameRun:
         self._inbox.put(None)
 
     # ------------------------------------------------------------------------------------ worker thread
-    def _work(self) -> None:
+    def _open(self) -> Any:
+        """Connect and handshake; None when that failed (the stepping thread is told why: "unreachable")."""
         client = None
-        work = None
         try:
             client = self._connect()
             hello = client.server_info if client.server_info is not None else client.hello()
-            self._outbox.put(("connected", hello))
+        except Exception as exc:
+            if client is not None:
+                client.close()
+            self._outbox.put(("unreachable", exc))
+            return None
+        self._outbox.put(("connected", hello))
+        return client
+
+    def _work(self) -> None:
+        client = self._open()
+        if client is None:
+            return
+        work = None
+        try:
             if self.shot is not None:
                 self._work_shot(client)
                 return
@@ -402,8 +510,7 @@ class FrameRun:
             else:
                 self._outbox.put(("error", exc, work.frame if work is not None else None))
         finally:
-            if client is not None:
-                client.close()
+            client.close()
 
     def _work_shot(self, client: Any) -> None:
         """Worker thread: the whole run as one ``Client.matte_shot``; results go out frame by frame."""

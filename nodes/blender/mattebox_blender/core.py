@@ -117,7 +117,8 @@ def result_path(directory: str, kind: str, frame: int) -> str:
 class FrameIndex:
     """Which content key produced each frame's files in an output folder (``mattebox_index.json``): the cache of
     a :class:`mattebox_plugin.run.FrameRun`. A frame whose inputs hash to the recorded key and whose files exist
-    is not sent again."""
+    is not sent again. The index also keeps the server hello each frame was made under (``made_under``), so the
+    key can be computed again, and the frame reused, when no server answers."""
 
     NAME = "mattebox_index.json"
 
@@ -125,14 +126,16 @@ class FrameIndex:
         self.directory = directory
         self.path = os.path.join(directory, self.NAME)
         self.frames: Dict[str, Dict[str, Any]] = {}
+        data: Any = None
         if os.path.isfile(self.path):
             try:
                 with open(self.path, encoding="utf-8") as fh:
                     data = json.load(fh)
                 if data.get("version") == INDEX_VERSION:
                     self.frames = dict(data.get("frames", {}))
-            except (OSError, ValueError):
-                self.frames = {}  # a damaged index only costs a recompute
+            except (OSError, ValueError, AttributeError):
+                self.frames, data = {}, None  # a damaged index only costs a recompute
+        self.hellos = plugin_module("run").RememberedHellos(data.get("made_under") if self.frames else None)
 
     def reuse(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
         """Whether the frame's files for every output in ``kinds`` exist and were made from ``key``."""
@@ -141,15 +144,26 @@ class FrameIndex:
             return False
         return all(os.path.isfile(result_path(self.directory, kind, frame)) for kind in kinds)
 
-    def record(self, frame: int, key: str, info: Optional[Dict[str, Any]] = None) -> None:
-        self.frames[str(frame)] = {"key": key, "engine": (info or {}).get("engine")}
+    def record(self, frame: int, key: str, info: Optional[Dict[str, Any]] = None,
+               hello: Optional[Dict[str, Any]] = None) -> None:
+        """The frame's files were made from ``key`` under ``hello``; no key (a shot frame): they match none."""
+        if key is None:
+            self.frames.pop(str(frame), None)
+        else:
+            self.frames[str(frame)] = {"key": key, "engine": (info or {}).get("engine")}
+        self.hellos.remember(frame, hello)
         self.save()
+
+    def made_under(self, frame: int) -> Optional[Dict[str, Any]]:
+        """The server hello (its content-key part) the frame's files were made under, or None."""
+        return self.hellos.get(frame) if str(frame) in self.frames else None
 
     def save(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
         tmp = self.path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"version": INDEX_VERSION, "frames": self.frames}, fh, indent=1, sort_keys=True)
+            json.dump({"version": INDEX_VERSION, "frames": self.frames, "made_under": self.hellos.to_json()}, fh,
+                      indent=1, sort_keys=True)
         os.replace(tmp, self.path)
 
 

@@ -30,7 +30,7 @@ def finish_run(run: SceneRun, report) -> set:
             run.publish()
         except Exception as exc:  # e.g. a result file removed meanwhile: say so, never leave the UI stuck
             return _tell(report, {"ERROR"}, f"Mattebox: results are in {run.directory} but could not be loaded: {exc}")
-        _tell(report, {"INFO"}, run.summary())
+        _tell(report, {"WARNING"} if run.offline else {"INFO"}, run.summary())  # offline: said, not a plain success
         return {"FINISHED"}
     if run.state == frame_run.CANCELLED:
         return _tell(report, {"WARNING"}, "Mattebox: cancelled")

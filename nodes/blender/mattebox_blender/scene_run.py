@@ -57,11 +57,16 @@ class SceneRun(frame_run.FrameRun):
         blender_io.publish(self.name, self.directory, sorted(self.frames), self.scene)
 
     def summary(self) -> str:
-        """How a finished run went, for the report and the panel: frames matted and cached, the group, where the
-        files are (and why there, for an unsaved .blend)."""
+        """How a finished run went, for the report and the panel: frames matted and cached (or, with no server,
+        from cache and why it was not reachable), the group, where the files are (and why there, for an unsaved
+        .blend)."""
         notes = plugin_module("client").result_notes(self.infos.values())
+        if self.offline is not None:
+            head = self.offline_note()
+        else:
+            head = f"{len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached)"
         where = f"files in {self.directory}"
         if blender_io.unsaved_output(self.scene.mattebox):
             where += " (the .blend is not saved yet: save it and re-run to keep them next to it)"
-        return (f"Mattebox: {len(self.computed)} frame(s) matted, {len(self.reused)} unchanged (cached) -> group "
-                f"'{blender_io.group_name(self.name)}', {where}" + "".join(f"; {n}" for n in notes))
+        return (f"Mattebox: {head} -> group '{blender_io.group_name(self.name)}', {where}"
+                + "".join(f"; {n}" for n in notes))

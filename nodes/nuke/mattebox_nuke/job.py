@@ -7,15 +7,18 @@ Everything here is plain Python (safe in a worker thread: it never touches Nuke'
 Cache: a result is stored once under ``<cache>/store/<key>.exr``, where ``key`` is the run's content key (input
 pixels, settings, server and engine); ``<cache>/<node>/result.<frame>.exr`` is a hard link (or copy) of it.
 Re-matting a frame whose inputs and settings did not change costs a render and a hash, no server call.
+``<cache>/<node>/made_under.json`` keeps the server hello each frame's result was made under, so such a frame is
+found (and the run says the server is down) also when no server can be reached.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from typing import Any, Dict, List, Optional
 
 from mattebox_plugin.frames import parse_frames
-from mattebox_plugin.run import Shot
+from mattebox_plugin.run import RememberedHellos, Shot
 
 from . import exr
 
@@ -222,10 +225,22 @@ def _publish(store: str, target: str) -> None:
 
 
 class ResultStore:
-    """The node's results for a FrameRun: its cache (``reuse``, ``record``) and its writer (``write``)."""
+    """The node's results for a FrameRun: its cache (``reuse``, ``record``, ``made_under``) and its writer
+    (``write``)."""
+
+    #: in the node's folder: the hello each frame's result was made under (mattebox_plugin.run.RememberedHellos)
+    MADE_UNDER = "made_under.json"
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.path = os.path.join(settings.node_dir(), self.MADE_UNDER)
+        data = None
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            pass  # none yet, or damaged: offline re-mattes find nothing until frames are matted again
+        self.hellos = RememberedHellos(data)
 
     def reuse(self, frame: int, key: str, outputs: Any) -> bool:
         """Publish the stored result for ``key`` as the frame's file, if there is one (the key covers outputs)."""
@@ -235,8 +250,21 @@ class ResultStore:
         _publish(store, self.settings.result_path(frame))
         return True
 
-    def record(self, frame: int, key: str, info: Dict[str, Any]) -> None:
-        """Nothing to do: the stored file named by its key is the record."""
+    def record(self, frame: int, key: str, info: Dict[str, Any], hello: Optional[Dict[str, Any]] = None) -> None:
+        """Remember the hello the frame was made under (the stored file named by its key is the rest). A shot
+        frame (no key) changes nothing: the store still holds what each key made."""
+        if key is None:
+            return
+        self.hellos.remember(frame, hello)
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.hellos.to_json(), fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    def made_under(self, frame: int) -> Optional[Dict[str, Any]]:
+        """The server hello (its content-key part) the frame's current result was made under, or None."""
+        return self.hellos.get(frame)
 
     def write(self, work: Any, result: Any) -> None:
         """Store a computed frame (``work``: mattebox_plugin.run.Work) and publish it as the frame's file. A shot

@@ -299,11 +299,12 @@ def _on_main(call: Callable[..., Any], *args: Any) -> None:
         nuke.executeInMainThread(call, args)
 
 
-def _report(group: Any, exc: BaseException) -> None:
+def _report(group: Any, exc: BaseException, text: Optional[str] = None) -> None:
+    """Show a failure on the node (and in a message box in the GUI); ``text`` defaults to describe_error's."""
     from mattebox_plugin.errors import ServerUnavailable
     from mattebox_plugin.protocol import ProtocolError
 
-    text = describe_error(exc, group["endpoint"].value() or None)
+    text = text or describe_error(exc, group["endpoint"].value() or None)
     set_status(group, text, error=True)
     if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError, ValueError)):
         traceback.print_exception(type(exc), exc, exc.__traceback__)  # unexpected: full trace to the editor
@@ -402,12 +403,15 @@ class MatteRun:
             load_results(self.group, self.settings)
         except Exception as exc:  # pragma: no cover - only if the group was edited mid-run
             self.error = self.error or exc
-        if self.error is not None:
-            _report(self.group, self.error)
+        offline = self.run is not None and self.run.offline is not None
+        span = f"{self.frames[0]}" if len(self.frames) == 1 else f"{self.frames[0]}-{self.frames[-1]}"
+        if self.error is not None:  # offline, the run's own text names the frame that needed the server
+            _report(self.group, self.error, self.run.error if offline else None)
+        elif offline:  # served from the cache with no server: say so, not a plain success
+            set_status(self.group, f"frame{'s' if len(self.frames) > 1 else ''} {span}: {self.run.offline_note()}")
         else:
             cached = sum(o.cached for o in self.outcomes)
             engines = sorted({o.info.get(INFO_ENGINE) for o in self.outcomes if o.info.get(INFO_ENGINE)})
-            span = f"{self.frames[0]}" if len(self.frames) == 1 else f"{self.frames[0]}-{self.frames[-1]}"
             from mattebox_plugin.client import result_notes
 
             notes = "".join(f"; {note}" for note in result_notes(o.info for o in self.outcomes))
