@@ -45,7 +45,7 @@ class ShotSettings:
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
-    flow_scale: float = 1.0  #: optical flow on frames resized by this (0.5: a quarter of the pixels)
+    flow_scale: float = 0.5  #: optical flow on frames resized by this: half resolution, a quarter of DIS's work
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
 
 
