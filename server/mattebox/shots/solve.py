@@ -45,7 +45,9 @@ class ShotSettings:
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
-    flow_scale: float = 0.5  #: optical flow on frames resized by this: half resolution, a quarter of DIS's work
+    #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
+    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``
+    flow_scale: float = 0.5
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
 
 
@@ -106,12 +108,17 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     linear = _Window(read)
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
-    flows = ShotFlows(srgb, step=step, cache_pairs=int(max(gaps, default=0)) + 2 * settings.radius + 2,
-                      flow_model=ScaledFlow(DISFlow(), settings.flow_scale))
+
+    def shot_flows(scale: float, pairs: int) -> ShotFlows:
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale))
+
+    # flows are computed on demand: with a key on every frame the carriers compute none
+    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2)  # the temporal prior's, within the window
+    carriers = shot_flows(settings.propagation.flow_scale, int(max(gaps, default=0)) + 2 * settings.radius + 2)
 
     def guidance(frame: int):
         if keys:
-            return trimap_for_frame(flows, frame, keys, settings.propagation)
+            return trimap_for_frame(carriers, frame, keys, settings.propagation)
         from ..engines.classical.engine import ClassicalEngine
 
         request = MatteRequest(image=linear(frame), params={"band_width": settings.band_width})
@@ -147,7 +154,8 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         floor = t - settings.radius * step
         for window in (linear, srgb, trimaps, alone):
             window.forget_before(floor)
-        flows.forget(lambda target, source, floor=floor: target >= floor)
+        for shot_flow in (flows, carriers):
+            shot_flow.forget(lambda target, source, floor=floor: target >= floor)
     progress("shot", len(outputs), len(outputs))
 
 
