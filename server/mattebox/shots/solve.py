@@ -12,7 +12,8 @@ For every output frame t (docs/shots.md):
    ``λ_T·w̄ (α − α̂)²`` (the same place as the colour-sampling prior: Robust Matting eq. 8's form), so where the
    picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
    is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
-4. that solve starts from the neighbours' consensus and needs only the finest level's iterations;
+4. that solve starts from the neighbours' consensus and needs only the finest level's iterations, and reuses the
+   independent solve's expanded trimap and colour samples (:func:`~mattebox.engines.classical.alpha.prepare`);
 5. the decontaminated foreground from the steadied alpha (multilevel, linear light).
 
 Every step is a pure function of the frames in a fixed window and the keys, so a shot rendered in chunks gives the
