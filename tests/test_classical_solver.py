@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mattebox.matting.alpha import SolverSettings, expand_known, solve_alpha
+from mattebox.matting.alpha import SolverSettings, expand_known, prepare, solve_alpha
 from mattebox.matting.laplacian import MattingLaplacian, affine_upsample
 from mattebox.matting.sampling import alpha_prior, nearest_known
 
@@ -180,6 +180,18 @@ def test_solve_alpha_recovers_a_two_colour_composite(coarse_unknowns):
     assert np.abs(out - alpha)[unknown].mean() < 0.03
     np.testing.assert_array_equal(out[trimap == 1.0], 1.0)
     np.testing.assert_array_equal(out[trimap == 0.0], 0.0)
+
+
+def test_a_prepared_solve_equals_a_fresh_one_bit_for_bit():
+    image, _, trimap = two_colour_composite(64, 64)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8)
+    prepared = prepare(image, trimap, settings)
+    assert prepared.samples is not None and (prepared.trimap == 0.5).sum() < (trimap == 0.5).sum()  # expanded
+    expanded = prepared.trimap.copy()
+    fresh = solve_alpha(image, trimap, settings)
+    for _ in range(2):  # a shot solves each frame twice with one Prepared: the solve must leave it as it was
+        np.testing.assert_array_equal(solve_alpha(image, trimap, settings, prepared=prepared), fresh)
+    np.testing.assert_array_equal(prepared.trimap, expanded)
 
 
 def test_solve_alpha_without_unknowns_returns_the_trimap():

@@ -14,10 +14,11 @@ from mattebox import evaluation as ev
 from mattebox.colour import linear_to_srgb
 from mattebox.imageio import read_gray, write_png
 from mattebox.shots import Key, ShotSettings, matte_shot
-from mattebox.shots.flow import ShotFlows
+from mattebox.shots.flow import ScaledFlow, ShotFlows, carry, nearest_index
 from mattebox.shots.guidance import trimap_for_frame
 from mattebox.synth.backgrounds import textured_background
 from mattebox.synth.shots import make_shot
+from mattebox.twoframe.motion import DISFlow, fill_nearest
 
 from .conftest import tree_env
 
@@ -77,6 +78,27 @@ def test_a_key_frame_keeps_its_own_guidance():
     flows = ShotFlows(lambda f: linear_to_srgb(frames[f]))
     out, how = trimap_for_frame(flows, 1, {1: Key("trimap", trimap)})
     assert how == "key:trimap" and np.array_equal(out, trimap)
+
+
+def test_a_half_resolution_flow_follows_a_shift_in_full_resolution_pixels():
+    rng = np.random.default_rng(5)
+    texture = linear_to_srgb(textured_background((120, 170), rng))
+    target, source = texture[:, 10:10 + 128], texture[:, 13:13 + 128]  # target(p) = source(p − 3 px in x)
+    flow = ScaledFlow(DISFlow(), 0.5).flow(target, source)
+    assert flow.shape == (120, 128, 2) and flow.dtype == np.float32
+    inner = flow[16:-16, 16:-16]
+    assert abs(np.median(inner[..., 0]) + 3.0) < 0.2 and abs(np.median(inner[..., 1])) < 0.2
+    with pytest.raises(ValueError, match="flow_scale"):
+        ScaledFlow(DISFlow(), 0.0)
+
+
+def test_one_nearest_index_carries_a_flow_and_its_confidence_as_nearest_filling_does():
+    rng = np.random.default_rng(2)
+    valid = rng.random((40, 50)) > 0.95
+    flow, confidence = rng.random((40, 50, 2)).astype(np.float32), rng.random((40, 50)).astype(np.float32)
+    carried_flow, carried_confidence = carry(flow, confidence, nearest_index(valid))
+    np.testing.assert_array_equal(carried_flow, fill_nearest(flow, valid))
+    np.testing.assert_array_equal(carried_confidence, fill_nearest(confidence, valid))
 
 
 @pytest.fixture(scope="module")

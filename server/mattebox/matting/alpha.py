@@ -19,7 +19,7 @@ Pipeline (each step's parameter is documented in docs/classical.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -150,6 +150,8 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         iterations = settings.fine_iterations if level > 0 else settings.finest_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
+    if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
+        return np.where(unknown, initial, trimap).astype(np.float32)
     tiles = len(BandOperator.active_tiles(unknown, settings.tile))
     if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
         # thin band in a big crop: work on the band's tiles only (compact layout)
@@ -178,8 +180,28 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     return np.where(unknown, x, trimap).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a solve derives from its image and trimap before the linear system (steps 1 and 3 above): the trimap
+    after known-region expansion and the colour-sampling prior (α̂, confidence), both whole-frame H×W float32.
+    A second solve of the same frame with the same settings (a shot's steadied solve, mattebox.shots) passes it
+    back instead of deriving it again."""
+    trimap: np.ndarray
+    samples: Optional[Tuple[np.ndarray, np.ndarray]]  #: None when the settings use no sampling prior
+
+
+def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings) -> Prepared:
+    """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``."""
+    trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
+    tiny = min(trimap.shape) < 2 * settings.radius + 1
+    if not (trimap == UNKNOWN).any() or not (settings.data_weight > 0 or tiny):
+        return Prepared(trimap, None)
+    return Prepared(trimap, alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma))
+
+
 def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[SolverSettings] = None,
-                progress: Callable = no_progress, prior=None, initial: Optional[np.ndarray] = None) -> np.ndarray:
+                progress: Callable = no_progress, prior=None, initial: Optional[np.ndarray] = None,
+                prepared: Optional[Prepared] = None) -> np.ndarray:
     """α (H×W float32 in [0, 1]) for an sRGB image in [0, 1] and a trimap in {0, 0.5, 1}.
 
     ``prior``: an optional extra data term (values α̂, weights λ ≥ 0), both H×W, added to the colour-sampling
@@ -187,16 +209,18 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     passes the alpha implied by revealed background here).
     ``initial``: an H×W α close to the answer (a shot's neighbours agree on it, mattebox.shots): CG starts there at
     full resolution for ``finest_iterations`` instead of solving coarse to fine.
+    ``prepared``: :func:`prepare` of this image, trimap and settings, from an earlier solve of the same frame.
     """
     settings = settings or SolverSettings()
-    # our own float32 copy: it becomes α (outside the crop below, α is the expanded trimap's 0 and 1)
-    trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
+    reused = prepared is not None
+    prepared = prepared or prepare(image_srgb, trimap, settings)
+    # the expanded trimap becomes α (outside the crop below, α is its 0 and 1): a copy when the caller keeps it
+    trimap = prepared.trimap.copy() if reused else prepared.trimap
     unknown = trimap == UNKNOWN
     if not unknown.any():
         return trimap
     if min(trimap.shape) < 2 * settings.radius + 1:  # smaller than one window: no Laplacian; use the colour prior
-        prior, _ = alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma)
-        trimap[unknown] = prior[unknown]
+        trimap[unknown] = prepared.samples[0][unknown]
         return trimap
     ys, xs = np.flatnonzero(unknown.any(axis=1)), np.flatnonzero(unknown.any(axis=0))  # rows, columns with any
     del unknown
@@ -205,8 +229,7 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     x0, x1 = max(xs[0] - margin, 0), min(xs[-1] + margin + 1, trimap.shape[1])
     crop = (slice(y0, y1), slice(x0, x1))
     if settings.data_weight > 0:  # sampled from the whole frame: the nearest known colours may lie outside the crop
-        values, weight = (np.ascontiguousarray(x[crop]) for x in alpha_prior(image_srgb, trimap,
-                                                                               sigma=settings.prior_sigma))
+        values, weight = (np.ascontiguousarray(x[crop]) for x in prepared.samples)
     else:
         values = weight = np.zeros((y1 - y0, x1 - x0), np.float32)
     if prior is not None:  # combine both data terms in absolute λ units: Σλ·α̂ / Σλ

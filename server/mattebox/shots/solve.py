@@ -12,7 +12,8 @@ For every output frame t (docs/shots.md):
    ``λ_T·w̄ (α − α̂)²`` (the same place as the colour-sampling prior: Robust Matting eq. 8's form), so where the
    picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
    is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
-4. that solve starts from the neighbours' consensus and needs only the finest level's iterations;
+4. that solve starts from the neighbours' consensus and needs only the finest level's iterations, and reuses the
+   independent solve's expanded trimap and colour samples (:func:`~mattebox.matting.alpha.prepare`);
 5. the decontaminated foreground from the steadied alpha (multilevel, linear light).
 
 Every step is a pure function of the frames in a fixed window and the keys, so a shot rendered in chunks gives the
@@ -29,10 +30,10 @@ import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
-from ..matting.alpha import PRESETS, solve_alpha
+from ..matting.alpha import PRESETS, prepare, solve_alpha
 from ..matting.foreground import multilevel
-from ..matting.motion import warp
-from .flow import ShotFlows, layer_flow
+from ..matting.motion import DISFlow, warp
+from .flow import MIN_LAYER_PIXELS, ScaledFlow, ShotFlows, carry, interior, nearest_index
 from .guidance import Key, PropagationSettings, trimap_for_frame
 
 
@@ -45,6 +46,9 @@ class ShotSettings:
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
+    #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
+    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``
+    flow_scale: float = 0.5
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
 
 
@@ -105,18 +109,34 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     linear = _Window(read)
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
-    flows = ShotFlows(srgb, step=step, cache_pairs=int(max(gaps, default=0)) + 2 * settings.radius + 2)
+
+    def shot_flows(scale: float, pairs: int) -> ShotFlows:
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale))
+
+    # flows are computed on demand: with a key on every frame the carriers compute none
+    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2)  # the temporal prior's, within the window
+    carriers = shot_flows(settings.propagation.flow_scale, int(max(gaps, default=0)) + 2 * settings.radius + 2)
 
     def guidance(frame: int):
         if keys:
-            return trimap_for_frame(flows, frame, keys, settings.propagation)
+            return trimap_for_frame(carriers, frame, keys, settings.propagation)
         from ..engines.classical import ClassicalEngine
 
         request = MatteRequest(image=linear(frame), params={"band_width": settings.band_width})
         return ClassicalEngine.guidance(request)
 
     trimaps = _Window(guidance)
-    independent = _Window(lambda f: solve_alpha(srgb(f), trimaps(f)[0], solver))
+
+    def solve_alone(frame: int):
+        """(α⁰, the solve's :class:`~mattebox.matting.alpha.Prepared`, reused by the steadied solve)."""
+        prepared = prepare(srgb(frame), trimaps(frame)[0], solver)
+        return solve_alpha(srgb(frame), trimaps(frame)[0], solver, prepared=prepared), prepared
+
+    alone = _Window(solve_alone)
+
+    def independent(frame: int) -> np.ndarray:
+        return alone(frame)[0]
+
     for done, t in enumerate(outputs):
         progress("shot", done, len(outputs), f"frame {t}")
         neighbours = [t + j * step for j in range(-settings.radius, settings.radius + 1)
@@ -126,16 +146,17 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         own = independent(t)
         mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
         alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
-                            initial=(own + consensus) / (1.0 + weight_sum)) if neighbours else own
+                            initial=(own + consensus) / (1.0 + weight_sum), prepared=alone(t)[1]) if neighbours else own
         foreground = multilevel(linear(t), alpha) if settings.foreground else None
         unknown = trimap == 0.5
         info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
                 "temporal_weight": float(mean_weight[unknown].mean()) if neighbours and unknown.any() else 0.0}
         yield ShotFrame(frame=t, alpha=alpha, foreground=foreground, trimap=trimap, independent=own, info=info)
         floor = t - settings.radius * step
-        for window in (linear, srgb, trimaps, independent):
+        for window in (linear, srgb, trimaps, alone):
             window.forget_before(floor)
-        flows.forget(lambda target, source, floor=floor: target >= floor)
+        for shot_flow in (flows, carriers):
+            shot_flow.forget(lambda target, source, floor=floor: target >= floor)
     progress("shot", len(outputs), len(outputs))
 
 
@@ -157,37 +178,37 @@ def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: n
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     height, width = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
     window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
-    (dx, dy), _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
-    if abs(dx) > 2 or abs(dy) > 2:  # not a sub-pixel bias: leave the flow alone
+    # warped(p) ≈ target(p − shift): sampling the source at p + d + shift lines it up with the target
+    shift, _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
+    if max(abs(shift[0]), abs(shift[1])) > 2:  # not a sub-pixel bias: leave the flow alone
         return warped
-    best, best_error = warped, float(np.abs(warped - target)[band].mean())
-    for sign in (1.0, -1.0):
-        shifted = _warp_sharp(alpha, flow + np.float32([sign * dx, sign * dy]))
-        error = float(np.abs(shifted - target)[band].mean())
-        if error < best_error:
-            best, best_error = shifted, error
-    return best
+    shifted = _warp_sharp(alpha, flow + np.float32(shift))
+    in_band = band[box]
+    if np.abs(shifted[box] - target[box])[in_band].mean() < np.abs(warped[box] - target[box])[in_band].mean():
+        return shifted
+    return warped
 
 
-def _temporal_prior(t: int, neighbours: List[int], independent: _Window, trimap: np.ndarray, flows: ShotFlows,
-                    settings: ShotSettings):
+def _temporal_prior(t: int, neighbours: List[int], independent: Callable[[int], np.ndarray], trimap: np.ndarray,
+                    flows: ShotFlows, settings: ShotSettings):
     """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights.
 
-    Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F
-    (:func:`~.flow.layer_flow` of frame t's definite foreground); a raw flow in the band mixes the foreground's and
-    the background's motion and smears the matte. The weight is d_F's forward-backward confidence."""
+    Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F: the flow of frame t's
+    definite foreground's interior carried to every pixel from its nearest interior pixel (:func:`~.flow.carry`,
+    one distance transform for all neighbours); a raw flow in the band mixes the foreground's and the background's
+    motion and smears the matte. The weight is d_F's forward-backward confidence times the agreement with α⁰_t."""
     h, w = trimap.shape
     weighted = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
-    for s in neighbours:
-        layer = layer_flow(*flows.span(t, s), trimap == 1.0)
-        if layer is None:  # no foreground to follow: this neighbour says nothing
-            continue
-        flow, weight = layer
-        warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
-        if settings.agreement_sigma > 0:
-            weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
-        weighted += weight * warped
-        weight_sum += weight
+    inner = interior(trimap == 1.0)
+    if inner.sum() >= MIN_LAYER_PIXELS:  # else no foreground to follow: the neighbours say nothing
+        index = nearest_index(inner)
+        for s in neighbours:
+            flow, weight = carry(*flows.span(t, s), index)
+            warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
+            if settings.agreement_sigma > 0:
+                weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
+            weighted += weight * warped
+            weight_sum += weight
     prior = np.where(weight_sum > 1e-6, weighted / np.maximum(weight_sum, 1e-6), 0.0).astype(np.float32)
     return prior, weight_sum, weighted

@@ -12,7 +12,7 @@ image implies (Germer et al.'s multilevel estimate from the photo and its true a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import cv2
@@ -35,9 +35,21 @@ class SyntheticShot:
     foregrounds: List[np.ndarray]
     source: str  #: "hair" or "alphamatting:<name>"
     band: int  #: unknown band (px) of :meth:`trimap`
+    #: per frame, the 2×3 affine map from the layer's own coordinates onto the frame (the true foreground motion)
+    moves: List[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def layer_flow(self, t: int, s: int) -> np.ndarray:
+        """H×W×2 float32 true flow of the foreground layer on frame ``t`` into frame ``s`` (the convention of
+        :mod:`mattebox.twoframe.motion`: ``α_t(p) = α_s(p + d(p))`` up to resampling): ``p + d = M_s M_t⁻¹ p``."""
+        h, w = self.alphas[t].shape
+        to_s = np.vstack([self.moves[s], [0, 0, 1]]) @ np.linalg.inv(np.vstack([self.moves[t], [0, 0, 1]]))
+        xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        flow = np.stack([to_s[0, 0] * xs + to_s[0, 1] * ys + to_s[0, 2] - xs,
+                         to_s[1, 0] * xs + to_s[1, 1] * ys + to_s[1, 2] - ys], axis=-1)
+        return flow.astype(np.float32)
 
     def trimap(self, t: int) -> np.ndarray:
         """The animated-roto trimap of frame ``t``: every fractional pixel unknown, dilated by ``band`` px."""
@@ -89,7 +101,7 @@ def make_shot(seed: int, size: Tuple[int, int] = (240, 320), length: int = 24, n
     pan *= pan_px_per_frame / max(float(np.linalg.norm(pan)), 1e-6)
     phase, omega = rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.6, 1.4, 2) * 2 * np.pi / drift_period
     spin = rng.uniform(-2.0, 2.0)  # degrees over the shot
-    frames, alphas, foregrounds = [], [], []
+    frames, alphas, foregrounds, moves = [], [], [], []
     for t in range(length):
         offset = drift_px * (np.sin(omega * t + phase) - np.sin(phase))
         move = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), spin * t / max(length - 1, 1), 1.0)
@@ -103,4 +115,6 @@ def make_shot(seed: int, size: Tuple[int, int] = (240, 320), length: int = 24, n
         frames.append(np.clip(image, 0.0, 1.0).astype(np.float32))
         alphas.append(np.clip(a_t, 0.0, 1.0).astype(np.float32))
         foregrounds.append(f_t.astype(np.float32))
-    return SyntheticShot(frames=frames, alphas=alphas, foregrounds=foregrounds, source=source, band=band)
+        moves.append(move)
+    return SyntheticShot(frames=frames, alphas=alphas, foregrounds=foregrounds, source=source, band=band,
+                         moves=moves)
