@@ -18,7 +18,7 @@ from mattebox.shots.flow import ScaledFlow, ShotFlows, carry, nearest_index
 from mattebox.shots.guidance import trimap_for_frame
 from mattebox.synth.backgrounds import textured_background
 from mattebox.synth.shots import make_shot
-from mattebox.twoframe.motion import DISFlow, fill_nearest
+from mattebox.matting.motion import DISFlow, fill_nearest
 
 from .conftest import tree_env
 

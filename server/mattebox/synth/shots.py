@@ -43,7 +43,7 @@ class SyntheticShot:
 
     def layer_flow(self, t: int, s: int) -> np.ndarray:
         """H×W×2 float32 true flow of the foreground layer on frame ``t`` into frame ``s`` (the convention of
-        :mod:`mattebox.twoframe.motion`: ``α_t(p) = α_s(p + d(p))`` up to resampling): ``p + d = M_s M_t⁻¹ p``."""
+        :mod:`mattebox.matting.motion`: ``α_t(p) = α_s(p + d(p))`` up to resampling): ``p + d = M_s M_t⁻¹ p``."""
         h, w = self.alphas[t].shape
         to_s = np.vstack([self.moves[s], [0, 0, 1]]) @ np.linalg.inv(np.vstack([self.moves[t], [0, 0, 1]]))
         xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
