@@ -163,3 +163,36 @@ def test_outputs_never_write_through_a_link_planted_at_the_output_path(tmp_path)
     assert other.read_text() == "also precious"
     assert read_gray(str(tmp_path / "out" / "alpha.0002.png"))[5, 5] == pytest.approx(0.75, abs=0.01)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]
+
+
+def _args(folder, *extra):
+    from mattebox.cli import build_parser
+
+    return build_parser("render").parse_args(_render_cmd(folder, "1-2", *extra)[3:])
+
+
+def test_the_sidecars_are_a_frame_run_cache_that_works_with_no_server(tmp_path, embedded_server):
+    """FrameFiles in process: a run against a server records each frame's key and hello in its sidecar; a run whose
+    server cannot be reached reuses the unchanged frames from them and says why; --force reuses nothing."""
+    from mattebox_plugin.client import Client, ServerUnavailable
+    from mattebox_plugin.run import FAILED, FINISHED, FrameRun
+
+    from mattebox.commands.render import FrameFiles
+
+    _plates(tmp_path, (1, 2))
+    files = FrameFiles(_args(tmp_path))
+    endpoint = embedded_server.bound_endpoint
+    run = FrameRun([1, 2], lambda: Client(endpoint, timeout=60), files.read, files.write, cache=files,
+                   outputs=files.outputs)
+    assert run.wait(timeout=120) == FINISHED and run.computed == [1, 2], run.error
+    assert files.made_under(2)["server_version"] == run.hello["server_version"]
+
+    def unreachable():
+        raise ServerUnavailable("no mattebox server at tcp://127.0.0.1:9")
+
+    offline = FrameRun([1, 2], unreachable, files.read, files.write, cache=files, outputs=files.outputs)
+    assert offline.wait(timeout=120) == FINISHED and offline.reused == [1, 2]
+    assert "server not reachable: no mattebox server" in offline.offline_note()
+    forced = FrameFiles(_args(tmp_path, "--force"))
+    offline = FrameRun([1, 2], unreachable, forced.read, forced.write, cache=forced, outputs=forced.outputs)
+    assert offline.wait(timeout=120) == FAILED and "no mattebox server" in offline.error

@@ -107,6 +107,8 @@ def render_frames(args: argparse.Namespace, frames: Sequence[int]) -> int:
             state = follow(frame_run)
         except KeyboardInterrupt:  # a second Ctrl-C while the server confirms the first
             state = CANCELLED
+    if frame_run.offline is not None:  # the server went away: unchanged frames came from the sidecars
+        print(f"mattebox render: {frame_run.offline_note()}", file=sys.stderr)
     if state == FINISHED:
         print(f"rendered {len(frame_run.computed)}, up to date {len(frame_run.reused)}, of {len(frames)} frames")
         return 0
