@@ -148,6 +148,23 @@ def test_a_bad_frame_and_a_server_error_are_described_with_the_frame():
     assert run.error == "frame 1: no engine 'x' [unknown_engine] (field params.engine)" and run.exception is refused
 
 
+def test_a_frame_that_cannot_be_read_ends_the_run_after_the_frames_before_it():
+    """Frame 2 is read ahead while frame 1 is matted; its missing file fails the run only once frame 1 is written,
+    so a re-run (mattebox render's resume) starts at frame 2."""
+    written = []
+
+    def read(frame):
+        if frame == 2:
+            raise ValueError("plate.0002.png: no such file")
+        return _image(frame)
+
+    client = _Client([_Job([{"stage": "solve", "done": 1, "total": 2}], {"engine": "classical"})])
+    run = frame_run.FrameRun([1, 2, 3], lambda: client, read, lambda work, result: written.append(work.frame))
+    assert run.wait() == frame_run.FAILED
+    assert written == [1] and [o.frame for o in run.outcomes] == [1] and run.current_frame == 2
+    assert run.error == "frame 2: plate.0002.png: no such file" and len(client.submitted) == 1
+
+
 def test_a_write_failure_names_the_frame_and_what_failed():
     def write(work, result):
         raise OSError("disk full")

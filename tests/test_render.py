@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -76,11 +78,60 @@ def _plates(folder, frames):
         write_png(str(folder / f"mask.{frame:04d}.png"), np.full((12, 16), 0.75, np.float32))
 
 
-def _render(folder, frames, *extra):
-    cmd = [sys.executable, "-m", "mattebox", "render", str(folder / "plate.####.png"), "--frames", frames,
-           "--mask", str(folder / "mask.####.png"), "--alpha", str(folder / "out" / "alpha.####.png"),
-           "--engine", "passthrough", "--local", *extra]
-    return subprocess.run(cmd, env=tree_env(), capture_output=True, text=True, timeout=300)
+def _render_cmd(folder, frames, *extra, python=("-m", "mattebox")):
+    return [sys.executable, *python, "render", str(folder / "plate.####.png"), "--frames", frames,
+            "--mask", str(folder / "mask.####.png"), "--alpha", str(folder / "out" / "alpha.####.png"),
+            "--engine", "passthrough", "--local", *extra]
+
+
+def _render(folder, frames, *extra, python=("-m", "mattebox")):
+    return subprocess.run(_render_cmd(folder, frames, *extra, python=python), env=tree_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+#: `python -c` that runs the CLI with its local server claiming another version (a server upgrade)
+UPGRADED = ("-c", "import sys, mattebox.server as s; s.__version__ = '99.0'; from mattebox.cli import main; "
+                  "sys.exit(main(sys.argv[1:]))")
+
+
+def test_a_restarted_server_reuses_frames_and_an_upgraded_one_remattes(tmp_path):
+    """The sidecar key is FrameRun's content key: every --local run is a new server (a restart), which reuses
+    unchanged frames; a server with another version re-mattes them and records the hello it made them under."""
+    _plates(tmp_path, (1, 2))
+    assert "rendered 2, up to date 0" in _render(tmp_path, "1-2").stdout
+    restarted = _render(tmp_path, "1-2")
+    assert restarted.returncode == 0 and "rendered 0, up to date 2" in restarted.stdout, restarted.stderr
+    assert "frame 1: up to date" in restarted.stdout
+    upgraded = _render(tmp_path, "1-2", python=UPGRADED)
+    assert upgraded.returncode == 0 and "rendered 2, up to date 0" in upgraded.stdout, upgraded.stderr
+    record = json.loads((tmp_path / "out" / "alpha.0001.png.json").read_text())
+    assert record["made_under"]["server_version"] == "99.0"
+    with_foreground = _render(tmp_path, "1-2", "--foreground", str(tmp_path / "out" / "fg.####.png"))
+    assert "rendered 2, up to date 0" in with_foreground.stdout, with_foreground.stderr  # a new output: re-matted
+    assert (tmp_path / "out" / "fg.0002.png").is_file()
+
+
+def test_ctrl_c_cancels_the_frame_on_the_server_and_says_where_to_resume(tmp_path):
+    _plates(tmp_path, (1, 2))
+    log = tmp_path / "engine.log"
+    env = tree_env(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine", MATTEBOX_TEST_STEPS="4000",
+                   MATTEBOX_TEST_RUN_LOG=str(log))
+    cmd = _render_cmd(tmp_path, "1-2")
+    cmd[cmd.index("passthrough")] = "test-slow"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (log.exists() and "start" in log.read_text()):  # the engine is working on frame 1
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "mattebox render: cancelled" in err and "stopped at frame 1 (0 rendered" in err
+    assert "end" not in log.read_text()  # the server stopped the job rather than finishing it
+    assert not (tmp_path / "out" / "alpha.0001.png").exists()
 
 
 def test_a_missing_frame_is_named_and_a_rerun_resumes(tmp_path):
@@ -112,3 +163,36 @@ def test_outputs_never_write_through_a_link_planted_at_the_output_path(tmp_path)
     assert other.read_text() == "also precious"
     assert read_gray(str(tmp_path / "out" / "alpha.0002.png"))[5, 5] == pytest.approx(0.75, abs=0.01)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]
+
+
+def _args(folder, *extra):
+    from mattebox.cli import build_parser
+
+    return build_parser("render").parse_args(_render_cmd(folder, "1-2", *extra)[3:])
+
+
+def test_the_sidecars_are_a_frame_run_cache_that_works_with_no_server(tmp_path, embedded_server):
+    """FrameFiles in process: a run against a server records each frame's key and hello in its sidecar; a run whose
+    server cannot be reached reuses the unchanged frames from them and says why; --force reuses nothing."""
+    from mattebox_plugin.client import Client, ServerUnavailable
+    from mattebox_plugin.run import FAILED, FINISHED, FrameRun
+
+    from mattebox.commands.render import FrameFiles
+
+    _plates(tmp_path, (1, 2))
+    files = FrameFiles(_args(tmp_path))
+    endpoint = embedded_server.bound_endpoint
+    run = FrameRun([1, 2], lambda: Client(endpoint, timeout=60), files.read, files.write, cache=files,
+                   outputs=files.outputs)
+    assert run.wait(timeout=120) == FINISHED and run.computed == [1, 2], run.error
+    assert files.made_under(2)["server_version"] == run.hello["server_version"]
+
+    def unreachable():
+        raise ServerUnavailable("no mattebox server at tcp://127.0.0.1:9")
+
+    offline = FrameRun([1, 2], unreachable, files.read, files.write, cache=files, outputs=files.outputs)
+    assert offline.wait(timeout=120) == FINISHED and offline.reused == [1, 2]
+    assert "server not reachable: no mattebox server" in offline.offline_note()
+    forced = FrameFiles(_args(tmp_path, "--force"))
+    offline = FrameRun([1, 2], unreachable, forced.read, forced.write, cache=forced, outputs=forced.outputs)
+    assert offline.wait(timeout=120) == FAILED and "no mattebox server" in offline.error

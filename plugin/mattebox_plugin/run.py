@@ -11,7 +11,8 @@ Host APIs are rarely thread-safe (Blender's data and Nuke's knobs belong to the 
 belongs to one thread, so the work is split: the worker thread owns the client (connect, submit, poll, cancel)
 and the host's thread calls :meth:`FrameRun.step` (from a modal timer, a worker of its own, or :meth:`wait`),
 which reads the next frame, skips it when the ``cache`` already holds its :func:`content_key`, and writes
-finished results. One frame is read ahead while the server works on the previous one.
+finished results. One frame is read ahead while the server works on the previous one; a frame that cannot be
+read fails the run (naming it) once the frames before it are written, so a re-run resumes at that frame.
 
 The content key hashes the inputs' pixels with everything that changes a result: the validated params, the
 colour convention, the server's version and the requested engine's row from ``hello`` (so a new server or a
@@ -234,6 +235,7 @@ class FrameRun:
         self._fraction = 0.0
         self._next = 0  # position in frames of the next frame to read
         self._in_flight: List[Work] = []  # read and not yet in outcomes, in frame order (outcomes stay in order)
+        self._unreadable: Optional[tuple] = None  # (exception, frame) of a frame read ahead that could not be read
         self._inbox: "queue.Queue" = queue.Queue()
         self._outbox: "queue.Queue" = queue.Queue()
         self._pending: List[tuple] = []  # messages taken off the outbox by wait(), not yet handled
@@ -318,17 +320,17 @@ class FrameRun:
                 self._finish(FINISHED)
             return self.done
         deadline = time.monotonic() + budget
-        while len(self._in_flight) < 2 and self._next < len(self.frames):  # one read ahead of the server
-            frame = self.frames[self._next]
+        while len(self._in_flight) < 2 and self._next < len(self.frames) and self._unreadable is None:
+            frame = self.frames[self._next]  # one read ahead of the server
             self._next += 1
             try:
                 work = self._read(frame)
-                self._in_flight.append(work)
                 cached = work.key is not None and self.cache is not None and self.cache.reuse(frame, work.key,
                                                                                              self.outputs)
-            except Exception as exc:  # bad inputs (sizes, missing frames) end the run, naming the frame
-                self._fail(exc, frame)
-                return True
+            except Exception as exc:  # bad inputs (sizes, missing frames) end the run, naming the frame ...
+                self._unreadable = (exc, frame)
+                break
+            self._in_flight.append(work)
             if cached:
                 self._ended(work, FrameOutcome(frame, True, {"cache": work.key}, time.monotonic() - work.started))
             elif self.offline is not None:  # with nothing from the cache yet, the reason alone, as with no cache
@@ -342,7 +344,9 @@ class FrameRun:
                 self._inbox.put(work)
             if time.monotonic() > deadline:
                 break
-        if self._next >= len(self.frames) and not self._in_flight:
+        if self._unreadable is not None and not self._in_flight:  # ... once the frames before it are written
+            self._fail(*self._unreadable)
+        elif self._next >= len(self.frames) and not self._in_flight:
             self._finish(FINISHED)
         return self.done
 

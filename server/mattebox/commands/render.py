@@ -1,25 +1,27 @@
 """`mattebox render`: matte a frame range headless, for farms (Flamenco, Deadline, OpenCue).
 
 Input and output names are patterns with a frame number: ``####`` (zero-padded to the number of #) or printf
-``%04d``. Every frame's outputs are recorded in a sidecar ``<alpha file>.json`` with the sha256 of its inputs
-and settings, so a re-run skips frames whose outputs exist and match (resumable), and ``--chunk K/N`` renders
-only the K-th of N equal slices of the range so a farm can split it across machines.
+``%04d``. Frame by frame, the range runs through the hosts' ``mattebox_plugin.run.FrameRun`` (progress, Ctrl-C
+cancel, error text, the content cache); every frame's outputs are recorded in a sidecar ``<alpha file>.json``
+with FrameRun's content key (:class:`FrameFiles` says why that key), so a re-run skips frames whose outputs
+exist and match (resumable), and ``--chunk K/N`` renders only the K-th of N equal slices of the range so a farm
+can split it across machines. ``--shot`` runs the range as one shot in this process (commands/shot.py).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
-from typing import List, Optional, Sequence
+import time
+from typing import Optional, Sequence
 
 from mattebox_plugin import frames as frames_grammar
 from mattebox_plugin.frames import FrameSet
 from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
 
 from . import shot
-from .frames import frame_path, up_to_date, write_frame
+from .frames import frame_path, record_path, up_to_date, write_outputs, write_record
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,25 +70,7 @@ def chunk_of(frames: Sequence[int], chunk: Optional[str]) -> Sequence[int]:
     return frames[(k - 1) * len(frames) // n:k * len(frames) // n]
 
 
-def input_hash(paths: List[Optional[str]], settings: dict) -> str:
-    """sha256 of the settings and the input files' bytes (read in blocks)."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in paths:
-        if path is None:
-            digest.update(b"\0")
-            continue
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def run(args: argparse.Namespace) -> int:
-    from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
-    from mattebox_plugin.errors import describe_error
-
-    from ..embedded import server_endpoint
-
     try:
         whole = parse_frames(args.frames)
         frames = chunk_of(whole, args.chunk)
@@ -99,58 +83,127 @@ def run(args: argparse.Namespace) -> int:
                   f"or 1001-1100x2)", file=sys.stderr)
             return 2
         return shot.run(args, whole, frames)
-    settings = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
-                "second_offset": args.second_offset}
-    params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width,
-              "outputs": ["alpha", "foreground"]}
-    done = skipped = 0
-    frame = None
+    return render_frames(args, frames)
+
+
+def render_frames(args: argparse.Namespace, frames: Sequence[int]) -> int:
+    """Matte the frames one by one through the hosts' FrameRun (mattebox_plugin.run): files in, files and sidecar
+    records out, a frame line each, Ctrl-C cancels on the server. Exit 0 done, 1 the server failed, 2 an input or
+    output failed, 130 cancelled; on failure the re-run resumes at the frame named."""
+    from mattebox_plugin.client import Client
+    from mattebox_plugin.errors import JobFailed, ServerUnavailable
+    from mattebox_plugin.run import CANCELLED, FINISHED, FrameRun
+
+    from ..embedded import server_endpoint
+
+    if not frames:  # a chunk of a range shorter than its count of chunks: nothing to do is success
+        print("rendered 0, up to date 0, of 0 frames")
+        return 0
+    files = FrameFiles(args)
+    with server_endpoint(args.endpoint, args.local) as endpoint:
+        frame_run = FrameRun(frames, lambda: Client(endpoint, timeout=args.timeout), files.read, files.write,
+                             cache=files, outputs=files.outputs)
+        try:
+            state = follow(frame_run)
+        except KeyboardInterrupt:  # a second Ctrl-C while the server confirms the first
+            state = CANCELLED
+    if frame_run.offline is not None:  # the server went away: unchanged frames came from the sidecars
+        print(f"mattebox render: {frame_run.offline_note()}", file=sys.stderr)
+    if state == FINISHED:
+        print(f"rendered {len(frame_run.computed)}, up to date {len(frame_run.reused)}, of {len(frames)} frames")
+        return 0
+    print(f"mattebox render: {frame_run.error or state}", file=sys.stderr)
+    print(f"mattebox render: stopped at frame {frame_run.current_frame} ({len(frame_run.computed)} rendered and "
+          f"{len(frame_run.reused)} up to date before it); run the same command again to resume there",
+          file=sys.stderr)
+    if state == CANCELLED:
+        return 130
+    return 1 if isinstance(frame_run.exception, (JobFailed, ServerUnavailable)) else 2
+
+
+#: seconds between progress lines while one frame is being matted
+PROGRESS_EVERY = 5.0
+
+
+def follow(frame_run, out=None) -> str:
+    """Run ``frame_run`` to its end on this thread, printing a line per finished frame ("frame 7: classical
+    0.42 s", "frame 8: up to date") and, while a frame takes long, its progress every :data:`PROGRESS_EVERY` s.
+    The first Ctrl-C cancels the run (the server is told; the run ends once it confirms). Returns the final
+    state."""
+    out = out or sys.stdout
+    printed, last_line = 0, time.monotonic()
+
+    def on_step(run) -> None:
+        nonlocal printed, last_line
+        for outcome in run.outcomes[printed:]:
+            info = outcome.info
+            line = "up to date" if outcome.cached else f"{info.get('engine')} {info.get('seconds', 0):.2f} s"
+            print(f"frame {outcome.frame}: {line}", file=out, flush=True)
+            last_line = time.monotonic()
+        printed = len(run.outcomes)
+        if run.last_event is not None and time.monotonic() - last_line > PROGRESS_EVERY:
+            print(run.status_text(), file=out, flush=True)
+            last_line = time.monotonic()
+
     try:
-        with server_endpoint(args.endpoint, args.local) as endpoint, Client(endpoint, timeout=args.timeout) as client:
-            for frame in frames:
-                if render_frame(client, frame, args, settings, params):
-                    done += 1
-                else:
-                    skipped += 1
-    except (JobFailed, ServerUnavailable) as exc:  # the hosts' wording (mattebox_plugin.errors)
-        where = f"frame {frame}: " if frame is not None else ""
-        print(f"mattebox render: {where}{describe_error(exc, args.endpoint)}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as exc:  # a missing or unreadable input, a bad pattern, an output not written
-        where = f"frame {frame}: " if frame is not None else ""
-        print(f"mattebox render: {where}{exc}", file=sys.stderr)
-        if frame is not None:
-            print(f"mattebox render: stopped at frame {frame} ({done} rendered and {skipped} up to date before it); "
-                  f"run the same command again to resume there", file=sys.stderr)
-        return 2
-    print(f"rendered {done}, up to date {skipped}, of {len(frames)} frames")
-    return 0
+        return frame_run.wait(on_step=on_step)
+    except KeyboardInterrupt:
+        print("mattebox render: cancelling (the server is told)", file=sys.stderr, flush=True)
+        frame_run.cancel()
+        return frame_run.wait(on_step=on_step)
 
 
-def render_frame(client, frame: int, args: argparse.Namespace, settings: dict, params: dict) -> bool:
-    """Matte one frame and write its outputs and record; False when its outputs are up to date (skipped).
+class FrameFiles:
+    """`mattebox render`'s files for a FrameRun: ``read`` (a frame's files -> a submit request), ``write`` (the
+    results -> output files) and the cache over the sidecar records (``reuse``, ``record``, ``made_under``).
 
-    Raises ImageReadError naming a missing or unreadable input, OSError (imageio.OutputError for a symbolic link)
-    naming an output it could not write."""
-    from ..imageio import check_image_file, read_gray, read_image
+    The sidecar's key is FrameRun's content key (the decoded pixels, the settings, the server's version and the
+    engine's hello row), not a hash of the files: a farm re-run after a server restart (same version) reuses
+    every unchanged frame, a server upgrade or a newly installed engine re-mattes, and adding an output
+    (``--foreground``) re-mattes because the request changes."""
 
-    image_path = frame_path(args.image, frame)
-    second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
-    guide_path = frame_path(args.mask or args.trimap, frame) if (args.mask or args.trimap) else None
-    for path in (image_path, second_path, guide_path):
-        if path is not None:
-            check_image_file(path)
-    digest = input_hash([image_path, second_path, guide_path], settings)
-    if not args.force and up_to_date(args, frame, digest):
-        print(f"frame {frame}: up to date", flush=True)
-        return False
-    image, colorspace = read_image(image_path)
-    inputs = {"image": image}
-    if second_path:
-        inputs["second"] = read_image(second_path)[0]
-    if guide_path:
-        inputs["mask" if args.mask else "trimap"] = read_gray(guide_path)
-    result = client.submit(params=params, colorspace=colorspace, **inputs).result()
-    write_frame(args, frame, result.alpha, result.foreground, colorspace, result.info, digest)
-    print(f"frame {frame}: {result.info.get('engine')} {result.info.get('seconds', 0):.2f} s", flush=True)
-    return True
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.outputs = ["alpha", "foreground"] if args.foreground else ["alpha"]
+        self.params = {"engine": args.engine, "quality": args.quality, "band_width": args.band_width}
+
+    def read(self, frame: int) -> dict:
+        """The frame's plate (and parallax partner, mask or trimap) decoded into ``Client.submit`` arguments;
+        ImageReadError names a missing or unreadable file."""
+        from ..imageio import check_image_file, read_gray, read_image
+
+        args = self.args
+        image_path = frame_path(args.image, frame)
+        second_path = frame_path(args.image, frame + args.second_offset) if args.second_offset else None
+        guide_path = frame_path(args.mask or args.trimap, frame) if (args.mask or args.trimap) else None
+        for path in (image_path, second_path, guide_path):
+            if path is not None:
+                check_image_file(path)
+        image, colorspace = read_image(image_path)
+        request = {"image": image, "colorspace": colorspace, "params": dict(self.params)}
+        if second_path:
+            request["second"] = read_image(second_path)[0]
+        if guide_path:
+            request["mask" if args.mask else "trimap"] = read_gray(guide_path)
+        return request
+
+    def write(self, work, result) -> None:
+        """Write a finished frame's outputs (imageio.OutputError for a symbolic link at an output path)."""
+        write_outputs(self.args, work.frame, result.alpha, result.foreground, work.request["colorspace"])
+
+    def reuse(self, frame: int, key: str, outputs) -> bool:
+        """The frame's outputs are there and were made from this key (never with ``--force``)."""
+        return not self.args.force and up_to_date(self.args, frame, key)
+
+    def record(self, frame: int, key: Optional[str], info: dict, hello: Optional[dict] = None) -> None:
+        """After the outputs are written: the sidecar with the key and the hello it was made under."""
+        write_record(self.args, frame, info, key, made_under=hello)
+
+    def made_under(self, frame: int) -> Optional[dict]:
+        """The hello the frame's recorded outputs were made under (None if unknown): with no server, a frame
+        whose inputs did not change is still found."""
+        try:
+            hello = json.loads(record_path(self.args, frame).read_text()).get("made_under")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return hello if isinstance(hello, dict) else None
