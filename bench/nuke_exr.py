@@ -7,7 +7,6 @@ Writes bench/results/nuke_exr.json and bench/results/nuke_exr.md.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -20,12 +19,12 @@ os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "nodes" / "nuke"),
-                str(ROOT / "tests" / "fakes")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import ROOT, write_results  # noqa: E402  (and the checkout's packages on sys.path)
+
+sys.path[:0] = [str(ROOT / "nodes" / "nuke"), str(ROOT / "tests" / "fakes")]  # the adapter; the Nuke double
 from mattebox_nuke import exr  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 H, W = 1080, 1920
 REPEATS = 5
 
@@ -70,7 +69,7 @@ def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
 
 
 def node_rows(folder: Path):
-    from tests.support.servers import ServerProcess
+    from mattebox.testing.servers import ServerProcess
 
     import mattebox_nuke
     import mattebox_nuke.node
@@ -107,9 +106,6 @@ def main() -> int:
         folder = Path(tmp)
         exr_table = exr_rows(folder)
         node_table = node_rows(folder)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "nuke_exr.json").write_text(json.dumps({"size": [W, H], "exr": exr_table, "node": node_table},
-                                                      indent=2))
     lines = [f"### Nuke node file path ({W}x{H} float32, median of {REPEATS}; ratio = ours / OpenCV)", "",
              "| compression | cv2 write | ours write (numpy) | ratio | cv2 read | ours read (numpy) | ratio | "
              "ours read (no numpy) | ratio |", "|---|---|---|---|---|---|---|---|---|"]
@@ -124,8 +120,7 @@ def main() -> int:
               "Read of the result |", "|---|---|---|---|",
               f"| {n['frame']} | {n['uncached_s'] * 1e3:.0f} ms | {n['cached_s'] * 1e3:.0f} ms | "
               f"{n['read_result_s'] * 1e3:.0f} ms |"]
-    (RESULTS / "nuke_exr.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("nuke_exr", {"size": [W, H], "exr": exr_table, "node": node_table}, "\n".join(lines))
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from mattebox.testing.engines import SLOW_ENGINE
 from tests.conftest import tree_env
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
 
@@ -337,7 +338,7 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
                                                                          monkeypatch):
     """Issue 19: Engine was a free-text field. Before any server answers it offers the built-in engines; after a
     handshake, the server's (one missing its weights says how to get them)."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     endpoint = server_process().endpoint
     result = run_blender(blender_python, tmp_path, '''
         s = bpy.context.scene.mattebox
@@ -393,7 +394,7 @@ def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_p
 
 
 def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 20 s if never cancelled
     endpoint = server_process().endpoint
@@ -568,7 +569,7 @@ def test_movie_file_frames_via_clip_and_image(blender_python, tmp_path, mattebox
 def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_path, server_process, monkeypatch):
     """The UI path: the operator's modal() driven by timer events and Esc, with Blender's real window manager
     (background Blender has no event loop, so the test plays the events; the operator's methods run unchanged)."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 2 s per job
     endpoint = server_process().endpoint

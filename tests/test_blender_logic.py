@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes" / "blender"
 from mattebox_blender import core  # noqa: E402
 from mattebox_blender.connection import make_connect  # noqa: E402
 from mattebox_plugin import run as frame_run  # noqa: E402
+from mattebox.testing.engines import SLOW_ENGINE  # noqa: E402
 
 HELLO = {"server_version": "1.0", "engines": [{"name": "classical", "kind": "classical", "available": True}]}
 
@@ -227,7 +228,7 @@ def test_remote_endpoint_needs_online_access():
 
 
 def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypatch, tmp_path):
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     server = server_process()
 

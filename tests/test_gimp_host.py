@@ -23,7 +23,7 @@ from tests.hosts.gimp_runner import inside, new_profile, run_gimp
 
 pytestmark = pytest.mark.host
 
-TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
+TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=mattebox.testing.engines:SlowEngine,"
                                    "test-echo=tests.hosts.echo_engine:EchoEngine",
                "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
 H, W = 48, 64

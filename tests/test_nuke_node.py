@@ -9,7 +9,8 @@ import pytest
 
 from tests.support.fake_nuke import (fake_nuke_each_fixture, fake_nuke_fixture,  # noqa: F401
                                      plate_frames, rgba_planes, square_mask)
-from tests.support.servers import ServerProcess
+from mattebox.testing.servers import ServerProcess
+from mattebox.testing.engines import SLOW_ENGINE
 
 H, W = 48, 64
 
@@ -18,7 +19,7 @@ H, W = 48, 64
 def server(tmp_path_factory):
     """One real server for this module (classical + passthrough engines, and the slow test engine)."""
     process = ServerProcess(tmp_path_factory.mktemp("server"),
-                            env={"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine"})
+                            env={"MATTEBOX_ENGINES": SLOW_ENGINE})
     yield process.endpoint
     process.stop()
 
