@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import sys
 
 import pytest
 
 from mattebox.testing.engines import SLOW_ENGINE
+from mattebox.testing.servers import free_endpoint
 from tests.conftest import tree_env
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
 
@@ -287,14 +287,8 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
     assert "clean plate: 50x40 pixels, but the image is 96x72" in result["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     result = run_blender(blender_python, tmp_path, '''
         setup_scene(ARGS["endpoint"], auto_start=False)
         down, down_s = report_of(lambda: bpy.ops.mattebox.matte())
@@ -630,7 +624,7 @@ def _pids_with(marker: str) -> list:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the started server through /proc")
 def test_starts_a_local_server_when_none_answers(blender_python, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     command = " ".join([shlex.quote(sys.executable), "-m", "mattebox", "serve", "--device", "cpu"])
     env_prefix = f"env PYTHONPATH={shlex.quote(tree_env()['PYTHONPATH'])} "
     try:

@@ -17,6 +17,7 @@ from mattebox_blender import core  # noqa: E402
 from mattebox_blender.connection import make_connect  # noqa: E402
 from mattebox_plugin import run as frame_run  # noqa: E402
 from mattebox.testing.engines import SLOW_ENGINE  # noqa: E402
+from mattebox.testing.servers import free_endpoint  # noqa: E402
 
 HELLO = {"server_version": "1.0", "engines": [{"name": "classical", "kind": "classical", "available": True}]}
 
@@ -211,11 +212,7 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
 
 
 def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     run = _run(endpoint, _plates(1), {}, tmp_path)
     assert run.wait(timeout=10) == frame_run.FAILED
     assert f"no mattebox server at {endpoint}" in run.error

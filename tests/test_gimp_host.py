@@ -8,7 +8,6 @@ debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/ho
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from mattebox.colour import linear_to_srgb
+from mattebox.testing.servers import free_endpoint
 from mattebox_installers import gimp as gimp_installer
 from mattebox_plugin.client import Client
 from tests.hosts import gimp_chroot
@@ -110,9 +110,7 @@ def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precis
 
 
 def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -124,9 +122,7 @@ def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
 
 
 def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -343,9 +339,7 @@ def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, tes
 
 
 def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "run_mode": "INTERACTIVE", "args": {}}

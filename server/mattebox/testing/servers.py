@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,13 @@ class ServerProcess:
         if self._remove_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
         return self.proc.returncode
+
+
+def free_endpoint() -> str:
+    """A loopback TCP endpoint nothing listens on: a port the OS just handed out and took back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def wait_for_busy_replica(client, timeout: float = 60.0, poll: float = 0.1) -> Optional[dict]:
