@@ -8,10 +8,8 @@ Writes bench/results/nuke_exr.json and bench/results/nuke_exr.md.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
@@ -20,22 +18,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.support import ROOT, write_results  # noqa: E402  (and the checkout's packages on sys.path)
+from bench.support import ROOT, median_seconds, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 sys.path[:0] = [str(ROOT / "nodes" / "nuke"), str(ROOT / "tests" / "fakes")]  # the adapter; the Nuke double
 from mattebox_nuke import exr  # noqa: E402
 
 H, W = 1080, 1920
 REPEATS = 5
-
-
-def timed(fn, repeats=REPEATS):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def exr_rows(folder: Path):
@@ -50,19 +39,19 @@ def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
     cv_path = str(folder / f"cv-{compression}.exr")
     cv_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv_code]
     row = {"compression": compression,
-           "cv2_write_s": timed(lambda: cv2.imwrite(cv_path, bgra, cv_params)),
-           "cv2_read_s": timed(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED)),
-           "numpy_write_s": timed(lambda: exr.write(path, W, H, planes, compression)),
-           "numpy_read_s": timed(lambda: exr.read(cv_path))}
+           "cv2_write_s": median_seconds(lambda: cv2.imwrite(cv_path, bgra, cv_params), REPEATS),
+           "cv2_read_s": median_seconds(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED), REPEATS),
+           "numpy_write_s": median_seconds(lambda: exr.write(path, W, H, planes, compression), REPEATS),
+           "numpy_read_s": median_seconds(lambda: exr.read(cv_path), REPEATS)}
     if compression == "none":  # without numpy: what the node's internal Writes produce
         saved = exr.np
         exr.np = None
         try:
             arrays = {c: exr._plane_from_bytes(p.tobytes(), H, W) for c, p in planes.items()}
-            row["pure_write_s"] = timed(lambda: exr.write(path, W, H, arrays, compression), 3)
-            row["pure_read_s"] = timed(lambda: exr.read(cv_path), 3)
+            row["pure_write_s"] = median_seconds(lambda: exr.write(path, W, H, arrays, compression), 3)
+            row["pure_read_s"] = median_seconds(lambda: exr.read(cv_path), 3)
             image = exr.read(cv_path)
-            row["pure_interleave_s"] = timed(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
+            row["pure_interleave_s"] = median_seconds(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
         finally:
             exr.np = saved
     return row
@@ -93,9 +82,10 @@ def node_rows(folder: Path):
         group["engine"].setValue("passthrough")
         group["cache_dir"].setValue(mattebox_nuke.node.tcl_escape(str(folder / "cache")))
         frame = iter(range(1, 1000))
-        uncached = timed(lambda: (group["band_width"].setValue(next(frame)), mattebox_nuke.matte(group, [1])), 3)
-        cached = timed(lambda: mattebox_nuke.matte(group, [1]), 3)
-        read_back = timed(lambda: (group.node("Read_result")._cache.clear(), group._render(1)), 3)
+        uncached = median_seconds(lambda: (group["band_width"].setValue(next(frame)),  # new inputs: a new key
+                                           mattebox_nuke.matte(group, [1])), 3)
+        cached = median_seconds(lambda: mattebox_nuke.matte(group, [1]), 3)
+        read_back = median_seconds(lambda: (group.node("Read_result")._cache.clear(), group._render(1)), 3)
         return [{"frame": f"{W}x{H}", "uncached_s": uncached, "cached_s": cached, "read_result_s": read_back}]
     finally:
         server.stop()

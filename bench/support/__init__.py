@@ -4,12 +4,14 @@
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench.support import RESULTS, ROOT, write_results  # noqa: E402
 
-and writes what it measured with :func:`write_results`.
+times calls with :func:`median_seconds` and writes what it measured with :func:`write_results`.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,3 +30,13 @@ def write_results(name: str, data, markdown: str, echo: bool = True) -> None:
     (RESULTS / f"{name}.md").write_text(markdown.rstrip("\n") + "\n")
     if echo:
         print(markdown)
+
+
+def median_seconds(fn, repeats: int = 3) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn()``."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
