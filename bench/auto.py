@@ -34,13 +34,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 import numpy as np  # noqa: E402
 
-from tests.support.lasso import loose_lasso  # noqa: E402
+from mattebox.testing.lasso import loose_lasso  # noqa: E402
 
 NAMES = tuple(f"GT0{i}" for i in range(1, 9))
 SAD_TARGET = 0.7  #: mattebox's mean whole-frame SAD over rembg's
@@ -134,7 +133,7 @@ def summarise(rows: list, method: str) -> dict:
             "seconds": round(float(np.sum([r["seconds"] for r in mine])), 1)}
 
 
-#: the rough-mask case: a loose lasso 20-60 px off the subject (tests/support/lasso.py), method -> segmenter
+#: the rough-mask case: a loose lasso 20-60 px off the subject (server/mattebox/testing/lasso.py), method -> segmenter
 LASSO = {"mattebox, loose lasso + U^2-Net-p": "auto", "mattebox, loose lasso as drawn": "grabcut"}
 
 
@@ -249,9 +248,7 @@ def main(argv=None) -> int:
         (RESULTS / "auto_sweep.json").write_text(json.dumps(sweep(data, names), indent=1) + "\n")
         return 0
     report = compare(data, names)
-    (RESULTS / "auto.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "auto.md").write_text(table(report))
-    print(table(report))
+    write_results("auto", report, table(report))
     return 0
 
 

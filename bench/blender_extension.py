@@ -10,16 +10,14 @@ Writes bench/results/blender_extension.json and bench/results/blender_extension.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import write_results  # noqa: E402  (and the checkout's packages on sys.path)
 REPEATS = 5
 WIDTH, HEIGHT = 1920, 1080
 
@@ -64,7 +62,7 @@ RESULT = {"operator_s": med(operator), "unchanged_s": med(unchanged), "read_s": 
 def main() -> int:
     from tests.hosts import blender_env
     from tests.hosts.blender_harness import run_blender
-    from tests.support.servers import ServerProcess
+    from mattebox.testing.servers import ServerProcess
 
     try:
         python = blender_env.ensure()
@@ -80,8 +78,6 @@ def main() -> int:
         server.stop()
     result.update(size=f"{WIDTH}x{HEIGHT}", repeats=REPEATS, machine=platform.machine(), cpus=os.cpu_count(),
                   ratio=round(result["operator_s"] / result["direct_s"], 2))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blender_extension.json").write_text(json.dumps(result, indent=2) + "\n")
     row = " | ".join([result["size"], f"{result['operator_s']:.3f}", f"{result['unchanged_s']:.3f}",
                       f"{result['direct_s']:.3f}", f"{result['ratio']:.2f}x"])
     table = f"""# Blender extension overhead (passthrough engine, float32 RGBA + mask, Blender {result['blender']})
@@ -95,8 +91,7 @@ Parts of the operator (median s): reading plate + mask {result['read_s']:.3f}, w
 `Client.submit(...).result()` with the same arrays from the same Blender process. {REPEATS} repeats,
 {result['cpus']} CPUs.
 """
-    (RESULTS / "blender_extension.md").write_text(table)
-    print(table)
+    write_results("blender_extension", result, table)
     return 0
 
 

@@ -25,9 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS, ROOT  # noqa: E402  (and the checkout's packages on sys.path)
 
 import numpy as np  # noqa: E402
 

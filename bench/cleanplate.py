@@ -15,16 +15,14 @@ Usage: python bench/cleanplate.py [--pairs 50]. Writes bench/results/cleanplate.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import write_results  # noqa: E402  (and the checkout's packages on sys.path)
 NOISE = 0.004  #: sensor noise (linear) on the plate and on the frame, independently
 EXPOSURE = 0.02  #: the plate's exposure differs by up to this fraction
 
@@ -84,7 +82,6 @@ def main() -> int:
     report = {"pairs": args.pairs, "size": "320x240", "noise": NOISE, "exposure": EXPOSURE, "means": means,
               "sad_ratio_plate_over_none": means["sad_plate"] / means["sad_none"], "rows": rows,
               "seconds_total": round(time.perf_counter() - started, 1)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     lines = ["# Classical engine with and without a clean plate", "",
              f"{args.pairs} held-out synthetic composites (seeds {rows[0]['seed']}…{rows[-1]['seed']}), 320x240, "
              f"richly textured backgrounds; the plate has its own noise (sigma {NOISE} linear) and up to "
@@ -106,9 +103,7 @@ def main() -> int:
               f"| IoU of α ≥ 0.5 | {means['auto_iou_grabcut']:.3f} | {means['auto_iou_difference']:.3f} |",
               f"| SAD of the whole matte | {means['auto_sad_grabcut']:.2f} | {means['auto_sad_difference']:.2f} |",
               "", f"Total {report['seconds_total']} s. Command: `python bench/cleanplate.py --pairs {args.pairs}`."]
-    (RESULTS / "cleanplate.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / "cleanplate.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("cleanplate", report, "\n".join(lines))
     return 0
 
 

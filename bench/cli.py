@@ -6,7 +6,6 @@ whether torch was imported on the classical path (it must not be).
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -14,9 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import ROOT, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 PEER = """
 import sys, cv2, numpy as np
@@ -80,15 +78,12 @@ def main() -> int:
               "ratio_seconds_vs_peer": round(mine["seconds"] / peer["seconds"], 3),
               "ratio_peak_rss_vs_peer": round(mine["peak_rss"] / peer["peak_rss"], 3),
               "torch_imported_on_classical_path": check.stdout.strip().splitlines()[-1] == "True"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cli.json").write_text(json.dumps(result, indent=2))
     lines = ["| run | seconds (best) | peak RSS MiB |", "|---|---|---|"]
     lines += [f"| {name} | {r['seconds']:.2f} | {r['peak_rss'] / 2**20:.0f} |" for name, r in rows.items()]
     lines += ["", f"mattebox / peer: time {result['ratio_seconds_vs_peer']}x, peak RSS "
               f"{result['ratio_peak_rss_vs_peer']}x; torch imported on the classical path: "
               f"{result['torch_imported_on_classical_path']}"]
-    (RESULTS / "cli.md").write_text("# `mattebox matte`, whole process\n\n" + "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("cli", result, "# `mattebox matte`, whole process\n\n" + "\n".join(lines))
     return 0
 
 

@@ -10,7 +10,6 @@ Needs root (the chroot). Writes bench/results/gimp_plugin.json and bench/results
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -21,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "installers"), str(ROOT)]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import write_results  # noqa: E402  (and the checkout's packages on sys.path)
 REPEATS = 5
 SIZES = [(1920, 1080)]
 
@@ -44,7 +42,7 @@ def time_client(endpoint: str, image: np.ndarray, mask: np.ndarray) -> list:
 def main() -> int:
     from tests.hosts import gimp_chroot
     from tests.hosts.gimp_runner import new_profile, run_gimp
-    from tests.support.servers import ServerProcess
+    from mattebox.testing.servers import ServerProcess
 
     reason = gimp_chroot.unavailable_reason()
     if reason:
@@ -80,8 +78,6 @@ def main() -> int:
         shutil.rmtree(profile, ignore_errors=True)
     result = {"bench": "gimp_plugin", "engine": "passthrough", "repeats": REPEATS, "gimp": "3.0.4 (Debian trixie)",
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gimp_plugin.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["# GIMP plug-in overhead (passthrough engine, float32 RGB + selection)", "",
              "| size | plug-in call, median s | direct client, median s | ratio |", "|---|---|---|---|"]
     lines += [f"| {r['size']} | {r['plugin_median_s']:.3f} | {r['client_median_s']:.3f} | {r['ratio']:.2f}x |"
@@ -89,8 +85,7 @@ def main() -> int:
     lines += ["", "Plug-in call: `procedure.run(config)` in gimp-console (plug-in process start, GEGL read of layer",
               "and selection, round trip, RGBA interleave (numpy when present), two new layers in an undo group).",
               "Direct client: `Client.submit(...).result()` from the host's Python with numpy arrays.", ""]
-    (RESULTS / "gimp_plugin.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results("gimp_plugin", result, "\n".join(lines))
     return 0
 
 

@@ -25,9 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server")]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import ROOT, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 #: sample arrays that carry the second frame; removing them gives a two-frame model its single-frame case
 SECOND_FRAME_INPUTS = ("bg_aligned", "fg_aligned", "companion", "warped_trimap")
 
@@ -146,10 +145,7 @@ def main(argv=None) -> int:
                "heldout": args.heldout, "crop": args.crop, "max_side": args.max_side,
                "seconds": round(time.perf_counter() - started, 1),
                "machine": f"{platform.machine()}, {device.type}, torch {torch.__version__}"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "learned.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "learned.md").write_text(table(results))
-    print(table(results))
+    write_results("learned", results, table(results))
     return 0
 
 

@@ -31,16 +31,14 @@ import platform
 import resource
 import subprocess
 import tempfile
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server")]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS, median_seconds  # noqa: E402  (and the checkout's packages on sys.path)
 
 import torch  # noqa: E402
 
@@ -79,15 +77,6 @@ def tiny_engine(name):
     return type(f"Tiny{name}", (learned.ENGINES[name],), {"tiny": True})()
 
 
-def time_call(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def whole_frame_size(spec, model, size=(1080, 1920)):
     """The size a whole-frame model (PP-Matting) runs a frame at, or None for tiled models."""
     if not spec.extras.get("whole_frame"):
@@ -108,7 +97,7 @@ def cpu_row(name):
     with torch.inference_mode():
         full(**inputs, **options)  # warm-up
         cpu_started = time.process_time()
-        tile_s = time_call(lambda: full(**inputs, **options), repeats=1 if whole else 3)
+        tile_s = median_seconds(lambda: full(**inputs, **options), repeats=1 if whole else 3)
         tile_cpu_s = (time.process_time() - cpu_started) / (1 if whole else 3)
     full = None  # free the full model before the engine run
     engine = tiny_engine(name)
@@ -167,7 +156,7 @@ def gpu_rows(name, sizes=((1080, 1920), (2160, 3840))):
         frame()  # warm-up
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        seconds = time_call(frame)
+        seconds = median_seconds(frame)
         rows.append({"model": name, "frame": f"{size[1]}x{size[0]}", "gpu": torch.cuda.get_device_name(device),
                      "autocast": str(amp), "tile": tile, "batch": batch, "seconds": round(seconds, 3),
                      "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2),
@@ -189,7 +178,7 @@ def whole_frame_gpu_rows(name, model, device, amp, sizes):
         predict(model, srgb, model.max_short, device, amp)  # warm-up
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        seconds = time_call(lambda srgb=srgb: predict(model, srgb, model.max_short, device, amp))
+        seconds = median_seconds(lambda srgb=srgb: predict(model, srgb, model.max_short, device, amp))
         whole = whole_frame_size(spec, model, size)
         rows.append({"model": name, "frame": f"{size[1]}x{size[0]}", "gpu": torch.cuda.get_device_name(device),
                      "autocast": str(amp), "tile": f"whole {whole[1]}x{whole[0]}", "batch": 1,

@@ -7,12 +7,9 @@ Writes bench/results/nuke_exr.json and bench/results/nuke_exr.md.
 """
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
@@ -20,23 +17,14 @@ os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "nodes" / "nuke"),
-                str(ROOT / "tests" / "fakes")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import ROOT, median_seconds, write_results  # noqa: E402  (and the checkout's packages on sys.path)
+
+sys.path[:0] = [str(ROOT / "nodes" / "nuke"), str(ROOT / "tests" / "fakes")]  # the adapter; the Nuke double
 from mattebox_nuke import exr  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 H, W = 1080, 1920
 REPEATS = 5
-
-
-def timed(fn, repeats=REPEATS):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def exr_rows(folder: Path):
@@ -51,26 +39,26 @@ def exr_row(folder: Path, planes, bgra, compression: str, cv_code: int):
     cv_path = str(folder / f"cv-{compression}.exr")
     cv_params = [cv2.IMWRITE_EXR_TYPE, cv2.IMWRITE_EXR_TYPE_FLOAT, cv2.IMWRITE_EXR_COMPRESSION, cv_code]
     row = {"compression": compression,
-           "cv2_write_s": timed(lambda: cv2.imwrite(cv_path, bgra, cv_params)),
-           "cv2_read_s": timed(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED)),
-           "numpy_write_s": timed(lambda: exr.write(path, W, H, planes, compression)),
-           "numpy_read_s": timed(lambda: exr.read(cv_path))}
+           "cv2_write_s": median_seconds(lambda: cv2.imwrite(cv_path, bgra, cv_params), REPEATS),
+           "cv2_read_s": median_seconds(lambda: cv2.imread(cv_path, cv2.IMREAD_UNCHANGED), REPEATS),
+           "numpy_write_s": median_seconds(lambda: exr.write(path, W, H, planes, compression), REPEATS),
+           "numpy_read_s": median_seconds(lambda: exr.read(cv_path), REPEATS)}
     if compression == "none":  # without numpy: what the node's internal Writes produce
         saved = exr.np
         exr.np = None
         try:
             arrays = {c: exr._plane_from_bytes(p.tobytes(), H, W) for c, p in planes.items()}
-            row["pure_write_s"] = timed(lambda: exr.write(path, W, H, arrays, compression), 3)
-            row["pure_read_s"] = timed(lambda: exr.read(cv_path), 3)
+            row["pure_write_s"] = median_seconds(lambda: exr.write(path, W, H, arrays, compression), 3)
+            row["pure_read_s"] = median_seconds(lambda: exr.read(cv_path), 3)
             image = exr.read(cv_path)
-            row["pure_interleave_s"] = timed(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
+            row["pure_interleave_s"] = median_seconds(lambda: exr.interleave([image.planes[c] for c in "RGB"], H, W), 3)
         finally:
             exr.np = saved
     return row
 
 
 def node_rows(folder: Path):
-    from tests.support.servers import ServerProcess
+    from mattebox.testing.servers import ServerProcess
 
     import mattebox_nuke
     import mattebox_nuke.node
@@ -94,9 +82,10 @@ def node_rows(folder: Path):
         group["engine"].setValue("passthrough")
         group["cache_dir"].setValue(mattebox_nuke.node.tcl_escape(str(folder / "cache")))
         frame = iter(range(1, 1000))
-        uncached = timed(lambda: (group["band_width"].setValue(next(frame)), mattebox_nuke.matte(group, [1])), 3)
-        cached = timed(lambda: mattebox_nuke.matte(group, [1]), 3)
-        read_back = timed(lambda: (group.node("Read_result")._cache.clear(), group._render(1)), 3)
+        uncached = median_seconds(lambda: (group["band_width"].setValue(next(frame)),  # new inputs: a new key
+                                           mattebox_nuke.matte(group, [1])), 3)
+        cached = median_seconds(lambda: mattebox_nuke.matte(group, [1]), 3)
+        read_back = median_seconds(lambda: (group.node("Read_result")._cache.clear(), group._render(1)), 3)
         return [{"frame": f"{W}x{H}", "uncached_s": uncached, "cached_s": cached, "read_result_s": read_back}]
     finally:
         server.stop()
@@ -107,9 +96,6 @@ def main() -> int:
         folder = Path(tmp)
         exr_table = exr_rows(folder)
         node_table = node_rows(folder)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "nuke_exr.json").write_text(json.dumps({"size": [W, H], "exr": exr_table, "node": node_table},
-                                                      indent=2))
     lines = [f"### Nuke node file path ({W}x{H} float32, median of {REPEATS}; ratio = ours / OpenCV)", "",
              "| compression | cv2 write | ours write (numpy) | ratio | cv2 read | ours read (numpy) | ratio | "
              "ours read (no numpy) | ratio |", "|---|---|---|---|---|---|---|---|---|"]
@@ -124,8 +110,7 @@ def main() -> int:
               "Read of the result |", "|---|---|---|---|",
               f"| {n['frame']} | {n['uncached_s'] * 1e3:.0f} ms | {n['cached_s'] * 1e3:.0f} ms | "
               f"{n['read_result_s'] * 1e3:.0f} ms |"]
-    (RESULTS / "nuke_exr.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("nuke_exr", {"size": [W, H], "exr": exr_table, "node": node_table}, "\n".join(lines))
     return 0
 
 

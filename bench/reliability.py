@@ -40,13 +40,12 @@ from typing import Callable
 import msgpack
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
-RESULTS = ROOT / "bench" / "results"
-TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS  # noqa: E402  (and the checkout's packages on sys.path)
 
 from mattebox_plugin import protocol  # noqa: E402
-from tests.support.servers import LOOPBACK, ServerProcess, tree_env, wait_for_busy_replica  # noqa: E402
+from mattebox.testing.engines import SLOW_ENGINE  # noqa: E402
+from mattebox.testing.servers import LOOPBACK, ServerProcess, tree_env, wait_for_busy_replica  # noqa: E402
 
 
 def bench_server(*args: str, endpoint: str = LOOPBACK, state_dir=None, **env) -> ServerProcess:
@@ -240,7 +239,7 @@ for job in jobs: job.result()
 def fault_client_killed() -> dict:
     from mattebox_plugin.client import Client
 
-    server = bench_server(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")
+    server = bench_server(MATTEBOX_ENGINES=SLOW_ENGINE, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")
     victim = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.endpoint], env=tree_env(),
                               stdout=subprocess.PIPE, text=True)
     with Client(server.endpoint, timeout=30) as other:
@@ -260,7 +259,7 @@ def fault_client_killed() -> dict:
 
 
 def _restart_env(state: Path, steps: str) -> dict:
-    return dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS=steps, MATTEBOX_TEST_STEP_S="0.05",
+    return dict(MATTEBOX_ENGINES=SLOW_ENGINE, MATTEBOX_TEST_STEPS=steps, MATTEBOX_TEST_STEP_S="0.05",
                 MATTEBOX_TEST_RUN_LOG=str(state / "runs.log"))
 
 
@@ -358,7 +357,7 @@ def fault_replica_killed() -> dict:
         return {"fault": "cluster replica kill -9 mid-job", "skipped": "ray[serve] is not installed", "pass": None}
     from mattebox_plugin.client import Client
 
-    server = bench_server("--cluster", "--replicas", "2", MATTEBOX_ENGINES=TEST_ENGINES,
+    server = bench_server("--cluster", "--replicas", "2", MATTEBOX_ENGINES=SLOW_ENGINE,
                         MATTEBOX_TEST_STEPS="20", MATTEBOX_TEST_STEP_S="0.1")
     try:
         with Client(server.endpoint, timeout=60) as client:
@@ -427,7 +426,7 @@ def store_overhead(jobs: int = 25, warmup: int = 3) -> list:
     rng = np.random.default_rng(0)
     image = rng.random((1080, 1920, 3), dtype=np.float32)
     mask = rng.random((1080, 1920), dtype=np.float32)
-    env = dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="2", MATTEBOX_TEST_STEP_S="0.05")
+    env = dict(MATTEBOX_ENGINES=SLOW_ENGINE, MATTEBOX_TEST_STEPS="2", MATTEBOX_TEST_STEP_S="0.05")
     rows = []
     for engine in ("passthrough", "test-slow"):
         for shared in (True, False):

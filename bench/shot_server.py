@@ -11,20 +11,18 @@ noise: the server holds matte_shot's window and the keys around it, never the sh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 from mattebox.shots import Key, matte_shot  # noqa: E402
 from mattebox.synth.shots import HELD_OUT_SHOT_SEEDS, make_shot  # noqa: E402
 from mattebox_plugin.client import Client  # noqa: E402
-from tests.support.servers import ServerProcess  # noqa: E402
+from mattebox.testing.servers import ServerProcess  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 
 
 def main(argv=None) -> int:
@@ -66,8 +64,6 @@ def main(argv=None) -> int:
               "rss_mib": {m: round(rss[m], 1) for m in marks}, "peak_rss_mib": {m: round(peak[m], 1) for m in marks},
               "peak_growth_10_to_end_mib": round(peak[args.length] - peak[min(10, args.length)], 1),
               "peak_growth_24_to_end_mib": round(peak[args.length] - peak[min(24, args.length)], 1)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shot_server.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"`{report['command']}`: {args.length} frames of {width}×{height} ({shot.source}), a key trimap every "
              f"{args.key_every} frames, through a `mattebox serve` process: {report['seconds_per_frame']} s/frame "
              f"(matte_shot in the bench's process, same run: {report['seconds_per_frame_in_process']} s/frame).",
@@ -76,8 +72,7 @@ def main(argv=None) -> int:
              "| server peak RSS (MiB) | " + " | ".join(f"{report['peak_rss_mib'][m]}" for m in marks) + " |", "",
              f"Peak growth from frame 10 to frame {args.length}: {report['peak_growth_10_to_end_mib']} MiB; from "
              f"frame 24: {report['peak_growth_24_to_end_mib']} MiB."]
-    (RESULTS / "shot_server.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("shot_server", report, "\n".join(lines))
     return 0
 
 

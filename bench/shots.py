@@ -143,7 +143,7 @@ def warp_error(alphas, frames) -> float:
 
 
 def real_clip(length: int) -> dict:
-    from tests.support.footage import clip_path
+    from mattebox.testing.footage import clip_path
 
     path = clip_path("carphone")
     if path is None:

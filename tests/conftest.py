@@ -1,10 +1,15 @@
-"""Shared fixtures: real servers on random loopback ports (tests/support/servers.py starts them), each test's own
-job-store folder, and the tree's import paths for subprocesses (``tree_env``, re-exported from there)."""
+"""Shared fixtures: real servers on random loopback ports (server/mattebox/testing/servers.py starts them), each
+test's own job-store folder, the checkout's ``ROOT`` and the tree's import paths for subprocesses (``tree_env``,
+re-exported from mattebox.testing.servers)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
-from tests.support.servers import ROOT, ServerProcess, tree_env  # noqa: F401  (ROOT, tree_env: imported by tests)
+from mattebox.testing.servers import ServerProcess, tree_env  # noqa: F401  (tree_env: imported by tests)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)

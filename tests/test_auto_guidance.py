@@ -11,7 +11,7 @@ from mattebox.contract import MatteRequest
 from mattebox.engines.classical import ClassicalEngine
 from mattebox.matting import segmentation
 from mattebox.paths import alphamatting_dir
-from tests.support.lasso import loose_lasso
+from mattebox.testing.lasso import loose_lasso
 from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
                                        trimap_from_saliency, unknown_where_background_coloured)
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import socket
 import sys
 
 import pytest
 
+from mattebox.testing.engines import SLOW_ENGINE
+from mattebox.testing.servers import free_endpoint
 from tests.conftest import tree_env
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
 
@@ -286,14 +287,8 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
     assert "clean plate: 50x40 pixels, but the image is 96x72" in result["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     result = run_blender(blender_python, tmp_path, '''
         setup_scene(ARGS["endpoint"], auto_start=False)
         down, down_s = report_of(lambda: bpy.ops.mattebox.matte())
@@ -337,7 +332,7 @@ def test_engine_menu_comes_from_the_server_and_quality_from_the_protocol(blender
                                                                          monkeypatch):
     """Issue 19: Engine was a free-text field. Before any server answers it offers the built-in engines; after a
     handshake, the server's (one missing its weights says how to get them)."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     endpoint = server_process().endpoint
     result = run_blender(blender_python, tmp_path, '''
         s = bpy.context.scene.mattebox
@@ -402,7 +397,7 @@ def test_cached_rerun_says_the_server_is_down(blender_python, tmp_path, server_p
 
 
 def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 20 s if never cancelled
     endpoint = server_process().endpoint
@@ -577,7 +572,7 @@ def test_movie_file_frames_via_clip_and_image(blender_python, tmp_path, mattebox
 def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_path, server_process, monkeypatch):
     """The UI path: the operator's modal() driven by timer events and Esc, with Blender's real window manager
     (background Blender has no event loop, so the test plays the events; the operator's methods run unchanged)."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 2 s per job
     endpoint = server_process().endpoint
@@ -638,7 +633,7 @@ def _pids_with(marker: str) -> list:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the started server through /proc")
 def test_starts_a_local_server_when_none_answers(blender_python, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     command = " ".join([shlex.quote(sys.executable), "-m", "mattebox", "serve", "--device", "cpu"])
     env_prefix = f"env PYTHONPATH={shlex.quote(tree_env()['PYTHONPATH'])} "
     try:

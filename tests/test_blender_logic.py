@@ -4,7 +4,6 @@ real-Blender tests are in test_blender_host.py)."""
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "nodes" / "blender"
 from mattebox_blender import core  # noqa: E402
 from mattebox_blender.connection import make_connect  # noqa: E402
 from mattebox_plugin import run as frame_run  # noqa: E402
+from mattebox.testing.engines import SLOW_ENGINE  # noqa: E402
+from mattebox.testing.servers import free_endpoint  # noqa: E402
 
 HELLO = {"server_version": "1.0", "engines": [{"name": "classical", "kind": "classical", "available": True}]}
 
@@ -215,15 +216,8 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
     assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
 
 
-def _closed_endpoint():
-    """A loopback endpoint nothing listens at."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-
-
 def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
-    endpoint = _closed_endpoint()
+    endpoint = free_endpoint()
     run = _run(endpoint, _plates(1), {}, tmp_path)
     assert run.wait(timeout=10) == frame_run.FAILED
     assert f"no mattebox server at {endpoint}" in run.error
@@ -237,7 +231,7 @@ def test_run_with_no_server_reuses_the_index_and_says_why(embedded_server, tmp_p
     for frame in first.computed:
         for kind in ("alpha", "foreground"):
             Path(core.result_path(str(tmp_path), kind, frame)).write_bytes(b"x")
-    endpoint = _closed_endpoint()
+    endpoint = free_endpoint()
     again = _run(endpoint, plates, {}, tmp_path)
     assert again.wait(timeout=30) == frame_run.FINISHED, again.error
     assert again.reused == [1, 2] and f"no mattebox server at {endpoint}" in again.offline
@@ -250,7 +244,7 @@ def test_remote_endpoint_needs_online_access():
 
 
 def test_run_fails_clearly_when_the_server_dies_mid_job(server_process, monkeypatch, tmp_path):
-    monkeypatch.setenv("MATTEBOX_ENGINES", "test-slow=tests.support.engines:SlowEngine")
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     server = server_process()
 

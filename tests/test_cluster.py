@@ -15,7 +15,8 @@ import pytest
 
 from mattebox_plugin.client import Client, JobFailed
 
-from .support.servers import ServerProcess, tree_env, wait_for_busy_replica
+from mattebox.testing.engines import SLOW_ENGINE
+from mattebox.testing.servers import ServerProcess, tree_env, wait_for_busy_replica
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
 
@@ -39,7 +40,7 @@ def cluster_server(tmp_path_factory):
         pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
     folder = tmp_path_factory.mktemp("cluster")
     server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info",
-                           env=dict(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine",
+                           env=dict(MATTEBOX_ENGINES=SLOW_ENGINE,
                                     MATTEBOX_TEST_STEPS="30", MATTEBOX_TEST_STEP_S="0.1",
                                     MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log")))
     server.run_log = folder / "runs.log"

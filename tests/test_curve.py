@@ -163,7 +163,7 @@ def test_over_curve_the_client_key_owns_the_job(curve_server, monkeypatch):
     (over CURVE the authenticated key is the owner); the same key on a new connection can."""
     from mattebox import engines
 
-    engines.register("test-slow", "tests.support.engines:SlowEngine")
+    engines.register("test-slow", "mattebox.testing.engines:SlowEngine")
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "10")
     server, texts, _ = curve_server
     image = np.random.default_rng(1).random((24, 32, 3), dtype=np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.servers import ROOT
+from tests.conftest import ROOT
 
 #: a path inside this repository, as docs and comments write it (`server/mattebox/x.py`, `bench/results/y.md`)
 PATH = re.compile(r"(?<![\w/.-])((?:plugin|server|nodes|installers|tests|bench|docs|configs)/[\w./-]+"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support.servers import ROOT
+from tests.conftest import ROOT
 
 #: a variable name; Blender class-name prefixes such as MATTEBOX_OT_matte do not match (lower case follows)
 VARIABLE = re.compile(r"\bMATTEBOX_[A-Z][A-Z0-9_]*[A-Z0-9]\b")

@@ -2,22 +2,16 @@
 did not start says why."""
 from __future__ import annotations
 
-import socket
 import sys
 
 import pytest
 
+from mattebox.testing.servers import free_endpoint
 from mattebox_plugin import config as client_config
 from mattebox_plugin.client import JobFailed, ServerUnavailable
 from mattebox_plugin.errors import Cancelled, ServerNotStarted, describe_error, error_line
 from mattebox_plugin.launcher import ensure_server
 from mattebox_plugin.protocol import ProtocolError
-
-
-def _free_endpoint() -> str:
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_server_errors_keep_code_field_and_hint():
@@ -47,7 +41,7 @@ def test_an_unreachable_server_says_how_to_start_one():
 def test_a_local_server_that_dies_is_reported_with_its_exit_status_and_log(tmp_path):
     """The launcher keeps the started server's output; the host's note quotes its end (GIMP showed only the
     command before)."""
-    endpoint = _free_endpoint()
+    endpoint = free_endpoint()
     script = "import sys; print('mattebox serve: cannot load the model store (fake failure)'); sys.exit(3)"
     cfg = dict(client_config.DEFAULTS, endpoint=endpoint, timeout=2.0, server_command=[sys.executable, "-c", script])
     log = tmp_path / "server.log"
@@ -60,7 +54,7 @@ def test_a_local_server_that_dies_is_reported_with_its_exit_status_and_log(tmp_p
 
 
 def test_a_server_command_that_does_not_exist_is_named(tmp_path):
-    endpoint = _free_endpoint()
+    endpoint = free_endpoint()
     cfg = dict(client_config.DEFAULTS, endpoint=endpoint, server_command=[str(tmp_path / "no-such-mattebox")])
     with pytest.raises(ServerNotStarted, match="could not start the local mattebox server .*no-such") as caught:
         ensure_server(cfg, wait=5, log_path=str(tmp_path / "server.log"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from mattebox.colour import linear_to_srgb
+from mattebox.testing.servers import free_endpoint
 from mattebox_installers import gimp as gimp_installer
 from mattebox_plugin.client import Client
 from tests.hosts import gimp_chroot
@@ -24,7 +24,7 @@ from tests.hosts.gimp_runner import inside, new_profile, run_gimp
 
 pytestmark = pytest.mark.host
 
-TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine,"
+TEST_ENGINE = {"MATTEBOX_ENGINES": "test-slow=mattebox.testing.engines:SlowEngine,"
                                    "test-echo=tests.hosts.echo_engine:EchoEngine",
                "MATTEBOX_TEST_STEPS": "2", "MATTEBOX_TEST_STEP_S": "0.01"}
 H, W = 48, 64
@@ -116,9 +116,7 @@ def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precis
 
 
 def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -130,9 +128,7 @@ def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
 
 
 def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -417,9 +413,7 @@ def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, tes
 
 
 def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "run_mode": "INTERACTIVE", "args": {}}
@@ -435,9 +429,7 @@ def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile)
 def test_interactive_dialog_fits_and_says_why_the_server_did_not_start(gimp_root, fresh_profile):
     """The configured server command dies with a long unbroken log line (as a missing module's path is): the
     dialog's note says so and the dialog still fits the screen, and the error after OK quotes the server's log."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     why = "ModuleNotFoundError:/opt/" + "very-long-folder-name/" * 12 + "torch"
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",

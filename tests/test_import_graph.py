@@ -1,4 +1,5 @@
-"""No import cycle in mattebox or mattebox_plugin, between modules or between subpackages (issue #19 item 2).
+"""No import cycle in mattebox or mattebox_plugin, between modules or between subpackages (issue #19 item 2); the
+server never imports mattebox.testing and benches never import tests/ (docs/architecture.md, "Tests and benches").
 
 The graph is read from the source with :mod:`ast`, never by importing it, so a cycle that Python happens to
 survive today (a lazy import, a name defined before the partial import reaches it) still fails here.
@@ -204,14 +205,45 @@ FORBIDDEN = {
 }
 
 
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_lower_layers_do_not_import_upper_ones(edges, layer):
-    def inside(module, package):
-        return module == package or module.startswith(package + ".")
-
     wrong = [f"{a} -> {b}: {where}" for (a, b), where in sorted(edges.items())
-             if inside(a, layer) and any(inside(b, upper) for upper in FORBIDDEN[layer])]
+             if _inside(a, layer) and any(_inside(b, upper) for upper in FORBIDDEN[layer])]
     assert not wrong, f"{layer} imports a layer above it:\n" + "\n".join(wrong)
+
+
+def test_only_tests_and_benches_use_mattebox_testing(edges):
+    wrong = [f"{a} -> {b}: {where}" for (a, b), where in sorted(edges.items())
+             if _inside(b, "mattebox.testing") and not _inside(a, "mattebox.testing")]
+    assert not wrong, "the server imports its test helpers:\n" + "\n".join(wrong)
+
+
+#: benches about a real host, which may drive it with that host's harness (docs/architecture.md, "Tests and
+#: benches"): bench file -> the tests.hosts module prefix it may import
+HOST_BENCHES = {"gimp_plugin.py": "tests.hosts", "blender_extension.py": "tests.hosts"}
+
+
+def test_benches_do_not_import_tests():
+    wrong = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        source = path.read_text()
+        if "tests.support" in source:  # also as a string, e.g. a MATTEBOX_ENGINES entry a server would import
+            wrong.append(f"{_shown(path)}: names tests.support")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            allowed = HOST_BENCHES.get(path.name)
+            wrong += [f"{_shown(path)}:{node.lineno}: imports {name}" for name in names
+                      if _inside(name, "tests") and not (allowed and _inside(name, allowed))]
+    assert not wrong, "benches import tests/ (what both need belongs in mattebox.testing):\n" + "\n".join(wrong)
 
 
 def _write_package(root: Path, files: Dict[str, str]) -> Dict[str, Path]:

@@ -16,23 +16,23 @@ import zmq
 
 from mattebox.jobstore import (MARKER, JobStore, StoredFileError, StoreUnavailable, describe_state_dir, read_message,
                                write_message)
+from mattebox.testing.engines import SLOW_ENGINE
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed
 
-TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
 
 
 @pytest.fixture
 def state(tmp_path, monkeypatch) -> Path:
     """The state directory servers in this test use (conftest points MATTEBOX_STATE at it), the test engine,
     and a run log: one line per engine run."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_RUN_LOG", str(tmp_path / "runs.log"))
     return tmp_path / "state"
 
 
 def runs(state: Path) -> int:
-    """How many times the test engine started a run (tests/support/engines.py)."""
+    """How many times the test engine started a run (server/mattebox/testing/engines.py)."""
     log = state.parent / "runs.log"
     return sum(line.startswith("start ") for line in log.read_text().splitlines()) if log.exists() else 0
 

@@ -88,18 +88,12 @@ def test_semantic_cross_entropy():
     assert losses.semantic_cross_entropy(logits, t([[0.5]])).item() == pytest.approx(math.log(math.e ** 2 + 2))
 
 
-def test_charbonnier_detail_and_fusion_losses():
+def test_charbonnier_and_detail_losses():
     assert losses.charbonnier(t([[0.3]]), t([[0.0]])).item() == pytest.approx(math.sqrt(0.09 + 1e-12))
     detail, gt = t([[0.2, 0.9], [0.0, 1.0]]), t([[0.5, 0.9], [0.0, 1.0]])
     trimap = t([[0.5, 0.5], [0.0, 1.0]])
     # transition pixels (0,0), (0,1): Charbonnier 0.3, 0 -> 0.15; ∂x pair inside: (0.9−0.2) − 0.4 = 0.3
     assert losses.detail_loss(detail, gt, trimap).item() == pytest.approx(0.15 + 0.3, abs=1e-5)  # ε = 1e-6 on each term
-    alpha, gt = t([[0.5, 1.0]]), t([[1.0, 1.0]])
-    foreground, background = t([[0.8, 0.6]]), t([[0.2, 0.0]])
-    image = gt * foreground + (1 - gt) * background  # [0.8, 0.6]
-    # alpha 0.25 ; grad |0.5 − 0| / 1 = 0.5 ; composite [0.5, 0.6] -> 0.15
-    assert losses.fusion_loss(alpha, gt, foreground, background, image).item() == \
-        pytest.approx(0.25 + 0.5 + 0.15, abs=1e-5)
 
 
 def test_confidence_loss_learns_the_error_and_does_not_move_alpha():

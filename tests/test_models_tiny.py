@@ -58,12 +58,18 @@ def training_loss(name, out, alpha):
     return loss
 
 
+def tiny_model(name, seed, train=False):
+    """(model, inputs, target alpha): the registry's tiny config of ``name``, seeded, in train or eval mode, and
+    a synthetic batch of 2 for it."""
+    torch.manual_seed(seed)
+    model = registry.build(name, tiny=True).train(train)
+    inputs, alpha = synthetic_sample(registry.get_spec(name))
+    return model, inputs, alpha
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_outputs_have_input_size_and_unit_range(name):
-    spec = registry.get_spec(name)
-    torch.manual_seed(0)
-    model = registry.build(name, tiny=True).eval()
-    inputs, _ = synthetic_sample(spec)
+    model, inputs, _ = tiny_model(name, seed=0, train=False)
     with torch.no_grad():
         out = model(**inputs)
     assert "alpha" in out
@@ -76,10 +82,7 @@ def test_outputs_have_input_size_and_unit_range(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_eval_is_deterministic(name):
-    spec = registry.get_spec(name)
-    torch.manual_seed(1)
-    model = registry.build(name, tiny=True).eval()
-    inputs, _ = synthetic_sample(spec)
+    model, inputs, _ = tiny_model(name, seed=1, train=False)
     with torch.no_grad():
         first, second = model(**inputs)["alpha"], model(**inputs)["alpha"]
     assert torch.equal(first, second)
@@ -87,10 +90,7 @@ def test_eval_is_deterministic(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_reach_every_parameter(name):
-    spec = registry.get_spec(name)
-    torch.manual_seed(2)
-    model = registry.build(name, tiny=True).train()
-    inputs, alpha = synthetic_sample(spec)
+    model, inputs, alpha = tiny_model(name, seed=2, train=True)
     training_loss(name, model(**inputs), alpha).backward()
     if name == "vitmatte":  # ViTDet zero-initialises each residual block's last norm (transformers' VitDet, as
         # detectron2): the branch behind it gets gradients from the second step on
@@ -106,10 +106,7 @@ def test_gradients_reach_every_parameter(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_overfitting_one_sample_lowers_the_loss(name):
-    spec = registry.get_spec(name)
-    torch.manual_seed(3)
-    model = registry.build(name, tiny=True).train()
-    inputs, alpha = synthetic_sample(spec, batch=2)
+    model, inputs, alpha = tiny_model(name, seed=3, train=True)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(25):

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from mattebox.testing.servers import free_endpoint
 from tests.support.fake_nuke import FAKE_NUKE_T, FARM_SCRIPT, NODE_DIR, NUKE_VERSIONS
 
 sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
@@ -89,11 +90,7 @@ def test_farm_render_mattes_then_writes(tmp_path, mattebox_server, version):
 
 
 def test_farm_fails_loudly_when_the_server_is_down(tmp_path):
-    import socket
-
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    endpoint = free_endpoint()
     script, _, _ = _comp(tmp_path)
     proc = _run(tmp_path, script, endpoint, "--write")
     assert proc.returncode == 1

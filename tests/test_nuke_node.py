@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
 
 from tests.support.fake_nuke import (fake_nuke_each_fixture, fake_nuke_fixture,  # noqa: F401
                                      plate_frames, rgba_planes, square_mask)
-from tests.support.servers import ServerProcess
+from mattebox.testing.engines import SLOW_ENGINE
+from mattebox.testing.servers import ServerProcess, free_endpoint
 
 H, W = 48, 64
 
@@ -18,16 +18,9 @@ H, W = 48, 64
 def server(tmp_path_factory):
     """One real server for this module (classical + passthrough engines, and the slow test engine)."""
     process = ServerProcess(tmp_path_factory.mktemp("server"),
-                            env={"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine"})
+                            env={"MATTEBOX_ENGINES": SLOW_ENGINE})
     yield process.endpoint
     process.stop()
-
-
-def _closed_port_endpoint() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
 
 
 def _box_trimap() -> np.ndarray:
@@ -139,7 +132,7 @@ def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypat
     group = mattebox_nuke.create()
     assert group["endpoint"].value() == server
     assert {"auto", "classical", "passthrough", "test-slow"} <= set(group["engine"].values())
-    monkeypatch.setenv("MATTEBOX_ENDPOINT", _closed_port_endpoint())
+    monkeypatch.setenv("MATTEBOX_ENDPOINT", free_endpoint())
     offline = mattebox_nuke.create()
     assert offline["engine"].values() == ["auto"] and "not reachable" in offline["status"].value()
 
@@ -249,7 +242,7 @@ def test_server_down_surfaces_on_the_node(fake_nuke, capsys):
     import mattebox_nuke
     from mattebox_plugin.client import ServerUnavailable
 
-    endpoint = _closed_port_endpoint()
+    endpoint = free_endpoint()
     group, _ = make_comp(fake_nuke, endpoint, frames=(1,))
     with pytest.raises(ServerUnavailable):
         mattebox_nuke.matte(group)
@@ -290,7 +283,7 @@ def test_server_down_in_gui_shows_a_message(fake_nuke):
 
     nuke = fake_nuke
     nuke.env["gui"] = True
-    group, _ = make_comp(nuke, _closed_port_endpoint(), frames=(1,))
+    group, _ = make_comp(nuke, free_endpoint(), frames=(1,))
     nuke.fake.progress.clear()
     group["matte"].execute()  # the button: errors stay on the node in the GUI, nothing raises
     run = node._running[group.fullName()]

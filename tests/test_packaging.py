@@ -20,7 +20,8 @@ from typing import Dict, List
 import pytest
 
 from mattebox_installers import nuke, payload
-from tests.support.servers import ROOT, ServerProcess
+from mattebox.testing.servers import ServerProcess
+from tests.conftest import ROOT
 
 
 #: what the wheel is built from (pyproject.toml names README.md as its long description)

@@ -14,6 +14,7 @@ import pytest
 from mattebox.commands.frames import frame_path
 from mattebox.commands.render import MAX_FRAMES, chunk_of, parse_frames
 from mattebox.imageio import read_gray, write_png
+from mattebox.testing.engines import SLOW_ENGINE
 
 from .conftest import tree_env
 
@@ -114,7 +115,7 @@ def test_a_restarted_server_reuses_frames_and_an_upgraded_one_remattes(tmp_path)
 def test_ctrl_c_cancels_the_frame_on_the_server_and_says_where_to_resume(tmp_path):
     _plates(tmp_path, (1, 2))
     log = tmp_path / "engine.log"
-    env = tree_env(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine", MATTEBOX_TEST_STEPS="4000",
+    env = tree_env(MATTEBOX_ENGINES=SLOW_ENGINE, MATTEBOX_TEST_STEPS="4000",
                    MATTEBOX_TEST_RUN_LOG=str(log))
     cmd = _render_cmd(tmp_path, "1-2")
     cmd[cmd.index("passthrough")] = "test-slow"

@@ -16,14 +16,14 @@ import pytest
 import zmq
 
 from mattebox import engines
+from mattebox.testing.engines import SLOW_ENGINE
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
 from .conftest import tree_env
 
-engines.register("test-slow", "tests.support.engines:SlowEngine")
-engines.register("test-fail", "tests.support.engines:FailingEngine")
-TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
+engines.register("test-slow", "mattebox.testing.engines:SlowEngine")
+engines.register("test-fail", "mattebox.testing.engines:FailingEngine")
 
 
 @pytest.fixture
@@ -276,7 +276,7 @@ def test_server_down_raises_server_unavailable_naming_endpoint():
 
 
 def test_client_killed_mid_job_does_not_hurt_the_server(server_process, monkeypatch):
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "30")
     server = server_process()
     script = ("import sys, time, numpy as np; from mattebox_plugin.client import Client\n"
@@ -302,7 +302,7 @@ def test_memory_only_server_restart_loses_no_work(tmp_path, server_process, monk
     """Kill a memory-only server (no job store) mid-job and start a new one on the same endpoint: it answers
     unknown_job to the client's attach, and the client resubmits the job it kept. (With a job store the server
     reruns it itself: tests/test_jobstore.py.)"""
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
     first = server_process("--state-dir", "none")
     endpoint = first.endpoint

@@ -17,13 +17,13 @@ import pytest
 import zmq
 
 from mattebox import shm_server
+from mattebox.testing.engines import SLOW_ENGINE
 from mattebox_plugin import protocol, shm
 from mattebox_plugin.client import Client, Job, JobFailed, ServerUnavailable
 
 from .conftest import tree_env
 
 pytestmark = pytest.mark.skipif(not shm.supported(), reason="no writable /dev/shm on this platform")
-TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
 
 
 def _memfd_links(pid: int, owner: int, where: str):
@@ -312,7 +312,7 @@ def test_a_segment_truncated_under_the_server_fails_the_job_and_the_server_lives
     repeated job); a named segment is read with pread after an fstat, so the job fails naming the field. Either
     way the server keeps serving, and a segment truncated while a job runs gets its result (a named one is
     extended by pwrite, never a fault)."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
     server = server_process("--state-dir", "none")
     with Client(server.endpoint, timeout=10) as client:
@@ -379,7 +379,7 @@ for _ in job.progress():
 def test_client_killed_mid_job_leaves_no_segment(server_process, monkeypatch, kind):
     """The server lets go of a dead client's segments: unlinks its named files at once, unmaps its memfds (whose
     memory the kernel then frees) once the job reading them has finished."""
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
     server = server_process()
     script = CLIENT_SCRIPT if kind else "from mattebox_plugin import shm\nshm.memfd_supported = lambda: False\n" \
@@ -409,7 +409,7 @@ def test_client_killed_mid_job_leaves_no_segment(server_process, monkeypatch, ki
 
 
 def test_server_killed_mid_job_leaves_no_segment(server_process, monkeypatch):
-    monkeypatch.setenv("MATTEBOX_ENGINES", TEST_ENGINES)
+    monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
     server = server_process()
     client = Client(server.endpoint, timeout=0.5, heartbeat=0.1, resubmit=False)

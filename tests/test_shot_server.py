@@ -15,7 +15,7 @@ from mattebox.synth.shots import make_shot
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed, ShotJob
 
-from .support.servers import ServerProcess, tree_env
+from mattebox.testing.servers import ServerProcess, tree_env
 
 FRAMES = list(range(1001, 1011))  # a 10-frame shot
 KEYS = (1001, 1005)  # trimap keys on two frames

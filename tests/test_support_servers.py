@@ -1,4 +1,4 @@
-"""tests/support/servers.py, the one way tests and benches start `mattebox serve`: a failed start says why, a
+"""server/mattebox/testing/servers.py, the one way tests and benches start `mattebox serve`: a failed start says why, a
 temporary server keeps its job store in its own folder and removes it on stop, and the busy-replica wait."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from mattebox_plugin.client import Client
 
-from .support.servers import ServerProcess, wait_for_busy_replica
+from mattebox.testing.servers import ServerProcess, wait_for_busy_replica
 
 
 def test_a_server_that_exits_at_start_raises_with_its_log_tail(tmp_path):

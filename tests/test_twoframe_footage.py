@@ -8,7 +8,7 @@ from mattebox.colour import linear_to_srgb, srgb_to_linear
 from mattebox.contract import MatteRequest
 from mattebox.engines import get
 from mattebox.matting.align import align_pair
-from tests.support.footage import clip_path, consecutive_frames
+from mattebox.testing.footage import clip_path, consecutive_frames
 
 
 def _frames(name: str, first: int):

@@ -40,12 +40,12 @@ import zmq
 
 from mattebox_plugin import protocol, shm
 from mattebox_plugin.client import Client, Job, JobFailed, ServerUnavailable
-from tests.support.servers import LOOPBACK, ServerProcess, tree_env
+from mattebox.testing.engines import SLOW_ENGINE
+from mattebox.testing.servers import LOOPBACK, ServerProcess, tree_env
 
 MIB = 1 << 20
 CAP_MB = 3072  #: a process under attack is killed past this RSS (MiB): the attack is then NOT held
-TEST_ENGINES = "test-slow=tests.support.engines:SlowEngine"
-SLOW = dict(MATTEBOX_ENGINES=TEST_ENGINES, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")  # 0.5 s jobs
+SLOW = dict(MATTEBOX_ENGINES=SLOW_ENGINE, MATTEBOX_TEST_STEPS="10", MATTEBOX_TEST_STEP_S="0.05")  # 0.5 s jobs
 PASSTHROUGH = {"engine": "passthrough", "outputs": ["alpha"]}
 
 

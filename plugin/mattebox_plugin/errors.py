@@ -49,8 +49,9 @@ def describe_error(exc: BaseException, endpoint: Optional[str] = None) -> str:
 
     Server errors keep their code, field and hint (protocol.ERROR_CODES); a server that is not reachable says so
     and, when a local server was started and died, its exit status and the end of its log; with ``endpoint``, how
-    to start one there. Input errors (ValueError, OSError and the hosts' own) are their message; anything else is
-    named as unexpected with its type, never as a traceback.
+    to start one there. Input errors (ValueError, OSError, RuntimeError; the hosts' own errors derive from them,
+    e.g. Nuke's MatteboxError) are their message; anything else is named as unexpected with its type, never as a
+    traceback.
     """
     if isinstance(exc, Cancelled) or getattr(exc, "code", None) == "cancelled":
         return "cancelled"

@@ -177,9 +177,8 @@ def parse_frames(text: str, max_frames: Optional[int] = MAX_FRAMES) -> FrameSet:
 
 def format_frames(frames: Iterable[int]) -> str:
     """The shortest text :func:`parse_frames` reads back as ``frames`` (e.g. for a status line or a farm job)."""
-    ranges = frames.ranges if isinstance(frames, FrameSet) else FrameSet(range(f, f + 1) for f in frames).ranges
     parts = []
-    for r in ranges:
+    for r in _ranges(frames):
         if len(r) == 1:
             parts.append(str(r[0]))
         elif len(r) == 2 and r.step > 1:
@@ -192,5 +191,9 @@ def format_frames(frames: Iterable[int]) -> str:
 def contiguous_spans(frames: Iterable[int]) -> List[Tuple[int, int, int]]:
     """``(first, last, step)`` triples covering ``frames`` in order, as render calls such as Nuke's
     ``executeMultiple`` take them."""
-    ranges = frames.ranges if isinstance(frames, FrameSet) else FrameSet(range(f, f + 1) for f in frames).ranges
-    return [(r[0], r[-1], r.step) for r in ranges]
+    return [(r[0], r[-1], r.step) for r in _ranges(frames)]
+
+
+def _ranges(frames: Iterable[int]) -> Tuple[range, ...]:
+    """``frames`` (a FrameSet or any frame numbers) as a FrameSet's sorted, disjoint ranges."""
+    return frames.ranges if isinstance(frames, FrameSet) else FrameSet(range(f, f + 1) for f in frames).ranges

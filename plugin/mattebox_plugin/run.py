@@ -390,6 +390,7 @@ class FrameRun:
             pass
 
     def _drain(self) -> None:
+        """Handle the worker's messages (connected, progress, need, result, error, cancelled) in order."""
         while not self.done:
             try:
                 message = self._pending.pop(0) if self._pending else self._outbox.get_nowait()
@@ -460,7 +461,7 @@ class FrameRun:
 
     def _fail(self, exc: BaseException, frame: Optional[int] = None, what: str = "") -> None:
         self.exception = exc
-        where = f"frame {frame}: " if frame is not None and len(self.frames) > 1 or what else ""
+        where = f"frame {frame}: " if frame is not None and (len(self.frames) > 1 or what) else ""
         self.error = f"{where}{what}{describe_error(exc)}"
         self._finish(FAILED)
 
@@ -546,6 +547,7 @@ class FrameRun:
         raise Cancelled()
 
     def _next_work(self) -> Optional[Work]:
+        """Worker thread: the next frame to submit, or None once the run is over or cancelled."""
         while not self._cancel.is_set():
             try:
                 return self._inbox.get(timeout=0.05)

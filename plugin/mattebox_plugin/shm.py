@@ -235,11 +235,16 @@ class Segment:
 
     def close(self) -> bool:
         """Unmap; False while someone still views it (the mapping then goes when the last view does)."""
-        try:
-            self.map.close()
-            return True
-        except BufferError:
-            return False
+        return unmap(self.map)
+
+
+def unmap(mapping: mmap.mmap) -> bool:
+    """Close ``mapping``; False while a memoryview still views it (the pages then go with the last view)."""
+    try:
+        mapping.close()
+        return True
+    except BufferError:
+        return False
 
 
 def sweep_dead(directory: str = SHM_DIR) -> List[str]:

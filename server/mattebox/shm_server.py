@@ -16,7 +16,8 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from mattebox_plugin.shm import (HEADER, KEY_BYTES, KEY_RE, MAGIC, MEMFD_RE, NAME_RE, PROBE_UNREADABLE, SHM_DIR,
-                                 _memfd_device, align, memfd_supported, owner_pid, pid_alive, supported, sweep_dead)
+                                 _memfd_device, align, memfd_supported, owner_pid, pid_alive, supported, sweep_dead,
+                                 unmap)
 
 
 class ServerSegment:
@@ -203,11 +204,7 @@ class MappedSegment(ServerSegment):
         return (info.st_dev, info.st_ino) != self._identity
 
     def close(self) -> bool:
-        try:
-            self.map.close()
-            return True
-        except BufferError:
-            return False
+        return unmap(self.map)
 
 
 def _parse_key(key_hex: Any) -> bytes:

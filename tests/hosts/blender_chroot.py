@@ -5,13 +5,12 @@ Built and entered with the machinery of :mod:`tests.hosts.gimp_chroot` (debootst
 packages, commands in a private mount namespace), but a root of its own: the GIMP root is built by ``make test``
 and stays small. About 1.5 GB; needs root, ``debootstrap`` and a Debian mirror, like the GIMP root.
 
-    python tests/hosts/blender_chroot.py build      # build or reuse; prints the root
+    python tests/hosts/blender_chroot.py build      # build or reuse; prints the root (also status, remove)
     python tests/hosts/blender_chroot.py run -- blender --version
     python tests/hosts/blender_chroot.py run --bind /tmp/work -- blender ...   # /tmp/work visible inside too
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -49,28 +48,7 @@ def ensure_chroot(root: Optional[Path] = None) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=None, help="root folder (default: the cache)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build the root unless a matching one is cached")
-    run = sub.add_parser("run", help="run a command inside the root")
-    run.add_argument("--bind", action="append", default=[], help="host folder to mount at the same path inside")
-    run.add_argument("argv", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    try:
-        root = ensure_chroot(args.root)
-        if args.command == "build":
-            print(root)
-            return 0
-        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-        result = gimp_chroot.run_in_chroot(command or ["sh"], root=root, timeout=3600, binds=args.bind)
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-        return result.returncode
-    except ChrootUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
+    return gimp_chroot.main(argv, default_root(), PACKAGES, __doc__)
 
 if __name__ == "__main__":
     sys.exit(main())

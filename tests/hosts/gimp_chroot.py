@@ -16,6 +16,7 @@ Command line::
     python tests/hosts/gimp_chroot.py build     # build or reuse; prints the root
     python tests/hosts/gimp_chroot.py status    # prints why it cannot be built, or where it is
     python tests/hosts/gimp_chroot.py run -- gimp-console-3.0 --version
+    python tests/hosts/gimp_chroot.py run --bind /tmp/work -- ...   # /tmp/work visible inside too
     python tests/hosts/gimp_chroot.py remove
 """
 from __future__ import annotations
@@ -263,29 +264,34 @@ def _sh_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=None, help="chroot folder (default: %(default)s → cache)")
+def main(argv: Optional[Sequence[str]] = None, default: Optional[Path] = None, packages: Sequence[str] = PACKAGES,
+         description: str = __doc__) -> int:
+    """The command line of a cached root with ``packages`` at ``default`` (None: the GIMP root); the Blender root
+    (tests/hosts/blender_chroot.py) is driven by the same commands."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=None, help="root folder (default: the cache)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build", help="build the chroot unless a matching one is cached")
-    sub.add_parser("status", help="say whether the chroot is ready, buildable, or why not")
-    sub.add_parser("remove", help="delete the cached chroot")
-    run = sub.add_parser("run", help="run a command inside the chroot")
+    sub.add_parser("build", help="build the root unless a matching one is cached")
+    sub.add_parser("status", help="say whether the root is ready, buildable, or why not")
+    sub.add_parser("remove", help="delete the cached root")
+    run = sub.add_parser("run", help="run a command inside the root")
+    run.add_argument("--bind", action="append", default=[], help="host folder to mount at the same path inside")
     run.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    root = args.root or default_root()
+    root = args.root or default or default_root()
     try:
         if args.command == "build":
-            print(ensure_chroot(root))
+            print(ensure_chroot(root, packages=packages))
         elif args.command == "status":
-            reason = unavailable_reason(root)
-            print(f"unavailable: {reason}" if reason else (f"ready: {root}" if is_ready(root)
+            reason = unavailable_reason(root, packages)
+            print(f"unavailable: {reason}" if reason else (f"ready: {root}" if is_ready(root, packages)
                                                            else f"buildable at {root}"))
         elif args.command == "remove":
             remove_chroot(root)
         else:
             command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-            result = run_in_chroot(command or ["sh"], root=ensure_chroot(root), timeout=3600)
+            result = run_in_chroot(command or ["sh"], root=ensure_chroot(root, packages=packages), timeout=3600,
+                                   binds=args.bind)
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             return result.returncode
@@ -293,7 +299,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     if __package__ in (None, ""):

@@ -84,7 +84,7 @@ def run_session(work: Path, timeout: float = 600) -> Dict:
     """Install the extension into the root's Blender and run the GUI session; returns {"install", "doctor":
     the installer's output, "session": session.json, "log": Blender's stdout+stderr, "shots": {name: path},
     "returncode"}."""
-    from tests.support.servers import ServerProcess
+    from mattebox.testing.servers import ServerProcess
 
     root = blender_chroot.ensure_chroot()
     out, user = work / "out", work / "user"

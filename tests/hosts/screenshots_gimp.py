@@ -19,7 +19,7 @@ import numpy as np
 
 from tests.hosts import gimp_chroot
 from tests.hosts.screenshots import read_xwd
-from tests.support.servers import ServerProcess, tree_env
+from mattebox.testing.servers import ServerProcess, tree_env
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]

@@ -137,12 +137,13 @@ class FrameIndex:
                 self.frames, data = {}, None  # a damaged index only costs a recompute
         self.hellos = plugin_module("run").RememberedHellos(data.get("made_under") if self.frames else None)
 
-    def reuse(self, frame: int, key: str, kinds: Iterable[str]) -> bool:
-        """Whether the frame's files for every output in ``kinds`` exist and were made from ``key``."""
+    def reuse(self, frame: int, key: str, outputs: Iterable[str]) -> bool:
+        """Whether the frame's files for every one of ``outputs`` (RESULT_KINDS names) exist and were made from
+        ``key``: the files in place are then the frame's result."""
         entry = self.frames.get(str(frame))
         if not entry or entry.get("key") != key:
             return False
-        return all(os.path.isfile(result_path(self.directory, kind, frame)) for kind in kinds)
+        return all(os.path.isfile(result_path(self.directory, kind, frame)) for kind in outputs)
 
     def record(self, frame: int, key: str, info: Optional[Dict[str, Any]] = None,
                hello: Optional[Dict[str, Any]] = None) -> None:

@@ -6,6 +6,7 @@ from typing import Optional
 import bpy
 
 from . import core
+from .connection import client_package, remember_engines
 from .properties import preferences
 from .scene_run import SceneRun, frame_run
 
@@ -14,6 +15,7 @@ _ACTIVE: Optional[SceneRun] = None
 
 
 def active_run() -> Optional[SceneRun]:
+    """The run in progress, or None (for the panel)."""
     return _ACTIVE
 
 
@@ -38,6 +40,8 @@ def finish_run(run: SceneRun, report) -> set:
 
 
 def _tell(report, level: set, text: str) -> set:
+    """Report ``text`` at ``level`` and keep it as the panel's status line; -> {"CANCELLED"}, what the operator
+    returns after anything but a published result."""
     report(level, text)
     status = getattr(bpy.context.window_manager, "mattebox_status", None)
     if status is not None:
@@ -156,8 +160,6 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
     bl_label = "Check Server"
 
     def execute(self, context):
-        from .connection import client_package
-
         prefs = preferences(context)
         endpoint = prefs.effective_endpoint()
         package = client_package()
@@ -174,8 +176,6 @@ class MATTEBOX_OT_check_server(bpy.types.Operator):
             return {"CANCELLED"}
         finally:
             client.close()
-        from .connection import remember_engines
-
         remember_engines(info)  # the Engine menu lists this server's engines from now on
         self.report({"INFO"}, f"Mattebox {info['server_version']} at {endpoint} on {info['device']}: "
                               + core.engines_summary(info["engines"], package.client.engine_note))

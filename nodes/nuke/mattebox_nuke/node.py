@@ -32,9 +32,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 import nuke
 
-from mattebox_plugin.errors import Cancelled, describe_error
-from mattebox_plugin.frames import contiguous_spans
-from mattebox_plugin.protocol import INFO_ENGINE, param_choices
+from mattebox_plugin.errors import Cancelled, ServerUnavailable, describe_error
+from mattebox_plugin.frames import contiguous_spans, format_frames
+from mattebox_plugin.protocol import INFO_ENGINE, ProtocolError, param_choices
 from mattebox_plugin.run import FINISHED, FrameRun
 
 from . import __version__
@@ -44,6 +44,8 @@ from .job import (NODE_INPUTS, OUTPUT_CHOICES, MatteboxError, ResultStore, Setti
 MARKER_KNOB = "mattebox_version"
 FRAME_MODES = ("current frame", "input range", "project range", "custom")
 _running: Dict[str, "MatteRun"] = {}  # node full name -> run in progress (one at a time per node)
+#: MatteboxError's arguments when the plate input is empty
+NO_PLATE = ("the plate input is not connected", "connect the image to matte to input 'plate'")
 
 
 # ------------------------------------------------------------------------------------------ building
@@ -214,7 +216,7 @@ def frames_to_matte(group: Any) -> List[int]:
     if mode == "input range":
         plate = group.input(0)
         if plate is None:
-            raise MatteboxError("the plate input is not connected", "connect the image to matte to input 'plate'")
+            raise MatteboxError(*NO_PLATE)
         first, last = int(plate.firstFrame()), int(plate.lastFrame())
     elif mode == "project range":
         first, last = int(nuke.root()["first_frame"].value()), int(nuke.root()["last_frame"].value())
@@ -300,10 +302,8 @@ def _on_main(call: Callable[..., Any], *args: Any) -> None:
 
 
 def _report(group: Any, exc: BaseException, text: Optional[str] = None) -> None:
-    """Show a failure on the node (and in a message box in the GUI); ``text`` defaults to describe_error's."""
-    from mattebox_plugin.errors import ServerUnavailable
-    from mattebox_plugin.protocol import ProtocolError
-
+    """Show a failure on the node (and in a dialog in the GUI); only an unexpected one prints its traceback.
+    ``text`` defaults to describe_error's."""
     text = text or describe_error(exc, group["endpoint"].value() or None)
     set_status(group, text, error=True)
     if not isinstance(exc, (MatteboxError, ServerUnavailable, ProtocolError, ValueError)):
@@ -316,7 +316,7 @@ def render_inputs(group: Any, settings: Settings, frames: List[int]) -> Dict[str
     """Execute the internal Writes of the connected inputs over ``frames`` (main thread: nuke.execute)."""
     connected = connected_inputs(group)
     if not connected["plate"]:
-        raise MatteboxError("the plate input is not connected", "connect the image to matte to input 'plate'")
+        raise MatteboxError(*NO_PLATE)
     writes = []
     for name, _, _ in NODE_INPUTS:
         write = _inner(group, f"Write_{name}")
@@ -415,12 +415,14 @@ class MatteRun:
             from mattebox_plugin.client import result_notes
 
             notes = "".join(f"; {note}" for note in result_notes(o.info for o in self.outcomes))
-            set_status(self.group, f"matted frame{'s' if len(self.frames) > 1 else ''} {span} "
+            set_status(self.group, f"matted frame{'s' if len(self.frames) > 1 else ''} {format_frames(self.frames)} "
                                    f"({cached} from cache) with {', '.join(engines) or 'cache'} in "
                                    f"{time.monotonic() - self.started:.1f} s{notes}")
         self.finished.set()
 
     def wait(self, timeout: Optional[float] = None) -> "MatteRun":
+        """Join the worker thread (background runs) and raise what failed; ``finished`` is set once the outcome
+        is on the node (main thread)."""
         if self.thread is not None:
             self.thread.join(timeout)
         if self.error is not None:

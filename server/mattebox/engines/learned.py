@@ -28,10 +28,11 @@ from ..matting.foreground import blur_fusion
 from ..matting.guidance import grabcut_mask, trimap_from_mask
 
 #: activation memory per input pixel at inference, by tiled model (bytes, fp16 autocast) — sizes GPU tiles/batches.
-#: Deliberately high until a GPU session measures them (bench/models.py): the fp32 CPU peak for a batch of 4 tiles
-#: (ru_maxrss growth, 2026-12-03) is parallax 1414, mask2alpha 765, vitmatte 1306 B/px; CUDA adds workspaces and
-#: allocator slack. Too low is survivable anyway: the tiler halves the batch when memory runs out. PP-Matting runs
-#: whole frames (PPMattingEngine.infer) and sizes nothing from it.
+#: Deliberately above what the CPU shows: the fp32 CPU peak for a batch of 4 tiles, as ru_maxrss growth, is
+#: parallax 1414, mask2alpha 765, vitmatte 1306 B/px, and CUDA adds workspaces and allocator slack. Re-measure on a
+#: CUDA device with ``python bench/models.py`` (bench/results/models.md, column "activation B/px measured", this
+#: table's value in brackets) and set these from it. Too low is survivable anyway: the tiler halves the batch when
+#: memory runs out. PP-Matting runs whole frames (PPMattingEngine.infer) and sizes nothing from it.
 BYTES_PER_PIXEL = {"parallax": 6000.0, "mask2alpha": 4000.0, "vitmatte": 3000.0}
 
 #: the ``tile`` request param that runs the whole frame in one forward (tiling.whole_frame_apply)

@@ -135,9 +135,3 @@ def motion_from_flows(forward: np.ndarray, backward: np.ndarray, trimap: np.ndar
     return Motion(raw=forward, foreground=fg, background=bg, occluded=occluded, disoccluded=disoccluded,
                   residual=residual)
 
-
-def estimate_motion(target: np.ndarray, source: np.ndarray, trimap: np.ndarray, flow_model=None) -> Motion:
-    """Flow target -> source, its forward-backward masks, and the trimap-separated foreground/background flows.
-    ``target``/``source``: H×W×3 float32 (sRGB in [0, 1] preferred); ``trimap``: H×W in {0, 0.5, 1} on target."""
-    model = flow_model or DISFlow()
-    return motion_from_flows(model.flow(target, source), model.flow(source, target), trimap)

@@ -115,7 +115,3 @@ class U2NetP(nn.Module):
         if sides:
             out["sides"] = [torch.sigmoid(m) for m in maps]
         return out
-
-
-def build_u2netp(mid: int = 16, width: int = 64) -> U2NetP:
-    return U2NetP(mid=mid, width=width)

@@ -9,8 +9,10 @@ Papers (``../shared/papers``):
 
 * Parallax Portrait Matting (Cai et al.), Sec. 4.4: :func:`separation_l1`, :func:`laplacian_pyramid_loss`,
   :func:`gradient_loss`, :func:`premultiplied_composition_loss`; :func:`parallax_loss` is their sum.
-* PP-Matting (Chen et al. 2022), Sec. 3.2: :func:`semantic_cross_entropy` (Eq. 4), :func:`detail_loss` (Eq. 6–8),
-  :func:`fusion_loss` (Eq. 9–11) built on :func:`charbonnier`.
+* PP-Matting (Chen et al. 2022), Sec. 3.2: :func:`semantic_cross_entropy` (Eq. 4) and :func:`detail_loss`
+  (Eq. 6–8, built on :func:`charbonnier`) for the semantic and detail heads. The fused alpha is trained with the
+  same terms as every other model's (trainer.objective_terms), not with the paper's fusion loss (Eq. 9–11), so
+  the supervised objective stays one objective that models can be compared under.
 * Mask2Alpha, Sec. 3.2: :func:`confidence_loss`.
 * Training Matting Models without Alpha Labels (Liu et al. 2024): :func:`known_loss` and the directional distance
   consistency :func:`ddc_loss` (Eq. 9, 11×11 window, top-11 neighbours); :func:`alpha_free_loss` = known + 10·DDC.
@@ -137,22 +139,6 @@ def detail_loss(detail: torch.Tensor, gt: torch.Tensor, trimap: torch.Tensor) ->
     """L_d (Eq. 6–8): Charbonnier alpha loss + gradient loss of the detail map, counted in the transition region."""
     region = _unknown(trimap)
     return masked_mean(charbonnier(detail, gt), region) + gradient_loss(detail, gt, region)
-
-
-def fusion_loss(alpha: torch.Tensor, gt: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor,
-                image: torch.Tensor) -> torch.Tensor:
-    """L_f (Eq. 9–11): Charbonnier alpha + gradient + composition loss over all pixels, the composite being
-    ``α_p·F_gt + (1 − α_p)·B_gt`` compared with the ground-truth image."""
-    composite = alpha * foreground + (1 - alpha) * background
-    return charbonnier(alpha, gt).mean() + gradient_loss(alpha, gt) + charbonnier(composite, image).mean()
-
-
-def pp_matting_loss(semantic_logits: torch.Tensor, detail: torch.Tensor, alpha: torch.Tensor, gt: torch.Tensor,
-                    trimap: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, image: torch.Tensor
-                    ) -> Dict[str, torch.Tensor]:
-    """Eq. 12 with λ1 = λ2 = λ3 = 1: semantic + detail + fusion."""
-    return {"semantic": semantic_cross_entropy(semantic_logits, trimap), "detail": detail_loss(detail, gt, trimap),
-            "fusion": fusion_loss(alpha, gt, foreground, background, image)}
 
 
 # ------------------------------------------------------------------------------------------ Mask2Alpha (Sec. 3.2)

@@ -8,6 +8,9 @@ import numpy as np
 
 from mattebox.contract import Engine, MatteResult
 
+#: the ``$MATTEBOX_ENGINES`` entry that makes a server load :class:`SlowEngine` as ``test-slow``
+SLOW_ENGINE = "test-slow=mattebox.testing.engines:SlowEngine"
+
 
 class SlowEngine(Engine):
     """Alpha = mean of the image's channels; runs MATTEBOX_TEST_STEPS steps of MATTEBOX_TEST_STEP_S seconds,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,16 +13,20 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-ROOT = Path(__file__).resolve().parents[2]
+#: the source checkout this module lies in (server/mattebox/testing/servers.py), when it lies in one
+CHECKOUT = Path(__file__).resolve().parents[3]
 LOOPBACK = "tcp://127.0.0.1:0"  # a random free port on loopback
 LOG_TAIL_CHARS = 4000
 
 
 def tree_env(**extra: str) -> dict:
-    """Environment for subprocesses that must import this tree's packages (``extra`` set on top)."""
+    """Environment for subprocesses that must import this tree's packages (``extra`` set on top): in a source
+    checkout its plugin/, server/ and installers/ first on PYTHONPATH, and its root (for test modules such as
+    ``tests.support.models``); from an installed wheel the environment as it is."""
     env = dict(os.environ)
-    paths = [str(ROOT / "plugin"), str(ROOT / "server"), str(ROOT / "installers"), str(ROOT)]
-    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    if (CHECKOUT / "server" / "mattebox").is_dir():
+        paths = [str(CHECKOUT / "plugin"), str(CHECKOUT / "server"), str(CHECKOUT / "installers"), str(CHECKOUT)]
+        env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update(extra)
     return env
 
@@ -111,6 +116,13 @@ class ServerProcess:
         if self._remove_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
         return self.proc.returncode
+
+
+def free_endpoint() -> str:
+    """A loopback TCP endpoint nothing listens on: a port the OS just handed out and took back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def wait_for_busy_replica(client, timeout: float = 60.0, poll: float = 0.1) -> Optional[dict]:
