@@ -11,9 +11,11 @@ from mattebox.contract import Engine, MatteResult
 
 class SlowEngine(Engine):
     """Alpha = mean of the image's channels; runs MATTEBOX_TEST_STEPS steps of MATTEBOX_TEST_STEP_S seconds,
-    reporting progress at each, so tests can cancel or kill mid-job. With MATTEBOX_TEST_RUN_LOG set, each run
-    appends "start MEAN" to that file when it starts and "end MEAN" when it completes (MEAN: the image's mean), so
-    tests can count how often the engine really ran and whether a cancelled run stopped."""
+    reporting progress at each, so tests can cancel or kill mid-job. MATTEBOX_TEST_STEP_S is read at each step: a
+    test with the server in its own process gives a job many steps (so it is surely still running when the test
+    looks, however loaded the machine), then sets it to 0 to let the job finish at once. With MATTEBOX_TEST_RUN_LOG
+    set, each run appends "start MEAN" to that file when it starts and "end MEAN" when it completes (MEAN: the
+    image's mean), so tests can count how often the engine really ran and whether a cancelled run stopped."""
 
     name = "test-slow"
     description = "test engine: slow, deterministic"
