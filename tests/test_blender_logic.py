@@ -155,7 +155,7 @@ def _run(endpoint, plates, written, directory, frames=None, read=None):
         mask = (plates[frame][..., 0] > 0.5).astype(np.float32)
         return core.build_request(plates[frame], None, mask, {"engine": "passthrough"})
 
-    return runner.MatteRun(frames or sorted(plates), make_connect(endpoint, 5.0, None, False, False),
+    return runner.MatteRun(frames or sorted(plates), make_connect(endpoint, 30.0, None, False, False),
                            read or read_inputs, lambda frame, result: written.update({frame: result}),
                            index=core.FrameIndex(str(directory)), outputs=("alpha", "foreground"))
 
@@ -225,7 +225,7 @@ def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
         sock.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
     run = _run(endpoint, _plates(1), {}, tmp_path)
-    assert run.wait(timeout=10) == runner.FAILED
+    assert run.wait(timeout=60) == runner.FAILED  # refused at once; the time-out only bounds a hang
     assert f"no mattebox server at {endpoint}" in run.error
 
 

@@ -107,11 +107,8 @@ def test_cancel_stops_the_job_on_its_replica(cluster_server):
         with pytest.raises(JobFailed) as failure:
             job.result(timeout=30)
         assert failure.value.code == "cancelled"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(r["job"] == job.id for r in
-                                                  client.status()["cluster"]["replicas"].values()):
-            time.sleep(0.1)
-        assert not any(r["job"] == job.id for r in client.status()["cluster"]["replicas"].values())
+        wait_for(lambda: not any(r["job"] == job.id for r in client.status()["cluster"]["replicas"].values()),
+                 what="the replica letting go of the cancelled job", poll=0.1)
         key = f"{float(img.mean()):.6f}"
         log = cluster_server.run_log.read_text().splitlines()
         assert f"start {key}" in log and f"end {key}" not in log

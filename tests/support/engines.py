@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
+from typing import List
 
 import numpy as np
 
@@ -37,6 +39,21 @@ def _log_run(event: str, key: str) -> None:
     if os.environ.get("MATTEBOX_TEST_RUN_LOG"):
         with open(os.environ["MATTEBOX_TEST_RUN_LOG"], "a") as fh:
             fh.write(f"{event} {key}\n")
+
+
+def run_events_once_idle(endpoint: str, run_log: Path) -> List[str]:
+    """The events ("start", "end") in SlowEngine's run log ``run_log`` once the server at ``endpoint`` runs and
+    queues no job: how a test shows that a cancelled job's engine stopped before its end ("start" without "end")
+    without timing the cancel, which a loaded machine can make as slow as the whole job."""
+    from mattebox_plugin.client import Client
+    from tests.support.wait import wait_for
+
+    def idle(status: dict) -> bool:
+        return not status["running"] and not status["running_other"] and not status["queue"]
+
+    with Client(endpoint, timeout=30) as client:
+        wait_for(lambda: idle(client.status()), what=f"the server at {endpoint} to finish its jobs")
+    return [line.split()[0] for line in run_log.read_text().splitlines()] if run_log.exists() else []
 
 
 class FailingEngine(Engine):
