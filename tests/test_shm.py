@@ -443,7 +443,8 @@ def test_server_drops_mappings_of_segments_a_live_client_dropped(embedded_server
         result = client.submit(image=big, mask=big_mask, params={"engine": "passthrough"}).result(timeout=30)
         np.testing.assert_array_equal(result.alpha, big_mask)
         assert len(client._shm_pool.segments) == 1  # the idle small segment was dropped for a bigger one
-        wait_for(lambda: len(embedded_server.shm) == 1, what="the server letting go of the dropped segment")  # the server let go of the dropped one (its memory is freed)
+        wait_for(lambda: len(embedded_server.shm) == 1,
+                 what="the server letting go of the dropped segment (freeing its memory)")
 
 
 def _as_nobody(fn) -> dict:

@@ -17,7 +17,9 @@ class SlowEngine(Engine):
     test with the server in its own process gives a job many steps (so it is surely still running when the test
     looks, however loaded the machine), then sets it to 0 to let the job finish at once. With MATTEBOX_TEST_RUN_LOG
     set, each run appends "start MEAN" to that file when it starts and "end MEAN" when it completes (MEAN: the
-    image's mean), so tests can count how often the engine really ran and whether a cancelled run stopped."""
+    image's mean), so tests can count how often the engine really ran and whether a cancelled run stopped. With
+    MATTEBOX_TEST_HOLD naming a file, a run that has done its steps waits while that file exists: a job that
+    cannot end before a test's cancel, whose server (a cluster's replica, say) the test cannot speed up."""
 
     name = "test-slow"
     description = "test engine: slow, deterministic"
@@ -29,6 +31,9 @@ class SlowEngine(Engine):
         for step in range(steps):
             progress("work", step, steps)
             time.sleep(float(os.environ.get("MATTEBOX_TEST_STEP_S", "0.05")))
+        while os.environ.get("MATTEBOX_TEST_HOLD") and os.path.exists(os.environ["MATTEBOX_TEST_HOLD"]):
+            progress("hold", steps, steps)  # where a cancel lands
+            time.sleep(0.05)
         _log_run("end", key)
         alpha = request.image.mean(axis=2).astype(np.float32)
         return MatteResult(alpha=alpha, foreground=request.image.copy(), trimap=np.full(alpha.shape, 0.5, np.float32),
