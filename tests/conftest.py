@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.servers import ROOT, ServerProcess, tree_env  # noqa: F401  (ROOT, tree_env: imported by tests)
+from tests.support.servers import ROOT, ServerProcess, refused_endpoint, tree_env  # noqa: F401  (ROOT, tree_env: imported by tests)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +44,13 @@ def server_process(tmp_path):
 def mattebox_server(server_process) -> str:
     """The endpoint of a real mattebox server (classical engine) on a random loopback port."""
     return server_process().endpoint
+
+
+@pytest.fixture
+def down_endpoint():
+    """A loopback endpoint where no server listens (and none can start) for the test: see refused_endpoint."""
+    with refused_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

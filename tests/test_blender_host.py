@@ -253,8 +253,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path, down_endpoint):
+    endpoint = down_endpoint
     result = run_blender(blender_python, tmp_path, '''
         setup_scene(ARGS["endpoint"], auto_start=False, timeout=120)
         down, down_s = report_of(lambda: bpy.ops.mattebox.matte())

@@ -218,12 +218,8 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
     assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
 
 
-def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path, down_endpoint):
+    endpoint = down_endpoint
     run = _run(endpoint, _plates(1), {}, tmp_path)
     assert run.wait(timeout=60) == runner.FAILED  # refused at once; the time-out only bounds a hang
     assert f"no mattebox server at {endpoint}" in run.error

@@ -8,7 +8,6 @@ debootstrap/apt-get, not Linux. The chroot is cached outside the clone (tests/ho
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -110,10 +109,8 @@ def test_layers_match_server_output(gimp_root, gimp_profile, test_server, precis
     np.testing.assert_allclose(rgba[..., :3], expected.foreground, rtol=0, atol=tolerance)
 
 
-def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile, down_endpoint):
+    endpoint = down_endpoint
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -124,10 +121,8 @@ def test_server_down_gives_a_clear_error_quickly(gimp_root, gimp_profile):
     assert out["layers"] == ["plate"]
 
 
-def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+def test_a_server_command_that_cannot_start_is_named(gimp_root, gimp_profile, down_endpoint):
+    endpoint = down_endpoint
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "args": {}}
@@ -343,10 +338,8 @@ def test_interactive_dialog_cancel_changes_nothing(gimp_root, fresh_profile, tes
     assert out["layers"] == ["plate", "second"]
 
 
-def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+def test_interactive_errors_go_to_gimps_message_system(gimp_root, fresh_profile, down_endpoint):
+    endpoint = down_endpoint
     linear, _ = plate()
     spec = {"width": W, "height": H, "base": "RGB", "precision": "FLOAT_LINEAR", "image_format": "RGB float",
             "run_mode": "INTERACTIVE", "args": {}}

@@ -88,12 +88,8 @@ def test_farm_render_mattes_then_writes(tmp_path, mattebox_server, version):
     assert again.returncode == 0 and "(3 from cache)" in again.stdout
 
 
-def test_farm_fails_loudly_when_the_server_is_down(tmp_path):
-    import socket
-
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+def test_farm_fails_loudly_when_the_server_is_down(tmp_path, down_endpoint):
+    endpoint = down_endpoint
     script, _, _ = _comp(tmp_path)
     proc = _run(tmp_path, script, endpoint, "--write")
     assert proc.returncode == 1

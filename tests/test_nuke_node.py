@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -21,13 +20,6 @@ def server(tmp_path_factory):
                             env={"MATTEBOX_ENGINES": "test-slow=tests.support.engines:SlowEngine"})
     yield process.endpoint
     process.stop()
-
-
-def _closed_port_endpoint() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
 
 
 def _box_trimap() -> np.ndarray:
@@ -130,14 +122,14 @@ def test_alpha_only_output_keeps_the_plate_rgb(fake_nuke, server):
     assert np.array_equal(out["rgba.blue"], pixels[1]["rgba.blue"])
 
 
-def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypatch):
+def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypatch, down_endpoint):
     import mattebox_nuke
 
     monkeypatch.setenv("MATTEBOX_ENDPOINT", server)
     group = mattebox_nuke.create()
     assert group["endpoint"].value() == server
     assert {"auto", "classical", "passthrough", "test-slow"} <= set(group["engine"].values())
-    monkeypatch.setenv("MATTEBOX_ENDPOINT", _closed_port_endpoint())
+    monkeypatch.setenv("MATTEBOX_ENDPOINT", down_endpoint)
     offline = mattebox_nuke.create()
     assert offline["engine"].values() == ["auto"] and "not reachable" in offline["status"].value()
 
@@ -243,11 +235,11 @@ def test_cancel_from_the_progress_bar(fake_nuke, server):
     assert nuke.fake.messages and "cancelled" in nuke.fake.messages[-1][1]
 
 
-def test_server_down_surfaces_on_the_node(fake_nuke, capsys):
+def test_server_down_surfaces_on_the_node(fake_nuke, capsys, down_endpoint):
     import mattebox_nuke
     from mattebox_plugin.client import ServerUnavailable
 
-    endpoint = _closed_port_endpoint()
+    endpoint = down_endpoint
     group, _ = make_comp(fake_nuke, endpoint, frames=(1,))
     with pytest.raises(ServerUnavailable):
         mattebox_nuke.matte(group)
@@ -256,12 +248,12 @@ def test_server_down_surfaces_on_the_node(fake_nuke, capsys):
     assert f"[mattebox] Mattebox1: ERROR no mattebox server at {endpoint}" in capsys.readouterr().err
 
 
-def test_server_down_in_gui_shows_a_message(fake_nuke):
+def test_server_down_in_gui_shows_a_message(fake_nuke, down_endpoint):
     from mattebox_nuke import node
 
     nuke = fake_nuke
     nuke.env["gui"] = True
-    group, _ = make_comp(nuke, _closed_port_endpoint(), frames=(1,))
+    group, _ = make_comp(nuke, down_endpoint, frames=(1,))
     nuke.fake.progress.clear()
     group["matte"].execute()  # the button: errors stay on the node in the GUI, nothing raises
     run = node._running[group.fullName()]

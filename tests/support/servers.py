@@ -1,16 +1,19 @@
 """Real ``python -m mattebox serve`` processes for tests and benches: start one, wait for its ready file, stop it;
-and wait until a cluster replica is busy. The one place that knows how a test or bench starts a server."""
+wait until a cluster replica is busy; an endpoint where no server is. The one place that knows how a test or bench
+starts a server."""
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "tcp://127.0.0.1:0"  # a random free port on loopback
@@ -124,3 +127,13 @@ def wait_for_busy_replica(client, timeout: float = 60.0, poll: float = 0.1) -> O
         if time.monotonic() >= deadline:
             return None
         time.sleep(poll)
+
+
+@contextmanager
+def refused_endpoint() -> Iterator[str]:
+    """A loopback endpoint where no server listens, for "server down" tests. Its port stays bound (not listening)
+    by this process for the ``with`` block, so connecting is refused and no server started meanwhile, by this or a
+    parallel test run, can take it, as one could a port found free and then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{sock.getsockname()[1]}"
