@@ -38,7 +38,7 @@ def cluster_server(tmp_path_factory):
     if not HAVE_RAY:
         pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
     folder = tmp_path_factory.mktemp("cluster")
-    server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info",
+    server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info", start_timeout=600,
                            env=dict(MATTEBOX_ENGINES="test-slow=tests.support.engines:SlowEngine",
                                     MATTEBOX_TEST_STEPS="30", MATTEBOX_TEST_STEP_S="0.1",
                                     MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log"),

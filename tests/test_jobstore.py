@@ -48,6 +48,12 @@ def stored(*jobs) -> None:
     wait_for(lambda: [job.poll(0) for job in jobs] and all(job.accepted for job in jobs), what="accepted")
 
 
+def expect_restart(client: Client) -> None:
+    """From now on 2 s of silence mean the server went away: the client reconnects and re-attaches (short, so the
+    test is quick). Set just before the stop: until then a loaded machine may keep a live server quiet longer."""
+    client.timeout = 2.0
+
+
 def status(endpoint: str) -> dict:
     with Client(endpoint, timeout=10) as c:
         return c.status()
@@ -241,13 +247,14 @@ def test_finished_unfetched_results_survive_kill9(server_process, state, monkeyp
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "3")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.1")
     first = server_process()
-    owner = Client(first.endpoint, timeout=2, heartbeat=0.2)
+    owner = Client(first.endpoint, timeout=60, heartbeat=0.2)
     try:
         images = [image(1), image(2)]
         jobs = [owner.submit(image=img, params={"engine": "test-slow"}) for img in images]
         assert owner.shared_memory  # the first delivery would have gone through its shared memory
         owner._reconnect()  # its old connection is gone: the results have nowhere to go before the kill
         wait_for(lambda: status(first.endpoint)["store"]["results_on_disk"] == 2, what="both results on disk")
+        expect_restart(owner)
         first.stop(signal.SIGKILL)
         assert len(list((state / "results").glob("*.mbx"))) == 2
 
@@ -274,10 +281,11 @@ def test_queued_jobs_rerun_after_kill9_without_resubmission(server_process, stat
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "4")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         images = [image(10 + i) for i in range(4)]
         jobs = [c.submit(image=img, params={"engine": "test-slow"}) for img in images]
         stored(*jobs)
+        expect_restart(c)
         first.stop(signal.SIGKILL)
         second = restart(server_process, first.endpoint)
         for img, job in zip(images, jobs):
@@ -292,12 +300,13 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     server = server_process()
     endpoint = server.endpoint
-    with Client(endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         job = c.submit(image=image(3), params={"engine": "test-slow"})
         stored(job)
         for expected_runs in (1, 2):
             wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running_other"],
                      what="the job running")
+            expect_restart(c)
             server.stop(signal.SIGKILL)
             server = restart(server_process, endpoint)
         with pytest.raises(JobFailed) as failure:
@@ -316,11 +325,12 @@ def test_clean_shutdown_requeues_the_running_job(server_process, state, monkeypa
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=3, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         img = image(4)
         job = c.submit(image=img, params={"engine": "test-slow"})
         stored(job)
         wait_for(lambda: runs(state) == 1, what="the job running")
+        expect_restart(c)
         assert first.stop() == 0
         with closing(sqlite3.connect(state / "jobs.sqlite3")) as db:  # queued again, not counted as a rerun
             assert db.execute("SELECT state, reruns FROM jobs WHERE id=?", (job.id,)).fetchone() == ("queued", 0)
@@ -337,11 +347,12 @@ def test_corrupt_spooled_inputs_are_reported_lost(server_process, state, monkeyp
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         running = c.submit(image=image(5), params={"engine": "test-slow"})
         queued = c.submit(image=image(6), params={"engine": "test-slow"})
         stored(running, queued)
         wait_for(lambda: runs(state) == 1, what="the first job running")
+        expect_restart(c)
         first.stop(signal.SIGKILL)
         spooled = state / "spool" / f"{queued.id}.mbx"
         spooled.write_bytes(spooled.read_bytes()[:-64])

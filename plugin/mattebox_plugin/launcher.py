@@ -51,6 +51,8 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
     if server_answers(cfg):
         return endpoint
     if endpoint.startswith("tcp://") and port_open(endpoint):
+        if server_answers(cfg, timeout=float(cfg["timeout"])):  # the quick probe missed a busy or loaded server
+            return endpoint
         raise ServerUnavailable(f"something listens at {endpoint} but does not answer as a mattebox server (another "
                                 f"program holds the port, or a server that wants CURVE keys this host lacks), so "
                                 f"no local server can start there: free the port, or set another \"endpoint\" in "
