@@ -45,7 +45,9 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
     """Return the endpoint of a server that answers hello, starting ``cfg['server_command']`` if needed.
 
     The started server is detached (its own session) so it outlives the host's operator and serves later calls.
-    Raises ServerUnavailable naming the endpoint and the command when nothing answers within ``wait`` s.
+    Raises ServerUnavailable naming the endpoint and the command when nothing answers within ``wait`` s, and
+    without starting anything when the port is open but nothing answers hello there, neither to a quick probe nor
+    within the config's ``timeout`` (a busy server or a loaded machine can miss the quick one).
     """
     endpoint = cfg["endpoint"]
     if server_answers(cfg):
