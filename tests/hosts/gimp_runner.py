@@ -30,7 +30,7 @@ def inside(root: Path, path: Path) -> str:
 
 
 def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
-             server_command: list = None, client_timeout: float = 10.0,
+             server_command: list = None, client_timeout: float = 30.0,
              **inputs) -> tuple:
     """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, clean_plate=, layer_mask=,
     channel=). ``client_timeout``: the plug-in's client time-out (its config's ``timeout``).
