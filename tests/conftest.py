@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mattebox.testing.servers import ServerProcess, tree_env  # noqa: F401  (tree_env: imported by tests)
+from mattebox.testing.servers import ServerProcess, refused_endpoint, tree_env  # noqa: F401  (imported by tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,13 @@ def server_process(tmp_path):
 def mattebox_server(server_process) -> str:
     """The endpoint of a real mattebox server (classical engine) on a random loopback port."""
     return server_process().endpoint
+
+
+@pytest.fixture
+def down_endpoint():
+    """A loopback endpoint where no server listens (and none can start) for the test: see refused_endpoint."""
+    with refused_endpoint() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from mattebox.testing.engines import SLOW_ENGINE
 from mattebox.testing.servers import free_endpoint
 from tests.conftest import tree_env
 from tests.hosts.blender_harness import blender_python_or_skip, run_blender
+from mattebox.testing.engines import run_events_once_idle
 
 pytestmark = pytest.mark.host
 
@@ -287,10 +288,10 @@ def test_clean_plate_guides_the_matte_and_keys_the_cache(blender_python, tmp_pat
     assert "clean plate: 50x40 pixels, but the image is 96x72" in result["error"]
 
 
-def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
-    endpoint = free_endpoint()
+def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path, down_endpoint):
+    endpoint = down_endpoint
     result = run_blender(blender_python, tmp_path, '''
-        setup_scene(ARGS["endpoint"], auto_start=False)
+        setup_scene(ARGS["endpoint"], auto_start=False, timeout=120)
         down, down_s = report_of(lambda: bpy.ops.mattebox.matte())
         helpers.use_server(ARGS["endpoint"], auto_start=True, server_command="/bin/false")
         failing, failing_s = report_of(lambda: bpy.ops.mattebox.matte())
@@ -298,7 +299,7 @@ def test_server_down_reports_clearly_without_hanging(blender_python, tmp_path):
                   "images": [i.name for i in bpy.data.images]}
     ''', endpoint=endpoint)
     assert f"no mattebox server at {endpoint}" in result["down"]
-    assert result["down_s"] < 5
+    assert result["down_s"] < 60  # refused at once, not after the client's 120 s time-out (nor a hang)
     assert "exited with code 1" in result["failing"] and "/bin/false" in result["failing"]
     assert result["failing_s"] < 10
     assert not any(name.startswith("Matte ") for name in result["images"])
@@ -400,26 +401,26 @@ def test_cancel_mid_job(blender_python, tmp_path, server_process, monkeypatch):
     monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 20 s if never cancelled
+    monkeypatch.setenv("MATTEBOX_TEST_RUN_LOG", str(tmp_path / "runs.log"))
     endpoint = server_process().endpoint
     result = run_blender(blender_python, tmp_path, '''
         setup_scene(ARGS["endpoint"], engine="test-slow")
         run = ext.operators.start_run(bpy.context)
         t = time.monotonic()
-        while run.last_event is None and time.monotonic() - t < 30:
+        while run.last_event is None and time.monotonic() - t < 120:
             run.step()
             time.sleep(0.02)
         progressed = run.last_event and run.last_event.stage  # a mattebox_plugin.protocol.ProgressEvent
-        t = time.monotonic()
         run.cancel()
-        state = run.wait(timeout=30)
-        RESULT = {"progressed": progressed, "state": state, "cancel_s": time.monotonic() - t,
+        state = run.wait(timeout=60)
+        RESULT = {"progressed": progressed, "state": state,
                   "images": [i.name for i in bpy.data.images],
                   "files": os.listdir(os.path.join(os.getcwd(), "mattes")) if os.path.isdir("mattes") else [],
                   "cancel_poll_after": bpy.ops.mattebox.cancel.poll()}
     ''', endpoint=endpoint)
     assert result["progressed"] == "work"
     assert result["state"] == "cancelled"
-    assert result["cancel_s"] < 5
+    assert run_events_once_idle(endpoint, tmp_path / "runs.log") == ["start"]  # the server stopped the engine
     assert not any(name.startswith("Matte ") for name in result["images"])
     assert result["files"] == []
     assert result["cancel_poll_after"] is False
@@ -574,7 +575,7 @@ def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_p
     (background Blender has no event loop, so the test plays the events; the operator's methods run unchanged)."""
     monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "40")
-    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")  # 2 s per job
+    monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.25")  # 10 s per job: ESC lands mid-job however loaded the box
     endpoint = server_process().endpoint
     result = run_blender(blender_python, tmp_path, '''
         import types
@@ -590,7 +591,7 @@ def test_modal_operator_steps_reports_and_cancels_with_esc(blender_python, tmp_p
             fake._timer = wm.event_timer_add(0.1, window=None)
             wm.progress_begin(0, 1000)
             texts, outcome, t = [], None, time.monotonic()
-            while time.monotonic() - t < 30:
+            while time.monotonic() - t < 120:
                 kind = "TIMER"
                 if esc_after_progress and fake._run.last_event is not None:
                     kind = "ESC"

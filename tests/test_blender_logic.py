@@ -153,7 +153,7 @@ def _run(endpoint, plates, written, directory, frames=None, read=None):
         mask = (plates[frame][..., 0] > 0.5).astype(np.float32)
         return core.build_request(plates[frame], None, mask, {"engine": "passthrough"})
 
-    return frame_run.FrameRun(frames or sorted(plates), make_connect(endpoint, 5.0, None, False, False),
+    return frame_run.FrameRun(frames or sorted(plates), make_connect(endpoint, 30.0, None, False, False),
                               read or read_inputs, lambda work, result: written.update({work.frame: result}),
                               cache=core.FrameIndex(str(directory)), outputs=("alpha", "foreground"))
 
@@ -216,10 +216,10 @@ def test_run_reports_bad_inputs_with_the_frame(embedded_server, tmp_path):
     assert run.error == "frame 2: mask: 3x3 pixels, but the image is 4x4"
 
 
-def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path):
-    endpoint = free_endpoint()
+def test_run_with_no_server_fails_fast_with_the_endpoint(tmp_path, down_endpoint):
+    endpoint = down_endpoint
     run = _run(endpoint, _plates(1), {}, tmp_path)
-    assert run.wait(timeout=10) == frame_run.FAILED
+    assert run.wait(timeout=60) == frame_run.FAILED  # refused at once; the time-out only bounds a hang
     assert f"no mattebox server at {endpoint}" in run.error
 
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +16,8 @@ from mattebox_plugin.client import Client, JobFailed
 
 from mattebox.testing.engines import SLOW_ENGINE
 from mattebox.testing.servers import ServerProcess, tree_env, wait_for_busy_replica
+
+from .support.wait import wait_for
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.serve") is not None
 
@@ -39,11 +40,12 @@ def cluster_server(tmp_path_factory):
     if not HAVE_RAY:
         pytest.skip("ray[serve] is not installed (pip install 'mattebox[cluster]')")
     folder = tmp_path_factory.mktemp("cluster")
-    server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info",
+    server = ServerProcess(folder, "--cluster", "--replicas", "2", "--log-level", "info", start_timeout=600,
                            env=dict(MATTEBOX_ENGINES=SLOW_ENGINE,
                                     MATTEBOX_TEST_STEPS="30", MATTEBOX_TEST_STEP_S="0.1",
-                                    MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log")))
-    server.run_log = folder / "runs.log"
+                                    MATTEBOX_TEST_RUN_LOG=str(folder / "runs.log"),
+                                    MATTEBOX_TEST_HOLD=str(folder / "hold")))
+    server.run_log, server.hold = folder / "runs.log", folder / "hold"
     yield server
     server.stop()
 
@@ -92,27 +94,30 @@ def test_replica_progress_reaches_the_client(cluster_server):
         events = list(job.progress())
         np.testing.assert_allclose(job.result().alpha, img.mean(axis=2), atol=1e-6)
     work = [e for e in events if e["stage"] == "work"]  # the test engine's own stage, reported by its replica
-    assert len(work) >= 3 and work[-1]["total"] == 30 and work[-1]["done"] > work[0]["done"]
+    # sampled every 0.2 s from a 3 s job: two samples show it advancing (more would count the machine's load)
+    assert len(work) >= 2 and work[-1]["total"] == 30 and work[-1]["done"] > work[0]["done"]
 
 
 @pytest.mark.slow
 def test_cancel_stops_the_job_on_its_replica(cluster_server):
-    """The engine stops at its next progress call on the replica (it logs no 'end'), and the replica is free."""
+    """The engine stops at its next progress call on the replica (it logs no 'end'), and the replica is free.
+    The job is held after its steps until the test has cancelled it, so it cannot end first on a loaded box."""
     with Client(cluster_server.endpoint, timeout=60) as client:
         img = _image(21)
-        job = client.submit(image=img, params={"engine": "test-slow"})
-        for event in job.progress():
-            if event["stage"] == "work" and event["done"] >= 2:
-                break
-        job.cancel()
-        with pytest.raises(JobFailed) as failure:
-            job.result(timeout=30)
-        assert failure.value.code == "cancelled"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(r["job"] == job.id for r in
-                                                  client.status()["cluster"]["replicas"].values()):
-            time.sleep(0.1)
-        assert not any(r["job"] == job.id for r in client.status()["cluster"]["replicas"].values())
+        cluster_server.hold.touch()
+        try:
+            job = client.submit(image=img, params={"engine": "test-slow"})
+            for event in job.progress():
+                if event["stage"] == "work" and event["done"] >= 2:
+                    break
+            job.cancel()
+            with pytest.raises(JobFailed) as failure:
+                job.result(timeout=60)
+            assert failure.value.code == "cancelled"
+            wait_for(lambda: not any(r["job"] == job.id for r in client.status()["cluster"]["replicas"].values()),
+                     what="the replica letting go of the cancelled job", poll=0.1)
+        finally:
+            cluster_server.hold.unlink()
         key = f"{float(img.mean()):.6f}"
         log = cluster_server.run_log.read_text().splitlines()
         assert f"start {key}" in log and f"end {key}" not in log

@@ -19,6 +19,7 @@ from mattebox.jobstore import (MARKER, JobStore, StoredFileError, StoreUnavailab
 from mattebox.testing.engines import SLOW_ENGINE
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed
+from tests.support.wait import wait_for
 
 
 
@@ -41,20 +42,16 @@ def image(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((24, 32, 3), dtype=np.float32)
 
 
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def stored(*jobs) -> None:
     """Wait for the jobs' ``accepted``: a server with a store sends it once the job is on disk. (``submit`` may
     return earlier, on the job's first progress, when it starts at once.)"""
     wait_for(lambda: [job.poll(0) for job in jobs] and all(job.accepted for job in jobs), what="accepted")
+
+
+def expect_restart(client: Client) -> None:
+    """From now on 2 s of silence mean the server went away: the client reconnects and re-attaches (short, so the
+    test is quick). Set just before the stop: until then a loaded machine may keep a live server quiet longer."""
+    client.timeout = 2.0
 
 
 def status(endpoint: str) -> dict:
@@ -250,13 +247,14 @@ def test_finished_unfetched_results_survive_kill9(server_process, state, monkeyp
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "3")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.1")
     first = server_process()
-    owner = Client(first.endpoint, timeout=2, heartbeat=0.2)
+    owner = Client(first.endpoint, timeout=60, heartbeat=0.2)
     try:
         images = [image(1), image(2)]
         jobs = [owner.submit(image=img, params={"engine": "test-slow"}) for img in images]
         assert owner.shared_memory  # the first delivery would have gone through its shared memory
         owner._reconnect()  # its old connection is gone: the results have nowhere to go before the kill
         wait_for(lambda: status(first.endpoint)["store"]["results_on_disk"] == 2, what="both results on disk")
+        expect_restart(owner)
         first.stop(signal.SIGKILL)
         assert len(list((state / "results").glob("*.mbx"))) == 2
 
@@ -283,10 +281,11 @@ def test_queued_jobs_rerun_after_kill9_without_resubmission(server_process, stat
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "4")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         images = [image(10 + i) for i in range(4)]
         jobs = [c.submit(image=img, params={"engine": "test-slow"}) for img in images]
         stored(*jobs)
+        expect_restart(c)
         first.stop(signal.SIGKILL)
         second = restart(server_process, first.endpoint)
         for img, job in zip(images, jobs):
@@ -301,12 +300,13 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     server = server_process()
     endpoint = server.endpoint
-    with Client(endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         job = c.submit(image=image(3), params={"engine": "test-slow"})
         stored(job)
         for expected_runs in (1, 2):
             wait_for(lambda n=expected_runs: runs(state) == n and status(endpoint)["running_other"],
                      what="the job running")
+            expect_restart(c)
             server.stop(signal.SIGKILL)
             server = restart(server_process, endpoint)
         with pytest.raises(JobFailed) as failure:
@@ -319,36 +319,44 @@ def test_running_job_is_rerun_once_then_reported_lost(server_process, state, mon
 
 
 def test_clean_shutdown_requeues_the_running_job(server_process, state, monkeypatch):
-    """SIGTERM stops a running job at its next step; it reruns after the restart instead of ending 'cancelled'."""
-    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "20")
+    """SIGTERM stops a running job at its next step; it reruns after the restart instead of ending 'cancelled'.
+    The job runs 20 s on the first server (it cannot finish before the SIGTERM however loaded the machine) and one
+    step on the second."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=3, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         img = image(4)
         job = c.submit(image=img, params={"engine": "test-slow"})
         stored(job)
         wait_for(lambda: runs(state) == 1, what="the job running")
+        expect_restart(c)
         assert first.stop() == 0
         with closing(sqlite3.connect(state / "jobs.sqlite3")) as db:  # queued again, not counted as a rerun
             assert db.execute("SELECT state, reruns FROM jobs WHERE id=?", (job.id,)).fetchone() == ("queued", 0)
         assert not list((state / "running").iterdir())
+        monkeypatch.setenv("MATTEBOX_TEST_STEPS", "1")
         restart(server_process, first.endpoint)
         np.testing.assert_allclose(job.result(timeout=30).alpha, img.mean(axis=2), atol=1e-6)
     assert runs(state) == 2
 
 
 def test_corrupt_spooled_inputs_are_reported_lost(server_process, state, monkeypatch):
-    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "30")
+    """The first job runs 20 s on the first server, so the second is still queued (its inputs spooled) at the
+    kill however loaded the machine; one step after the restart."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0.05")
     first = server_process()
-    with Client(first.endpoint, timeout=2, heartbeat=0.2, resubmit=False) as c:
+    with Client(first.endpoint, timeout=60, heartbeat=0.2, resubmit=False) as c:
         running = c.submit(image=image(5), params={"engine": "test-slow"})
         queued = c.submit(image=image(6), params={"engine": "test-slow"})
         stored(running, queued)
         wait_for(lambda: runs(state) == 1, what="the first job running")
+        expect_restart(c)
         first.stop(signal.SIGKILL)
         spooled = state / "spool" / f"{queued.id}.mbx"
         spooled.write_bytes(spooled.read_bytes()[:-64])
+        monkeypatch.setenv("MATTEBOX_TEST_STEPS", "1")
         restart(server_process, first.endpoint)
         with pytest.raises(JobFailed) as failure:
             queued.result(timeout=30)
@@ -357,22 +365,28 @@ def test_corrupt_spooled_inputs_are_reported_lost(server_process, state, monkeyp
 
 
 def test_expired_results_are_removed_from_disk(server_process, state, monkeypatch):
-    """At start-up (the result expired while no server ran) and by the running server's sweep."""
+    """At start-up (the result expired while no server ran) and by the running server's sweep. No step waits for
+    time to pass or races the sweep: the offline expiry is moved into the past in the database (as a clock that
+    ran on while no server ran would have it), and the sweep's result is checked after the store's counter says
+    the result was written, however soon the sweep then removed it."""
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "1")
-    first = server_process("--result-ttl", "1.5")
+    first = server_process()  # the default TTL (a day): nothing expires before the kill
     raw = Raw(first.endpoint)
     try:
         assert raw.submit(image(7), "expires-offline")["op"] in ("accepted", "progress")  # see protocol.md
-        wait_for(lambda: list((state / "results").iterdir()), what="the result on disk")
+        wait_for(lambda: status(first.endpoint)["store"]["results_on_disk"] == 1, what="the result on disk")
         first.stop(signal.SIGKILL)
-        time.sleep(1.6)
-        second = restart(server_process, first.endpoint, "--result-ttl", "1.5")
+        with closing(sqlite3.connect(state / "jobs.sqlite3")) as db, db:
+            moved = db.execute("UPDATE jobs SET expires=? WHERE id=?", (time.time() - 1, "expires-offline"))
+            assert moved.rowcount == 1, "the finished job's row is not in the database"
+        assert list((state / "results").iterdir())
+        second = restart(server_process, first.endpoint, "--result-ttl", "0.5")
         assert not list((state / "results").iterdir())
         assert raw.request({"op": "attach", "id": "expires-offline"})["code"] == "unknown_job"
 
         assert raw.submit(image(8), "expires-online")["op"] in ("accepted", "progress")
-        wait_for(lambda: list((state / "results").iterdir()), what="the result on disk")
-        wait_for(lambda: not list((state / "results").iterdir()), timeout=5, what="the sweep")
+        wait_for(lambda: status(second.endpoint)["store"]["stored_results"] == 1, what="the result written")
+        wait_for(lambda: not list((state / "results").iterdir()), what="the sweep")
         assert raw.request({"op": "attach", "id": "expires-online"})["code"] == "unknown_job"
         assert second.stop() == 0
     finally:

@@ -13,7 +13,6 @@ import sys
 import numpy as np
 import pytest
 
-from mattebox.testing.servers import free_endpoint
 from tests.support.fake_nuke import FAKE_NUKE_T, FARM_SCRIPT, NODE_DIR, NUKE_VERSIONS
 
 sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
@@ -89,8 +88,8 @@ def test_farm_render_mattes_then_writes(tmp_path, mattebox_server, version):
     assert again.returncode == 0 and "(3 from cache)" in again.stdout
 
 
-def test_farm_fails_loudly_when_the_server_is_down(tmp_path):
-    endpoint = free_endpoint()
+def test_farm_fails_loudly_when_the_server_is_down(tmp_path, down_endpoint):
+    endpoint = down_endpoint
     script, _, _ = _comp(tmp_path)
     proc = _run(tmp_path, script, endpoint, "--write")
     assert proc.returncode == 1

@@ -9,7 +9,7 @@ import pytest
 from tests.support.fake_nuke import (fake_nuke_each_fixture, fake_nuke_fixture,  # noqa: F401
                                      plate_frames, rgba_planes, square_mask)
 from mattebox.testing.engines import SLOW_ENGINE
-from mattebox.testing.servers import ServerProcess, free_endpoint
+from mattebox.testing.servers import ServerProcess
 
 H, W = 48, 64
 
@@ -125,14 +125,14 @@ def test_alpha_only_output_keeps_the_plate_rgb(fake_nuke, server):
     assert np.array_equal(out["rgba.blue"], pixels[1]["rgba.blue"])
 
 
-def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypatch):
+def test_create_lists_engines_when_a_server_answers(fake_nuke, server, monkeypatch, down_endpoint):
     import mattebox_nuke
 
     monkeypatch.setenv("MATTEBOX_ENDPOINT", server)
     group = mattebox_nuke.create()
     assert group["endpoint"].value() == server
     assert {"auto", "classical", "passthrough", "test-slow"} <= set(group["engine"].values())
-    monkeypatch.setenv("MATTEBOX_ENDPOINT", free_endpoint())
+    monkeypatch.setenv("MATTEBOX_ENDPOINT", down_endpoint)
     offline = mattebox_nuke.create()
     assert offline["engine"].values() == ["auto"] and "not reachable" in offline["status"].value()
 
@@ -238,11 +238,11 @@ def test_cancel_from_the_progress_bar(fake_nuke, server):
     assert nuke.fake.messages and "cancelled" in nuke.fake.messages[-1][1]
 
 
-def test_server_down_surfaces_on_the_node(fake_nuke, capsys):
+def test_server_down_surfaces_on_the_node(fake_nuke, capsys, down_endpoint):
     import mattebox_nuke
     from mattebox_plugin.client import ServerUnavailable
 
-    endpoint = free_endpoint()
+    endpoint = down_endpoint
     group, _ = make_comp(fake_nuke, endpoint, frames=(1,))
     with pytest.raises(ServerUnavailable):
         mattebox_nuke.matte(group)
@@ -278,12 +278,12 @@ def test_server_down_rematte_is_served_from_the_cache_and_says_so(fake_nuke, tmp
     assert process.endpoint in status and group["label"].value().startswith("error: ")
 
 
-def test_server_down_in_gui_shows_a_message(fake_nuke):
+def test_server_down_in_gui_shows_a_message(fake_nuke, down_endpoint):
     from mattebox_nuke import node
 
     nuke = fake_nuke
     nuke.env["gui"] = True
-    group, _ = make_comp(nuke, free_endpoint(), frames=(1,))
+    group, _ = make_comp(nuke, down_endpoint, frames=(1,))
     nuke.fake.progress.clear()
     group["matte"].execute()  # the button: errors stay on the node in the GUI, nothing raises
     run = node._running[group.fullName()]

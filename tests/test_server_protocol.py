@@ -20,6 +20,8 @@ from mattebox.testing.engines import SLOW_ENGINE
 from mattebox_plugin import protocol
 from mattebox_plugin.client import Client, JobFailed, ServerUnavailable
 
+from tests.support.wait import wait_for
+
 from .conftest import tree_env
 
 engines.register("test-slow", "mattebox.testing.engines:SlowEngine")
@@ -44,7 +46,7 @@ def raw(embedded_server):
         def send(self, frames):
             sock.send_multipart(frames)
 
-        def recv(self, timeout=5.0):
+        def recv(self, timeout=60.0):
             if not sock.poll(int(timeout * 1000)):
                 return None
             return protocol.decode(sock.recv_multipart())[0]
@@ -120,7 +122,7 @@ def test_cancel_mid_job(client, monkeypatch):
         pass
     job.cancel()
     with pytest.raises(JobFailed) as err:
-        job.result(timeout=10)
+        job.result(timeout=60)
     assert err.value.code == "cancelled"
 
 
@@ -130,13 +132,13 @@ def test_cancel_queued_job(client, monkeypatch):
     second = client.submit(image=image(), params={"engine": "test-slow"})
     second.cancel()
     with pytest.raises(JobFailed, match="cancelled"):
-        second.result(timeout=10)
-    assert first.result(timeout=20).alpha.shape == (24, 32)
+        second.result(timeout=60)
+    assert first.result(timeout=60).alpha.shape == (24, 32)
 
 
 def test_engine_failure_is_an_error_not_a_crash(client):
     with pytest.raises(JobFailed) as err:
-        client.submit(image=image(), params={"engine": "test-fail"}).result(timeout=10)
+        client.submit(image=image(), params={"engine": "test-fail"}).result(timeout=60)
     assert err.value.code == "engine_failed" and "deliberate failure" in err.value.message
     assert client.hello()["protocol"] == 1
 
@@ -184,10 +186,10 @@ def test_nan_pixels_are_rejected_naming_the_buffer(client):
     second = image(seed=1)
     second[0, 0, 0] = np.inf
     with pytest.raises(JobFailed) as err:
-        client.submit(image=image(), second=second, params={"engine": "test-slow"}).result(timeout=10)
+        client.submit(image=image(), second=second, params={"engine": "test-slow"}).result(timeout=60)
     assert err.value.code == "bad_pixels" and err.value.field == "buffers.1"
     with pytest.raises(JobFailed) as err:
-        client.submit(image=img, params={"engine": "test-slow"}).result(timeout=10)
+        client.submit(image=img, params={"engine": "test-slow"}).result(timeout=60)
     assert err.value.code == "bad_pixels" and err.value.field == "buffers.0"
 
 
@@ -264,8 +266,9 @@ def test_reconnect_and_fetch_finished_job(embedded_server, monkeypatch):
     with Client(embedded_server.bound_endpoint, timeout=10) as c:
         job = c.submit(image=image(), params={"engine": "test-slow"})
         c._reconnect()  # new socket, new identity: the old route is gone
-        time.sleep(1.0)  # the job finishes while no socket is routed to it
-        assert job.result(timeout=20).alpha.shape == (24, 32)
+        wait_for(lambda: embedded_server.counters["results"] == 1, what="the job finishing while no socket is "
+                 "routed to it")
+        assert job.result(timeout=60).alpha.shape == (24, 32)
 
 
 def test_server_down_raises_server_unavailable_naming_endpoint():
@@ -276,8 +279,9 @@ def test_server_down_raises_server_unavailable_naming_endpoint():
 
 
 def test_client_killed_mid_job_does_not_hurt_the_server(server_process, monkeypatch):
+    """The orphaned job (10 s) runs on, is counted in status without its id, and the server serves the next."""
     monkeypatch.setenv("MATTEBOX_ENGINES", SLOW_ENGINE)
-    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "30")
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "200")
     server = server_process()
     script = ("import sys, time, numpy as np; from mattebox_plugin.client import Client\n"
               "c = Client(sys.argv[1], timeout=10)\n"
@@ -291,10 +295,14 @@ def test_client_killed_mid_job_does_not_hurt_the_server(server_process, monkeypa
         proc.wait()
     with Client(server.endpoint, timeout=10) as c:
         assert c.hello()["protocol"] == 1
-        status = c.status()
+        def orphan_running():  # it may still be queued when submit returns
+            status = c.status()
+            return status if status["running_other"] else None
+
+        status = wait_for(orphan_running, what="the orphaned job running")
         assert status["running_other"] == 1 and status["running"] == []  # the orphan runs on, its id not shown
         img = image()
-        res = c.submit(image=img, params={"engine": "test-slow"}).result(timeout=30)
+        res = c.submit(image=img, params={"engine": "test-slow"}).result(timeout=120)  # after the orphan
         np.testing.assert_allclose(res.alpha, img.mean(axis=2), atol=1e-6)
 
 
@@ -333,10 +341,10 @@ def test_result_is_released_after_delivery(embedded_server, monkeypatch):
     monkeypatch.setenv("MATTEBOX_TEST_STEPS", "1")
     with Client(embedded_server.bound_endpoint, timeout=10) as c:
         job = c.submit(image=image(), params={"engine": "test-slow"})
-        job.result(timeout=10)
-        deadline = time.monotonic() + 5
+        job.result(timeout=60)
+        deadline = time.monotonic() + 60
         while job.id in embedded_server.jobs and time.monotonic() < deadline:
-            c._pump(0.05)
+            c._pump(0.05)  # the client sends its release as it reads the result's delivery
         assert job.id not in embedded_server.jobs
 
 
@@ -353,7 +361,7 @@ def test_protocol_doc_names_every_op_field_and_error():
 
 
 # ------------------------------------------------------------------------------------------- ownership
-def _ask(client, header, timeout=10.0):
+def _ask(client, header, timeout=60.0):
     """``header`` with the client's owner key on its own connection -> the reply (matched by id)."""
     client._send(client._owned(header))
     deadline = time.monotonic() + timeout
@@ -367,7 +375,7 @@ def _answer(raw, header, frames=(), skip=("progress",)):
     """Send on the raw socket; the first message about ``header['id']`` whose op is not in ``skip``."""
     raw.send(protocol.encode(header, frames))
     while True:
-        reply = raw.recv(10.0)
+        reply = raw.recv(60.0)
         assert reply is not None, f"no answer to {header['op']} {header['id']}"
         if reply.get("id") == header["id"] and reply["op"] not in skip:
             return reply
@@ -376,8 +384,9 @@ def _answer(raw, header, frames=(), skip=("progress",)):
 def test_only_the_owner_can_attach_cancel_release_or_see_a_job(embedded_server, monkeypatch):
     """A job id is not a capability: another client knowing it gets unknown_job for attach, cancel and release
     (the same answer as for an id that never existed) and does not see it in status; a client with the owner's
-    key (a restarted farm process, say) does."""
-    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "15")
+    key (a restarted farm process, say) does. The job would run 20 s, so it is surely running when status is
+    asked; then its remaining steps take no time (the test engine reads MATTEBOX_TEST_STEP_S at each step)."""
+    monkeypatch.setenv("MATTEBOX_TEST_STEPS", "400")
     with Client(embedded_server.bound_endpoint, timeout=10) as owner, \
             Client(embedded_server.bound_endpoint, timeout=10) as other:
         img = image(seed=3)
@@ -388,12 +397,11 @@ def test_only_the_owner_can_attach_cancel_release_or_see_a_job(embedded_server, 
                 other._send(other._owned({"op": op, "id": job.id}))
                 reply = _ask(other, {"op": "attach", "id": job.id})
             assert (reply["code"], reply["field"]) == ("unknown_job", "id"), op
-        deadline = time.monotonic() + 10
-        while not owner.status()["running"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [r["id"] for r in owner.status()["running"]] == [job.id]
+        running = wait_for(lambda: owner.status()["running"], what="the job running")
+        assert [r["id"] for r in running] == [job.id]
         status = other.status()
         assert status["running"] == [] and status["running_other"] == 1 and job.id not in str(status)
+        monkeypatch.setenv("MATTEBOX_TEST_STEP_S", "0")
         result = job.result(timeout=30)  # neither cancelled nor released by the other client
         np.testing.assert_allclose(result.alpha, img.mean(axis=2), atol=1e-6)
 
@@ -446,9 +454,7 @@ def test_memory_only_results_are_evicted_oldest_first_with_a_clear_error(embedde
     for n in range(3):
         header = dict(matte_header([desc()]), id=f"r{n}", params={"engine": "passthrough"})
         assert _answer(raw, header, [img.tobytes()], skip=())["op"] in ("accepted", "progress", "result")
-    deadline = time.monotonic() + 20
-    while embedded_server.counters["results"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: embedded_server.counters["results"] == 3, what="three results")
     reply = _answer(raw, {"op": "attach", "id": "r0"}, skip=("progress", "accepted", "result"))
     assert (reply["code"], reply["field"]) == ("result_evicted", "id") and "max_result_bytes" in reply["message"]
     assert _answer(raw, {"op": "attach", "id": "r2"}, skip=("progress", "accepted"))["op"] == "result"

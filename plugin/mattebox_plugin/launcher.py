@@ -71,13 +71,17 @@ def ensure_server(cfg: Dict[str, Any], wait: float = 15.0, log_path: Optional[st
 
     The started server is detached (its own session) so it outlives the host's operator and serves later calls;
     its output goes to ``log_path`` (default :func:`default_log_path`). Raises ServerUnavailable naming the
-    endpoint and what to do when none is configured, and ServerNotStarted (with the exit status and the end of
-    the log) when the started one exits or does not answer within ``wait`` s.
+    endpoint and what to do when none is configured, and without starting anything when the port is open but
+    nothing answers hello there, neither to a quick probe nor within the config's ``timeout`` (a busy server or a
+    loaded machine can miss the quick one); ServerNotStarted (with the exit status and the end of the log) when
+    the started one exits or does not answer within ``wait`` s.
     """
     endpoint = cfg["endpoint"]
     if server_answers(cfg):
         return endpoint
     if endpoint.startswith("tcp://") and port_open(endpoint):
+        if server_answers(cfg, timeout=float(cfg["timeout"])):  # the quick probe missed a busy or loaded server
+            return endpoint
         raise ServerUnavailable(f"something listens at {endpoint} but does not answer as a mattebox server (another "
                                 f"program holds the port, or a server that wants CURVE keys this host lacks), so "
                                 f"no local server can start there: free the port, or set another \"endpoint\" in "

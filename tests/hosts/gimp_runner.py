@@ -30,10 +30,10 @@ def inside(root: Path, path: Path) -> str:
 
 
 def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: float = 180, respond: str = None,
-             server_command: list = None,
+             server_command: list = None, client_timeout: float = 30.0,
              **inputs) -> tuple:
     """Run the batch script on ``spec`` with raw float32 ``inputs`` (image=, second=, clean_plate=, layer_mask=,
-    channel=).
+    channel=). ``client_timeout``: the plug-in's client time-out (its config's ``timeout``).
 
     ``respond`` runs GIMP with a virtual display and scripted key presses (tests/hosts/gimp_interactive.sh's
     MATTEBOX_RESPOND), for runs in INTERACTIVE mode.
@@ -47,7 +47,8 @@ def run_gimp(root: Path, profile: Path, endpoint: str, spec: dict, timeout: floa
             (folder / f"{name}.raw").write_bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())
         (folder / "spec.json").write_text(json.dumps(spec))
         config_file = folder / "client.json"
-        config_file.write_text(json.dumps({"endpoint": endpoint, "timeout": 10.0, "server_command": server_command}))
+        config_file.write_text(json.dumps({"endpoint": endpoint, "timeout": client_timeout,
+                                           "server_command": server_command}))
         shutil.copy(BATCH_SCRIPT, folder / "batch.py")
         env = {"GIMP3_DIRECTORY": inside(root, profile), "MATTEBOX_CONFIG": inside(root, config_file),
                "MATTEBOX_BATCH_DIR": inside(root, folder)}

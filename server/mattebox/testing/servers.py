@@ -1,5 +1,6 @@
 """Real ``python -m mattebox serve`` processes for tests and benches: start one, wait for its ready file, stop it;
-and wait until a cluster replica is busy. The one place that knows how a test or bench starts a server."""
+wait until a cluster replica is busy; an endpoint where no server is. The one place that knows how a test or bench
+starts a server."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 #: the source checkout this module lies in (server/mattebox/testing/servers.py), when it lies in one
 CHECKOUT = Path(__file__).resolve().parents[3]
@@ -39,10 +41,11 @@ class ServerProcess:
     what it bound. ``device``: ``--device`` (None: not passed). ``state_dir``: ``--state-dir`` (a folder, or
     "none" for memory-only; None: not passed, so ``$MATTEBOX_STATE`` decides). ``env``: variables set on top of
     this process's environment. Raises RuntimeError with the log's tail when the server exits before it is ready
-    or is not ready within ``start_timeout`` seconds."""
+    or is not ready within ``start_timeout`` seconds (generous: a server that fails exits at once and says why;
+    one that is merely slow, on a loaded machine, should not fail the test)."""
 
     def __init__(self, folder: Union[str, Path], *args: str, endpoint: str = LOOPBACK, device: Optional[str] = "cpu",
-                 state_dir: Union[str, Path, None] = None, env: Optional[dict] = None, start_timeout: float = 30.0,
+                 state_dir: Union[str, Path, None] = None, env: Optional[dict] = None, start_timeout: float = 120.0,
                  stop_timeout: float = 15.0, remove_folder: bool = False):
         self.folder = Path(folder)
         self.log_path = self.folder / "server.log"
@@ -136,3 +139,13 @@ def wait_for_busy_replica(client, timeout: float = 60.0, poll: float = 0.1) -> O
         if time.monotonic() >= deadline:
             return None
         time.sleep(poll)
+
+
+@contextmanager
+def refused_endpoint() -> Iterator[str]:
+    """A loopback endpoint where no server listens, for "server down" tests. Its port stays bound (not listening)
+    by this process for the ``with`` block, so connecting is refused and no server started meanwhile, by this or a
+    parallel test run, can take it, as one could a port found free and then closed."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"tcp://127.0.0.1:{sock.getsockname()[1]}"
