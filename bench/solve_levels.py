@@ -3,9 +3,10 @@
 Runs ``solve_alpha`` in this process on bench/speed.py's two large cases — the 1920x1080 hair portrait (roto mask
 → default band, ``trimap_from_mask``) and GT04's wide trimap scaled to 3840x2160 — once per preconditioner named
 on the command line (``jacobi``, the engine's; ``multigrid``: :mod:`mattebox.matting.multigrid`), alternating,
-and prints per level (0 = full resolution) the unknown pixels, the operator (crop or band tiles), the iterations
-run and the CPU seconds of the level's own work (set-up, multigrid hierarchy, CG; not the levels below), with the
-SAD against the case's ground truth. CPU seconds (user + system, all threads), steadier than wall time on a shared
+and prints per level (0 = full resolution) the unknown pixels, CG's products and the CPU seconds of the level's own
+work (not the levels below), split into Levin's affine upsampling into it, Δ_k (the operator's set-up), diag(L),
+the multigrid hierarchy's set-up, CG, and the rest (masks, data term, right-hand side), with the SAD against the
+case's ground truth. CPU seconds (user + system, all threads), steadier than wall time on a shared
 machine. Run from the repository root:
 
     MATTEBOX_ALPHAMATTING=/work/shared/data/alphamatting-dev PYTHONPATH=plugin:server:installers \\
@@ -21,7 +22,7 @@ import cv2
 import numpy as np
 
 from mattebox import evaluation as ev
-from mattebox.matting import alpha, multigrid
+from mattebox.matting import alpha, laplacian, multigrid
 from mattebox.matting.guidance import trimap_from_mask
 from mattebox.paths import alphamatting_dir
 
@@ -46,39 +47,60 @@ def cases():
            cv2.resize(gt, size, interpolation=cv2.INTER_LINEAR))
 
 
+#: the parts of a level's own work timed separately: (module or class, attribute, label)
+PARTS = ((alpha, "affine_upsample", "upsampling"), (laplacian.MattingLaplacian, "__init__", "Δ_k"),
+         (laplacian.MattingLaplacian, "diagonal", "diag(L)"), (multigrid.VCycle, "__init__", "multigrid set-up"),
+         (alpha, "_cg", "CG"), (multigrid, "flexible_cg", "CG"))
+
+
 def profiled_solve(image, trimap, settings):
-    """solve_alpha with each level's CPU time (its own: the levels below subtracted) and CG's products by the
-    level's operator (a multigrid iteration makes 2 more in its V-cycle) recorded; (α, rows by level, CPU s)."""
+    """solve_alpha with each level's CPU time (its own: the levels below subtracted), the CPU time of its parts
+    (:data:`PARTS`) and CG's products by the level's operator (a multigrid iteration makes 2 more in its V-cycle)
+    recorded; (α, rows by level, CPU s)."""
     rows = []
-    solve_level, cg, fcg = alpha._solve_level, alpha._cg, multigrid.flexible_cg
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in PARTS] + [
+        (alpha, "_solve_level", alpha._solve_level)]
+
+    def running():
+        return [r for r in rows if "inclusive" not in r][-1]  # the innermost level still running
 
     def level(image_, trimap_, *args, **kwargs):
-        row = {"unknowns": int((trimap_ == alpha.UNKNOWN).sum()), "products": 0, "solver": "-", "limit": 0}
+        row = {"unknowns": int((trimap_ == alpha.UNKNOWN).sum()), "products": 0, "solver": "-", "limit": 0,
+               "parts": {}}
         rows.append(row)
         start = cpu()
         try:
-            return solve_level(image_, trimap_, *args, **kwargs)
+            return originals[-1][2](image_, trimap_, *args, **kwargs)
         finally:
             row["inclusive"] = cpu() - start
 
-    def counting(solver):
-        def run(apply_a, b, x, precond, iterations, tolerance, report):
-            row = [r for r in rows if "inclusive" not in r][-1]  # the innermost level still running
-            row["limit"], row["solver"] = iterations, solver.__name__.strip("_")
+    def timed(function, label):
+        def run(*args, **kwargs):
+            row, start = running(), cpu()
+            if label == "CG":  # (apply_a, b, x, precond, iterations, tolerance, report)
+                row["limit"], row["solver"] = args[4], function.__name__.strip("_")
+                apply_a = args[0]
 
-            def counted(v):
-                row["products"] += 1
-                return apply_a(v)
-            return solver(counted, b, x, precond, iterations, tolerance, report)
+                def counted(v):
+                    row["products"] += 1
+                    return apply_a(v)
+                args = (counted, *args[1:])
+            try:
+                return function(*args, **kwargs)
+            finally:
+                row["parts"][label] = row["parts"].get(label, 0.0) + cpu() - start
         return run
 
-    alpha._solve_level, alpha._cg, multigrid.flexible_cg = level, counting(cg), counting(fcg)
+    for (owner, name, label), (_, _, function) in zip(PARTS, originals):
+        setattr(owner, name, timed(function, label))
+    alpha._solve_level = level
     try:
         start = cpu()
         result = alpha.solve_alpha(image, trimap, settings)
         total = cpu() - start
     finally:
-        alpha._solve_level, alpha._cg, multigrid.flexible_cg = solve_level, cg, fcg
+        for owner, name, function in originals:
+            setattr(owner, name, function)
     for row, below in zip(rows, rows[1:] + [{"inclusive": 0.0}]):  # level k calls level k + 1, once
         row["cpu"] = row["inclusive"] - below["inclusive"]
     return result, rows, total
@@ -95,7 +117,9 @@ def main(argv) -> int:
                   f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process so far)")
             for k, row in enumerate(rows):
                 print(f"  level {k}: {row['unknowns']:8d} unknowns, {row['solver']:12s} (at most {row['limit']:3d} "
-                      f"iterations) {row['products']:4d} CG products, {row['cpu']:.2f} s CPU")
+                      f"iterations) {row['products']:4d} CG products, {row['cpu']:.2f} s CPU: "
+                      + ", ".join(f"{part} {seconds:.2f}" for part, seconds in row["parts"].items())
+                      + f", other {row['cpu'] - sum(row['parts'].values()):.2f}")
             sys.stdout.flush()
     return 0
 
