@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from mattebox.matting import kernels, multigrid
-from mattebox.matting.alpha import PRESETS, solve_alpha
+from mattebox.matting.alpha import PRESETS, SolverSettings, solve_alpha
 from mattebox.matting.laplacian import MattingLaplacian
 from tests.test_classical_solver import dense_levin_laplacian, two_colour_composite
 
@@ -98,3 +99,8 @@ def test_multigrid_solve_reaches_the_jacobi_solution(monkeypatch):
                                             multigrid_cost=1))
     assert calls  # the multigrid path ran
     assert np.abs(mg - jacobi).max() < 1e-3
+
+
+def test_unknown_preconditioner_is_refused_by_name():
+    with pytest.raises(ValueError, match="preconditioner: expected one of jacobi, multigrid, got 'amg'"):
+        SolverSettings(preconditioner="amg")

@@ -30,6 +30,7 @@ from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
+PRECONDITIONERS = ("jacobi", "multigrid")  #: SolverSettings.preconditioner's choices (docs/classical.md "Speed")
 
 
 @dataclass
@@ -56,11 +57,17 @@ class SolverSettings:
     expand_colour: float = 5.0 / 256.0  #: max colour distance for expansion (Gastal & Oliveira: 5/256)
     #: "jacobi": Jacobi-preconditioned CG; "multigrid": flexible CG with a Galerkin aggregation V-cycle
     #: (:mod:`.multigrid`) on levels of more than ``multigrid_unknowns`` unknowns over the whole crop, where each
-    #: iteration costs ~5 Jacobi ones and ``iterations // multigrid_cost`` are run
+    #: iteration costs ~5 Jacobi ones and ``iterations // multigrid_cost`` are run. Measured not to pay (SAD 4.67
+    #: vs 4.538 on alphamatting-dev, no faster: docs/classical.md "Speed"), so off
     preconditioner: str = "jacobi"
     multigrid_unknowns: int = 20_000
     multigrid_cost: int = 5
     snap: float = 0.03  #: levels remap [snap, 1 − snap] -> [0, 1] (removes solver haze; chosen on alphamatting-dev)
+
+    def __post_init__(self):
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner: expected one of {', '.join(PRECONDITIONERS)}, "
+                             f"got {self.preconditioner!r}")
 
 
 PRESETS = {
