@@ -394,3 +394,84 @@ def restrict_and_shift(lv, mask, shift, v):
     term's diagonal added)."""
     for i in range(lv.size):
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
+
+@njit(cache=True)
+def galerkin_fine(image, inv, valid, unknown, data, ac, l1):
+    """The Galerkin coarse operator Pᵀ(L_uu + D)P of the alpha solve for 2×2 aggregation (P piecewise constant:
+    fine pixel (y, x) belongs to coarse pixel (y // 2, x // 2); known pixels belong to none), as a 3×3 stencil
+    ``ac`` (9 × ⌈H/2⌉ × ⌈W/2⌉, offset (dy, dx) at plane (dy + 1)·3 + dx + 1), assembled window by window from
+    Levin et al. 2008 eq. 12 — L_ij = Σ_k δ_ij − (1 + (I_i − μ_k)ᵀ Δ_k (I_j − μ_k)) / |w| — without storing L; D
+    is ``data`` (λc). A fine 3×3 window spans at most 2×2 aggregates, so the coarse stencil is 3×3.
+    ``l1`` (H×W) gets Σ_k Σ_j |L^k_ij| + D_i ≥ Σ_j |A_ij| on unknown pixels, the diagonal of an ℓ1-Jacobi smoother
+    (Baker, Falgout, Kolev, Yang 2011), convergent for any SPD A."""
+    h, w = unknown.shape
+    ac[:, :, :] = 0.0
+    l1[:, :] = 0.0
+    ys, xs = np.empty(9, np.int64), np.empty(9, np.int64)
+    e = np.empty((3, 9))  # I_i − μ_k of the window's pixels
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
+            if valid[y, x] == 0:
+                continue
+            n = 0
+            for j in range(y - 1, y + 2):
+                for i in range(x - 1, x + 2):
+                    ys[n], xs[n] = j, i
+                    for c in range(3):
+                        e[c, n] = np.float64(image[c, j, i])
+                    n += 1
+            if unknown[y - 1:y + 2, x - 1:x + 2].sum() == 0:
+                continue
+            for c in range(3):
+                e[c] -= e[c].sum() / 9.0
+            d0, d1, d2, d3, d4, d5 = inv[0, y, x], inv[1, y, x], inv[2, y, x], inv[3, y, x], inv[4, y, x], inv[5, y, x]
+            for a in range(9):
+                if unknown[ys[a], xs[a]] == 0:
+                    continue
+                g0 = d0 * e[0, a] + d1 * e[1, a] + d2 * e[2, a]  # Δ_k (I_a − μ_k)
+                g1 = d1 * e[0, a] + d3 * e[1, a] + d4 * e[2, a]
+                g2 = d2 * e[0, a] + d4 * e[1, a] + d5 * e[2, a]
+                for b in range(9):
+                    if unknown[ys[b], xs[b]] == 0:
+                        continue
+                    value = (1.0 if a == b else 0.0) - (1.0 + g0 * e[0, b] + g1 * e[1, b] + g2 * e[2, b]) / 9.0
+                    offset = (ys[b] // 2 - ys[a] // 2 + 1) * 3 + xs[b] // 2 - xs[a] // 2 + 1
+                    ac[offset, ys[a] // 2, xs[a] // 2] += value
+                    l1[ys[a], xs[a]] += abs(value)
+    for y in range(h):
+        for x in range(w):
+            if unknown[y, x]:
+                ac[4, y // 2, x // 2] += data[y, x]
+                l1[y, x] += data[y, x]
+
+
+@njit(cache=True)
+def galerkin_stencil(s, ac):
+    """Pᵀ S P for a 3×3 stencil operator ``s`` (9×H×W, :func:`galerkin_fine`'s layout) and 2×2 aggregation: again
+    a 3×3 stencil, into ``ac`` (9 × ⌈H/2⌉ × ⌈W/2⌉)."""
+    _, h, w = s.shape
+    ac[:, :, :] = 0.0
+    for y in range(h):
+        for x in range(w):
+            for o in range(9):
+                c = s[o, y, x]
+                if c == 0.0:
+                    continue
+                yn, xn = y + o // 3 - 1, x + o % 3 - 1
+                oy = yn // 2 - y // 2 + 1
+                ox = xn // 2 - x // 2 + 1
+                ac[oy * 3 + ox, y // 2, x // 2] += c
+
+
+@njit(cache=True)
+def stencil_apply(s, v, out):
+    """out = S v for a 3×3 stencil operator ``s`` (9×H×W) and an H×W vector ``v``."""
+    _, h, w = s.shape
+    for y in range(h):
+        for x in range(w):
+            t = 0.0
+            for o in range(9):
+                yn, xn = y + o // 3 - 1, x + o % 3 - 1
+                if 0 <= yn < h and 0 <= xn < w:
+                    t += s[o, y, x] * v[yn, xn]
+            out[y, x] = t
