@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-#: scripts in bench/ that are not benchmarks: this runner, and the GPU session (one device call, then `land`)
-NOT_BENCHMARKS = {"run_all", "device_session"}
+#: scripts in bench/ that are not benchmarks: this runner, the GPU session (one device call, then `land`), and
+#: investigations that print their findings (docs/classical.md quotes them) instead of writing bench/results
+NOT_BENCHMARKS = {"run_all", "device_session", "matte_stages", "multigrid_trial", "solve_levels"}
 
 
 def benchmark_scripts(wanted=()) -> list:
