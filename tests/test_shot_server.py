@@ -274,7 +274,8 @@ def test_a_shot_is_not_kept_across_a_restart_and_its_client_hears_job_lost(tmp_p
 
 
 def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, shot):
-    server = ServerProcess(tmp_path, "--shot-timeout", "2", state_dir="none")
+    # 15 s: long enough that a loaded box reads bytes_held before the time-out, short enough to wait out
+    server = ServerProcess(tmp_path, "--shot-timeout", "15", state_dir="none")
     try:
         client = Client(server.endpoint)
         job = start_shot(client, shot, "vanishing-shot")
