@@ -13,13 +13,37 @@ import pytest
 from tests.support.fake_nuke import FAKES, fake_nuke_fixture, plate_frames  # noqa: F401
 
 
-def test_committed_whitelist_is_what_the_generator_makes():
+def _generator():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nuke_api_gen", FAKES / "nuke_api_gen.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert json.loads((FAKES / "nuke_api.json").read_text(encoding="utf-8")) == gen.build()
+    return gen
+
+
+def test_committed_whitelist_is_what_the_generator_makes():
+    assert json.loads((FAKES / "nuke_api.json").read_text(encoding="utf-8")) == _generator().build()
+
+
+def test_every_entry_says_how_it_was_verified():
+    """Each function and class carries its evidence; what no page verifies is listed in docs/hosts/nuke.md, and an
+    UNVERIFIED note without the searches tried does not build."""
+    gen = _generator()
+    api = gen.build()
+    for entry in api["versions"].values():
+        for name, fn in entry["functions"].items():
+            assert fn["evidence"] in ("page", "call", "unverified"), name
+            assert fn["evidence"] == "page" or fn["source"].split(" ", 1)[0] in ("CALL", "UNVERIFIED"), name
+    weak = gen.weak_entries(api)
+    assert "nuke.message" not in weak and weak["nuke.scriptOpen"] == "unverified"
+    assert weak["Menu.addCommand"] == "call (13.2 14.0)"  # 15.1 and 16.0 have the MenuBar page's signature
+    doc = (FAKES.parent.parent / "docs" / "hosts" / "nuke.md").read_text(encoding="utf-8")
+    assert [name for name in weak if f"`{name}`" not in doc] == []
+    with pytest.raises(ValueError, match="searches tried"):
+        gen.build("# UNVERIFIED nuke.nothing (no page)\nnuke.nothing()\n")
+    with pytest.raises(ValueError, match="unclosed"):
+        gen.build("# ref:160/nuke.x\nnuke.x(a,\n")
 
 
 def test_names_outside_the_reference_are_refused(fake_nuke):
@@ -53,6 +77,15 @@ def test_signatures_follow_the_version(fake_nuke, version, ok):
             nuke.selectedNodes(recursive=True)
     else:
         assert nuke.selectedNodes(recursive=True) == nuke.selectedNodes()
+    with pytest.raises(RuntimeError, match="GUI"):
+        nuke.menu("Nuke")  # terminal mode, as the fixture starts
+    nuke.fake.reset(gui=True)
+    menu = nuke.menu("Nuke")
+    if version in ("13.2", "14.0"):  # addCommand's 'node' first appears on the 15.0 MenuBar page
+        with pytest.raises(TypeError, match="'node'"):
+            menu.addCommand("Edit/X", "pass", node=None)
+    else:
+        assert menu.addCommand("Edit/X", "pass", node=None).name() == "X"
     with pytest.raises(TypeError, match="too many positional arguments"):
         nuke.nodes.Group().setInput(0, None, 1)
     assert nuke.env["NukeVersionMajor"] == int(version.split(".")[0])

@@ -2,22 +2,29 @@
 
 Source: Foundry's Python API reference, learn.foundry.com/nuke/developers/<ver>/pythondevguide/_autosummary/
 (nuke.<function>.html for module functions, nuke.<Class>.html for a class's method table), read through the
-``search`` tool of the session that wrote this (docs corpus) on 2026-12-05. Nuke cannot be installed here and the
-pages are not fetched at run time, so what was read is transcribed below, one signature a line, exactly as the
-page prints it (names and parameter lists only, no prose), then parsed into JSON by :func:`build`. To check or
-extend it, open the page named in the ``# <url>`` comment above a block.
+``search`` tool of the sessions that wrote this (docs corpus) on 2026-12-05; where no page of 13.2-16.0 prints a
+signature, Foundry's own code or guide that calls it (nukescripts sources, the developer guide). Nuke cannot be
+installed here and the pages are not fetched at run time, so what was read is transcribed below, one signature a
+line, exactly as the page prints it (names and parameter lists only, no prose), then parsed into JSON by
+:func:`build`. To check or extend it, open the page named in the ``# <url>`` comment above a block.
 
 Line grammar::
 
     # ref:132/nuke.createNode              the page the following lines were read from (kept in the JSON):
                                            ref:<ver>/<page> is .../developers/<ver>/pythondevguide/_autosummary/
                                            <page>.html, epydoc:<ver>/<page> .../<ver>/pythonreference/<page>.html,
-                                           src:<ver>/<module> .../<ver>/pythondevguide/_modules/<module>.html
+                                           src:<ver>/<module> .../<ver>/pythondevguide/_modules/<module>.html,
+                                           guide:<ver>/<page> .../<ver>/pythondevguide/<page>.html
+    # CALL <where>                         no page prints the signature; Foundry's code or guide named there
+                                           calls it in this shape (evidence "call" in the JSON)
+    # UNVERIFIED <what>: searched "..."    neither found; the note lists the searches tried (evidence
+                                           "unverified"); any other note is a signature page (evidence "page")
     nuke.name(a, b, [c], [d=1])            a module function; [x] marks an optional parameter
     Class.method(a, [b])                   a method of nuke.Class (self not written)
     Class < Base                           nuke.Class inherits Base's methods ("Bases:" on the page)
     attr nuke.NAME                         a module attribute that is not a function (constants, env)
     ... @13.2 @14.0                        only in these versions (default: all of VERSIONS)
+    a line with an open '('                continues on the next line
 
 Where a page was found for only some versions, the line holds for all four unless a version-specific line says
 otherwise (the reference pages of 13.2-16.0 share these signatures except where tagged). Run:
@@ -44,45 +51,66 @@ nuke.allNodes([filter], [group], [recurseGroups])
 nuke.selectedNodes([filter]) @13.2 @14.0
 # ref:151/nuke.selectedNodes
 nuke.selectedNodes([filter], [recursive]) @15.1 @16.0
-# UNVERIFIED (no page returned by the search): nuke.selectedNode, toNode, delete, root, thisNode/Knob/Group, views
-# (nuke.frame: ref:150/nuke.frame)
+# ref:131/nuke.selectedNode, ref:160/nuke.selectedNode
 nuke.selectedNode()
-nuke.toNode(s)
-nuke.delete(n)
+# ref:150/nuke.frame
+nuke.frame([f])
+# CALL src:160/nukescripts/stereo and epydoc:120/nukescripts.stereo-pysrc: Foundry's nukescripts calls nuke.root()
+# and len(nuke.views()) with no arguments; epydoc:111/nuke.Root-class lists the Root class. No page of its own:
+# searched "nuke.root() Node Get the DAG's root node", "nuke python api root() Root node", "nuke.views() List of
+# all views in the script", "_nukemodule views"
 nuke.root()
+nuke.views()
+# CALL guide:160/custom_panels and guide:130/callbacks call nuke.thisNode() and nuke.thisKnob() with no arguments,
+# as does src:160/nukescripts/panels (nuke.thisKnob()). Searched "nuke.thisNode() Return the current context Node"
 nuke.thisNode()
 nuke.thisKnob()
+# CALL epydoc:113/nukescripts.viewsettingsprefs-pysrc and epydoc:122/nukescripts.viewsettingsprefs-pysrc: Foundry's
+# nukescripts calls nuke.toNode('preferences'). No page in 13.2-16.0: searched "nuke.toNode(s) Node", "nuke.toNode
+# Search for a node in the DAG by name", "learn.foundry.com nuke developers 15.1 pythonreference nuke.toNode"
+nuke.toNode(s)
+# UNVERIFIED nuke.delete, thisGroup, scriptName: searched "nuke.delete(n) The named node is deleted" and "Source code
+# for nukescripts nuke.toNode( nuke.delete(" (both find nuke.nodeDelete only), "nuke.thisGroup() Returns the current
+# context Group node", "nuke.scriptName() Return the current script's file name"; no vendored stubs either
+# (find_repos "nuke-stubs", "nuke_stubs", "types-nuke"; find_string "def toNode(", "def views(")
+nuke.delete(n)
 nuke.thisGroup()
-nuke.frame([f])
-nuke.views()
+nuke.scriptName()
 # ref:130/nuke.render (execute's text)
 nuke.execute(nameOrNode, [start], [end], [incr], [views], [continueOnError=False])
-# ref:132/nuke.executeMultiple
+# ref:132/nuke.executeMultiple ("views - Optional list of views. Default is None. Execute for all.")
 nuke.executeMultiple(nodes, [ranges], [views], [continueOnError=False])
 # src:140/nuke_internal/executeInMain (cited in docs/hosts/nuke.md)
 nuke.executeInMainThread(call, [args=()], [kwargs={}])
 nuke.executeInMainThreadWithResult(call, [args=()], [kwargs={}])
-# UNVERIFIED (no page returned by the search): nuke.message, critical, tprint
+# ref:131/nuke.message, ref:132/nuke.message
 nuke.message(prompt)
-nuke.critical(prompt)
+# ref:131/nuke.critical, ref:132/nuke.critical
+nuke.critical(message)
+# CALL guide:130/callbacks passes nuke.tprint positional values and a 'sep' keyword; searched "nuke.tprint"
 nuke.tprint(*value, [sep], [end], [file])
 # ref:150/nuke.scriptSaveAs
 nuke.scriptSaveAs([filename=None], [overwrite=-1])
 # ref:131/nuke.scriptSave
 nuke.scriptSave([filename=None])
-# UNVERIFIED (no page returned by the search): nuke.scriptOpen
+# UNVERIFIED nuke.scriptOpen: searched "nuke.scriptOpen(filename) Opens a new script containing the contents of the
+# named file", "Source code for nukescripts.script script_open nuke.scriptOpen", "Nuke as a Python Module
+# nuke.scriptOpen example" (only third-party scripts call it, with one path)
 nuke.scriptOpen(filename)
-# ref:140/nuke.scriptClear (scriptName unverified)
+# ref:140/nuke.scriptClear
 nuke.scriptClear([resetToCompiledDefaults=False], [clearUserKnobs=False])
-nuke.scriptName()
-# UNVERIFIED (no page returned by the search): nuke.menu, toolbar
+# ref:131/nuke.Menu, ref:140/nuke.Menu (the page at that address prints nuke.menu(name))
 nuke.menu(name)
+# ref:130/nuke.ToolBar (the page at that address prints nuke.toolbar(name, create=True))
 nuke.toolbar(name, [create=True])
-# ref:130/nuke.pluginAddPath (pluginAppendPath, pluginPath unverified)
+# ref:130/nuke.pluginAddPath
 nuke.pluginAddPath(args, [addToSysPath=True])
-nuke.pluginAppendPath(args, [addToSysPath=True])
+# ref:131/nuke.pluginPath, ref:132/nuke.pluginPath
 nuke.pluginPath()
-# ref:132/nuke.addKnobChanged (same form; these two unverified)
+# CALL guide:latest/startup names nuke.pluginAppendPath beside pluginAddPath, whose form it is given here
+nuke.pluginAppendPath(args, [addToSysPath=True])
+# src:160/nuke_internal/callbacks (the module defining the nuke.add... callbacks with (call, args, kwargs,
+# nodeClass)); guide:130/callbacks ("All the nuke.add...() functions take the same arguments")
 nuke.addBeforeFrameRender(call, [args=()], [kwargs={}], [nodeClass='Write'])
 nuke.addOnScriptLoad(call, [args=()], [kwargs={}], [nodeClass='Root'])
 attr nuke.env
@@ -92,7 +120,9 @@ attr nuke.STARTLINE
 attr nuke.DISABLED
 attr nuke.CancelledError
 
-# ref:132/nuke.Node (names; parameters: epydoc:113/nuke.Node-class)
+# ref:132/nuke.Node (names; parameters: epydoc:113/nuke.Node-class, the 13.2-16.0 pages print the method table
+# without parameters; searched "nuke.Node setInput(i, node) bool", "nuke.Node setName(name, uncollide=True,
+# updateExpressions=False)")
 Node.Class()
 Node.addKnob(k)
 Node.removeKnob(k)
@@ -133,9 +163,9 @@ Group.output()
 Group.run(callable)
 Group.selectedNodes()
 Group.selectedNode()
-# ref:160/nuke.Root.Class
+# ref:160/nuke.Root.Class (names); addView's parameters: epydoc:111/nuke.Root-class
 Root < Group
-Root.addView(s)
+Root.addView(name, color)
 Root.deleteView(s)
 # ref:131/nuke.Gizmo
 Gizmo < Group
@@ -190,8 +220,9 @@ Enumeration_Knob.__init__(name, label, items)
 Enumeration_Knob.values()
 Enumeration_Knob.setValues(items)
 Enumeration_Knob.numValues()
-# UNVERIFIED (no page returned by the search): ChannelMask_Knob, Format_Knob (epydoc:70), Script_Knob,
-# PyScript_Knob, Disable_Knob
+# CALL epydoc:122/toc-nuke-module lists ChannelMask_Knob, Disable_Knob and Format_Knob; ref:140/nuke.KnobType has
+# their type constants (eChannelMaskKnob, eDisableKnob, eFormatKnob); actualValue: epydoc:70/nuke.Format_Knob-class.
+# No 13.2-16.0 class page: searched "nuke.Int_Knob class Bases: Array_Knob", "nuke.Format_Knob actualValue"
 ChannelMask_Knob < Knob
 Format_Knob < Knob
 Format_Knob.actualValue()
@@ -203,13 +234,17 @@ Script_Knob.command()
 # ref:132/nuke.PyScript_Knob
 PyScript_Knob < Script_Knob
 PyScript_Knob.__init__(name, [label=None], [command=None])
-# UNVERIFIED (no page returned by the search): the other knob constructors, as Foundry's 'Custom Panels' guide
-# calls them
+# CALL src:160/nukescripts/framerangepanel and epydoc:122/nukescripts.framerangepanel-pysrc: Foundry's
+# nukescripts calls nuke.Int_Knob("fromFrame", "from:")
+Int_Knob.__init__(name, [label])
+# UNVERIFIED the other knob constructors (their pages print no constructor; only third-party panels call them with
+# name, label): searched "nuke.Int_Knob constructor name label Custom Panels", "nuke.String_Knob( nuke.File_Knob(
+# nuke.Boolean_Knob( nuke.Text_Knob( addKnob example pythondevguide", "Source code nukescripts nuke.File_Knob(
+# nuke.Tab_Knob( nuke.Double_Knob( PythonPanel addKnob"
 String_Knob.__init__(name, [label], [text])
 File_Knob.__init__(name, [label])
 Text_Knob.__init__(name, [label], [text])
 Tab_Knob.__init__(name, [label])
-Int_Knob.__init__(name, [label])
 Double_Knob.__init__(name, [label])
 Boolean_Knob.__init__(name, [label], [value])
 
@@ -228,10 +263,16 @@ MenuItem.name()
 MenuItem.invoke()
 MenuItem.script()
 Menu < MenuItem
-Menu.addCommand(name, [command], [shortcut], [icon], [tooltip], [index], [readonly])
 Menu.addMenu(**kwargs)
 Menu.findItem(name)
 Menu.items()
+# ref:150/nuke.MenuBar, ref:17.1/nuke.Menu (addCommand's parameters)
+Menu.addCommand(name, [command], [shortcut], [icon], [tooltip], [index], [readonly], [shortcutContext], [tag],
+    [tagTarget], [node]) @15.1 @16.0
+# CALL src:140/nukescripts/toolbars and epydoc:120/nukescripts.toolbars-pysrc pass shortcutContext by keyword; no
+# 13.2/14.0 page lists addCommand's parameters (searched "nuke.Menu addCommand")
+Menu.addCommand(name, [command], [shortcut], [icon], [tooltip], [index], [readonly], [shortcutContext]) @13.2 @14.0
+# ref:160/nuke.Menu
 ToolBar < Menu
 """
 
@@ -241,13 +282,42 @@ _LINE = re.compile(r"^(?:(?P<attr>attr\s+nuke\.(?P<attr_name>\w+))|(?P<cls>\w+)\
 
 _BASE = "https://learn.foundry.com/nuke/developers/"
 _SHORT = {"ref": "pythondevguide/_autosummary/{}.html", "epydoc": "pythonreference/{}.html",
-          "src": "pythondevguide/_modules/{}.html"}
+          "src": "pythondevguide/_modules/{}.html", "guide": "pythondevguide/{}.html"}
+#: a note's first word -> the entry's evidence; any other note names a page that prints the signature
+_EVIDENCE = {"CALL": "call", "UNVERIFIED": "unverified"}
 
 
 def _expand(comment: str) -> str:
     """'ref:140/nuke.Format (note)' -> the page's full address, note kept."""
-    return re.sub(r"\b(ref|epydoc|src):([\d.]+)/([\w./-]+)",
+    return re.sub(r"\b(ref|epydoc|src|guide):([\w.]+)/([\w./-]+)",
                   lambda m: _BASE + m.group(2) + "/" + _SHORT[m.group(1)].format(m.group(3)), comment)
+
+
+def _evidence(note: str) -> str:
+    """'page', 'call' or 'unverified' (see the line grammar); an unverified note must list its searches."""
+    evidence = _EVIDENCE.get(note.split(" ", 1)[0], "page")
+    if evidence == "unverified" and "searched" not in note:
+        raise ValueError(f"an UNVERIFIED note lists the searches tried: {note!r}")
+    return evidence
+
+
+def _logical_lines(text: str):
+    """(number, line) with a signature whose '(' is still open joined to the lines that close it."""
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if pending:
+            pending = f"{pending} {line}"
+        elif line and not line.startswith("#"):
+            pending, start = line, number
+        else:
+            yield number, line
+            continue
+        if pending.count("(") <= pending.count(")"):
+            yield start, pending
+            pending = ""
+    if pending:
+        raise ValueError(f"line {start}: unclosed '(' in {pending!r}")
 
 
 def parse_params(text: str) -> List[str]:
@@ -262,12 +332,33 @@ def parse_params(text: str) -> List[str]:
     return out
 
 
+def _new_class(source: str, evidence: str) -> Dict[str, object]:
+    return {"bases": [], "methods": {}, "source": source, "evidence": evidence}
+
+
+def weak_entries(api: Dict[str, object]) -> Dict[str, str]:
+    """'nuke.toNode' / 'Int_Knob.__init__' / 'Format_Knob' -> 'call' or 'unverified' (with the versions when not
+    all four): every entry whose signature no reference page prints, as docs/hosts/nuke.md lists them."""
+    seen: Dict[str, Dict[str, List[str]]] = {}
+    for version, entry in api["versions"].items():
+        weak = {f"nuke.{name}": fn["evidence"] for name, fn in entry["functions"].items() if fn["evidence"] != "page"}
+        for name, cls in entry["classes"].items():
+            if cls["evidence"] != "page" and cls["source"] != "named as a base":
+                weak[name] = cls["evidence"]
+            weak.update({f"{name}.{method}": note["evidence"]
+                         for method, note in cls.get("method_evidence", {}).items()})
+        for name, evidence in weak.items():
+            seen.setdefault(name, {}).setdefault(evidence, []).append(version)
+    return {name: ", ".join(evidence if len(versions) == len(VERSIONS) else f"{evidence} ({' '.join(versions)})"
+                            for evidence, versions in by.items())
+            for name, by in sorted(seen.items())}
+
+
 def build(text: str = SIGNATURES) -> Dict[str, object]:
     api: Dict[str, Dict[str, object]] = {
         v: {"functions": {}, "attributes": [], "classes": {}} for v in VERSIONS}
     source, in_comment = "", False
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
+    for number, line in _logical_lines(text):
         if not line:
             continue
         if line.startswith("#"):  # consecutive comment lines make one source note
@@ -275,6 +366,7 @@ def build(text: str = SIGNATURES) -> Dict[str, object]:
             source, in_comment = (f"{source} {note}" if in_comment else note), True
             continue
         in_comment = False
+        evidence = _evidence(source)
         match = _LINE.match(line)
         if match is None:
             raise ValueError(f"line {number}: cannot parse {line!r}")
@@ -286,25 +378,32 @@ def build(text: str = SIGNATURES) -> Dict[str, object]:
             if match["attr"]:
                 entry["attributes"].append(match["attr_name"])
             elif match["cls"]:
-                cls = entry["classes"].setdefault(match["cls"], {"bases": [], "methods": {}, "source": source})
+                cls = entry["classes"].setdefault(match["cls"], _new_class(source, evidence))
                 cls["bases"].append(match["base"])
             elif match["owner"] == "nuke":
-                entry["functions"][match["name"]] = {"params": parse_params(match["params"]), "source": source}
+                entry["functions"][match["name"]] = {"params": parse_params(match["params"]), "source": source,
+                                                     "evidence": evidence}
             else:
-                cls = entry["classes"].setdefault(match["owner"], {"bases": [], "methods": {}, "source": source})
+                cls = entry["classes"].setdefault(match["owner"], _new_class(source, evidence))
                 cls["methods"][match["name"]] = parse_params(match["params"])
+                if evidence != "page":  # a method read from weaker evidence than its class's page
+                    cls.setdefault("method_evidence", {})[match["name"]] = {"evidence": evidence,
+                                                                            "source": source}
     for entry in api.values():  # every class named as a base is a class too
         for cls in list(entry["classes"].values()):
             for base in cls["bases"]:
-                entry["classes"].setdefault(base, {"bases": [], "methods": {}, "source": "named as a base"})
+                entry["classes"].setdefault(base, _new_class("named as a base", "call"))
         entry["attributes"] = sorted(set(entry["attributes"]))
     return {"generated_by": "tests/fakes/nuke_api_gen.py", "versions": api}
 
 
 def main() -> int:
     target = Path(__file__).with_name("nuke_api.json")
-    target.write_text(json.dumps(build(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    api = build()
+    target.write_text(json.dumps(api, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {target}")
+    for name, evidence in weak_entries(api).items():
+        print(f"  {evidence:10} {name}")
     return 0
 
 

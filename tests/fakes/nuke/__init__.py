@@ -1240,9 +1240,9 @@ def message(text: str) -> None:
     print(text)
 
 
-def critical(text: str) -> None:
-    fake.messages.append(("critical", text))
-    print(text, file=sys.stderr)
+def critical(message: str) -> None:
+    fake.messages.append(("critical", message))
+    print(message, file=sys.stderr)
 
 
 def tprint(*values: Any) -> None:
@@ -1305,8 +1305,10 @@ _menus: Dict[str, Menu] = {}
 
 
 def menu(name: str) -> Menu:
+    """Raises RuntimeError in terminal mode, as the nuke.menu and nuke.toolbar pages say (menu.py is not even run
+    there)."""
     if not env["gui"]:
-        return None  # nuke.menu() gives nothing in terminal mode: menu.py is not even run there
+        raise RuntimeError("nuke.menu: Nuke isn't in GUI mode")
     return _menus.setdefault(name, Menu(name))
 
 
