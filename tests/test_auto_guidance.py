@@ -151,6 +151,32 @@ def test_automatic_guidance_refines_by_colour_but_a_given_band_width_is_kept(fak
     np.testing.assert_array_equal(fixed.trimap, trimap_from_mask(segmentation.u2netp_mask(image, None), 4))
 
 
+def test_a_saliency_trimap_is_solved_with_the_saliency_settings_and_a_drawn_one_with_the_preset(fake_u2netp,
+                                                                                                 monkeypatch):
+    from mattebox.engines import classical
+    from mattebox.matting.alpha import PRESETS
+
+    used = []
+    solve = classical.solve_alpha
+
+    def recording(image, trimap, settings, progress):
+        used.append(settings)
+        return solve(image, trimap, settings, progress)
+
+    monkeypatch.setattr(classical, "solve_alpha", recording)
+    engine, image = ClassicalEngine(), scene()
+    engine.matte(MatteRequest(image=image, params={"outputs": ["alpha"]}))
+    engine.matte(MatteRequest(image=image, mask=disc((48, 64), (24, 32), 20), params={"outputs": ["alpha"]}))
+    engine.matte(MatteRequest(image=image, trimap=trimap_from_mask(disc((48, 64), (24, 32), 12), 6),
+                              params={"outputs": ["alpha"]}))
+    engine.matte(MatteRequest(image=image, params={"outputs": ["alpha"], "segmenter": "grabcut"}))
+    preset = (PRESETS["balanced"].snap, PRESETS["balanced"].data_weight)
+    saliency = (classical.SALIENCY_SOLVER["snap"], classical.SALIENCY_SOLVER["data_weight"])
+    assert saliency != preset
+    assert [(s.snap, s.data_weight) for s in used] == [saliency, saliency, preset, preset]
+    assert used[0].max_iterations == PRESETS["balanced"].max_iterations  # the rest of the preset is kept
+
+
 def test_segmenter_grabcut_keeps_the_network_out(fake_u2netp):
     engine = ClassicalEngine()
     assert engine.matte(MatteRequest(image=scene(), params={"segmenter": "grabcut"})).info["guidance"] == \

@@ -11,6 +11,7 @@ The maths is :mod:`mattebox.matting`; this module maps the contract's request an
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Tuple
 
@@ -34,6 +35,13 @@ FOREGROUND_METHODS = {"multilevel": multilevel, "blur_fusion": blur_fusion}
 #: one re-solve with the foreground recovered from the plate. On 12 synthetic pairs (seeds 20 000–20 011, plate
 #: with its own noise and a ±2 % exposure change) SAD vs no plate: λ 0.3 / 1 / 3 -> 0.55 / 0.52 / 0.50 with one
 #: refinement, 0.70 at λ 3 without; a second refinement adds < 0.01.
+#: solver changes for a trimap the engine made from U^2-Net-p's saliency ('auto:u2netp', 'mask+u2netp'): its band
+#: is wider and looser than a drawn trimap's, so the solve leaves more haze over background (the levels remap
+#: ``snap`` 0.03 -> 0.05, the value the trimap bench also scores best, 4.48 vs 4.54, capped there because a larger
+#: remap erases faint strands) and the colour-sampling data term has more to carry (λ 0.005 -> 0.01, the best of
+#: 0.0025/0.005/0.01/0.02 on GT01-04). bench/auto.py, tuned on GT01-04, checked on GT05-08: docs/classical.md.
+SALIENCY_SOLVER = {"snap": 0.05, "data_weight": 0.01}
+SALIENCY_GUIDANCE = ("auto:u2netp", "mask+u2netp")
 PLATE = KnownBackgroundSettings(prior_weight=3.0, position_sigma_px=0.3, refinements=1)
 
 
@@ -68,7 +76,10 @@ class ClassicalEngine(Engine):
             alpha = solve_with_plate(request.image, request.image_srgb, plate, trimap, PRESETS[quality], PLATE,
                                      progress)
         else:
-            alpha = solve_alpha(request.image_srgb, trimap, PRESETS[quality], progress)
+            settings = PRESETS[quality]
+            if guidance in SALIENCY_GUIDANCE:
+                settings = dataclasses.replace(settings, **SALIENCY_SOLVER)
+            alpha = solve_alpha(request.image_srgb, trimap, settings, progress)
         timings["alpha"] = time.perf_counter() - t
         if "foreground" in request.param("outputs", ("alpha", "foreground")) or \
                 "premultiplied" in request.param("outputs", ()):
