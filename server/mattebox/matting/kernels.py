@@ -396,6 +396,35 @@ def restrict_and_shift(lv, mask, shift, v):
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
 
 @njit(cache=True)
+def solve_terms(mask, weight, prior, initial, known_product, diagonal, data_weight, data, b, precond, x):
+    """The alpha solve's per-pixel terms in one pass over 1-D arrays (the same values as numpy's whole-array
+    formulation, which took a temporary per operation): with m = mask (1 on unknown pixels),
+    data = λ·c·m (Robust Matting eq. 8's λC), b = data·α̂ − m·(L α_known) (Levin eq. 14's right-hand side plus
+    the data term), precond = 1 / max(diag(L) + data, 1e-2) on unknown pixels and 0 elsewhere (Jacobi, clamped:
+    diag(L) can be tiny in flat windows at small ε), x = initial·m (CG's start, zero on known pixels)."""
+    for i in range(mask.size):
+        m = np.float64(mask[i])
+        d = data_weight * np.float64(weight[i]) * m
+        data[i] = d
+        b[i] = d * np.float64(prior[i]) - m * known_product[i]
+        precond[i] = 1.0 / max(diagonal[i] + d, 1e-2) if mask[i] > 0 else 0.0
+        x[i] = np.float64(initial[i]) * m
+
+
+@njit(cache=True)
+def affine_evaluate(b, a0, a1, a2, image, out):
+    """Levin's affine model α = aᵀI + b (PAMI 2008 eq. 3) evaluated per pixel of an H×W×3 image from the
+    coefficient planes (H×W float64), summed in float64 in the order b + a0·I0 + a1·I1 + a2·I2 and stored into
+    ``out`` (H×W float32): one pass instead of numpy's three products, three sums and a cast."""
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            value = b[y, x] + a0[y, x] * np.float64(image[y, x, 0])
+            value += a1[y, x] * np.float64(image[y, x, 1])
+            value += a2[y, x] * np.float64(image[y, x, 2])
+            out[y, x] = value
+
+
+@njit(cache=True)
 def galerkin_fine(image, inv, valid, unknown, data, ac, l1):
     """The Galerkin coarse operator Pᵀ(L_uu + D)P of the alpha solve for 2×2 aggregation (P piecewise constant:
     fine pixel (y, x) belongs to coarse pixel (y // 2, x // 2); known pixels belong to none), as a 3×3 stencil

@@ -243,7 +243,7 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     cross = [_box_mean(c * alpha_coarse, r) - m * mean_alpha for c, m in zip(channels, means)]
     a = _sym_apply(inv, cross)
     b = mean_alpha - a[0] * means[0] - a[1] * means[1] - a[2] * means[2]
-    out = cv2.resize(_box_mean(b, r), (w, h), interpolation=cv2.INTER_LINEAR)
-    for c in range(3):
-        out += cv2.resize(_box_mean(a[c], r), (w, h), interpolation=cv2.INTER_LINEAR) * image_fine[:, :, c]
-    return out.astype(np.float32)
+    b, a0, a1, a2 = (cv2.resize(_box_mean(x, r), (w, h), interpolation=cv2.INTER_LINEAR) for x in (b, *a))
+    out = np.empty((h, w), np.float32)
+    kernels.affine_evaluate(b, a0, a1, a2, image_fine, out)
+    return out
