@@ -1,6 +1,7 @@
 """The classical alpha solver's pieces against brute-force references on tiny synthetic images."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -176,6 +177,37 @@ def test_compiled_affine_evaluation_equals_the_numpy_formulation():
         out = np.empty((13, 17), np.float32)
         kernels.affine_evaluate(b, a0, a1, a2, image, out)
         np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
+def test_compiled_affine_coefficients_equal_the_numpy_formulation():
+    """kernels.affine_coefficients replaced ~40 whole-array numpy operations of the guided-filter fit (He et al.
+    2010 eqs. 5-6: Σ + reg·U inverted by the adjugate, a = Δ(mean(Iα) − μᾱ), b = ᾱ − aᵀμ): the same a and b bit
+    for bit, from the same box means."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(7)
+    shape, reg = (11, 14), 1e-4 / 9
+    image = rng.random(shape + (3,))
+    alpha = rng.random(shape).astype(np.float32)
+    box = (lambda x: cv2.blur(x, (3, 3), borderType=cv2.BORDER_REFLECT))
+    ch = [image[:, :, c].copy() for c in range(3)]
+    m = [box(c) for c in ch]
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    s00, s01, s02, s11, s12, s22 = (box(ch[a] * ch[b]) - m[a] * m[b] + (reg if a == b else 0.0) for a, b in pairs)
+    c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
+    c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    d00, d01, d02, d11, d12, d22 = (c / det for c in (c00, c01, c02, c11, c12, c22))
+    mean_alpha = box(alpha)
+    v = [box(c * alpha) - mc * mean_alpha for c, mc in zip(ch, m)]
+    a = (d00 * v[0] + d01 * v[1] + d02 * v[2], d01 * v[0] + d11 * v[1] + d12 * v[2],
+         d02 * v[0] + d12 * v[1] + d22 * v[2])
+    b = mean_alpha - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
+    coeffs = np.empty((4,) + shape)
+    kernels.affine_coefficients(np.stack(m), np.stack([box(ch[i] * ch[j]) for i, j in pairs]),
+                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs)
+    for got, want in zip(coeffs, (*a, b)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_compiled_solve_terms_equal_the_numpy_formulation():
