@@ -226,8 +226,8 @@ def test_compiled_solve_terms_equal_the_numpy_formulation():
     expected = (data, data * prior - mask * known_product,
                 np.where(mask > 0, 1.0 / np.maximum(diagonal + data, 1e-2), 0.0), initial.astype(np.float64) * mask)
     assert (diagonal + data < 1e-2).any() and (diagonal + data > 1e-2).any()  # both sides of the clamp
-    out = [np.empty(n) for _ in range(4)]
-    kernels.solve_terms(mask, weight, prior, initial, known_product, diagonal, data_weight, *out)
+    out = [np.empty(n), known_product.copy(), diagonal.copy(), np.empty(n)]  # b and precond start as L α_k, diag
+    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out)
     for got, want in zip(out, expected):
         np.testing.assert_array_equal(got, want)
 

@@ -179,13 +179,13 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         mask = unknown.view(np.uint8)  # (no copy: the crop layout is the identity)
     else:
         mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
-    known_product = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known
-    data, b, precond, x = (np.empty(mask.shape, np.float64) for _ in range(4))
-    # λC, the right-hand side, the Jacobi preconditioner and the start in one pass (kernels.solve_terms)
+    b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
+    precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
+    data, x = np.empty_like(b), np.empty_like(b)
+    # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
     kernels.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
-        mask, op.compact(weight), op.compact(prior), op.compact(initial), known_product, op.diagonal())),
+        mask, op.compact(weight), op.compact(prior), op.compact(initial))),
         settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1))
-    del known_product
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)

@@ -396,18 +396,19 @@ def restrict_and_shift(lv, mask, shift, v):
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
 
 @njit(cache=True)
-def solve_terms(mask, weight, prior, initial, known_product, diagonal, data_weight, data, b, precond, x):
+def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x):
     """The alpha solve's per-pixel terms in one pass over 1-D arrays (the same values as numpy's whole-array
     formulation, which took a temporary per operation): with m = mask (1 on unknown pixels),
     data = λ·c·m (Robust Matting eq. 8's λC), b = data·α̂ − m·(L α_known) (Levin eq. 14's right-hand side plus
     the data term), precond = 1 / max(diag(L) + data, 1e-2) on unknown pixels and 0 elsewhere (Jacobi, clamped:
-    diag(L) can be tiny in flat windows at small ε), x = initial·m (CG's start, zero on known pixels)."""
+    diag(L) can be tiny in flat windows at small ε), x = initial·m (CG's start, zero on known pixels).
+    ``b`` holds L α_known and ``precond`` diag(L) on entry (overwritten: two planes fewer at the solve's peak)."""
     for i in range(mask.size):
         m = np.float64(mask[i])
         d = data_weight * np.float64(weight[i]) * m
         data[i] = d
-        b[i] = d * np.float64(prior[i]) - m * known_product[i]
-        precond[i] = 1.0 / max(diagonal[i] + d, 1e-2) if mask[i] > 0 else 0.0
+        b[i] = d * np.float64(prior[i]) - m * b[i]
+        precond[i] = 1.0 / max(precond[i] + d, 1e-2) if mask[i] > 0 else 0.0
         x[i] = np.float64(initial[i]) * m
 
 
