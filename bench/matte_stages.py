@@ -62,7 +62,8 @@ def main(argv) -> int:
     mark = cpu()
     from mattebox import cli, imageio, jobs
     from mattebox.commands import matte
-    from mattebox.engines.classical import alpha, engine, kernels
+    from mattebox.engines import classical as engine
+    from mattebox.matting import alpha, kernels
 
     STAGES["mattebox modules, numba import"] = cpu() - mark
     mark = cpu()

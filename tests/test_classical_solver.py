@@ -1,6 +1,7 @@
 """The classical alpha solver's pieces against brute-force references on tiny synthetic images."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -159,6 +160,76 @@ def test_compiled_box_candidates_equal_the_numpy_formulation():
         expected = np.where(count > 1e-3, box[:, :3].T * inv, out[0])
         assert (count <= 1e-3).any() and (count > 1e-3).any()  # both branches taken
         np.testing.assert_array_equal(out[s], expected)
+
+
+def test_compiled_affine_evaluation_equals_the_numpy_formulation():
+    """kernels.affine_evaluate replaced numpy's b + Σ_c a_c·I_c (three products, three sums, a cast): the same
+    float32 α bit for bit, for float32 and float64 images."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(5)
+    b, a0, a1, a2 = (rng.normal(0, 3, (13, 17)) for _ in range(4))
+    for dtype in (np.float32, np.float64):
+        image = rng.random((13, 17, 3)).astype(dtype)
+        expected = b.copy()
+        for c, a in enumerate((a0, a1, a2)):
+            expected += a * image[:, :, c]
+        out = np.empty((13, 17), np.float32)
+        kernels.affine_evaluate(b, a0, a1, a2, image, out)
+        np.testing.assert_array_equal(out, expected.astype(np.float32))
+
+
+def test_compiled_affine_coefficients_equal_the_numpy_formulation():
+    """kernels.affine_coefficients replaced ~40 whole-array numpy operations of the guided-filter fit (He et al.
+    2010 eqs. 5-6: Σ + reg·U inverted by the adjugate, a = Δ(mean(Iα) − μᾱ), b = ᾱ − aᵀμ): the same a and b bit
+    for bit, from the same box means."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(7)
+    shape, reg = (11, 14), 1e-4 / 9
+    image = rng.random(shape + (3,))
+    alpha = rng.random(shape).astype(np.float32)
+    box = (lambda x: cv2.blur(x, (3, 3), borderType=cv2.BORDER_REFLECT))
+    ch = [image[:, :, c].copy() for c in range(3)]
+    m = [box(c) for c in ch]
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    s00, s01, s02, s11, s12, s22 = (box(ch[a] * ch[b]) - m[a] * m[b] + (reg if a == b else 0.0) for a, b in pairs)
+    c00, c01, c02 = s11 * s22 - s12 * s12, s02 * s12 - s01 * s22, s01 * s12 - s02 * s11
+    c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    d00, d01, d02, d11, d12, d22 = (c / det for c in (c00, c01, c02, c11, c12, c22))
+    mean_alpha = box(alpha)
+    v = [box(c * alpha) - mc * mean_alpha for c, mc in zip(ch, m)]
+    a = (d00 * v[0] + d01 * v[1] + d02 * v[2], d01 * v[0] + d11 * v[1] + d12 * v[2],
+         d02 * v[0] + d12 * v[1] + d22 * v[2])
+    b = mean_alpha - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
+    coeffs = np.empty((4,) + shape)
+    kernels.affine_coefficients(np.stack(m), np.stack([box(ch[i] * ch[j]) for i, j in pairs]),
+                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs)
+    for got, want in zip(coeffs, (*a, b)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_compiled_solve_terms_equal_the_numpy_formulation():
+    """kernels.solve_terms replaced the alpha solve's whole-array numpy set-up: λC, the right-hand side, the
+    clamped Jacobi preconditioner and CG's start, bit for bit."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(6)
+    n = 500
+    mask = (rng.random(n) < 0.6).astype(np.uint8)
+    weight, prior, initial = (rng.random(n).astype(np.float32) for _ in range(3))
+    known_product = rng.normal(0, 1, n)
+    diagonal = rng.random(n) * 0.02  # some below the 1e-2 clamp
+    data_weight = 0.005
+    data = data_weight * weight.astype(np.float64) * mask
+    expected = (data, data * prior - mask * known_product,
+                np.where(mask > 0, 1.0 / np.maximum(diagonal + data, 1e-2), 0.0), initial.astype(np.float64) * mask)
+    assert (diagonal + data < 1e-2).any() and (diagonal + data > 1e-2).any()  # both sides of the clamp
+    out = [np.empty(n), known_product.copy(), diagonal.copy(), np.empty(n)]  # b and precond start as L α_k, diag
+    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out)
+    for got, want in zip(out, expected):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_alpha_prior_recovers_two_colour_alpha_with_confidence():

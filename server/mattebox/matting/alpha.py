@@ -144,10 +144,10 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     """
     unknown = trimap == UNKNOWN
     h, w = trimap.shape
-    initial = np.where(unknown, 0.5, trimap).astype(np.float32)
+    guess = 0.5  # CG's start on the unknown pixels (clipped to [0, 1]): a constant, or a crop-sized α
     iterations = settings.max_iterations
     if start is not None:
-        initial[unknown] = np.clip(start[unknown], 0.0, 1.0)
+        guess = np.clip(start, 0.0, 1.0)
         iterations = settings.finest_iterations
     elif unknown.sum() > settings.coarse_unknowns and min(h, w) >= 2 * settings.coarse_min_side:
         size = ((w + 1) // 2, (h + 1) // 2)
@@ -157,12 +157,14 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         coarse = _solve_level(small_image, _coarse_trimap(trimap, size), small_prior, small_weight, settings,
                               lambda *a: None, level + 1)
         del small_prior, small_weight  # (the finest level's CG is the peak of memory: nothing spare kept)
-        initial[unknown] = np.clip(affine_upsample(coarse, small_image, image, settings.radius,
-                                                   settings.upsample_eps)[unknown], 0.0, 1.0)
+        guess = affine_upsample(coarse, small_image, image, settings.radius, settings.upsample_eps)
+        np.clip(guess, 0.0, 1.0, out=guess)
         del small_image, coarse
         iterations = settings.fine_iterations if level > 0 else settings.finest_iterations
         if unknown.sum() > settings.huge_unknowns:  # cheaper local solve: Levin's affine model plus a short polish
             iterations = settings.huge_iterations
+    initial = np.where(unknown, guess, trimap).astype(np.float32, copy=False)
+    del guess
     if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
         return np.where(unknown, initial, trimap).astype(np.float32)
     tiles = len(BandOperator.active_tiles(unknown, settings.tile))
@@ -173,12 +175,17 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         op = CropOperator(image, settings.eps, settings.radius)
     del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
-    mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
-    data = settings.data_weight * op.compact(weight).astype(np.float64) * mask  # λ c_i (Robust Matting eq. 8)
-    b = data * op.compact(prior) - mask * op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))
-    # diag(L) can be tiny where ε is small and windows are flat; clamping keeps the preconditioner bounded
-    precond = np.where(mask > 0, 1.0 / np.maximum(op.diagonal() + data, 1e-2), 0.0)
-    x = op.compact(initial).astype(np.float64) * mask
+    if isinstance(op, CropOperator):
+        mask = unknown.view(np.uint8)  # (no copy: the crop layout is the identity)
+    else:
+        mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
+    b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
+    precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
+    data, x = np.empty_like(b), np.empty_like(b)
+    # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
+    kernels.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
+        mask, op.compact(weight), op.compact(prior), op.compact(initial))),
+        settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1))
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)

@@ -396,6 +396,71 @@ def restrict_and_shift(lv, mask, shift, v):
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
 
 @njit(cache=True)
+def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x):
+    """The alpha solve's per-pixel terms in one pass over 1-D arrays (the same values as numpy's whole-array
+    formulation, which took a temporary per operation): with m = mask (1 on unknown pixels),
+    data = λ·c·m (Robust Matting eq. 8's λC), b = data·α̂ − m·(L α_known) (Levin eq. 14's right-hand side plus
+    the data term), precond = 1 / max(diag(L) + data, 1e-2) on unknown pixels and 0 elsewhere (Jacobi, clamped:
+    diag(L) can be tiny in flat windows at small ε), x = initial·m (CG's start, zero on known pixels).
+    ``b`` holds L α_known and ``precond`` diag(L) on entry (overwritten: two planes fewer at the solve's peak)."""
+    for i in range(mask.size):
+        m = np.float64(mask[i])
+        d = data_weight * np.float64(weight[i]) * m
+        data[i] = d
+        b[i] = d * np.float64(prior[i]) - m * b[i]
+        precond[i] = 1.0 / max(precond[i] + d, 1e-2) if mask[i] > 0 else 0.0
+        x[i] = np.float64(initial[i]) * m
+
+
+@njit(cache=True)
+def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs):
+    """Levin's local affine model α ≈ aᵀI + b fitted per window by guided-filter least squares (He, Sun, Tang,
+    ECCV 2010, eqs. 5-6): a = (Σ + reg·U)⁻¹ (mean(I α) − μ ᾱ), b = ᾱ − aᵀμ, with Σ = mean(I Iᵀ) − μμᵀ inverted by
+    the adjugate. Inputs are the windows' box means (H×W float64 planes): ``means`` μ (3), ``products`` mean(I_a I_b)
+    (6, order 00 01 02 11 12 22), ``cross`` mean(I_c α) (3) and ``mean_alpha`` ᾱ (any float dtype); out ``coeffs``
+    (4×H×W: a0, a1, a2, b). One pass and the same operations in the same order as numpy's ~40 whole-array ones."""
+    for y in range(mean_alpha.shape[0]):
+        for x in range(mean_alpha.shape[1]):
+            m0, m1, m2 = means[0, y, x], means[1, y, x], means[2, y, x]
+            ma = np.float64(mean_alpha[y, x])
+            s00 = products[0, y, x] - m0 * m0 + reg
+            s01 = products[1, y, x] - m0 * m1 + 0.0
+            s02 = products[2, y, x] - m0 * m2 + 0.0
+            s11 = products[3, y, x] - m1 * m1 + reg
+            s12 = products[4, y, x] - m1 * m2 + 0.0
+            s22 = products[5, y, x] - m2 * m2 + reg
+            c00 = s11 * s22 - s12 * s12
+            c01 = s02 * s12 - s01 * s22
+            c02 = s01 * s12 - s02 * s11
+            c11 = s00 * s22 - s02 * s02
+            c12 = s01 * s02 - s00 * s12
+            c22 = s00 * s11 - s01 * s01
+            det = s00 * c00 + s01 * c01 + s02 * c02
+            d00, d01, d02, d11, d12, d22 = c00 / det, c01 / det, c02 / det, c11 / det, c12 / det, c22 / det
+            v0 = cross[0, y, x] - m0 * ma
+            v1 = cross[1, y, x] - m1 * ma
+            v2 = cross[2, y, x] - m2 * ma
+            a0 = d00 * v0 + d01 * v1 + d02 * v2
+            a1 = d01 * v0 + d11 * v1 + d12 * v2
+            a2 = d02 * v0 + d12 * v1 + d22 * v2
+            coeffs[0, y, x], coeffs[1, y, x], coeffs[2, y, x] = a0, a1, a2
+            coeffs[3, y, x] = ma - a0 * m0 - a1 * m1 - a2 * m2
+
+
+@njit(cache=True)
+def affine_evaluate(b, a0, a1, a2, image, out):
+    """Levin's affine model α = aᵀI + b (PAMI 2008 eq. 3) evaluated per pixel of an H×W×3 image from the
+    coefficient planes (H×W float64), summed in float64 in the order b + a0·I0 + a1·I1 + a2·I2 and stored into
+    ``out`` (H×W float32): one pass instead of numpy's three products, three sums and a cast."""
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            value = b[y, x] + a0[y, x] * np.float64(image[y, x, 0])
+            value += a1[y, x] * np.float64(image[y, x, 1])
+            value += a2[y, x] * np.float64(image[y, x, 2])
+            out[y, x] = value
+
+
+@njit(cache=True)
 def galerkin_fine(image, inv, valid, unknown, data, ac, l1):
     """The Galerkin coarse operator Pᵀ(L_uu + D)P of the alpha solve for 2×2 aggregation (P piecewise constant:
     fine pixel (y, x) belongs to coarse pixel (y // 2, x // 2); known pixels belong to none), as a 3×3 stencil

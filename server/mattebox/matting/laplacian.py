@@ -46,33 +46,13 @@ def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
 
 
-def window_statistics(image: np.ndarray, r: int, eps: float):
-    """Colour planes, per-window colour means μ_k (3 planes) and the 6 distinct entries of
-    Δ_k = (Σ_k + ε/|w| U)⁻¹, all float64 (Σ_k = mean(I Iᵀ) − μμᵀ cancels badly in float32: errors ~1e-8 exceed
-    ε/|w| and make Δ_k indefinite). Inverts the 3×3 covariances in closed form (adjugate / determinant)."""
-    channels64 = [np.ascontiguousarray(image[:, :, c], dtype=np.float64) for c in range(3)]
-    means64 = [_box_mean(c, r) for c in channels64]
-    reg = eps / float((2 * r + 1) ** 2)
-    cov = {}
-    for a, b in _SYM:
-        cov[a, b] = _box_mean(channels64[a] * channels64[b], r) - means64[a] * means64[b] + (reg if a == b else 0.0)
-    s00, s01, s02, s11, s12, s22 = (cov[k] for k in _SYM)
-    c00 = s11 * s22 - s12 * s12
-    c01 = s02 * s12 - s01 * s22
-    c02 = s01 * s12 - s02 * s11
-    c11 = s00 * s22 - s02 * s02
-    c12 = s01 * s02 - s00 * s12
-    c22 = s00 * s11 - s01 * s01
-    det = s00 * c00 + s01 * c01 + s02 * c02
-    return channels64, means64, [c / det for c in (c00, c01, c02, c11, c12, c22)]
-
-
-def _sym_apply(inv, v):
-    """Δ v per pixel for Δ given by its 6 distinct planes and v by 3 planes."""
-    d00, d01, d02, d11, d12, d22 = inv
-    return (d00 * v[0] + d01 * v[1] + d02 * v[2],
-            d01 * v[0] + d11 * v[1] + d12 * v[2],
-            d02 * v[0] + d12 * v[1] + d22 * v[2])
+def _box_means(planes, r: int) -> np.ndarray:
+    """:func:`_box_mean` of each H×W float64 plane, as the rows of one k×H×W array (no stacking copy)."""
+    planes = list(planes)
+    out = np.empty((len(planes),) + planes[0].shape, np.float64)
+    for plane, mean in zip(planes, out):
+        cv2.blur(plane, (2 * r + 1, 2 * r + 1), dst=mean, borderType=cv2.BORDER_REFLECT)
+    return out
 
 
 class MattingLaplacian:
@@ -238,12 +218,18 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     pixel, upsamples them bilinearly and evaluates them on the fine image. Returns H×W float32 (not clipped).
     """
     h, w = image_fine.shape[:2]
-    channels, means, inv = window_statistics(image_coarse, r, eps)
-    mean_alpha = _box_mean(alpha_coarse, r)
-    cross = [_box_mean(c * alpha_coarse, r) - m * mean_alpha for c, m in zip(channels, means)]
-    a = _sym_apply(inv, cross)
-    b = mean_alpha - a[0] * means[0] - a[1] * means[1] - a[2] * means[2]
-    out = cv2.resize(_box_mean(b, r), (w, h), interpolation=cv2.INTER_LINEAR)
-    for c in range(3):
-        out += cv2.resize(_box_mean(a[c], r), (w, h), interpolation=cv2.INTER_LINEAR) * image_fine[:, :, c]
-    return out.astype(np.float32)
+    # box means of the colours, their pairwise products and their products with α, in float64 (Σ = mean(I Iᵀ) −
+    # μμᵀ cancels badly in float32), by OpenCV; the per-window fit is one compiled pass (kernels.affine_coefficients)
+    channels = [np.ascontiguousarray(image_coarse[:, :, c], dtype=np.float64) for c in range(3)]
+    means = _box_means(channels, r)
+    products = _box_means((channels[a] * channels[b] for a, b in _SYM), r)
+    cross = _box_means((c * alpha_coarse for c in channels), r)
+    del channels
+    coeffs = np.empty((4,) + alpha_coarse.shape, np.float64)
+    kernels.affine_coefficients(means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2),
+                                coeffs)
+    del means, products, cross
+    a0, a1, a2, b = (cv2.resize(_box_mean(x, r), (w, h), interpolation=cv2.INTER_LINEAR) for x in coeffs)
+    out = np.empty((h, w), np.float32)
+    kernels.affine_evaluate(b, a0, a1, a2, image_fine, out)
+    return out
