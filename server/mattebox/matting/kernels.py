@@ -61,6 +61,21 @@ def row_blocks(pixels: int) -> int:
     return blocks if _parallel_ok else 1
 
 
+@njit(cache=True, inline="always")
+def symmetric_inverse(s00, s01, s02, s11, s12, s22):
+    """The upper triangle (00, 01, 02, 11, 12, 22) of a symmetric 3×3 matrix's inverse, by its adjugate over its
+    determinant: the windows' regularised colour covariance (Levin et al. 2008, eq. 12) in the Laplacian and in the
+    affine upsampling fit."""
+    c00 = s11 * s22 - s12 * s12
+    c01 = s02 * s12 - s01 * s22
+    c02 = s01 * s12 - s02 * s11
+    c11 = s00 * s22 - s02 * s02
+    c12 = s01 * s02 - s00 * s12
+    c22 = s00 * s11 - s01 * s01
+    det = s00 * c00 + s01 * c01 + s02 * c02
+    return c00 / det, c01 / det, c02 / det, c11 / det, c12 / det, c22 / det
+
+
 @njit(cache=True)
 def window_inverse(image, valid, reg, inv):
     """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array): the 6 distinct
@@ -99,15 +114,8 @@ def window_inverse(image, valid, reg, inv):
             s11 = q11 / size - m1 * m1 + reg
             s12 = q12 / size - m1 * m2
             s22 = q22 / size - m2 * m2 + reg
-            c00 = s11 * s22 - s12 * s12
-            c01 = s02 * s12 - s01 * s22
-            c02 = s01 * s12 - s02 * s11
-            c11 = s00 * s22 - s02 * s02
-            c12 = s01 * s02 - s00 * s12
-            c22 = s00 * s11 - s01 * s01
-            det = s00 * c00 + s01 * c01 + s02 * c02
-            inv[0, y, x], inv[1, y, x], inv[2, y, x] = c00 / det, c01 / det, c02 / det
-            inv[3, y, x], inv[4, y, x], inv[5, y, x] = c11 / det, c12 / det, c22 / det
+            (inv[0, y, x], inv[1, y, x], inv[2, y, x],
+             inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
 
 
 @njit(cache=True)
@@ -429,14 +437,7 @@ def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs):
             s11 = products[3, y, x] - m1 * m1 + reg
             s12 = products[4, y, x] - m1 * m2 + 0.0
             s22 = products[5, y, x] - m2 * m2 + reg
-            c00 = s11 * s22 - s12 * s12
-            c01 = s02 * s12 - s01 * s22
-            c02 = s01 * s12 - s02 * s11
-            c11 = s00 * s22 - s02 * s02
-            c12 = s01 * s02 - s00 * s12
-            c22 = s00 * s11 - s01 * s01
-            det = s00 * c00 + s01 * c01 + s02 * c02
-            d00, d01, d02, d11, d12, d22 = c00 / det, c01 / det, c02 / det, c11 / det, c12 / det, c22 / det
+            d00, d01, d02, d11, d12, d22 = symmetric_inverse(s00, s01, s02, s11, s12, s22)
             v0 = cross[0, y, x] - m0 * ma
             v1 = cross[1, y, x] - m1 * ma
             v2 = cross[2, y, x] - m2 * ma
