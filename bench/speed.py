@@ -1,10 +1,12 @@
 """Whole-process speed of the classical engine against pymatting, as a user runs each (issue #21).
 
 Each side is one process per image that reads the files, produces alpha and a decontaminated foreground and
-writes them: ``mattebox matte IMAGE --trimap T --out DIR`` (no server running: the engine runs in that process)
-against a Python process doing pymatting's ``estimate_alpha_cf`` + ``estimate_foreground_ml`` and writing alpha
-and premultiplied foreground PNGs. Both run in the same session, alternating per image, so machine load hits
-both alike; peak RSS is each child's own (``os.wait4`` in a small launcher). Cases:
+writes them: ``mattebox matte IMAGE --trimap T --out DIR --write alpha.png,fg_premult.png`` (no server running:
+the engine runs in that process) against a Python process doing pymatting's ``estimate_alpha_cf`` +
+``estimate_foreground_ml`` and writing the same two files (16-bit alpha and premultiplied foreground PNGs); the
+4K and 1080p cases write what a compositor reads back, the float alpha and straight foreground EXRs. Both run in
+the same session, alternating per image, so machine load hits both alike; peak RSS is each child's own
+(``os.wait4`` in a small launcher). Cases:
 
 * alphamatting-dev (8 images x both trimaps): mean SAD, summed wall time and the ratio, peak RSS ratio, and each
   side's own solve time (our alpha stage; pymatting's estimate_alpha_cf) and foreground time beside it;
@@ -92,14 +94,20 @@ def mattebox_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(str(ROOT / p) for p in ("plugin", "server", "installers")))
 
 
-def ours(image: Path, out: Path, *guide: str) -> dict:
+#: the files each of our processes writes (`mattebox matte --write`): the peer's two for alphamatting-dev
+SAME_AS_PEER = "alpha.png,fg_premult.png"
+COMPOSITOR = "alpha.exr,fg.exr"
+
+
+def ours(image: Path, out: Path, *guide: str, write: str = SAME_AS_PEER) -> dict:
     run = timed_process([sys.executable, "-m", "mattebox", "matte", str(image), *guide, "--out", str(out),
-                         "--local", "--quiet"], env=mattebox_env())
+                         "--local", "--quiet", "--write", write], env=mattebox_env())
     stages = dict((m.group(1), float(m.group(2))) for m in re.finditer(r"(\w+) ([\d.]+) s", run.pop("stdout")))
     from mattebox.imageio import read_gray
 
+    alpha_file = out / f"{image.stem}_{'alpha.exr' if 'alpha.exr' in write else 'alpha.png'}"
     return dict(run, alpha_seconds=stages.get("alpha"), foreground_seconds=stages.get("foreground"),
-                alpha=read_gray(str(out / f"{image.stem}_alpha.exr")))
+                guidance_seconds=stages.get("guidance"), alpha=read_gray(str(alpha_file)))
 
 
 def theirs(image: Path, trimap: Path, out: Path) -> dict:
@@ -154,7 +162,7 @@ def four_k(work: Path) -> dict:
     write_png(str(folder / "plate.png"), cv2.resize(image[..., :3], size, interpolation=cv2.INTER_CUBIC) / 255.0)
     trimap = cv2.resize(trimap, size, interpolation=cv2.INTER_NEAREST)
     write_png(str(folder / "trimap.png"), trimap)
-    run = ours(folder / "plate.png", folder / "out", "--trimap", str(folder / "trimap.png"))
+    run = ours(folder / "plate.png", folder / "out", "--trimap", str(folder / "trimap.png"), write=COMPOSITOR)
     gt = cv2.resize(gt, size, interpolation=cv2.INTER_LINEAR)
     run["sad"] = ev.sad(run.pop("alpha"), gt, trimap == 0.5)
     return dict(run, size=list(size), unknown_pixels=int((trimap == 0.5).sum()))
@@ -172,7 +180,7 @@ def portrait_1080p(work: Path) -> dict:
     folder.mkdir()
     write_png(str(folder / "portrait.png"), linear_to_srgb(pair.image))
     write_png(str(folder / "roto.png"), (pair.alpha > 0.5).astype(np.float32))
-    run = ours(folder / "portrait.png", folder / "out", "--mask", str(folder / "roto.png"))
+    run = ours(folder / "portrait.png", folder / "out", "--mask", str(folder / "roto.png"), write=COMPOSITOR)
     band = np.abs(pair.alpha - 0.5) < 0.5
     run["sad"] = ev.sad(run.pop("alpha"), pair.alpha, band)
     return dict(run, size=[1920, 1080])
@@ -201,7 +209,8 @@ def markdown(result: dict) -> str:
              "user + system time (all threads; steadier than wall time on a shared machine); 'alpha' "
              "and 'foreground' are each side's own stages inside them. Load average at start "
              f"{result['load_average_at_start'][0]:.1f}, at end {result['load_average_at_end'][0]:.1f} "
-             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides).", "",
+             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides). Files written: "
+             f"alphamatting-dev, both sides `{SAME_AS_PEER}`; 4K and 1080p `{COMPOSITOR}`.", "",
              "| side | mean SAD | seconds | CPU s | alpha s | foreground s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|"]
     for side, s in am.items():
@@ -212,7 +221,8 @@ def markdown(result: dict) -> str:
                                                                           "mask, default band")):
         if key in result:
             r = result[key]
-            lines += ["", f"**{title}**: {r['seconds']:.2f} s whole process, {r['cpu_seconds']:.2f} s CPU (alpha "
+            lines += ["", f"**{title}**: {r['seconds']:.2f} s whole process, {r['cpu_seconds']:.2f} s CPU (guidance "
+                          f"{r.get('guidance_seconds') or 0:.2f} s, alpha "
                           f"{r['alpha_seconds']:.2f} s, "
                           f"foreground {r['foreground_seconds']:.2f} s), peak RSS {r['peak_rss_mb']:.0f} MiB, "
                           f"SAD {r['sad']:.1f}."]

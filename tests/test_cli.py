@@ -153,3 +153,31 @@ def test_host_installer_help_names_the_mattebox_command(host):
         out = mattebox(action, host, "--help")
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith(f"usage: mattebox {shown} {host} "), out.stdout[:80]
+
+
+def test_matte_writes_only_the_files_asked_for(tmp_path, capsys):
+    """--write picks files from the five (a compositor takes the EXRs, a web user the PNGs); the alpha written
+    is the same either way, and a bad list is refused naming the option and the choices, before any work."""
+    from mattebox.cli import main
+    from mattebox.colour import linear_to_srgb
+    from mattebox.synth.pairs import make_pair
+
+    pair = make_pair(13, size=(96, 128), real_alpha=False)
+    write_png(str(tmp_path / "shot.png"), linear_to_srgb(pair.image))
+    write_png(str(tmp_path / "t.png"), pair.trimap)
+    common = [str(tmp_path / "shot.png"), "--trimap", str(tmp_path / "t.png"), "--local", "--quiet",
+              "--quality", "fast"]
+    assert main(["matte", *common, "--out", str(tmp_path / "all")]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "shot_alpha.exr", "shot_alpha.png", "shot_fg.exr", "shot_fg_premult.png", "shot_trimap.png"]
+    assert main(["matte", *common, "--out", str(tmp_path / "two"), "--write", "alpha.exr, fg_premult.png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["shot_alpha.exr", "shot_fg_premult.png"]
+    np.testing.assert_array_equal(read_gray(str(tmp_path / "two" / "shot_alpha.exr")),
+                                  read_gray(str(tmp_path / "all" / "shot_alpha.exr")))
+    capsys.readouterr()
+    for bad in ("alpha.tif", ","):
+        with pytest.raises(SystemExit) as exc:
+            main(["matte", *common, "--out", str(tmp_path / "bad"), "--write", bad])
+        assert exc.value.code == 2
+        assert "--write: expected a comma-separated list of alpha.exr, alpha.png" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

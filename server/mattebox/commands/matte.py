@@ -13,6 +13,21 @@ from mattebox_plugin import protocol
 from mattebox_plugin.protocol import MATTE_PARAMS, param_choices
 
 
+#: the files `mattebox matte` can write, each as <stem>_<name>: alpha (float EXR, 16-bit PNG), the straight linear
+#: foreground (EXR), the premultiplied sRGB foreground (16-bit PNG) and the trimap the engine solved with (PNG)
+OUTPUT_FILES = ("alpha.exr", "alpha.png", "fg.exr", "fg_premult.png", "trimap.png")
+
+
+def _files_to_write(text: str) -> tuple:
+    """--write's value: known names, comma-separated, at least one; argparse prints the error's words."""
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in OUTPUT_FILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(OUTPUT_FILES)}; "
+                                         f"got {text!r}")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="plate to matte (PNG/JPEG/TIFF = sRGB, EXR = linear)")
     parser.add_argument("--second", help="a second frame with slight camera motion (parallax partner)")
@@ -30,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "engine runs inside this process)")
     parser.add_argument("--local", action="store_true", help="use no server: run the engine inside this process")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds of server silence tolerated")
+    parser.add_argument("--write", type=_files_to_write, default=OUTPUT_FILES, metavar="FILES",
+                        help="comma-separated files to write as <image stem>_<file> in --out, from "
+                             f"{','.join(OUTPUT_FILES)} (default: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -57,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mattebox: {exc}", file=sys.stderr)
         return 2
     params = {"engine": args.engine, "band_width": args.band_width, "quality": args.quality,
-              "foreground_method": args.foreground_method, "outputs": ["alpha", "foreground", "trimap"]}
+              "foreground_method": args.foreground_method,
+              "outputs": ["alpha", "foreground"] + (["trimap"] if "trimap.png" in args.write else [])}
     try:
         endpoint = answering_server(args.endpoint, args.local)
         if endpoint is None:  # no server: run the engine right here (no sockets, no wire encoding)
@@ -76,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     stem = Path(args.image).stem
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_outputs(out, stem, alpha, fg_linear, trimap)
+        _write_outputs(out, stem, args.write, alpha, fg_linear, trimap)
     except OSError as exc:  # imageio.OutputError for a symbolic link at an output path, a full disk, permissions
         print(f"mattebox: could not write the outputs: {exc}", file=sys.stderr)
         return 1
@@ -93,10 +112,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_outputs(out: Path, stem: str, alpha, fg_linear, trimap) -> None:
-    """Alpha (EXR, 16-bit PNG), straight linear foreground (EXR), premultiplied sRGB foreground (PNG) and trimap
-    (PNG), on two threads: OpenCV's encoders and numpy release the GIL, so the foreground EXR, the largest,
-    overlaps the other four (3840×2160: 1.8 s of CPU against 1.2 s for the rest)."""
+def _write_outputs(out: Path, stem: str, names: tuple, alpha, fg_linear, trimap) -> None:
+    """The files of :data:`OUTPUT_FILES` named in ``names``, on two threads: OpenCV's encoders and numpy release the
+    GIL, so the foreground EXR, the largest, overlaps the other four (3840×2160: 1.8 s of CPU against 1.2 s for the
+    rest)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
@@ -107,11 +126,12 @@ def _write_outputs(out: Path, stem: str, alpha, fg_linear, trimap) -> None:
     def premultiplied():
         write_png(out / f"{stem}_fg_premult.png", linear_to_srgb(np.clip(fg_linear, 0, 1) * alpha[:, :, None]))
 
-    writes = [lambda: write_exr(out / f"{stem}_fg.exr", fg_linear), premultiplied,
-              lambda: write_exr(out / f"{stem}_alpha.exr", alpha),
-              lambda: write_png(out / f"{stem}_alpha.png", alpha, bits=16),
-              lambda: write_png(out / f"{stem}_trimap.png", trimap)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    writers = {"fg.exr": lambda: write_exr(out / f"{stem}_fg.exr", fg_linear), "fg_premult.png": premultiplied,
+               "alpha.exr": lambda: write_exr(out / f"{stem}_alpha.exr", alpha),
+               "alpha.png": lambda: write_png(out / f"{stem}_alpha.png", alpha, bits=16),
+               "trimap.png": lambda: write_png(out / f"{stem}_trimap.png", trimap)}
+    writes = [writer for name, writer in writers.items() if name in names]  # the largest first
+    with ThreadPoolExecutor(max_workers=min(2, len(writes))) as pool:
         for done in [pool.submit(write) for write in writes]:
             done.result()  # the first failure is raised (the others have finished: no half-written state left)
 
