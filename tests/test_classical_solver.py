@@ -175,7 +175,7 @@ def test_compiled_affine_evaluation_equals_the_numpy_formulation():
         for c, a in enumerate((a0, a1, a2)):
             expected += a * image[:, :, c]
         out = np.empty((13, 17), np.float32)
-        kernels.affine_evaluate(b, a0, a1, a2, image, out)
+        kernels.affine_evaluate(b, a0, a1, a2, image, out, 0, len(out))
         np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
@@ -205,7 +205,7 @@ def test_compiled_affine_coefficients_equal_the_numpy_formulation():
     b = mean_alpha - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
     coeffs = np.empty((4,) + shape)
     kernels.affine_coefficients(np.stack(m), np.stack([box(ch[i] * ch[j]) for i, j in pairs]),
-                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs)
+                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs, 0, shape[0])
     for got, want in zip(coeffs, (*a, b)):
         np.testing.assert_array_equal(got, want)
 
@@ -227,7 +227,7 @@ def test_compiled_solve_terms_equal_the_numpy_formulation():
                 np.where(mask > 0, 1.0 / np.maximum(diagonal + data, 1e-2), 0.0), initial.astype(np.float64) * mask)
     assert (diagonal + data < 1e-2).any() and (diagonal + data > 1e-2).any()  # both sides of the clamp
     out = [np.empty(n), known_product.copy(), diagonal.copy(), np.empty(n)]  # b and precond start as L α_k, diag
-    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out)
+    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out, 0, n)
     for got, want in zip(out, expected):
         np.testing.assert_array_equal(got, want)
 
@@ -323,3 +323,106 @@ def test_the_solve_is_stable_under_perturbations_below_one_code_value(seed):
     a, b = solve_alpha(image, pair.trimap), solve_alpha(noisy, pair.trimap)
     assert np.abs(a - b).mean() < 2e-4 and np.abs(a - b).max() < 0.05
 
+
+
+def kernel_cases(rng):
+    """(name, arguments) of each kernel with a ``NAME_blocks`` twin, on random data with every branch taken;
+    the arguments that are written to are arrays (fresh copies are made per call)."""
+    from mattebox.matting import kernels
+
+    h, w = 23, 17
+    image = rng.random((3, h, w)).astype(np.float32)
+    image[:, 5:12, 4:9] = 0.5  # flat windows (tiny covariance)
+    valid = (rng.random((h, w)) > 0.2).astype(np.uint8)
+    inv = np.zeros((6, h, w))
+    kernels.window_inverse(image, valid, 1e-7 / 9, inv, 0, h)
+    n = 301
+    flat_trimap = np.where(rng.random(h * w) < 0.5, 0.5, rng.integers(0, 2, h * w)).astype(np.float32)
+    at = np.flatnonzero(flat_trimap == 0.5)
+    pixels = rng.random((h * w, 3)).astype(np.float32)
+    box = rng.random((h * w, 4)).astype(np.float32)
+    box[::3, 3] = 0.0  # boxes without known pixels
+    mask = (rng.random(n) < 0.6).astype(np.uint8)
+    plane = rng.random((h, w))
+    return [
+        ("window_inverse", (image, valid, 1e-7 / 9, np.empty((6, h, w)), 0, h)),
+        ("laplacian_diagonal", (image, inv, valid, np.empty((h, w)), 0, h)),
+        ("affine_coefficients", (rng.random((3, h, w)), rng.random((6, h, w)), rng.random((3, h, w)),
+                                 rng.random((h, w)).astype(np.float32), 1e-4 / 9, np.empty((4, h, w)), 0, h)),
+        ("affine_evaluate", (plane, plane * 2, plane * 3, plane - 1, rng.random((h, w, 3)).astype(np.float32),
+                             np.empty((h, w), np.float32), 0, h)),
+        ("solve_terms", (mask, *(rng.random(n).astype(np.float32) for _ in range(3)), 0.005, np.empty(n),
+                         rng.normal(0, 1, n), rng.random(n) * 0.02, np.empty(n), 0, n)),
+        ("restrict_and_shift", (rng.normal(0, 1, n), mask, rng.random(n), rng.normal(0, 1, n), 0, n)),
+        ("cg_direction", (rng.normal(0, 1, n), rng.normal(0, 1, n), rng.random(n), 0.7, 0, n)),
+        ("expand_label", (pixels, at, rng.random(at.size).astype(np.float32) * 8, rng.integers(0, h * w, at.size),
+                          5, 0.6, np.float32(1.0), flat_trimap, 0, at.size)),
+        ("box_candidates", (box, at, rng.random((3, at.size)).astype(np.float32),
+                            np.empty((3, at.size), np.float32), 0, at.size)),
+        ("best_colour_pairs", (rng.random((3, n)).astype(np.float32), rng.random((4, 3, n)).astype(np.float32),
+                               rng.random((4, 3, n)).astype(np.float32), 0.1, 0.1, np.empty(n, np.float32),
+                               np.empty(n, np.float32), 0, n)),
+        ("foreground_sweeps", (rng.random((h, w, 3)).astype(np.float32), rng.random((h, w)).astype(np.float32),
+                               rng.random((h, w, 3)).astype(np.float32), rng.random((h, w, 3)).astype(np.float32),
+                               rng.random((h, w, 3)).astype(np.float32), 0.5, 5e-3, 1.0, 3)),
+    ]
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 7])
+def test_each_kernel_in_blocks_equals_the_serial_kernel_bit_for_bit(blocks):
+    """Every kernel's twin on numba's threads (kernels.NAME_blocks: the rows or items in blocks) writes exactly
+    what the serial kernel writes, so no result depends on the number of threads; also for blocks of a few rows
+    (7 blocks of 23 rows: the diagonal's windows straddle the blocks' ends)."""
+    from mattebox.matting import kernels
+
+    for name, args in kernel_cases(np.random.default_rng(11)):
+        serial = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        getattr(kernels, name)(*serial)
+        getattr(kernels, name + "_blocks")(blocks, *parallel)
+        for one, other in zip(serial, parallel):
+            if isinstance(one, np.ndarray):
+                np.testing.assert_array_equal(other, one, err_msg=name)
+
+
+def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
+    """CG's sums (kernels.dot, kernels.cg_update) add SUM_CHUNK elements in a plain loop, then the chunks' sums
+    in order: one chunk is the plain loop's sum, and the twins on threads give the same sums and vectors."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(12)
+    small = rng.normal(0, 1, (2, 1000))
+    assert kernels.dot(*small) == np.cumsum(small[0] * small[1])[-1]  # cumsum adds in order
+    n = 2 * kernels.SUM_CHUNK + 12_345  # three chunks
+    a, b = rng.normal(0, 1, (2, n))
+    chunked = 0.0
+    for start in range(0, n, kernels.SUM_CHUNK):
+        chunked += np.cumsum(a[start:start + kernels.SUM_CHUNK] * b[start:start + kernels.SUM_CHUNK])[-1]
+    assert kernels.dot(a, b) == chunked
+    for blocks in (2, 3):
+        assert kernels.dot_blocks(blocks, a, b) == chunked
+    vectors = rng.normal(0, 1, (4, n))
+    precond = rng.random(n)
+    serial = vectors.copy()
+    sums = kernels.cg_update(*serial, precond, 0.3)
+    for blocks in (2, 5):
+        parallel = vectors.copy()
+        assert kernels.cg_update_blocks(blocks, *parallel, precond, 0.3) == sums
+        np.testing.assert_array_equal(parallel, serial)
+
+
+def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit(monkeypatch):
+    """The engine's calls take the kernels' twins where kernels.row_blocks says so (1080p and 4K frames); forced
+    onto them at a small size, the expansion, prior, coarse-to-fine solve and multilevel foreground give the
+    serial results exactly."""
+    from mattebox.matting import kernels
+    from mattebox.matting.foreground import multilevel
+
+    image, _, trimap = two_colour_composite(96, 80)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, expand_radius=3)
+    serial = solve_alpha(image, trimap, settings)
+    serial_fg = multilevel(image, serial)
+    monkeypatch.setattr(kernels, "row_blocks", lambda pixels: 3)
+    threaded = solve_alpha(image, trimap, settings)
+    np.testing.assert_array_equal(threaded, serial)
+    np.testing.assert_array_equal(multilevel(image, serial), serial_fg)

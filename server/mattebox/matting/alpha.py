@@ -89,10 +89,11 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     out = np.array(trimap, np.float32)  # a copy, which the compiled passes change in place
     pixels = np.ascontiguousarray(image, np.float32).reshape(-1, 3)
     at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
+    expand = kernels.in_blocks(at.size, kernels.expand_label, kernels.expand_label_blocks)
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, unknown)
         if near is not None:
-            kernels.expand_label(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1))
+            expand(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1), 0, at.size)
     return out
 
 
@@ -104,20 +105,23 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
-    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
+    dot = kernels.in_blocks(b.size, kernels.dot, kernels.dot_blocks)  # (both cores on big levels: same sums)
+    update = kernels.in_blocks(b.size, kernels.cg_update, kernels.cg_update_blocks)
+    direction = kernels.in_blocks(b.size, kernels.cg_direction, kernels.cg_direction_blocks)
+    norm_b = np.sqrt(dot(flat(b), flat(b))) or 1.0
     r = b
     r -= apply_a(x)
     p = precond * r  # z = M⁻¹r, the first direction
-    rz, rr = kernels.dot(flat(r), flat(p)), kernels.dot(flat(r), flat(r))
+    rz, rr = dot(flat(r), flat(p)), dot(flat(r), flat(r))
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
         ap = apply_a(p)
-        curvature = kernels.dot(flat(p), flat(ap))
+        curvature = dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
-        kernels.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
+        rz_new, rr = update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
+        direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30), 0, p.size)
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
@@ -183,16 +187,18 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
     data, x = np.empty_like(b), np.empty_like(b)
     # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
-    kernels.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
-        mask, op.compact(weight), op.compact(prior), op.compact(initial))),
-        settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1))
+    kernels.in_blocks(b.size, kernels.solve_terms, kernels.solve_terms_blocks)(
+        *(np.ascontiguousarray(v).reshape(-1) for v in (mask, op.compact(weight), op.compact(prior),
+                                                        op.compact(initial))),
+        settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1), 0, b.size)
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
+    restrict = kernels.in_blocks(x.size, kernels.restrict_and_shift, kernels.restrict_and_shift_blocks)
 
     def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
         out = op.apply(v, out=product)
-        kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
+        restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1), 0, v.size)
         return out
 
     if (settings.preconditioner == "multigrid" and isinstance(op, CropOperator)
@@ -218,6 +224,10 @@ class Prepared:
 
 def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings) -> Prepared:
     """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``."""
+    # numba's threads start (on a frame big enough for them) before the frame's big arrays, not amid them: started
+    # mid-solve, the pool's small long-lived allocations landed at the top of the heap, which then could not shrink
+    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB)
+    kernels.row_blocks(trimap.size)
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     tiny = min(trimap.shape) < 2 * settings.radius + 1
     if not (trimap == UNKNOWN).any() or not (settings.data_weight > 0 or tiny):

@@ -49,9 +49,10 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     np.multiply(image, weight[..., None], out=weighted[..., :3])
     weighted[..., 3] = weight
     box = np.empty_like(weighted)
+    candidates = kernels.in_blocks(at.size, kernels.box_candidates, kernels.box_candidates_blocks)
     for s, radius in enumerate(scales, 1):
         cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
-        kernels.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
+        candidates(box.reshape(-1, 4), at, out[0], out[s], 0, at.size)
     return out
 
 
@@ -70,7 +71,8 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
         return prior, confidence
     colour = np.ascontiguousarray(np.ascontiguousarray(image).reshape(-1, 3)[at].T)  # 3×N
     best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
-    kernels.best_colour_pairs(colour, fgs, bgs, sigma, separation, best_alpha, best_confidence)
+    kernels.in_blocks(at.size, kernels.best_colour_pairs, kernels.best_colour_pairs_blocks)(
+        colour, fgs, bgs, sigma, separation, best_alpha, best_confidence, 0, at.size)
     prior.reshape(-1)[at] = best_alpha
     confidence.reshape(-1)[at] = best_confidence
     return prior, confidence
