@@ -68,8 +68,7 @@ class Level:
     def apply(self, v):
         self.products += 1
         out = self.op.apply(v, out=self.product)
-        kernels.restrict_and_shift(out.reshape(-1), self.mask.reshape(-1), self.data.reshape(-1), v.reshape(-1), 0,
-                                   v.size)
+        kernels.restrict_and_shift(out.reshape(-1), self.mask.reshape(-1), self.data.reshape(-1), v.reshape(-1))
         return out
 
 

@@ -353,7 +353,6 @@ def kernel_cases(rng):
                              np.empty((h, w), np.float32), 0, h)),
         ("solve_terms", (mask, *(rng.random(n).astype(np.float32) for _ in range(3)), 0.005, np.empty(n),
                          rng.normal(0, 1, n), rng.random(n) * 0.02, np.empty(n), 0, n)),
-        ("restrict_and_shift", (rng.normal(0, 1, n), mask, rng.random(n), rng.normal(0, 1, n), 0, n)),
         ("cg_direction", (rng.normal(0, 1, n), rng.normal(0, 1, n), rng.random(n), 0.7, 0, n)),
         ("expand_label", (pixels, at, rng.random(at.size).astype(np.float32) * 8, rng.integers(0, h * w, at.size),
                           5, 0.6, np.float32(1.0), flat_trimap, 0, at.size)),
@@ -386,8 +385,9 @@ def test_each_kernel_in_blocks_equals_the_serial_kernel_bit_for_bit(blocks):
 
 
 def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
-    """CG's sums (kernels.dot, kernels.cg_update) add SUM_CHUNK elements in a plain loop, then the chunks' sums
-    in order: one chunk is the plain loop's sum, and the twins on threads give the same sums and vectors."""
+    """CG's sums (kernels.dot, kernels.cg_update, kernels.restrict_and_shift) add SUM_CHUNK elements in a plain
+    loop, then the chunks' sums in order: one chunk is the plain loop's sum, and the twins on threads give the same
+    sums and vectors."""
     from mattebox.matting import kernels
 
     rng = np.random.default_rng(12)
@@ -409,6 +409,15 @@ def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
         parallel = vectors.copy()
         assert kernels.cg_update_blocks(blocks, *parallel, precond, 0.3) == sums
         np.testing.assert_array_equal(parallel, serial)
+    mask = (rng.random(n) < 0.5).astype(np.uint8)
+    product = vectors[0].copy()  # restrict_and_shift: the operator's rows and shift, and the curvature vᵀAv
+    curvature = kernels.restrict_and_shift(product, mask, precond, a)
+    np.testing.assert_array_equal(product, mask * vectors[0] + precond * a)
+    assert curvature == kernels.dot(a, product)
+    for blocks in (2, 3):
+        parallel = vectors[0].copy()
+        assert kernels.restrict_and_shift_blocks(blocks, parallel, mask, precond, a) == curvature
+        np.testing.assert_array_equal(parallel, product)
 
 
 def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit(monkeypatch):

@@ -101,7 +101,8 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
     operator: see mattebox.matting.laplacian on why float32 is not enough at ε = 1e-7). The vector
     updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
-    by the residual (one vector less at the peak); ``apply_a`` may return the same buffer every time."""
+    by the residual (one vector less at the peak); ``apply_a(v)`` returns (A v, vᵀA v), the product and its
+    curvature from one pass, and may return the same buffer every time."""
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
@@ -110,14 +111,13 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     direction = kernels.in_blocks(b.size, kernels.cg_direction, kernels.cg_direction_blocks)
     norm_b = np.sqrt(dot(flat(b), flat(b))) or 1.0
     r = b
-    r -= apply_a(x)
+    r -= apply_a(x)[0]
     p = precond * r  # z = M⁻¹r, the first direction
     rz, rr = dot(flat(r), flat(p)), dot(flat(r), flat(r))
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
-        ap = apply_a(p)
-        curvature = dot(flat(p), flat(ap))
+        ap, curvature = apply_a(p)
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
         rz_new, rr = update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
@@ -196,15 +196,17 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
     restrict = kernels.in_blocks(x.size, kernels.restrict_and_shift, kernels.restrict_and_shift_blocks)
 
-    def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
+    def apply_a(v):  # ((L_uu + λC) v, vᵀ(L_uu + λC) v) for v zero on known pixels (one pass over L v)
         out = op.apply(v, out=product)
-        restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1), 0, v.size)
-        return out
+        return out, restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
 
     if (settings.preconditioner == "multigrid" and isinstance(op, CropOperator)
             and unknown.sum() > settings.multigrid_unknowns):
-        cycle = multigrid.VCycle(op.laplacian, mask, data, apply_a)
-        x = multigrid.flexible_cg(apply_a, b, x, cycle, max(1, iterations // settings.multigrid_cost),
+        def product_only(v):
+            return apply_a(v)[0]
+
+        cycle = multigrid.VCycle(op.laplacian, mask, data, product_only)
+        x = multigrid.flexible_cg(product_only, b, x, cycle, max(1, iterations // settings.multigrid_cost),
                                   settings.tolerance, report)
     else:
         x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)  # b becomes the residual

@@ -11,7 +11,7 @@ stored as float32 (exact in float64) and are widened with ``np.float64()`` — n
 The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the bounds of the window
 loops known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
 
-**Both cores on big frames.** Each kernel that runs over whole frames is serial and, except the vector sums and the
+**Both cores on big frames.** Each kernel that runs over whole frames is serial and, except CG's vector sums and the
 foreground's sweeps, works on a range of rows (or of items of a flat array) given by its last two arguments
 ``start, stop``. Its twin ``NAME_blocks(blocks, …the same arguments…)`` runs the same work in ``blocks`` blocks on
 numba's threads (``prange``), every output computed by the same operations in the same order whatever the number of
@@ -557,19 +557,38 @@ def cg_direction_blocks(blocks, p, r, precond, beta, start, stop):
 
 
 @njit(cache=True)
-def restrict_and_shift(lv, mask, shift, v, start, stop):
-    """The solve's operator from L v, in place on elements ``start`` … ``stop`` − 1: lv = mask·(L v) + shift·v
-    (rows of known pixels dropped, the data term's diagonal added)."""
+def _restrict_chunk(lv, mask, shift, v, start, stop):
+    """:func:`restrict_and_shift` over elements ``start`` … ``stop`` − 1; returns their Σ v·lv."""
+    total = 0.0
     for i in range(start, stop):
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
+        total += v[i] * lv[i]
+    return total
+
+
+@njit(cache=True)
+def restrict_and_shift(lv, mask, shift, v):
+    """The solve's operator from L v, in place: lv = mask·(L v) + shift·v (rows of known pixels dropped, the data
+    term's diagonal added). Returns vᵀlv, CG's curvature pᵀAp, from the same pass (summed as :func:`dot`)."""
+    total = 0.0
+    for start in range(0, v.size, SUM_CHUNK):
+        total += _restrict_chunk(lv, mask, shift, v, start, min(start + SUM_CHUNK, v.size))
+    return total
 
 
 @njit(cache=True, parallel=True)
-def restrict_and_shift_blocks(blocks, lv, mask, shift, v, start, stop):
-    """:func:`restrict_and_shift` in ``blocks`` blocks on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        restrict_and_shift(lv, mask, shift, v, i0, i1)
+def restrict_and_shift_blocks(blocks, lv, mask, shift, v):
+    """:func:`restrict_and_shift` in ``blocks`` blocks of chunks on numba's threads (the same vector and sum)."""
+    chunks = (v.size + SUM_CHUNK - 1) // SUM_CHUNK
+    sums = np.empty(chunks)
+    for block in prange(blocks):
+        c0, c1 = block_range(0, chunks, block, blocks)
+        for c in range(c0, c1):
+            sums[c] = _restrict_chunk(lv, mask, shift, v, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, v.size))
+    total = 0.0
+    for c in range(chunks):
+        total += sums[c]
+    return total
 
 
 @njit(cache=True)
