@@ -94,9 +94,9 @@ def test_nearest_known_and_expansion():
     trimap[:, 4] = 0.0
     where = np.zeros((5, 5), bool)
     where[2, 3] = where[4, 1] = True
-    dist, nearest = nearest_known(trimap, 1.0, where)
+    dist, nearest = nearest_known(trimap, 1.0, np.flatnonzero(where))
     assert dist[0] == pytest.approx(3.0, abs=0.1) and list(nearest) == [2 * 5 + 0, 4 * 5 + 0]  # (2, 0), (4, 0)
-    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, where) is None
+    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, np.flatnonzero(where[:3, :3])) is None
     image = np.zeros((5, 5, 3), np.float32)
     image[:, :2] = 1.0  # column 1 has the foreground's colour, column 3 the background's
     out = expand_known(image, trimap, radius=2, colour=0.01)
@@ -128,7 +128,7 @@ def test_compiled_expansion_equals_the_numpy_formulation(seed):
     at = np.flatnonzero(unknown)
     pixels = image.reshape(-1, 3)
     for label in (0.0, 1.0):
-        dist, nearest = nearest_known(trimap, label, unknown)
+        dist, nearest = nearest_known(trimap, label, at)
         close = (dist <= radius) & (np.linalg.norm(pixels[at] - pixels[nearest], axis=1) <= colour)
         hit = np.zeros_like(unknown)
         hit.reshape(-1)[at[close]] = True
@@ -138,6 +138,22 @@ def test_compiled_expansion_equals_the_numpy_formulation(seed):
     out = expand_known(image, trimap, radius, colour)
     assert (out != trimap).any() and ((out == 0.5) & (trimap == 0.5)).any()  # it expanded, and not everything
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_compiled_nearest_known_equals_the_numpy_formulation(label):
+    """nearest_known's look-ups (kernels.zero_positions, gather_nearest) replaced numpy's flatnonzero of the
+    label's pixels and three gathers: the same distances and flat indices, bit for bit."""
+    import cv2
+
+    image, trimap = random_scene(3)
+    at = np.flatnonzero(trimap == 0.5)
+    source = (trimap != label).astype(np.uint8)
+    dist, labels = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    near_dist, near_index = nearest_known(trimap, label, at)
+    np.testing.assert_array_equal(near_dist, dist.reshape(-1)[at])
+    np.testing.assert_array_equal(near_index, np.flatnonzero(source == 0)[labels.reshape(-1)[at] - 1])
+    assert (trimap.reshape(-1)[near_index] == label).all()
 
 
 def test_compiled_box_candidates_equal_the_numpy_formulation():
@@ -150,7 +166,8 @@ def test_compiled_box_candidates_equal_the_numpy_formulation():
     image, trimap = random_scene(2)
     unknown = trimap == 0.5
     at = np.flatnonzero(unknown)
-    out = _colour_candidates(image, trimap, 1.0, unknown, at, (1, 4))
+    out = _colour_candidates(image, trimap, 1.0, at, (1, 4))
+    np.testing.assert_array_equal(out[0], image.reshape(-1, 3)[nearest_known(trimap, 1.0, at)[1]].T)
     weight = (trimap == 1.0).astype(np.float32)
     weighted = np.concatenate([image * weight[..., None], weight[..., None]], axis=2)
     for s, radius in enumerate((1, 4), 1):
@@ -356,6 +373,12 @@ def kernel_cases(rng):
         ("cg_direction", (rng.normal(0, 1, n), rng.normal(0, 1, n), rng.random(n), 0.7, 0, n)),
         ("expand_label", (pixels, at, rng.random(at.size).astype(np.float32) * 8, rng.integers(0, h * w, at.size),
                           5, 0.6, np.float32(1.0), flat_trimap, 0, at.size)),
+        ("gather_nearest", (rng.random((h, w)).astype(np.float32), rng.integers(1, 50, (h, w)).astype(np.int32),
+                            rng.integers(0, h * w, 49), at, np.empty(at.size, np.float32), np.empty(at.size, np.int64),
+                            0, at.size)),
+        ("gather_colours", (pixels, at, np.empty((3, at.size), np.float32), 0, at.size)),
+        ("label_weighted", (rng.random((h, w, 3)).astype(np.float32), flat_trimap.reshape(h, w), np.float32(1.0),
+                            np.empty((h, w, 4), np.float32), 0, h)),
         ("box_candidates", (box, at, rng.random((3, at.size)).astype(np.float32),
                             np.empty((3, at.size), np.float32), 0, at.size)),
         ("best_colour_pairs", (rng.random((3, n)).astype(np.float32), rng.random((4, 3, n)).astype(np.float32),

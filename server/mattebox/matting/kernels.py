@@ -437,6 +437,76 @@ def expand_label_blocks(blocks, pixels, at, dist, nearest, radius, colour, label
 
 
 @njit(cache=True)
+def zero_positions(source, positions):
+    """The flat indices of the zeros of ``source`` (H×W uint8) in raster order, into ``positions`` (one per zero):
+    ``np.flatnonzero(source == 0)`` in one pass without its boolean frame."""
+    k = 0
+    flat = source.reshape(-1)
+    for j in range(flat.size):
+        if flat[j] == 0:
+            positions[k] = j
+            k += 1
+
+
+@njit(cache=True)
+def gather_nearest(dist, labels, positions, at, out_dist, out_index, start, stop):
+    """For i = ``start`` … ``stop`` − 1, pixel ``at[i]``'s distance to its nearest zero of a distance transform
+    (``dist``, H×W) and that zero's flat index, from OpenCV's DIST_LABEL_PIXEL ``labels`` (H×W: zeros numbered
+    1, 2, … in raster order, :func:`zero_positions` of the same source)."""
+    flat_dist, flat_labels = dist.reshape(-1), labels.reshape(-1)
+    for i in range(start, stop):
+        out_dist[i] = flat_dist[at[i]]
+        out_index[i] = positions[flat_labels[at[i]] - 1]
+
+
+@njit(cache=True, parallel=True)
+def gather_nearest_blocks(blocks, dist, labels, positions, at, out_dist, out_index, start, stop):
+    """:func:`gather_nearest` in ``blocks`` blocks of pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        gather_nearest(dist, labels, positions, at, out_dist, out_index, i0, i1)
+
+
+@njit(cache=True)
+def gather_colours(pixels, index, out, start, stop):
+    """out[:, i] = pixels[index[i]] for i = ``start`` … ``stop`` − 1 (``pixels`` H·W×3, ``out`` 3×N): numpy's
+    ``pixels[index].T`` without the N×3 temporary and its transposing copy."""
+    for i in range(start, stop):
+        j = index[i]
+        for c in range(3):
+            out[c, i] = pixels[j, c]
+
+
+@njit(cache=True, parallel=True)
+def gather_colours_blocks(blocks, pixels, index, out, start, stop):
+    """:func:`gather_colours` in ``blocks`` blocks of pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        gather_colours(pixels, index, out, i0, i1)
+
+
+@njit(cache=True)
+def label_weighted(image, trimap, label, out, start, stop):
+    """Rows ``start`` … ``stop`` − 1 of the colour prior's box-filter input: ``out`` (H×W×4 float32) = the colours
+    of ``image`` (H×W×3) where ``trimap`` == ``label`` and zero elsewhere, then that 0/1 weight (float32, as
+    numpy's image × weight did it)."""
+    for y in range(start, stop):
+        for x in range(trimap.shape[1]):
+            weight = np.float32(1.0) if trimap[y, x] == label else np.float32(0.0)
+            for c in range(3):
+                out[y, x, c] = image[y, x, c] * weight
+            out[y, x, 3] = weight
+
+
+@njit(cache=True, parallel=True)
+def label_weighted_blocks(blocks, image, trimap, label, out, start, stop):
+    """:func:`label_weighted` in ``blocks`` blocks of rows on numba's threads."""
+    for b in prange(blocks):
+        y0, y1 = block_range(start, stop, b, blocks)
+        label_weighted(image, trimap, label, out, y0, y1)
+
+
+@njit(cache=True)
 def box_candidates(box, at, nearest, out, start, stop):
     """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
     each unknown pixel ``at[i]`` (flat index; i = ``start`` … ``stop`` − 1), ``out[:, i]`` = the box's colour sums
