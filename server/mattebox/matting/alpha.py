@@ -140,7 +140,7 @@ def _trim_heap() -> None:
 
         try:
             _malloc_trim = ctypes.CDLL(None).malloc_trim
-        except (AttributeError, OSError):
+        except (AttributeError, OSError, TypeError):  # no malloc_trim (not glibc); no CDLL(None) (Windows)
             _malloc_trim = False
     if _malloc_trim:
         _malloc_trim(0)

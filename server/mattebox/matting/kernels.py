@@ -56,12 +56,6 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
     # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one, row_blocks is 1
     numba.config.THREADING_LAYER = "threadsafe"
-# OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp): on a
-# shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while the other is
-# descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of milliseconds (a 4K
-# `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower). Read when libgomp loads (the
-# first parallel call, unless torch loaded it before); the user's setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _parallel_ok = None  # whether the threading layer loaded (tried on the first parallel product)
 
 
@@ -72,6 +66,14 @@ def row_blocks(pixels: int) -> int:
     global _parallel_ok
     blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
     if blocks > 1 and _parallel_ok is None:
+        # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
+        # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
+        # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
+        # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
+        # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
+        # later (its own libgomp) keeps its default.
+        user_policy = os.environ.get("OMP_WAIT_POLICY")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:  # a tiny product launches the threads
             laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
                             np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
@@ -79,6 +81,9 @@ def row_blocks(pixels: int) -> int:
             _parallel_ok = True
         except ValueError:  # "No threading layer could be loaded"
             _parallel_ok = False
+        finally:
+            if user_policy is None:
+                del os.environ["OMP_WAIT_POLICY"]
     return blocks if _parallel_ok else 1
 
 
