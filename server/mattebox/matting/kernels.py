@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -57,33 +58,41 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one, row_blocks is 1
     numba.config.THREADING_LAYER = "threadsafe"
 _parallel_ok = None  # whether the threading layer loaded (tried on the first parallel product)
+_launching = threading.Lock()  # the server's job threads may ask at once
+
+
+def _launch_threads() -> None:
+    """Start numba's threads with a tiny parallel product; sets :data:`_parallel_ok`."""
+    global _parallel_ok
+    # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
+    # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
+    # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
+    # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
+    # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
+    # later (its own libgomp) keeps its default.
+    user_policy = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:  # a tiny product launches the threads
+        laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
+                        np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
+                        np.zeros((2, 7, 5)), np.zeros((3, 3)))
+        _parallel_ok = True
+    except ValueError:  # "No threading layer could be loaded"
+        _parallel_ok = False
+    finally:
+        if user_policy is None:
+            del os.environ["OMP_WAIT_POLICY"]
 
 
 def row_blocks(pixels: int) -> int:
     """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
     (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads. The
     first call that gives more than one starts numba's threads."""
-    global _parallel_ok
     blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
     if blocks > 1 and _parallel_ok is None:
-        # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
-        # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
-        # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
-        # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
-        # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
-        # later (its own libgomp) keeps its default.
-        user_policy = os.environ.get("OMP_WAIT_POLICY")
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:  # a tiny product launches the threads
-            laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                            np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                            np.zeros((2, 7, 5)), np.zeros((3, 3)))
-            _parallel_ok = True
-        except ValueError:  # "No threading layer could be loaded"
-            _parallel_ok = False
-        finally:
-            if user_policy is None:
-                del os.environ["OMP_WAIT_POLICY"]
+        with _launching:
+            if _parallel_ok is None:
+                _launch_threads()
     return blocks if _parallel_ok else 1
 
 
