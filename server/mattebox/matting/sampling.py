@@ -61,7 +61,7 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, at: 
     del near
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
     kernels.in_blocks(trimap.size, kernels.label_weighted, kernels.label_weighted_blocks)(
-        image, trimap, np.float32(label), weighted, 0, len(trimap))
+        np.ascontiguousarray(image), np.ascontiguousarray(trimap), np.float32(label), weighted, 0, len(trimap))
     box = np.empty_like(weighted)
     candidates = kernels.in_blocks(at.size, kernels.box_candidates, kernels.box_candidates_blocks)
     for s, radius in enumerate(scales, 1):
