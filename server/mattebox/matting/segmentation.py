@@ -24,7 +24,6 @@ one foreground logit per pixel at 1/1 of its input, run on a copy scaled to ``in
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -42,8 +41,6 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)  #: ImageNet normalisation (s
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 _cache = {}
-_u2netp_cache = {}
-_u2netp_lock = threading.Lock()
 
 
 def weights_path() -> Optional[Path]:
@@ -160,16 +157,13 @@ def u2netp_network(onnx_bytes: bytes) -> Tuple["cv2.dnn.Net", str]:
 
 def load_u2netp(path: Path) -> Tuple["cv2.dnn.Net", str]:
     """:func:`u2netp_network` of the installed file, sha256-checked against the pinned digest (read once: the bytes
-    checked are the bytes loaded); kept for the process while the file is unchanged."""
-    key = (str(path), path.stat().st_mtime_ns)
-    if key not in _u2netp_cache:
-        from ..models.registry import get_spec
-        from ..models.weights import read_verified
+    checked are the bytes loaded). Not kept between frames: loading takes 0.05 s, while a kept network would hold
+    the ~160 MB of its layers' outputs through the solve that follows (peak memory) and could not serve two
+    threads at once."""
+    from ..models.registry import get_spec
+    from ..models.weights import read_verified
 
-        network = u2netp_network(read_verified(path, get_spec("u2netp").weights.sha256))
-        _u2netp_cache.clear()
-        _u2netp_cache[key] = network
-    return _u2netp_cache[key]
+    return u2netp_network(read_verified(path, get_spec("u2netp").weights.sha256))
 
 
 def u2netp_input(image_srgb: np.ndarray) -> np.ndarray:
@@ -183,12 +177,10 @@ def u2netp_input(image_srgb: np.ndarray) -> np.ndarray:
 
 
 def u2netp_forward(network: Tuple["cv2.dnn.Net", str], batch: np.ndarray) -> np.ndarray:
-    """The network's d0 for a B x 3 x H x W batch (B x 1 x H x W). One forward at a time: a cv2.dnn.Net holds its
-    input and buffers, so two server threads must not run it at once."""
+    """The network's d0 for a B x 3 x H x W batch (B x 1 x H x W)."""
     net, output = network
-    with _u2netp_lock:
-        net.setInput(batch)
-        return net.forward(output).copy()  # its own array, not a view of the network's buffers
+    net.setInput(batch)
+    return net.forward(output)
 
 
 def u2netp_saliency(image_srgb: np.ndarray, path: Path) -> np.ndarray:
