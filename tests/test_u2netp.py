@@ -210,14 +210,19 @@ def test_a_damaged_installed_file_is_refused_naming_it(real_weights, tmp_path):
         segmentation.load_u2netp(damaged)
 
 
-def test_automatic_guidance_imports_no_torch(real_weights):
-    """A whole automatic matte with the network installed, in a fresh process: torch stays out."""
+def test_automatic_guidance_imports_no_torch(real_weights, tmp_path):
+    """`mattebox matte IMAGE --local` with the network installed, as a user runs it, in a fresh process: the
+    matte is made with U^2-Net-p's guidance and torch stays out of the process."""
+    from mattebox.colour import linear_to_srgb
+    from mattebox.imageio import write_png
+    from mattebox.synth.pairs import make_pair
+
     _, path = real_weights
-    code = ("import sys, numpy as np; from mattebox.engines import get; from mattebox.contract import MatteRequest; "
-            "from mattebox.synth.pairs import make_pair; "
-            "image = make_pair(7, size=(135, 240), real_alpha=False).image; "
-            "result = get('classical').matte(MatteRequest(image=image)); "
-            "print(result.info['guidance'], 'torch' in sys.modules)")
+    write_png(str(tmp_path / "plate.png"), linear_to_srgb(make_pair(7, size=(135, 240), real_alpha=False).image))
+    code = ("import sys; from mattebox.cli import main; "
+            f"code = main(['matte', {str(tmp_path / 'plate.png')!r}, '--local', '--quiet', '--out', "
+            f"{str(tmp_path / 'out')!r}]); print(code, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=tree_env(MATTEBOX_MODELS=str(path.parent)),
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["auto:u2netp", "False"]
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "guidance auto:u2netp" in out.stdout and out.stdout.split()[-2:] == ["0", "False"], out.stdout
