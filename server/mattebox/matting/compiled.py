@@ -1,0 +1,219 @@
+"""The classical engine's compiled kernels as its modules call them: machine code compiled ahead of time from
+:mod:`.kernels` when that build is present and current, else numba's JIT of the same source (issue #21).
+
+``python -m mattebox.matting.aot build`` (run by the Makefile's install step) compiles every kernel of
+:mod:`.kernels` for each argument-type signature in :data:`SIGNATURES` into the extension module ``_kernels_aot``
+beside this file, with numba.pycc; the extension needs only numpy at run time. Importing numba and its first call
+(typing context, cache load) cost ~0.45 s CPU and ~100 MiB of a `mattebox matte` process; loading the extension
+costs under a millisecond.
+
+Which path runs a call (docs/classical.md, "Speed"):
+
+* the extension, when it was built from this :mod:`.kernels` source, this table, this numpy and this CPU (a key of
+  all four is compiled into it: :func:`source_key`) and the call's argument types are a signature of the table
+  (C-contiguous, aligned, writeable arrays of the listed dtype and rank; scalars as numba types them);
+* numba's JIT (:mod:`.kernels`, imported on the first such call) otherwise: no extension, a stale one, a call
+  with other argument types (recorded in :data:`fallbacks`; tests/test_kernels_aot.py fails when the engine's
+  standard inputs make one), ``MATTEBOX_KERNELS=jit``, and always for the product over several blocks of rows
+  (:func:`row_blocks`, frames from 2 × :data:`PARALLEL_PIXELS` pixels with several numba threads): pycc cannot
+  compile ``prange``, and its functions hold the GIL.
+
+Both paths compile the same source for the same CPU: their results are equal bit for bit (tested per kernel and
+on a whole matte).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from pathlib import Path
+from typing import Callable, Optional, Set, Tuple
+
+import numpy as np
+
+#: pixels per thread below which the Laplacian product stays on one thread: on a shared 2-core machine the second
+#: thread's start and wait cost more than it saved at alphamatting-dev's 450k-pixel crops (bench/speed: alpha stage
+#: 15.6 s with 2 threads at 200k, 12.6 s on one), and it pays at 1080p and 4K
+PARALLEL_PIXELS = 500_000
+
+#: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
+#: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
+#: (alphamatting-dev with both trimaps, the three quality presets, the 1080p mask and 4K cases)
+SIGNATURES = {
+    "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]")],
+    "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
+                        "f8[:,::1]", "f8[:,::1]", "i8", "i8")],
+    "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]")],
+    "foreground_sweeps": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
+                           "f8", "i8")],
+    "best_colour_pairs": [("f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8", "f4[::1]", "f4[::1]")],
+    "expand_label": [("f4[:,::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "f8", "f4", "f4[::1]")],
+    "box_candidates": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "f4[:,::1]")],
+    "dot": [("f8[::1]", "f8[::1]")],
+    "cg_update": [("f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8")],
+    "cg_direction": [("f8[::1]", "f8[::1]", "f8[::1]", "f8")],
+    "restrict_and_shift": [("f8[::1]", "u1[::1]", "f8[::1]", "f8[::1]")],
+    "solve_terms": [("u1[::1]", "f4[::1]", "f4[::1]", "f4[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]"),
+                    # (the band-only operator's compact layout is float64)
+                    ("u1[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]")],
+    "affine_coefficients": [("f8[:,:,::1]", "f8[:,:,::1]", "f8[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]")],
+    "affine_evaluate": [("f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f4[:,:,::1]", "f4[:,::1]")],
+    "galerkin_fine": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
+                       "f8[:,::1]")],
+    "galerkin_stencil": [("f8[:,:,::1]", "f8[:,:,::1]")],
+    "stencil_apply": [("f8[:,:,::1]", "f8[:,::1]", "f8[:,::1]")],
+}
+#: return types of the kernels that return something (the others return nothing: numba's ``void``)
+RETURNS = {"dot": "f8", "cg_update": "UniTuple(f8, 2)"}
+
+#: the extension's module name (a file ``_kernels_aot<EXT_SUFFIX>`` beside this one; gitignored)
+EXTENSION = "_kernels_aot"
+#: numba's short dtype names used in :data:`SIGNATURES`, as numpy names them
+_DTYPES = {"f4": "float32", "f8": "float64", "u1": "uint8", "i8": "int64", "b1": "bool"}
+
+#: (kernel, argument types) of the calls the extension did not cover though it was loaded
+fallbacks: Set[Tuple[str, tuple]] = set()
+#: why the extension is not used (None while it is, or before the first kernel call)
+unavailable: Optional[str] = None
+_extension = None  # the loaded module, False once known to be unusable, None before the first call
+_parallel_ok = None  # whether the JIT's threading layer loaded (tried on the first product over several blocks)
+
+
+def arg_type(spec: str) -> tuple:
+    """The run-time type of one argument of :data:`SIGNATURES` in numba's syntax: ("float32", 3) for a
+    C-contiguous float32 array of rank 3 (``f4[:,:,::1]``), ("float64",) for a float64 scalar (``f8``)."""
+    name, _, dims = spec.partition("[")
+    if name not in _DTYPES or (dims and not dims.endswith("::1]")):
+        raise ValueError(f"SIGNATURES: {spec!r} is not a scalar or C-contiguous array of {sorted(_DTYPES)}")
+    return (_DTYPES[name], dims.count(",") + 1) if dims else (_DTYPES[name],)
+
+
+def type_of(value) -> Optional[tuple]:
+    """:func:`arg_type`'s key for a value as a kernel receives it (numba's typing: a Python float is float64, an
+    int int64); None for what no signature can cover (a strided, read-only, unaligned or byte-swapped array)."""
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        if flags.c_contiguous and flags.aligned and flags.writeable and value.dtype.isnative:
+            return value.dtype.name, value.ndim
+        return None
+    if isinstance(value, bool):
+        return ("bool",)
+    if isinstance(value, float):
+        return ("float64",)
+    if isinstance(value, int):
+        return ("int64",)
+    if isinstance(value, np.generic):
+        return (value.dtype.name,)
+    return None
+
+
+def symbol(kernel: str, index: int) -> str:
+    """The extension's name for a kernel's ``index``-th signature."""
+    return f"{kernel}__{index}"
+
+
+def _cpu() -> str:
+    """The CPU the extension is compiled for (pycc's ``host``, as numba's JIT): its model and feature flags where
+    /proc/cpuinfo tells them, else the platform's names. Another CPU may lack an instruction the code uses."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            first = f.read(1 << 16).split("\n\n")[0]
+    except OSError:
+        first = ""
+    keep = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    lines = [line for line in first.splitlines() if line.split(":")[0].strip() in keep]
+    return "\n".join(lines) or f"{platform.machine()} {platform.processor()}"
+
+
+def source_key() -> int:
+    """A 63-bit hash of what the extension's code depends on: kernels.py's source, :data:`SIGNATURES`,
+    :data:`RETURNS`, numpy's version (the array ABI) and the CPU. The build compiles it into the extension
+    (``source_key()``); at run time a different value means the extension is stale and is not used."""
+    digest = hashlib.sha256()
+    for part in (Path(__file__).with_name("kernels.py").read_bytes(), repr((SIGNATURES, RETURNS)).encode(),
+                 np.__version__.encode(), _cpu().encode()):
+        digest.update(hashlib.sha256(part).digest())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
+def extension():
+    """The extension module when it is present and current, else None (the reason in :data:`unavailable`).
+    Loaded once per process, on the first kernel call."""
+    global _extension, unavailable
+    if _extension is None:
+        _extension, unavailable = False, None
+        if os.environ.get("MATTEBOX_KERNELS", "auto") == "jit":
+            unavailable = "MATTEBOX_KERNELS=jit"
+        else:
+            try:
+                from . import _kernels_aot as module
+            except ImportError as exc:
+                unavailable = f"not built ({exc}): python -m mattebox.matting.aot build"
+            else:
+                if module.source_key() == source_key():
+                    _extension = module
+                else:
+                    unavailable = ("stale (kernels.py, the signature table, numpy or the CPU changed since it was "
+                                   "built): python -m mattebox.matting.aot build")
+    return _extension or None
+
+
+def _jit():
+    """numba's JIT of the kernels (imports numba: ~0.15 s, and ~0.3 s more on the first call)."""
+    from . import kernels
+
+    return kernels
+
+
+def _dispatcher(kernel: str) -> Callable:
+    """The function the engine calls for ``kernel``: the extension's symbol for the arguments' types, or the JIT."""
+    symbols = {tuple(arg_type(spec) for spec in signature): symbol(kernel, i)
+               for i, signature in enumerate(SIGNATURES[kernel])}
+
+    def call(*args):
+        module = _extension if _extension is not None else extension()
+        if module:
+            name = symbols.get(tuple(type_of(a) for a in args))
+            if name is not None:
+                return getattr(module, name)(*args)
+            fallbacks.add((kernel, tuple(type_of(a) for a in args)))
+        return getattr(_jit(), kernel)(*args)
+
+    call.__name__ = call.__qualname__ = kernel
+    call.__doc__ = f"kernels.{kernel}, ahead-of-time compiled where its argument types allow (see this module)."
+    return call
+
+
+for _kernel in SIGNATURES:
+    globals()[_kernel] = _dispatcher(_kernel)
+
+
+def row_blocks(pixels: int) -> int:
+    """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
+    (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads. Below
+    2 × PARALLEL_PIXELS it is 1 without importing numba (the one-block product is ahead-of-time compiled)."""
+    global _parallel_ok
+    if pixels < 2 * PARALLEL_PIXELS:
+        return 1
+    import numba
+
+    blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
+    if blocks > 1 and _parallel_ok is None:
+        try:  # a tiny product launches the threads
+            _jit().laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
+                                   np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
+                                   np.zeros((2, 7, 5)), np.zeros((3, 3)))
+            _parallel_ok = True
+        except ValueError:  # "No threading layer could be loaded"
+            _parallel_ok = False
+    return blocks if _parallel_ok else 1
+
+
+def __getattr__(name: str):
+    """What :mod:`.kernels` holds besides the table's kernels: ``RADIUS`` (from the extension when it is used,
+    without numba) and the JIT-only ``laplacian_apply`` (the parallel product)."""
+    if name == "RADIUS" and extension():
+        return _extension.radius()
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(_jit(), name)
