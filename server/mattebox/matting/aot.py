@@ -98,24 +98,30 @@ def _compile(build_dir: Path) -> Path:
 
 def build(quiet: bool = False) -> int:
     """Compile the extension beside :mod:`.compiled` (replacing any older one); 0 on success, else 1 with a
-    one-line note on stderr."""
-    target_dir = Path(compiled.__file__).parent
+    one-line note on stderr (the compiler's output and the traceback kept in a log file it names)."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mattebox-aot-") as build_dir:
-        log = Path(tempfile.gettempdir()) / "mattebox-aot-build.log"
-        try:
-            with _output_to(log):
+    handle, log = tempfile.mkstemp(prefix="mattebox-aot-build-", suffix=".log")
+    os.close(handle)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mattebox-aot-") as build_dir:
+            with _output_to(Path(log)):
                 built = _compile(Path(build_dir))
-            target = target_dir / built.name
-            shutil.copyfile(built, target.with_name(target.name + ".tmp"))
-            os.replace(target.with_name(target.name + ".tmp"), target)  # atomic: a running process keeps its copy
-        except Exception as exc:  # noqa: BLE001 -- any failure leaves the JIT path; the log has the details
-            with open(log, "a") as f:
-                traceback.print_exc(file=f)
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            print(f"mattebox: classical kernels not compiled ahead of time ({type(exc).__name__}: {reason}; "
-                  f"log {log}); they compile with numba at first use instead", file=sys.stderr)
-            return 1
+            target = Path(compiled.__file__).with_name(built.name)
+            # copied under a name of its own, then renamed over the old one: atomic, so a running process keeps
+            # the file it loaded and two builds at once cannot mix their halves
+            handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".tmp")
+            os.close(handle)
+            shutil.copyfile(built, partial)
+            shutil.copymode(built, partial)  # (mkstemp made it private to this user)
+            os.replace(partial, target)
+    except Exception as exc:  # noqa: BLE001 -- any failure leaves the JIT path; the log has the details
+        with open(log, "a") as f:
+            traceback.print_exc(file=f)
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        print(f"mattebox: classical kernels not compiled ahead of time ({type(exc).__name__}: {reason}; log {log}); "
+              "they compile with numba at first use instead", file=sys.stderr)
+        return 1
+    os.unlink(log)
     if not quiet:
         print(f"mattebox: classical kernels compiled ahead of time in {time.perf_counter() - started:.0f} s "
               f"-> {target}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Callable, Optional, Set, Tuple
 
@@ -77,6 +78,7 @@ fallbacks: Set[Tuple[str, tuple]] = set()
 #: why the extension is not used (None while it is, or before the first kernel call)
 unavailable: Optional[str] = None
 _extension = None  # the loaded module, False once known to be unusable, None before the first call
+_loading = threading.Lock()
 _parallel_ok = None  # whether the JIT's threading layer loaded (tried on the first product over several blocks)
 
 
@@ -138,24 +140,29 @@ def source_key() -> int:
 
 def extension():
     """The extension module when it is present and current, else None (the reason in :data:`unavailable`).
-    Loaded once per process, on the first kernel call."""
+    Loaded once per process, on the first kernel call (under a lock: the server calls kernels from several
+    threads, and none may see a half-made decision)."""
     global _extension, unavailable
     if _extension is None:
-        _extension, unavailable = False, None
-        if os.environ.get("MATTEBOX_KERNELS", "auto") == "jit":
-            unavailable = "MATTEBOX_KERNELS=jit"
-        else:
-            try:
-                from . import _kernels_aot as module
-            except ImportError as exc:
-                unavailable = f"not built ({exc}): python -m mattebox.matting.aot build"
-            else:
-                if module.source_key() == source_key():
-                    _extension = module
-                else:
-                    unavailable = ("stale (kernels.py, the signature table, numpy or the CPU changed since it was "
-                                   "built): python -m mattebox.matting.aot build")
+        with _loading:
+            if _extension is None:
+                module, unavailable = _load()
+                _extension = module or False
     return _extension or None
+
+
+def _load():
+    """(the extension module or None, why not)."""
+    if os.environ.get("MATTEBOX_KERNELS", "auto") == "jit":
+        return None, "MATTEBOX_KERNELS=jit"
+    try:
+        from . import _kernels_aot as module
+    except ImportError as exc:
+        return None, f"not built ({exc}): python -m mattebox.matting.aot build"
+    if module.source_key() != source_key():
+        return None, ("stale (kernels.py, the signature table, numpy or the CPU changed since it was built): "
+                      "python -m mattebox.matting.aot build")
+    return module, None
 
 
 def _jit():
