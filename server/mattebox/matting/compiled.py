@@ -203,14 +203,15 @@ def row_blocks(pixels: int) -> int:
     global _parallel_ok
     if pixels < 2 * PARALLEL_PIXELS:
         return 1
+    kernels = _jit()  # first: importing it chooses the threading layer numba's threads will start with
     import numba
 
     blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
     if blocks > 1 and _parallel_ok is None:
         try:  # a tiny product launches the threads
-            _jit().laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                                   np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                                   np.zeros((2, 7, 5)), np.zeros((3, 3)))
+            kernels.laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
+                                    np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
+                                    np.zeros((2, 7, 5)), np.zeros((3, 3)))
             _parallel_ok = True
         except ValueError:  # "No threading layer could be loaded"
             _parallel_ok = False
