@@ -130,8 +130,9 @@ def build(quiet: bool = False) -> int:
 
 def status() -> str:
     """Which path the kernels take in this environment, in one line."""
-    if compiled.extension():
-        return f"ahead-of-time ({Path(compiled._extension.__file__).name}, current)"
+    module = compiled.extension()
+    if module:
+        return f"ahead-of-time ({Path(module.__file__).name}, current)"
     return f"numba JIT (extension {compiled.unavailable})"
 
 

@@ -24,6 +24,7 @@ on a whole matte).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import threading
@@ -73,7 +74,8 @@ EXTENSION = "_kernels_aot"
 _DTYPES = {"f4": "float32", "f8": "float64", "u1": "uint8", "i8": "int64", "b1": "bool"}
 _FLOAT64, _INT64, _BOOL = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)
 
-#: (kernel, argument types) of the calls the extension did not cover though it was loaded
+log = logging.getLogger(__name__)
+#: (kernel, argument types) of the calls the extension did not cover though it was loaded (each logged once)
 fallbacks: Set[Tuple[str, tuple]] = set()
 #: why the extension is not used (None while it is, or before the first kernel call)
 unavailable: Optional[str] = None
@@ -184,7 +186,9 @@ def _dispatcher(kernel: str) -> Callable:
             name = symbols.get(types)
             if name is not None:
                 return getattr(module, name)(*args)
-            fallbacks.add((kernel, types))
+            if (kernel, types) not in fallbacks:
+                fallbacks.add((kernel, types))
+                log.info("kernels: %s%s is not in compiled.SIGNATURES; numba's JIT runs it", kernel, types)
         return getattr(_jit(), kernel)(*args)
 
     call.__name__ = call.__qualname__ = kernel
