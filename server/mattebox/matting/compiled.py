@@ -9,9 +9,10 @@ costs under a millisecond.
 
 Which path runs a call (docs/classical.md, "Speed"):
 
-* the extension, when it was built from this :mod:`.kernels` source, this table, this numpy and this CPU (a key of
-  all four is compiled into it: :func:`source_key`) and the call's argument types are a signature of the table
-  (C-contiguous, aligned, writeable arrays of the listed dtype and rank; scalars as numba types them);
+* the extension, when it was built from this :mod:`.kernels` source, this table, this numpy, this numba and this
+  CPU (a key of all five is compiled into it: :func:`source_key`) and the call's argument types are a signature
+  of the table (C-contiguous, aligned, writeable arrays of the listed dtype and rank; scalars as numba types
+  them);
 * numba's JIT (:mod:`.kernels`, imported on the first such call) otherwise: no extension, a stale one, a call
   with other argument types (recorded in :data:`fallbacks`; tests/test_kernels_aot.py fails when the engine's
   standard inputs make one), ``MATTEBOX_KERNELS=jit``, and always for the product over several blocks of rows
@@ -24,6 +25,7 @@ on a whole matte).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
@@ -129,13 +131,21 @@ def _cpu() -> str:
     return "\n".join(lines) or f"{platform.machine()} {platform.processor()}"
 
 
+def _numba_version() -> bytes:
+    """numba's version file, found without importing numba (importlib.metadata would cost ~60 ms)."""
+    spec = importlib.util.find_spec("numba")
+    version = Path(spec.origin).with_name("_version.py") if spec and spec.origin else None
+    return version.read_bytes() if version and version.is_file() else b""
+
+
 def source_key() -> int:
     """A 63-bit hash of what the extension's code depends on: kernels.py's source, :data:`SIGNATURES`,
-    :data:`RETURNS`, numpy's version (the array ABI) and the CPU. The build compiles it into the extension
-    (``source_key()``); at run time a different value means the extension is stale and is not used."""
+    :data:`RETURNS`, numpy's version (the array ABI), numba's (its code generation: the JIT must give the same
+    bits) and the CPU. The build compiles it into the extension (``source_key()``); at run time a different value
+    means the extension is stale and is not used."""
     digest = hashlib.sha256()
     for part in (Path(__file__).with_name("kernels.py").read_bytes(), repr((SIGNATURES, RETURNS)).encode(),
-                 np.__version__.encode(), _cpu().encode()):
+                 np.__version__.encode(), _numba_version(), _cpu().encode()):
         digest.update(hashlib.sha256(part).digest())
     return int.from_bytes(digest.digest()[:8], "little") >> 1
 
@@ -162,8 +172,8 @@ def _load():
     except ImportError as exc:
         return None, f"not built ({exc}): python -m mattebox.matting.aot build"
     if module.source_key() != source_key():
-        return None, ("stale (kernels.py, the signature table, numpy or the CPU changed since it was built): "
-                      "python -m mattebox.matting.aot build")
+        return None, ("stale (kernels.py, the signature table, numpy, numba or the CPU changed since it was "
+                      "built): python -m mattebox.matting.aot build")
     return module, None
 
 
