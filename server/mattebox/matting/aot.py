@@ -91,8 +91,13 @@ def _compile(build_dir: Path) -> Path:
     key, radius = compiled.source_key(), kernels.RADIUS
     cc.export("source_key", "i8()")(lambda: key)
     cc.export("radius", "i8()")(lambda: radius)
-    with _fresh_flags_per_function():
-        cc.compile()
+    # pycc makes a scratch folder of its own and leaves it behind when a build fails: put it inside ours (removed)
+    saved, tempfile.tempdir = tempfile.tempdir, str(build_dir)
+    try:
+        with _fresh_flags_per_function():
+            cc.compile()
+    finally:
+        tempfile.tempdir = saved
     return build_dir / cc.output_file
 
 
