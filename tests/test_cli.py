@@ -88,6 +88,7 @@ def test_doctor_reports_versions_and_reachability(mattebox_server):
     proc = mattebox("doctor", "--endpoint", mattebox_server)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pyzmq" in proc.stdout and "classical" in proc.stdout
+    assert "kernels      ahead-of-time" in proc.stdout or "kernels      numba JIT" in proc.stdout
     down = mattebox("doctor", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.5")
     assert down.returncode == 1 and "no answer" in down.stdout
 

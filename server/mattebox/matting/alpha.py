@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..contract import no_progress
-from . import kernels, multigrid
+from . import compiled, multigrid
 from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
@@ -92,7 +92,7 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, unknown)
         if near is not None:
-            kernels.expand_label(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1))
+            compiled.expand_label(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1))
     return out
 
 
@@ -104,20 +104,20 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
-    norm_b = np.sqrt(kernels.dot(flat(b), flat(b))) or 1.0
+    norm_b = np.sqrt(compiled.dot(flat(b), flat(b))) or 1.0
     r = b
     r -= apply_a(x)
     p = precond * r  # z = M⁻¹r, the first direction
-    rz, rr = kernels.dot(flat(r), flat(p)), kernels.dot(flat(r), flat(r))
+    rz, rr = compiled.dot(flat(r), flat(p)), compiled.dot(flat(r), flat(r))
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
         ap = apply_a(p)
-        curvature = kernels.dot(flat(p), flat(ap))
+        curvature = compiled.dot(flat(p), flat(ap))
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        rz_new, rr = kernels.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
-        kernels.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
+        rz_new, rr = compiled.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
+        compiled.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
@@ -183,7 +183,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
     data, x = np.empty_like(b), np.empty_like(b)
     # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
-    kernels.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
+    compiled.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
         mask, op.compact(weight), op.compact(prior), op.compact(initial))),
         settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1))
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
@@ -192,7 +192,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
 
     def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
         out = op.apply(v, out=product)
-        kernels.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
+        compiled.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
         return out
 
     if (settings.preconditioner == "multigrid" and isinstance(op, CropOperator)

@@ -10,6 +10,10 @@ stored as float32 (exact in float64) and are widened with ``np.float64()`` — n
 
 The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the bounds of the window
 loops known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
+
+This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs them from an
+extension compiled ahead of time from this file (``python -m mattebox.matting.aot build``, no numba at run time)
+and imports this module, numba's JIT of the same functions, only where that extension does not serve a call.
 """
 from __future__ import annotations
 
@@ -33,32 +37,12 @@ if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
-#: pixels per thread below which the Laplacian product stays on one thread: on a shared 2-core machine the second
-#: thread's start and wait cost more than it saved at alphamatting-dev's 450k-pixel crops (bench/speed: alpha stage
-#: 15.6 s with 2 threads at 200k, 12.6 s on one), and it pays at 1080p and 4K
-PARALLEL_PIXELS = 500_000
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
-    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one, row_blocks is 1
+    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one,
+    # compiled.row_blocks is 1
     numba.config.THREADING_LAYER = "threadsafe"
-_parallel_ok = None  # whether the threading layer loaded (tried on the first parallel product)
-
-
-def row_blocks(pixels: int) -> int:
-    """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
-    (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads."""
-    global _parallel_ok
-    blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
-    if blocks > 1 and _parallel_ok is None:
-        try:  # a tiny product launches the threads
-            laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                            np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                            np.zeros((2, 7, 5)), np.zeros((3, 3)))
-            _parallel_ok = True
-        except ValueError:  # "No threading layer could be loaded"
-            _parallel_ok = False
-    return blocks if _parallel_ok else 1
 
 
 @njit(cache=True, inline="always")

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from . import kernels
+from . import compiled
 
 UNKNOWN = 0.5
 
@@ -51,7 +51,7 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unkn
     box = np.empty_like(weighted)
     for s, radius in enumerate(scales, 1):
         cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
-        kernels.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
+        compiled.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
     return out
 
 
@@ -70,7 +70,7 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
         return prior, confidence
     colour = np.ascontiguousarray(np.ascontiguousarray(image).reshape(-1, 3)[at].T)  # 3×N
     best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
-    kernels.best_colour_pairs(colour, fgs, bgs, sigma, separation, best_alpha, best_confidence)
+    compiled.best_colour_pairs(colour, fgs, bgs, sigma, separation, best_alpha, best_confidence)
     prior.reshape(-1)[at] = best_alpha
     confidence.reshape(-1)[at] = best_confidence
     return prior, confidence
