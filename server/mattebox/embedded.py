@@ -7,7 +7,6 @@ import tempfile
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from mattebox_plugin import config as client_config
-from mattebox_plugin.launcher import server_answers
 
 if TYPE_CHECKING:
     from mattebox_plugin.client import Client
@@ -51,6 +50,8 @@ def answering_server(endpoint: Optional[str] = None, local: bool = False) -> Opt
     that server)."""
     if local:
         return None
+    from mattebox_plugin.launcher import server_answers  # pyzmq: not imported by a --local command
+
     cfg = configured(endpoint)
     if server_answers(cfg, timeout=2.0):
         return cfg["endpoint"]
@@ -68,6 +69,7 @@ def server_connection(endpoint: Optional[str] = None, local: bool = False,
     run for the duration."""
     from mattebox_plugin.client import Client
     from mattebox_plugin.errors import ServerUnavailable
+    from mattebox_plugin.launcher import server_answers
 
     if endpoint and not local:
         cfg = configured(endpoint)

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mattebox_plugin.client import JobFailed, ServerUnavailable
+    from mattebox_plugin.errors import JobFailed, ServerUnavailable
 
     from ..embedded import answering_server
     from ..imageio import ImageReadError, read_gray, read_image
