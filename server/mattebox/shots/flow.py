@@ -38,7 +38,9 @@ def compose(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 def residual_confidence(forward: np.ndarray, backward: np.ndarray, sigma_px: float = RESIDUAL_SIGMA_PX) -> np.ndarray:
     """H×W float32 in [0, 1] on the target of ``forward``: exp(−|d_ts + d_st∘(id + d_ts)|²/σ²)."""
-    residual2 = np.sum((forward + warp(backward, forward)) ** 2, axis=-1)
+    residual = forward + warp(backward, forward)
+    residual *= residual
+    residual2 = residual[..., 0] + residual[..., 1]  # (np.sum over a last axis of 2 is ~5x slower, same values)
     return np.exp(-residual2 / (sigma_px ** 2)).astype(np.float32)
 
 

@@ -160,38 +160,47 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     progress("shot", len(outputs), len(outputs))
 
 
-def _warp_sharp(alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp a matte with bicubic interpolation, clipped to [0, 1] (bilinear halves a one-pixel strand at
-    half-pixel offsets, and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
-    return np.clip(warp(alpha, flow, cv2.INTER_CUBIC), 0.0, 1.0)
+def _warp_sharp(alpha: np.ndarray, flow: np.ndarray, box) -> np.ndarray:
+    """Backward-warp a matte onto ``box`` (the flow's extent) with bicubic interpolation, clipped to [0, 1]
+    (bilinear halves a one-pixel strand at half-pixel offsets, and the blur would change from frame to frame with
+    the sub-pixel phase of the motion)."""
+    return np.clip(warp(alpha, flow, cv2.INTER_CUBIC, box), 0.0, 1.0)
 
 
-def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """``alpha`` warped onto the target with ``flow``, then shifted by the sub-pixel translation that best aligns it
-    with ``target`` over the unknown band (phase correlation, Kuglin & Hines 1975): a layer flow estimated from a
-    weakly textured subject is biased by a fraction of a pixel, which is a strand's width. The shift is kept only
-    if it lowers the band's mean disagreement."""
-    warped = _warp_sharp(alpha, flow)
-    if band.sum() < 64:
+class _Registration:
+    """Neighbours' mattes warped onto one frame and shifted by the sub-pixel translation that best aligns each with
+    the frame's own solve ``target`` over its unknown ``band`` (phase correlation, Kuglin & Hines 1975): a layer
+    flow estimated from a weakly textured subject is biased by a fraction of a pixel, which is a strand's width.
+    A shift is kept only if it lowers the band's mean disagreement. Everything is on ``box``, the band's bounding
+    box (the only place the steadied solve reads the prior); the correlation's window is made once for all
+    neighbours."""
+
+    def __init__(self, target: np.ndarray, band: np.ndarray, box):
+        self.target, self.band, self.box = target, band, box
+        height, width = band.shape
+        self.enough = band.sum() >= 64  # fewer pixels are too few to register
+        self.window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
+
+    def __call__(self, alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """``alpha`` (a whole frame) warped with ``flow`` (on the box) and registered, on the box."""
+        warped = _warp_sharp(alpha, flow, self.box)
+        if not self.enough:
+            return warped
+        # warped(p) ≈ target(p − shift): sampling the source at p + d + shift lines it up with the target
+        # (fresh float64 copies: with a window and no padding, cv2.phaseCorrelate multiplies its inputs in place)
+        shift, _ = cv2.phaseCorrelate(self.target.astype(np.float64), warped.astype(np.float64), self.window)
+        if max(abs(shift[0]), abs(shift[1])) > 2:  # not a sub-pixel bias: leave the flow alone
+            return warped
+        shifted = _warp_sharp(alpha, flow + np.float32(shift), self.box)
+        if np.abs(shifted - self.target)[self.band].mean() < np.abs(warped - self.target)[self.band].mean():
+            return shifted
         return warped
-    ys, xs = np.nonzero(band)
-    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    height, width = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
-    window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
-    # warped(p) ≈ target(p − shift): sampling the source at p + d + shift lines it up with the target
-    shift, _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
-    if max(abs(shift[0]), abs(shift[1])) > 2:  # not a sub-pixel bias: leave the flow alone
-        return warped
-    shifted = _warp_sharp(alpha, flow + np.float32(shift))
-    in_band = band[box]
-    if np.abs(shifted[box] - target[box])[in_band].mean() < np.abs(warped[box] - target[box])[in_band].mean():
-        return shifted
-    return warped
 
 
 def _temporal_prior(t: int, neighbours: List[int], independent: Callable[[int], np.ndarray], trimap: np.ndarray,
                     flows: ShotFlows, settings: ShotSettings):
-    """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights.
+    """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights,
+    over the bounding box of t's unknown band (zero elsewhere: the steadied solve reads them only on unknowns).
 
     Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F: the flow of frame t's
     definite foreground's interior carried to every pixel from its nearest interior pixel (:func:`~.flow.carry`,
@@ -200,15 +209,21 @@ def _temporal_prior(t: int, neighbours: List[int], independent: Callable[[int], 
     h, w = trimap.shape
     weighted = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
+    band = trimap == 0.5
     inner = interior(trimap == 1.0)
-    if inner.sum() >= MIN_LAYER_PIXELS:  # else no foreground to follow: the neighbours say nothing
-        index = nearest_index(inner)
+    # no band: nothing to steady; too small an interior: no foreground to follow, the neighbours say nothing
+    if band.any() and inner.sum() >= MIN_LAYER_PIXELS:
+        rows, columns = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+        index = nearest_index(inner)[box]
+        own = independent(t)[box]
+        registered = _Registration(own, band[box], box)
         for s in neighbours:
             flow, weight = carry(*flows.span(t, s), index)
-            warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
+            warped = registered(independent(s), flow)
             if settings.agreement_sigma > 0:
-                weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
-            weighted += weight * warped
-            weight_sum += weight
+                weight = weight * np.exp(-((warped - own) / settings.agreement_sigma) ** 2)
+            weighted[box] += weight * warped
+            weight_sum[box] += weight
     prior = np.where(weight_sum > 1e-6, weighted / np.maximum(weight_sum, 1e-6), 0.0).astype(np.float32)
     return prior, weight_sum, weighted
