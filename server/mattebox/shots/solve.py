@@ -13,7 +13,8 @@ For every output frame t (docs/shots.md):
    picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
    is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
 4. that solve starts from the neighbours' consensus and needs only the finest level's iterations, and reuses the
-   independent solve's expanded trimap and colour samples (:func:`~mattebox.matting.alpha.prepare`);
+   independent solve's expanded trimap, colour samples and (up to ``operator_bytes``) its finest level's operator
+   (:func:`~mattebox.matting.alpha.prepare`);
 5. the decontaminated foreground from the steadied alpha (multilevel, linear light).
 
 Every step is a pure function of the frames in a fixed window and the keys, so a shot rendered in chunks gives the
@@ -43,6 +44,9 @@ class ShotSettings:
     radius: int = 2  #: neighbours on each side whose solves form the temporal prior
     temporal_weight: float = 1.0  #: λ_T of the temporal data term
     polish_iterations: int = 10  #: CG iterations of the steadied solve, started from the neighbours' consensus
+    #: the steadied solve reuses the independent solve's finest-level operator (window inverses, diag(L)) when
+    #: that takes at most this many bytes (~80 per pixel of the band's crop; radius + 1 frames' are held)
+    operator_bytes: int = 64 << 20
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
@@ -129,7 +133,7 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
 
     def solve_alone(frame: int):
         """(α⁰, the solve's :class:`~mattebox.matting.alpha.Prepared`, reused by the steadied solve)."""
-        prepared = prepare(srgb(frame), trimaps(frame)[0], solver)
+        prepared = prepare(srgb(frame), trimaps(frame)[0], solver, keep_operator_bytes=settings.operator_bytes)
         return solve_alpha(srgb(frame), trimaps(frame)[0], solver, prepared=prepared), prepared
 
     alone = _Window(solve_alone)
@@ -147,6 +151,8 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
         alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
                             initial=(own + consensus) / (1.0 + weight_sum), prepared=alone(t)[1]) if neighbours else own
+        if alone(t)[1].kept is not None:
+            alone(t)[1].kept.release()  # t's operator served its steadied solve
         foreground = multilevel(linear(t), alpha) if settings.foreground else None
         unknown = trimap == 0.5
         info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
