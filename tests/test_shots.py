@@ -18,6 +18,7 @@ from mattebox.shots.flow import ScaledFlow, ShotFlows, carry, nearest_index
 from mattebox.shots.guidance import trimap_for_frame
 from mattebox.synth.backgrounds import textured_background
 from mattebox.synth.shots import make_shot
+from mattebox.matting.guidance import trimap_from_mask
 from mattebox.matting.motion import DISFlow, fill_nearest
 
 from .conftest import tree_env
@@ -54,6 +55,18 @@ def test_a_mask_key_is_carried_onto_later_frames_with_a_band_around_the_moved_ed
     edge = (truth > 0.05) & (truth < 0.95)
     assert np.mean(trimap[edge] == 0.5) > 0.95  # the moved edge is inside the band (DIS lags a small disc a little)
     assert (trimap == 1.0).sum() > 900  # and the inside of the disc stays definite
+
+
+def test_a_still_subject_keeps_about_the_key_band_however_far_the_key_is():
+    frames, alphas = moving_disc(length=1)
+    rng = np.random.default_rng(1)  # the same picture six frames on, with new sensor noise on each
+    shot = [np.clip(frames[0] + rng.normal(0, 0.01, frames[0].shape), 0, 1).astype(np.float32) for _ in range(7)]
+    mask = (alphas[0] >= 0.5).astype(np.float32)
+    flows = ShotFlows(lambda f: linear_to_srgb(shot[f]), cache_pairs=10)
+    trimap, _ = trimap_for_frame(flows, 6, {0: Key("mask", mask, 8)})
+    # the flow's noise moves the edge by a fraction of a pixel: the band does not widen by a pixel each side for it
+    assert (trimap == 0.5).sum() < (trimap_from_mask(mask, 8 + 2) == 0.5).sum()
+    assert np.all(alphas[0][trimap == 1.0] > 0.5) and np.all(alphas[0][trimap == 0.0] < 0.5)
 
 
 def test_two_keys_bracket_a_frame_and_a_trimap_key_keeps_its_definite_regions_right():
