@@ -105,6 +105,20 @@ def test_a_half_resolution_flow_follows_a_shift_in_full_resolution_pixels():
         ScaledFlow(DISFlow(), 0.0)
 
 
+def test_shot_flows_borrow_the_pairs_another_computes_and_compute_the_rest():
+    frames, _ = moving_disc(length=4)
+    image = lambda f: linear_to_srgb(frames[f])  # noqa: E731
+    full = ShotFlows(image)
+    half = ShotFlows(image, flow_model=ScaledFlow(DISFlow(), 0.5), borrow=(full, lambda lower: lower >= 1))
+    flow, confidence = half.span(0, 3)  # pair 0-1 its own, 1-2 and 2-3 borrowed
+    assert half.computed == 2 and full.computed == 4
+    np.testing.assert_array_equal(half.neighbour(2, 3)[0], full.neighbour(2, 3)[0])
+    alone = ShotFlows(image, flow_model=ScaledFlow(DISFlow(), 0.5))
+    assert not np.array_equal(half.neighbour(1, 0)[0], full.neighbour(1, 0)[0])
+    np.testing.assert_array_equal(half.neighbour(1, 0)[0], alone.neighbour(1, 0)[0])
+    assert flow.shape == (96, 128, 2) and confidence.shape == (96, 128)
+
+
 def test_one_nearest_index_carries_a_flow_and_its_confidence_as_nearest_filling_does():
     rng = np.random.default_rng(2)
     valid = rng.random((40, 50)) > 0.95

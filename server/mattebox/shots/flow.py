@@ -114,13 +114,17 @@ class ShotFlows:
     """Flows and their confidences between frames of a shot, by frame number.
 
     ``image(frame)`` returns the frame sRGB-encoded (H×W×3 float32); flows between consecutive frames (``step``
-    apart in frame numbers) are computed on demand and cached; at most ``cache_pairs`` pairs are kept."""
+    apart in frame numbers) are computed on demand and cached; at most ``cache_pairs`` pairs are kept.
+    ``borrow``: (another ShotFlows, ``wanted(lower)``): the pairs whose lower frame it wants come from that one (at
+    its resolution) instead of being computed again here."""
 
-    def __init__(self, image: Callable[[int], np.ndarray], step: int = 1, cache_pairs: int = 8, flow_model=None):
+    def __init__(self, image: Callable[[int], np.ndarray], step: int = 1, cache_pairs: int = 8, flow_model=None,
+                 borrow: Optional[Tuple["ShotFlows", Callable[[int], bool]]] = None):
         self.image = image
         self.step = step
         self.cache_pairs = cache_pairs
         self.model = flow_model or DISFlow()
+        self.borrow = borrow
         #: (lower, upper) -> (flow lower→upper, its confidence, flow upper→lower, its confidence)
         self._pairs: "OrderedDict[Tuple[int, int], Tuple[np.ndarray, ...]]" = OrderedDict()
         self._spans: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
@@ -131,6 +135,8 @@ class ShotFlows:
         if abs(source - target) != self.step:
             raise ValueError(f"frames {target} and {source} are not neighbours (step {self.step})")
         key = (min(target, source), max(target, source))
+        if self.borrow is not None and self.borrow[1](key[0]):
+            return self.borrow[0].neighbour(target, source)
         pair = self._pairs.get(key)
         if pair is None:
             a, b = self.image(key[0]), self.image(key[1])

@@ -11,8 +11,9 @@ around the carried mask's 0.5 contour (:func:`~mattebox.matting.guidance.trimap_
 the nearest key's edge travelled to reach frame t, rounded to whole pixels: flow error grows with the motion
 carried, not with the number of frames (DIS under-estimates a small subject's motion at its rim by 10–25 %); a
 still subject keeps the key's band however far the key is (rounded up, the flow's sub-pixel noise alone widened it
-by a pixel each side: keys SAD 1.15x → 1.08x the roto's on the bench's shots, and the solves were slower). Either way, pixels where the carried field is
-ambiguous or the confidence is below ``min_confidence`` become unknown. A key frame itself keeps its guidance as given.
+by a pixel each side: keys SAD 1.15x → 1.08x the roto's on the bench's shots, and the solves were slower). Either
+way, pixels where the carried field is ambiguous or the confidence is below ``min_confidence`` become unknown. A key
+frame itself keeps its guidance as given.
 
 Everything here is a pure function of the frames between the keys and the keys, so any chunk of a shot derives the
 same trimap for the same frame.

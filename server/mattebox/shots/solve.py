@@ -51,7 +51,8 @@ class ShotSettings:
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
     #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
-    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``
+    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``, and where
+    #: they are (between two frames not both keys) the prior reads the carriers' flows instead of a second DIS
     flow_scale: float = 0.5
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
 
@@ -114,12 +115,14 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
 
-    def shot_flows(scale: float, pairs: int) -> ShotFlows:
-        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale))
+    def shot_flows(scale: float, pairs: int, borrow=None) -> ShotFlows:
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow)
 
-    # flows are computed on demand: with a key on every frame the carriers compute none
-    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2)  # the temporal prior's, within the window
+    # flows are computed on demand: with a key on every frame the carriers compute none; they carry keys over
+    # exactly the frame pairs not both keys, and the temporal prior (within the window) reads those from them
     carriers = shot_flows(settings.propagation.flow_scale, int(max(gaps, default=0)) + 2 * settings.radius + 2)
+    carried_pair = (lambda lower: lower not in keys or lower + step not in keys) if keys else None
+    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2, (carriers, carried_pair) if keys else None)
 
     def guidance(frame: int):
         if keys:
