@@ -106,8 +106,10 @@ class ScaledFlow:
             return self.model.flow(target, source)
         small = self.model.flow(cv2.resize(target, size, interpolation=cv2.INTER_AREA),
                                 cv2.resize(source, size, interpolation=cv2.INTER_AREA))
-        return (cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
-                * np.float32([w / size[0], h / size[1]])).astype(np.float32)
+        flow = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= np.float32(w / size[0])  # (per channel: numpy's broadcast over a last axis of 2 is slow)
+        flow[..., 1] *= np.float32(h / size[1])
+        return flow
 
 
 class ShotFlows:
