@@ -1,6 +1,8 @@
 """The classical alpha solver's pieces against brute-force references on tiny synthetic images."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -263,6 +265,35 @@ def test_a_prepared_solve_equals_a_fresh_one_bit_for_bit():
     for _ in range(2):  # a shot solves each frame twice with one Prepared: the solve must leave it as it was
         np.testing.assert_array_equal(solve_alpha(image, trimap, settings, prepared=prepared), fresh)
     np.testing.assert_array_equal(prepared.trimap, expanded)
+
+
+@pytest.mark.parametrize("band_fraction", [1e-6, 10.0])  # the crop's operator, and the band-only one
+def test_a_kept_operator_serves_a_second_solve_bit_for_bit(band_fraction):
+    image, _, trimap = two_colour_composite(64, 64)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, band_fraction=band_fraction, tile=8)
+    polish = replace(settings, finest_iterations=5)
+    rng = np.random.default_rng(3)
+    prior = (rng.random(trimap.shape).astype(np.float32), np.full(trimap.shape, 0.3, np.float32))
+    fresh = [solve_alpha(image, trimap, settings),
+             solve_alpha(image, trimap, polish, prior=prior, initial=np.full(trimap.shape, 0.5, np.float32))]
+    prepared = prepare(image, trimap, settings, keep_operator_bytes=1 << 30)
+    first = solve_alpha(image, trimap, settings, prepared=prepared)
+    assert prepared.kept.operator is not None
+    held = prepared.kept.operator[0]
+    second = solve_alpha(image, trimap, polish, prior=prior, initial=np.full(trimap.shape, 0.5, np.float32),
+                         prepared=prepared)
+    assert prepared.kept.operator[0] is held  # the second solve took it, and did not build its own
+    np.testing.assert_array_equal(first, fresh[0])
+    np.testing.assert_array_equal(second, fresh[1])
+    prepared.kept.release()
+    assert prepared.kept.operator is None
+
+
+def test_an_operator_over_the_budget_is_not_kept():
+    image, _, trimap = two_colour_composite(64, 64)
+    prepared = prepare(image, trimap, SolverSettings(), keep_operator_bytes=100)
+    solve_alpha(image, trimap, SolverSettings(), prepared=prepared)
+    assert prepared.kept.operator is None
 
 
 def test_solve_alpha_without_unknowns_returns_the_trimap():
