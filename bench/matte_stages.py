@@ -2,10 +2,13 @@
 
 Runs the real command in this process (``mattebox.cli.main``, the same arguments; add ``--local`` so no server is
 asked) with each stage's function wrapped to add up its CPU seconds (user + system, all threads: getrusage), and
-prints a table: interpreter and libraries, numba's first call, reading, decoding, guidance, the alpha stage's
-parts (known-region expansion, colour prior, coarse-to-fine solve), foreground, writing. CPU seconds because on a
-shared machine they are steadier than wall time; each wrapped stage's wall seconds beside them (below its CPU
-seconds where both cores work). Run from the repository root:
+prints a table: interpreter and libraries, the kernels' first call (loading the ahead-of-time extension, or
+numba's import and first call where it is absent: ``MATTEBOX_KERNELS=jit`` to compare), reading, decoding,
+guidance, the alpha stage's parts (known-region expansion, colour prior, coarse-to-fine solve), foreground,
+writing. CPU seconds because on a shared machine they are steadier than wall time; each wrapped stage's wall
+seconds beside them (below its CPU seconds where both cores work). On a frame big enough for numba's threads
+(1080p, 4K) numba is imported and its threads started when the solve is prepared, whichever path the one-block
+kernels take (in "rest of the pipeline"). Run from the repository root:
 
     PYTHONPATH=plugin:server:installers python bench/matte_stages.py plate.png --trimap t.png --out /tmp/o --local
 
@@ -70,14 +73,15 @@ def main(argv) -> int:
     from mattebox import cli, imageio, jobs
     from mattebox.commands import matte
     from mattebox.engines import classical as engine
-    from mattebox.matting import alpha, kernels
+    from mattebox.matting import alpha, compiled
 
-    STAGES["mattebox modules, numba import"] = cpu() - mark
-    WALL["mattebox modules, numba import"] = time.perf_counter() - mark_wall
+    STAGES["mattebox modules"] = cpu() - mark
+    WALL["mattebox modules"] = time.perf_counter() - mark_wall
     mark, mark_wall = cpu(), time.perf_counter()
-    kernels.dot(np.zeros(1), np.zeros(1))
-    STAGES["numba's first call (typing context; code from the cache)"] = cpu() - mark
-    WALL["numba's first call (typing context; code from the cache)"] = time.perf_counter() - mark_wall
+    compiled.dot(np.zeros(1), np.zeros(1))
+    path = "ahead-of-time extension" if compiled.extension() else "numba import, JIT from the cache"
+    STAGES[f"kernels' first call ({path})"] = cpu() - mark
+    WALL[f"kernels' first call ({path})"] = time.perf_counter() - mark_wall
     timed(imageio, "read_image", "read the files")
     timed(jobs, "decode_request", "decode the inputs")
     timed(engine.ClassicalEngine, "guidance", "guidance")

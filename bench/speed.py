@@ -209,8 +209,9 @@ def markdown(result: dict) -> str:
              "user + system time (all threads; steadier than wall time on a shared machine); 'alpha' "
              "and 'foreground' are each side's own stages inside them. Load average at start "
              f"{result['load_average_at_start'][0]:.1f}, at end {result['load_average_at_end'][0]:.1f} "
-             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides). Files written: "
-             f"alphamatting-dev, both sides `{SAME_AS_PEER}`; 4K and 1080p `{COMPOSITOR}`.", "",
+             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides; mattebox's "
+             f"kernels: {result.get('kernels', '?')}). Files written: alphamatting-dev, both sides "
+             f"`{SAME_AS_PEER}`; 4K and 1080p `{COMPOSITOR}`.", "",
              "| side | mean SAD | seconds | CPU s | alpha s | foreground s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|"]
     for side, s in am.items():
@@ -248,8 +249,10 @@ def main(argv=None) -> int:
     names = args.images.split(",") if args.images else sorted(p.stem for p in (data / "image").glob("*.png"))
     import numba
 
+    from mattebox.matting import aot
+
     result = {"names": names, "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
-              "numba_threads": numba.config.NUMBA_NUM_THREADS}
+              "numba_threads": numba.config.NUMBA_NUM_THREADS, "kernels": aot.status()}
     with tempfile.TemporaryDirectory(prefix="mattebox-speed-") as tmp:
         work = Path(tmp)
         # one untimed run of each first: numba (both sides) compiles its kernels once and caches them

@@ -12,8 +12,8 @@ from mattebox.engines.classical import ClassicalEngine
 from mattebox.matting import segmentation
 from mattebox.paths import alphamatting_dir
 from mattebox.testing.lasso import loose_lasso
-from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, WIDE_BAND, tighten_mask, trimap_from_mask,
-                                       trimap_from_saliency, unknown_where_background_coloured)
+from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, PRECISE_EDGE, WIDE_BAND, edge_offset, tighten_mask,
+                                       trimap_from_mask, trimap_from_saliency, unknown_where_background_coloured)
 
 
 def disc(shape, centre, radius, soft=0.0):
@@ -69,6 +69,30 @@ def test_a_loose_lasso_is_tightened_to_the_subject():
     assert not (trimap[ring] == 1.0).any()
     assert (trimap[disc(shape, centre, 20) > 0] == 1.0).all()
     assert (trimap[disc(shape, centre, 90 + 8) == 0] == 0.0).all()  # outside the (grown) lasso: background
+
+
+def test_edge_offset_is_the_distance_between_nearby_edges_and_capped_at_the_reach():
+    shape, centre = (400, 600), (200, 300)
+    found = disc(shape, centre, 120) > 0
+    for gap in (0, 2, 5, 10):
+        for drawn in (disc(shape, centre, 120 + gap), disc(shape, centre, 120 - gap)):
+            assert abs(edge_offset(drawn > 0, found, 20) - gap) <= 0.2 * gap + 0.01  # curvature, pixel steps
+    assert 18 <= edge_offset(disc(shape, centre, 160) > 0, found, 20) <= 22  # 40 px off, counted to 20
+    assert edge_offset(np.ones(shape, bool), found, 20) == float("inf")  # no edge inside the frame
+
+
+def test_a_precise_roto_is_taken_as_drawn_and_a_loose_lasso_is_not():
+    """A compositor's roto follows the subject within a pixel or two: the network's edge, 320 px across the frame
+    and soft, must not reshape it; a lasso 20-60 px off must be tightened."""
+    shape, centre = (270, 480), (135, 240)
+    subject = disc(shape, centre, 80)
+    saliency = cv2.resize(cv2.resize(disc(shape, centre, 80, soft=4), (320, 320), interpolation=cv2.INTER_AREA),
+                          shape[::-1], interpolation=cv2.INTER_LINEAR)  # coarse, as the network's
+    for roto in (subject, disc(shape, centre, 82), disc(shape, centre, 78)):
+        assert edge_offset(roto >= 0.5, saliency >= 0.5, 12) <= PRECISE_EDGE * max(shape)
+        assert tighten_mask(roto, saliency) is None
+    for lasso in (disc(shape, centre, 100), loose_lasso(subject, near=20, far=60)):
+        assert tighten_mask(lasso, saliency) is not None
 
 
 def test_a_lasso_around_something_the_network_does_not_see_is_taken_as_drawn():
@@ -177,6 +201,13 @@ def test_a_saliency_trimap_is_solved_with_the_saliency_settings_and_a_drawn_one_
     assert used[0].max_iterations == PRESETS["balanced"].max_iterations  # the rest of the preset is kept
 
 
+def test_a_roto_on_the_networks_edge_is_taken_as_drawn_by_the_engine(fake_u2netp):
+    roto = disc((48, 64), (24, 32), 12)
+    result = ClassicalEngine().matte(MatteRequest(image=scene(), mask=roto, params={"outputs": ["alpha"]}))
+    assert result.info["guidance"] == "mask"
+    np.testing.assert_array_equal(result.trimap, trimap_from_mask(roto))
+
+
 def test_segmenter_grabcut_keeps_the_network_out(fake_u2netp):
     engine = ClassicalEngine()
     assert engine.matte(MatteRequest(image=scene(), params={"segmenter": "grabcut"})).info["guidance"] == \
@@ -195,6 +226,21 @@ def test_without_weights_grabcut_stays_the_fallback():
     # conftest points MATTEBOX_MODELS at an empty folder
     assert segmentation.u2netp_weights() is None
     assert ClassicalEngine().matte(MatteRequest(image=scene())).info["guidance"] == "auto:grabcut"
+
+
+def test_an_install_from_before_the_onnx_runtime_is_told_the_command_that_upgrades_it(monkeypatch, tmp_path):
+    from mattebox.models.u2netp_install import LEGACY_FILE
+
+    monkeypatch.setenv("MATTEBOX_MODELS", str(tmp_path))
+    (tmp_path / LEGACY_FILE).write_bytes(b"older weights")
+    (tmp_path / (LEGACY_FILE + ".sha256")).write_text("0" * 64)
+    assert segmentation.u2netp_weights() is None
+    result = ClassicalEngine().matte(MatteRequest(image=scene(), params={"outputs": ["alpha"]}))
+    assert result.info["guidance"] == "auto:grabcut"
+    (warning,) = result.info["warnings"]
+    assert str(tmp_path / LEGACY_FILE) in warning and "`mattebox models pull u2netp`" in warning
+    given = ClassicalEngine().matte(MatteRequest(image=scene(), trimap=result.trimap, params={"outputs": ["alpha"]}))
+    assert "warnings" not in given.info  # a trimap needs no network: nothing to say
 
 
 # --- the real network on real photos (skipped unless a cached wheel and alphamatting-dev are present) -----------
@@ -243,6 +289,16 @@ def test_real_u2netp_shrinks_a_loose_lassos_halo(real_u2netp, monkeypatch, name)
     assert halo(tightened) < 0.5 * halo(drawn), (halo(tightened), halo(drawn))
     sad = lambda result: float(np.abs(result.alpha - alpha).sum())  # noqa: E731
     assert sad(tightened) < sad(drawn)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["GT01", "GT05"])
+def test_real_u2netp_leaves_a_precise_roto_as_drawn(real_u2netp, monkeypatch, name):
+    monkeypatch.setenv("MATTEBOX_MODELS", str(real_u2netp))
+    image, alpha = load(name)
+    roto = (alpha >= 0.5).astype(np.float32)
+    result = ClassicalEngine().matte(MatteRequest(image=image, mask=roto, params={"outputs": ["alpha"]}))
+    assert result.info["guidance"] == "mask"
 
 
 @pytest.mark.slow

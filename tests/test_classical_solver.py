@@ -1,6 +1,8 @@
 """The classical alpha solver's pieces against brute-force references on tiny synthetic images."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -282,6 +284,35 @@ def test_a_prepared_solve_equals_a_fresh_one_bit_for_bit():
     np.testing.assert_array_equal(prepared.trimap, expanded)
 
 
+@pytest.mark.parametrize("band_fraction", [1e-6, 10.0])  # the crop's operator, and the band-only one
+def test_a_kept_operator_serves_a_second_solve_bit_for_bit(band_fraction):
+    image, _, trimap = two_colour_composite(64, 64)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, band_fraction=band_fraction, tile=8)
+    polish = replace(settings, finest_iterations=5)
+    rng = np.random.default_rng(3)
+    prior = (rng.random(trimap.shape).astype(np.float32), np.full(trimap.shape, 0.3, np.float32))
+    fresh = [solve_alpha(image, trimap, settings),
+             solve_alpha(image, trimap, polish, prior=prior, initial=np.full(trimap.shape, 0.5, np.float32))]
+    prepared = prepare(image, trimap, settings, keep_operator_bytes=1 << 30)
+    first = solve_alpha(image, trimap, settings, prepared=prepared)
+    assert prepared.kept.operator is not None
+    held = prepared.kept.operator[0]
+    second = solve_alpha(image, trimap, polish, prior=prior, initial=np.full(trimap.shape, 0.5, np.float32),
+                         prepared=prepared)
+    assert prepared.kept.operator[0] is held  # the second solve took it, and did not build its own
+    np.testing.assert_array_equal(first, fresh[0])
+    np.testing.assert_array_equal(second, fresh[1])
+    prepared.kept.release()
+    assert prepared.kept.operator is None
+
+
+def test_an_operator_over_the_budget_is_not_kept():
+    image, _, trimap = two_colour_composite(64, 64)
+    prepared = prepare(image, trimap, SolverSettings(), keep_operator_bytes=100)
+    solve_alpha(image, trimap, SolverSettings(), prepared=prepared)
+    assert prepared.kept.operator is None
+
+
 def test_solve_alpha_without_unknowns_returns_the_trimap():
     trimap = np.zeros((8, 8), np.float32)
     trimap[:, 4:] = 1.0
@@ -444,17 +475,17 @@ def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
 
 
 def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit(monkeypatch):
-    """The engine's calls take the kernels' twins where kernels.row_blocks says so (1080p and 4K frames); forced
+    """The engine's calls take the kernels' twins where compiled.row_blocks says so (1080p and 4K frames); forced
     onto them at a small size, the expansion, prior, coarse-to-fine solve and multilevel foreground give the
     serial results exactly."""
-    from mattebox.matting import kernels
+    from mattebox.matting import compiled
     from mattebox.matting.foreground import multilevel
 
     image, _, trimap = two_colour_composite(96, 80)
     settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, expand_radius=3)
     serial = solve_alpha(image, trimap, settings)
     serial_fg = multilevel(image, serial)
-    monkeypatch.setattr(kernels, "row_blocks", lambda pixels: 3)
+    monkeypatch.setattr(compiled, "row_blocks", lambda pixels: 3)
     threaded = solve_alpha(image, trimap, settings)
     np.testing.assert_array_equal(threaded, serial)
     np.testing.assert_array_equal(multilevel(image, serial), serial_fg)

@@ -43,7 +43,7 @@ def test_matte_alphamatting_image_through_a_running_server(mattebox_server, tmp_
 
 def test_matte_without_a_server_runs_in_process_without_torch(tmp_path):
     """With no server running, `matte` runs the engine in its own process, with no server thread or sockets (the
-    server module is never imported); the classical path never imports torch."""
+    server module is never imported, nor pyzmq: no socket is opened); the classical path never imports torch."""
     rng = np.random.default_rng(0)
     image = np.zeros((64, 80, 3), np.float32) + rng.random((1, 1, 3), dtype=np.float32) * 0.3
     image[16:48, 20:60] = [0.9, 0.7, 0.2]
@@ -54,12 +54,12 @@ def test_matte_without_a_server_runs_in_process_without_torch(tmp_path):
     code = ("import sys; from mattebox.cli import main\n"
             f"rc = main(['matte', {str(tmp_path / 'plate.png')!r}, '--mask', {str(tmp_path / 'mask.png')!r}, "
             f"'--local', '--quiet', '--out', {str(tmp_path / 'out')!r}])\n"
-            "print('torch' in sys.modules, 'mattebox.server' in sys.modules); sys.exit(rc)")
+            "print('torch' in sys.modules, 'mattebox.server' in sys.modules, 'zmq' in sys.modules); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    torch, server = proc.stdout.strip().splitlines()[-1].split()
+    torch, server, zmq = proc.stdout.strip().splitlines()[-1].split()
     assert torch == "False", "torch was imported on the classical path"
-    assert server == "False", "a server was started for a one-off matte"
+    assert server == "False" and zmq == "False", "a server or a socket was started for a one-off --local matte"
     alpha = read_gray(str(tmp_path / "out" / "plate_alpha.exr"))
     assert alpha[32, 40] > 0.95 and alpha[2, 2] < 0.05
 
@@ -88,6 +88,7 @@ def test_doctor_reports_versions_and_reachability(mattebox_server):
     proc = mattebox("doctor", "--endpoint", mattebox_server)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pyzmq" in proc.stdout and "classical" in proc.stdout
+    assert "kernels      ahead-of-time" in proc.stdout or "kernels      numba JIT" in proc.stdout
     down = mattebox("doctor", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.5")
     assert down.returncode == 1 and "no answer" in down.stdout
 

@@ -152,6 +152,31 @@ def test_registered_client_key_from_config_mattes(curve_server, tmp_path, monkey
     assert not [m for level, m in records.messages if level >= logging.WARNING]
 
 
+
+def test_render_and_matte_use_the_configured_keys_for_the_server_they_name(curve_server, tmp_path, monkeypatch):
+    """`mattebox render --endpoint` and `mattebox matte --endpoint` to a CURVE server connect with the configured
+    client keys (render once connected without them and got silence)."""
+    from mattebox.imageio import read_gray, write_png
+
+    server, texts, _ = curve_server
+    cfg_path = tmp_path / "client.json"
+    client_config.save({"endpoint": "tcp://127.0.0.1:1", "server_public_key": texts["server_public_key"],
+                        "client_public_key": texts["artist_public_key"],
+                        "client_secret_key": texts["artist_secret_key"], "timeout": 10.0}, cfg_path)
+    monkeypatch.setenv("MATTEBOX_CONFIG", str(cfg_path))
+    mask = np.zeros((12, 16), np.float32)
+    mask[3:9, 4:12] = 1
+    write_png(str(tmp_path / "plate.0001.png"), np.full((12, 16, 3), 0.5, np.float32))
+    write_png(str(tmp_path / "mask.0001.png"), mask)
+    assert cli_main(["render", str(tmp_path / "plate.####.png"), "--frames", "1", "--mask",
+                     str(tmp_path / "mask.####.png"), "--alpha", str(tmp_path / "out" / "a.####.png"),
+                     "--engine", "passthrough", "--endpoint", server.bound_endpoint, "--timeout", "30"]) == 0
+    np.testing.assert_array_equal(read_gray(str(tmp_path / "out" / "a.0001.png")), mask)
+    assert cli_main(["matte", str(tmp_path / "plate.0001.png"), "--mask", str(tmp_path / "mask.0001.png"),
+                     "--engine", "passthrough", "--endpoint", server.bound_endpoint, "--quiet", "--write",
+                     "alpha.exr", "--out", str(tmp_path / "matte")]) == 0
+    np.testing.assert_array_equal(read_gray(str(tmp_path / "matte" / "plate.0001_alpha.exr")), mask)
+
 def _as(server, texts, name, **kwargs):
     return Client(server.bound_endpoint, timeout=10, server_public_key=texts["server_public_key"],
                   client_public_key=texts[f"{name}_public_key"], client_secret_key=texts[f"{name}_secret_key"],

@@ -112,6 +112,25 @@ def test_a_restarted_server_reuses_frames_and_an_upgraded_one_remattes(tmp_path)
     assert (tmp_path / "out" / "fg.0002.png").is_file()
 
 
+
+def test_a_named_server_that_is_down_still_counts_up_to_date_frames(tmp_path):
+    """`render --endpoint E` with nothing answering at E: frames whose sidecars are up to date are done (exit 0,
+    said so, at once: no wait for the time-out), and the first frame that needs the server stops the run, named."""
+    from mattebox.testing.servers import free_endpoint
+
+    _plates(tmp_path, (1, 2, 3))
+    assert _render(tmp_path, "1-2").returncode == 0
+    command = [arg for arg in _render_cmd(tmp_path, "1-2") if arg != "--local"]
+    down = ["--endpoint", free_endpoint(), "--timeout", "600"]
+    done = subprocess.run(command + down, env=tree_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "rendered 0, up to date 2, of 2 frames" in done.stdout, done.stderr
+    assert "server not reachable: no server answers at" in done.stderr
+    command[command.index("1-2")] = "1-3"
+    stopped = subprocess.run(command + down, env=tree_env(), capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 1, stopped.stderr
+    assert "frame 3: not in the cache, and the server is not reachable" in stopped.stderr
+    assert not (tmp_path / "out" / "alpha.0003.png").exists()
+
 def test_ctrl_c_cancels_the_frame_on_the_server_and_says_where_to_resume(tmp_path):
     _plates(tmp_path, (1, 2))
     log = tmp_path / "engine.log"

@@ -17,9 +17,11 @@ from mattebox_plugin.client import Client, JobFailed, ShotJob
 
 from mattebox.testing.servers import ServerProcess, tree_env
 
+from .support.wait import GENEROUS, wait_for
+
 FRAMES = list(range(1001, 1011))  # a 10-frame shot
 KEYS = (1001, 1005)  # trimap keys on two frames
-WAIT = 60.0  # generous: CI is a loaded 2-core box
+WAIT = GENEROUS
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,6 @@ def in_process(shot, keys=KEYS):
     """The shot as `mattebox render --shot` solves it: matte_shot in this process."""
     key_map = {k: Key("trimap", shot.trimap(k - FRAMES[0])) for k in keys}
     return {done.frame: done for done in matte_shot(lambda f: shot.frames[f - FRAMES[0]], FRAMES, key_map)}
-
-
-def wait_for(condition, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +136,12 @@ def test_should_cancel_or_closing_the_iterator_cancels_the_shot_on_the_server(se
             for frame, _ in client.matte_shot(FRAMES, Reader(shot), keys=KEYS, should_cancel=lambda: len(seen) >= 1):
                 seen.append(frame)
         assert failed.value.code == "cancelled" and seen == [FRAMES[0]]
-        wait_for(lambda: cancelled(client) == before + 1, "the server to cancel the shot")
+        wait_for(lambda: cancelled(client) == before + 1, what="the server to cancel the shot")
         log = []
         shots = client.matte_shot(FRAMES, Reader(shot, log=log), keys=KEYS)
         assert next(shots)[0] == FRAMES[0]
         shots.close()  # the caller stops early
-        wait_for(lambda: cancelled(client) == before + 2, "the server to cancel the abandoned shot")
+        wait_for(lambda: cancelled(client) == before + 2, what="the server to cancel the abandoned shot")
         status = client.status()
         assert not status["running"] and status["bytes_held"] == 0
         assert max(f for _, f in log) < FRAMES[-1]  # stopped mid-shot: the last frames were never read
@@ -163,7 +158,7 @@ def test_another_owner_can_neither_feed_frames_nor_attach(server, shot):
                 image = protocol.Buffer.from_array("image", inputs["image"])
                 stranger._send(stranger._owned({"op": protocol.FRAME, "id": job_id, "frame": frame,
                                                 "buffers": [image.describe()]}), [image.data])
-                wait_for(lambda: job_id in stranger._replies or stranger._pump(0.1), "the refusal")
+                wait_for(lambda: job_id in stranger._replies or stranger._pump(0.1), what="the refusal")
                 answers.append(stranger._replies.pop(job_id))
                 with pytest.raises(JobFailed) as attached:
                     stranger.attach(job_id).result(timeout=WAIT)
@@ -188,7 +183,7 @@ def test_a_bad_frame_fails_the_shot_naming_the_field(server, shot, change, code,
             list(client.matte_shot(FRAMES, Reader(shot, change=change), keys=KEYS))
         assert failed.value.code == code and failed.value.field == field
         assert "frame 100" in failed.value.message
-        wait_for(lambda: client.status()["bytes_held"] == 0, "the failed shot to free its frames")
+        wait_for(lambda: client.status()["bytes_held"] == 0, what="the failed shot to free its frames")
 
 
 @pytest.mark.parametrize("shot_map, params, field", [
@@ -207,7 +202,7 @@ def test_a_bad_shot_request_is_refused_naming_the_field(server, shot_map, params
         client.hello()
         client._send(client._owned({"op": protocol.MATTE, "id": "bad-shot", "client": client.client_id,
                                     "buffers": [], "params": params, protocol.SHOT: shot_map}))
-        wait_for(lambda: "bad-shot" in client._replies or client._pump(0.1), "the refusal")
+        wait_for(lambda: "bad-shot" in client._replies or client._pump(0.1), what="the refusal")
         reply = client._replies.pop("bad-shot")
     assert reply["op"] == "error" and reply["code"] == "bad_field" and reply["field"] == field, reply
 
@@ -231,7 +226,7 @@ def test_frames_held_count_against_the_owners_byte_budget(tmp_path, shot):
                 list(client.matte_shot(FRAMES, Reader(shot), keys=KEYS))
             assert failed.value.code == "over_budget" and failed.value.field == "buffers"
             assert "max_bytes_per_client" in failed.value.message
-            wait_for(lambda: client.status()["bytes_held"] == 0, "the refused shot to free its frames")
+            wait_for(lambda: client.status()["bytes_held"] == 0, what="the refused shot to free its frames")
     finally:
         server.stop()
 
@@ -245,9 +240,9 @@ def start_shot(client, shot, job_id):
     client._send(client._owned({"op": protocol.MATTE, "id": job.id, "client": client.client_id, "buffers": [],
                                 "params": {"engine": "classical"},
                                 protocol.SHOT: {"first": FRAMES[0], "last": FRAMES[-1], "keys": [1001]}}))
-    wait_for(lambda: job.needs or client._pump(0.1), "the first need")
+    wait_for(lambda: job.needs or client._pump(0.1), what="the first need")
     client._send_frame(job, job.needs.pop(0), Reader(shot, keys=(1001,))(1001))
-    wait_for(lambda: job.needs or client._pump(0.1), "the second need")
+    wait_for(lambda: job.needs or client._pump(0.1), what="the second need")
     return job
 
 
@@ -283,7 +278,7 @@ def test_a_client_that_vanishes_fails_its_shot_and_frees_its_memory(tmp_path, sh
             assert watcher.status()["bytes_held"] > 0  # frame 1001 is held for the walk
             client.close()  # gone without a word
             # (status is not about the job: an attach would be the owner's word and keep the shot waiting)
-            wait_for(lambda: watcher.status()["jobs"].get("failed") == 1, "the shot to time out")
+            wait_for(lambda: watcher.status()["jobs"].get("failed") == 1, what="the shot to time out")
             with pytest.raises(JobFailed) as failed:
                 watcher.attach(job.id).result(timeout=WAIT)
             assert failed.value.code == "frame_timeout"
@@ -326,14 +321,14 @@ def test_a_shot_waiting_for_its_client_does_not_hold_up_single_frames(tmp_path):
     try:
         with Client(server.endpoint) as hog, Client(server.endpoint) as other:
             stalled = open_shot(hog, "stalled-shot")
-            wait_for(lambda: asked(hog, stalled), "the shot to ask for its first frame")
+            wait_for(lambda: asked(hog, stalled), what="the shot to ask for its first frame")
             mask = np.full((16, 16), 0.25, np.float32)
             job = other.submit(image=np.ones((16, 16, 3), np.float32), mask=mask,
                                params={"engine": "passthrough", "outputs": ["alpha"]})
             assert np.array_equal(job.result(timeout=WAIT).alpha, mask)
             stalled.cancel()
             wait_for(lambda: hog.status()["bytes_held"] == 0 and not hog.status()["running"],
-                     "the cancelled shot to free its worker")
+                     what="the cancelled shot to free its worker")
     finally:
         server.stop()
 
@@ -345,18 +340,18 @@ def test_shots_queue_fairly_between_owners(tmp_path):
     try:
         with Client(server.endpoint) as a, Client(server.endpoint) as b:
             first = open_shot(a, "a-first")
-            wait_for(lambda: asked(a, first), "A's first shot to run")
+            wait_for(lambda: asked(a, first), what="A's first shot to run")
             second = open_shot(a, "a-second")
-            wait_for(lambda: a.status()["queue"] == 1, "A's second shot to queue")
+            wait_for(lambda: a.status()["queue"] == 1, what="A's second shot to queue")
             theirs = open_shot(b, "b-first")
-            wait_for(lambda: b.status()["queue"] == 2, "B's shot to queue")
+            wait_for(lambda: b.status()["queue"] == 2, what="B's shot to queue")
             first.cancel()
-            wait_for(lambda: asked(b, theirs), "B's shot to run")
+            wait_for(lambda: asked(b, theirs), what="B's shot to run")
             a._pump(0.2)
             assert not second.needs and a.status()["queue"] == 1  # A's second still waits its turn
             second.cancel()
             theirs.cancel()
-            wait_for(lambda: a.status()["jobs"].get("cancelled") == 3, "the shots to be cancelled")
+            wait_for(lambda: a.status()["jobs"].get("cancelled") == 3, what="the shots to be cancelled")
     finally:
         server.stop()
 
@@ -391,7 +386,7 @@ def test_queued_shot_declarations_cost_bytes_not_megabytes(tmp_path, shot):
         clients = [Client(server.endpoint) for _ in range(64)]
         try:
             jobs = [open_shot(c, f"long-{i}", {"first": 0, "last": 99_999}) for i, c in enumerate(clients)]
-            wait_for(lambda: clients[0].status()["queue"] >= 62, "the shots to queue behind the running ones")
+            wait_for(lambda: clients[0].status()["queue"] >= 62, what="the shots to queue behind the running ones")
             grown = rss_mib(server.proc.pid) - before
             assert grown < 64, f"64 queued shot declarations grew the server by {grown:.0f} MiB"
             for job in jobs:

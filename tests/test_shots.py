@@ -18,6 +18,7 @@ from mattebox.shots.flow import ScaledFlow, ShotFlows, carry, nearest_index
 from mattebox.shots.guidance import trimap_for_frame
 from mattebox.synth.backgrounds import textured_background
 from mattebox.synth.shots import make_shot
+from mattebox.matting.guidance import trimap_from_mask
 from mattebox.matting.motion import DISFlow, fill_nearest
 
 from .conftest import tree_env
@@ -56,6 +57,18 @@ def test_a_mask_key_is_carried_onto_later_frames_with_a_band_around_the_moved_ed
     assert (trimap == 1.0).sum() > 900  # and the inside of the disc stays definite
 
 
+def test_a_still_subject_keeps_about_the_key_band_however_far_the_key_is():
+    frames, alphas = moving_disc(length=1)
+    rng = np.random.default_rng(1)  # the same picture six frames on, with new sensor noise on each
+    shot = [np.clip(frames[0] + rng.normal(0, 0.01, frames[0].shape), 0, 1).astype(np.float32) for _ in range(7)]
+    mask = (alphas[0] >= 0.5).astype(np.float32)
+    flows = ShotFlows(lambda f: linear_to_srgb(shot[f]), cache_pairs=10)
+    trimap, _ = trimap_for_frame(flows, 6, {0: Key("mask", mask, 8)})
+    # the flow's noise moves the edge by a fraction of a pixel: the band does not widen by a pixel each side for it
+    assert (trimap == 0.5).sum() < (trimap_from_mask(mask, 8 + 2) == 0.5).sum()
+    assert np.all(alphas[0][trimap == 1.0] > 0.5) and np.all(alphas[0][trimap == 0.0] < 0.5)
+
+
 def test_two_keys_bracket_a_frame_and_a_trimap_key_keeps_its_definite_regions_right():
     frames, alphas = moving_disc()
     trimaps = {k: np.where(alphas[k] >= 0.99, 1.0, np.where(alphas[k] <= 0.01, 0.0, 0.5)).astype(np.float32)
@@ -90,6 +103,20 @@ def test_a_half_resolution_flow_follows_a_shift_in_full_resolution_pixels():
     assert abs(np.median(inner[..., 0]) + 3.0) < 0.2 and abs(np.median(inner[..., 1])) < 0.2
     with pytest.raises(ValueError, match="flow_scale"):
         ScaledFlow(DISFlow(), 0.0)
+
+
+def test_shot_flows_borrow_the_pairs_another_computes_and_compute_the_rest():
+    frames, _ = moving_disc(length=4)
+    image = lambda f: linear_to_srgb(frames[f])  # noqa: E731
+    full = ShotFlows(image)
+    half = ShotFlows(image, flow_model=ScaledFlow(DISFlow(), 0.5), borrow=(full, lambda lower: lower >= 1))
+    flow, confidence = half.span(0, 3)  # pair 0-1 its own, 1-2 and 2-3 borrowed
+    assert half.computed == 2 and full.computed == 4
+    np.testing.assert_array_equal(half.neighbour(2, 3)[0], full.neighbour(2, 3)[0])
+    alone = ShotFlows(image, flow_model=ScaledFlow(DISFlow(), 0.5))
+    assert not np.array_equal(half.neighbour(1, 0)[0], full.neighbour(1, 0)[0])
+    np.testing.assert_array_equal(half.neighbour(1, 0)[0], alone.neighbour(1, 0)[0])
+    assert flow.shape == (96, 128, 2) and confidence.shape == (96, 128)
 
 
 def test_one_nearest_index_carries_a_flow_and_its_confidence_as_nearest_filling_does():

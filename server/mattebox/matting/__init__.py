@@ -5,7 +5,8 @@ benchmarked without the application around it.
 
 Closed-form alpha (Levin et al. 2008) and its solver:
   :mod:`.laplacian` (matting Laplacian, band and crop operators), :mod:`.alpha` (presets, the coarse-to-fine
-  solve), :mod:`.sampling` (known-colour sampling prior), :mod:`.kernels` (numba kernels they share),
+  solve), :mod:`.sampling` (known-colour sampling prior), :mod:`.kernels` (numba kernels they share; called through
+  :mod:`.compiled`, which runs them from the ahead-of-time build of :mod:`.aot` or numba's JIT),
   :mod:`.multigrid` (an optional V-cycle preconditioner, off by default: measured not to pay).
 Foreground: :mod:`.foreground` (multilevel, Germer et al. 2020; Blur-Fusion, Forte & Pitié 2021).
 Guidance: :mod:`.guidance` (masks and saliency to trimaps, GrabCut), :mod:`.segmentation` (the optional

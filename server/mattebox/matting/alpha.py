@@ -18,18 +18,21 @@ Pipeline (each step's parameter is documented in docs/classical.md):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from ..contract import no_progress
-from . import kernels, multigrid
+from . import compiled, multigrid
 from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
+#: bytes per crop pixel of a kept finest-level operator: Δ_k (48), colour planes (12), masks (2), diag(L) and
+#: L·α_known (16) (:class:`Prepared`'s ``operator``)
+OPERATOR_BYTES_PER_PIXEL = 80
 PRECONDITIONERS = ("jacobi", "multigrid")  #: SolverSettings.preconditioner's choices (docs/classical.md "Speed")
 
 
@@ -89,7 +92,7 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     out = np.array(trimap, np.float32)  # a copy, which the compiled passes change in place
     pixels = np.ascontiguousarray(image, np.float32).reshape(-1, 3)
     at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
-    expand = kernels.in_blocks(at.size, kernels.expand_label, kernels.expand_label_blocks)
+    expand = compiled.in_blocks(at.size, "expand_label")
     for label in (0.0, 1.0):
         near = nearest_known(trimap, label, at)
         if near is not None:
@@ -106,9 +109,9 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
-    dot = kernels.in_blocks(b.size, kernels.dot, kernels.dot_blocks)  # (both cores on big levels: same sums)
-    update = kernels.in_blocks(b.size, kernels.cg_update, kernels.cg_update_blocks)
-    direction = kernels.in_blocks(b.size, kernels.cg_direction, kernels.cg_direction_blocks)
+    dot = compiled.in_blocks(b.size, "dot")  # (both cores on big levels: the same sums)
+    update = compiled.in_blocks(b.size, "cg_update")
+    direction = compiled.in_blocks(b.size, "cg_direction")
     norm_b = np.sqrt(dot(flat(b), flat(b))) or 1.0
     r = b
     r -= apply_a(x)[0]
@@ -159,9 +162,11 @@ def _coarse_trimap(trimap: np.ndarray, size) -> np.ndarray:
 
 
 def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weight: np.ndarray,
-                 settings: SolverSettings, report, level: int = 0, start: Optional[np.ndarray] = None):
+                 settings: SolverSettings, report, level: int = 0, start: Optional[np.ndarray] = None,
+                 kept: Optional["KeptOperator"] = None):
     """Solve one crop (all arrays cropped) coarse-to-fine; returns α for the crop. ``start``: a good first guess
-    (pre-remap α of the crop): the coarse levels are skipped and ``finest_iterations`` polish it.
+    (pre-remap α of the crop): the coarse levels are skipped and ``finest_iterations`` polish it. ``kept``: where
+    this (finest) level's operator is kept for, or taken from, another solve of the same crop (:class:`Prepared`).
 
     While the level has more than ``coarse_unknowns`` unknown pixels, the half-resolution problem is solved first
     and carried up by Levin's affine model (:func:`affine_upsample`); the fine level then only has to remove
@@ -192,30 +197,35 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     del guess
     if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
         return np.where(unknown, initial, trimap).astype(np.float32)
-    tiles = len(BandOperator.active_tiles(unknown, settings.tile))
-    if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
-        # thin band in a big crop: work on the band's tiles only (compact layout)
-        op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
+    if kept is not None and kept.operator is not None and kept.shape == (h, w):
+        op, b, precond = kept.operator[0], kept.operator[1].copy(), kept.operator[2].copy()
     else:
-        op = CropOperator(image, settings.eps, settings.radius)
+        tiles = len(BandOperator.active_tiles(unknown, settings.tile))
+        if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
+            # thin band in a big crop: work on the band's tiles only (compact layout)
+            op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
+        else:
+            op = CropOperator(image, settings.eps, settings.radius)
+        b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
+        precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
+        if kept is not None and OPERATOR_BYTES_PER_PIXEL * h * w <= kept.max_bytes:
+            kept.shape, kept.operator = (h, w), (op, b.copy(), precond.copy())
     del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
     if isinstance(op, CropOperator):
         mask = unknown.view(np.uint8)  # (no copy: the crop layout is the identity)
     else:
         mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
-    b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
-    precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
     data, x = np.empty_like(b), np.empty_like(b)
     # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
-    kernels.in_blocks(b.size, kernels.solve_terms, kernels.solve_terms_blocks)(
+    compiled.in_blocks(b.size, "solve_terms")(
         *(np.ascontiguousarray(v).reshape(-1) for v in (mask, op.compact(weight), op.compact(prior),
                                                         op.compact(initial))),
         settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1), 0, b.size)
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
-    restrict = kernels.in_blocks(x.size, kernels.restrict_and_shift, kernels.restrict_and_shift_blocks)
+    restrict = compiled.in_blocks(x.size, "restrict_and_shift")
 
     def apply_a(v):  # ((L_uu + λC) v, vᵀ(L_uu + λC) v) for v zero on known pixels (one pass over L v)
         out = op.apply(v, out=product)
@@ -236,27 +246,46 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     return np.where(unknown, x, trimap).astype(np.float32)
 
 
+@dataclass
+class KeptOperator:
+    """The finest level's operator of one solve with its set-up, L·α_known and diag(L) (both float64 in the
+    operator's layout), kept for a second solve of the same crop (the same image, expanded trimap, ε, radius and
+    tile settings); only when it takes at most ``max_bytes`` (:data:`OPERATOR_BYTES_PER_PIXEL` per crop pixel)."""
+    max_bytes: int
+    shape: Optional[Tuple[int, int]] = None
+    operator: Optional[tuple] = None
+
+    def release(self) -> None:
+        self.shape = self.operator = None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What a solve derives from its image and trimap before the linear system (steps 1 and 3 above): the trimap
     after known-region expansion and the colour-sampling prior (α̂, confidence), both whole-frame H×W float32.
     A second solve of the same frame with the same settings (a shot's steadied solve, mattebox.shots) passes it
-    back instead of deriving it again."""
+    back instead of deriving it again, and with ``kept`` (see :func:`prepare`) also reuses the first solve's
+    finest-level operator (its window inverses and diag(L): ~a quarter of a 10-iteration solve)."""
     trimap: np.ndarray
     samples: Optional[Tuple[np.ndarray, np.ndarray]]  #: None when the settings use no sampling prior
+    kept: Optional[KeptOperator] = field(default=None, compare=False)
 
 
-def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings) -> Prepared:
-    """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``."""
+def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings,
+            keep_operator_bytes: int = 0) -> Prepared:
+    """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``;
+    ``keep_operator_bytes`` > 0: the first solve given it keeps its finest-level operator up to that size for the
+    next (release it with ``prepared.kept.release()``)."""
     # numba's threads start (on a frame big enough for them) before the frame's big arrays, not amid them: started
     # mid-solve, the pool's small long-lived allocations landed at the top of the heap, which then could not shrink
-    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB)
-    kernels.row_blocks(trimap.size)
+    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB); a small frame imports no numba here
+    compiled.row_blocks(trimap.size)
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
+    kept = KeptOperator(keep_operator_bytes) if keep_operator_bytes > 0 else None
     tiny = min(trimap.shape) < 2 * settings.radius + 1
     if not (trimap == UNKNOWN).any() or not (settings.data_weight > 0 or tiny):
-        return Prepared(trimap, None)
-    return Prepared(trimap, alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma))
+        return Prepared(trimap, None, kept)
+    return Prepared(trimap, alpha_prior(image_srgb, trimap, sigma=settings.prior_sigma), kept)
 
 
 def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[SolverSettings] = None,
@@ -305,7 +334,7 @@ def solve_alpha(image_srgb: np.ndarray, trimap: np.ndarray, settings: Optional[S
     if initial is not None:  # in the solver's units, before the levels remap below
         start = np.ascontiguousarray(initial[crop], np.float32) * (1.0 - 2.0 * settings.snap) + settings.snap
     solved = _solve_level(np.ascontiguousarray(image_srgb[crop]), trimap[crop].copy(), prior, weight, settings,
-                          lambda done, total: progress("alpha", done, total), start=start)
+                          lambda done, total: progress("alpha", done, total), start=start, kept=prepared.kept)
     alpha = trimap  # (allocated no earlier: the finest level's CG is the peak of memory)
     alpha[crop] = solved
     alpha = np.clip(alpha, 0.0, 1.0)

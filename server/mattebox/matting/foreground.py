@@ -19,7 +19,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from . import kernels
+from . import compiled
 
 _NO_PLATE = np.zeros((1, 1, 3), np.float32)  # what the sweeps get without a plate (then never read)
 
@@ -55,7 +55,7 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
             bg = cv2.resize(bg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
         fg, bg = (np.ascontiguousarray(x, np.float32) for x in (fg, bg))  # updated in place by the sweeps
         iterations = small_iterations if max(lh, lw) <= small_size else big_iterations
-        sweeps = kernels.in_blocks(lh * lw, kernels.foreground_sweeps, kernels.foreground_sweeps_blocks)
+        sweeps = compiled.in_blocks(lh * lw, "foreground_sweeps")
         sweeps(np.ascontiguousarray(img, np.float32), np.ascontiguousarray(a, np.float32), fg, bg,
                _NO_PLATE if plate is None else np.ascontiguousarray(plate, np.float32),
                0.0 if plate is None else float(background_weight), eps_r, omega, iterations)

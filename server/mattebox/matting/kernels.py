@@ -16,16 +16,19 @@ foreground's sweeps, works on a range of rows (or of items of a flat array) give
 ``start, stop``. Its twin ``NAME_blocks(blocks, …the same arguments…)`` runs the same work in ``blocks`` blocks on
 numba's threads (``prange``), every output computed by the same operations in the same order whatever the number of
 blocks, so results do not depend on the thread count (bit for bit; tests/test_classical_solver.py). Callers pick one
-with :func:`in_blocks`, which takes the twin only where :func:`row_blocks` gives more than one block (1080p and 4K
-frames), so small frames never start a thread. Sums over a whole vector (CG's dot products) add fixed chunks of
-:data:`SUM_CHUNK` elements, and then the chunks' sums in order, serial or not.
+with :func:`.compiled.in_blocks`, which takes the twin only where :func:`.compiled.row_blocks` gives more than one
+block (1080p and 4K frames), so small frames never start a thread. Sums over a whole vector (CG's dot products) add
+fixed chunks of :data:`SUM_CHUNK` elements, and then the chunks' sums in order, serial or not.
+
+This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs the serial
+kernels from an extension compiled ahead of time from this file (``python -m mattebox.matting.aot build``, no numba
+at run time) and imports this module, numba's JIT of the same functions, only where that extension does not serve a
+call, and for the ``_blocks`` twins (pycc cannot compile ``prange``).
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import threading
 
 import numba
 import numpy as np
@@ -44,10 +47,6 @@ if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
-#: pixels per thread below which the Laplacian product stays on one thread: on a shared 2-core machine the second
-#: thread's start and wait cost more than it saved at alphamatting-dev's 450k-pixel crops (bench/speed: alpha stage
-#: 15.6 s with 2 threads at 200k, 12.6 s on one), and it pays at 1080p and 4K
-PARALLEL_PIXELS = 500_000
 #: the elements a vector sum (:func:`dot`, :func:`cg_update`) adds in one plain loop before adding the chunks' sums in
 #: order: fixed, so a sum does not depend on the thread count; 2^19, above alphamatting-dev's crops (≤ 0.5M pixels),
 #: whose sums are the plain loop's
@@ -55,53 +54,9 @@ SUM_CHUNK = 1 << 19
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
-    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one, row_blocks is 1
+    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one,
+    # compiled.row_blocks is 1
     numba.config.THREADING_LAYER = "threadsafe"
-_parallel_ok = None  # whether the threading layer loaded (tried on the first parallel product)
-_launching = threading.Lock()  # the server's job threads may ask at once
-
-
-def _launch_threads() -> None:
-    """Start numba's threads with a tiny parallel product; sets :data:`_parallel_ok`."""
-    global _parallel_ok
-    # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
-    # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
-    # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
-    # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
-    # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
-    # later (its own libgomp) keeps its default.
-    user_policy = os.environ.get("OMP_WAIT_POLICY")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:  # a tiny product launches the threads
-        laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                        np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                        np.zeros((2, 7, 5)), np.zeros((3, 3)))
-        _parallel_ok = True
-    except ValueError:  # "No threading layer could be loaded"
-        _parallel_ok = False
-    finally:
-        if user_policy is None:
-            del os.environ["OMP_WAIT_POLICY"]
-
-
-def row_blocks(pixels: int) -> int:
-    """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
-    (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads. The
-    first call that gives more than one starts numba's threads."""
-    blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
-    if blocks > 1 and _parallel_ok is None:
-        with _launching:
-            if _parallel_ok is None:
-                _launch_threads()
-    return blocks if _parallel_ok else 1
-
-
-def in_blocks(items: int, serial, parallel):
-    """The kernel to call for work over ``items`` pixels: ``serial`` itself, or its twin ``parallel`` with the
-    number of blocks bound as its first argument where :func:`row_blocks` gives more than one: the same call (and
-    the same result, bit for bit) either way."""
-    blocks = row_blocks(items)
-    return serial if blocks == 1 else functools.partial(parallel, blocks)
 
 
 @njit(cache=True, inline="always")

@@ -35,7 +35,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from . import kernels
+from . import compiled
 
 #: the 6 distinct entries of a symmetric 3×3 matrix, as (row, column)
 _SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
@@ -62,15 +62,15 @@ class MattingLaplacian:
     3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
     centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
     sweep (:mod:`.kernels`), in ``blocks`` blocks of rows on numba's threads (default: one per thread for large
-    images, :func:`.kernels.row_blocks`).
+    images, :func:`.compiled.row_blocks`).
     """
 
     def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None,
                  blocks: Optional[int] = None):
         h, w = image.shape[:2]
-        if r != kernels.RADIUS:
-            raise ValueError(f"radius: the compiled matting Laplacian uses Levin's 3x3 windows (r = {kernels.RADIUS}), "
-                             f"got r = {r}")
+        if r != compiled.RADIUS:
+            raise ValueError(f"radius: the compiled matting Laplacian uses Levin's 3x3 windows "
+                             f"(r = {compiled.RADIUS}), got r = {r}")
         if h < 2 * r + 1 or w < 2 * r + 1:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
         if valid is None:  # windows fully inside the image (BandOperator passes its own)
@@ -85,11 +85,11 @@ class MattingLaplacian:
         # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
         self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
         self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
-        kernels.in_blocks(h * w, kernels.window_inverse, kernels.window_inverse_blocks)(
+        compiled.in_blocks(h * w, "window_inverse")(
             self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov, 0, h)
         # per block of rows (run in parallel; the result does not depend on their number): the product's window
         # rows and scratch
-        blocks = kernels.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
+        blocks = compiled.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
         self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
         self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
 
@@ -98,16 +98,16 @@ class MattingLaplacian:
         out = np.empty(self.valid.shape, np.float64) if out is None else out
         p = np.ascontiguousarray(p, np.float64)
         if len(self._ring) == 1:
-            kernels.laplacian_rows(self.image, self.inv_cov, self.valid, self.count, p, self._ring[0], self._sums[0],
+            compiled.laplacian_rows(self.image, self.inv_cov, self.valid, self.count, p, self._ring[0], self._sums[0],
                                    out, 0, len(p))
         else:
-            kernels.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out)
+            compiled.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out)
         return out
 
     def diagonal(self) -> np.ndarray:
         """diag(L) (for the Jacobi preconditioner)."""
         out = np.empty(self.valid.shape, np.float64)
-        kernels.in_blocks(out.size, kernels.laplacian_diagonal, kernels.laplacian_diagonal_blocks)(
+        compiled.in_blocks(out.size, "laplacian_diagonal")(
             self.image, self.inv_cov, self.valid, out, 0, len(out))
         return out
 
@@ -228,12 +228,12 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     cross = _box_means((c * alpha_coarse for c in channels), r)
     del channels
     coeffs = np.empty((4,) + alpha_coarse.shape, np.float64)
-    kernels.in_blocks(alpha_coarse.size, kernels.affine_coefficients, kernels.affine_coefficients_blocks)(
+    compiled.in_blocks(alpha_coarse.size, "affine_coefficients")(
         means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2), coeffs, 0,
         len(alpha_coarse))
     del means, products, cross
     a0, a1, a2, b = (cv2.resize(_box_mean(x, r), (w, h), interpolation=cv2.INTER_LINEAR) for x in coeffs)
     out = np.empty((h, w), np.float32)
-    kernels.in_blocks(h * w, kernels.affine_evaluate, kernels.affine_evaluate_blocks)(
+    compiled.in_blocks(h * w, "affine_evaluate")(
         b, a0, a1, a2, image_fine, out, 0, h)
     return out

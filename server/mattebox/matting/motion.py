@@ -65,15 +65,19 @@ def _pixel_grid(h: int, w: int) -> np.ndarray:
     return grid
 
 
-def sample_grid(flow: np.ndarray) -> np.ndarray:
-    """H×W×2 float32 absolute source coordinates p + d(p) for cv2.remap (one two-channel map)."""
-    return _pixel_grid(*flow.shape[:2]) + np.asarray(flow, np.float32)
+def sample_grid(flow: np.ndarray, box=None, size=None) -> np.ndarray:
+    """H×W×2 float32 absolute source coordinates p + d(p) for cv2.remap (one two-channel map). ``box`` (a pair of
+    slices, with the frame's ``size`` (H, W)): ``flow`` covers only that box of the target frame."""
+    grid = _pixel_grid(*flow.shape[:2]) if box is None else _pixel_grid(*size)[box]
+    return grid + np.asarray(flow, np.float32)
 
 
-def warp(source: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+def warp(source: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR, box=None) -> np.ndarray:
     """Backward-warp ``source`` onto the flow's target frame (border pixels replicated); ``interpolation`` an
-    OpenCV flag (INTER_NEAREST for labels, INTER_CUBIC where bilinear's blur matters)."""
-    return cv2.remap(np.ascontiguousarray(source), sample_grid(flow), None, interpolation,
+    OpenCV flag (INTER_NEAREST for labels, INTER_CUBIC where bilinear's blur matters). ``box``: ``flow`` covers
+    only this box (a pair of slices) of a target frame the size of ``source``, and so does the result: the same
+    values as the whole warp's there, for the cost of the box."""
+    return cv2.remap(np.ascontiguousarray(source), sample_grid(flow, box, source.shape[:2]), None, interpolation,
                      borderMode=cv2.BORDER_REPLICATE)
 
 

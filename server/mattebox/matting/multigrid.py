@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import kernels
+from . import compiled
 
 #: the coarsest level has at most this many unknown aggregates (or a side under 8), solved by Jacobi-CG
 COARSEST_UNKNOWNS = 2000
@@ -60,7 +60,7 @@ class VCycle:
         h, w = mask.shape
         stencil = np.empty((9, (h + 1) // 2, (w + 1) // 2))
         l1 = np.empty((h, w))
-        kernels.galerkin_fine(laplacian.image, laplacian.inv_cov, laplacian.valid, mask, data, stencil, l1)
+        compiled.galerkin_fine(laplacian.image, laplacian.inv_cov, laplacian.valid, mask, data, stencil, l1)
         self.dinv = _inverse(l1)
         self.levels = []  # (stencil, its ℓ1-Jacobi smoother's inverse diagonal)
         while True:
@@ -71,11 +71,11 @@ class VCycle:
             if live.sum() <= COARSEST_UNKNOWNS or min(h, w) < 8:
                 break
             stencil, coarse = np.empty((9, (h + 1) // 2, (w + 1) // 2)), stencil
-            kernels.galerkin_stencil(coarse, stencil)
+            compiled.galerkin_stencil(coarse, stencil)
 
     def _stencil_apply(self, k: int, v: np.ndarray) -> np.ndarray:
         out = np.empty_like(v)
-        kernels.stencil_apply(self.levels[k][0], v, out)
+        compiled.stencil_apply(self.levels[k][0], v, out)
         return out
 
     def _cycle(self, k: int, r: np.ndarray) -> np.ndarray:
@@ -123,16 +123,16 @@ def _jacobi_cg(apply_a, b, dinv, iterations=200, tolerance=1e-10):
 def flexible_cg(apply_a, b, x, precondition, max_iterations, tolerance, report):
     """Flexible preconditioned CG (Notay 2000: β = zₖ₊₁ᵀ(rₖ₊₁ − rₖ) / zₖᵀrₖ) from ``x`` (updated in place and
     returned); stops at ‖r‖/‖b‖ < ``tolerance``. ``apply_a`` may return the same buffer every time."""
-    norm_b = np.sqrt(kernels.dot(b.reshape(-1), b.reshape(-1))) or 1.0
+    norm_b = np.sqrt(compiled.dot(b.reshape(-1), b.reshape(-1))) or 1.0
     r = b - apply_a(x)
     z = precondition(r)
     p = z.copy()
-    rz = kernels.dot(r.reshape(-1), z.reshape(-1))
+    rz = compiled.dot(r.reshape(-1), z.reshape(-1))
     for it in range(max_iterations):
-        if np.sqrt(kernels.dot(r.reshape(-1), r.reshape(-1))) / norm_b < tolerance:
+        if np.sqrt(compiled.dot(r.reshape(-1), r.reshape(-1))) / norm_b < tolerance:
             break
         ap = apply_a(p)
-        curvature = kernels.dot(p.reshape(-1), ap.reshape(-1))
+        curvature = compiled.dot(p.reshape(-1), ap.reshape(-1))
         if not np.isfinite(curvature) or curvature <= 0:
             break
         step = rz / curvature
@@ -140,8 +140,8 @@ def flexible_cg(apply_a, b, x, precondition, max_iterations, tolerance, report):
         r_old = r.copy()
         r -= step * ap
         z = precondition(r)
-        beta = kernels.dot(z.reshape(-1), (r - r_old).reshape(-1)) / max(rz, 1e-300)
-        rz = kernels.dot(r.reshape(-1), z.reshape(-1))
+        beta = compiled.dot(z.reshape(-1), (r - r_old).reshape(-1)) / max(rz, 1e-300)
+        rz = compiled.dot(r.reshape(-1), z.reshape(-1))
         p *= beta
         p += z
         if it % 10 == 0:

@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from . import kernels
+from . import compiled
 
 UNKNOWN = 0.5
 
@@ -34,17 +34,17 @@ def nearest_known(trimap: np.ndarray, label: float, at: np.ndarray):
     dist, labels = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.flatnonzero's order
     positions = np.empty(zeros, np.int64)
-    kernels.zero_positions(source, positions)
+    compiled.zero_positions(source, positions)
     del source
     near_dist, near_index = np.empty(at.size, np.float32), np.empty(at.size, np.int64)
-    kernels.in_blocks(at.size, kernels.gather_nearest, kernels.gather_nearest_blocks)(
+    compiled.in_blocks(at.size, "gather_nearest")(
         dist, labels, positions, at, near_dist, near_index, 0, at.size)
     return near_dist, near_index
 
 
 def _gather_colours(pixels: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index`` (:func:`.kernels.gather_colours`)."""
-    kernels.in_blocks(index.size, kernels.gather_colours, kernels.gather_colours_blocks)(pixels, index, out, 0,
+    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0,
                                                                                           index.size)
     return out
 
@@ -60,10 +60,10 @@ def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, at: 
     _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), near[1], out[0])
     del near
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
-    kernels.in_blocks(trimap.size, kernels.label_weighted, kernels.label_weighted_blocks)(
+    compiled.in_blocks(trimap.size, "label_weighted")(
         np.ascontiguousarray(image), np.ascontiguousarray(trimap), np.float32(label), weighted, 0, len(trimap))
     box = np.empty_like(weighted)
-    candidates = kernels.in_blocks(at.size, kernels.box_candidates, kernels.box_candidates_blocks)
+    candidates = compiled.in_blocks(at.size, "box_candidates")
     for s, radius in enumerate(scales, 1):
         cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
         candidates(box.reshape(-1, 4), at, out[0], out[s], 0, at.size)
@@ -84,7 +84,7 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
         return prior, confidence
     colour = _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), at, np.empty((3, at.size), np.float32))
     best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
-    kernels.in_blocks(at.size, kernels.best_colour_pairs, kernels.best_colour_pairs_blocks)(
+    compiled.in_blocks(at.size, "best_colour_pairs")(
         colour, fgs, bgs, sigma, separation, best_alpha, best_confidence, 0, at.size)
     prior.reshape(-1)[at] = best_alpha
     confidence.reshape(-1)[at] = best_confidence

