@@ -96,9 +96,9 @@ def test_nearest_known_and_expansion():
     trimap[:, 4] = 0.0
     where = np.zeros((5, 5), bool)
     where[2, 3] = where[4, 1] = True
-    dist, nearest = nearest_known(trimap, 1.0, where)
+    dist, nearest = nearest_known(trimap, 1.0, np.flatnonzero(where))
     assert dist[0] == pytest.approx(3.0, abs=0.1) and list(nearest) == [2 * 5 + 0, 4 * 5 + 0]  # (2, 0), (4, 0)
-    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, where) is None
+    assert nearest_known(np.full((3, 3), 0.5, np.float32), 1.0, np.flatnonzero(where[:3, :3])) is None
     image = np.zeros((5, 5, 3), np.float32)
     image[:, :2] = 1.0  # column 1 has the foreground's colour, column 3 the background's
     out = expand_known(image, trimap, radius=2, colour=0.01)
@@ -130,7 +130,7 @@ def test_compiled_expansion_equals_the_numpy_formulation(seed):
     at = np.flatnonzero(unknown)
     pixels = image.reshape(-1, 3)
     for label in (0.0, 1.0):
-        dist, nearest = nearest_known(trimap, label, unknown)
+        dist, nearest = nearest_known(trimap, label, at)
         close = (dist <= radius) & (np.linalg.norm(pixels[at] - pixels[nearest], axis=1) <= colour)
         hit = np.zeros_like(unknown)
         hit.reshape(-1)[at[close]] = True
@@ -140,6 +140,22 @@ def test_compiled_expansion_equals_the_numpy_formulation(seed):
     out = expand_known(image, trimap, radius, colour)
     assert (out != trimap).any() and ((out == 0.5) & (trimap == 0.5)).any()  # it expanded, and not everything
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_compiled_nearest_known_equals_the_numpy_formulation(label):
+    """nearest_known's look-ups (kernels.zero_positions, gather_nearest) replaced numpy's flatnonzero of the
+    label's pixels and three gathers: the same distances and flat indices, bit for bit."""
+    import cv2
+
+    image, trimap = random_scene(3)
+    at = np.flatnonzero(trimap == 0.5)
+    source = (trimap != label).astype(np.uint8)
+    dist, labels = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    near_dist, near_index = nearest_known(trimap, label, at)
+    np.testing.assert_array_equal(near_dist, dist.reshape(-1)[at])
+    np.testing.assert_array_equal(near_index, np.flatnonzero(source == 0)[labels.reshape(-1)[at] - 1])
+    assert (trimap.reshape(-1)[near_index] == label).all()
 
 
 def test_compiled_box_candidates_equal_the_numpy_formulation():
@@ -152,7 +168,8 @@ def test_compiled_box_candidates_equal_the_numpy_formulation():
     image, trimap = random_scene(2)
     unknown = trimap == 0.5
     at = np.flatnonzero(unknown)
-    out = _colour_candidates(image, trimap, 1.0, unknown, at, (1, 4))
+    out = _colour_candidates(image, trimap, 1.0, at, (1, 4))
+    np.testing.assert_array_equal(out[0], image.reshape(-1, 3)[nearest_known(trimap, 1.0, at)[1]].T)
     weight = (trimap == 1.0).astype(np.float32)
     weighted = np.concatenate([image * weight[..., None], weight[..., None]], axis=2)
     for s, radius in enumerate((1, 4), 1):
@@ -177,7 +194,7 @@ def test_compiled_affine_evaluation_equals_the_numpy_formulation():
         for c, a in enumerate((a0, a1, a2)):
             expected += a * image[:, :, c]
         out = np.empty((13, 17), np.float32)
-        kernels.affine_evaluate(b, a0, a1, a2, image, out)
+        kernels.affine_evaluate(b, a0, a1, a2, image, out, 0, len(out))
         np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
@@ -207,7 +224,7 @@ def test_compiled_affine_coefficients_equal_the_numpy_formulation():
     b = mean_alpha - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
     coeffs = np.empty((4,) + shape)
     kernels.affine_coefficients(np.stack(m), np.stack([box(ch[i] * ch[j]) for i, j in pairs]),
-                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs)
+                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs, 0, shape[0])
     for got, want in zip(coeffs, (*a, b)):
         np.testing.assert_array_equal(got, want)
 
@@ -229,7 +246,7 @@ def test_compiled_solve_terms_equal_the_numpy_formulation():
                 np.where(mask > 0, 1.0 / np.maximum(diagonal + data, 1e-2), 0.0), initial.astype(np.float64) * mask)
     assert (diagonal + data < 1e-2).any() and (diagonal + data > 1e-2).any()  # both sides of the clamp
     out = [np.empty(n), known_product.copy(), diagonal.copy(), np.empty(n)]  # b and precond start as L α_k, diag
-    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out)
+    kernels.solve_terms(mask, weight, prior, initial, data_weight, *out, 0, n)
     for got, want in zip(out, expected):
         np.testing.assert_array_equal(got, want)
 
@@ -354,3 +371,121 @@ def test_the_solve_is_stable_under_perturbations_below_one_code_value(seed):
     a, b = solve_alpha(image, pair.trimap), solve_alpha(noisy, pair.trimap)
     assert np.abs(a - b).mean() < 2e-4 and np.abs(a - b).max() < 0.05
 
+
+
+def kernel_cases(rng):
+    """(name, arguments) of each kernel with a ``NAME_blocks`` twin, on random data with every branch taken;
+    the arguments that are written to are arrays (fresh copies are made per call)."""
+    from mattebox.matting import kernels
+
+    h, w = 23, 17
+    image = rng.random((3, h, w)).astype(np.float32)
+    image[:, 5:12, 4:9] = 0.5  # flat windows (tiny covariance)
+    valid = (rng.random((h, w)) > 0.2).astype(np.uint8)
+    inv = np.zeros((6, h, w))
+    kernels.window_inverse(image, valid, 1e-7 / 9, inv, 0, h)
+    n = 301
+    flat_trimap = np.where(rng.random(h * w) < 0.5, 0.5, rng.integers(0, 2, h * w)).astype(np.float32)
+    at = np.flatnonzero(flat_trimap == 0.5)
+    pixels = rng.random((h * w, 3)).astype(np.float32)
+    box = rng.random((h * w, 4)).astype(np.float32)
+    box[::3, 3] = 0.0  # boxes without known pixels
+    mask = (rng.random(n) < 0.6).astype(np.uint8)
+    plane = rng.random((h, w))
+    return [
+        ("window_inverse", (image, valid, 1e-7 / 9, np.empty((6, h, w)), 0, h)),
+        ("laplacian_diagonal", (image, inv, valid, np.empty((h, w)), 0, h)),
+        ("affine_coefficients", (rng.random((3, h, w)), rng.random((6, h, w)), rng.random((3, h, w)),
+                                 rng.random((h, w)).astype(np.float32), 1e-4 / 9, np.empty((4, h, w)), 0, h)),
+        ("affine_evaluate", (plane, plane * 2, plane * 3, plane - 1, rng.random((h, w, 3)).astype(np.float32),
+                             np.empty((h, w), np.float32), 0, h)),
+        ("solve_terms", (mask, *(rng.random(n).astype(np.float32) for _ in range(3)), 0.005, np.empty(n),
+                         rng.normal(0, 1, n), rng.random(n) * 0.02, np.empty(n), 0, n)),
+        ("cg_direction", (rng.normal(0, 1, n), rng.normal(0, 1, n), rng.random(n), 0.7, 0, n)),
+        ("expand_label", (pixels, at, rng.random(at.size).astype(np.float32) * 8, rng.integers(0, h * w, at.size),
+                          5, 0.6, np.float32(1.0), flat_trimap, 0, at.size)),
+        ("gather_nearest", (rng.random((h, w)).astype(np.float32), rng.integers(1, 50, (h, w)).astype(np.int32),
+                            rng.integers(0, h * w, 49), at, np.empty(at.size, np.float32), np.empty(at.size, np.int64),
+                            0, at.size)),
+        ("gather_colours", (pixels, at, np.empty((3, at.size), np.float32), 0, at.size)),
+        ("label_weighted", (rng.random((h, w, 3)).astype(np.float32), flat_trimap.reshape(h, w), np.float32(1.0),
+                            np.empty((h, w, 4), np.float32), 0, h)),
+        ("box_candidates", (box, at, rng.random((3, at.size)).astype(np.float32),
+                            np.empty((3, at.size), np.float32), 0, at.size)),
+        ("best_colour_pairs", (rng.random((3, n)).astype(np.float32), rng.random((4, 3, n)).astype(np.float32),
+                               rng.random((4, 3, n)).astype(np.float32), 0.1, 0.1, np.empty(n, np.float32),
+                               np.empty(n, np.float32), 0, n)),
+        ("foreground_sweeps", (rng.random((h, w, 3)).astype(np.float32), rng.random((h, w)).astype(np.float32),
+                               rng.random((h, w, 3)).astype(np.float32), rng.random((h, w, 3)).astype(np.float32),
+                               rng.random((h, w, 3)).astype(np.float32), 0.5, 5e-3, 1.0, 3)),
+    ]
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 7])
+def test_each_kernel_in_blocks_equals_the_serial_kernel_bit_for_bit(blocks):
+    """Every kernel's twin on numba's threads (kernels.NAME_blocks: the rows or items in blocks) writes exactly
+    what the serial kernel writes, so no result depends on the number of threads; also for blocks of a few rows
+    (7 blocks of 23 rows: the diagonal's windows straddle the blocks' ends)."""
+    from mattebox.matting import kernels
+
+    for name, args in kernel_cases(np.random.default_rng(11)):
+        serial = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        getattr(kernels, name)(*serial)
+        getattr(kernels, name + "_blocks")(blocks, *parallel)
+        for one, other in zip(serial, parallel):
+            if isinstance(one, np.ndarray):
+                np.testing.assert_array_equal(other, one, err_msg=name)
+
+
+def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
+    """CG's sums (kernels.dot, kernels.cg_update, kernels.restrict_and_shift) add SUM_CHUNK elements in a plain
+    loop, then the chunks' sums in order: one chunk is the plain loop's sum, and the twins on threads give the same
+    sums and vectors."""
+    from mattebox.matting import kernels
+
+    rng = np.random.default_rng(12)
+    small = rng.normal(0, 1, (2, 1000))
+    assert kernels.dot(*small) == np.cumsum(small[0] * small[1])[-1]  # cumsum adds in order
+    n = 2 * kernels.SUM_CHUNK + 12_345  # three chunks
+    a, b = rng.normal(0, 1, (2, n))
+    chunked = 0.0
+    for start in range(0, n, kernels.SUM_CHUNK):
+        chunked += np.cumsum(a[start:start + kernels.SUM_CHUNK] * b[start:start + kernels.SUM_CHUNK])[-1]
+    assert kernels.dot(a, b) == chunked
+    for blocks in (2, 3):
+        assert kernels.dot_blocks(blocks, a, b) == chunked
+    vectors = rng.normal(0, 1, (4, n))
+    precond = rng.random(n)
+    serial = vectors.copy()
+    sums = kernels.cg_update(*serial, precond, 0.3)
+    for blocks in (2, 5):
+        parallel = vectors.copy()
+        assert kernels.cg_update_blocks(blocks, *parallel, precond, 0.3) == sums
+        np.testing.assert_array_equal(parallel, serial)
+    mask = (rng.random(n) < 0.5).astype(np.uint8)
+    product = vectors[0].copy()  # restrict_and_shift: the operator's rows and shift, and the curvature vᵀAv
+    curvature = kernels.restrict_and_shift(product, mask, precond, a)
+    np.testing.assert_array_equal(product, mask * vectors[0] + precond * a)
+    assert curvature == kernels.dot(a, product)
+    for blocks in (2, 3):
+        parallel = vectors[0].copy()
+        assert kernels.restrict_and_shift_blocks(blocks, parallel, mask, precond, a) == curvature
+        np.testing.assert_array_equal(parallel, product)
+
+
+def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit(monkeypatch):
+    """The engine's calls take the kernels' twins where compiled.row_blocks says so (1080p and 4K frames); forced
+    onto them at a small size, the expansion, prior, coarse-to-fine solve and multilevel foreground give the
+    serial results exactly."""
+    from mattebox.matting import compiled
+    from mattebox.matting.foreground import multilevel
+
+    image, _, trimap = two_colour_composite(96, 80)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, expand_radius=3)
+    serial = solve_alpha(image, trimap, settings)
+    serial_fg = multilevel(image, serial)
+    monkeypatch.setattr(compiled, "row_blocks", lambda pixels: 3)
+    threaded = solve_alpha(image, trimap, settings)
+    np.testing.assert_array_equal(threaded, serial)
+    np.testing.assert_array_equal(multilevel(image, serial), serial_fg)

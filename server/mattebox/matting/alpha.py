@@ -92,10 +92,11 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     out = np.array(trimap, np.float32)  # a copy, which the compiled passes change in place
     pixels = np.ascontiguousarray(image, np.float32).reshape(-1, 3)
     at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
+    expand = compiled.in_blocks(at.size, "expand_label")
     for label in (0.0, 1.0):
-        near = nearest_known(trimap, label, unknown)
+        near = nearest_known(trimap, label, at)
         if near is not None:
-            compiled.expand_label(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1))
+            expand(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1), 0, at.size)
     return out
 
 
@@ -103,28 +104,52 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     """Preconditioned conjugate gradients on the unknown pixels (arrays are masked vectors, float64 like the
     operator: see mattebox.matting.laplacian on why float32 is not enough at ε = 1e-7). The vector
     updates and dot products are compiled loops (:mod:`.kernels`), one pass each and no BLAS. ``b`` is overwritten
-    by the residual (one vector less at the peak); ``apply_a`` may return the same buffer every time."""
+    by the residual (one vector less at the peak); ``apply_a(v)`` returns (A v, vᵀA v), the product and its
+    curvature from one pass, and may return the same buffer every time."""
     def flat(a):
         return a.reshape(-1)  # a view: the arrays here are contiguous
 
-    norm_b = np.sqrt(compiled.dot(flat(b), flat(b))) or 1.0
+    dot = compiled.in_blocks(b.size, "dot")  # (both cores on big levels: the same sums)
+    update = compiled.in_blocks(b.size, "cg_update")
+    direction = compiled.in_blocks(b.size, "cg_direction")
+    norm_b = np.sqrt(dot(flat(b), flat(b))) or 1.0
     r = b
-    r -= apply_a(x)
+    r -= apply_a(x)[0]
     p = precond * r  # z = M⁻¹r, the first direction
-    rz, rr = compiled.dot(flat(r), flat(p)), compiled.dot(flat(r), flat(r))
+    rz, rr = dot(flat(r), flat(p)), dot(flat(r), flat(r))
     for it in range(max_iterations):
         if np.sqrt(rr) / norm_b < tolerance:
             break
-        ap = apply_a(p)
-        curvature = compiled.dot(flat(p), flat(ap))
+        ap, curvature = apply_a(p)
         if not np.isfinite(curvature) or curvature <= 0:
             break  # numerical breakdown (not seen with the float64 operator): keep the last iterate
-        rz_new, rr = compiled.cg_update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
-        compiled.cg_direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30))
+        rz_new, rr = update(flat(x), flat(r), flat(p), flat(ap), flat(precond), rz / curvature)
+        direction(flat(p), flat(r), flat(precond), rz_new / max(rz, 1e-30), 0, p.size)
         rz = rz_new
         if it % 10 == 0:
             report(it, max_iterations)
     return x
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). Arrays below
+    glibc's mmap threshold (which rises to 32 MiB as large arrays are freed) live on the heap, and the holes the
+    levels below and the set-up's temporaries leave there stay resident: at 4K the finest level's CG, the peak,
+    started ~50-90 MiB higher than its own arrays need, by how the earlier stages' allocations happened to fall
+    (1552 MiB whole-process peak; 1489 with this)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError, TypeError):  # no malloc_trim (not glibc); no CDLL(None) (Windows)
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None  # glibc's malloc_trim, once looked up (False where there is none)
 
 
 def _coarse_trimap(trimap: np.ndarray, size) -> np.ndarray:
@@ -193,22 +218,27 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
     data, x = np.empty_like(b), np.empty_like(b)
     # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
-    compiled.solve_terms(*(np.ascontiguousarray(v).reshape(-1) for v in (
-        mask, op.compact(weight), op.compact(prior), op.compact(initial))),
-        settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1))
+    compiled.in_blocks(b.size, "solve_terms")(
+        *(np.ascontiguousarray(v).reshape(-1) for v in (mask, op.compact(weight), op.compact(prior),
+                                                        op.compact(initial))),
+        settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1), 0, b.size)
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
     product = np.empty_like(x)  # every product goes here (no fresh pages per iteration)
+    restrict = compiled.in_blocks(x.size, "restrict_and_shift")
 
-    def apply_a(v):  # (L_uu + λC) v for v zero on known pixels (one pass over L v)
+    def apply_a(v):  # ((L_uu + λC) v, vᵀ(L_uu + λC) v) for v zero on known pixels (one pass over L v)
         out = op.apply(v, out=product)
-        compiled.restrict_and_shift(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
-        return out
+        return out, restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
 
+    _trim_heap()  # the set-up's temporaries are gone: CG's vectors grow from here, the finest level's to the peak
     if (settings.preconditioner == "multigrid" and isinstance(op, CropOperator)
             and unknown.sum() > settings.multigrid_unknowns):
-        cycle = multigrid.VCycle(op.laplacian, mask, data, apply_a)
-        x = multigrid.flexible_cg(apply_a, b, x, cycle, max(1, iterations // settings.multigrid_cost),
+        def product_only(v):
+            return apply_a(v)[0]
+
+        cycle = multigrid.VCycle(op.laplacian, mask, data, product_only)
+        x = multigrid.flexible_cg(product_only, b, x, cycle, max(1, iterations // settings.multigrid_cost),
                                   settings.tolerance, report)
     else:
         x = _cg(apply_a, b, x, precond, iterations, settings.tolerance, report)  # b becomes the residual
@@ -246,6 +276,10 @@ def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings
     """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``;
     ``keep_operator_bytes`` > 0: the first solve given it keeps its finest-level operator up to that size for the
     next (release it with ``prepared.kept.release()``)."""
+    # numba's threads start (on a frame big enough for them) before the frame's big arrays, not amid them: started
+    # mid-solve, the pool's small long-lived allocations landed at the top of the heap, which then could not shrink
+    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB); a small frame imports no numba here
+    compiled.row_blocks(trimap.size)
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     kept = KeptOperator(keep_operator_bytes) if keep_operator_bytes > 0 else None
     tiny = min(trimap.shape) < 2 * settings.radius + 1

@@ -15,15 +15,17 @@ Which path runs a call (docs/classical.md, "Speed"):
   them);
 * numba's JIT (:mod:`.kernels`, imported on the first such call) otherwise: no extension, a stale one, a call
   with other argument types (recorded in :data:`fallbacks`; tests/test_kernels_aot.py fails when the engine's
-  standard inputs make one), ``MATTEBOX_KERNELS=jit``, and always for the product over several blocks of rows
-  (:func:`row_blocks`, frames from 2 × :data:`PARALLEL_PIXELS` pixels with several numba threads): pycc cannot
-  compile ``prange``, and its functions hold the GIL.
+  standard inputs make one), ``MATTEBOX_KERNELS=jit``, and always for the work over several blocks of rows on
+  numba's threads (the kernels' ``_blocks`` twins, which :func:`in_blocks` picks for frames from
+  2 × :data:`PARALLEL_PIXELS` pixels when there are several numba threads): pycc cannot compile ``prange``, and its
+  functions hold the GIL.
 
 Both paths compile the same source for the same CPU: their results are equal bit for bit (tested per kernel and
 on a whole matte).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -44,36 +46,45 @@ PARALLEL_PIXELS = 500_000
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
 #: (alphamatting-dev with both trimaps, the three quality presets, the 1080p mask and 4K cases)
 SIGNATURES = {
-    "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]")],
+    "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
     "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
                         "f8[:,::1]", "f8[:,::1]", "i8", "i8")],
-    "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]")],
+    "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]", "i8", "i8")],
     "foreground_sweeps": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
                            "f8", "i8")],
-    "best_colour_pairs": [("f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8", "f4[::1]", "f4[::1]")],
-    "expand_label": [("f4[:,::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "f8", "f4", "f4[::1]")],
-    "box_candidates": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "f4[:,::1]")],
+    "best_colour_pairs": [("f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8", "f4[::1]", "f4[::1]", "i8",
+                           "i8")],
+    "expand_label": [("f4[:,::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "f8", "f4", "f4[::1]", "i8", "i8")],
+    "box_candidates": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "f4[:,::1]", "i8", "i8")],
+    "zero_positions": [("u1[:,::1]", "i8[::1]")],
+    "gather_nearest": [("f4[:,::1]", "i4[:,::1]", "i8[::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "i8")],
+    "gather_colours": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "i8", "i8")],
+    "label_weighted": [("f4[:,:,::1]", "f4[:,::1]", "f4", "f4[:,:,::1]", "i8", "i8")],
     "dot": [("f8[::1]", "f8[::1]")],
     "cg_update": [("f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8")],
-    "cg_direction": [("f8[::1]", "f8[::1]", "f8[::1]", "f8")],
+    "cg_direction": [("f8[::1]", "f8[::1]", "f8[::1]", "f8", "i8", "i8")],
     "restrict_and_shift": [("f8[::1]", "u1[::1]", "f8[::1]", "f8[::1]")],
-    "solve_terms": [("u1[::1]", "f4[::1]", "f4[::1]", "f4[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]"),
+    "solve_terms": [("u1[::1]", "f4[::1]", "f4[::1]", "f4[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]",
+                     "i8", "i8"),
                     # (the band-only operator's compact layout is float64)
-                    ("u1[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]")],
-    "affine_coefficients": [("f8[:,:,::1]", "f8[:,:,::1]", "f8[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]")],
-    "affine_evaluate": [("f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f4[:,:,::1]", "f4[:,::1]")],
+                    ("u1[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]",
+                     "i8", "i8")],
+    "affine_coefficients": [("f8[:,:,::1]", "f8[:,:,::1]", "f8[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]", "i8",
+                             "i8")],
+    "affine_evaluate": [("f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f4[:,:,::1]", "f4[:,::1]", "i8",
+                         "i8")],
     "galerkin_fine": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
                        "f8[:,::1]")],
     "galerkin_stencil": [("f8[:,:,::1]", "f8[:,:,::1]")],
     "stencil_apply": [("f8[:,:,::1]", "f8[:,::1]", "f8[:,::1]")],
 }
 #: return types of the kernels that return something (the others return nothing: numba's ``void``)
-RETURNS = {"dot": "f8", "cg_update": "UniTuple(f8, 2)"}
+RETURNS = {"dot": "f8", "cg_update": "UniTuple(f8, 2)", "restrict_and_shift": "f8"}
 
 #: the extension's module name (a file ``_kernels_aot<EXT_SUFFIX>`` beside this one; gitignored)
 EXTENSION = "_kernels_aot"
 #: numba's short dtype names used in :data:`SIGNATURES`, as numpy names them
-_DTYPES = {"f4": "float32", "f8": "float64", "u1": "uint8", "i8": "int64", "b1": "bool"}
+_DTYPES = {"f4": "float32", "f8": "float64", "u1": "uint8", "i4": "int32", "i8": "int64", "b1": "bool"}
 _FLOAT64, _INT64, _BOOL = np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)
 
 log = logging.getLogger(__name__)
@@ -84,6 +95,7 @@ unavailable: Optional[str] = None
 _extension = None  # the loaded module, False once known to be unusable, None before the first call
 _loading = threading.Lock()
 _parallel_ok = None  # whether the JIT's threading layer loaded (tried on the first product over several blocks)
+_launching = threading.Lock()  # guards the threads' start (:func:`row_blocks`)
 
 
 def arg_type(spec: str) -> tuple:
@@ -210,26 +222,57 @@ for _kernel in SIGNATURES:
     globals()[_kernel] = _dispatcher(_kernel)
 
 
+def _launch_threads() -> None:
+    """Start numba's threads with a tiny parallel product; sets :data:`_parallel_ok`."""
+    global _parallel_ok
+    kernels = _jit()
+    # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
+    # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
+    # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
+    # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
+    # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
+    # later (its own libgomp) keeps its default.
+    user_policy = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:  # a tiny product launches the threads
+        kernels.laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
+                                np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
+                                np.zeros((2, 7, 5)), np.zeros((3, 3)))
+        _parallel_ok = True
+    except ValueError:  # "No threading layer could be loaded"
+        _parallel_ok = False
+    finally:
+        if user_policy is None:
+            del os.environ["OMP_WAIT_POLICY"]
+
+
 def row_blocks(pixels: int) -> int:
     """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
     (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads. Below
-    2 × PARALLEL_PIXELS it is 1 without importing numba (the one-block product is ahead-of-time compiled)."""
-    global _parallel_ok
+    2 × PARALLEL_PIXELS it is 1 without importing numba (the one-block kernels are ahead-of-time compiled); the
+    first call that gives more than one starts numba's threads."""
     if pixels < 2 * PARALLEL_PIXELS:
         return 1
-    kernels = _jit()  # first: importing it chooses the threading layer numba's threads will start with
+    _jit()  # first: importing it chooses the threading layer numba's threads will start with
     import numba
 
     blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
     if blocks > 1 and _parallel_ok is None:
-        try:  # a tiny product launches the threads
-            kernels.laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                                    np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                                    np.zeros((2, 7, 5)), np.zeros((3, 3)))
-            _parallel_ok = True
-        except ValueError:  # "No threading layer could be loaded"
-            _parallel_ok = False
+        with _launching:  # the server's job threads may ask at once
+            if _parallel_ok is None:
+                _launch_threads()
     return blocks if _parallel_ok else 1
+
+
+def in_blocks(items: int, kernel: str) -> Callable:
+    """The function to call for ``kernel``'s work over ``items`` pixels: the kernel of this module (ahead of time
+    compiled where it can be) when :func:`row_blocks` gives one block, else its JIT twin ``kernel + "_blocks"``
+    (:mod:`.kernels`, ``prange`` on numba's threads) with the number of blocks bound as its first argument: the
+    same call (and the same result, bit for bit) either way."""
+    blocks = row_blocks(items)
+    if blocks == 1:
+        return globals()[kernel]
+    return functools.partial(getattr(_jit(), f"{kernel}_blocks"), blocks)
 
 
 def __getattr__(name: str):

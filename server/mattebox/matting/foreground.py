@@ -5,8 +5,8 @@ Two methods, both run in linear light so the result composites back to the plate
 * :func:`multilevel` — Germer, Uelwer, Conrad, Harmeling, "Fast Multi-Level Foreground Estimation", ICPR 2020:
   minimise Σ_i (α_i F_i + (1−α_i) B_i − I_i)² + Σ_{i~j} (ε_r + ω|α_i − α_j|)(‖F_i − F_j‖² + ‖B_i − B_j‖²),
   coarse to fine: at each level the per-pixel 2×2 system in (F_i, B_i) is solved with the neighbours fixed
-  (red-black Gauss-Seidel sweeps here, compiled: :func:`.kernels.foreground_sweeps`; the paper sweeps in scan
-  order), then the result is upsampled.
+  (red-black Gauss-Seidel sweeps here, compiled: :func:`.kernels.foreground_sweeps`, on both cores at large
+  levels; the paper sweeps in scan order), then the result is upsampled.
   Paper values: ε_r = 5·10⁻³, ω = 1, 10 iterations on small levels and 2 on large ones, small size 32.
 * :func:`blur_fusion` — Forte & Pitié, "Approximate Fast Foreground Colour Estimation", ICIP 2021, eq. 6:
   F = F̂ + α(I − αF̂ − (1−α)B̂), with F̂ = blur(αI)/blur(α), B̂ = blur((1−α)I)/blur(1−α); applied twice
@@ -55,9 +55,10 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
             bg = cv2.resize(bg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
         fg, bg = (np.ascontiguousarray(x, np.float32) for x in (fg, bg))  # updated in place by the sweeps
         iterations = small_iterations if max(lh, lw) <= small_size else big_iterations
-        compiled.foreground_sweeps(np.ascontiguousarray(img, np.float32), np.ascontiguousarray(a, np.float32), fg, bg,
-                                  _NO_PLATE if plate is None else np.ascontiguousarray(plate, np.float32),
-                                  0.0 if plate is None else float(background_weight), eps_r, omega, iterations)
+        sweeps = compiled.in_blocks(lh * lw, "foreground_sweeps")
+        sweeps(np.ascontiguousarray(img, np.float32), np.ascontiguousarray(a, np.float32), fg, bg,
+               _NO_PLATE if plate is None else np.ascontiguousarray(plate, np.float32),
+               0.0 if plate is None else float(background_weight), eps_r, omega, iterations)
     return fg
 
 

@@ -11,9 +11,19 @@ stored as float32 (exact in float64) and are widened with ``np.float64()`` — n
 The window radius is the compile-time constant :data:`RADIUS` (Levin's 3×3 windows): with the bounds of the window
 loops known, the compiler unrolls them, which makes the product 2-3× faster than with a run-time radius.
 
-This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs them from an
-extension compiled ahead of time from this file (``python -m mattebox.matting.aot build``, no numba at run time)
-and imports this module, numba's JIT of the same functions, only where that extension does not serve a call.
+**Both cores on big frames.** Each kernel that runs over whole frames is serial and, except CG's vector sums and the
+foreground's sweeps, works on a range of rows (or of items of a flat array) given by its last two arguments
+``start, stop``. Its twin ``NAME_blocks(blocks, …the same arguments…)`` runs the same work in ``blocks`` blocks on
+numba's threads (``prange``), every output computed by the same operations in the same order whatever the number of
+blocks, so results do not depend on the thread count (bit for bit; tests/test_classical_solver.py). Callers pick one
+with :func:`.compiled.in_blocks`, which takes the twin only where :func:`.compiled.row_blocks` gives more than one
+block (1080p and 4K frames), so small frames never start a thread. Sums over a whole vector (CG's dot products) add
+fixed chunks of :data:`SUM_CHUNK` elements, and then the chunks' sums in order, serial or not.
+
+This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs the serial
+kernels from an extension compiled ahead of time from this file (``python -m mattebox.matting.aot build``, no numba
+at run time) and imports this module, numba's JIT of the same functions, only where that extension does not serve a
+call, and for the ``_blocks`` twins (pycc cannot compile ``prange``).
 """
 from __future__ import annotations
 
@@ -37,12 +47,22 @@ if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
+#: the elements a vector sum (:func:`dot`, :func:`cg_update`) adds in one plain loop before adding the chunks' sums in
+#: order: fixed, so a sum does not depend on the thread count; 2^19, above alphamatting-dev's crops (≤ 0.5M pixels),
+#: whose sums are the plain loop's
+SUM_CHUNK = 1 << 19
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
     # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one,
     # compiled.row_blocks is 1
     numba.config.THREADING_LAYER = "threadsafe"
+
+
+@njit(cache=True, inline="always")
+def block_range(start, stop, block, blocks):
+    """The rows (or items) ``block`` of ``blocks`` covers when ``[start, stop)`` is split into near-equal blocks."""
+    return start + (stop - start) * block // blocks, start + (stop - start) * (block + 1) // blocks
 
 
 @njit(cache=True, inline="always")
@@ -61,15 +81,15 @@ def symmetric_inverse(s00, s01, s02, s11, s12, s22):
 
 
 @njit(cache=True)
-def window_inverse(image, valid, reg, inv):
-    """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array): the 6 distinct
-    entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv`` (6×H×W), by the adjugate;
-    zero elsewhere. ``image`` is 3 colour planes (3×H×W). Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et
-    al. 2008 eq. 12)."""
+def window_inverse(image, valid, reg, inv, start, stop):
+    """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array), rows ``start`` …
+    ``stop`` − 1: the 6 distinct entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv``
+    (6×H×W), by the adjugate; zero elsewhere. ``image`` is 3 colour planes (3×H×W). Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ
+    over the window (Levin et al. 2008 eq. 12)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
-    for y in range(h):
+    for y in range(start, stop):
         for x in range(w):
             if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
                 for c in range(6):
@@ -100,6 +120,14 @@ def window_inverse(image, valid, reg, inv):
             s22 = q22 / size - m2 * m2 + reg
             (inv[0, y, x], inv[1, y, x], inv[2, y, x],
              inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
+
+
+@njit(cache=True, parallel=True)
+def window_inverse_blocks(blocks, image, valid, reg, inv, start, stop):
+    """:func:`window_inverse` in ``blocks`` blocks of rows on numba's threads."""
+    for b in prange(blocks):
+        y0, y1 = block_range(start, stop, b, blocks)
+        window_inverse(image, valid, reg, inv, y0, y1)
 
 
 @njit(cache=True)
@@ -200,14 +228,16 @@ def laplacian_apply(image, inv, valid, count, p, rings, sums, out):
 
 
 @njit(cache=True)
-def laplacian_diagonal(image, inv, valid, out):
-    """out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|) over the valid windows (eq. 12),
-    window by window (μ_k once per window, each term added to the window's pixels)."""
+def laplacian_diagonal(image, inv, valid, out, start, stop):
+    """Rows ``start`` … ``stop`` − 1 of out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|)
+    over the valid windows (eq. 12), window by window (μ_k once per window, each term added to the window's pixels
+    in those rows; the windows whose rows straddle the range's ends are visited by both neighbouring blocks, and
+    each pixel gets its terms in the windows' raster order either way)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
-    out[:, :] = 0.0
-    for y in range(r, h - r):
+    out[start:stop, :] = 0.0
+    for y in range(max(r, start - r), min(h - r, stop + r)):
         for x in range(r, w - r):
             if valid[y, x] == 0:
                 continue
@@ -221,7 +251,7 @@ def laplacian_diagonal(image, inv, valid, out):
             m1 /= size
             m2 /= size
             d0, d1, d2, d3, d4, d5 = inv[0, y, x], inv[1, y, x], inv[2, y, x], inv[3, y, x], inv[4, y, x], inv[5, y, x]
-            for j in range(y - r, y + r + 1):
+            for j in range(max(y - r, start), min(y + r + 1, stop)):
                 for i in range(x - r, x + r + 1):
                     e0 = np.float64(image[0, j, i]) - m0
                     e1 = np.float64(image[1, j, i]) - m1
@@ -231,73 +261,99 @@ def laplacian_diagonal(image, inv, valid, out):
                     out[j, i] += 1.0 - (1.0 + quad) / size
 
 
+@njit(cache=True, parallel=True)
+def laplacian_diagonal_blocks(blocks, image, inv, valid, out, start, stop):
+    """:func:`laplacian_diagonal` in ``blocks`` blocks of rows on numba's threads."""
+    for b in prange(blocks):
+        y0, y1 = block_range(start, stop, b, blocks)
+        laplacian_diagonal(image, inv, valid, out, y0, y1)
+
+
 @njit(cache=True)
-def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
-    """``iterations`` red-black Gauss-Seidel sweeps of Germer et al.'s multilevel foreground energy (ICPR 2020)
-    at one level, in place on ``fg`` and ``bg`` (H×W×3): each pixel's 2×2 system in (F_i, B_i) per channel,
+def foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, start, stop):
+    """One colour's half of a red-black Gauss-Seidel sweep of Germer et al.'s multilevel foreground energy
+    (ICPR 2020), rows ``start`` … ``stop`` − 1, in place on ``fg`` and ``bg`` (H×W×3): each pixel (y, x) with
+    (x + y) % 2 == ``colour`` solves its 2×2 system in (F_i, B_i) per channel,
 
         [α² + W, α(1−α); α(1−α), (1−α)² + W + λ_B] [F; B] = [αI + Σ w F_j; (1−α)I + Σ w B_j + λ_B·plate],
 
-    with w = ε_r + ω|α_i − α_j| over the 4-neighbours and W = Σ w, solved with the neighbours fixed; F, B ≥ 0.
-    Red pixels' neighbours are all black, so updating in place is the red-black order. λ_B = ``plate_weight``
-    (0: ``plate`` is not read)."""
+    with w = ε_r + ω|α_i − α_j| over the 4-neighbours and W = Σ w, the neighbours fixed; F, B ≥ 0. A pixel's
+    neighbours are all of the other colour, so the pixels of one colour do not read each other: in place, in any
+    order or in blocks of rows, the result is the same. λ_B = ``plate_weight`` (0: ``plate`` is not read)."""
     h, w = alpha.shape
-    for _ in range(iterations):
-        for colour in range(2):
-            for y in range(h):
-                for x in range((y + colour) % 2, w, 2):
-                    a = np.float64(alpha[y, x])
-                    wsum = 0.0
-                    sf0 = sf1 = sf2 = sb0 = sb1 = sb2 = 0.0
-                    for k in range(4):
-                        j, i = y, x
-                        if k == 0:
-                            j = y - 1
-                        elif k == 1:
-                            j = y + 1
-                        elif k == 2:
-                            i = x - 1
-                        else:
-                            i = x + 1
-                        if j < 0 or j >= h or i < 0 or i >= w:
-                            continue
-                        wt = eps_r + omega * abs(a - alpha[j, i])
-                        wsum += wt
-                        sf0 += wt * fg[j, i, 0]
-                        sf1 += wt * fg[j, i, 1]
-                        sf2 += wt * fg[j, i, 2]
-                        sb0 += wt * bg[j, i, 0]
-                        sb1 += wt * bg[j, i, 1]
-                        sb2 += wt * bg[j, i, 2]
-                    m01 = a * (1.0 - a)
-                    d00 = a * a + wsum
-                    d11 = (1.0 - a) * (1.0 - a) + wsum + plate_weight
-                    det = d00 * d11 - m01 * m01
-                    if abs(det) < 1e-12:
-                        det = 1e-12
-                    for c in range(3):
-                        sf = sf0 if c == 0 else (sf1 if c == 1 else sf2)
-                        sb = sb0 if c == 0 else (sb1 if c == 1 else sb2)
-                        r0 = a * image[y, x, c] + sf
-                        r1 = (1.0 - a) * image[y, x, c] + sb
-                        if plate_weight != 0.0:
-                            r1 += plate_weight * plate[y, x, c]
-                        fg[y, x, c] = max((d11 * r0 - m01 * r1) / det, 0.0)
-                        bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
+    for y in range(start, stop):
+        for x in range((y + colour) % 2, w, 2):
+            a = np.float64(alpha[y, x])
+            wsum = 0.0
+            sf0 = sf1 = sf2 = sb0 = sb1 = sb2 = 0.0
+            for k in range(4):
+                j, i = y, x
+                if k == 0:
+                    j = y - 1
+                elif k == 1:
+                    j = y + 1
+                elif k == 2:
+                    i = x - 1
+                else:
+                    i = x + 1
+                if j < 0 or j >= h or i < 0 or i >= w:
+                    continue
+                wt = eps_r + omega * abs(a - alpha[j, i])
+                wsum += wt
+                sf0 += wt * fg[j, i, 0]
+                sf1 += wt * fg[j, i, 1]
+                sf2 += wt * fg[j, i, 2]
+                sb0 += wt * bg[j, i, 0]
+                sb1 += wt * bg[j, i, 1]
+                sb2 += wt * bg[j, i, 2]
+            m01 = a * (1.0 - a)
+            d00 = a * a + wsum
+            d11 = (1.0 - a) * (1.0 - a) + wsum + plate_weight
+            det = d00 * d11 - m01 * m01
+            if abs(det) < 1e-12:
+                det = 1e-12
+            for c in range(3):
+                sf = sf0 if c == 0 else (sf1 if c == 1 else sf2)
+                sb = sb0 if c == 0 else (sb1 if c == 1 else sb2)
+                r0 = a * image[y, x, c] + sf
+                r1 = (1.0 - a) * image[y, x, c] + sb
+                if plate_weight != 0.0:
+                    r1 += plate_weight * plate[y, x, c]
+                fg[y, x, c] = max((d11 * r0 - m01 * r1) / det, 0.0)
+                bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
 
 
 @njit(cache=True)
-def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
-    """Robust Matting's sample selection (Wang & Cohen, CVPR 2007, §3) per pixel i of ``colour`` (3×N): over all
+def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
+    """``iterations`` red-black Gauss-Seidel sweeps at one level of Germer et al.'s multilevel foreground (ICPR
+    2020), in place on ``fg`` and ``bg``: red then black halves (:func:`foreground_half_sweep`) over all rows."""
+    for _ in range(iterations):
+        for colour in range(2):
+            foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, 0, alpha.shape[0])
+
+
+@njit(cache=True, parallel=True)
+def foreground_sweeps_blocks(blocks, image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
+    """:func:`foreground_sweeps` with each half sweep in ``blocks`` blocks of rows on numba's threads."""
+    for _ in range(iterations):
+        for colour in range(2):
+            for b in prange(blocks):
+                y0, y1 = block_range(0, alpha.shape[0], b, blocks)
+                foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, y0, y1)
+
+
+@njit(cache=True)
+def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence, start, stop):
+    """Robust Matting's sample selection (Wang & Cohen, CVPR 2007, §3) per pixel i = ``start`` … ``stop`` − 1 of
+    ``colour`` (3×N): over all
     candidate pairs (F, B) of ``fgs`` and ``bgs`` (k×3×N), α̂ = clip((I − B)·(F − B) / ‖F − B‖², 0, 1) (eq. 2) of
     the pair with the smallest squared distance ratio R² = ‖I − B − α̂(F − B)‖² / ‖F − B‖² (eq. 3, first pair on
     ties), into ``alpha``; its confidence exp(−R²/σ²) (eq. 6) · (1 − exp(−‖F − B‖²/τ²)), τ = ``separation``,
     into ``confidence``. One pass per pixel, no temporaries; float32 like the candidates."""
-    n = colour.shape[1]
     inv_sigma2 = np.float32(1.0 / (sigma * sigma))
     inv_tau2 = np.float32(1.0 / (separation * separation))
     tiny = np.float32(1e-6)
-    for i in range(n):
+    for i in range(start, stop):
         best_ratio2 = np.float32(np.inf)
         best_alpha = best_sep2 = np.float32(0.0)
         for b in range(bgs.shape[0]):
@@ -315,13 +371,22 @@ def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence):
         confidence[i] = np.exp(-best_ratio2 * inv_sigma2) * (np.float32(1.0) - np.exp(-best_sep2 * inv_tau2))
 
 
+@njit(cache=True, parallel=True)
+def best_colour_pairs_blocks(blocks, colour, fgs, bgs, sigma, separation, alpha, confidence, start, stop):
+    """:func:`best_colour_pairs` in ``blocks`` blocks of pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence, i0, i1)
+
+
 @njit(cache=True)
-def expand_label(pixels, at, dist, nearest, radius, colour, label, out):
+def expand_label(pixels, at, dist, nearest, radius, colour, label, out, start, stop):
     """One label's pass of the known-region expansion (Gastal & Oliveira 2010 §4.1), in place on the flat trimap
-    ``out``: unknown pixel ``at[i]`` takes ``label`` when its nearest pixel of that label, ``nearest[i]``, is
-    within ``radius`` (distance ``dist[i]``) and its colour (``pixels``: H·W×3 float32) within ``colour``
-    (Euclidean, float32 as numpy's norm); a pixel the other label's pass took already goes back to unknown (0.5)."""
-    for i in range(at.size):
+    ``out``, for i = ``start`` … ``stop`` − 1: unknown pixel ``at[i]`` takes ``label`` when its nearest pixel of
+    that label, ``nearest[i]``, is within ``radius`` (distance ``dist[i]``) and its colour (``pixels``: H·W×3
+    float32) within ``colour`` (Euclidean, float32 as numpy's norm); a pixel the other label's pass took already
+    goes back to unknown (0.5). Each i writes only its own pixel ``at[i]``."""
+    for i in range(start, stop):
         if dist[i] > radius:
             continue
         j, k = at[i], nearest[i]
@@ -332,13 +397,92 @@ def expand_label(pixels, at, dist, nearest, radius, colour, label, out):
             out[j] = label if out[j] == np.float32(0.5) else np.float32(0.5) if out[j] != label else label
 
 
+@njit(cache=True, parallel=True)
+def expand_label_blocks(blocks, pixels, at, dist, nearest, radius, colour, label, out, start, stop):
+    """:func:`expand_label` in ``blocks`` blocks of unknown pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        expand_label(pixels, at, dist, nearest, radius, colour, label, out, i0, i1)
+
+
 @njit(cache=True)
-def box_candidates(box, at, nearest, out):
+def zero_positions(source, positions):
+    """The flat indices of the zeros of ``source`` (H×W uint8) in raster order, into ``positions`` (one per zero):
+    ``np.flatnonzero(source == 0)`` in one pass without its boolean frame."""
+    k = 0
+    flat = source.reshape(-1)
+    for j in range(flat.size):
+        if flat[j] == 0:
+            positions[k] = j
+            k += 1
+
+
+@njit(cache=True)
+def gather_nearest(dist, labels, positions, at, out_dist, out_index, start, stop):
+    """For i = ``start`` … ``stop`` − 1, pixel ``at[i]``'s distance to its nearest zero of a distance transform
+    (``dist``, H×W) and that zero's flat index, from OpenCV's DIST_LABEL_PIXEL ``labels`` (H×W: zeros numbered
+    1, 2, … in raster order, :func:`zero_positions` of the same source)."""
+    flat_dist, flat_labels = dist.reshape(-1), labels.reshape(-1)
+    for i in range(start, stop):
+        out_dist[i] = flat_dist[at[i]]
+        out_index[i] = positions[flat_labels[at[i]] - 1]
+
+
+@njit(cache=True, parallel=True)
+def gather_nearest_blocks(blocks, dist, labels, positions, at, out_dist, out_index, start, stop):
+    """:func:`gather_nearest` in ``blocks`` blocks of pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        gather_nearest(dist, labels, positions, at, out_dist, out_index, i0, i1)
+
+
+@njit(cache=True)
+def gather_colours(pixels, index, out, start, stop):
+    """out[:, i] = pixels[index[i]] for i = ``start`` … ``stop`` − 1 (``pixels`` H·W×3, ``out`` 3×N): numpy's
+    ``pixels[index].T`` without the N×3 temporary and its transposing copy."""
+    for i in range(start, stop):
+        j = index[i]
+        for c in range(3):
+            out[c, i] = pixels[j, c]
+
+
+@njit(cache=True, parallel=True)
+def gather_colours_blocks(blocks, pixels, index, out, start, stop):
+    """:func:`gather_colours` in ``blocks`` blocks of pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        gather_colours(pixels, index, out, i0, i1)
+
+
+@njit(cache=True)
+def label_weighted(image, trimap, label, out, start, stop):
+    """Rows ``start`` … ``stop`` − 1 of the colour prior's box-filter input: ``out`` (H×W×4 float32) = the colours
+    of ``image`` (H×W×3) where ``trimap`` == ``label`` and zero elsewhere, then that 0/1 weight (float32, as
+    numpy's image × weight did it)."""
+    for y in range(start, stop):
+        for x in range(trimap.shape[1]):
+            weight = np.float32(1.0) if trimap[y, x] == label else np.float32(0.0)
+            for c in range(3):
+                out[y, x, c] = image[y, x, c] * weight
+            out[y, x, 3] = weight
+
+
+@njit(cache=True, parallel=True)
+def label_weighted_blocks(blocks, image, trimap, label, out, start, stop):
+    """:func:`label_weighted` in ``blocks`` blocks of rows on numba's threads."""
+    for b in prange(blocks):
+        y0, y1 = block_range(start, stop, b, blocks)
+        label_weighted(image, trimap, label, out, y0, y1)
+
+
+@njit(cache=True)
+def box_candidates(box, at, nearest, out, start, stop):
     """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
-    each unknown pixel ``at[i]`` (flat index), ``out[:, i]`` = the box's colour sums / its count of known pixels
+    each unknown pixel ``at[i]`` (flat index; i = ``start`` … ``stop`` − 1), ``out[:, i]`` = the box's colour sums
+    / its count of known pixels
     (``box``: H·W×4 float32, three colour sums then the count), or the nearest known colour ``nearest[:, i]``
     where the box holds none (count ≤ 1e-3). In float32 as numpy did it; no N×4 gather or temporaries."""
-    for i in range(at.size):
+    for i in range(start, stop):
         j = at[i]
         count = box[j, 3]
         if count > np.float32(1e-3):
@@ -350,22 +494,54 @@ def box_candidates(box, at, nearest, out):
                 out[c, i] = nearest[c, i]
 
 
+@njit(cache=True, parallel=True)
+def box_candidates_blocks(blocks, box, at, nearest, out, start, stop):
+    """:func:`box_candidates` in ``blocks`` blocks of unknown pixels on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        box_candidates(box, at, nearest, out, i0, i1)
+
+
 @njit(cache=True)
-def dot(a, b):
-    """aᵀb of two 1-D float64 vectors. A plain loop instead of numpy's dot, which goes through a multi-threaded
-    BLAS: its thread hand-offs cost 5-30 ms per call on a loaded 2-core machine even for 15k elements."""
+def _dot_chunk(a, b, start, stop):
+    """Σ a_i b_i for i = ``start`` … ``stop`` − 1, added in order."""
     total = 0.0
-    for i in range(a.size):
+    for i in range(start, stop):
         total += a[i] * b[i]
     return total
 
 
 @njit(cache=True)
-def cg_update(x, r, p, ap, precond, step):
-    """One conjugate-gradient update, in place: x += step·p, r −= step·Ap. Returns (rᵀz, rᵀr) with z = M⁻¹r
-    (Jacobi: precond·r), which is never stored: :func:`cg_direction` recomputes it."""
+def dot(a, b):
+    """aᵀb of two 1-D float64 vectors: a plain loop over each :data:`SUM_CHUNK` elements, the chunks' sums added in
+    order (one chunk: the plain loop's sum). Instead of numpy's dot, which hands each call to a multi-threaded BLAS:
+    its thread hand-offs cost 5-30 ms per call on a loaded 2-core machine even for 15k elements."""
+    total = 0.0
+    for start in range(0, a.size, SUM_CHUNK):
+        total += _dot_chunk(a, b, start, min(start + SUM_CHUNK, a.size))
+    return total
+
+
+@njit(cache=True, parallel=True)
+def dot_blocks(blocks, a, b):
+    """:func:`dot` with its chunks' sums taken in ``blocks`` blocks of chunks on numba's threads (the same sum)."""
+    chunks = (a.size + SUM_CHUNK - 1) // SUM_CHUNK
+    sums = np.empty(chunks)
+    for block in prange(blocks):
+        c0, c1 = block_range(0, chunks, block, blocks)
+        for c in range(c0, c1):
+            sums[c] = _dot_chunk(a, b, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, a.size))
+    total = 0.0
+    for c in range(chunks):
+        total += sums[c]
+    return total
+
+
+@njit(cache=True)
+def _cg_update_chunk(x, r, p, ap, precond, step, start, stop):
+    """:func:`cg_update` over elements ``start`` … ``stop`` − 1; returns their (Σ precond·r², Σ r²)."""
     rz = rr = 0.0
-    for i in range(x.size):
+    for i in range(start, stop):
         x[i] += step * p[i]
         r[i] -= step * ap[i]
         rz += precond[i] * r[i] * r[i]
@@ -374,28 +550,96 @@ def cg_update(x, r, p, ap, precond, step):
 
 
 @njit(cache=True)
-def cg_direction(p, r, precond, beta):
-    """The next conjugate direction, in place: p = M⁻¹r + beta·p (Jacobi: M⁻¹r = precond·r)."""
-    for i in range(p.size):
+def cg_update(x, r, p, ap, precond, step):
+    """One conjugate-gradient update, in place: x += step·p, r −= step·Ap. Returns (rᵀz, rᵀr) with z = M⁻¹r
+    (Jacobi: precond·r), which is never stored: :func:`cg_direction` recomputes it. Sums chunk by chunk as
+    :func:`dot`."""
+    rz = rr = 0.0
+    for start in range(0, x.size, SUM_CHUNK):
+        chunk_rz, chunk_rr = _cg_update_chunk(x, r, p, ap, precond, step, start, min(start + SUM_CHUNK, x.size))
+        rz += chunk_rz
+        rr += chunk_rr
+    return rz, rr
+
+
+@njit(cache=True, parallel=True)
+def cg_update_blocks(blocks, x, r, p, ap, precond, step):
+    """:func:`cg_update` in ``blocks`` blocks of chunks on numba's threads (the same vectors and sums)."""
+    chunks = (x.size + SUM_CHUNK - 1) // SUM_CHUNK
+    sums = np.empty((chunks, 2))
+    for block in prange(blocks):
+        c0, c1 = block_range(0, chunks, block, blocks)
+        for c in range(c0, c1):
+            sums[c, 0], sums[c, 1] = _cg_update_chunk(x, r, p, ap, precond, step, c * SUM_CHUNK,
+                                                      min((c + 1) * SUM_CHUNK, x.size))
+    rz = rr = 0.0
+    for c in range(chunks):
+        rz += sums[c, 0]
+        rr += sums[c, 1]
+    return rz, rr
+
+
+@njit(cache=True)
+def cg_direction(p, r, precond, beta, start, stop):
+    """The next conjugate direction, in place on elements ``start`` … ``stop`` − 1: p = M⁻¹r + beta·p (Jacobi:
+    M⁻¹r = precond·r)."""
+    for i in range(start, stop):
         p[i] = precond[i] * r[i] + beta * p[i]
+
+
+@njit(cache=True, parallel=True)
+def cg_direction_blocks(blocks, p, r, precond, beta, start, stop):
+    """:func:`cg_direction` in ``blocks`` blocks on numba's threads."""
+    for b in prange(blocks):
+        i0, i1 = block_range(start, stop, b, blocks)
+        cg_direction(p, r, precond, beta, i0, i1)
+
+
+@njit(cache=True)
+def _restrict_chunk(lv, mask, shift, v, start, stop):
+    """:func:`restrict_and_shift` over elements ``start`` … ``stop`` − 1; returns their Σ v·lv."""
+    total = 0.0
+    for i in range(start, stop):
+        lv[i] = mask[i] * lv[i] + shift[i] * v[i]
+        total += v[i] * lv[i]
+    return total
 
 
 @njit(cache=True)
 def restrict_and_shift(lv, mask, shift, v):
     """The solve's operator from L v, in place: lv = mask·(L v) + shift·v (rows of known pixels dropped, the data
-    term's diagonal added)."""
-    for i in range(lv.size):
-        lv[i] = mask[i] * lv[i] + shift[i] * v[i]
+    term's diagonal added). Returns vᵀlv, CG's curvature pᵀAp, from the same pass (summed as :func:`dot`)."""
+    total = 0.0
+    for start in range(0, v.size, SUM_CHUNK):
+        total += _restrict_chunk(lv, mask, shift, v, start, min(start + SUM_CHUNK, v.size))
+    return total
+
+
+@njit(cache=True, parallel=True)
+def restrict_and_shift_blocks(blocks, lv, mask, shift, v):
+    """:func:`restrict_and_shift` in ``blocks`` blocks of chunks on numba's threads (the same vector and sum)."""
+    chunks = (v.size + SUM_CHUNK - 1) // SUM_CHUNK
+    sums = np.empty(chunks)
+    for block in prange(blocks):
+        c0, c1 = block_range(0, chunks, block, blocks)
+        for c in range(c0, c1):
+            sums[c] = _restrict_chunk(lv, mask, shift, v, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, v.size))
+    total = 0.0
+    for c in range(chunks):
+        total += sums[c]
+    return total
+
 
 @njit(cache=True)
-def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x):
+def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, start, stop):
     """The alpha solve's per-pixel terms in one pass over 1-D arrays (the same values as numpy's whole-array
     formulation, which took a temporary per operation): with m = mask (1 on unknown pixels),
     data = λ·c·m (Robust Matting eq. 8's λC), b = data·α̂ − m·(L α_known) (Levin eq. 14's right-hand side plus
     the data term), precond = 1 / max(diag(L) + data, 1e-2) on unknown pixels and 0 elsewhere (Jacobi, clamped:
     diag(L) can be tiny in flat windows at small ε), x = initial·m (CG's start, zero on known pixels).
-    ``b`` holds L α_known and ``precond`` diag(L) on entry (overwritten: two planes fewer at the solve's peak)."""
-    for i in range(mask.size):
+    ``b`` holds L α_known and ``precond`` diag(L) on entry (overwritten: two planes fewer at the solve's peak).
+    Elements ``start`` … ``stop`` − 1."""
+    for i in range(start, stop):
         m = np.float64(mask[i])
         d = data_weight * np.float64(weight[i]) * m
         data[i] = d
@@ -404,14 +648,23 @@ def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x):
         x[i] = np.float64(initial[i]) * m
 
 
+@njit(cache=True, parallel=True)
+def solve_terms_blocks(blocks, mask, weight, prior, initial, data_weight, data, b, precond, x, start, stop):
+    """:func:`solve_terms` in ``blocks`` blocks on numba's threads."""
+    for k in prange(blocks):
+        i0, i1 = block_range(start, stop, k, blocks)
+        solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, i0, i1)
+
+
 @njit(cache=True)
-def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs):
+def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, start, stop):
     """Levin's local affine model α ≈ aᵀI + b fitted per window by guided-filter least squares (He, Sun, Tang,
     ECCV 2010, eqs. 5-6): a = (Σ + reg·U)⁻¹ (mean(I α) − μ ᾱ), b = ᾱ − aᵀμ, with Σ = mean(I Iᵀ) − μμᵀ inverted by
     the adjugate. Inputs are the windows' box means (H×W float64 planes): ``means`` μ (3), ``products`` mean(I_a I_b)
     (6, order 00 01 02 11 12 22), ``cross`` mean(I_c α) (3) and ``mean_alpha`` ᾱ (any float dtype); out ``coeffs``
-    (4×H×W: a0, a1, a2, b). One pass and the same operations in the same order as numpy's ~40 whole-array ones."""
-    for y in range(mean_alpha.shape[0]):
+    (4×H×W: a0, a1, a2, b), rows ``start`` … ``stop`` − 1. One pass and the same operations in the same order as
+    numpy's ~40 whole-array ones."""
+    for y in range(start, stop):
         for x in range(mean_alpha.shape[1]):
             m0, m1, m2 = means[0, y, x], means[1, y, x], means[2, y, x]
             ma = np.float64(mean_alpha[y, x])
@@ -432,17 +685,34 @@ def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs):
             coeffs[3, y, x] = ma - a0 * m0 - a1 * m1 - a2 * m2
 
 
+@njit(cache=True, parallel=True)
+def affine_coefficients_blocks(blocks, means, products, cross, mean_alpha, reg, coeffs, start, stop):
+    """:func:`affine_coefficients` in ``blocks`` blocks of rows on numba's threads."""
+    for b in prange(blocks):
+        y0, y1 = block_range(start, stop, b, blocks)
+        affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, y0, y1)
+
+
 @njit(cache=True)
-def affine_evaluate(b, a0, a1, a2, image, out):
+def affine_evaluate(b, a0, a1, a2, image, out, start, stop):
     """Levin's affine model α = aᵀI + b (PAMI 2008 eq. 3) evaluated per pixel of an H×W×3 image from the
     coefficient planes (H×W float64), summed in float64 in the order b + a0·I0 + a1·I1 + a2·I2 and stored into
-    ``out`` (H×W float32): one pass instead of numpy's three products, three sums and a cast."""
-    for y in range(out.shape[0]):
+    ``out`` (H×W float32), rows ``start`` … ``stop`` − 1: one pass instead of numpy's three products, three sums and
+    a cast."""
+    for y in range(start, stop):
         for x in range(out.shape[1]):
             value = b[y, x] + a0[y, x] * np.float64(image[y, x, 0])
             value += a1[y, x] * np.float64(image[y, x, 1])
             value += a2[y, x] * np.float64(image[y, x, 2])
             out[y, x] = value
+
+
+@njit(cache=True, parallel=True)
+def affine_evaluate_blocks(blocks, b, a0, a1, a2, image, out, start, stop):
+    """:func:`affine_evaluate` in ``blocks`` blocks of rows on numba's threads."""
+    for k in prange(blocks):
+        y0, y1 = block_range(start, stop, k, blocks)
+        affine_evaluate(b, a0, a1, a2, image, out, y0, y1)
 
 
 @njit(cache=True)

@@ -75,7 +75,7 @@ def plate_prior(image: np.ndarray, plate: np.ndarray, trimap: np.ndarray, settin
     of each pixel's nearest definite-foreground pixel; None when there is neither (no definite foreground)."""
     unknown = trimap == 0.5
     if foreground is None:
-        near = nearest_known(trimap, 1.0, unknown)
+        near = nearest_known(trimap, 1.0, np.flatnonzero(unknown))
         if near is None or not unknown.any():
             return None
         foreground = image.copy()

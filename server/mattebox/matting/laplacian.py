@@ -85,7 +85,8 @@ class MattingLaplacian:
         # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
         self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
         self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
-        compiled.window_inverse(self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov)
+        compiled.in_blocks(h * w, "window_inverse")(
+            self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov, 0, h)
         # per block of rows (run in parallel; the result does not depend on their number): the product's window
         # rows and scratch
         blocks = compiled.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
@@ -106,7 +107,8 @@ class MattingLaplacian:
     def diagonal(self) -> np.ndarray:
         """diag(L) (for the Jacobi preconditioner)."""
         out = np.empty(self.valid.shape, np.float64)
-        compiled.laplacian_diagonal(self.image, self.inv_cov, self.valid, out)
+        compiled.in_blocks(out.size, "laplacian_diagonal")(
+            self.image, self.inv_cov, self.valid, out, 0, len(out))
         return out
 
 
@@ -226,10 +228,12 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     cross = _box_means((c * alpha_coarse for c in channels), r)
     del channels
     coeffs = np.empty((4,) + alpha_coarse.shape, np.float64)
-    compiled.affine_coefficients(means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2),
-                                coeffs)
+    compiled.in_blocks(alpha_coarse.size, "affine_coefficients")(
+        means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2), coeffs, 0,
+        len(alpha_coarse))
     del means, products, cross
     a0, a1, a2, b = (cv2.resize(_box_mean(x, r), (w, h), interpolation=cv2.INTER_LINEAR) for x in coeffs)
     out = np.empty((h, w), np.float32)
-    compiled.affine_evaluate(b, a0, a1, a2, image_fine, out)
+    compiled.in_blocks(h * w, "affine_evaluate")(
+        b, a0, a1, a2, image_fine, out, 0, h)
     return out

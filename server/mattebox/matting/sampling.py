@@ -23,35 +23,50 @@ from . import compiled
 UNKNOWN = 0.5
 
 
-def nearest_known(trimap: np.ndarray, label: float, where: np.ndarray):
-    """(distance, index), 1-D over the pixels of the boolean mask ``where``: the distance to and the flat index
-    (into the H×W frame) of each one's nearest pixel with ``label`` (None when the trimap has no such pixel)."""
+def nearest_known(trimap: np.ndarray, label: float, at: np.ndarray):
+    """(distance, index), 1-D over the pixels at flat indices ``at`` (ascending, as np.flatnonzero gives them):
+    the distance to and the flat index (into the H×W frame) of each one's nearest pixel with ``label`` (None when
+    the trimap has no such pixel). The look-ups are compiled passes (:func:`.kernels.gather_nearest`)."""
     source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
-    if source.all():
+    zeros = source.size - np.count_nonzero(source)
+    if zeros == 0:
         return None
-    dist, idx = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    dist, labels = cv2.distanceTransformWithLabels(source, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
     # DIST_LABEL_PIXEL numbers the zero pixels 1, 2, … in raster order, which is np.flatnonzero's order
-    at = np.flatnonzero(where)  # flat indices: gathering by them is ~4x faster than by a boolean mask
-    return dist.reshape(-1)[at], np.flatnonzero(source == 0)[idx.reshape(-1)[at] - 1]
+    positions = np.empty(zeros, np.int64)
+    compiled.zero_positions(source, positions)
+    del source
+    near_dist, near_index = np.empty(at.size, np.float32), np.empty(at.size, np.int64)
+    compiled.in_blocks(at.size, "gather_nearest")(
+        dist, labels, positions, at, near_dist, near_index, 0, at.size)
+    return near_dist, near_index
 
 
-def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, unknown: np.ndarray, at: np.ndarray,
+def _gather_colours(pixels: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index`` (:func:`.kernels.gather_colours`)."""
+    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0,
+                                                                                          index.size)
+    return out
+
+
+def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, at: np.ndarray,
                        scales: Tuple[int, ...]) -> Optional[np.ndarray]:
     """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``): (1 + len(scales))×3×N
     float32, the nearest known pixel's colour first (None when the trimap has no pixel of ``label``)."""
-    near = nearest_known(trimap, label, unknown)
+    near = nearest_known(trimap, label, at)
     if near is None:
         return None
     out = np.empty((1 + len(scales), 3, at.size), np.float32)
-    out[0] = np.ascontiguousarray(image).reshape(-1, 3)[near[1]].T
-    weight = (trimap == label).astype(np.float32)
+    _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), near[1], out[0])
+    del near
     weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
-    np.multiply(image, weight[..., None], out=weighted[..., :3])
-    weighted[..., 3] = weight
+    compiled.in_blocks(trimap.size, "label_weighted")(
+        np.ascontiguousarray(image), np.ascontiguousarray(trimap), np.float32(label), weighted, 0, len(trimap))
     box = np.empty_like(weighted)
+    candidates = compiled.in_blocks(at.size, "box_candidates")
     for s, radius in enumerate(scales, 1):
         cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
-        compiled.box_candidates(box.reshape(-1, 4), at, out[0], out[s])
+        candidates(box.reshape(-1, 4), at, out[0], out[s], 0, at.size)
     return out
 
 
@@ -60,17 +75,17 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
     pairs by the distance ratio (Robust Matting eqs. 2, 3, 6; the pair search is the compiled
     :func:`.kernels.best_colour_pairs`)."""
-    unknown = trimap == UNKNOWN
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
-    at = np.flatnonzero(unknown)
-    fgs = _colour_candidates(image, trimap, 1.0, unknown, at, scales)
-    bgs = _colour_candidates(image, trimap, 0.0, unknown, at, scales)
+    at = np.flatnonzero(trimap == UNKNOWN)
+    fgs = _colour_candidates(image, trimap, 1.0, at, scales)
+    bgs = _colour_candidates(image, trimap, 0.0, at, scales)
     if fgs is None or bgs is None or not at.size:
         return prior, confidence
-    colour = np.ascontiguousarray(np.ascontiguousarray(image).reshape(-1, 3)[at].T)  # 3×N
+    colour = _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), at, np.empty((3, at.size), np.float32))
     best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
-    compiled.best_colour_pairs(colour, fgs, bgs, sigma, separation, best_alpha, best_confidence)
+    compiled.in_blocks(at.size, "best_colour_pairs")(
+        colour, fgs, bgs, sigma, separation, best_alpha, best_confidence, 0, at.size)
     prior.reshape(-1)[at] = best_alpha
     confidence.reshape(-1)[at] = best_confidence
     return prior, confidence
