@@ -44,11 +44,6 @@ def residual_confidence(forward: np.ndarray, backward: np.ndarray, sigma_px: flo
     return np.exp(-residual2 / (sigma_px ** 2)).astype(np.float32)
 
 
-def colour_confidence(target: np.ndarray, warped_source: np.ndarray, sigma: float) -> np.ndarray:
-    """H×W float32: exp(−‖I_t − I_s∘d‖²/σ²) (colours sRGB-encoded in [0, 1])."""
-    return np.exp(-np.sum((target - warped_source) ** 2, axis=-1) / (sigma ** 2)).astype(np.float32)
-
-
 def interior(region: np.ndarray, erode_px: int = 3) -> np.ndarray:
     """H×W bool: ``region`` eroded by ``erode_px`` (a disc), where a layer's flow is not mixed with its neighbour's."""
     if erode_px <= 0:
