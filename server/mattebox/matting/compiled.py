@@ -7,7 +7,7 @@ beside this file, with numba.pycc; the extension needs only numpy at run time. I
 (typing context, cache load) cost ~0.45 s CPU and ~100 MiB of a `mattebox matte` process; loading the extension
 costs under a millisecond.
 
-Which path runs a call (docs/classical.md, "Speed"):
+Which path runs a call (docs/classical.md, "Which path runs the kernels"):
 
 * the extension, when it was built from this :mod:`.kernels` source, this table, this numpy, this numba and this
   CPU (a key of all five is compiled into it: :func:`source_key`) and the call's argument types are a signature
