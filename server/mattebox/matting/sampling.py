@@ -43,9 +43,9 @@ def nearest_known(trimap: np.ndarray, label: float, at: np.ndarray):
 
 
 def _gather_colours(pixels: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index`` (:func:`.compiled.gather_colours`)."""
-    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0,
-                                                                                          index.size)
+    """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index``
+    (:func:`.compiled.gather_colours`)."""
+    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0, index.size)
     return out
 
 
