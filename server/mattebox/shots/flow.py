@@ -9,8 +9,7 @@ the target grid.
   resampled once, not once per frame.
 * **Confidence** of a warp, in [0, 1] on the target: ``exp(−r²/σ_r²)`` of the forward-backward residual ``r``
   (Sundaram, Brox, Keutzer, ECCV 2010: occluded or mis-tracked pixels do not map back to themselves), multiplied
-  along a composed chain, and for the temporal prior also ``exp(−‖I_t − I_s∘d‖²/σ_c²)`` (the warped colour must
-  agree). Composed confidences only fall, so guidance fades where the picture cannot be followed.
+  along a composed chain. Composed confidences only fall, so guidance fades where the picture cannot be followed.
 
 Flows are computed once per frame pair and kept in a small cache the caller bounds (a shot's window), so memory
 does not grow with the shot's length.
