@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# the classical kernels compiled ahead of time (numba.pycc, ~20-40 s; docs/classical.md "Speed"), rebuilt when their
-# source or signature table changes. Without a C compiler the build says so in one line and install goes on: the
-# kernels then compile with numba's JIT at first use.
+# the classical kernels compiled ahead of time (numba.pycc, ~20-40 s; docs/classical.md "Which path runs the
+# kernels"), rebuilt when their source or signature table changes. Without a C compiler the build says so in one
+# line and install goes on: the kernels then compile with numba's JIT at first use.
 KERNELS := $(VENV)/.kernels-aot
 KERNEL_SOURCES := server/mattebox/matting/kernels.py server/mattebox/matting/compiled.py server/mattebox/matting/aot.py
 

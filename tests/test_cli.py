@@ -12,6 +12,7 @@ from mattebox.imageio import read_gray, read_image, write_png
 from mattebox.paths import alphamatting_dir
 
 from .conftest import tree_env
+from .support.matte import matte_in_fresh_process
 
 DATA = alphamatting_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data/alphamatting-dev is absent")
@@ -51,15 +52,10 @@ def test_matte_without_a_server_runs_in_process_without_torch(tmp_path):
     mask[16:48, 20:60] = 1
     write_png(str(tmp_path / "plate.png"), image)
     write_png(str(tmp_path / "mask.png"), mask)
-    code = ("import sys; from mattebox.cli import main\n"
-            f"rc = main(['matte', {str(tmp_path / 'plate.png')!r}, '--mask', {str(tmp_path / 'mask.png')!r}, "
-            f"'--local', '--quiet', '--out', {str(tmp_path / 'out')!r}])\n"
-            "print('torch' in sys.modules, 'mattebox.server' in sys.modules, 'zmq' in sys.modules); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code], env=tree_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    torch, server, zmq = proc.stdout.strip().splitlines()[-1].split()
-    assert torch == "False", "torch was imported on the classical path"
-    assert server == "False" and zmq == "False", "a server or a socket was started for a one-off --local matte"
+    _, modules = matte_in_fresh_process(str(tmp_path / "plate.png"), "--mask", str(tmp_path / "mask.png"),
+                                        "--out", str(tmp_path / "out"))
+    assert "torch" not in modules, "torch was imported on the classical path"
+    assert not {"mattebox.server", "zmq"} & modules, "a server or a socket was started for a one-off --local matte"
     alpha = read_gray(str(tmp_path / "out" / "plate_alpha.exr"))
     assert alpha[32, 40] > 0.95 and alpha[2, 2] < 0.05
 

@@ -23,6 +23,7 @@ from mattebox.matting.alpha import SolverSettings, solve_alpha
 from mattebox.matting.guidance import trimap_from_mask
 from mattebox.synth.pairs import make_pair
 from tests.conftest import tree_env
+from tests.support.matte import matte_in_fresh_process
 
 needs_extension = pytest.mark.skipif(not compiled.extension(), reason=f"kernels extension {compiled.unavailable}")
 TABLE = [(kernel, i) for kernel, signatures in compiled.SIGNATURES.items() for i in range(len(signatures))]
@@ -125,13 +126,9 @@ def test_a_classical_matte_with_the_extension_does_not_import_numba(tmp_path):
     pair = make_pair(1, size=(64, 96), real_alpha=False)
     write_png(str(tmp_path / "plate.png"), pair.image)
     write_png(str(tmp_path / "trimap.png"), pair.trimap)
-    script = ("import sys\nfrom mattebox.cli import main\n"
-              f"main(['matte', {str(tmp_path / 'plate.png')!r}, '--trimap', {str(tmp_path / 'trimap.png')!r}, "
-              f"'--out', {str(tmp_path / 'out')!r}, '--local', '--quiet'])\n"
-              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))")
-    out = subprocess.run([sys.executable, "-c", script], env=tree_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    _, modules = matte_in_fresh_process(str(tmp_path / "plate.png"), "--trimap", str(tmp_path / "trimap.png"),
+                                        "--out", str(tmp_path / "out"))
+    assert not {m for m in modules if m.split(".")[0] in ("numba", "llvmlite")}
     assert (tmp_path / "out" / "plate_alpha.png").is_file()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import tree_env
+from tests.support.matte import matte_in_fresh_process
 
 torch = pytest.importorskip("torch")
 from mattebox.matting import segmentation  # noqa: E402
@@ -219,13 +220,10 @@ def test_automatic_guidance_imports_no_torch(real_weights, tmp_path):
 
     _, path = real_weights
     write_png(str(tmp_path / "plate.png"), linear_to_srgb(make_pair(7, size=(135, 240), real_alpha=False).image))
-    code = ("import sys; from mattebox.cli import main; "
-            f"code = main(['matte', {str(tmp_path / 'plate.png')!r}, '--local', '--quiet', '--out', "
-            f"{str(tmp_path / 'out')!r}]); print(code, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], env=tree_env(MATTEBOX_MODELS=str(path.parent)),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "guidance auto:u2netp" in out.stdout and out.stdout.split()[-2:] == ["0", "False"], out.stdout
+    printed, modules = matte_in_fresh_process(str(tmp_path / "plate.png"), "--out", str(tmp_path / "out"),
+                                              MATTEBOX_MODELS=str(path.parent))
+    assert "guidance auto:u2netp" in printed, printed
+    assert "torch" not in modules
 
 
 def test_the_listing_names_the_files_the_installer_uses():

@@ -14,7 +14,7 @@ from . import __version__
 #: subcommand -> ("module" or "module:run_function", one-line help); the module has add_arguments(parser)
 COMMANDS = {
     "serve": ("mattebox.commands.serve", "run the matting server"),
-    "matte": ("mattebox.commands.matte", "matte an image (uses a running server or starts a local one)"),
+    "matte": ("mattebox.commands.matte", "matte an image (on a running server, else inside this process)"),
     "doctor": ("mattebox.commands.doctor", "print versions, device and endpoint reachability"),
     "render": ("mattebox.commands.render", "matte a frame range headless (farms): patterns, chunks, resumable"),
     "keys": ("mattebox.commands.keys", "make CURVE key pairs for a remote server and its clients"),

@@ -217,7 +217,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     else:
         mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
     data, x = np.empty_like(b), np.empty_like(b)
-    # λC, the right-hand side, the preconditioner and CG's start in one pass (kernels.solve_terms)
+    # λC, the right-hand side, the preconditioner and CG's start in one pass (compiled.solve_terms)
     compiled.in_blocks(b.size, "solve_terms")(
         *(np.ascontiguousarray(v).reshape(-1) for v in (mask, op.compact(weight), op.compact(prior),
                                                         op.compact(initial))),

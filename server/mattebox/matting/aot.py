@@ -142,9 +142,11 @@ def status() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mattebox.matting.aot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mattebox.matting.aot",
+                                     description="Build the classical kernels ahead of time (the Makefile's install "
+                                                 "step), or say which path runs them (docs/classical.md).")
     sub = parser.add_subparsers(dest="command", required=True)
-    build_parser = sub.add_parser("build", help="compile the extension (about a minute)")
+    build_parser = sub.add_parser("build", help="compile the extension (~15-40 s, needs a C compiler)")
     build_parser.add_argument("--quiet", action="store_true", help="print only a failure")
     sub.add_parser("status", help="say whether the extension is present and current")
     args = parser.parse_args(argv)

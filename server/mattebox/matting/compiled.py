@@ -4,10 +4,10 @@
 ``python -m mattebox.matting.aot build`` (run by the Makefile's install step) compiles every kernel of
 :mod:`.kernels` for each argument-type signature in :data:`SIGNATURES` into the extension module ``_kernels_aot``
 beside this file, with numba.pycc; the extension needs only numpy at run time. Importing numba and its first call
-(typing context, cache load) cost ~0.45 s CPU and ~100 MiB of a `mattebox matte` process; loading the extension
+(typing context, cache load) cost ~0.45 s CPU and ~115 MiB of a `mattebox matte` process; loading the extension
 costs under a millisecond.
 
-Which path runs a call (docs/classical.md, "Speed"):
+Which path runs a call (docs/classical.md, "Which path runs the kernels"):
 
 * the extension, when it was built from this :mod:`.kernels` source, this table, this numpy, this numba and this
   CPU (a key of all five is compiled into it: :func:`source_key`) and the call's argument types are a signature

@@ -5,7 +5,7 @@ Two methods, both run in linear light so the result composites back to the plate
 * :func:`multilevel` — Germer, Uelwer, Conrad, Harmeling, "Fast Multi-Level Foreground Estimation", ICPR 2020:
   minimise Σ_i (α_i F_i + (1−α_i) B_i − I_i)² + Σ_{i~j} (ε_r + ω|α_i − α_j|)(‖F_i − F_j‖² + ‖B_i − B_j‖²),
   coarse to fine: at each level the per-pixel 2×2 system in (F_i, B_i) is solved with the neighbours fixed
-  (red-black Gauss-Seidel sweeps here, compiled: :func:`.kernels.foreground_sweeps`, on both cores at large
+  (red-black Gauss-Seidel sweeps here, compiled: :func:`.compiled.foreground_sweeps`, on both cores at large
   levels; the paper sweeps in scan order), then the result is upsampled.
   Paper values: ε_r = 5·10⁻³, ω = 1, 10 iterations on small levels and 2 on large ones, small size 32.
 * :func:`blur_fusion` — Forte & Pitié, "Approximate Fast Foreground Colour Estimation", ICIP 2021, eq. 6:

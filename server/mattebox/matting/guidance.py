@@ -182,8 +182,9 @@ def tighten_mask(mask: np.ndarray, saliency: np.ndarray, band_width: float = 0):
     still reaches its edge), the saliency is the better edge: the trimap is :func:`trimap_from_saliency` of the
     saliency there, and everything outside the grown mask is background. The mask is taken as drawn (None)
     when the saliency there keeps under TIGHTEN_MIN_SHARE of its area (the network has found something else) or
-    when its edge lies on average within PRECISE_EDGE of the long side of the saliency's 0.5 contour
-    (:func:`edge_offset`): a precise roto, whose edge is better than the network's."""
+    when its edge lies on average within PRECISE_EDGE × the frame's long side of the saliency's 0.5 contour
+    (:func:`edge_offset`, measured up to the growth radius out): a precise roto, whose edge is better than the
+    network's."""
     drawn = mask >= 0.5
     if not drawn.any():
         return None

@@ -1,4 +1,4 @@
-"""Compiled per-pixel kernels of the classical engine (numba, compiled once and cached next to this file).
+"""Compiled per-pixel kernels of the classical engine, in numba (ahead of time or by the JIT: last paragraph).
 
 Why compiled: the matting Laplacian's matrix-free product (He, Sun, Tang, CVPR 2010, eqs. 11-13) written with numpy
 is eight box filters and ~40 whole-image element-wise products, each a pass over memory with its own temporary;
@@ -17,7 +17,9 @@ foreground's sweeps, works on a range of rows (or of items of a flat array) give
 numba's threads (``prange``), every output computed by the same operations in the same order whatever the number of
 blocks, so results do not depend on the thread count (bit for bit; tests/test_classical_solver.py). Callers pick one
 with :func:`.compiled.in_blocks`, which takes the twin only where :func:`.compiled.row_blocks` gives more than one
-block (1080p and 4K frames), so small frames never start a thread. Sums over a whole vector (CG's dot products) add
+block (1080p and 4K frames), so small frames never start a thread. The product's twin is
+:func:`laplacian_apply` instead (a ring and scratch per block, blocks = their number), which
+laplacian.MattingLaplacian calls directly. Sums over a whole vector (CG's dot products) add
 fixed chunks of :data:`SUM_CHUNK` elements, and then the chunks' sums in order, serial or not.
 
 This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs the serial

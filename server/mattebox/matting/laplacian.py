@@ -221,7 +221,7 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     """
     h, w = image_fine.shape[:2]
     # box means of the colours, their pairwise products and their products with α, in float64 (Σ = mean(I Iᵀ) −
-    # μμᵀ cancels badly in float32), by OpenCV; the per-window fit is one compiled pass (kernels.affine_coefficients)
+    # μμᵀ cancels badly in float32), by OpenCV; the per-window fit is one compiled pass (compiled.affine_coefficients)
     channels = [np.ascontiguousarray(image_coarse[:, :, c], dtype=np.float64) for c in range(3)]
     means = _box_means(channels, r)
     products = _box_means((channels[a] * channels[b] for a, b in _SYM), r)

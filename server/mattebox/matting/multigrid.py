@@ -3,8 +3,8 @@
 Aggregation multigrid with Galerkin coarse operators (Notay, "An aggregation-based algebraic multigrid method",
 ETNA 2010; Braess 1995): the fine level's unknown pixels are grouped 2×2 (prolongation P piecewise constant,
 restriction Pᵀ), and each coarse operator is A_c = Pᵀ A P, assembled from the matting Laplacian's windows without
-ever storing L (:func:`.kernels.galerkin_fine`; a 3×3 stencil), then again 2×2 on the stencils
-(:func:`.kernels.galerkin_stencil`) down to a few thousand unknowns, solved there by Jacobi-CG. ℓ1-Jacobi
+ever storing L (:func:`.compiled.galerkin_fine`; a 3×3 stencil), then again 2×2 on the stencils
+(:func:`.compiled.galerkin_stencil`) down to a few thousand unknowns, solved there by Jacobi-CG. ℓ1-Jacobi
 smoothing (D_ii = Σ_j |A_ij|: Baker, Falgout, Kolev, Yang, "Multigrid smoothers for ultraparallel computing",
 SISC 2011), one sweep before and one after the coarse correction. Plain damped Jacobi (ω = 0.7) diverged: the
 matting Laplacian is far from diagonally dominant (with ε = 1e-7 a pixel's row can be dominated by its

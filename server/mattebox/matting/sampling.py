@@ -26,7 +26,7 @@ UNKNOWN = 0.5
 def nearest_known(trimap: np.ndarray, label: float, at: np.ndarray):
     """(distance, index), 1-D over the pixels at flat indices ``at`` (ascending, as np.flatnonzero gives them):
     the distance to and the flat index (into the H×W frame) of each one's nearest pixel with ``label`` (None when
-    the trimap has no such pixel). The look-ups are compiled passes (:func:`.kernels.gather_nearest`)."""
+    the trimap has no such pixel). The look-ups are compiled passes (:func:`.compiled.gather_nearest`)."""
     source = (trimap != label).astype(np.uint8)  # zeros at pixels of this label
     zeros = source.size - np.count_nonzero(source)
     if zeros == 0:
@@ -43,9 +43,9 @@ def nearest_known(trimap: np.ndarray, label: float, at: np.ndarray):
 
 
 def _gather_colours(pixels: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index`` (:func:`.kernels.gather_colours`)."""
-    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0,
-                                                                                          index.size)
+    """``out`` (3×N) = the colours of ``pixels`` (H·W×3) at flat indices ``index``
+    (:func:`.compiled.gather_colours`)."""
+    compiled.in_blocks(index.size, "gather_colours")(pixels, index, out, 0, index.size)
     return out
 
 
@@ -74,7 +74,7 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
                 sigma: float = 0.1, separation: float = 0.1):
     """(α̂, confidence), both H×W float32 (zero outside the unknown region), from the best of all candidate
     pairs by the distance ratio (Robust Matting eqs. 2, 3, 6; the pair search is the compiled
-    :func:`.kernels.best_colour_pairs`)."""
+    :func:`.compiled.best_colour_pairs`)."""
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
     at = np.flatnonzero(trimap == UNKNOWN)

@@ -9,8 +9,7 @@ the target grid.
   resampled once, not once per frame.
 * **Confidence** of a warp, in [0, 1] on the target: ``exp(−r²/σ_r²)`` of the forward-backward residual ``r``
   (Sundaram, Brox, Keutzer, ECCV 2010: occluded or mis-tracked pixels do not map back to themselves), multiplied
-  along a composed chain, and for the temporal prior also ``exp(−‖I_t − I_s∘d‖²/σ_c²)`` (the warped colour must
-  agree). Composed confidences only fall, so guidance fades where the picture cannot be followed.
+  along a composed chain. Composed confidences only fall, so guidance fades where the picture cannot be followed.
 
 Flows are computed once per frame pair and kept in a small cache the caller bounds (a shot's window), so memory
 does not grow with the shot's length.
@@ -42,11 +41,6 @@ def residual_confidence(forward: np.ndarray, backward: np.ndarray, sigma_px: flo
     residual *= residual
     residual2 = residual[..., 0] + residual[..., 1]  # (np.sum over a last axis of 2 is ~5x slower, same values)
     return np.exp(-residual2 / (sigma_px ** 2)).astype(np.float32)
-
-
-def colour_confidence(target: np.ndarray, warped_source: np.ndarray, sigma: float) -> np.ndarray:
-    """H×W float32: exp(−‖I_t − I_s∘d‖²/σ²) (colours sRGB-encoded in [0, 1])."""
-    return np.exp(-np.sum((target - warped_source) ** 2, axis=-1) / (sigma ** 2)).astype(np.float32)
 
 
 def interior(region: np.ndarray, erode_px: int = 3) -> np.ndarray:

@@ -8,10 +8,11 @@ For every output frame t (docs/shots.md):
 2. an independent solve α⁰ of t and of its ``radius`` neighbours on each side (closed-form matting,
    :func:`~mattebox.matting.alpha.solve_alpha`);
 3. the **temporal prior**: the neighbours' α⁰ warped onto t along the foreground layer's motion, averaged with
-   weights w_s = the warp's forward-backward confidence (:mod:`.flow`); it joins the solve of t as a data term
-   ``λ_T·w̄ (α − α̂)²`` (the same place as the colour-sampling prior: Robust Matting eq. 8's form), so where the
-   picture is still or follows the flow the matte is pulled to what its neighbours agree on, and where the warp
-   is unreliable (occlusion, fast motion, changing colour) the frame keeps its own solve;
+   weights w_s = the warp's forward-backward confidence (:mod:`.flow`) times its agreement with t's own α⁰
+   (docs/shots.md); it joins the solve of t as a data term ``λ_T·w̄ (α − α̂)²`` (the same place as the
+   colour-sampling prior: Robust Matting eq. 8's form), so where the picture is still or follows the flow the
+   matte is pulled to what its neighbours agree on, and where the warp is unreliable (occlusion, fast motion) or
+   a neighbour disagrees with t the frame keeps its own solve;
 4. that solve starts from the neighbours' consensus and needs only the finest level's iterations, and reuses the
    independent solve's expanded trimap, colour samples and (up to ``operator_bytes``) its finest level's operator
    (:func:`~mattebox.matting.alpha.prepare`);
