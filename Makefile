@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# the classical kernels compiled ahead of time (numba.pycc, ~20-40 s; docs/classical.md "Which path runs the
+# the classical kernels compiled ahead of time (numba.pycc, ~12-25 s here; docs/classical.md "Which path runs the
 # kernels"), rebuilt when their source or signature table changes. Without a C compiler the build says so in one
 # line and install goes on: the kernels then compile with numba's JIT at first use.
 KERNELS := $(VENV)/.kernels-aot
