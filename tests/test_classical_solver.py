@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mattebox.matting.alpha import SolverSettings, expand_known, prepare, solve_alpha
-from mattebox.matting.laplacian import MattingLaplacian, affine_upsample
+from mattebox.matting.laplacian import MattingLaplacian, affine_upsample, row_spans
 from mattebox.matting.sampling import alpha_prior, nearest_known
 
 
@@ -68,6 +68,32 @@ def test_the_product_in_blocks_of_rows_equals_one_sweep_bit_for_bit():
     full = MattingLaplacian(image, blocks=4).apply(p)
     np.testing.assert_allclose(full.ravel(), dense_levin_laplacian(image, 1e-7) @ p.ravel(), rtol=2e-3, atol=2e-3)
 
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_the_product_over_row_spans_equals_the_whole_product_there_and_writes_nothing_else(blocks):
+    """A solve asks for L p only at its unknown pixels: with ``spans`` (each row's first to last unknown column;
+    rows without any, at the edges and inside) the product computes those columns, bit for bit as the whole
+    product does, and leaves every other pixel of ``out`` as it was."""
+    rng = np.random.default_rng(5)
+    image = rng.random((17, 23, 3)).astype(np.float32)
+    p = rng.random((17, 23))
+    unknown = np.zeros((17, 23), bool)
+    unknown[0, 5] = unknown[3, 0:4] = unknown[4, 19:23] = unknown[9, 11] = True
+    unknown[12:16, 2:20] = rng.random((4, 18)) > 0.5
+    unknown[16, 22] = True
+    spans = row_spans(unknown)
+    assert spans.tolist()[:5] == [[5, 6], [0, 0], [0, 0], [0, 4], [19, 23]]
+    laplacian = MattingLaplacian(image, blocks=blocks)
+    whole = laplacian.apply(p)
+    out = np.full((17, 23), np.nan)
+    laplacian.apply(p, out=out, spans=spans)
+    inside = np.zeros((17, 23), bool)
+    for y, (first, last) in enumerate(spans):
+        inside[y, first:last] = True
+    np.testing.assert_array_equal(out[inside], whole[inside])
+    assert np.isnan(out[~inside]).all()
+    assert inside[unknown].all()
 
 def test_the_compiled_laplacian_refuses_a_window_radius_it_does_not_implement():
     with pytest.raises(ValueError, match="radius"):

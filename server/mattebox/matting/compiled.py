@@ -48,7 +48,7 @@ PARALLEL_PIXELS = 500_000
 SIGNATURES = {
     "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
     "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
-                        "f8[:,::1]", "f8[:,::1]", "i8", "i8")],
+                        "f8[:,::1]", "f8[:,::1]", "i8", "i8", "i8[:,::1]")],
     "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]", "i8", "i8")],
     "foreground_sweeps": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
                            "f8", "i8")],
@@ -237,7 +237,7 @@ def _launch_threads() -> None:
     try:  # a tiny product launches the threads
         kernels.laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
                                 np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                                np.zeros((2, 7, 5)), np.zeros((3, 3)))
+                                np.zeros((2, 7, 5)), np.zeros((3, 3)), np.tile(np.array([0, 3], np.int64), (3, 1)))
         _parallel_ok = True
     except ValueError:  # "No threading layer could be loaded"
         _parallel_ok = False

@@ -55,6 +55,16 @@ def _box_means(planes, r: int) -> np.ndarray:
     return out
 
 
+def row_spans(active: np.ndarray) -> np.ndarray:
+    """Each row's columns [first, last + 1) of ``active`` (H×2 int64; [0, 0) for a row without any): where a
+    solve needs L p (:meth:`MattingLaplacian.apply`'s ``spans``)."""
+    w = active.shape[1]
+    rows = active.any(axis=1)
+    first = np.where(rows, active.argmax(axis=1), 0)
+    last = np.where(rows, w - active[:, ::-1].argmax(axis=1), 0)
+    return np.ascontiguousarray(np.stack([first, last], axis=1), np.int64)
+
+
 class MattingLaplacian:
     """The matting Laplacian of an H×W×3 image (values in [0, 1]), applied matrix-free in float64.
 
@@ -92,16 +102,20 @@ class MattingLaplacian:
         blocks = compiled.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
         self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
         self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
+        self._whole = np.tile(np.array([0, w], np.int64), (h, 1))  # every row's every column: the whole product
 
-    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous)."""
+    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None, spans: Optional[np.ndarray] = None) -> np.ndarray:
+        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous). With ``spans``
+        (:func:`row_spans`) only each row's span of columns is computed and ``out`` is left as it is elsewhere."""
         out = np.empty(self.valid.shape, np.float64) if out is None else out
         p = np.ascontiguousarray(p, np.float64)
+        spans = self._whole if spans is None else spans
         if len(self._ring) == 1:
             compiled.laplacian_rows(self.image, self.inv_cov, self.valid, self.count, p, self._ring[0], self._sums[0],
-                                   out, 0, len(p))
+                                   out, 0, len(p), spans)
         else:
-            compiled.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out)
+            compiled.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out,
+                                     spans)
         return out
 
     def diagonal(self) -> np.ndarray:
