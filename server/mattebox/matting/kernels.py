@@ -549,7 +549,7 @@ def box_candidates_blocks(blocks, box, at, nearest, out, start, stop):
 def _dot_chunk(a, b, start, stop):
     """Σ a_i b_i for i = ``start`` … ``stop`` − 1, added in order."""
     total = 0.0
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  # unsigned: no wrap-around test per access
         total += a[i] * b[i]
     return total
 
@@ -584,7 +584,7 @@ def dot_blocks(blocks, a, b):
 def _cg_update_chunk(x, r, p, ap, precond, step, start, stop):
     """:func:`cg_update` over elements ``start`` … ``stop`` − 1; returns their (Σ precond·r², Σ r²)."""
     rz = rr = 0.0
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  # unsigned: no wrap-around test per access
         x[i] += step * p[i]
         r[i] -= step * ap[i]
         rz += precond[i] * r[i] * r[i]
@@ -626,7 +626,7 @@ def cg_update_blocks(blocks, x, r, p, ap, precond, step):
 def cg_direction(p, r, precond, beta, start, stop):
     """The next conjugate direction, in place on elements ``start`` … ``stop`` − 1: p = M⁻¹r + beta·p (Jacobi:
     M⁻¹r = precond·r)."""
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  # unsigned: no wrap-around test per access
         p[i] = precond[i] * r[i] + beta * p[i]
 
 
@@ -642,7 +642,7 @@ def cg_direction_blocks(blocks, p, r, precond, beta, start, stop):
 def _restrict_chunk(lv, mask, shift, v, start, stop):
     """:func:`restrict_and_shift` over elements ``start`` … ``stop`` − 1; returns their Σ v·lv."""
     total = 0.0
-    for i in range(start, stop):
+    for i in range(np.uint64(start), np.uint64(stop)):  # unsigned: no wrap-around test per access
         lv[i] = mask[i] * lv[i] + shift[i] * v[i]
         total += v[i] * lv[i]
     return total
