@@ -71,20 +71,18 @@ def server_connection(endpoint: Optional[str] = None, local: bool = False,
     from mattebox_plugin.errors import ServerUnavailable
     from mattebox_plugin.launcher import server_answers
 
-    if endpoint and not local:
+    if not local:
         cfg = configured(endpoint)
+        if endpoint:
+            def connect() -> Client:
+                if not server_answers(cfg, timeout=2.0):
+                    raise ServerUnavailable(f"no server answers at {endpoint} (--endpoint)")
+                return Client(**client_kwargs(cfg, timeout))
 
-        def connect() -> Client:
-            if not server_answers(cfg, timeout=2.0):
-                raise ServerUnavailable(f"no server answers at {endpoint} (--endpoint)")
-            return Client(**client_kwargs(cfg, timeout))
-
-        yield connect
-        return
-    running = answering_server(None, local)
-    if running is not None:
-        cfg = configured(running)
-        yield lambda: Client(**client_kwargs(cfg, timeout))
-        return
+            yield connect
+            return
+        if server_answers(cfg, timeout=2.0):
+            yield lambda: Client(**client_kwargs(cfg, timeout))
+            return
     with local_server() as embedded:
         yield lambda: Client(embedded, timeout=timeout)
