@@ -58,7 +58,9 @@ def _fresh_flags_per_function():
     shared = pycc_compiler.compile_extra
 
     def compile_extra(typingctx, targetctx, func, args, return_type, flags, *rest, **options):
-        return shared(typingctx, targetctx, func, args, return_type, flags.copy(), *rest, **options)
+        flags = flags.copy()
+        flags.release_gil = True
+        return shared(typingctx, targetctx, func, args, return_type, flags, *rest, **options)
 
     pycc_compiler.compile_extra = compile_extra
     try:
