@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import cv2
@@ -119,6 +120,18 @@ def test_shot_flows_borrow_the_pairs_another_computes_and_compute_the_rest():
     assert not np.array_equal(half.neighbour(1, 0)[0], full.neighbour(1, 0)[0])
     np.testing.assert_array_equal(half.neighbour(1, 0)[0], alone.neighbour(1, 0)[0])
     assert flow.shape == (96, 128, 2) and confidence.shape == (96, 128)
+
+
+def test_shot_flows_started_on_a_worker_thread_equal_those_computed_in_place():
+    frames, _ = moving_disc(length=5)
+    image = lambda f: linear_to_srgb(frames[f])  # noqa: E731
+    plain = ShotFlows(image)
+    with ThreadPoolExecutor(1) as pool:
+        pooled = ShotFlows(image, pool=pool)
+        for a, b in zip(pooled.span(4, 0), plain.span(4, 0)):  # four pairs started at once, taken from both ends
+            np.testing.assert_array_equal(a, b)
+    assert pooled.computed == plain.computed == 8
+    np.testing.assert_array_equal(pooled.neighbour(1, 2)[0], plain.neighbour(1, 2)[0])
 
 
 def test_one_nearest_index_carries_a_flow_and_its_confidence_as_nearest_filling_does():

@@ -24,7 +24,7 @@ the shot.
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -38,6 +38,7 @@ from ..matting.foreground import multilevel
 from ..matting.motion import DISFlow, warp
 from .flow import MIN_LAYER_PIXELS, ScaledFlow, ShotFlows, carry, interior, nearest_index
 from .guidance import Key, PropagationSettings, trimap_for_frame
+from .tasks import Task
 
 
 @dataclass
@@ -94,25 +95,18 @@ class _Window:
 
 
 class _Ahead(_Window):
-    """A :class:`_Window` whose values ``compute(*arguments(frame))`` run on ``pool`` (None: in the caller's thread,
-    when first read). ``arguments`` runs in the caller's thread, so reads and guidance keep the walk's order;
-    :meth:`start` begins a frame's computation before the walk reads it, and reading waits for it."""
+    """A :class:`_Window` whose values ``compute(*arguments(frame))`` are :class:`~.tasks.Task` s on ``pool``:
+    ``arguments`` runs in the caller's thread, so reads and guidance keep the walk's order; :meth:`start` begins a
+    frame's computation before the walk reads it, and reading waits for it (or runs it, if no worker has)."""
 
     def __init__(self, compute: Callable, arguments: Callable[[int], tuple], pool: Optional[ThreadPoolExecutor]):
-        super().__init__(lambda frame: pool.submit(compute, *arguments(frame)) if pool else
-                         _done(compute(*arguments(frame))))
+        super().__init__(lambda frame: Task(pool, compute, *arguments(frame)))
 
     def start(self, frame: int) -> None:
         super().__call__(frame)
 
     def __call__(self, frame: int):
         return super().__call__(frame).result()
-
-
-def _done(value) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
 
 
 def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: Dict[int, Key],
@@ -149,8 +143,13 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
 
+    # the independent solves of frames ahead and the flows of frame pairs run on worker threads (.tasks)
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="shot-solve") if settings.workers > 0 else None
+    ahead = settings.lookahead if pool else 0
+
     def shot_flows(scale: float, pairs: int, borrow=None) -> ShotFlows:
-        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow)
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow,
+                         pool=pool)
 
     # flows are computed on demand: with a key on every frame the carriers compute none; they carry keys over
     # exactly the frame pairs not both keys, and the temporal prior (within the window) reads those from them
@@ -174,8 +173,6 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
         prepared = prepare(image, trimap, solver, keep_operator_bytes=settings.operator_bytes)
         return solve_alpha(image, trimap, solver, prepared=prepared), prepared
 
-    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="shot-solve") if settings.workers > 0 else None
-    ahead = settings.lookahead if pool else 0
     alone = _Ahead(solve_alone, lambda frame: (srgb(frame), trimaps(frame)[0]), pool)
 
     def independent(frame: int) -> np.ndarray:
