@@ -97,7 +97,8 @@ class _Window:
 class _Ahead(_Window):
     """A :class:`_Window` whose values ``compute(*arguments(frame))`` are :class:`~.tasks.Task` s on ``pool``:
     ``arguments`` runs in the caller's thread, so reads and guidance keep the walk's order; :meth:`start` begins a
-    frame's computation before the walk reads it, and reading waits for it (or runs it, if no worker has)."""
+    frame's computation before the walk reads it, and reading waits for it (or runs it, if no worker has; while a
+    worker runs it, this thread runs frames further ahead that wait in the queue)."""
 
     def __init__(self, compute: Callable, arguments: Callable[[int], tuple], pool: Optional[ThreadPoolExecutor]):
         super().__init__(lambda frame: Task(pool, compute, *arguments(frame)))
@@ -106,7 +107,11 @@ class _Ahead(_Window):
         super().__call__(frame)
 
     def __call__(self, frame: int):
-        return super().__call__(frame).result()
+        task = super().__call__(frame)
+        later = sorted((f for f in self.values if f > frame), reverse=True)
+        while not task.done() and any(self.values[f].steal() for f in later):
+            pass  # a worker runs this frame's task: meanwhile, this thread runs the furthest one still queued
+        return task.result()
 
 
 def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: Dict[int, Key],
