@@ -56,9 +56,10 @@ class ShotSettings:
     #: kernels and cv2 release the GIL, so on two cores a frame's solve overlaps the previous frame's prior, polish
     #: and foreground (the same mattes bit for bit); 0 solves every frame in the walk's own thread, on demand
     workers: int = 1
-    #: frames beyond the temporal window whose independent solves start before the walk reaches them (each read,
-    #: guided and solved ahead, held with its kept operator); 0 with ``workers`` still overlaps nothing
-    lookahead: int = 1
+    #: frames beyond the temporal window whose independent solves start before the walk reaches them, so a worker has
+    #: one to run while the walk steadies frame t and the walk one to take when it would wait (each is read, guided
+    #: and held, with its kept operator, meanwhile)
+    lookahead: int = 2
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
     #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
     #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``, and where
