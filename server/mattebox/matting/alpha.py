@@ -279,10 +279,6 @@ def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings
     """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``;
     ``keep_operator_bytes`` > 0: the first solve given it keeps its finest-level operator up to that size for the
     next (release it with ``prepared.kept.release()``)."""
-    # numba's threads start (on a frame big enough for them) before the frame's big arrays, not amid them: started
-    # mid-solve, the pool's small long-lived allocations landed at the top of the heap, which then could not shrink
-    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB); a small frame imports no numba here
-    compiled.row_blocks(trimap.size)
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     kept = KeptOperator(keep_operator_bytes) if keep_operator_bytes > 0 else None
     tiny = min(trimap.shape) < 2 * settings.radius + 1
