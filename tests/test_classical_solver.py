@@ -499,6 +499,29 @@ def test_blocks_run_at_once_on_two_threads_and_an_error_waits_for_the_other():
     assert ended == [1]
 
 
+def test_tasks_of_a_big_frame_run_at_once_and_their_blocks_stay_on_their_thread(monkeypatch):
+    """compiled.run_tasks runs independent tasks of a big frame at once (each waits here until both have started)
+    and returns their results in order; work in blocks inside a task runs on that task's thread (with one worker,
+    a task waiting for a block queued behind the other task would stall); a small frame's tasks run in turn."""
+    import threading
+
+    from mattebox.matting import compiled
+
+    monkeypatch.setenv("MATTEBOX_THREADS", "2")
+    started = threading.Barrier(2, timeout=60)
+
+    def task(name):
+        started.wait()
+        blocks = compiled.run_blocks(lambda block, lo, hi: threading.get_ident(), 2, 0, 10)
+        return name, set(blocks) == {threading.get_ident()}
+
+    big = 4 * compiled.PARALLEL_PIXELS
+    assert compiled.run_tasks(big, lambda: task("a"), lambda: task("b")) == [("a", True), ("b", True)]
+    order = []
+    assert compiled.run_tasks(1000, lambda: order.append(1) or 1, lambda: order.append(2) or 2) == [1, 2]
+    assert order == [1, 2]
+
+
 def test_the_thread_count_comes_from_mattebox_threads_or_the_cpus(monkeypatch):
     from mattebox.matting import compiled
 

@@ -293,11 +293,12 @@ def run_blocks(work: Callable, blocks: int, start: int, stop: int) -> list:
     return [first] + [future.result() for future in others]
 
 
-def run_tasks(*tasks: Callable) -> list:
-    """Independent ``tasks`` (callables of no arguments) at once, one per thread (one after another when
-    :func:`threads` is 1); their results in order. A task's own work in blocks stays on its thread (no thread
-    waits for a worker that is busy with another task)."""
-    if threads() == 1:
+def run_tasks(pixels: int, *tasks: Callable) -> list:
+    """Independent ``tasks`` (callables of no arguments) of a frame of ``pixels`` pixels; their results in order.
+    At once, one per thread, where the frame is big enough to run its kernels in blocks (:func:`row_blocks`), else
+    one after another. A task's own work in blocks stays on its thread (no thread waits for a worker that is busy
+    with another task)."""
+    if row_blocks(pixels) == 1:
         return [task() for task in tasks]
 
     def run(index, _lo, _hi):

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..contract import InputError
+from . import compiled
 
 BAND_FRACTION = 0.05  #: unknown band as a fraction of the long side (≈100 px at 2K, Parallax paper §4)
 
@@ -50,8 +51,11 @@ def trimap_from_mask(mask: np.ndarray, band_width: float = 0) -> np.ndarray:
     radius = max(1, int(round(band / 2)))
     inside = mask >= 0.5
     trimap = np.full(mask.shape, 0.5, np.float32)
-    trimap[_erode(inside, radius)] = 1.0
-    trimap[_erode(~inside, radius)] = 0.0
+    # the two erosions (a distance transform each, ~35 ms at 1080p) at once on big frames (OpenCV releases the GIL)
+    both = (lambda: _erode(inside, radius), lambda: _erode(~inside, radius))
+    core, outside = compiled.run_tasks(mask.size, *both)
+    trimap[core] = 1.0
+    trimap[outside] = 0.0
     # a soft mask's own partial values are uncertain too
     trimap[(mask > 0.05) & (mask < 0.95)] = 0.5
     return trimap

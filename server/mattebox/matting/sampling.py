@@ -81,7 +81,7 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     # each label's candidates on a thread of its own where a frame is big enough to cut its work into blocks
     both = (lambda: _colour_candidates(image, trimap, 1.0, at, scales),
             lambda: _colour_candidates(image, trimap, 0.0, at, scales))
-    fgs, bgs = compiled.run_tasks(*both) if compiled.row_blocks(trimap.size) > 1 else [task() for task in both]
+    fgs, bgs = compiled.run_tasks(trimap.size, *both)
     if fgs is None or bgs is None or not at.size:
         return prior, confidence
     colour = _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), at, np.empty((3, at.size), np.float32))
