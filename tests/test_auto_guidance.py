@@ -356,6 +356,24 @@ def load(name, scale=0.5):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(DATA is None, reason="needs alphamatting-dev (../shared/data or $MATTEBOX_ALPHAMATTING)")
+def test_on_alphamatting_dev_no_loose_lasso_is_called_a_roto_and_most_true_rotos_are():
+    """The image check's margins on real photos at full size (docs/classical.md has the table): the network
+    tightens every one of these lassos, so a lasso called a roto would change today's matte."""
+    from mattebox.colour import linear_to_srgb
+
+    called = []
+    for name in (f"GT0{i}" for i in range(1, 9)):
+        image, alpha = load(name, scale=1.0)
+        image = linear_to_srgb(image)
+        for seed in range(2):
+            for near, far in ((10, 30), (20, 60)):
+                assert edge_on_image_edge(loose_lasso(alpha, seed=seed, near=near, far=far), image) < 0.02, name
+        called.append(is_precise_roto((alpha > 0.5).astype(np.float32), image))
+    assert sum(called) >= 5  # 6 of 8: GT03's and GT08's hair edges go on to the network
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["GT01", "GT05"])
 def test_real_u2netp_shrinks_a_loose_lassos_halo(real_u2netp, monkeypatch, name):
     monkeypatch.setenv("MATTEBOX_MODELS", str(real_u2netp))

@@ -11,7 +11,8 @@ Automatic mask: U^2-Net-p's saliency when its weights are installed (``mattebox 
 :mod:`mattebox.matting.segmentation`), made into a trimap by :func:`trimap_from_saliency`; else GrabCut
 (Rother, Kolmogorov, Blake, SIGGRAPH 2004) initialised with the frame's border as background, on a downscaled
 copy, the classical fallback. With a user's rough mask the network's saliency inside it tightens the band
-(:func:`tighten_mask`). In the automatic mode, colour models of the definite regions then reopen background-
+(:func:`tighten_mask`), unless the image alone shows the mask is a precise roto (:func:`is_precise_roto`): then
+the network does not run. In the automatic mode, colour models of the definite regions then reopen background-
 coloured definite foreground at the subject's edge (:func:`unknown_where_background_coloured`).
 """
 from __future__ import annotations
@@ -178,11 +179,11 @@ def edge_offset(drawn: np.ndarray, found: np.ndarray, reach: float) -> float:
 #: network. Measured on a copy at most ROTO_SIDE px on the long side; the gradient profile across the edge reaches
 #: ROTO_REACH px either side, and offsets of ROTO_INNER px and more are off the edge; the frame is cut into
 #: ROTO_CELLS x ROTO_CELLS cells, each with at least ROTO_MIN_EDGE edge pixels judged on its own; a cell is on an
-#: image edge when the gradient at the edge is at least ROTO_CONTRAST x its largest off the edge, and the mask is a
+#: image edge when the gradient at the edge is more than ROTO_CONTRAST x its largest off the edge, and the mask is a
 #: roto when such cells hold at least ROTO_SHARE of its edge. Chosen on 21 frames (alphamatting-dev GT01-08,
-#: bench/speed.py's 1080p portrait, 12 synthetic 960x540 pairs): 448 lassos and grown masks score 0-0.025, the
-#: true rotos median 0.80 (15 of 21 >= ROTO_SHARE, the 1080p portrait 1.00), none that the network would tighten
-#: above 0.025 (docs/classical.md).
+#: bench/speed.py's 1080p portrait, 12 synthetic 960x540 pairs): 420 loose lassos and grown masks score at most
+#: 0.030, the true rotos median 0.75 (13 of 21 >= ROTO_SHARE, the 1080p portrait 1.00), no mask the network would
+#: tighten above 0.22 (docs/classical.md, "Guidance").
 ROTO_SIDE = 800
 ROTO_REACH = 16
 ROTO_INNER = 3
@@ -260,7 +261,7 @@ def tighten_mask(mask: np.ndarray, saliency: np.ndarray, band_width: float = 0):
     when the saliency there keeps under TIGHTEN_MIN_SHARE of its area (the network has found something else) or
     when its edge lies on average within PRECISE_EDGE × the frame's long side of the saliency's 0.5 contour
     (:func:`edge_offset`, measured up to the growth radius out): a precise roto, whose edge is better than the
-    network's."""
+    network's. The engine asks :func:`is_precise_roto` first, which tells most rotos without the saliency."""
     drawn = mask >= 0.5
     if not drawn.any():
         return None
