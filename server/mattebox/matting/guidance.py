@@ -180,11 +180,11 @@ def edge_offset(drawn: np.ndarray, found: np.ndarray, reach: float) -> float:
 #: ROTO_REACH px either side, and offsets of ROTO_INNER px and more are off the edge; the frame is cut into
 #: ROTO_CELLS x ROTO_CELLS cells, each with at least ROTO_MIN_EDGE edge pixels judged on its own; a cell is on an
 #: image edge when the gradient at the edge is more than ROTO_CONTRAST x its largest off the edge, and the mask is a
-#: roto when such cells hold at least ROTO_SHARE of its edge. Chosen on 21 frames (alphamatting-dev GT01-08,
-#: bench/speed.py's 1080p portrait, 12 synthetic 960x540 pairs): 420 loose lassos and grown masks score at most
-#: 0.030, the true rotos median 0.75 (13 of 21 >= ROTO_SHARE, the 1080p portrait 1.00), no mask the network would
-#: tighten above 0.22 (docs/classical.md, "Guidance").
-ROTO_SIDE = 800
+#: roto when such cells hold at least ROTO_SHARE of its edge. Chosen on 29 frames (alphamatting-dev GT01-08,
+#: bench/speed.py's 1080p portrait, 20 synthetic pairs at 960x540 to 3840x2160): 580 loose lassos and grown masks
+#: score at most 0.025, the true rotos median 0.70 (18 of 29 >= ROTO_SHARE, the 1080p portrait 1.00), no mask the
+#: network would tighten above 0.29 (docs/classical.md, "Guidance").
+ROTO_SIDE = 1000
 ROTO_REACH = 16
 ROTO_INNER = 3
 ROTO_CELLS = 8
@@ -206,7 +206,7 @@ def edge_on_image_edge(mask: np.ndarray, image_srgb: np.ndarray) -> float:
     shrunk by the smallest integer factor that brings its long side to ROTO_SIDE or under; the frame's outside
     is no edge (as in :func:`edge_offset`). 0 when the mask has no edge."""
     h, w = mask.shape
-    factor = -(-max(h, w) // ROTO_SIDE)  # an integer factor: OpenCV's fast box filter (1080p: 3, 640x360)
+    factor = -(-max(h, w) // ROTO_SIDE)  # an integer factor: OpenCV's fast box filter (1080p: 2, 960x540)
     image = np.ascontiguousarray(image_srgb[..., :3], np.float32)
     drawn = mask.astype(np.float32, copy=False)
     if factor > 1:
@@ -217,19 +217,21 @@ def edge_on_image_edge(mask: np.ndarray, image_srgb: np.ndarray) -> float:
     h, w = drawn.shape
     d = cv2.distanceTransform(drawn, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) - \
         cv2.distanceTransform(1 - drawn, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    band = np.abs(d) <= ROTO_REACH + 0.5
-    ys, xs = np.nonzero(band)
-    if not ys.size:
+    band = np.flatnonzero(np.abs(d) <= ROTO_REACH + 0.5)  # flat indices: np.take gathers them fast
+    if not band.size:
         return 0.0
-    normal_x, normal_y = cv2.Sobel(d, cv2.CV_32F, 1, 0, ksize=3)[band], cv2.Sobel(d, cv2.CV_32F, 0, 1, ksize=3)[band]
+    normal_x = cv2.Sobel(d, cv2.CV_32F, 1, 0, ksize=3).ravel().take(band)
+    normal_y = cv2.Sobel(d, cv2.CV_32F, 0, 1, ksize=3).ravel().take(band)
     length = np.hypot(normal_x, normal_y) + 1e-6
-    across = (cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)[band] * (normal_x / length)[:, None] +
-              cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)[band] * (normal_y / length)[:, None])
-    gradient = np.sqrt((across ** 2).sum(axis=1))
+    unit_x, unit_y = (normal_x / length)[:, None], (normal_y / length)[:, None]
+    across = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3).reshape(-1, 3).take(band, axis=0) * unit_x
+    across += cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3).reshape(-1, 3).take(band, axis=0) * unit_y
+    gradient = np.sqrt(np.einsum("ij,ij->i", across, across))
     bins = 2 * ROTO_REACH + 1
     cells = ROTO_CELLS * ROTO_CELLS
+    ys, xs = np.divmod(band, w)
     index = ((ys * ROTO_CELLS // h) * ROTO_CELLS + xs * ROTO_CELLS // w) * bins + \
-        np.rint(d[band]).astype(np.int64) + ROTO_REACH
+        np.rint(d.ravel().take(band)).astype(np.int64) + ROTO_REACH
     count = np.bincount(index, minlength=cells * bins).reshape(cells, bins)
     profile = np.bincount(index, gradient, cells * bins).reshape(cells, bins) / np.maximum(count, 1)
     beside = [ROTO_REACH - 1, ROTO_REACH + 1]  # d = -1, +1: the pixels either side of the edge
