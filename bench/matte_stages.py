@@ -6,13 +6,12 @@ prints a table: interpreter and libraries, the kernels' first call (loading the 
 numba's import and first call where it is absent: ``MATTEBOX_KERNELS=jit`` to compare), reading, decoding,
 guidance, the alpha stage's parts (known-region expansion, colour prior, coarse-to-fine solve), foreground,
 writing. CPU seconds because on a shared machine they are steadier than wall time; each wrapped stage's wall
-seconds beside them (below its CPU seconds where both cores work). On a frame big enough for numba's threads
-(1080p, 4K) numba is imported and its threads started when the solve is prepared, whichever path the one-block
-kernels take (in "rest of the pipeline"). Run from the repository root:
+seconds beside them (below its CPU seconds where both cores work: frames from 1M pixels run their kernels in
+blocks on several threads). Run from the repository root:
 
     PYTHONPATH=plugin:server:installers python bench/matte_stages.py plate.png --trimap t.png --out /tmp/o --local
 
-``NUMBA_NUM_THREADS=1`` gives the one-thread costs (the product's second thread adds a little CPU for less wall).
+``MATTEBOX_THREADS=1`` gives the one-thread costs (a second thread adds a little CPU for less wall).
 """
 from __future__ import annotations
 

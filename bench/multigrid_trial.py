@@ -19,7 +19,7 @@ settings (60 iterations per intermediate level, 15 at full resolution), Jacobi-C
 60/10) and twice the iterations, the ``best`` preset, and the multigrid preconditioner at 1/5, 1/4
 and all of the iterations, alternating per case: mean SAD and summed CPU seconds of each.
 
-Run (NUMBA_NUM_THREADS=1 for one-thread costs):
+Run (MATTEBOX_THREADS=1 for one-thread costs):
 
     MATTEBOX_ALPHAMATTING=/work/shared/data/alphamatting-dev PYTHONPATH=plugin:server:installers \\
         python bench/multigrid_trial.py GT04 trimap1      # or: --dataset

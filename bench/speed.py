@@ -209,8 +209,9 @@ def markdown(result: dict) -> str:
              "user + system time (all threads; steadier than wall time on a shared machine); 'alpha' "
              "and 'foreground' are each side's own stages inside them. Load average at start "
              f"{result['load_average_at_start'][0]:.1f}, at end {result['load_average_at_end'][0]:.1f} "
-             f"({result['cpus']} CPUs; numba threads {result.get('numba_threads', '?')}, both sides; mattebox's "
-             f"kernels: {result.get('kernels', '?')}). Files written: alphamatting-dev, both sides "
+             f"({result['cpus']} CPUs; threads: mattebox {result.get('mattebox_threads', '?')}, pymatting's numba "
+             f"{result.get('numba_threads', '?')}; mattebox's kernels: {result.get('kernels', '?')}). "
+             "Files written: alphamatting-dev, both sides "
              f"`{SAME_AS_PEER}`; 4K and 1080p `{COMPOSITOR}`.", "",
              "| side | mean SAD | seconds | CPU s | alpha s | foreground s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|"]
@@ -249,22 +250,24 @@ def main(argv=None) -> int:
     names = args.images.split(",") if args.images else sorted(p.stem for p in (data / "image").glob("*.png"))
     import numba
 
-    from mattebox.matting import aot
+    from mattebox.matting import aot, compiled
 
     result = {"names": names, "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
-              "numba_threads": numba.config.NUMBA_NUM_THREADS, "kernels": aot.status()}
+              "numba_threads": numba.config.NUMBA_NUM_THREADS, "mattebox_threads": compiled.threads(),
+              "kernels": aot.status()}
     with tempfile.TemporaryDirectory(prefix="mattebox-speed-") as tmp:
         work = Path(tmp)
-        # one untimed run of each first: numba (both sides) compiles its kernels once and caches them
+        # one untimed run of each first: numba compiles pymatting's kernels once and caches them (and ours where the
+        # ahead-of-time build is absent)
         warm = data / "image" / f"{names[0]}.png", data / "trimap1" / f"{names[0]}.png"
         ours(warm[0], work / "warm", "--trimap", str(warm[1]))
         if not args.skip_peer:
             theirs(*warm, work / "warm")
         result["alphamatting"] = alphamatting(names, not args.skip_peer, work)
         if not args.skip_large:
-            # the large frames' parallel kernels are numba's JIT (not the ahead-of-time build): compiled (and
-            # cached) by an untimed run of the 1080p case first, as a user's first large frame after an upgrade
-            print("1080p (untimed, compiles the parallel kernels) ...", file=sys.stderr, flush=True)
+            # an untimed run of the 1080p case first: its files and U^2-Net-p's weights in the page cache, as for
+            # the second frame a user mattes
+            print("1080p (untimed, warms the file cache) ...", file=sys.stderr, flush=True)
             portrait_1080p(work / "warm")
             print("4K ...", file=sys.stderr, flush=True)
             result["4k"] = four_k(work)

@@ -7,13 +7,15 @@ import cv2
 import numpy as np
 import pytest
 
+from mattebox.colour import srgb_to_linear
 from mattebox.contract import MatteRequest
 from mattebox.engines.classical import ClassicalEngine
 from mattebox.matting import segmentation
 from mattebox.paths import alphamatting_dir
 from mattebox.testing.lasso import loose_lasso
-from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, PRECISE_EDGE, WIDE_BAND, edge_offset, tighten_mask,
-                                       trimap_from_mask, trimap_from_saliency, unknown_where_background_coloured)
+from mattebox.matting.guidance import (COLOUR_RING, NARROW_BAND, PRECISE_EDGE, ROTO_SHARE, WIDE_BAND, edge_offset,
+                                       edge_on_image_edge, is_precise_roto, tighten_mask, trimap_from_mask,
+                                       trimap_from_saliency, unknown_where_background_coloured)
 
 
 def disc(shape, centre, radius, soft=0.0):
@@ -102,6 +104,86 @@ def test_a_lasso_around_something_the_network_does_not_see_is_taken_as_drawn():
     assert tighten_mask(lasso, elsewhere) is None
     assert tighten_mask(np.zeros(shape, np.float32), elsewhere) is None
 
+
+
+def hair_portrait(seed=7, shape=(270, 480)):
+    """(sRGB image, true alpha): a synthetic hair subject over a richly textured background (bench/speed.py's
+    1080p portrait is seed 7 at 1920x1080)."""
+    from mattebox.colour import linear_to_srgb
+    from mattebox.synth.pairs import make_pair
+
+    pair = make_pair(seed, size=shape, real_alpha=False)
+    return linear_to_srgb(pair.image), pair.alpha
+
+
+@pytest.mark.parametrize("seed", [7, 11])
+def test_a_rotos_edge_lies_on_the_image_edge_and_a_lassos_does_not(seed):
+    image, alpha = hair_portrait(seed)
+    roto = (alpha > 0.5).astype(np.float32)
+    assert edge_on_image_edge(roto, image) >= ROTO_SHARE
+    for lasso_seed in range(3):
+        for near, far in ((10, 30), (20, 60)):
+            lasso = loose_lasso(alpha, seed=lasso_seed, near=near, far=far)
+            assert edge_on_image_edge(lasso, image) < 0.1 * ROTO_SHARE
+            assert not is_precise_roto(lasso, image)
+
+
+def test_a_mask_that_follows_the_subject_on_one_side_only_is_not_a_roto():
+    """Judged cell by cell: a roto's stretch of edge does not vouch for a lasso's (this mask the network would
+    tighten)."""
+    from mattebox.synth.backgrounds import fractal_noise, textured_background
+
+    rng = np.random.default_rng(0)
+    shape, centre = (270, 480), (135, 240)
+    subject = disc(shape, centre, 80)  # x 160-320
+    skin = np.array([0.9, 0.6, 0.3], np.float32) * (0.7 + 0.3 * fractal_noise(shape, rng, octaves=4))[..., None]
+    image = np.where(subject[..., None] > 0, skin, textured_background(shape, rng))
+    assert edge_on_image_edge(subject, image) == 1.0
+    for seed in range(3):
+        mixed = loose_lasso(subject, seed=seed)
+        assert edge_on_image_edge(mixed, image) == 0.0
+        mixed[:, :200] = subject[:, :200]  # the subject's left quarter rotoed, the rest lassoed
+        assert 0.1 < edge_on_image_edge(mixed, image) < 0.3
+
+
+def test_without_an_edge_to_judge_no_mask_is_a_roto():
+    image, alpha = hair_portrait()
+    roto = (alpha > 0.5).astype(np.float32)
+    assert edge_on_image_edge(roto, np.full_like(image, 0.5)) == 0.0  # a flat image has no edge
+    assert edge_on_image_edge(np.ones_like(roto), image) == 0.0  # a mask with no edge inside the frame
+    assert edge_on_image_edge(np.zeros_like(roto), image) == 0.0
+
+
+@pytest.fixture
+def u2netp_installed(monkeypatch, tmp_path):
+    """The engine sees installed U^2-Net-p weights; the forward is the test's to set."""
+    monkeypatch.setattr(segmentation, "u2netp_weights", lambda: tmp_path / "u2netp.onnx")
+
+
+def test_a_precise_roto_is_taken_as_drawn_without_running_the_network(u2netp_installed, monkeypatch):
+    def no_forward(image, path):
+        raise AssertionError("the network ran for a precise roto")
+
+    monkeypatch.setattr(segmentation, "u2netp_mask", no_forward)
+    image, alpha = hair_portrait()
+    roto = (alpha > 0.5).astype(np.float32)
+    request = MatteRequest(image=srgb_to_linear(image), mask=roto, params={"outputs": ["alpha"]})
+    trimap, guidance = ClassicalEngine.guidance(request)
+    assert guidance == "mask"
+    np.testing.assert_array_equal(trimap, trimap_from_mask(roto))
+
+
+def test_a_loose_lasso_still_goes_through_the_network_and_is_tightened(u2netp_installed, monkeypatch):
+    image, alpha = hair_portrait()
+    saliency = cv2.resize(cv2.resize(alpha, (320, 320), interpolation=cv2.INTER_AREA), alpha.shape[::-1],
+                          interpolation=cv2.INTER_LINEAR)  # the network's: coarse, on the subject
+    calls = []
+    monkeypatch.setattr(segmentation, "u2netp_mask", lambda image, path: calls.append(path) or saliency)
+    lasso = loose_lasso(alpha, near=20, far=60)
+    request = MatteRequest(image=srgb_to_linear(image), mask=lasso, params={"outputs": ["alpha"]})
+    trimap, guidance = ClassicalEngine.guidance(request)
+    assert len(calls) == 1 and guidance == "mask+u2netp"
+    np.testing.assert_array_equal(trimap, tighten_mask(lasso, saliency))
 
 
 def strands_scene(shape=(200, 300)):
@@ -271,6 +353,24 @@ def load(name, scale=0.5):
     size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return srgb_to_linear(image), cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(DATA is None, reason="needs alphamatting-dev (../shared/data or $MATTEBOX_ALPHAMATTING)")
+def test_on_alphamatting_dev_no_loose_lasso_is_called_a_roto_and_most_true_rotos_are():
+    """The image check's margins on real photos at full size (docs/classical.md has the table): the network
+    tightens every one of these lassos, so a lasso called a roto would change today's matte."""
+    from mattebox.colour import linear_to_srgb
+
+    called = []
+    for name in (f"GT0{i}" for i in range(1, 9)):
+        image, alpha = load(name, scale=1.0)
+        image = linear_to_srgb(image)
+        for seed in range(2):
+            for near, far in ((10, 30), (20, 60)):
+                assert edge_on_image_edge(loose_lasso(alpha, seed=seed, near=near, far=far), image) < 0.02, name
+        called.append(is_precise_roto((alpha > 0.5).astype(np.float32), image))
+    assert sum(called) >= 5  # 6 of 8: GT03's and GT08's hair edges go on to the network
 
 
 @pytest.mark.slow

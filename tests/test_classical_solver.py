@@ -56,7 +56,7 @@ def test_matrix_free_laplacian_equals_levin_eq12(eps):
 
 
 def test_the_product_in_blocks_of_rows_equals_one_sweep_bit_for_bit():
-    """The parallel product (blocks of rows on numba's threads) gives the one-thread result exactly, so a solve
+    """The product in blocks of rows at once (the worker threads) gives the one-thread result exactly, so a solve
     does not depend on the thread count; both are Levin's L, also with windows left out (the band's mosaics)."""
     rng = np.random.default_rng(3)
     image = rng.random((13, 9, 3)).astype(np.float32)
@@ -400,8 +400,8 @@ def test_the_solve_is_stable_under_perturbations_below_one_code_value(seed):
 
 
 def kernel_cases(rng):
-    """(name, arguments) of each kernel with a ``NAME_blocks`` twin, on random data with every branch taken;
-    the arguments that are written to are arrays (fresh copies are made per call)."""
+    """(name, arguments) of each kernel the engine runs in blocks (compiled.in_blocks), on random data with every
+    branch taken; the arguments that are written to are arrays (fresh copies are made per call)."""
     from mattebox.matting import kernels
 
     h, w = 23, 17
@@ -448,61 +448,135 @@ def kernel_cases(rng):
 
 
 @pytest.mark.parametrize("blocks", [2, 3, 7])
-def test_each_kernel_in_blocks_equals_the_serial_kernel_bit_for_bit(blocks):
-    """Every kernel's twin on numba's threads (kernels.NAME_blocks: the rows or items in blocks) writes exactly
-    what the serial kernel writes, so no result depends on the number of threads; also for blocks of a few rows
-    (7 blocks of 23 rows: the diagonal's windows straddle the blocks' ends)."""
-    from mattebox.matting import kernels
+def test_each_kernel_in_blocks_equals_the_serial_kernel_bit_for_bit(blocks, monkeypatch):
+    """Every kernel's work in blocks on the worker threads (compiled.in_blocks: its rows or items in blocks) writes
+    exactly what the serial kernel writes, so no result depends on the number of threads; also for blocks of a few
+    rows (7 blocks of 23 rows: the diagonal's windows straddle the blocks' ends)."""
+    from mattebox.matting import compiled
 
+    monkeypatch.setattr(compiled, "row_blocks", lambda pixels, per_block=0: blocks)
     for name, args in kernel_cases(np.random.default_rng(11)):
         serial = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
         parallel = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
-        getattr(kernels, name)(*serial)
-        getattr(kernels, name + "_blocks")(blocks, *parallel)
+        getattr(compiled, name)(*serial)
+        in_blocks = compiled.in_blocks(10 ** 9, name)
+        assert in_blocks is not getattr(compiled, name), name
+        in_blocks(*parallel)
         for one, other in zip(serial, parallel):
             if isinstance(one, np.ndarray):
                 np.testing.assert_array_equal(other, one, err_msg=name)
 
 
-def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads():
-    """CG's sums (kernels.dot, kernels.cg_update, kernels.restrict_and_shift) add SUM_CHUNK elements in a plain
-    loop, then the chunks' sums in order: one chunk is the plain loop's sum, and the twins on threads give the same
-    sums and vectors."""
-    from mattebox.matting import kernels
+def test_blocks_run_at_once_on_two_threads_and_an_error_waits_for_the_other():
+    """compiled.run_blocks runs the first block on the calling thread and the second on a worker thread, at once
+    (each block here waits until both have started: one after the other, they would never finish), and returns
+    their results in block order; a block's error is raised only after the other block has ended."""
+    import threading
+
+    from mattebox.matting import compiled
+
+    started = threading.Barrier(2, timeout=60)
+    threads = {}
+
+    def work(block, lo, hi):
+        threads[block] = threading.get_ident()
+        started.wait()
+        return (block, lo, hi)
+
+    assert compiled.run_blocks(work, 2, 10, 21) == [(0, 10, 15), (1, 15, 21)]
+    assert threads[0] == threading.get_ident() and threads[1] != threads[0]
+    failed, ended = threading.Event(), []
+
+    def failing(block, lo, hi):
+        if block == 0:
+            failed.set()
+            raise ValueError("block 0")
+        assert failed.wait(60)
+        ended.append(block)
+
+    with pytest.raises(ValueError, match="block 0"):
+        compiled.run_blocks(failing, 2, 0, 9)
+    assert ended == [1]
+
+
+def test_tasks_of_a_big_frame_run_at_once_and_their_blocks_stay_on_their_thread(monkeypatch):
+    """compiled.run_tasks runs independent tasks of a big frame at once (each waits here until both have started)
+    and returns their results in order; work in blocks inside a task runs on that task's thread (with one worker,
+    a task waiting for a block queued behind the other task would stall); a small frame's tasks run in turn."""
+    import threading
+
+    from mattebox.matting import compiled
+
+    monkeypatch.setenv("MATTEBOX_THREADS", "2")
+    started = threading.Barrier(2, timeout=60)
+
+    def task(name):
+        started.wait()
+        blocks = compiled.run_blocks(lambda block, lo, hi: threading.get_ident(), 2, 0, 10)
+        return name, set(blocks) == {threading.get_ident()}
+
+    big = 4 * compiled.PARALLEL_PIXELS
+    assert compiled.run_tasks(big, lambda: task("a"), lambda: task("b")) == [("a", True), ("b", True)]
+    order = []
+    assert compiled.run_tasks(1000, lambda: order.append(1) or 1, lambda: order.append(2) or 2) == [1, 2]
+    assert order == [1, 2]
+
+
+def test_the_thread_count_comes_from_mattebox_threads_or_the_cpus(monkeypatch):
+    from mattebox.matting import compiled
+
+    monkeypatch.setenv("MATTEBOX_THREADS", "3")
+    assert compiled.threads() == 3
+    assert compiled.row_blocks(2 * compiled.PARALLEL_PIXELS - 1) == 1
+    assert compiled.row_blocks(10 * compiled.PARALLEL_PIXELS) == 3
+    assert compiled.in_blocks(2 * compiled.PARALLEL_PIXELS, "laplacian_diagonal") is not compiled.laplacian_diagonal
+    assert compiled.in_blocks(2 * compiled.PARALLEL_PIXELS, "dot") is compiled.dot  # memory-bound: later
+    assert compiled.in_blocks(2 * compiled.STREAMING_PIXELS, "dot") is not compiled.dot
+    monkeypatch.setenv("MATTEBOX_THREADS", "many")
+    with pytest.raises(ValueError, match="MATTEBOX_THREADS: expected a whole number"):
+        compiled.threads()
+    monkeypatch.delenv("MATTEBOX_THREADS")
+    assert compiled.threads() >= 1
+
+
+def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads(monkeypatch):
+    """CG's sums (dot, cg_update, restrict_and_shift) add SUM_CHUNK elements in a plain loop, then the chunks' sums
+    in order: one chunk is the plain loop's sum, and their work in blocks of chunks on threads gives the same sums
+    and vectors."""
+    from mattebox.matting import compiled
 
     rng = np.random.default_rng(12)
     small = rng.normal(0, 1, (2, 1000))
-    assert kernels.dot(*small) == np.cumsum(small[0] * small[1])[-1]  # cumsum adds in order
-    n = 2 * kernels.SUM_CHUNK + 12_345  # three chunks
+    assert compiled.dot(*small) == np.cumsum(small[0] * small[1])[-1]  # cumsum adds in order
+    n = 2 * compiled.SUM_CHUNK + 12_345  # three chunks
     a, b = rng.normal(0, 1, (2, n))
     chunked = 0.0
-    for start in range(0, n, kernels.SUM_CHUNK):
-        chunked += np.cumsum(a[start:start + kernels.SUM_CHUNK] * b[start:start + kernels.SUM_CHUNK])[-1]
-    assert kernels.dot(a, b) == chunked
-    for blocks in (2, 3):
-        assert kernels.dot_blocks(blocks, a, b) == chunked
+    for start in range(0, n, compiled.SUM_CHUNK):
+        chunked += np.cumsum(a[start:start + compiled.SUM_CHUNK] * b[start:start + compiled.SUM_CHUNK])[-1]
+    assert compiled.dot(a, b) == chunked
     vectors = rng.normal(0, 1, (4, n))
     precond = rng.random(n)
     serial = vectors.copy()
-    sums = kernels.cg_update(*serial, precond, 0.3)
-    for blocks in (2, 5):
-        parallel = vectors.copy()
-        assert kernels.cg_update_blocks(blocks, *parallel, precond, 0.3) == sums
-        np.testing.assert_array_equal(parallel, serial)
+    sums = compiled.cg_update(*serial, precond, 0.3)
     mask = (rng.random(n) < 0.5).astype(np.uint8)
     product = vectors[0].copy()  # restrict_and_shift: the operator's rows and shift, and the curvature vᵀAv
-    curvature = kernels.restrict_and_shift(product, mask, precond, a)
+    curvature = compiled.restrict_and_shift(product, mask, precond, a)
     np.testing.assert_array_equal(product, mask * vectors[0] + precond * a)
-    assert curvature == kernels.dot(a, product)
-    for blocks in (2, 3):
+    assert curvature == compiled.dot(a, product)
+    for blocks in (2, 3, 5):
+        monkeypatch.setattr(compiled, "row_blocks", lambda pixels, per_block=0, blocks=blocks: blocks)
+        assert compiled.in_blocks(n, "dot")(a, b) == chunked
+        parallel = vectors.copy()
+        assert compiled.in_blocks(n, "cg_update")(*parallel, precond, 0.3) == sums
+        np.testing.assert_array_equal(parallel, serial)
         parallel = vectors[0].copy()
-        assert kernels.restrict_and_shift_blocks(blocks, parallel, mask, precond, a) == curvature
+        assert compiled.in_blocks(n, "restrict_and_shift")(parallel, mask, precond, a) == curvature
         np.testing.assert_array_equal(parallel, product)
 
 
 def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit(monkeypatch):
-    """The engine's calls take the kernels' twins where compiled.row_blocks says so (1080p and 4K frames); forced
-    onto them at a small size, the expansion, prior, coarse-to-fine solve and multilevel foreground give the
+    """The engine's calls run in blocks on threads where compiled.row_blocks says so (1080p and 4K frames); forced
+    into blocks at a small size, the expansion, prior, coarse-to-fine solve and multilevel foreground give the
     serial results exactly."""
     from mattebox.matting import compiled
     from mattebox.matting.foreground import multilevel
@@ -511,7 +585,7 @@ def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit
     settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, expand_radius=3)
     serial = solve_alpha(image, trimap, settings)
     serial_fg = multilevel(image, serial)
-    monkeypatch.setattr(compiled, "row_blocks", lambda pixels: 3)
+    monkeypatch.setattr(compiled, "row_blocks", lambda pixels, per_block=0: 3)
     threaded = solve_alpha(image, trimap, settings)
     np.testing.assert_array_equal(threaded, serial)
     np.testing.assert_array_equal(multilevel(image, serial), serial_fg)

@@ -36,10 +36,11 @@ def no_installed_weights(tmp_path, monkeypatch):
     monkeypatch.delenv("MATTEBOX_SEGMENTATION_WEIGHTS", raising=False)
 
 
-def engine_workload(folder: Path):
+def engine_workload(folder: Path, patch: pytest.MonkeyPatch):
     """The standard inputs of every classical path: `mattebox matte` on PNG files (a synthetic hair composite
     with a trimap, a mask, the fast and best presets, a clean plate; a disc with a thin band, which the band-only
-    operator solves), the multigrid preconditioner, and a random image with a random trimap."""
+    operator solves), the multigrid preconditioner, a random image with a random trimap, and a matte with its work
+    in blocks of rows on two threads (what 1080p and larger frames do)."""
     def matte(plate: np.ndarray, option: str, guide: np.ndarray, *more: str):
         write_png(str(folder / "plate.png"), plate)
         write_png(str(folder / "guide.png"), guide)
@@ -59,6 +60,8 @@ def engine_workload(folder: Path):
     solve_alpha(pair.image, pair.trimap, SolverSettings(preconditioner="multigrid", multigrid_unknowns=500))
     noise = rng.random((90, 120, 3), np.float32)
     get("classical").matte(MatteRequest(image=noise, trimap=rng.choice(np.float32([0.0, 0.5, 1.0]), (90, 120))))
+    patch.setattr(compiled, "row_blocks", lambda pixels, per_block=0: 2)
+    get("classical").matte(MatteRequest(image=pair.image, trimap=pair.trimap))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def recorded(tmp_path_factory):
 
         for kernel in compiled.SIGNATURES:
             patch.setattr(compiled, kernel, recording(kernel, getattr(compiled, kernel)))
-        engine_workload(tmp_path_factory.mktemp("workload"))
+        engine_workload(tmp_path_factory.mktemp("workload"), patch)
         return calls, set(compiled.fallbacks)
 
 
@@ -122,12 +125,14 @@ def test_a_whole_classical_matte_is_the_same_ahead_of_time_and_jit(monkeypatch):
 
 
 @needs_extension
-def test_a_classical_matte_with_the_extension_does_not_import_numba(tmp_path):
-    pair = make_pair(1, size=(64, 96), real_alpha=False)
+@pytest.mark.parametrize("size", [(64, 96), (1000, 1100)], ids=["small", "in-blocks-on-two-threads"])
+def test_a_classical_matte_with_the_extension_does_not_import_numba(tmp_path, size):
+    """Neither a small frame nor a big one (1.1M pixels: its work in blocks on two threads) imports numba."""
+    pair = make_pair(1, size=size, real_alpha=False)
     write_png(str(tmp_path / "plate.png"), pair.image)
     write_png(str(tmp_path / "trimap.png"), pair.trimap)
     _, modules = matte_in_fresh_process(str(tmp_path / "plate.png"), "--trimap", str(tmp_path / "trimap.png"),
-                                        "--out", str(tmp_path / "out"))
+                                        "--out", str(tmp_path / "out"), MATTEBOX_THREADS="2")
     assert not {m for m in modules if m.split(".")[0] in ("numba", "llvmlite")}
     assert (tmp_path / "out" / "plate_alpha.png").is_file()
 

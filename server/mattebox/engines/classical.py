@@ -21,8 +21,8 @@ from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
 from ..matting import segmentation
 from ..matting.alpha import PRESETS, solve_alpha
 from ..matting.foreground import blur_fusion, multilevel
-from ..matting.guidance import (grabcut_mask, guidance_warning, tighten_mask, trimap_from_mask, trimap_from_saliency,
-                                unknown_where_background_coloured)
+from ..matting.guidance import (grabcut_mask, guidance_warning, is_precise_roto, tighten_mask, trimap_from_mask,
+                                trimap_from_saliency, unknown_where_background_coloured)
 from ..matting.known_background import (KnownBackgroundSettings, difference_mask, foreground_with_background,
                                         solve_with_plate)
 
@@ -109,7 +109,9 @@ class ClassicalEngine(Engine):
     @staticmethod
     def guidance(request: MatteRequest) -> Tuple[np.ndarray, str]:
         """(trimap, how it was made): 'trimap' (given), 'mask+u2netp' (a rough mask tightened by U^2-Net-p's
-        saliency inside it), 'mask' (given mask -> trimap), 'plate:difference' (a clean plate's difference matte
+        saliency inside it), 'mask' (given mask -> trimap: a precise roto, told by :func:`is_precise_roto` from the
+        image before the network runs or by :func:`tighten_mask` after, or any mask without the network),
+        'plate:difference' (a clean plate's difference matte
         -> trimap), 'auto:u2netp' (installed U^2-Net-p -> saliency -> trimap, background-coloured
         definite foreground at its edge made unknown), 'auto:segmentation' (installed
         in-house segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback).
@@ -124,7 +126,9 @@ class ClassicalEngine(Engine):
             return request.trimap, "trimap"
         u2netp = segmentation.u2netp_weights() if segmenter == "auto" else None
         if request.mask is not None:
-            if u2netp is not None:
+            # a roto whose edge lies on the image's edges is taken as drawn without running the network (which
+            # would say the same, tighten_mask); only a mask the image does not vouch for goes on to it
+            if u2netp is not None and not is_precise_roto(request.mask, request.image_srgb):
                 trimap = tighten_mask(request.mask, segmentation.u2netp_mask(request.image_srgb, u2netp), band)
                 if trimap is not None:
                     return trimap, "mask+u2netp"

@@ -93,8 +93,10 @@ def expand_known(image: np.ndarray, trimap: np.ndarray, radius: int, colour: flo
     pixels = np.ascontiguousarray(image, np.float32).reshape(-1, 3)
     at = np.flatnonzero(unknown)  # flat indices: gathers by them are ~4x faster than by boolean masks
     expand = compiled.in_blocks(at.size, "expand_label")
-    for label in (0.0, 1.0):
-        near = nearest_known(trimap, label, at)
+    # each label's nearest known pixels (a distance transform each) at once on big frames; the passes in order
+    both = (lambda: nearest_known(trimap, 0.0, at), lambda: nearest_known(trimap, 1.0, at))
+    nearest = compiled.run_tasks(trimap.size, *both)
+    for label, near in zip((0.0, 1.0), nearest):
         if near is not None:
             expand(pixels, at, near[0], near[1], radius, colour, np.float32(label), out.reshape(-1), 0, at.size)
     return out
@@ -279,10 +281,6 @@ def prepare(image_srgb: np.ndarray, trimap: np.ndarray, settings: SolverSettings
     """:class:`Prepared` for :func:`solve_alpha` of ``image_srgb`` and ``trimap`` with ``settings``;
     ``keep_operator_bytes`` > 0: the first solve given it keeps its finest-level operator up to that size for the
     next (release it with ``prepared.kept.release()``)."""
-    # numba's threads start (on a frame big enough for them) before the frame's big arrays, not amid them: started
-    # mid-solve, the pool's small long-lived allocations landed at the top of the heap, which then could not shrink
-    # when the arrays below were freed (4K peak RSS 1580 instead of 1506 MiB); a small frame imports no numba here
-    compiled.row_blocks(trimap.size)
     trimap = expand_known(image_srgb, trimap.astype(np.float32), settings.expand_radius, settings.expand_colour)
     kept = KeptOperator(keep_operator_bytes) if keep_operator_bytes > 0 else None
     tiny = min(trimap.shape) < 2 * settings.radius + 1

@@ -2,8 +2,9 @@
 
 numba.pycc compiles each kernel of :mod:`.kernels` (the one source; no second implementation) once per signature
 of :data:`.compiled.SIGNATURES` into the extension module ``_kernels_aot`` beside :mod:`.compiled`, for this CPU
-(``host``, as numba's JIT compiles), with ``source_key()`` and ``radius()`` compiled in: :mod:`.compiled` loads it
-at run time instead of importing numba, and only while the key matches. ``status`` says which path runs.
+(``host``, as numba's JIT compiles), with ``source_key()``, ``radius()`` and ``sum_chunk()`` compiled in:
+:mod:`.compiled` loads it at run time instead of importing numba, and only while the key matches. ``status``
+says which path runs. Each kernel's wrapper releases the GIL (``nogil``), so several threads run kernels at once.
 
 Without a C compiler (or with any other build failure) the command prints one line saying so, keeps the compiler's
 output in a log file, and exits with status 1; the kernels then compile with numba's JIT at first use, as before.
@@ -59,7 +60,7 @@ def _fresh_flags_per_function():
 
     def compile_extra(typingctx, targetctx, func, args, return_type, flags, *rest, **options):
         flags = flags.copy()
-        flags.release_gil = True
+        flags.release_gil = True  # numba's nogil: compiled.run_blocks runs a kernel on several threads at once
         return shared(typingctx, targetctx, func, args, return_type, flags, *rest, **options)
 
     pycc_compiler.compile_extra = compile_extra
@@ -90,9 +91,10 @@ def _compile(build_dir: Path) -> Path:
         for i, arguments in enumerate(signatures):
             returns = compiled.RETURNS.get(kernel, "void")
             cc.export(compiled.symbol(kernel, i), f"{returns}({', '.join(arguments)})")(function)
-    key, radius = compiled.source_key(), kernels.RADIUS
+    key, radius, sum_chunk = compiled.source_key(), kernels.RADIUS, kernels.SUM_CHUNK
     cc.export("source_key", "i8()")(lambda: key)
     cc.export("radius", "i8()")(lambda: radius)
+    cc.export("sum_chunk", "i8()")(lambda: sum_chunk)
     # pycc makes a scratch folder of its own and leaves it behind when a build fails: put it inside ours (removed)
     saved, tempfile.tempdir = tempfile.tempdir, str(build_dir)
     try:

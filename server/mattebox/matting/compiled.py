@@ -15,18 +15,23 @@ Which path runs a call (docs/classical.md, "Which path runs the kernels"):
   them);
 * numba's JIT (:mod:`.kernels`, imported on the first such call) otherwise: no extension, a stale one, a call
   with other argument types (recorded in :data:`fallbacks`; tests/test_kernels_aot.py fails when the engine's
-  standard inputs make one), ``MATTEBOX_KERNELS=jit``, and always for the work over several blocks of rows on
-  numba's threads (the kernels' ``_blocks`` twins, which :func:`in_blocks` picks for frames from
-  2 × :data:`PARALLEL_PIXELS` pixels when there are several numba threads): pycc cannot compile ``prange``, and its
-  functions hold the GIL.
+  standard inputs make one), ``MATTEBOX_KERNELS=jit``.
 
 Both paths compile the same source for the same CPU: their results are equal bit for bit (tested per kernel and
 on a whole matte).
+
+Big frames use every core (:func:`in_blocks`, :func:`run_blocks`): from 2 × :data:`PARALLEL_PIXELS` pixels (2 ×
+:data:`STREAMING_PIXELS` for the kernels that only stream memory) a kernel's range of rows (or items) is cut into
+one block per thread (:func:`threads`), run at once on Python threads —
+the kernels release the GIL, compiled either way — with the same result bit for bit. No numba is needed for that
+(its own threads cost a ~0.5 s start in every process that used them: a 1080p `mattebox matte` was faster on one
+core).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import concurrent.futures
 import importlib.util
 import logging
 import os
@@ -37,10 +42,16 @@ from typing import Callable, Optional, Set, Tuple
 
 import numpy as np
 
-#: pixels per thread below which the Laplacian product stays on one thread: on a shared 2-core machine the second
-#: thread's start and wait cost more than it saved at alphamatting-dev's 450k-pixel crops (bench/speed: alpha stage
-#: 15.6 s with 2 threads at 200k, 12.6 s on one), and it pays at 1080p and 4K
-PARALLEL_PIXELS = 500_000
+#: pixels per thread below which a kernel's work stays on the calling thread: a block's hand-off to a worker thread
+#: costs ~35 µs, against ~1.3 ms of the Laplacian product per 100k pixels (compute-bound: two threads halve it)
+PARALLEL_PIXELS = 100_000
+#: … for the kernels that do a few operations per element loaded (CG's vector updates and sums, the set-up's
+#: gathers and copies): memory-bound, they gain from a second thread only on big vectors (2 × 192k elements: 1.4×
+#: slower on two threads; 755k: 1.4× faster; 3.8M: 1.8× faster, this 2-core machine)
+STREAMING_PIXELS = 500_000
+#: the kernels :data:`STREAMING_PIXELS` applies to
+STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift", "solve_terms", "gather_nearest",
+                       "gather_colours", "label_weighted", "box_candidates", "affine_evaluate", "expand_label"})
 
 #: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
@@ -61,9 +72,14 @@ SIGNATURES = {
     "gather_colours": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "i8", "i8")],
     "label_weighted": [("f4[:,:,::1]", "f4[:,::1]", "f4", "f4[:,:,::1]", "i8", "i8")],
     "dot": [("f8[::1]", "f8[::1]")],
+    "dot_chunks": [("f8[::1]", "f8[::1]", "f8[::1]", "i8", "i8")],
     "cg_update": [("f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8")],
+    "cg_update_chunks": [("f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8", "f8[:,::1]", "i8", "i8")],
     "cg_direction": [("f8[::1]", "f8[::1]", "f8[::1]", "f8", "i8", "i8")],
     "restrict_and_shift": [("f8[::1]", "u1[::1]", "f8[::1]", "f8[::1]")],
+    "restrict_and_shift_chunks": [("f8[::1]", "u1[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "i8", "i8")],
+    "foreground_half_sweep": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
+                               "f8", "i8", "i8", "i8")],
     "solve_terms": [("u1[::1]", "f4[::1]", "f4[::1]", "f4[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]",
                      "i8", "i8"),
                     # (the band-only operator's compact layout is float64)
@@ -94,8 +110,9 @@ fallbacks: Set[Tuple[str, tuple]] = set()
 unavailable: Optional[str] = None
 _extension = None  # the loaded module, False once known to be unusable, None before the first call
 _loading = threading.Lock()
-_parallel_ok = None  # whether the JIT's threading layer loaded (tried on the first product over several blocks)
-_launching = threading.Lock()  # guards the threads' start (:func:`row_blocks`)
+_pool = None  # the kernels' worker threads (:func:`run_blocks`), made on first use, with the pid that made them
+_pool_lock = threading.Lock()
+_local = threading.local()  # .inline: this thread runs a task of run_tasks (its work in blocks stays on it)
 
 
 def arg_type(spec: str) -> tuple:
@@ -222,64 +239,149 @@ for _kernel in SIGNATURES:
     globals()[_kernel] = _dispatcher(_kernel)
 
 
-def _launch_threads() -> None:
-    """Start numba's threads with a tiny parallel product; sets :data:`_parallel_ok`."""
-    global _parallel_ok
-    kernels = _jit()
-    # OpenMP's threads spin after each parallel block, waiting for the next (300k rounds by default, libgomp):
-    # on a shared machine that is CPU taken from everyone else, and on a busy one the waiting thread spins while
-    # the other is descheduled. Passive threads sleep at once; waking them costs microseconds against blocks of
-    # milliseconds (a 4K `mattebox matte` at load ~5: 15.5 s of CPU spinning, 14.0 s passive, wall no slower).
-    # libgomp reads it when it loads, here; set only meanwhile (the user's setting wins), so that a torch loaded
-    # later (its own libgomp) keeps its default.
-    user_policy = os.environ.get("OMP_WAIT_POLICY")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:  # a tiny product launches the threads
-        kernels.laplacian_apply(np.zeros((3, 3, 3), np.float32), np.zeros((6, 3, 3)), np.zeros((3, 3), np.uint8),
-                                np.zeros((3, 3), np.uint8), np.zeros((3, 3)), np.zeros((2, 3, 4, 5)),
-                                np.zeros((2, 7, 5)), np.zeros((3, 3)), np.tile(np.array([0, 3], np.int64), (3, 1)))
-        _parallel_ok = True
-    except ValueError:  # "No threading layer could be loaded"
-        _parallel_ok = False
-    finally:
-        if user_policy is None:
-            del os.environ["OMP_WAIT_POLICY"]
+def threads() -> int:
+    """Threads a kernel's work may run on: ``MATTEBOX_THREADS`` when set (>= 1), else the CPUs this process may
+    run on."""
+    value = os.environ.get("MATTEBOX_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"MATTEBOX_THREADS: expected a whole number of threads, got {value!r}") from None
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # (no sched_getaffinity: macOS, Windows)
+        return os.cpu_count() or 1
 
 
-def row_blocks(pixels: int) -> int:
-    """How many blocks of rows a product over ``pixels`` pixels runs in: one per numba thread
-    (``NUMBA_NUM_THREADS``), each of at least :data:`PARALLEL_PIXELS`; 1 when no thread-safe layer loads. Below
-    2 × PARALLEL_PIXELS it is 1 without importing numba (the one-block kernels are ahead-of-time compiled); the
-    first call that gives more than one starts numba's threads."""
-    if pixels < 2 * PARALLEL_PIXELS:
+def row_blocks(pixels: int, per_block: int = PARALLEL_PIXELS) -> int:
+    """How many blocks a kernel's work over ``pixels`` pixels runs in: one per thread (:func:`threads`), each of at
+    least ``per_block`` pixels; 1 below 2 × per_block."""
+    if pixels < 2 * per_block:
         return 1
-    _jit()  # first: importing it chooses the threading layer numba's threads will start with
-    import numba
+    return max(1, min(threads(), pixels // per_block))
 
-    blocks = max(1, min(numba.get_num_threads(), pixels // PARALLEL_PIXELS))
-    if blocks > 1 and _parallel_ok is None:
-        with _launching:  # the server's job threads may ask at once
-            if _parallel_ok is None:
-                _launch_threads()
-    return blocks if _parallel_ok else 1
+
+def _workers() -> concurrent.futures.ThreadPoolExecutor:
+    """The worker threads (made once per process: a forked child makes its own, its parent's threads are not in
+    it)."""
+    global _pool
+    pool = _pool
+    if pool is None or pool[1] != os.getpid():
+        with _pool_lock:
+            if _pool is None or _pool[1] != os.getpid():
+                _pool = (concurrent.futures.ThreadPoolExecutor(max(1, threads() - 1),
+                                                               thread_name_prefix="mattebox-kernels"), os.getpid())
+            pool = _pool
+    return pool[0]
+
+
+def run_blocks(work: Callable, blocks: int, start: int, stop: int) -> list:
+    """``work(block, lo, hi)`` for each of ``blocks`` near-equal blocks [lo, hi) of [start, stop), the first on the
+    calling thread and the others at the same time on the worker threads; their results in block order. Each
+    block is waited for (an error in one is raised after all have ended: none is left writing into the caller's
+    arrays). Inside a task of :func:`run_tasks` every block runs on the task's thread, one after another."""
+    bounds = [(start + (stop - start) * b // blocks, start + (stop - start) * (b + 1) // blocks) for b in range(blocks)]
+    if blocks == 1 or getattr(_local, "inline", False):
+        return [work(b, lo, hi) for b, (lo, hi) in enumerate(bounds)]
+    pool = _workers()
+    others = [pool.submit(work, b, *bounds[b]) for b in range(1, blocks)]
+    try:
+        first = work(0, *bounds[0])
+    finally:
+        concurrent.futures.wait(others)
+    return [first] + [future.result() for future in others]
+
+
+def run_tasks(pixels: int, *tasks: Callable) -> list:
+    """Independent ``tasks`` (callables of no arguments) of a frame of ``pixels`` pixels; their results in order.
+    At once, one per thread, where the frame is big enough to run its kernels in blocks (:func:`row_blocks`), else
+    one after another. A task's own work in blocks stays on its thread (no thread waits for a worker that is busy
+    with another task)."""
+    if row_blocks(pixels) == 1:
+        return [task() for task in tasks]
+
+    def run(index, _lo, _hi):
+        outer, _local.inline = getattr(_local, "inline", False), True
+        try:
+            return tasks[index]()
+        finally:
+            _local.inline = outer
+
+    return run_blocks(run, len(tasks), 0, len(tasks))
+
+
+def _ranges(kernel: str, blocks: int, *args):
+    """``kernel(*args)``, whose last two arguments are a range of rows or items, in ``blocks`` blocks of it."""
+    function = globals()[kernel]
+    *leading, start, stop = args
+    run_blocks(lambda _, lo, hi: function(*leading, lo, hi), blocks, start, stop)
+
+
+def _chunk_sums(kernel: str, blocks: int, size: int, width: int, *args):
+    """``kernel + "_chunks"``'s per-chunk sums over a vector of ``size`` elements, the chunks in ``blocks`` blocks,
+    added in order: the serial kernel's sums bit for bit (``width``: how many sums each chunk has)."""
+    chunks = -(-size // constant("SUM_CHUNK"))
+    sums = np.empty((chunks, width)) if width > 1 else np.empty(chunks)
+    function = globals()[kernel + "_chunks"]
+    run_blocks(lambda _, first, last: function(*args, sums, first, last), min(blocks, chunks), 0, chunks)
+    totals = [0.0] * width
+    for row in sums.reshape(chunks, width):
+        for k in range(width):
+            totals[k] += float(row[k])
+    return totals
+
+
+def _dot(blocks, a, b):
+    return _chunk_sums("dot", blocks, a.size, 1, a, b)[0]
+
+
+def _cg_update(blocks, x, r, p, ap, precond, step):
+    return tuple(_chunk_sums("cg_update", blocks, x.size, 2, x, r, p, ap, precond, step))
+
+
+def _restrict_and_shift(blocks, lv, mask, shift, v):
+    return _chunk_sums("restrict_and_shift", blocks, v.size, 1, lv, mask, shift, v)[0]
+
+
+def _foreground_sweeps(blocks, image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
+    """kernels.foreground_sweeps with each half sweep (one colour of the red-black order, whose pixels do not read
+    each other) in ``blocks`` blocks of rows."""
+    for _ in range(iterations):
+        for colour in range(2):
+            _ranges("foreground_half_sweep", blocks, image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour,
+                    0, alpha.shape[0])
+
+
+#: the kernels whose work over several blocks is not just their range cut up (sums added in order; the
+#: foreground's sweeps, one half sweep at a time)
+_IN_BLOCKS = {"dot": _dot, "cg_update": _cg_update, "restrict_and_shift": _restrict_and_shift,
+              "foreground_sweeps": _foreground_sweeps}
 
 
 def in_blocks(items: int, kernel: str) -> Callable:
-    """The function to call for ``kernel``'s work over ``items`` pixels: the kernel of this module (ahead of time
-    compiled where it can be) when :func:`row_blocks` gives one block, else its JIT twin ``kernel + "_blocks"``
-    (:mod:`.kernels`, ``prange`` on numba's threads) with the number of blocks bound as its first argument: the
-    same call (and the same result, bit for bit) either way."""
-    blocks = row_blocks(items)
+    """The function to call for ``kernel``'s work over ``items`` pixels, with the kernel's own arguments: the kernel
+    itself when :func:`row_blocks` gives one block, else the same work in that many blocks at once on the worker
+    threads (:func:`run_blocks`), with the same result bit for bit."""
+    blocks = row_blocks(items, STREAMING_PIXELS if kernel in STREAMING else PARALLEL_PIXELS)
     if blocks == 1:
         return globals()[kernel]
-    return functools.partial(getattr(_jit(), f"{kernel}_blocks"), blocks)
+    if kernel in _IN_BLOCKS:
+        return functools.partial(_IN_BLOCKS[kernel], blocks)
+    return functools.partial(_ranges, kernel, blocks)
+
+
+def constant(name: str) -> int:
+    """A constant of :mod:`.kernels` (``RADIUS``, ``SUM_CHUNK``): the value compiled into the extension when it is
+    used (without numba), else the JIT module's."""
+    module = extension()
+    return getattr(module, name.lower())() if module else getattr(_jit(), name)
 
 
 def __getattr__(name: str):
-    """What :mod:`.kernels` holds besides the table's kernels: ``RADIUS`` (from the extension when it is used,
-    without numba) and the JIT-only ``laplacian_apply`` (the parallel product)."""
-    if name == "RADIUS" and extension():
-        return _extension.radius()
+    """What :mod:`.kernels` holds besides the table's kernels: its constants (:func:`constant`)."""
+    if name in ("RADIUS", "SUM_CHUNK"):
+        return constant(name)
     if name.startswith("__"):
         raise AttributeError(name)
     return getattr(_jit(), name)

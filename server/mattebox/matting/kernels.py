@@ -13,28 +13,24 @@ loops known, the compiler unrolls them, which makes the product 2-3× faster tha
 
 **Both cores on big frames.** Each kernel that runs over whole frames is serial and, except CG's vector sums and the
 foreground's sweeps, works on a range of rows (or of items of a flat array) given by its last two arguments
-``start, stop``. Its twin ``NAME_blocks(blocks, …the same arguments…)`` runs the same work in ``blocks`` blocks on
-numba's threads (``prange``), every output computed by the same operations in the same order whatever the number of
-blocks, so results do not depend on the thread count (bit for bit; tests/test_classical_solver.py). Callers pick one
-with :func:`.compiled.in_blocks`, which takes the twin only where :func:`.compiled.row_blocks` gives more than one
-block (1080p and 4K frames), so small frames never start a thread. The product's twin is
-:func:`laplacian_apply` instead (a ring and scratch per block, blocks = their number), which
-laplacian.MattingLaplacian calls directly. Sums over a whole vector (CG's dot products) add
-fixed chunks of :data:`SUM_CHUNK` elements, and then the chunks' sums in order, serial or not.
+``start, stop``; each output is computed by the same operations in the same order whatever range holds it. Every
+kernel is compiled ``nogil`` (ahead of time too), so :mod:`.compiled` runs big frames' work as blocks of that range on
+Python threads, one per core, with results that do not depend on the number of blocks (bit for bit;
+tests/test_classical_solver.py). Sums over a whole vector (CG's dot products) add fixed chunks of :data:`SUM_CHUNK`
+elements and then the chunks' sums in order: :func:`dot` does both, :func:`dot_chunks` only the chunks of a range
+(its caller adds them in order), and likewise for :func:`cg_update` and :func:`restrict_and_shift`.
 
 This module is the kernels' one source. The engine calls them through :mod:`.compiled`, which runs the serial
 kernels from an extension compiled ahead of time from this file (``python -m mattebox.matting.aot build``, no numba
 at run time) and imports this module, numba's JIT of the same functions, only where that extension does not serve a
-call, and for the ``_blocks`` twins (pycc cannot compile ``prange``).
+call.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in sys.modules:
     # numba's first call loads its lowering library; numba.np.arraymath, part of it, imports SciPy's linalg (0.2 s
@@ -49,22 +45,11 @@ if "numba.np.arraymath" not in sys.modules and "scipy.linalg.cython_blas" not in
 
 #: window radius r of every kernel here: (2r+1)² = 3×3 windows, Levin et al.'s value
 RADIUS = 1
-#: the elements a vector sum (:func:`dot`, :func:`cg_update`) adds in one plain loop before adding the chunks' sums in
-#: order: fixed, so a sum does not depend on the thread count; 2^19, above alphamatting-dev's crops (≤ 0.5M pixels),
-#: whose sums are the plain loop's
-SUM_CHUNK = 1 << 19
-
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # the server runs jobs on several threads at once: only a threading layer that allows concurrent parallel calls
-    # (OpenMP or TBB; numba's own workqueue does not) may run the product's blocks; without one,
-    # compiled.row_blocks is 1
-    numba.config.THREADING_LAYER = "threadsafe"
-
-
-@njit(cache=True, inline="always")
-def block_range(start, stop, block, blocks):
-    """The rows (or items) ``block`` of ``blocks`` covers when ``[start, stop)`` is split into near-equal blocks."""
-    return start + (stop - start) * block // blocks, start + (stop - start) * (block + 1) // blocks
+#: the elements a vector sum (:func:`dot`, :func:`cg_update`, :func:`restrict_and_shift`) adds in one plain loop
+#: before adding the chunks' sums in order: fixed, so a sum does not depend on the thread count; 2^16, so that a big
+#: level's vectors split evenly between threads (with 2^19 a 1080p level's 755k elements were 2 chunks, 524k and
+#: 231k); alphamatting-dev's mean SAD is the same to 4 decimals (4.5382) either way
+SUM_CHUNK = 1 << 16
 
 
 @njit(cache=True, inline="always")
@@ -82,7 +67,7 @@ def symmetric_inverse(s00, s01, s02, s11, s12, s22):
     return c00 / det, c01 / det, c02 / det, c11 / det, c12 / det, c22 / det
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def window_inverse(image, valid, reg, inv, start, stop):
     """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array), rows ``start`` …
     ``stop`` − 1: the 6 distinct entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv``
@@ -124,15 +109,7 @@ def window_inverse(image, valid, reg, inv, start, stop):
              inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
 
 
-@njit(cache=True, parallel=True)
-def window_inverse_blocks(blocks, image, valid, reg, inv, start, stop):
-    """:func:`window_inverse` in ``blocks`` blocks of rows on numba's threads."""
-    for b in prange(blocks):
-        y0, y1 = block_range(start, stop, b, blocks)
-        window_inverse(image, valid, reg, inv, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_columns(spans, j):
     """The window columns [lo − r, hi + r) that window row j must hold for the output rows j − r … j + r, whose
     output columns are ``spans[y]`` = [lo, hi) (empty when lo >= hi): (0, 0) when none of them has any."""
@@ -148,7 +125,7 @@ def _window_columns(spans, j):
     return lo - r, hi + r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_row(image, inv, valid, p, y, row, sums, x0, x1):
     """Levin's affine coefficients of p for the windows centred on row y at columns x0 … x1 − 1 (He et al. eq. 11):
     a_k = Δ_k (mean(I p) − μ_k p̄_k) and b_k = p̄_k − a_kᵀ μ_k, into the planes ``row[:, x + r]`` (4×(W + 2r));
@@ -211,7 +188,7 @@ def _window_row(image, inv, valid, p, y, row, sums, x0, x1):
         row[3, xr] = (pm - a0 * m0 - a1 * m1 - a2 * m2) * np.float64(valid[y, x])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, spans):
     """Rows y0 … y1 − 1 of out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over
     the n_i (``count``) valid windows holding i, in one sweep down the rows, at the columns ``spans[y]`` = [lo, hi)
@@ -258,19 +235,7 @@ def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, spans):
                 + a2 * np.float64(image[2, y, x])) - b_sum
 
 
-@njit(cache=True, parallel=True)
-def laplacian_apply(image, inv, valid, count, p, rings, sums, out, spans):
-    """out = L p, in ``len(rings)`` blocks of rows run on numba's threads, each block with its own ring and
-    scratch (:func:`laplacian_rows`). Every output pixel is computed by the same operations in the same order
-    whatever the number of blocks, so the result does not depend on the thread count (bit for bit)."""
-    h = p.shape[0]
-    blocks = rings.shape[0]
-    for b in prange(blocks):
-        laplacian_rows(image, inv, valid, count, p, rings[b], sums[b], out, b * h // blocks, (b + 1) * h // blocks,
-                       spans)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def laplacian_diagonal(image, inv, valid, out, start, stop):
     """Rows ``start`` … ``stop`` − 1 of out = diag(L): Σ_{k ∋ i} (1 − (1 + (I_i − μ_k)ᵀ Δ_k (I_i − μ_k)) / |w|)
     over the valid windows (eq. 12), window by window (μ_k once per window, each term added to the window's pixels
@@ -304,15 +269,7 @@ def laplacian_diagonal(image, inv, valid, out, start, stop):
                     out[j, i] += 1.0 - (1.0 + quad) / size
 
 
-@njit(cache=True, parallel=True)
-def laplacian_diagonal_blocks(blocks, image, inv, valid, out, start, stop):
-    """:func:`laplacian_diagonal` in ``blocks`` blocks of rows on numba's threads."""
-    for b in prange(blocks):
-        y0, y1 = block_range(start, stop, b, blocks)
-        laplacian_diagonal(image, inv, valid, out, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, start, stop):
     """One colour's half of a red-black Gauss-Seidel sweep of Germer et al.'s multilevel foreground energy
     (ICPR 2020), rows ``start`` … ``stop`` − 1, in place on ``fg`` and ``bg`` (H×W×3): each pixel (y, x) with
@@ -366,7 +323,7 @@ def foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omeg
                 bg[y, x, c] = max((d00 * r1 - m01 * r0) / det, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
     """``iterations`` red-black Gauss-Seidel sweeps at one level of Germer et al.'s multilevel foreground (ICPR
     2020), in place on ``fg`` and ``bg``: red then black halves (:func:`foreground_half_sweep`) over all rows."""
@@ -375,17 +332,7 @@ def foreground_sweeps(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, i
             foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, 0, alpha.shape[0])
 
 
-@njit(cache=True, parallel=True)
-def foreground_sweeps_blocks(blocks, image, alpha, fg, bg, plate, plate_weight, eps_r, omega, iterations):
-    """:func:`foreground_sweeps` with each half sweep in ``blocks`` blocks of rows on numba's threads."""
-    for _ in range(iterations):
-        for colour in range(2):
-            for b in prange(blocks):
-                y0, y1 = block_range(0, alpha.shape[0], b, blocks)
-                foreground_half_sweep(image, alpha, fg, bg, plate, plate_weight, eps_r, omega, colour, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence, start, stop):
     """Robust Matting's sample selection (Wang & Cohen, CVPR 2007, §3) per pixel i = ``start`` … ``stop`` − 1 of
     ``colour`` (3×N): over all
@@ -414,15 +361,7 @@ def best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence, st
         confidence[i] = np.exp(-best_ratio2 * inv_sigma2) * (np.float32(1.0) - np.exp(-best_sep2 * inv_tau2))
 
 
-@njit(cache=True, parallel=True)
-def best_colour_pairs_blocks(blocks, colour, fgs, bgs, sigma, separation, alpha, confidence, start, stop):
-    """:func:`best_colour_pairs` in ``blocks`` blocks of pixels on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        best_colour_pairs(colour, fgs, bgs, sigma, separation, alpha, confidence, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def expand_label(pixels, at, dist, nearest, radius, colour, label, out, start, stop):
     """One label's pass of the known-region expansion (Gastal & Oliveira 2010 §4.1), in place on the flat trimap
     ``out``, for i = ``start`` … ``stop`` − 1: unknown pixel ``at[i]`` takes ``label`` when its nearest pixel of
@@ -440,15 +379,7 @@ def expand_label(pixels, at, dist, nearest, radius, colour, label, out, start, s
             out[j] = label if out[j] == np.float32(0.5) else np.float32(0.5) if out[j] != label else label
 
 
-@njit(cache=True, parallel=True)
-def expand_label_blocks(blocks, pixels, at, dist, nearest, radius, colour, label, out, start, stop):
-    """:func:`expand_label` in ``blocks`` blocks of unknown pixels on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        expand_label(pixels, at, dist, nearest, radius, colour, label, out, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def zero_positions(source, positions):
     """The flat indices of the zeros of ``source`` (H×W uint8) in raster order, into ``positions`` (one per zero):
     ``np.flatnonzero(source == 0)`` in one pass without its boolean frame."""
@@ -460,7 +391,7 @@ def zero_positions(source, positions):
             k += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_nearest(dist, labels, positions, at, out_dist, out_index, start, stop):
     """For i = ``start`` … ``stop`` − 1, pixel ``at[i]``'s distance to its nearest zero of a distance transform
     (``dist``, H×W) and that zero's flat index, from OpenCV's DIST_LABEL_PIXEL ``labels`` (H×W: zeros numbered
@@ -471,15 +402,7 @@ def gather_nearest(dist, labels, positions, at, out_dist, out_index, start, stop
         out_index[i] = positions[flat_labels[at[i]] - 1]
 
 
-@njit(cache=True, parallel=True)
-def gather_nearest_blocks(blocks, dist, labels, positions, at, out_dist, out_index, start, stop):
-    """:func:`gather_nearest` in ``blocks`` blocks of pixels on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        gather_nearest(dist, labels, positions, at, out_dist, out_index, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def gather_colours(pixels, index, out, start, stop):
     """out[:, i] = pixels[index[i]] for i = ``start`` … ``stop`` − 1 (``pixels`` H·W×3, ``out`` 3×N): numpy's
     ``pixels[index].T`` without the N×3 temporary and its transposing copy."""
@@ -489,15 +412,7 @@ def gather_colours(pixels, index, out, start, stop):
             out[c, i] = pixels[j, c]
 
 
-@njit(cache=True, parallel=True)
-def gather_colours_blocks(blocks, pixels, index, out, start, stop):
-    """:func:`gather_colours` in ``blocks`` blocks of pixels on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        gather_colours(pixels, index, out, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def label_weighted(image, trimap, label, out, start, stop):
     """Rows ``start`` … ``stop`` − 1 of the colour prior's box-filter input: ``out`` (H×W×4 float32) = the colours
     of ``image`` (H×W×3) where ``trimap`` == ``label`` and zero elsewhere, then that 0/1 weight (float32, as
@@ -510,15 +425,7 @@ def label_weighted(image, trimap, label, out, start, stop):
             out[y, x, 3] = weight
 
 
-@njit(cache=True, parallel=True)
-def label_weighted_blocks(blocks, image, trimap, label, out, start, stop):
-    """:func:`label_weighted` in ``blocks`` blocks of rows on numba's threads."""
-    for b in prange(blocks):
-        y0, y1 = block_range(start, stop, b, blocks)
-        label_weighted(image, trimap, label, out, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def box_candidates(box, at, nearest, out, start, stop):
     """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
     each unknown pixel ``at[i]`` (flat index; i = ``start`` … ``stop`` − 1), ``out[:, i]`` = the box's colour sums
@@ -537,15 +444,7 @@ def box_candidates(box, at, nearest, out, start, stop):
                 out[c, i] = nearest[c, i]
 
 
-@njit(cache=True, parallel=True)
-def box_candidates_blocks(blocks, box, at, nearest, out, start, stop):
-    """:func:`box_candidates` in ``blocks`` blocks of unknown pixels on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        box_candidates(box, at, nearest, out, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dot_chunk(a, b, start, stop):
     """Σ a_i b_i for i = ``start`` … ``stop`` − 1, added in order."""
     total = 0.0
@@ -554,7 +453,7 @@ def _dot_chunk(a, b, start, stop):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def dot(a, b):
     """aᵀb of two 1-D float64 vectors: a plain loop over each :data:`SUM_CHUNK` elements, the chunks' sums added in
     order (one chunk: the plain loop's sum). Instead of numpy's dot, which hands each call to a multi-threaded BLAS:
@@ -565,22 +464,15 @@ def dot(a, b):
     return total
 
 
-@njit(cache=True, parallel=True)
-def dot_blocks(blocks, a, b):
-    """:func:`dot` with its chunks' sums taken in ``blocks`` blocks of chunks on numba's threads (the same sum)."""
-    chunks = (a.size + SUM_CHUNK - 1) // SUM_CHUNK
-    sums = np.empty(chunks)
-    for block in prange(blocks):
-        c0, c1 = block_range(0, chunks, block, blocks)
-        for c in range(c0, c1):
-            sums[c] = _dot_chunk(a, b, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, a.size))
-    total = 0.0
-    for c in range(chunks):
-        total += sums[c]
-    return total
+@njit(cache=True, nogil=True)
+def dot_chunks(a, b, sums, first, last):
+    """Chunks ``first`` … ``last`` − 1 of :func:`dot`: ``sums[c]`` = chunk c's Σ a_i b_i. Added in order by the
+    caller, they give :func:`dot`'s sum bit for bit, however the chunks were shared between threads."""
+    for c in range(first, last):
+        sums[c] = _dot_chunk(a, b, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, a.size))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cg_update_chunk(x, r, p, ap, precond, step, start, stop):
     """:func:`cg_update` over elements ``start`` … ``stop`` − 1; returns their (Σ precond·r², Σ r²)."""
     rz = rr = 0.0
@@ -592,7 +484,7 @@ def _cg_update_chunk(x, r, p, ap, precond, step, start, stop):
     return rz, rr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cg_update(x, r, p, ap, precond, step):
     """One conjugate-gradient update, in place: x += step·p, r −= step·Ap. Returns (rᵀz, rᵀr) with z = M⁻¹r
     (Jacobi: precond·r), which is never stored: :func:`cg_direction` recomputes it. Sums chunk by chunk as
@@ -605,24 +497,16 @@ def cg_update(x, r, p, ap, precond, step):
     return rz, rr
 
 
-@njit(cache=True, parallel=True)
-def cg_update_blocks(blocks, x, r, p, ap, precond, step):
-    """:func:`cg_update` in ``blocks`` blocks of chunks on numba's threads (the same vectors and sums)."""
-    chunks = (x.size + SUM_CHUNK - 1) // SUM_CHUNK
-    sums = np.empty((chunks, 2))
-    for block in prange(blocks):
-        c0, c1 = block_range(0, chunks, block, blocks)
-        for c in range(c0, c1):
-            sums[c, 0], sums[c, 1] = _cg_update_chunk(x, r, p, ap, precond, step, c * SUM_CHUNK,
-                                                      min((c + 1) * SUM_CHUNK, x.size))
-    rz = rr = 0.0
-    for c in range(chunks):
-        rz += sums[c, 0]
-        rr += sums[c, 1]
-    return rz, rr
+@njit(cache=True, nogil=True)
+def cg_update_chunks(x, r, p, ap, precond, step, sums, first, last):
+    """Chunks ``first`` … ``last`` − 1 of :func:`cg_update`: the same update of x and r there, chunk c's
+    (Σ precond·r², Σ r²) into ``sums[c]`` (the caller adds them in order, as :func:`dot_chunks`)."""
+    for c in range(first, last):
+        sums[c, 0], sums[c, 1] = _cg_update_chunk(x, r, p, ap, precond, step, c * SUM_CHUNK,
+                                                  min((c + 1) * SUM_CHUNK, x.size))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cg_direction(p, r, precond, beta, start, stop):
     """The next conjugate direction, in place on elements ``start`` … ``stop`` − 1: p = M⁻¹r + beta·p (Jacobi:
     M⁻¹r = precond·r)."""
@@ -630,15 +514,7 @@ def cg_direction(p, r, precond, beta, start, stop):
         p[i] = precond[i] * r[i] + beta * p[i]
 
 
-@njit(cache=True, parallel=True)
-def cg_direction_blocks(blocks, p, r, precond, beta, start, stop):
-    """:func:`cg_direction` in ``blocks`` blocks on numba's threads."""
-    for b in prange(blocks):
-        i0, i1 = block_range(start, stop, b, blocks)
-        cg_direction(p, r, precond, beta, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _restrict_chunk(lv, mask, shift, v, start, stop):
     """:func:`restrict_and_shift` over elements ``start`` … ``stop`` − 1; returns their Σ v·lv."""
     total = 0.0
@@ -648,7 +524,7 @@ def _restrict_chunk(lv, mask, shift, v, start, stop):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def restrict_and_shift(lv, mask, shift, v):
     """The solve's operator from L v, in place: lv = mask·(L v) + shift·v (rows of known pixels dropped, the data
     term's diagonal added). Returns vᵀlv, CG's curvature pᵀAp, from the same pass (summed as :func:`dot`)."""
@@ -658,22 +534,15 @@ def restrict_and_shift(lv, mask, shift, v):
     return total
 
 
-@njit(cache=True, parallel=True)
-def restrict_and_shift_blocks(blocks, lv, mask, shift, v):
-    """:func:`restrict_and_shift` in ``blocks`` blocks of chunks on numba's threads (the same vector and sum)."""
-    chunks = (v.size + SUM_CHUNK - 1) // SUM_CHUNK
-    sums = np.empty(chunks)
-    for block in prange(blocks):
-        c0, c1 = block_range(0, chunks, block, blocks)
-        for c in range(c0, c1):
-            sums[c] = _restrict_chunk(lv, mask, shift, v, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, v.size))
-    total = 0.0
-    for c in range(chunks):
-        total += sums[c]
-    return total
+@njit(cache=True, nogil=True)
+def restrict_and_shift_chunks(lv, mask, shift, v, sums, first, last):
+    """Chunks ``first`` … ``last`` − 1 of :func:`restrict_and_shift`: the same update of lv there, chunk c's
+    Σ v·lv into ``sums[c]`` (the caller adds them in order, as :func:`dot_chunks`)."""
+    for c in range(first, last):
+        sums[c] = _restrict_chunk(lv, mask, shift, v, c * SUM_CHUNK, min((c + 1) * SUM_CHUNK, v.size))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, start, stop):
     """The alpha solve's per-pixel terms in one pass over 1-D arrays (the same values as numpy's whole-array
     formulation, which took a temporary per operation): with m = mask (1 on unknown pixels),
@@ -691,15 +560,7 @@ def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, 
         x[i] = np.float64(initial[i]) * m
 
 
-@njit(cache=True, parallel=True)
-def solve_terms_blocks(blocks, mask, weight, prior, initial, data_weight, data, b, precond, x, start, stop):
-    """:func:`solve_terms` in ``blocks`` blocks on numba's threads."""
-    for k in prange(blocks):
-        i0, i1 = block_range(start, stop, k, blocks)
-        solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, i0, i1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, start, stop):
     """Levin's local affine model α ≈ aᵀI + b fitted per window by guided-filter least squares (He, Sun, Tang,
     ECCV 2010, eqs. 5-6): a = (Σ + reg·U)⁻¹ (mean(I α) − μ ᾱ), b = ᾱ − aᵀμ, with Σ = mean(I Iᵀ) − μμᵀ inverted by
@@ -728,15 +589,7 @@ def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, start, 
             coeffs[3, y, x] = ma - a0 * m0 - a1 * m1 - a2 * m2
 
 
-@njit(cache=True, parallel=True)
-def affine_coefficients_blocks(blocks, means, products, cross, mean_alpha, reg, coeffs, start, stop):
-    """:func:`affine_coefficients` in ``blocks`` blocks of rows on numba's threads."""
-    for b in prange(blocks):
-        y0, y1 = block_range(start, stop, b, blocks)
-        affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def affine_evaluate(b, a0, a1, a2, image, out, start, stop):
     """Levin's affine model α = aᵀI + b (PAMI 2008 eq. 3) evaluated per pixel of an H×W×3 image from the
     coefficient planes (H×W float64), summed in float64 in the order b + a0·I0 + a1·I1 + a2·I2 and stored into
@@ -750,15 +603,7 @@ def affine_evaluate(b, a0, a1, a2, image, out, start, stop):
             out[y, x] = value
 
 
-@njit(cache=True, parallel=True)
-def affine_evaluate_blocks(blocks, b, a0, a1, a2, image, out, start, stop):
-    """:func:`affine_evaluate` in ``blocks`` blocks of rows on numba's threads."""
-    for k in prange(blocks):
-        y0, y1 = block_range(start, stop, k, blocks)
-        affine_evaluate(b, a0, a1, a2, image, out, y0, y1)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def galerkin_fine(image, inv, valid, unknown, data, ac, l1):
     """The Galerkin coarse operator Pᵀ(L_uu + D)P of the alpha solve for 2×2 aggregation (P piecewise constant:
     fine pixel (y, x) belongs to coarse pixel (y // 2, x // 2); known pixels belong to none), as a 3×3 stencil
@@ -808,7 +653,7 @@ def galerkin_fine(image, inv, valid, unknown, data, ac, l1):
                 l1[y, x] += data[y, x]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def galerkin_stencil(s, ac):
     """Pᵀ S P for a 3×3 stencil operator ``s`` (9×H×W, :func:`galerkin_fine`'s layout) and 2×2 aggregation: again
     a 3×3 stencil, into ``ac`` (9 × ⌈H/2⌉ × ⌈W/2⌉)."""
@@ -826,7 +671,7 @@ def galerkin_stencil(s, ac):
                 ac[oy * 3 + ox, y // 2, x // 2] += c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def stencil_apply(s, v, out):
     """out = S v for a 3×3 stencil operator ``s`` (9×H×W) and an H×W vector ``v``."""
     _, h, w = s.shape

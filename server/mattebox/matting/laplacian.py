@@ -71,8 +71,8 @@ class MattingLaplacian:
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
     3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
     centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
-    sweep (:mod:`.kernels`), in ``blocks`` blocks of rows on numba's threads (default: one per thread for large
-    images, :func:`.compiled.row_blocks`).
+    sweep (:mod:`.kernels`), in ``blocks`` blocks of rows at once (default: one per thread for large images,
+    :func:`.compiled.row_blocks`).
     """
 
     def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None,
@@ -97,8 +97,8 @@ class MattingLaplacian:
         self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
         compiled.in_blocks(h * w, "window_inverse")(
             self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov, 0, h)
-        # per block of rows (run in parallel; the result does not depend on their number): the product's window
-        # rows and scratch
+        # per block of rows (run at once; the result does not depend on their number): the product's window rows and
+        # scratch
         blocks = compiled.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
         self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
         self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
@@ -110,12 +110,9 @@ class MattingLaplacian:
         out = np.empty(self.valid.shape, np.float64) if out is None else out
         p = np.ascontiguousarray(p, np.float64)
         spans = self._whole if spans is None else spans
-        if len(self._ring) == 1:
-            compiled.laplacian_rows(self.image, self.inv_cov, self.valid, self.count, p, self._ring[0], self._sums[0],
-                                   out, 0, len(p), spans)
-        else:
-            compiled.laplacian_apply(self.image, self.inv_cov, self.valid, self.count, p, self._ring, self._sums, out,
-                                     spans)
+        compiled.run_blocks(lambda block, y0, y1: compiled.laplacian_rows(
+            self.image, self.inv_cov, self.valid, self.count, p, self._ring[block], self._sums[block], out, y0, y1,
+            spans), len(self._ring), 0, len(p))
         return out
 
     def diagonal(self) -> np.ndarray:

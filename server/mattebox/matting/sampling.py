@@ -78,8 +78,10 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
     at = np.flatnonzero(trimap == UNKNOWN)
-    fgs = _colour_candidates(image, trimap, 1.0, at, scales)
-    bgs = _colour_candidates(image, trimap, 0.0, at, scales)
+    # each label's candidates on a thread of its own where a frame is big enough to cut its work into blocks
+    both = (lambda: _colour_candidates(image, trimap, 1.0, at, scales),
+            lambda: _colour_candidates(image, trimap, 0.0, at, scales))
+    fgs, bgs = compiled.run_tasks(trimap.size, *both)
     if fgs is None or bgs is None or not at.size:
         return prior, confidence
     colour = _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), at, np.empty((3, at.size), np.float32))
