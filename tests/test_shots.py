@@ -8,7 +8,6 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -217,22 +216,6 @@ def test_solving_ahead_on_threads_gives_the_same_mattes_bit_for_bit(small_shot, 
                             settings=replace(settings, foreground=True)))
     for a, b in zip(default, other):
         assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground), a.frame
-
-
-def test_frames_whose_kernels_run_on_several_threads_get_no_worker_thread(small_shot, roto_run, monkeypatch):
-    """Where the compiled kernels split a frame's products over numba's threads (1080p and up on two cores), a
-    second solve at once would oversubscribe the cores: the shot then solves in the walk's thread."""
-    import mattebox.shots.solve as shot_solve
-
-    pixels = []
-    monkeypatch.setattr(shot_solve, "compiled", SimpleNamespace(row_blocks=lambda n: pixels.append(n) or 2))
-    keys = {t: Key("trimap", small_shot.trimap(t)) for t in range(len(small_shot))}
-    before = set(threading.enumerate())
-    shots = matte_shot(small_shot.frames.__getitem__, range(len(small_shot)), keys,
-                       settings=ShotSettings(foreground=False))
-    assert np.array_equal(next(shots).alpha, roto_run[0].alpha) and pixels == [96 * 128]
-    assert not any(thread.name.startswith("shot-solve") for thread in set(threading.enumerate()) - before)
-    shots.close()
 
 
 def test_an_abandoned_shot_leaves_no_solve_running(small_shot):

@@ -33,7 +33,6 @@ import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
-from ..matting import compiled
 from ..matting.alpha import PRESETS, Prepared, prepare, solve_alpha
 from ..matting.foreground import multilevel
 from ..matting.motion import DISFlow, warp
@@ -55,8 +54,7 @@ class ShotSettings:
     foreground: bool = True  #: also solve the decontaminated foreground
     #: threads that run the independent solves (step 2) while the walk steadies an earlier frame: the compiled
     #: kernels and cv2 release the GIL, so on two cores a frame's solve overlaps the previous frame's prior, polish
-    #: and foreground (the same mattes bit for bit); 0 solves every frame in the walk's own thread, on demand, as
-    #: do frames whose products the kernels already run on several threads (compiled.row_blocks > 1)
+    #: and foreground (the same mattes bit for bit); 0 solves every frame in the walk's own thread, on demand
     workers: int = 1
     #: frames beyond the temporal window whose independent solves start before the walk reaches them, so a worker has
     #: one to run while the walk steadies frame t and the walk one to take when it would wait (each is read, guided
@@ -151,15 +149,8 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
 
-    # the independent solves of frames ahead and the flows of frame pairs run on worker threads (.tasks), unless
-    # the compiled kernels already split a frame's products over numba's threads (1080p and up on two cores): two
-    # solves at once, each with its own team of threads, oversubscribe the cores (1080p: 1.7-2.2x the wall time)
-    workers = 0
-    if outputs:  # (none: every frame was up to date)
-        first = next(f for f in (outputs[0] + j * step for j in range(-settings.radius, 1)) if f in shot)
-        height, width = srgb(first).shape[:2]  # the frame the walk reads first anyway
-        workers = settings.workers if compiled.row_blocks(height * width) == 1 else 0
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="shot-solve") if workers > 0 else None
+    # the independent solves of frames ahead and the flows of frame pairs run on worker threads (.tasks)
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="shot-solve") if settings.workers > 0 else None
     ahead = settings.lookahead if pool else 0
 
     def shot_flows(scale: float, pairs: int, borrow=None) -> ShotFlows:
