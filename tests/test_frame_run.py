@@ -264,9 +264,13 @@ def test_a_shot_reads_frames_on_the_stepping_thread_and_writes_them_in_order(emb
         reads.append((frame, threading.current_thread() is stepping))
         return {"image": plates[frame], "mask": masks[frame], "second": None, "params": {"engine": "auto"}}
 
-    run = frame_run.FrameRun(frames, lambda: Client(embedded_server.bound_endpoint, timeout=30), read,
-                             lambda work, result: written.append((work.frame, work.key, sorted(work.request),
-                                                                  result.alpha)),
+    statuses = []  # the status line as each frame is written (how many results came with one step is timing)
+
+    def write(work, result):
+        written.append((work.frame, work.key, sorted(work.request), result.alpha))
+        statuses.append(run.status_text())
+
+    run = frame_run.FrameRun(frames, lambda: Client(embedded_server.bound_endpoint, timeout=30), read, write,
                              cache=_Cache(), shot=frame_run.Shot(keys=[11], params={"engine": "auto"}, radius=1))
     assert run.wait(timeout=240, on_step=lambda r: events.append(r.status_text())) == frame_run.FINISHED, run.error
     assert [frame for frame, *_ in written] == frames and run.computed == frames
@@ -278,7 +282,8 @@ def test_a_shot_reads_frames_on_the_stepping_thread_and_writes_them_in_order(emb
         inside = masks[frame] > 0.5
         assert alpha[inside].mean() > 0.9 and alpha[~inside].mean() < 0.1, frame
     assert all(info["frame"] == frame for frame, info in run.infos.items())
-    assert any("(2/4)" in text for text in events)
+    assert [f"frame {frame} ({n}/4)" in text for n, (frame, text) in enumerate(zip(frames, statuses), 1)] == [True] * 4
+    assert events and all("/4)" in text for text in events)
 
 
 def test_a_shot_refuses_what_it_cannot_send_and_names_the_frame():

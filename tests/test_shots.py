@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -119,6 +122,18 @@ def test_shot_flows_borrow_the_pairs_another_computes_and_compute_the_rest():
     assert flow.shape == (96, 128, 2) and confidence.shape == (96, 128)
 
 
+def test_shot_flows_started_on_a_worker_thread_equal_those_computed_in_place():
+    frames, _ = moving_disc(length=5)
+    image = lambda f: linear_to_srgb(frames[f])  # noqa: E731
+    plain = ShotFlows(image)
+    with ThreadPoolExecutor(1) as pool:
+        pooled = ShotFlows(image, pool=pool)
+        for a, b in zip(pooled.span(4, 0), plain.span(4, 0)):  # four pairs started at once, taken from both ends
+            np.testing.assert_array_equal(a, b)
+    assert pooled.computed == plain.computed == 8
+    np.testing.assert_array_equal(pooled.neighbour(1, 2)[0], plain.neighbour(1, 2)[0])
+
+
 def test_one_nearest_index_carries_a_flow_and_its_confidence_as_nearest_filling_does():
     rng = np.random.default_rng(2)
     valid = rng.random((40, 50)) > 0.95
@@ -181,6 +196,41 @@ def test_bad_shot_inputs_name_the_field():
         next(matte_shot(read, [0, 1, 2], {0: Key("mask", alphas[0])}, outputs=[5]))
     with pytest.raises(ValueError, match="key kind"):
         Key("roto", alphas[0])
+    with pytest.raises(ValueError, match="workers: expected a whole number >= 0"):
+        next(matte_shot(read, [0, 1, 2], {0: Key("mask", alphas[0])}, settings=ShotSettings(workers=-1)))
+
+
+@pytest.mark.parametrize("workers, lookahead", [(0, 0), (2, 2)], ids=["in the walk's thread", "two threads ahead"])
+def test_solving_ahead_on_threads_gives_the_same_mattes_bit_for_bit(small_shot, roto_run, workers, lookahead):
+    """The independent solves on worker threads ahead of the walk (the default: one thread, one frame ahead) or in
+    the walk's own thread: the same alphas and foregrounds, with an animated roto and with sparse keys."""
+    read = small_shot.frames.__getitem__
+    frames = range(len(small_shot))
+    settings = ShotSettings(foreground=False, workers=workers, lookahead=lookahead)
+    roto = {t: Key("trimap", small_shot.trimap(t)) for t in frames}
+    for default, other in zip(roto_run, matte_shot(read, frames, roto, settings=settings)):
+        assert np.array_equal(default.alpha, other.alpha) and np.array_equal(default.independent, other.independent)
+    sparse = {t: Key("trimap", small_shot.trimap(t)) for t in (0, 8)}
+    default = list(matte_shot(read, frames, sparse, outputs=[2, 3, 4]))
+    other = list(matte_shot(read, frames, sparse, outputs=[2, 3, 4],
+                            settings=replace(settings, foreground=True)))
+    for a, b in zip(default, other):
+        assert np.array_equal(a.alpha, b.alpha) and np.array_equal(a.foreground, b.foreground), a.frame
+
+
+def test_an_abandoned_shot_leaves_no_solve_running(small_shot):
+    """Frames are read and solved radius + lookahead ahead of the frame being steadied; closing the iterator
+    mid-shot (a cancelled render) waits for the solves under way and ends their threads."""
+    keys = {t: Key("trimap", small_shot.trimap(t)) for t in range(len(small_shot))}
+    read = []
+    before = set(threading.enumerate())
+    shots = matte_shot(lambda f: read.append(f) or small_shot.frames[f], range(len(small_shot)), keys,
+                       settings=ShotSettings(foreground=False, workers=2, lookahead=2))
+    assert next(shots).frame == 0 and read == [0, 1, 2, 3, 4]
+    solving = [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("shot-solve")]
+    assert solving
+    shots.close()
+    assert not any(thread.is_alive() for thread in solving)
 
 
 def test_video_metrics_against_hand_computations():

@@ -12,17 +12,20 @@ the target grid.
   along a composed chain. Composed confidences only fall, so guidance fades where the picture cannot be followed.
 
 Flows are computed once per frame pair and kept in a small cache the caller bounds (a shot's window), so memory
-does not grow with the shot's length.
+does not grow with the shot's length. Given a thread pool, a span's missing pairs are all started at once
+(:class:`~.tasks.Task`): a worker computes them from one end while the caller takes them from the other.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from ..matting.motion import MIN_FLOW_SIDE, DISFlow, warp
+from .tasks import Task
 
 #: σ_r (px) of the forward-backward confidence: a 1 px round-trip error keeps exp(−1/4) ≈ 0.78
 RESIDUAL_SIGMA_PX = 2.0
@@ -106,23 +109,33 @@ class ScaledFlow:
         return flow
 
 
+def _pair_flows(model, a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, ...]:
+    """(flow a→b, its confidence on a, flow b→a, its confidence on b) of two neighbouring frames."""
+    ab, ba = model.flow(a, b), model.flow(b, a)
+    return ab, residual_confidence(ab, ba), ba, residual_confidence(ba, ab)
+
+
 class ShotFlows:
     """Flows and their confidences between frames of a shot, by frame number.
 
     ``image(frame)`` returns the frame sRGB-encoded (H×W×3 float32); flows between consecutive frames (``step``
     apart in frame numbers) are computed on demand and cached; at most ``cache_pairs`` pairs are kept.
     ``borrow``: (another ShotFlows, ``wanted(lower)``): the pairs whose lower frame it wants come from that one (at
-    its resolution) instead of being computed again here."""
+    its resolution) instead of being computed again here. ``pool``: where :meth:`span` starts the pairs it will
+    need (None: each is computed when first needed)."""
 
     def __init__(self, image: Callable[[int], np.ndarray], step: int = 1, cache_pairs: int = 8, flow_model=None,
-                 borrow: Optional[Tuple["ShotFlows", Callable[[int], bool]]] = None):
+                 borrow: Optional[Tuple["ShotFlows", Callable[[int], bool]]] = None,
+                 pool: Optional[ThreadPoolExecutor] = None):
         self.image = image
         self.step = step
         self.cache_pairs = cache_pairs
         self.model = flow_model or DISFlow()
         self.borrow = borrow
-        #: (lower, upper) -> (flow lower→upper, its confidence, flow upper→lower, its confidence)
-        self._pairs: "OrderedDict[Tuple[int, int], Tuple[np.ndarray, ...]]" = OrderedDict()
+        self.pool = pool
+        #: (lower, upper) -> (flow lower→upper, its confidence, flow upper→lower, its confidence), or the Task
+        #: computing them
+        self._pairs: "OrderedDict[Tuple[int, int], object]" = OrderedDict()
         self._spans: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]] = {}
         self.computed = 0  #: flow fields computed so far (two per frame pair)
 
@@ -133,18 +146,26 @@ class ShotFlows:
         key = (min(target, source), max(target, source))
         if self.borrow is not None and self.borrow[1](key[0]):
             return self.borrow[0].neighbour(target, source)
-        pair = self._pairs.get(key)
-        if pair is None:
-            a, b = self.image(key[0]), self.image(key[1])
-            ab, ba = self.model.flow(a, b), self.model.flow(b, a)
-            pair = (ab, residual_confidence(ab, ba), ba, residual_confidence(ba, ab))
-            self.computed += 2
-            self._pairs[key] = pair
-            while len(self._pairs) > self.cache_pairs:
-                self._pairs.popitem(last=False)
-        else:
-            self._pairs.move_to_end(key)
+        self.start(key[0], pool=None)
+        pair = self._pairs[key]
+        if isinstance(pair, Task):
+            pair = self._pairs[key] = pair.result()
         return pair[:2] if target == key[0] else pair[2:]
+
+    def start(self, lower: int, pool: Optional[ThreadPoolExecutor] = None) -> None:
+        """Begin computing the pair (``lower``, ``lower`` + step) on ``pool`` (None: when first needed), here or
+        where it is borrowed from, unless it is already known; reads both frames now."""
+        if self.borrow is not None and self.borrow[1](lower):
+            self.borrow[0].start(lower, pool)
+            return
+        key = (lower, lower + self.step)
+        if key in self._pairs:
+            self._pairs.move_to_end(key)
+            return
+        self._pairs[key] = Task(pool, _pair_flows, self.model, self.image(key[0]), self.image(key[1]))
+        self.computed += 2
+        while len(self._pairs) > self.cache_pairs:
+            self._pairs.popitem(last=False)
 
     def span(self, target: int, source: int) -> Tuple[np.ndarray, np.ndarray]:
         """(flow target→source, confidence on target) for any two frames, composed through the frames between:
@@ -158,6 +179,9 @@ class ShotFlows:
         while frame != source and (frame, source) not in self._spans:
             missing.append(frame)
             frame += direction
+        if self.pool is not None and len(missing) > 1:  # a worker starts at the target's end, this thread the source's
+            for frame in missing:
+                self.start(min(frame, frame + direction), self.pool)
         for frame in reversed(missing):
             step_flow, step_confidence = self.neighbour(frame, frame + direction)
             if frame + direction == source:

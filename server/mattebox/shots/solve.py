@@ -24,19 +24,21 @@ the shot.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from ..colour import linear_to_srgb
 from ..contract import MatteRequest, Progress, no_progress
-from ..matting.alpha import PRESETS, prepare, solve_alpha
+from ..matting.alpha import PRESETS, Prepared, prepare, solve_alpha
 from ..matting.foreground import multilevel
 from ..matting.motion import DISFlow, warp
 from .flow import MIN_LAYER_PIXELS, ScaledFlow, ShotFlows, carry, interior, nearest_index
 from .guidance import Key, PropagationSettings, trimap_for_frame
+from .tasks import Task
 
 
 @dataclass
@@ -50,6 +52,14 @@ class ShotSettings:
     operator_bytes: int = 64 << 20
     agreement_sigma: float = 0.15  #: σ_a: a warped neighbour that disagrees with α⁰_t by much more is misaligned
     foreground: bool = True  #: also solve the decontaminated foreground
+    #: threads that run the independent solves (step 2) while the walk steadies an earlier frame: the compiled
+    #: kernels and cv2 release the GIL, so on two cores a frame's solve overlaps the previous frame's prior, polish
+    #: and foreground (the same mattes bit for bit); 0 solves every frame in the walk's own thread, on demand
+    workers: int = 1
+    #: frames beyond the temporal window whose independent solves start before the walk reaches them, so a worker has
+    #: one to run while the walk steadies frame t and the walk one to take when it would wait (each is read, guided
+    #: and held, with its kept operator, meanwhile)
+    lookahead: int = 2
     band_width: float = 0  #: unknown band (px) for mask keys and automatic guidance (0: scaled to the image)
     #: the temporal prior's optical flow on frames resized by this: half resolution, a quarter of DIS's work (the
     #: layer motion within the window needs no more); keys are carried at ``propagation.flow_scale``, and where
@@ -85,6 +95,26 @@ class _Window:
             del self.values[old]
 
 
+class _Ahead(_Window):
+    """A :class:`_Window` whose values ``compute(*arguments(frame))`` are :class:`~.tasks.Task` s on ``pool``:
+    ``arguments`` runs in the caller's thread, so reads and guidance keep the walk's order; :meth:`start` begins a
+    frame's computation before the walk reads it, and reading waits for it (or runs it, if no worker has; while a
+    worker runs it, this thread runs frames further ahead that wait in the queue)."""
+
+    def __init__(self, compute: Callable, arguments: Callable[[int], tuple], pool: Optional[ThreadPoolExecutor]):
+        super().__init__(lambda frame: Task(pool, compute, *arguments(frame)))
+
+    def start(self, frame: int) -> None:
+        super().__call__(frame)
+
+    def __call__(self, frame: int):
+        task = super().__call__(frame)
+        later = sorted((f for f in self.values if f > frame), reverse=True)
+        while not task.done() and any(self.values[f].steal() for f in later):
+            pass  # a worker runs this frame's task: meanwhile, this thread runs the furthest one still queued
+        return task.result()
+
+
 def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: Dict[int, Key],
                outputs: Optional[Sequence[int]] = None, settings: Optional[ShotSettings] = None,
                progress: Progress = no_progress) -> Iterator[ShotFrame]:
@@ -96,6 +126,9 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     settings = settings or ShotSettings()
     if settings.quality not in PRESETS:
         raise ValueError(f"quality: expected one of {sorted(PRESETS)}, got {settings.quality!r}")
+    for name in ("workers", "lookahead"):
+        if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 0:
+            raise ValueError(f"{name}: expected a whole number >= 0, got {getattr(settings, name)!r}")
     frames = list(frames)
     if not frames:
         raise ValueError("frames: a shot needs at least one frame")
@@ -116,12 +149,18 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
     srgb = _Window(lambda f: linear_to_srgb(np.clip(linear(f), 0.0, 1.0)))
     gaps = np.diff(sorted(keys)) // step if len(keys) > 1 else [0]
 
+    # the independent solves of frames ahead and the flows of frame pairs run on worker threads (.tasks)
+    pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="shot-solve") if settings.workers > 0 else None
+    ahead = settings.lookahead if pool else 0
+
     def shot_flows(scale: float, pairs: int, borrow=None) -> ShotFlows:
-        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow)
+        return ShotFlows(srgb, step=step, cache_pairs=pairs, flow_model=ScaledFlow(DISFlow(), scale), borrow=borrow,
+                         pool=pool)
 
     # flows are computed on demand: with a key on every frame the carriers compute none; they carry keys over
     # exactly the frame pairs not both keys, and the temporal prior (within the window) reads those from them
-    carriers = shot_flows(settings.propagation.flow_scale, int(max(gaps, default=0)) + 2 * settings.radius + 2)
+    carriers = shot_flows(settings.propagation.flow_scale,
+                          int(max(gaps, default=0)) + 2 * settings.radius + 2 + settings.lookahead)
     carried_pair = (lambda lower: lower not in keys or lower + step not in keys) if keys else None
     flows = shot_flows(settings.flow_scale, 2 * settings.radius + 2, (carriers, carried_pair) if keys else None)
 
@@ -135,38 +174,47 @@ def matte_shot(read: Callable[[int], np.ndarray], frames: Sequence[int], keys: D
 
     trimaps = _Window(guidance)
 
-    def solve_alone(frame: int):
+    def solve_alone(image: np.ndarray, trimap: np.ndarray) -> Tuple[np.ndarray, Prepared]:
         """(α⁰, the solve's :class:`~mattebox.matting.alpha.Prepared`, reused by the steadied solve)."""
-        prepared = prepare(srgb(frame), trimaps(frame)[0], solver, keep_operator_bytes=settings.operator_bytes)
-        return solve_alpha(srgb(frame), trimaps(frame)[0], solver, prepared=prepared), prepared
+        prepared = prepare(image, trimap, solver, keep_operator_bytes=settings.operator_bytes)
+        return solve_alpha(image, trimap, solver, prepared=prepared), prepared
 
-    alone = _Window(solve_alone)
+    alone = _Ahead(solve_alone, lambda frame: (srgb(frame), trimaps(frame)[0]), pool)
 
     def independent(frame: int) -> np.ndarray:
         return alone(frame)[0]
 
-    for done, t in enumerate(outputs):
-        progress("shot", done, len(outputs), f"frame {t}")
-        neighbours = [t + j * step for j in range(-settings.radius, settings.radius + 1)
-                      if j != 0 and t + j * step in shot]
-        trimap, how = trimaps(t)
-        prior, weight_sum, consensus = _temporal_prior(t, neighbours, independent, trimap, flows, settings)
-        own = independent(t)
-        mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
-        alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
-                            initial=(own + consensus) / (1.0 + weight_sum), prepared=alone(t)[1]) if neighbours else own
-        if alone(t)[1].kept is not None:
-            alone(t)[1].kept.release()  # t's operator served its steadied solve
-        foreground = multilevel(linear(t), alpha) if settings.foreground else None
-        unknown = trimap == 0.5
-        info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
-                "temporal_weight": float(mean_weight[unknown].mean()) if neighbours and unknown.any() else 0.0}
-        yield ShotFrame(frame=t, alpha=alpha, foreground=foreground, trimap=trimap, independent=own, info=info)
-        floor = t - settings.radius * step
-        for window in (linear, srgb, trimaps, alone):
-            window.forget_before(floor)
-        for shot_flow in (flows, carriers):
-            shot_flow.forget(lambda target, source, floor=floor: target >= floor)
+    try:
+        for done, t in enumerate(outputs):
+            progress("shot", done, len(outputs), f"frame {t}")
+            for j in range(-settings.radius, settings.radius + ahead + 1):  # t's window and the frames ahead, in order
+                if t + j * step in shot:
+                    alone.start(t + j * step)
+            neighbours = [t + j * step for j in range(-settings.radius, settings.radius + 1)
+                          if j != 0 and t + j * step in shot]
+            trimap, how = trimaps(t)
+            prior, weight_sum, consensus = _temporal_prior(t, neighbours, independent, trimap, flows, settings)
+            own, prepared = alone(t)
+            mean_weight = weight_sum / (2 * settings.radius) if settings.radius else weight_sum
+            alpha = own
+            if neighbours:
+                alpha = solve_alpha(srgb(t), trimap, polish, prior=(prior, settings.temporal_weight * mean_weight),
+                                    initial=(own + consensus) / (1.0 + weight_sum), prepared=prepared)
+            if prepared.kept is not None:
+                prepared.kept.release()  # t's operator served its steadied solve
+            foreground = multilevel(linear(t), alpha) if settings.foreground else None
+            unknown = trimap == 0.5
+            info = {"frame": t, "guidance": how, "neighbours": len(neighbours),
+                    "temporal_weight": float(mean_weight[unknown].mean()) if neighbours and unknown.any() else 0.0}
+            yield ShotFrame(frame=t, alpha=alpha, foreground=foreground, trimap=trimap, independent=own, info=info)
+            floor = t - settings.radius * step
+            for window in (linear, srgb, trimaps, alone):
+                window.forget_before(floor)
+            for shot_flow in (flows, carriers):
+                shot_flow.forget(lambda target, source, floor=floor: target >= floor)
+    finally:  # the shot ended, failed or was abandoned: wait for a solve under way (it holds the frame's memory)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     progress("shot", len(outputs), len(outputs))
 
 
