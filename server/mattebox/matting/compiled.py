@@ -42,9 +42,11 @@ from typing import Callable, Optional, Set, Tuple
 
 import numpy as np
 
-#: pixels per thread below which a kernel's work stays on the calling thread: a block's hand-off to a worker thread
-#: costs ~35 µs, against ~1.3 ms of the Laplacian product per 100k pixels (compute-bound: two threads halve it)
-PARALLEL_PIXELS = 100_000
+#: pixels per thread below which a kernel's work stays on the calling thread. A block's hand-off to a worker thread
+#: costs ~35 µs, against ~1.3 ms of the Laplacian product per 100k pixels (compute-bound: two threads halve it), but
+#: on alphamatting-dev's crops (<= 450k pixels) blocks from 200k left 16 whole `mattebox matte` processes' wall time
+#: as it was (10.0 vs 10.1 s: start-up and I/O dominate) for 6 % more CPU; at 1080p 100k, 200k and 250k are alike
+PARALLEL_PIXELS = 250_000
 #: … for the kernels that do a few operations per element loaded (CG's vector updates and sums, the set-up's
 #: gathers and copies): memory-bound, they gain from a second thread only on big vectors (2 × 192k elements: 1.4×
 #: slower on two threads; 755k: 1.4× faster; 3.8M: 1.8× faster, this 2-core machine)
