@@ -40,8 +40,10 @@ TRIMAPS = ("trimap1", "trimap2")
 #: the environment pymatting runs in: the user's, before importing mattebox (which sets NUMPY_MADVISE_HUGEPAGE=0
 #: for its own processes) would change it for the children of this one
 PEER_ENV = dict(os.environ)
-#: issue #21's targets, all "at most" (the CPU-time ratio is the wall-time one measured without other users' load)
-TARGETS = {"mean SAD": 4.54, "time vs pymatting": 0.2, "CPU time vs pymatting": 0.2, "peak RSS vs pymatting": 0.3,
+#: issue #21's targets, all "at most"; None: reported beside them (CPU time: all threads' user + system, steadier
+#: than wall time on a shared machine but not what the user waits for, which is what the issue's "time" is: big
+#: frames run on both cores, and then CPU time exceeds wall time)
+TARGETS = {"mean SAD": 4.54, "time vs pymatting": 0.2, "CPU time vs pymatting": None, "peak RSS vs pymatting": 0.3,
            "4K seconds": 8.0, "4K peak RSS GiB": 1.5, "1080p seconds": 1.5}
 
 #: the pymatting side, one process per image: argv = image trimap out_dir; prints its stage times as JSON
@@ -198,7 +200,8 @@ def targets(result: dict) -> dict:
         measured["4K peak RSS GiB"] = result["4k"]["peak_rss_mb"] / 1024.0
     if "1080p" in result:
         measured["1080p seconds"] = result["1080p"]["seconds"]
-    return {k: {"measured": round(v, 3), "goal": TARGETS[k], "met": v <= TARGETS[k]} for k, v in measured.items()}
+    return {k: {"measured": round(v, 3), "goal": TARGETS[k], "met": None if TARGETS[k] is None else v <= TARGETS[k]}
+            for k, v in measured.items()}
 
 
 def markdown(result: dict) -> str:
@@ -230,7 +233,8 @@ def markdown(result: dict) -> str:
                           f"SAD {r['sad']:.1f}."]
     lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
     for key, t in result["targets"].items():
-        lines.append(f"| {key} | {t['measured']:.3f} | <= {t['goal']} | {'yes' if t['met'] else 'no'} |")
+        goal, met = ("(reported)", "—") if t["goal"] is None else (f"<= {t['goal']}", "yes" if t["met"] else "no")
+        lines.append(f"| {key} | {t['measured']:.3f} | {goal} | {met} |")
     return "\n".join(lines) + "\n"
 
 
