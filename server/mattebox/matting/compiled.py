@@ -265,8 +265,9 @@ def row_blocks(pixels: int, per_block: int = PARALLEL_PIXELS) -> int:
 
 
 def _workers() -> concurrent.futures.ThreadPoolExecutor:
-    """The worker threads (made once per process: a forked child makes its own, its parent's threads are not in
-    it)."""
+    """The worker threads, :func:`threads` − 1 of them (the caller runs a block too), made on first use once per
+    process (a forked child makes its own: its parent's threads are not in it). Blocks beyond them wait their turn
+    (the same result, later)."""
     global _pool
     pool = _pool
     if pool is None or pool[1] != os.getpid():
