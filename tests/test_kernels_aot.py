@@ -187,3 +187,32 @@ def test_a_build_without_a_c_compiler_says_so_in_one_line_and_keeps_the_extensio
     assert "numba at first use" in lines[0]
     after = [(p.name, p.stat().st_mtime_ns) for p in Path(compiled.__file__).parent.glob(f"{compiled.EXTENSION}*")]
     assert after == before
+
+
+@needs_extension
+def test_a_compiled_kernel_lets_other_threads_run_python_while_it_works():
+    """The extension's kernels release the GIL (aot.py builds them nogil), which compiled.run_blocks needs to run
+    blocks on two cores: while one long kernel call runs on another thread, this thread keeps running Python. Were
+    the GIL held, this thread would stand still for the whole call (its longest pause at least the call's length);
+    on a busy machine it may get no core for a while, so up to 20 tries are made."""
+    import threading
+    import time
+
+    a = np.random.default_rng(0).random(20_000_000)
+    kernel = getattr(compiled.extension(), compiled.symbol("dot", 0))
+    started = time.perf_counter()
+    kernel(a, a)
+    duration = time.perf_counter() - started
+    for _ in range(20):
+        worker = threading.Thread(target=kernel, args=(a, a))
+        last = time.perf_counter()
+        longest = 0.0
+        worker.start()
+        while worker.is_alive():
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+        worker.join()
+        if longest < duration / 2:
+            return
+    pytest.fail(f"this thread stood still for {longest * 1e3:.1f} ms of a {duration * 1e3:.1f} ms kernel call: "
+                "the kernel holds the GIL")
