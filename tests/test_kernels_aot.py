@@ -192,27 +192,23 @@ def test_a_build_without_a_c_compiler_says_so_in_one_line_and_keeps_the_extensio
 @needs_extension
 def test_a_compiled_kernel_lets_other_threads_run_python_while_it_works():
     """The extension's kernels release the GIL (aot.py builds them nogil), which compiled.run_blocks needs to run
-    blocks on two cores: while one long kernel call runs on another thread, this thread keeps running Python. Were
-    the GIL held, this thread would stand still for the whole call (its longest pause at least the call's length);
-    on a busy machine it may get no core for a while, so up to 20 tries are made."""
+    blocks on two cores: while a kernel call runs on another thread, this thread keeps running Python. The witness
+    is a half-done call: cg_direction writes p from its first element to its last, and this thread sees the first
+    written and the last not yet — which it never can while the call holds the GIL. A busy machine may give this
+    thread no core during a call, so calls are repeated (up to 50)."""
     import threading
-    import time
 
-    a = np.random.default_rng(0).random(20_000_000)
-    kernel = getattr(compiled.extension(), compiled.symbol("dot", 0))
-    started = time.perf_counter()
-    kernel(a, a)
-    duration = time.perf_counter() - started
-    for _ in range(20):
-        worker = threading.Thread(target=kernel, args=(a, a))
-        last = time.perf_counter()
-        longest = 0.0
+    n = 10_000_000
+    kernel = getattr(compiled.extension(), compiled.symbol("cg_direction", 0))
+    ones = np.ones(n)
+    for _ in range(50):
+        p = np.zeros(n)
+        worker = threading.Thread(target=kernel, args=(p, ones, ones, 0.0, 0, n))  # p = 1·1 + 0·p, in order
         worker.start()
-        while worker.is_alive():
-            now = time.perf_counter()
-            longest, last = max(longest, now - last), now
+        seen = False
+        while worker.is_alive() and not seen:
+            seen = p[0] == 1.0 and p[-1] == 0.0  # (read in this order: the first written, then the last not yet)
         worker.join()
-        if longest < duration / 2:
+        if seen:
             return
-    pytest.fail(f"this thread stood still for {longest * 1e3:.1f} ms of a {duration * 1e3:.1f} ms kernel call: "
-                "the kernel holds the GIL")
+    pytest.fail("no kernel call was ever seen half done from another thread: the kernel holds the GIL")
