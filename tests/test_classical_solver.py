@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mattebox.matting.alpha import SolverSettings, expand_known, prepare, solve_alpha
-from mattebox.matting.laplacian import MattingLaplacian, affine_upsample, row_spans
+from mattebox.matting.laplacian import MattingLaplacian, ProductRegion, affine_upsample
 from mattebox.matting.sampling import alpha_prior, nearest_known
 
 
@@ -70,30 +70,47 @@ def test_the_product_in_blocks_of_rows_equals_one_sweep_bit_for_bit():
 
 
 
-@pytest.mark.parametrize("blocks", [1, 3])
-def test_the_product_over_row_spans_equals_the_whole_product_there_and_writes_nothing_else(blocks):
-    """A solve asks for L p only at its unknown pixels: with ``spans`` (each row's first to last unknown column;
-    rows without any, at the edges and inside) the product computes those columns, bit for bit as the whole
-    product does, and leaves every other pixel of ``out`` as it was."""
+@pytest.mark.parametrize("blocks", [1, 3, None])
+def test_the_product_over_a_region_equals_the_whole_product_there_and_writes_nothing_else(blocks):
+    """A solve asks for L p only at its unknown pixels: a :class:`ProductRegion` of them (each row's runs, several
+    per row, at the edges and inside, rows without any) computes those pixels, bit for bit as the whole product does,
+    sets up only the windows they lie in and leaves every other pixel of ``out`` as it was; its blocks hold equal
+    work, not equal rows (None: as many as the region's work gives, here one)."""
     rng = np.random.default_rng(5)
     image = rng.random((17, 23, 3)).astype(np.float32)
     p = rng.random((17, 23))
     unknown = np.zeros((17, 23), bool)
     unknown[0, 5] = unknown[3, 0:4] = unknown[4, 19:23] = unknown[9, 11] = True
+    unknown[3, 8:10] = unknown[3, 15] = True
     unknown[12:16, 2:20] = rng.random((4, 18)) > 0.5
     unknown[16, 22] = True
-    spans = row_spans(unknown)
-    assert spans.tolist()[:5] == [[5, 6], [0, 0], [0, 0], [0, 4], [19, 23]]
-    laplacian = MattingLaplacian(image, blocks=blocks)
-    whole = laplacian.apply(p)
+    region = ProductRegion.around(unknown, 1)
+    runs = region.out_runs[region.out_starts[3]:region.out_starts[4]]
+    assert runs.tolist() == [[0, 4], [8, 10], [15, 16]]
+    assert region.out_starts[1] == region.out_starts[2] == region.out_starts[3]  # rows 1, 2: no run
+    windows = region.window_runs[region.window_starts[2]:region.window_starts[3]]
+    assert windows.tolist() == [[-1, 5], [7, 11], [14, 17]]  # row 3's runs widened by a window (and the padding)
+    whole = MattingLaplacian(image, blocks=blocks).apply(p)
+    restricted = MattingLaplacian(image, blocks=blocks, region=region)
+    assert (restricted.inv_cov[:, region.windows == 0] == 0).all()
+    assert (restricted.inv_cov[:, 1:-1, 1:-1][:, region.windows[1:-1, 1:-1] == 1] != 0).all()
     out = np.full((17, 23), np.nan)
-    laplacian.apply(p, out=out, spans=spans)
-    inside = np.zeros((17, 23), bool)
-    for y, (first, last) in enumerate(spans):
-        inside[y, first:last] = True
-    np.testing.assert_array_equal(out[inside], whole[inside])
-    assert np.isnan(out[~inside]).all()
-    assert inside[unknown].all()
+    restricted.apply(p, out=out)
+    np.testing.assert_array_equal(out[unknown], whole[unknown])
+    assert np.isnan(out[~unknown]).all()
+    np.testing.assert_array_equal(restricted.diagonal()[unknown], MattingLaplacian(image).diagonal()[unknown])
+
+
+def test_blocks_of_equal_work_cut_the_rows_where_the_work_is():
+    """compiled.run_blocks with a cost per row: a region whose work sits in its first rows gets blocks of equal
+    work (the first few rows against the rest), not of equal rows."""
+    cost = np.concatenate([[0], np.cumsum([100] * 4 + [1] * 96)])  # 400 units in rows 0-3, 96 in rows 4-99
+    from mattebox.matting import compiled
+
+    seen = compiled.run_blocks(lambda block, lo, hi: (lo, hi), 2, 0, 100, cost)
+    assert seen == [(0, 3), (3, 100)]
+    assert compiled.run_blocks(lambda block, lo, hi: (lo, hi), 2, 0, 100) == [(0, 50), (50, 100)]
+
 
 def test_the_compiled_laplacian_refuses_a_window_radius_it_does_not_implement():
     with pytest.raises(ValueError, match="radius"):

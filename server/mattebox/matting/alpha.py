@@ -26,7 +26,7 @@ import numpy as np
 
 from ..contract import no_progress
 from . import compiled, multigrid
-from .laplacian import BandOperator, CropOperator, affine_upsample, row_spans
+from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
@@ -207,17 +207,15 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
             # thin band in a big crop: work on the band's tiles only (compact layout)
             op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
         else:
-            op = CropOperator(image, settings.eps, settings.radius)
+            op = CropOperator(image, unknown, settings.eps, settings.radius)
         b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
         precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
         if kept is not None and OPERATOR_BYTES_PER_PIXEL * h * w <= kept.max_bytes:
             kept.shape, kept.operator = (h, w), (op, b.copy(), precond.copy())
     del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
-    spans = None
     if isinstance(op, CropOperator):
         mask = unknown.view(np.uint8)  # (no copy: the crop layout is the identity)
-        spans = row_spans(unknown)  # CG reads L v only at unknown pixels: each row's span of them is computed
     else:
         mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
     data, x = np.empty_like(b), np.empty_like(b)
@@ -228,12 +226,12 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1), 0, b.size)
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
-    # every product goes here (no fresh pages per iteration); zero outside the spans, which products leave alone
+    # every product goes here (no fresh pages per iteration); zero where products leave it alone (known pixels)
     product = np.zeros_like(x)
     restrict = compiled.in_blocks(x.size, "restrict_and_shift")
 
     def apply_a(v):  # ((L_uu + λC) v, vᵀ(L_uu + λC) v) for v zero on known pixels (one pass over L v)
-        out = op.apply(v, out=product) if spans is None else op.apply(v, out=product, spans=spans)
+        out = op.apply(v, out=product)
         return out, restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
 
     _trim_heap()  # the set-up's temporaries are gone: CG's vectors grow from here, the finest level's to the peak

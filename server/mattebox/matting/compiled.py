@@ -47,6 +47,11 @@ import numpy as np
 #: on alphamatting-dev's crops (<= 450k pixels) blocks from 200k left 16 whole `mattebox matte` processes' wall time
 #: as it was (10.0 vs 10.1 s: start-up and I/O dominate) for 6 % more CPU; at 1080p 100k, 200k and 250k are alike
 PARALLEL_PIXELS = 250_000
+#: … for the matting Laplacian's product (:class:`.laplacian.MattingLaplacian`, in units of its
+#: :attr:`.laplacian.ProductRegion.cost`): dense arithmetic on a few planes, it halves on two threads from small
+#: sizes on (a 1080p roto's levels, blocks of equal work: 8.5 → 4.5 ms at 760k, 2.2 → 1.3 ms at 194k, 0.63 → 0.5 ms
+#: at 50k), and a solve runs it thousands of times: the hand-off (~35 µs) is paid back from here
+PRODUCT_PIXELS = 50_000
 #: … for the kernels that do a few operations per element loaded (CG's vector updates and sums, the set-up's
 #: gathers and copies): memory-bound, they gain from a second thread only on big vectors (2 × 192k elements: 1.4×
 #: slower on two threads; 755k: 1.4× faster; 3.8M: 1.8× faster, this 2-core machine)
@@ -61,7 +66,7 @@ STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift",
 SIGNATURES = {
     "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
     "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
-                        "f8[:,::1]", "f8[:,::1]", "i8", "i8", "i8[:,::1]")],
+                        "f8[:,::1]", "f8[:,::1]", "i8", "i8", "i8[::1]", "i8[:,::1]", "i8[::1]", "i8[:,::1]")],
     "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]", "i8", "i8")],
     "foreground_sweeps": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
                            "f8", "i8")],
@@ -279,12 +284,19 @@ def _workers() -> concurrent.futures.ThreadPoolExecutor:
     return pool[0]
 
 
-def run_blocks(work: Callable, blocks: int, start: int, stop: int) -> list:
+def run_blocks(work: Callable, blocks: int, start: int, stop: int, cost: Optional[np.ndarray] = None) -> list:
     """``work(block, lo, hi)`` for each of ``blocks`` near-equal blocks [lo, hi) of [start, stop), the first on the
     calling thread and the others at the same time on the worker threads; their results in block order. Each
     block is waited for (an error in one is raised after all have ended: none is left writing into the caller's
-    arrays). Inside a task of :func:`run_tasks` every block runs on the task's thread, one after another."""
-    bounds = [(start + (stop - start) * b // blocks, start + (stop - start) * (b + 1) // blocks) for b in range(blocks)]
+    arrays). Inside a task of :func:`run_tasks` every block runs on the task's thread, one after another.
+    ``cost``: the work before each row (cumulative, ``stop − start + 1`` non-decreasing values from 0) when rows
+    differ in work: the blocks then hold near-equal work instead of near-equal rows."""
+    if cost is None:
+        cuts = [start + (stop - start) * b // blocks for b in range(blocks + 1)]
+    else:
+        shares = [cost[-1] * b // blocks for b in range(blocks + 1)]
+        cuts = [start + int(np.searchsorted(cost, share)) for share in shares[:-1]] + [stop]
+    bounds = list(zip(cuts[:-1], cuts[1:]))
     if blocks == 1 or getattr(_local, "inline", False):
         return [work(b, lo, hi) for b, (lo, hi) in enumerate(bounds)]
     pool = _workers()

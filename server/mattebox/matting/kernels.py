@@ -110,22 +110,6 @@ def window_inverse(image, valid, reg, inv, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def _window_columns(spans, j):
-    """The window columns [lo − r, hi + r) that window row j must hold for the output rows j − r … j + r, whose
-    output columns are ``spans[y]`` = [lo, hi) (empty when lo >= hi): (0, 0) when none of them has any."""
-    h = spans.shape[0]
-    r = RADIUS
-    lo, hi = 1 << 62, -1
-    for y in range(max(j - r, 0), min(j + r + 1, h)):
-        if spans[y, 0] < spans[y, 1]:
-            lo = min(lo, spans[y, 0])
-            hi = max(hi, spans[y, 1])
-    if hi < 0:
-        return 0, 0
-    return lo - r, hi + r
-
-
-@njit(cache=True, nogil=True)
 def _window_row(image, inv, valid, p, y, row, sums, x0, x1):
     """Levin's affine coefficients of p for the windows centred on row y at columns x0 … x1 − 1 (He et al. eq. 11):
     a_k = Δ_k (mean(I p) − μ_k p̄_k) and b_k = p̄_k − a_kᵀ μ_k, into the planes ``row[:, x + r]`` (4×(W + 2r));
@@ -189,50 +173,59 @@ def _window_row(image, inv, valid, p, y, row, sums, x0, x1):
 
 
 @njit(cache=True, nogil=True)
-def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, spans):
+def _window_runs(image, inv, valid, p, j, row, sums, starts, runs):
+    """Window row j's coefficients (:func:`_window_row`) over its runs of window centres, ``runs[starts[j]]`` …
+    ``runs[starts[j + 1] − 1]`` (each [x0, x1), −r <= x0 < x1 <= W + r)."""
+    for n in range(starts[j], starts[j + 1]):
+        _window_row(image, inv, valid, p, j, row, sums, runs[n, 0], runs[n, 1])
+
+
+@njit(cache=True, nogil=True)
+def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, out_starts, out_runs, window_starts,
+                   window_runs):
     """Rows y0 … y1 − 1 of out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over
-    the n_i (``count``) valid windows holding i, in one sweep down the rows, at the columns ``spans[y]`` = [lo, hi)
-    of each row only: ``out`` is not written elsewhere (a solve needs L p only at its unknown pixels, on average
-    69 % of an alphamatting-dev crop's row spans; [0, W) on every row is the whole product). ``ring``
-    ((2r+1)×4×(W+2r)) holds the coefficients of the 2r+1 window rows that output row y reads, never a whole image
-    of them; ``sums`` (7×(W+2r)) is scratch for the separable window sums (over the rows, then over 2r+1
-    columns). Each output pixel gets the same operations in the same order whatever the spans (bit for bit)."""
+    the n_i (``count``) valid windows holding i, in one sweep down the rows, at each row's runs of output columns
+    only (row y's runs are ``out_runs[out_starts[y]]`` … ``out_runs[out_starts[y + 1] − 1]``, each [lo, hi)):
+    ``out`` is not written elsewhere (a solve needs L p only at its unknown pixels, about half of a crop around a
+    roto's band; one run [0, W) per row is the whole product). The windows' coefficients are computed only at
+    ``window_runs`` (the same layout, window centres): they must hold every window [lo − r, hi + r) of the output
+    runs of rows j − r … j + r (the output region dilated by a window, :class:`.laplacian.ProductRegion`).
+    ``ring`` ((2r+1)×4×(W+2r)) holds the coefficients of the 2r+1 window rows that output row y reads, never a
+    whole image of them; ``sums`` (7×(W+2r)) is scratch for the separable window sums (over the rows, then over
+    2r+1 columns). Each output pixel gets the same operations in the same order whatever the runs (bit for bit)."""
     h, w = p.shape
     r = RADIUS
     span = 2 * r + 1
     for y in range(max(y0 - r, 0), min(y0 + r, h)):
-        x0, x1 = _window_columns(spans, y)
-        _window_row(image, inv, valid, p, y, ring[y % span], sums, x0, x1)
+        _window_runs(image, inv, valid, p, y, ring[y % span], sums, window_starts, window_runs)
     for y in range(y0, y1):
         if y + r < h:
-            x0, x1 = _window_columns(spans, y + r)
-            _window_row(image, inv, valid, p, y + r, ring[(y + r) % span], sums, x0, x1)
-        lo_x, hi_x = spans[y, 0], spans[y, 1]
-        if lo_x >= hi_x:
-            continue
+            _window_runs(image, inv, valid, p, y + r, ring[(y + r) % span], sums, window_starts, window_runs)
         lo, hi = max(y - r, 0), min(y + r, h - 1)
-        # each window column's coefficients summed over the window rows holding y (windows lo_x − r … hi_x + r − 1,
-        # stored at lo_x … hi_x + 2r − 1)
-        a, b = np.uint64(lo_x), np.uint64(hi_x + 2 * r)
-        first = ring[lo % span]
-        for k in range(4):
-            for i in range(a, b):
-                sums[k, i] = first[k, i]
-        for j in range(lo + 1, hi + 1):
-            row = ring[j % span]
+        for n in range(out_starts[y], out_starts[y + 1]):
+            lo_x, hi_x = out_runs[n, 0], out_runs[n, 1]
+            # each window column's coefficients summed over the window rows holding y (windows lo_x − r …
+            # hi_x + r − 1, stored at lo_x … hi_x + 2r − 1)
+            a, b = np.uint64(lo_x), np.uint64(hi_x + 2 * r)
+            first = ring[lo % span]
             for k in range(4):
                 for i in range(a, b):
-                    sums[k, i] += row[k, i]
-        for x in range(np.uint64(lo_x), np.uint64(hi_x)):
-            a0 = a1 = a2 = b_sum = 0.0
-            for i in range(x, x + np.uint64(span)):  # windows x - r … x + r, stored at x … x + 2r
-                a0 += sums[0, i]
-                a1 += sums[1, i]
-                a2 += sums[2, i]
-                b_sum += sums[3, i]
-            out[y, x] = np.float64(count[y, x]) * p[y, x] - (
-                a0 * np.float64(image[0, y, x]) + a1 * np.float64(image[1, y, x])
-                + a2 * np.float64(image[2, y, x])) - b_sum
+                    sums[k, i] = first[k, i]
+            for j in range(lo + 1, hi + 1):
+                row = ring[j % span]
+                for k in range(4):
+                    for i in range(a, b):
+                        sums[k, i] += row[k, i]
+            for x in range(np.uint64(lo_x), np.uint64(hi_x)):
+                a0 = a1 = a2 = b_sum = 0.0
+                for i in range(x, x + np.uint64(span)):  # windows x - r … x + r, stored at x … x + 2r
+                    a0 += sums[0, i]
+                    a1 += sums[1, i]
+                    a2 += sums[2, i]
+                    b_sum += sums[3, i]
+                out[y, x] = np.float64(count[y, x]) * p[y, x] - (
+                    a0 * np.float64(image[0, y, x]) + a1 * np.float64(image[1, y, x])
+                    + a2 * np.float64(image[2, y, x])) - b_sum
 
 
 @njit(cache=True, nogil=True)

@@ -30,7 +30,9 @@ them"), which keeps the fine image's edges instead of blurring the coarse alpha.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -55,14 +57,58 @@ def _box_means(planes, r: int) -> np.ndarray:
     return out
 
 
-def row_spans(active: np.ndarray) -> np.ndarray:
-    """Each row's columns [first, last + 1) of ``active`` (H×2 int64; [0, 0) for a row without any): where a
-    solve needs L p (:meth:`MattingLaplacian.apply`'s ``spans``)."""
-    w = active.shape[1]
-    rows = active.any(axis=1)
-    first = np.where(rows, active.argmax(axis=1), 0)
-    last = np.where(rows, w - active[:, ::-1].argmax(axis=1), 0)
-    return np.ascontiguousarray(np.stack([first, last], axis=1), np.int64)
+def _row_runs(active: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's runs of ``active`` pixels as (starts, runs): row y's runs are ``runs[starts[y]:starts[y + 1]]``,
+    each [first, last + 1) column (int64, (H+1,) and (n, 2))."""
+    h, w = active.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = active
+    ys, xs = np.nonzero(np.diff(padded, axis=1))  # in raster order, a run's first column then one past its last
+    runs = np.ascontiguousarray(xs.reshape(-1, 2), np.int64)
+    starts = np.searchsorted(ys[::2], np.arange(h + 1)).astype(np.int64)
+    return starts, runs
+
+
+@dataclass(frozen=True)
+class ProductRegion:
+    """Where :class:`MattingLaplacian` works: the pixels whose L p a product computes, as each row's runs of
+    columns, and the windows they lie in (``windows``: the pixels dilated by a window, H×W uint8; as each row's
+    runs of window centres in columns −r … W + r − 1, the kernel's padded ring), as ``compiled.laplacian_rows``
+    takes them. A solve needs L p only at its unknown pixels: around a roto's band about half of the crop, where
+    each row's first-to-last span was 70 %. The windows are the only ones L_ij between two region pixels sums
+    over, so Δ_k is needed only there."""
+    out_starts: np.ndarray
+    out_runs: np.ndarray
+    window_starts: np.ndarray
+    window_runs: np.ndarray
+    windows: Optional[np.ndarray] = None  #: None: every window (:meth:`whole`)
+
+    @cached_property
+    def cost(self) -> np.ndarray:
+        """The work before each row (H+1 values from 0): output pixels and window centres, halved (a whole
+        product costs about one per pixel), for blocks of rows with equal work (:func:`.compiled.run_blocks`)."""
+        work = np.zeros(len(self.out_starts), np.int64)
+        for starts, runs in ((self.out_starts, self.out_runs), (self.window_starts, self.window_runs)):
+            before = np.concatenate([[0], np.cumsum(runs[:, 1] - runs[:, 0])])
+            work += before[starts]
+        return work // 2
+
+    @classmethod
+    def around(cls, active: np.ndarray, r: int) -> "ProductRegion":
+        """The region of the pixels ``active`` (H×W bool)."""
+        w = active.shape[1]
+        windows = cv2.dilate(active.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+        window_starts, window_runs = _row_runs(windows)
+        window_runs[window_runs[:, 0] == 0, 0] = -r  # (the padding beyond the crop's edges: windows not used, zero)
+        window_runs[window_runs[:, 1] == w, 1] = w + r
+        return cls(*_row_runs(active), window_starts, window_runs, windows)
+
+    @classmethod
+    def whole(cls, h: int, w: int, r: int) -> "ProductRegion":
+        """Every pixel of an H×W image: one run per row."""
+        starts = np.arange(h + 1, dtype=np.int64)
+        return cls(starts, np.tile(np.array([0, w], np.int64), (h, 1)), starts,
+                   np.tile(np.array([-r, w + r], np.int64), (h, 1)))
 
 
 class MattingLaplacian:
@@ -70,22 +116,27 @@ class MattingLaplacian:
 
     ``eps`` is Levin's ε (regularises window covariances; 1e-7 in the paper), ``r`` the window radius (r=1:
     3×3 windows, as in the paper, and the only radius the compiled kernels take). ``valid`` marks the window
-    centres to use (default: windows fully inside the image). Δ_k is computed once; each product is one compiled
-    sweep (:mod:`.kernels`), in ``blocks`` blocks of rows at once (default: one per thread for large images,
-    :func:`.compiled.row_blocks`).
+    centres to use (default: windows fully inside the image). ``region``: where products are computed (default:
+    every pixel); only its windows are set up, and elsewhere :meth:`apply` leaves its output as it was and
+    :meth:`diagonal` holds only those windows' terms. Δ_k is computed once; each product is one compiled sweep
+    (:mod:`.kernels`), in ``blocks`` blocks of rows with equal work at once (default: one per thread for large
+    regions, :func:`.compiled.row_blocks`).
     """
 
     def __init__(self, image: np.ndarray, eps: float = 1e-7, r: int = 1, valid: Optional[np.ndarray] = None,
-                 blocks: Optional[int] = None):
+                 blocks: Optional[int] = None, region: Optional[ProductRegion] = None):
         h, w = image.shape[:2]
         if r != compiled.RADIUS:
             raise ValueError(f"radius: the compiled matting Laplacian uses Levin's 3x3 windows "
                              f"(r = {compiled.RADIUS}), got r = {r}")
         if h < 2 * r + 1 or w < 2 * r + 1:
             raise ValueError(f"image {w}x{h} is smaller than one {2 * r + 1}x{2 * r + 1} window")
+        self.region = ProductRegion.whole(h, w, r) if region is None else region
         if valid is None:  # windows fully inside the image (BandOperator passes its own)
             valid = np.zeros((h, w), np.uint8)
             valid[r:h - r, r:w - r] = 1
+        if self.region.windows is not None:
+            valid = valid & self.region.windows
         self.valid = np.ascontiguousarray(valid, np.uint8)
         used = np.zeros((h, w), np.uint8)  # the windows the product uses: valid and inside the image
         used[r:h - r, r:w - r] = self.valid[r:h - r, r:w - r]
@@ -95,31 +146,45 @@ class MattingLaplacian:
         # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
         self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
         self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
-        compiled.in_blocks(h * w, "window_inverse")(
-            self.image, self.valid, eps / float((2 * r + 1) ** 2), self.inv_cov, 0, h)
-        # per block of rows (run at once; the result does not depend on their number): the product's window rows and
-        # scratch
-        blocks = compiled.row_blocks(h * w) if blocks is None else max(1, min(blocks, h))
-        self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
-        self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
-        self._whole = np.tile(np.array([0, w], np.int64), (h, 1))  # every row's every column: the whole product
+        self.blocks = None if blocks is None else max(1, min(blocks, h))
+        self._in_blocks(compiled.window_inverse, compiled.PARALLEL_PIXELS, self.image, self.valid,
+                        eps / float((2 * r + 1) ** 2), self.inv_cov)
+        self._ring = self._sums = np.empty((0,))  # the product's scratch per block (:meth:`_scratch`)
 
-    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None, spans: Optional[np.ndarray] = None) -> np.ndarray:
-        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous). With ``spans``
-        (:func:`row_spans`) only each row's span of columns is computed and ``out`` is left as it is elsewhere."""
+    def _in_blocks(self, kernel: Callable, per_block: int, *args) -> None:
+        """``kernel(*args, y0, y1)`` over all rows, in blocks of equal work in the region at once (as many as
+        :func:`.compiled.row_blocks` gives for ``per_block``, or the ``blocks`` asked for)."""
+        cost = self.region.cost
+        blocks = self.blocks or compiled.row_blocks(int(cost[-1]), per_block)
+        compiled.run_blocks(lambda _, y0, y1: kernel(*args, y0, y1), blocks, 0, len(cost) - 1, cost)
+
+    def _scratch(self, blocks: int) -> None:
+        """Per block of rows (run at once; the result does not depend on their number), the product's window rows
+        (``_ring``) and scratch (``_sums``): made once for as many blocks as a product has used."""
+        if len(self._ring) < blocks:
+            r, w = compiled.RADIUS, self.valid.shape[1]
+            self._ring = np.empty((blocks, 2 * r + 1, 4, w + 2 * r), np.float64)
+            self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
+
+    def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous), at the region's
+        pixels (``out`` is left as it was elsewhere)."""
         out = np.empty(self.valid.shape, np.float64) if out is None else out
         p = np.ascontiguousarray(p, np.float64)
-        spans = self._whole if spans is None else spans
+        region = self.region
+        cost = region.cost
+        blocks = self.blocks or compiled.row_blocks(int(cost[-1]), compiled.PRODUCT_PIXELS)
+        self._scratch(blocks)
         compiled.run_blocks(lambda block, y0, y1: compiled.laplacian_rows(
             self.image, self.inv_cov, self.valid, self.count, p, self._ring[block], self._sums[block], out, y0, y1,
-            spans), len(self._ring), 0, len(p))
+            region.out_starts, region.out_runs, region.window_starts, region.window_runs), blocks, 0, len(p), cost)
         return out
 
     def diagonal(self) -> np.ndarray:
         """diag(L) (for the Jacobi preconditioner)."""
         out = np.empty(self.valid.shape, np.float64)
-        compiled.in_blocks(out.size, "laplacian_diagonal")(
-            self.image, self.inv_cov, self.valid, out, 0, len(out))
+        self._in_blocks(compiled.laplacian_diagonal, compiled.PARALLEL_PIXELS, self.image, self.inv_cov, self.valid,
+                        out)
         return out
 
 
@@ -206,12 +271,18 @@ class BandOperator:
 
 
 class CropOperator:
-    """:class:`MattingLaplacian` of the whole crop behind :class:`BandOperator`'s interface (identity layout)."""
+    """:class:`MattingLaplacian` of the crop behind :class:`BandOperator`'s interface (identity layout), working at
+    the crop's ``unknown`` pixels (its :class:`ProductRegion`): L_uu and L_uk exactly, in about half the work of the
+    whole crop around a roto's band. Elsewhere :meth:`apply` leaves its output as it was."""
 
-    def __init__(self, image: np.ndarray, eps: float, r: int):
-        self.laplacian = MattingLaplacian(image, eps, r)
-        self.apply = self.apply_crop = self.laplacian.apply
+    def __init__(self, image: np.ndarray, unknown: np.ndarray, eps: float, r: int):
+        self.laplacian = MattingLaplacian(image, eps, r, region=ProductRegion.around(unknown, r))
+        self.apply = self.laplacian.apply
         self.diagonal = self.laplacian.diagonal
+
+    def apply_crop(self, x: np.ndarray) -> np.ndarray:
+        """L x at the unknown pixels, zero elsewhere."""
+        return self.apply(x, out=np.zeros(x.shape, np.float64))
 
     @staticmethod
     def compact(x: np.ndarray) -> np.ndarray:
