@@ -56,13 +56,13 @@ class Level:
 
     def __init__(self, image, trimap, prior, weight, settings):
         self.unknown = trimap == A.UNKNOWN
-        self.op = CropOperator(image, settings.eps, settings.radius)
+        self.op = CropOperator(image, self.unknown, settings.eps, settings.radius, packed=False)
         self.mask = self.unknown.astype(np.uint8)
         self.data = settings.data_weight * weight.astype(np.float64) * self.mask
         self.b = self.data * prior - self.mask * self.op.apply_crop(np.where(self.unknown, 0.0, trimap)
                                                                    .astype(np.float32))
         self.dinv = np.where(self.mask > 0, 1.0 / np.maximum(self.op.diagonal() + self.data, 1e-2), 0.0)
-        self.product = np.empty(trimap.shape)
+        self.product = np.zeros(trimap.shape)  # (products write the unknown pixels only)
         self.products = 0
 
     def apply(self, v):

@@ -86,7 +86,7 @@ def test_the_product_over_a_region_equals_the_whole_product_there_and_writes_not
     unknown[16, 22] = True
     region = ProductRegion.around(unknown, 1)
     runs = region.out_runs[region.out_starts[3]:region.out_starts[4]]
-    assert runs.tolist() == [[0, 4], [8, 10], [15, 16]]
+    assert runs.tolist() == [[0, 4, 69], [8, 10, 77], [15, 16, 84]]  # (columns, where they go: 3·23 + first)
     assert region.out_starts[1] == region.out_starts[2] == region.out_starts[3]  # rows 1, 2: no run
     windows = region.window_runs[region.window_starts[2]:region.window_starts[3]]
     assert windows.tolist() == [[-1, 5], [7, 11], [14, 17]]  # row 3's runs widened by a window (and the padding)
@@ -99,6 +99,34 @@ def test_the_product_over_a_region_equals_the_whole_product_there_and_writes_not
     np.testing.assert_array_equal(out[unknown], whole[unknown])
     assert np.isnan(out[~unknown]).all()
     np.testing.assert_array_equal(restricted.diagonal()[unknown], MattingLaplacian(image).diagonal()[unknown])
+    # packed: the output is a vector of the region's pixels in raster order, the same values
+    packed = MattingLaplacian(image, blocks=blocks, region=ProductRegion.around(unknown, 1, packed=True))
+    np.testing.assert_array_equal(packed.apply(p), whole[unknown])
+
+
+def test_the_packed_layout_holds_the_unknown_pixels_and_spreads_back_around_the_known_ones():
+    """CropOperator's packed vectors: compact() gathers the unknown pixels in raster order, full() puts them back
+    with the known pixels from ``fill``, and apply() of a packed vector is the whole product at the unknown pixels
+    of that vector spread out with zeros (what CG's masked vectors are)."""
+    from mattebox.matting.laplacian import CropOperator
+
+    rng = np.random.default_rng(8)
+    image = rng.random((19, 21, 3)).astype(np.float32)
+    unknown = rng.random((19, 21)) > 0.6
+    unknown[:, 0] = unknown[0, :] = True  # runs at the crop's edges
+    op = CropOperator(image, unknown, 1e-7, 1)
+    x = rng.random((19, 21)).astype(np.float32)
+    packed = op.compact(x)
+    assert packed.dtype == np.float64 and packed.shape == (unknown.sum(),)
+    np.testing.assert_array_equal(packed, x[unknown])
+    fill = rng.random((19, 21))
+    spread = op.full(packed * 2, fill)
+    np.testing.assert_array_equal(spread[unknown], 2 * x[unknown].astype(np.float64))
+    np.testing.assert_array_equal(spread[~unknown], fill[~unknown])
+    whole = MattingLaplacian(image).apply(np.where(unknown, x, 0.0))
+    np.testing.assert_array_equal(op.apply(packed), whole[unknown])
+    np.testing.assert_array_equal(op.apply_crop(x), MattingLaplacian(image).apply(x)[unknown])
+    np.testing.assert_array_equal(op.diagonal(), MattingLaplacian(image).diagonal()[unknown])
 
 
 def test_blocks_of_equal_work_cut_the_rows_where_the_work_is():

@@ -199,6 +199,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     del guess
     if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
         return np.where(unknown, initial, trimap).astype(np.float32)
+    cycles = settings.preconditioner == "multigrid" and unknown.sum() > settings.multigrid_unknowns
     if kept is not None and kept.operator is not None and kept.shape == (h, w):
         op, b, precond = kept.operator[0], kept.operator[1].copy(), kept.operator[2].copy()
     else:
@@ -206,18 +207,16 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         if tiles * (settings.tile + 4 * settings.radius) ** 2 < settings.band_fraction * h * w:
             # thin band in a big crop: work on the band's tiles only (compact layout)
             op = BandOperator(image, unknown, settings.eps, settings.radius, settings.tile)
-        else:
-            op = CropOperator(image, unknown, settings.eps, settings.radius)
+        else:  # vectors of the unknown pixels only (the multigrid cycle works on the whole crop's)
+            op = CropOperator(image, unknown, settings.eps, settings.radius, packed=not cycles)
         b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
         precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
         if kept is not None and OPERATOR_BYTES_PER_PIXEL * h * w <= kept.max_bytes:
             kept.shape, kept.operator = (h, w), (op, b.copy(), precond.copy())
     del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
-    if isinstance(op, CropOperator):
-        mask = unknown.view(np.uint8)  # (no copy: the crop layout is the identity)
-    else:
-        mask = (op.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
+    mask = op.mask(unknown)
+    cycles = cycles and isinstance(op, CropOperator)  # (on the band's tiles: Jacobi)
     data, x = np.empty_like(b), np.empty_like(b)
     # λC, the right-hand side, the preconditioner and CG's start in one pass (compiled.solve_terms)
     compiled.in_blocks(b.size, "solve_terms")(
@@ -226,7 +225,8 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         settings.data_weight, data.reshape(-1), b.reshape(-1), precond.reshape(-1), x.reshape(-1), 0, b.size)
     # the operator sees only CG vectors, which are zero on known pixels (CG keeps them so)
 
-    # every product goes here (no fresh pages per iteration); zero where products leave it alone (known pixels)
+    # every product goes here (no fresh pages per iteration); zero where products leave it alone (known pixels of
+    # a whole-crop layout)
     product = np.zeros_like(x)
     restrict = compiled.in_blocks(x.size, "restrict_and_shift")
 
@@ -235,8 +235,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         return out, restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
 
     _trim_heap()  # the set-up's temporaries are gone: CG's vectors grow from here, the finest level's to the peak
-    if (settings.preconditioner == "multigrid" and isinstance(op, CropOperator)
-            and unknown.sum() > settings.multigrid_unknowns):
+    if cycles:
         def product_only(v):
             return apply_a(v)[0]
 

@@ -58,7 +58,8 @@ PRODUCT_PIXELS = 50_000
 STREAMING_PIXELS = 500_000
 #: the kernels :data:`STREAMING_PIXELS` applies to
 STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift", "solve_terms", "gather_nearest",
-                       "gather_colours", "label_weighted", "box_candidates", "affine_evaluate", "expand_label"})
+                       "gather_colours", "gather_runs", "scatter_runs", "label_weighted", "box_candidates",
+                       "affine_evaluate", "expand_label"})
 
 #: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
@@ -66,7 +67,7 @@ STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift",
 SIGNATURES = {
     "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
     "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
-                        "f8[:,::1]", "f8[:,::1]", "i8", "i8", "i8[::1]", "i8[:,::1]", "i8[::1]", "i8[:,::1]")],
+                        "f8[:,::1]", "f8[::1]", "i8", "i8", "i8[::1]", "i8[:,::1]", "i8[::1]", "i8[:,::1]")],
     "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]", "i8", "i8")],
     "foreground_sweeps": [("f4[:,:,::1]", "f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8",
                            "f8", "i8")],
@@ -77,6 +78,8 @@ SIGNATURES = {
     "zero_positions": [("u1[:,::1]", "i8[::1]")],
     "gather_nearest": [("f4[:,::1]", "i4[:,::1]", "i8[::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "i8")],
     "gather_colours": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "i8", "i8")],
+    "gather_runs": [("f4[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8"), ("f8[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8")],
+    "scatter_runs": [("f8[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8")],
     "label_weighted": [("f4[:,:,::1]", "f4[:,::1]", "f4", "f4[:,:,::1]", "i8", "i8")],
     "dot": [("f8[::1]", "f8[::1]")],
     "dot_chunks": [("f8[::1]", "f8[::1]", "f8[::1]", "i8", "i8")],

@@ -185,11 +185,13 @@ def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, out_sta
                    window_runs):
     """Rows y0 … y1 − 1 of out = L p (He et al. eqs. 11-13): (L p)_i = n_i p_i − Σ_{k ∋ i} (a_kᵀ I_i + b_k) over
     the n_i (``count``) valid windows holding i, in one sweep down the rows, at each row's runs of output columns
-    only (row y's runs are ``out_runs[out_starts[y]]`` … ``out_runs[out_starts[y + 1] − 1]``, each [lo, hi)):
-    ``out`` is not written elsewhere (a solve needs L p only at its unknown pixels, about half of a crop around a
-    roto's band; one run [0, W) per row is the whole product). The windows' coefficients are computed only at
-    ``window_runs`` (the same layout, window centres): they must hold every window [lo − r, hi + r) of the output
-    runs of rows j − r … j + r (the output region dilated by a window, :class:`.laplacian.ProductRegion`).
+    only (row y's runs are ``out_runs[out_starts[y]]`` … ``out_runs[out_starts[y + 1] − 1]``, each (lo, hi, at):
+    columns [lo, hi) go to the 1-D ``out`` from index ``at`` on — y·W + lo for an H×W output, or one after another
+    for a vector of the region's pixels only). Nothing else of ``out`` is written (a solve needs L p only at its
+    unknown pixels, about half of a crop around a roto's band; one run [0, W) per row is the whole product). The
+    windows' coefficients are computed only at ``window_runs`` (rows (x0, x1) of window centres, indexed by
+    ``window_starts`` the same way): they must hold every window [lo − r, hi + r) of the output runs of rows
+    j − r … j + r (the output region dilated by a window, :class:`.laplacian.ProductRegion`).
     ``ring`` ((2r+1)×4×(W+2r)) holds the coefficients of the 2r+1 window rows that output row y reads, never a
     whole image of them; ``sums`` (7×(W+2r)) is scratch for the separable window sums (over the rows, then over
     2r+1 columns). Each output pixel gets the same operations in the same order whatever the runs (bit for bit)."""
@@ -203,7 +205,7 @@ def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, out_sta
             _window_runs(image, inv, valid, p, y + r, ring[(y + r) % span], sums, window_starts, window_runs)
         lo, hi = max(y - r, 0), min(y + r, h - 1)
         for n in range(out_starts[y], out_starts[y + 1]):
-            lo_x, hi_x = out_runs[n, 0], out_runs[n, 1]
+            lo_x, hi_x, at = out_runs[n, 0], out_runs[n, 1], out_runs[n, 2] - out_runs[n, 0]
             # each window column's coefficients summed over the window rows holding y (windows lo_x − r …
             # hi_x + r − 1, stored at lo_x … hi_x + 2r − 1)
             a, b = np.uint64(lo_x), np.uint64(hi_x + 2 * r)
@@ -223,7 +225,7 @@ def laplacian_rows(image, inv, valid, count, p, ring, sums, out, y0, y1, out_sta
                     a1 += sums[1, i]
                     a2 += sums[2, i]
                     b_sum += sums[3, i]
-                out[y, x] = np.float64(count[y, x]) * p[y, x] - (
+                out[at + x] = np.float64(count[y, x]) * p[y, x] - (
                     a0 * np.float64(image[0, y, x]) + a1 * np.float64(image[1, y, x])
                     + a2 * np.float64(image[2, y, x])) - b_sum
 
@@ -403,6 +405,26 @@ def gather_colours(pixels, index, out, start, stop):
         j = index[i]
         for c in range(3):
             out[c, i] = pixels[j, c]
+
+
+@njit(cache=True, nogil=True)
+def gather_runs(source, moves, out, start, stop):
+    """Runs ``start`` … ``stop`` − 1 of ``moves`` (rows (at_source, at_out, length)): out[at_out + i] =
+    source[at_source + i], i < length (an image's runs of pixels into a vector of them; 1-D arrays)."""
+    for n in range(start, stop):
+        s, t = moves[n, 0], moves[n, 1]
+        for i in range(moves[n, 2]):
+            out[t + i] = np.float64(source[s + i])
+
+
+@njit(cache=True, nogil=True)
+def scatter_runs(source, moves, out, start, stop):
+    """The inverse of :func:`gather_runs`: out[at_source + i] = source[at_out + i] (a vector of an image's runs of
+    pixels back into the image)."""
+    for n in range(start, stop):
+        s, t = moves[n, 0], moves[n, 1]
+        for i in range(moves[n, 2]):
+            out[s + i] = source[t + i]
 
 
 @njit(cache=True, nogil=True)

@@ -76,11 +76,15 @@ class ProductRegion:
     runs of window centres in columns −r … W + r − 1, the kernel's padded ring), as ``compiled.laplacian_rows``
     takes them. A solve needs L p only at its unknown pixels: around a roto's band about half of the crop, where
     each row's first-to-last span was 70 %. The windows are the only ones L_ij between two region pixels sums
-    over, so Δ_k is needed only there."""
+    over, so Δ_k is needed only there.
+
+    ``out_runs`` rows are (first column, last column + 1, index of the first in the output): a product's output is
+    H×W (index y·W + first), or with ``packed`` a vector of the region's pixels in raster order."""
     out_starts: np.ndarray
     out_runs: np.ndarray
     window_starts: np.ndarray
     window_runs: np.ndarray
+    out_shape: Tuple[int, ...]  #: a product's output: (H, W), or (pixels,) when packed
     windows: Optional[np.ndarray] = None  #: None: every window (:meth:`whole`)
 
     @cached_property
@@ -93,22 +97,40 @@ class ProductRegion:
             work += before[starts]
         return work // 2
 
+    @cached_property
+    def moves(self) -> np.ndarray:
+        """(index in an H×W image, index in the packed vector, length) of each run (:func:`.compiled.gather_runs`
+        and ``scatter_runs`` between the two layouts)."""
+        rows = np.repeat(np.arange(len(self.out_starts) - 1), np.diff(self.out_starts))
+        width = self.windows.shape[1]
+        return np.ascontiguousarray(np.stack([rows * width + self.out_runs[:, 0], self.out_runs[:, 2],
+                                              self.out_runs[:, 1] - self.out_runs[:, 0]], axis=1))
+
     @classmethod
-    def around(cls, active: np.ndarray, r: int) -> "ProductRegion":
-        """The region of the pixels ``active`` (H×W bool)."""
-        w = active.shape[1]
+    def around(cls, active: np.ndarray, r: int, packed: bool = False) -> "ProductRegion":
+        """The region of the pixels ``active`` (H×W bool); ``packed``: products write a vector of them."""
+        h, w = active.shape
         windows = cv2.dilate(active.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8))
         window_starts, window_runs = _row_runs(windows)
         window_runs[window_runs[:, 0] == 0, 0] = -r  # (the padding beyond the crop's edges: windows not used, zero)
         window_runs[window_runs[:, 1] == w, 1] = w + r
-        return cls(*_row_runs(active), window_starts, window_runs, windows)
+        out_starts, runs = _row_runs(active)
+        lengths = runs[:, 1] - runs[:, 0]
+        if packed:
+            at = np.cumsum(lengths) - lengths
+        else:
+            at = np.repeat(np.arange(h), np.diff(out_starts)) * w + runs[:, 0]
+        out_runs = np.ascontiguousarray(np.column_stack([runs, at]), np.int64)
+        out_shape = (int(lengths.sum()),) if packed else (h, w)
+        return cls(out_starts, out_runs, window_starts, window_runs, out_shape, windows)
 
     @classmethod
     def whole(cls, h: int, w: int, r: int) -> "ProductRegion":
         """Every pixel of an H×W image: one run per row."""
         starts = np.arange(h + 1, dtype=np.int64)
-        return cls(starts, np.tile(np.array([0, w], np.int64), (h, 1)), starts,
-                   np.tile(np.array([-r, w + r], np.int64), (h, 1)))
+        rows = np.arange(h, dtype=np.int64)
+        out_runs = np.column_stack([np.zeros(h, np.int64), np.full(h, w, np.int64), rows * w])
+        return cls(starts, out_runs, starts, np.tile(np.array([-r, w + r], np.int64), (h, 1)), (h, w))
 
 
 class MattingLaplacian:
@@ -167,16 +189,17 @@ class MattingLaplacian:
             self._sums = np.empty((blocks, 7, w + 2 * r), np.float64)
 
     def apply(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """L p (float64) for an H×W vector p, into ``out`` when given (H×W float64, contiguous), at the region's
-        pixels (``out`` is left as it was elsewhere)."""
-        out = np.empty(self.valid.shape, np.float64) if out is None else out
-        p = np.ascontiguousarray(p, np.float64)
+        """L p (float64) for an H×W vector p at the region's pixels, into ``out`` when given (contiguous float64 of
+        the region's ``out_shape``: left as it was elsewhere)."""
         region = self.region
+        out = np.empty(region.out_shape, np.float64) if out is None else out
+        p = np.ascontiguousarray(p, np.float64)
+        flat = out.reshape(-1)  # (a view)
         cost = region.cost
         blocks = self.blocks or compiled.row_blocks(int(cost[-1]), compiled.PRODUCT_PIXELS)
         self._scratch(blocks)
         compiled.run_blocks(lambda block, y0, y1: compiled.laplacian_rows(
-            self.image, self.inv_cov, self.valid, self.count, p, self._ring[block], self._sums[block], out, y0, y1,
+            self.image, self.inv_cov, self.valid, self.count, p, self._ring[block], self._sums[block], flat, y0, y1,
             region.out_starts, region.out_runs, region.window_starts, region.window_runs), blocks, 0, len(p), cost)
         return out
 
@@ -269,28 +292,60 @@ class BandOperator:
         """diag(L) in compact layout."""
         return self._interiors(self.laplacian.diagonal())
 
+    def mask(self, unknown: np.ndarray) -> np.ndarray:
+        """The unknown pixels in compact layout (uint8)."""
+        return (self.compact(unknown.astype(np.float64)) > 0).astype(np.uint8)
+
 
 class CropOperator:
-    """:class:`MattingLaplacian` of the crop behind :class:`BandOperator`'s interface (identity layout), working at
-    the crop's ``unknown`` pixels (its :class:`ProductRegion`): L_uu and L_uk exactly, in about half the work of the
-    whole crop around a roto's band. Elsewhere :meth:`apply` leaves its output as it was."""
+    """:class:`MattingLaplacian` of the crop behind :class:`BandOperator`'s interface, working at the crop's
+    ``unknown`` pixels (its :class:`ProductRegion`): L_uu and L_uk exactly, in about half the work of the whole
+    crop around a roto's band. Vectors hold the unknown pixels only, in raster order (``packed``: CG's vector
+    updates and sums then stream half the memory), or the whole crop (the multigrid preconditioner's layout), where
+    :meth:`apply` leaves the known pixels as they were."""
 
-    def __init__(self, image: np.ndarray, unknown: np.ndarray, eps: float, r: int):
-        self.laplacian = MattingLaplacian(image, eps, r, region=ProductRegion.around(unknown, r))
-        self.apply = self.laplacian.apply
-        self.diagonal = self.laplacian.diagonal
+    def __init__(self, image: np.ndarray, unknown: np.ndarray, eps: float, r: int, packed: bool = True):
+        self.region = ProductRegion.around(unknown, r, packed)
+        self.packed = packed
+        self.laplacian = MattingLaplacian(image, eps, r, region=self.region)
+        self._p = np.zeros(unknown.shape, np.float64) if packed else None  # a packed vector spread out (apply)
+
+    def _moves(self, kernel: str, source: np.ndarray, out: np.ndarray) -> np.ndarray:
+        moves = self.region.moves
+        compiled.in_blocks(self.region.out_shape[0], kernel)(source.reshape(-1), moves, out.reshape(-1), 0,
+                                                             len(moves))
+        return out
+
+    def compact(self, x: np.ndarray) -> np.ndarray:
+        """Crop layout (H×W) -> the operator's layout (float64)."""
+        if not self.packed:
+            return x
+        return self._moves("gather_runs", np.ascontiguousarray(x), np.empty(self.region.out_shape, np.float64))
+
+    def full(self, v: np.ndarray, fill: np.ndarray) -> np.ndarray:
+        """The operator's layout -> crop layout, the known pixels taken from ``fill``."""
+        if not self.packed:
+            return v
+        return self._moves("scatter_runs", v, np.array(fill, np.float64))
+
+    def apply(self, v: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """L v at the unknown pixels for v in the operator's layout (zero at known pixels)."""
+        if self.packed:
+            v = self._moves("scatter_runs", v, self._p)  # (its known pixels stay zero)
+        return self.laplacian.apply(v, out=out)
 
     def apply_crop(self, x: np.ndarray) -> np.ndarray:
-        """L x at the unknown pixels, zero elsewhere."""
-        return self.apply(x, out=np.zeros(x.shape, np.float64))
+        """L x at the unknown pixels for any crop-layout x (e.g. the known values), in the operator's layout (zero
+        at the known pixels of the crop layout)."""
+        return self.laplacian.apply(x, out=np.zeros(self.region.out_shape, np.float64))
 
-    @staticmethod
-    def compact(x: np.ndarray) -> np.ndarray:
-        return x
+    def diagonal(self) -> np.ndarray:
+        """diag(L) at the unknown pixels, in the operator's layout."""
+        return self.compact(self.laplacian.diagonal())
 
-    @staticmethod
-    def full(v: np.ndarray, fill: np.ndarray) -> np.ndarray:
-        return v
+    def mask(self, unknown: np.ndarray) -> np.ndarray:
+        """The unknown pixels in the operator's layout (uint8)."""
+        return np.ones(self.region.out_shape, np.uint8) if self.packed else unknown.view(np.uint8)
 
 
 def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fine: np.ndarray,
