@@ -30,3 +30,31 @@ def test_a_matte_is_rle_compressed_and_colour_is_written_uncompressed_both_lossl
     back, space = read_image(str(tmp_path / "fg.exr"))
     assert space == "linear"
     np.testing.assert_array_equal(back, foreground)
+
+
+def test_colour_exrs_laid_out_by_mattebox_read_back_exactly_through_openexr(tmp_path):
+    """uncompressed_exr writes the file itself (OpenCV's scanline writer took 5x as long): RGB and RGBA, odd and
+    one-pixel sizes, negative, huge, subnormal, infinite and NaN values read back bit for bit through OpenCV's
+    OpenEXR reader, and every offset in the table points at its own scanline."""
+    from mattebox.imageio import uncompressed_exr
+
+    rng = np.random.default_rng(1)
+    for shape in [(37, 53, 3), (1, 1, 3), (5, 2, 4), (2, 9, 4)]:
+        image = ((rng.random(shape, dtype=np.float32) - 0.3) * 7).astype(np.float32)
+        image.flat[:4] = [np.inf, -np.inf, 1e-42, 3e38][:image.size]
+        path = tmp_path / f"{shape[0]}x{shape[1]}x{shape[2]}.exr"
+        write_exr(str(path), image)
+        back, space = read_image(str(path))
+        assert space == "linear" and back.shape == shape
+        np.testing.assert_array_equal(back.view(np.uint32), image.view(np.uint32))
+    image = rng.random((3, 4, 3), dtype=np.float32)
+    image[1, 2, 0] = np.nan
+    path = tmp_path / "nan.exr"
+    write_exr(str(path), image)
+    back, _ = read_image(str(path))
+    assert np.isnan(back[1, 2, 0]) and np.array_equal(np.isnan(back), np.isnan(image))
+    data = uncompressed_exr(image)
+    header_end = data.size - 3 * (8 + 4 * 3 * 4) - 3 * 8
+    offsets = data[header_end:header_end + 24].view("<u8")
+    for y, offset in enumerate(offsets):
+        assert data[offset:offset + 8].view("<i4").tolist() == [y, 4 * 3 * 4]
