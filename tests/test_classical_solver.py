@@ -357,8 +357,11 @@ def test_a_prepared_solve_equals_a_fresh_one_bit_for_bit():
 
 @pytest.mark.parametrize("band_fraction", [1e-6, 10.0])  # the crop's operator, and the band-only one
 def test_a_kept_operator_serves_a_second_solve_bit_for_bit(band_fraction):
+    """(A solve that keeps its operator solves every unknown pixel at full resolution, as the second solve polishes
+    them all: no settling, so the fresh solves compared here do not settle either.)"""
     image, _, trimap = two_colour_composite(64, 64)
-    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, band_fraction=band_fraction, tile=8)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, band_fraction=band_fraction, tile=8,
+                              settle=0.0)
     polish = replace(settings, finest_iterations=5)
     rng = np.random.default_rng(3)
     prior = (rng.random(trimap.shape).astype(np.float32), np.full(trimap.shape, 0.3, np.float32))
@@ -634,3 +637,39 @@ def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit
     threaded = solve_alpha(image, trimap, settings)
     np.testing.assert_array_equal(threaded, serial)
     np.testing.assert_array_equal(multilevel(image, serial), serial_fg)
+
+
+def test_the_finest_level_fixes_the_unknown_pixels_the_coarse_solution_leaves_flat():
+    """Settling (#21): an unknown pixel whose 5×5 neighbourhood the upsampled coarse α leaves within ``settle`` of
+    0 or 1 is fixed there before the full-resolution solve; pixels near an edge stay unknown; known pixels count at
+    their values; nothing happens with ``settle`` 0, below the finest level, from a given start or when the operator
+    is kept for a second solve."""
+    from mattebox.matting import alpha as alpha_module
+
+    initial = np.full((20, 30), 0.01, np.float32)
+    initial[:, 15:] = 0.995
+    initial[:, 14:16] = 0.5  # an edge: its 5×5 neighbourhood is not flat
+    trimap = np.full((20, 30), 0.5, np.float32)
+    trimap[0, :] = 1.0  # a known pixel next to a flat-at-0 region: that region's top rows are not flat at 0
+    initial[0, :] = 1.0
+    unknown = trimap == 0.5
+    left = alpha_module._settle(initial, trimap, unknown, 0.03)
+    assert (trimap[5:, :12] == 0.0).all() and (initial[5:, :12] == 0.0).all()
+    assert (trimap[5:, 18:] == 1.0).all()
+    assert left[5:, 12:18].all() and left[1:3, :12].all()  # near the edge, and next to the known row of 1s
+    assert (left == (trimap == 0.5)).all()
+
+    calls = []
+    real = alpha_module._settle
+    image, _, trimap = two_colour_composite(64, 64)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8)
+    try:
+        alpha_module._settle = lambda *args: calls.append(args[2].sum()) or real(*args)
+        solve_alpha(image, trimap, settings)
+        assert len(calls) == 1  # the finest level only
+        solve_alpha(image, trimap, replace(settings, settle=0.0))
+        solve_alpha(image, trimap, settings, initial=np.full(trimap.shape, 0.5, np.float32))
+        solve_alpha(image, trimap, settings, prepared=prepare(image, trimap, settings, keep_operator_bytes=1 << 30))
+        assert len(calls) == 1
+    finally:
+        alpha_module._settle = real
