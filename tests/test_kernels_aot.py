@@ -38,8 +38,8 @@ def no_installed_weights(tmp_path, monkeypatch):
 
 def engine_workload(folder: Path, patch: pytest.MonkeyPatch):
     """The standard inputs of every classical path: `mattebox matte` on PNG files (a synthetic hair composite
-    with a trimap, a mask, the fast and best presets, a clean plate; a disc with a thin band, which the band-only
-    operator solves), the multigrid preconditioner, a random image with a random trimap, and a matte with its work
+    with a trimap, a mask, the fast and best presets, a clean plate; a disc with a thin band, also on the band-only
+    operator), the multigrid preconditioner, a random image with a random trimap, and a matte with its work
     in blocks of rows on two threads (what 1080p and larger frames do)."""
     def matte(plate: np.ndarray, option: str, guide: np.ndarray, *more: str):
         write_png(str(folder / "plate.png"), plate)
@@ -56,7 +56,9 @@ def engine_workload(folder: Path, patch: pytest.MonkeyPatch):
     rng = np.random.default_rng(0)
     disc = (np.hypot(*np.mgrid[-240:240, -240:240]) < 200).astype(np.float32)
     plate = np.where(disc[..., None] > 0, np.float32([0.9, 0.5, 0.1]), np.float32([0.1, 0.2, 0.6]))
-    matte(plate + 0.05 * rng.random(plate.shape, np.float32), "--trimap", trimap_from_mask(disc, band_width=4))
+    plate = plate + 0.05 * rng.random(plate.shape, np.float32)
+    matte(plate, "--trimap", trimap_from_mask(disc, band_width=4))
+    solve_alpha(plate, trimap_from_mask(disc, band_width=4), SolverSettings(band_fraction=1.0))
     solve_alpha(pair.image, pair.trimap, SolverSettings(preconditioner="multigrid", multigrid_unknowns=500))
     noise = rng.random((90, 120, 3), np.float32)
     get("classical").matte(MatteRequest(image=noise, trimap=rng.choice(np.float32([0.0, 0.5, 1.0]), (90, 120))))
