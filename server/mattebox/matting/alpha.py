@@ -24,6 +24,7 @@ from typing import Callable, Optional, Tuple
 import cv2
 import numpy as np
 
+from .. import heap
 from ..contract import no_progress
 from . import compiled, multigrid
 from .laplacian import BandOperator, CropOperator, affine_upsample
@@ -143,27 +144,6 @@ def _cg(apply_a, b, x, precond, max_iterations, tolerance, report):
     return x
 
 
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). Arrays below
-    glibc's mmap threshold (which rises to 32 MiB as large arrays are freed) live on the heap, and the holes the
-    levels below and the set-up's temporaries leave there stay resident: at 4K the finest level's CG, the peak,
-    started ~50-90 MiB higher than its own arrays need, by how the earlier stages' allocations happened to fall
-    (1552 MiB whole-process peak; 1489 with this)."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        import ctypes
-
-        try:
-            _malloc_trim = ctypes.CDLL(None).malloc_trim
-        except (AttributeError, OSError, TypeError):  # no malloc_trim (not glibc); no CDLL(None) (Windows)
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None  # glibc's malloc_trim, once looked up (False where there is none)
-
-
 def _coarse_trimap(trimap: np.ndarray, size) -> np.ndarray:
     """Half-resolution trimap: a coarse pixel is known only when every fine pixel under it has that label."""
     area = cv2.resize(trimap, size, interpolation=cv2.INTER_AREA)
@@ -264,7 +244,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         out = op.apply(v, out=product)
         return out, restrict(out.reshape(-1), mask.reshape(-1), data.reshape(-1), v.reshape(-1))
 
-    _trim_heap()  # the set-up's temporaries are gone: CG's vectors grow from here, the finest level's to the peak
+    heap.trim()  # the set-up's temporaries are gone: CG's vectors grow from here, the finest level's to the peak
     if cycles:
         def product_only(v):
             return apply_a(v)[0]
