@@ -49,16 +49,19 @@ def test_hold_and_trim_do_nothing_where_the_c_library_is_not_glibc(monkeypatch):
     heap.trim()  # no error
 
 
-def test_mattebox_matte_holds_freed_memory_before_reading_its_inputs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hold_pixels, held", [(40 * 50, True), (40 * 50 + 1, False)])
+def test_mattebox_matte_holds_freed_memory_for_big_frames_before_the_engine_runs(tmp_path, monkeypatch, hold_pixels,
+                                                                                  held):
+    """From HOLD_PIXELS on (here lowered to the test frame's size), after reading its files and before the engine
+    runs; below it, never (small frames gained no time and lost peak memory to fragmentation)."""
     from mattebox.cli import main
     from mattebox.imageio import write_png
+    from mattebox.jobs import run_engine
 
     calls = []
+    monkeypatch.setattr(heap, "HOLD_PIXELS", hold_pixels)
     monkeypatch.setattr(heap, "hold_freed_memory", lambda: calls.append("held") or True)
-    import mattebox.imageio as imageio
-
-    real_read = imageio.read_image
-    monkeypatch.setattr(imageio, "read_image", lambda path: calls.append("read") or real_read(path))
+    monkeypatch.setattr("mattebox.jobs.run_engine", lambda *a, **k: calls.append("engine") or run_engine(*a, **k))
     monkeypatch.setenv("MATTEBOX_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
     write_png(str(tmp_path / "plate.png"), rng.random((40, 50, 3), dtype=np.float32))
@@ -68,4 +71,4 @@ def test_mattebox_matte_holds_freed_memory_before_reading_its_inputs(tmp_path, m
     write_png(str(tmp_path / "trimap.png"), trimap)
     assert main(["matte", str(tmp_path / "plate.png"), "--trimap", str(tmp_path / "trimap.png"), "--out",
                  str(tmp_path / "out"), "--local", "--quiet"]) == 0
-    assert calls[:2] == ["held", "read"]
+    assert calls == (["held", "engine"] if held else ["engine"])

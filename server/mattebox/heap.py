@@ -8,7 +8,9 @@ and give the top of the heap back whenever 128 KiB of it is free, so each new te
 that the kernel zeroes on first touch. Fixing the threshold at its maximum and keeping freed memory (man mallopt:
 M_MMAP_THRESHOLD, M_TRIM_THRESHOLD) reuses the pages instead: a 1080p roto's `mattebox matte` 1.44 → 1.36 s wall,
 0.46 → 0.32 s of system time, peak RSS the same (378 MiB); 4K the same time, peak RSS 1405-1433 → 1343 MiB
-(:func:`trim` still runs). Not for a server, which would keep a big job's pages for good.
+(:func:`trim` still runs). Only from :data:`HOLD_PIXELS` on: alphamatting-dev's 0.45-megapixel frames gained no
+time and 20-65 MiB of peak RSS (freed holes the next, differently sized arrays did not fit). Not for a server,
+which would keep a big job's pages for good.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import ctypes
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  #: glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit): bigger arrays are still mmapped
 TRIM_THRESHOLD = 1 << 30  #: freed memory at the top of the heap is kept up to this much
+HOLD_PIXELS = 1_000_000  #: the frame size (pixels) from which `mattebox matte` holds freed memory
 
 _libc = None  # the C library once looked up (False where it has no malloc_trim / mallopt: not glibc)
 

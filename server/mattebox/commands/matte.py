@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
     from ..embedded import answering_server
     from ..imageio import ImageReadError, read_gray, read_image
 
-    heap.hold_freed_memory()  # one frame, then exit: reuse freed pages (mattebox.heap)
     started = time.perf_counter()
     try:
         image, colorspace = read_image(args.image)
@@ -76,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     except ImageReadError as exc:
         print(f"mattebox: {exc}", file=sys.stderr)
         return 2
+    if image.shape[0] * image.shape[1] >= heap.HOLD_PIXELS:
+        heap.hold_freed_memory()  # one big frame, then exit: its temporaries reuse freed pages (mattebox.heap)
     params = {"engine": args.engine, "band_width": args.band_width, "quality": args.quality,
               "foreground_method": args.foreground_method,
               "outputs": ["alpha", "foreground"] + (["trimap"] if "trimap.png" in args.write else [])}
