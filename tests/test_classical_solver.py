@@ -673,3 +673,19 @@ def test_the_finest_level_fixes_the_unknown_pixels_the_coarse_solution_leaves_fl
         assert len(calls) == 1
     finally:
         alpha_module._settle = real
+
+
+def test_a_band_the_coarse_levels_leave_all_flat_settles_whole_and_the_solve_returns_it():
+    """Every unknown pixel settled (a band wholly inside a flat background, far from the subject's edge): nothing
+    is left for the finest level, which returns the settled values instead of building an operator over no
+    pixels (it raised from the band-only operator's empty mosaic: bench/cleanplate.py found it)."""
+    image = np.zeros((96, 128, 3), np.float32)
+    image[:, 64:] = 1.0
+    trimap = np.zeros((96, 128), np.float32)
+    trimap[:, 64:] = 1.0
+    trimap[20:70, 10:40] = 0.5  # unknown, but all background-coloured and 24 px from the edge
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, expand_radius=0)  # (no expansion: it would
+    # make the band known before the solve)
+    for band_fraction in (0.1, 1.0):
+        alpha = solve_alpha(image, trimap, replace(settings, band_fraction=band_fraction))
+        assert alpha.shape == trimap.shape and (alpha[20:70, 10:40] == 0.0).all() and (alpha[:, 64:] == 1.0).all()

@@ -207,6 +207,8 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
     del guess
     if upsampled and level == 0 and kept is None and settings.settle > 0:
         unknown = _settle(initial, trimap, unknown, settings.settle)
+        if not unknown.any():  # the coarse solution was flat everywhere: nothing left to solve
+            return trimap.astype(np.float32)
     if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
         return np.where(unknown, initial, trimap).astype(np.float32)
     cycles = settings.preconditioner == "multigrid" and unknown.sum() > settings.multigrid_unknowns
