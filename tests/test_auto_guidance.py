@@ -239,6 +239,17 @@ def test_installed_u2netp_is_the_automatic_guidance_and_the_result_says_so(fake_
     assert result.trimap[24, 32] == 1.0 and result.trimap[0, 0] == 0.0
 
 
+def test_a_saliency_sure_of_no_subject_anywhere_leaves_the_automatic_guidance_to_grabcut(fake_u2netp,
+                                                                                       monkeypatch):
+    """Saliency under SALIENCY_FG everywhere (the network sees no subject it is sure of) makes a trimap without
+    foreground, all band and background: GrabCut's colour models decide instead, and the result says so."""
+    monkeypatch.setattr(segmentation, "u2netp_mask",
+                        lambda image, path: 0.9 * disc(image.shape[:2], (image.shape[0] // 2, image.shape[1] // 2), 12))
+    result = ClassicalEngine().matte(MatteRequest(image=scene()))
+    assert result.info["guidance"] == "auto:grabcut"
+    assert (result.trimap == 1.0).any()
+
+
 def test_a_rough_mask_is_tightened_when_u2netp_is_installed(fake_u2netp):
     lasso = disc((48, 64), (24, 32), 20)
     result = ClassicalEngine().matte(MatteRequest(image=scene(), mask=lasso))

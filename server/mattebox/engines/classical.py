@@ -113,8 +113,9 @@ class ClassicalEngine(Engine):
         image before the network runs or by :func:`tighten_mask` after, or any mask without the network),
         'plate:difference' (a clean plate's difference matte
         -> trimap), 'auto:u2netp' (installed U^2-Net-p -> saliency -> trimap, background-coloured
-        definite foreground at its edge made unknown), 'auto:segmentation' (installed
-        in-house segmentation network -> mask -> trimap) or 'auto:grabcut' (classical fallback).
+        definite foreground at its edge made unknown; unless the saliency holds no definite foreground anywhere),
+        'auto:segmentation' (installed in-house segmentation network -> mask -> trimap) or 'auto:grabcut'
+        (classical fallback).
 
         ``params.segmenter``: 'auto' (the networks when installed) or 'grabcut' (no network: masks as drawn,
         GrabCut for automatic guidance)."""
@@ -139,9 +140,12 @@ class ClassicalEngine(Engine):
                 return trimap_from_mask(mask, band), "plate:difference"
         if u2netp is not None:
             trimap = trimap_from_saliency(segmentation.u2netp_mask(request.image_srgb, u2netp), band)
-            if not band:  # the automatic margin: the colour models may widen it (a band_width given is kept)
-                trimap = unknown_where_background_coloured(trimap, request.image_srgb)
-            return trimap, "auto:u2netp"
+            # a frame with no subject the network is sure of anywhere (bench/twoframe.py's bikes clip: a taxi roof
+            # under street lights) gives a trimap without foreground, all band: then the guidance below decides
+            if (trimap == 1.0).any():
+                if not band:  # the automatic margin: the colour models may widen it (a band_width given is kept)
+                    trimap = unknown_where_background_coloured(trimap, request.image_srgb)
+                return trimap, "auto:u2netp"
         weights = segmentation.weights_path() if segmenter == "auto" else None
         if weights is not None:
             mask = segmentation.segmentation_mask(request.image_srgb, weights)
