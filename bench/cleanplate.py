@@ -7,8 +7,9 @@ to +-2 %. Reported:
 
 * SAD/MSE/Grad of alpha and the foreground's MSE (premultiplied, linear) over the trimap's unknown band,
   classical with the given trimap, without and with the plate;
-* automatic guidance without a trimap (GrabCut without the plate, the plate's difference matte with it): IoU of
-  the matte's alpha >= 0.5 with the true one and SAD over the whole frame.
+* automatic guidance without a trimap (GrabCut without the plate — asked for by name, so an installed U^2-Net-p
+  does not take its place —, the plate's difference matte with it): IoU of the matte's alpha >= 0.5 with the true
+  one and SAD over the whole frame.
 
 Usage: python bench/cleanplate.py [--pairs 50]. Writes bench/results/cleanplate.json and cleanplate.md.
 """
@@ -59,7 +60,8 @@ def run(n: int):
             row[f"fgmse_{name}"] = foreground_mse(result.foreground, pair.foreground, pair.alpha, band)
         truth = pair.alpha >= 0.5
         everywhere = np.ones_like(band)
-        for name, request in (("grabcut", MatteRequest(image=image)),
+        # GrabCut by name: with U^2-Net-p installed, "auto" would run the network instead (whose column this is not)
+        for name, request in (("grabcut", MatteRequest(image=image, params={"segmenter": "grabcut"})),
                               ("difference", MatteRequest(image=image, background=plate))):
             result = engine.matte(request)
             guessed = result.alpha >= 0.5

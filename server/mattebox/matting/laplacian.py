@@ -99,8 +99,8 @@ class ProductRegion:
 
     @cached_property
     def moves(self) -> np.ndarray:
-        """(index in an H×W image, index in the packed vector, length) of each run (:func:`.compiled.gather_runs`
-        and ``scatter_runs`` between the two layouts)."""
+        """(index in an H×W image, index in the packed vector, length) of each run of a region made by
+        :meth:`around` (:func:`.compiled.gather_runs` and ``scatter_runs`` between the two layouts)."""
         rows = np.repeat(np.arange(len(self.out_starts) - 1), np.diff(self.out_starts))
         width = self.windows.shape[1]
         return np.ascontiguousarray(np.stack([rows * width + self.out_runs[:, 0], self.out_runs[:, 2],
