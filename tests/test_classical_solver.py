@@ -587,6 +587,20 @@ def test_the_thread_count_comes_from_mattebox_threads_or_the_cpus(monkeypatch):
     assert compiled.threads() >= 1
 
 
+def test_a_bad_mattebox_threads_is_named_on_a_small_frame_too(monkeypatch):
+    """Small frames never run in blocks, so they never needed the thread count: the engine still reads it first,
+    so a typo is named on the first frame a user mattes, not on the first big one."""
+    from mattebox.contract import MatteRequest
+    from mattebox.engines.classical import ClassicalEngine
+
+    image, _, trimap = two_colour_composite(32, 32)
+    monkeypatch.setenv("MATTEBOX_THREADS", "two")
+    with pytest.raises(ValueError, match="MATTEBOX_THREADS: expected a whole number of threads, got 'two'"):
+        ClassicalEngine().matte(MatteRequest(image=image, trimap=trimap))
+    monkeypatch.setenv("MATTEBOX_THREADS", "2")
+    assert ClassicalEngine().matte(MatteRequest(image=image, trimap=trimap)).alpha.shape == (32, 32)
+
+
 def test_vector_sums_add_fixed_chunks_in_order_whatever_the_threads(monkeypatch):
     """CG's sums (dot, cg_update, restrict_and_shift) add SUM_CHUNK elements in a plain loop, then the chunks' sums
     in order: one chunk is the plain loop's sum, and their work in blocks of chunks on threads gives the same sums

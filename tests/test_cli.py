@@ -2,6 +2,7 @@
 classical path staying free of torch."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -85,6 +86,9 @@ def test_doctor_reports_versions_and_reachability(mattebox_server):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "pyzmq" in proc.stdout and "classical" in proc.stdout
     assert "kernels      ahead-of-time" in proc.stdout or "kernels      numba JIT" in proc.stdout
+    assert re.search(r"threads      \d+", proc.stdout)
+    typo = mattebox("doctor", "--endpoint", mattebox_server, MATTEBOX_THREADS="many")
+    assert "threads      MATTEBOX_THREADS: expected a whole number of threads, got 'many'" in typo.stdout
     down = mattebox("doctor", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.5")
     assert down.returncode == 1 and "no answer" in down.stdout
 

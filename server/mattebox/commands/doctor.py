@@ -44,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
         seen = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "driver present, torch sees none"
         device += f" ({seen})"
     print(f"device       {device}")
-    from ..matting import aot
+    from ..matting import aot, compiled
 
     print(f"kernels      {aot.status()}")  # the classical engine's: ahead-of-time build or numba's JIT
+    try:  # how many threads a big frame's kernels run on (MATTEBOX_THREADS, else the CPUs)
+        print(f"threads      {compiled.threads()}")
+    except ValueError as exc:
+        print(f"threads      {exc}")
     cfg = client_config.load()
     endpoint = args.endpoint or cfg["endpoint"]
     print(f"config       {client_config.config_path()}")

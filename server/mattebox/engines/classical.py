@@ -18,7 +18,7 @@ from typing import Tuple
 import numpy as np
 
 from ..contract import Engine, MatteRequest, MatteResult, Progress, no_progress
-from ..matting import segmentation
+from ..matting import compiled, segmentation
 from ..matting.alpha import PRESETS, solve_alpha
 from ..matting.foreground import blur_fusion, multilevel
 from ..matting.guidance import (grabcut_mask, guidance_warning, is_precise_roto, tighten_mask, trimap_from_mask,
@@ -56,6 +56,7 @@ class ClassicalEngine(Engine):
         quality = request.param("quality", "balanced")
         if quality not in PRESETS:
             raise ValueError(f"params.quality: expected one of {sorted(PRESETS)}, got {quality!r}")
+        compiled.threads()  # a bad MATTEBOX_THREADS named on every frame, not only on those big enough to use it
         method = request.param("foreground_method", "auto")
         if method == "auto":
             method = AUTO_FOREGROUND[quality]
