@@ -357,8 +357,8 @@ def test_a_prepared_solve_equals_a_fresh_one_bit_for_bit():
 
 @pytest.mark.parametrize("band_fraction", [1e-6, 10.0])  # the crop's operator, and the band-only one
 def test_a_kept_operator_serves_a_second_solve_bit_for_bit(band_fraction):
-    """(A solve that keeps its operator solves every unknown pixel at full resolution, as the second solve polishes
-    them all: no settling, so the fresh solves compared here do not settle either.)"""
+    """(Without settling, so that the second solve, from its own start, polishes every unknown pixel as a fresh
+    polish does: the next test has a settled first solve.)"""
     image, _, trimap = two_colour_composite(64, 64)
     settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, band_fraction=band_fraction, tile=8,
                               settle=0.0)
@@ -378,6 +378,27 @@ def test_a_kept_operator_serves_a_second_solve_bit_for_bit(band_fraction):
     np.testing.assert_array_equal(second, fresh[1])
     prepared.kept.release()
     assert prepared.kept.operator is None
+
+
+def test_a_settled_first_solve_keeps_its_settled_pixels_for_the_second():
+    """With settling, the solve that keeps its operator settles as a fresh one does (the same α), and the second
+    solve, from any start, leaves the settled pixels as the first fixed them and polishes the rest."""
+    image, _, trimap = two_colour_composite(96, 96)
+    settings = SolverSettings(coarse_unknowns=200, coarse_min_side=8, settle=0.2)  # (many settled pixels)
+    prepared = prepare(image, trimap, settings, keep_operator_bytes=1 << 30)
+    first = solve_alpha(image, trimap, settings, prepared=prepared)
+    np.testing.assert_array_equal(first, solve_alpha(image, trimap, settings))
+    settled = prepared.kept.trimap  # the crop's: the unknown pixels' bounding box and a window's margin (2 px)
+    ys, xs = np.nonzero(prepared.trimap == 0.5)
+    y0, x0 = max(ys.min() - 2, 0), max(xs.min() - 2, 0)
+    fixed = np.zeros(trimap.shape, bool)
+    fixed[y0:y0 + settled.shape[0], x0:x0 + settled.shape[1]] = settled != 0.5
+    fixed &= prepared.trimap == 0.5
+    assert fixed.any() and (fixed != (prepared.trimap == 0.5)).any()
+    start = np.full(trimap.shape, 0.5, np.float32)
+    second = solve_alpha(image, trimap, replace(settings, finest_iterations=5), initial=start, prepared=prepared)
+    np.testing.assert_array_equal(second[fixed], first[fixed])
+    assert not np.array_equal(second[~fixed], first[~fixed])
 
 
 def test_an_operator_over_the_budget_is_not_kept():
@@ -656,8 +677,7 @@ def test_a_solve_and_its_foreground_on_threads_equal_the_serial_ones_bit_for_bit
 def test_the_finest_level_fixes_the_unknown_pixels_the_coarse_solution_leaves_flat():
     """Settling (#21): an unknown pixel whose 5×5 neighbourhood the upsampled coarse α leaves within ``settle`` of
     0 or 1 is fixed there before the full-resolution solve; pixels near an edge stay unknown; known pixels count at
-    their values; nothing happens with ``settle`` 0, below the finest level, from a given start or when the operator
-    is kept for a second solve."""
+    their values; nothing happens with ``settle`` 0, below the finest level or from a given start."""
     from mattebox.matting import alpha as alpha_module
 
     initial = np.full((20, 30), 0.01, np.float32)
@@ -683,8 +703,9 @@ def test_the_finest_level_fixes_the_unknown_pixels_the_coarse_solution_leaves_fl
         assert len(calls) == 1  # the finest level only
         solve_alpha(image, trimap, replace(settings, settle=0.0))
         solve_alpha(image, trimap, settings, initial=np.full(trimap.shape, 0.5, np.float32))
-        solve_alpha(image, trimap, settings, prepared=prepare(image, trimap, settings, keep_operator_bytes=1 << 30))
         assert len(calls) == 1
+        solve_alpha(image, trimap, settings, prepared=prepare(image, trimap, settings, keep_operator_bytes=1 << 30))
+        assert len(calls) == 2  # a solve that keeps its operator settles too (the second keeps what it fixed)
     finally:
         alpha_module._settle = real
 

@@ -31,9 +31,10 @@ from .laplacian import BandOperator, CropOperator, affine_upsample
 from .sampling import alpha_prior, nearest_known
 
 UNKNOWN = 0.5
-#: bytes per crop pixel of a kept finest-level operator: Δ_k (48), colour planes (12), masks (2), diag(L) and
-#: L·α_known (16) (:class:`Prepared`'s ``operator``)
-OPERATOR_BYTES_PER_PIXEL = 80
+#: bytes per crop pixel of a kept finest-level operator: Δ_k (48), colour planes (12), masks (3), the spread
+#: direction (8), diag(L) and L·α_known (at most 16: at the unknown pixels), the settled trimap (4)
+#: (:class:`KeptOperator`)
+OPERATOR_BYTES_PER_PIXEL = 91
 PRECONDITIONERS = ("jacobi", "multigrid")  #: SolverSettings.preconditioner's choices (docs/classical.md "Speed")
 
 
@@ -205,14 +206,19 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
             iterations = settings.huge_iterations
     initial = np.where(unknown, guess, trimap).astype(np.float32, copy=False)
     del guess
-    if upsampled and level == 0 and kept is None and settings.settle > 0:
+    if upsampled and level == 0 and settings.settle > 0:
         unknown = _settle(initial, trimap, unknown, settings.settle)
         if not unknown.any():  # the coarse solution was flat everywhere: nothing left to solve
             return trimap.astype(np.float32)
+    reuse = kept is not None and kept.operator is not None and kept.shape == (h, w)
+    if reuse:  # the solve that kept the operator settled these pixels: they stay so, its operator has the rest
+        trimap = kept.trimap.copy()
+        unknown = trimap == UNKNOWN
+        initial = np.where(unknown, initial, trimap).astype(np.float32)
     if iterations == 0:  # the upsampled coarse solution as it is (a shot polishes it later): no operator to build
         return np.where(unknown, initial, trimap).astype(np.float32)
     cycles = settings.preconditioner == "multigrid" and unknown.sum() > settings.multigrid_unknowns
-    if kept is not None and kept.operator is not None and kept.shape == (h, w):
+    if reuse:
         op, b, precond = kept.operator[0], kept.operator[1].copy(), kept.operator[2].copy()
     else:
         tiles = len(BandOperator.active_tiles(unknown, settings.tile))
@@ -224,7 +230,7 @@ def _solve_level(image: np.ndarray, trimap: np.ndarray, prior: np.ndarray, weigh
         b = op.apply_crop(np.where(unknown, 0.0, trimap).astype(np.float32))  # L α_known, becomes the right-hand side
         precond = op.diagonal()  # diag(L), becomes the Jacobi preconditioner
         if kept is not None and OPERATOR_BYTES_PER_PIXEL * h * w <= kept.max_bytes:
-            kept.shape, kept.operator = (h, w), (op, b.copy(), precond.copy())
+            kept.shape, kept.operator, kept.trimap = (h, w), (op, b.copy(), precond.copy()), trimap.copy()
     del image  # the operator holds its own colour planes: the crop's copy can go before CG's vectors (peak memory)
     # float64 vectors (CG's arithmetic, see _cg); the 0/1 mask of unknown pixels as bytes
     mask = op.mask(unknown)
@@ -265,14 +271,15 @@ class KeptOperator:
     """The finest level's operator of one solve with its set-up, L·α_known and diag(L) (both float64 in the
     operator's layout), kept for a second solve of the same crop (the same image, expanded trimap, ε, radius and
     tile settings); only when it takes at most ``max_bytes`` (:data:`OPERATOR_BYTES_PER_PIXEL` per crop pixel).
-    A solve that keeps its operator does not settle (``SolverSettings.settle``): the second solve, from its own
-    start, polishes every unknown pixel."""
+    With it the crop's trimap after settling (``SolverSettings.settle``): the second solve keeps the first's settled
+    pixels as they were and polishes the others, the unknown pixels of the operator."""
     max_bytes: int
     shape: Optional[Tuple[int, int]] = None
     operator: Optional[tuple] = None
+    trimap: Optional[np.ndarray] = None
 
     def release(self) -> None:
-        self.shape = self.operator = None
+        self.shape = self.operator = self.trimap = None
 
 
 @dataclass(frozen=True)
