@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.support import ROOT, median_seconds, write_results  # noqa: E402  (and the checkout's packages on sys.path)
 
 sys.path[:0] = [str(ROOT / "nodes" / "nuke"), str(ROOT / "tests" / "fakes")]  # the adapter; the Nuke double
-from mattebox_nuke import exr  # noqa: E402
+from mattebox_plugin import exr  # noqa: E402
 
 H, W = 1080, 1920
 REPEATS = 5

@@ -16,7 +16,7 @@ from tests.support.fake_nuke import NODE_DIR  # noqa: E402
 import sys  # noqa: E402
 
 sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
-from mattebox_nuke import exr  # noqa: E402
+from mattebox_plugin import exr  # noqa: E402
 
 OpenEXR = pytest.importorskip("OpenEXR", reason="the official OpenEXR bindings (dev extra) cross-check layers")
 

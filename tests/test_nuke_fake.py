@@ -118,7 +118,7 @@ def test_exr_knobs_exist_only_once_file_type_is_exr(fake_nuke):
 
 
 def test_file_knobs_are_tcl_evaluated(fake_nuke, tmp_path):
-    from mattebox_nuke import exr
+    from mattebox_plugin import exr
 
     folder = tmp_path / "a [b] $c"
     folder.mkdir()
@@ -136,7 +136,7 @@ def test_file_knobs_are_tcl_evaluated(fake_nuke, tmp_path):
 
 
 def test_set_value_sets_the_text_and_from_user_text_the_format_and_range(fake_nuke, tmp_path):
-    from mattebox_nuke import exr
+    from mattebox_plugin import exr
 
     for f in (3, 4, 5):
         exr.write(str(tmp_path / f"p.{f:04d}.exr"), 6, 2, {"R": np.zeros((2, 6), np.float32)}, "none", 2.0)

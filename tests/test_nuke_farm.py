@@ -16,7 +16,7 @@ import pytest
 from tests.support.fake_nuke import FAKE_NUKE_T, FARM_SCRIPT, NODE_DIR, NUKE_VERSIONS
 
 sys.path.insert(0, str(NODE_DIR)) if str(NODE_DIR) not in sys.path else None
-from mattebox_nuke import exr  # noqa: E402
+from mattebox_plugin import exr  # noqa: E402
 
 OpenEXR = pytest.importorskip("OpenEXR", reason="the fake nuke's Read/Write use the OpenEXR bindings (dev extra)")
 H, W = 24, 32

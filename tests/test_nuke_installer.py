@@ -181,7 +181,8 @@ PYTHON39 = _python39()
 NO_NUMPY_FRAME = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
-from mattebox_nuke import exr, job
+from mattebox_nuke import job
+from mattebox_plugin import exr
 from mattebox_plugin.client import Client
 from mattebox_plugin.run import FrameRun
 assert not exr.have_numpy(), "this check wants a Python without numpy, like some Nuke builds"
@@ -204,7 +205,7 @@ def test_real_wheels_and_a_frame_under_nuke_14_python_without_numpy(tmp_path, mo
     frame from rendered input EXRs; the result is checked bit for bit here, with numpy."""
     import numpy as np
 
-    from mattebox_nuke import exr
+    from mattebox_plugin import exr
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MATTEBOX_CONFIG", str(tmp_path / "client.json"))

@@ -341,7 +341,7 @@ def test_headless_render_pulls_results_through_the_group(fake_nuke, server, tmp_
     final["channels"].setValue("all")
     final["create_directories"].setValue(True)
     nuke.execute(final, 1, 3)
-    from mattebox_nuke import exr
+    from mattebox_plugin import exr
 
     image = exr.read(str(tmp_path / "out" / "comp.0002.exr"))
     assert np.array_equal(image.planes["A"], mask)
@@ -381,7 +381,7 @@ def test_engine_menu_lists_runnable_engines_and_the_command_for_missing_weights(
 def test_anamorphic_plate_keeps_its_pixel_aspect(fake_nuke, server):
     """A 2:1 anamorphic plate: the result EXR carries pixel aspect 2 and the group's output format has it."""
     import mattebox_nuke
-    from mattebox_nuke import exr
+    from mattebox_plugin import exr
 
     nuke = fake_nuke
     pixels = plate_frames([4, 5], H, W)
@@ -450,7 +450,8 @@ def test_saved_script_reopens_and_mattes_the_same(fake_nuke_each, server, tmp_pa
     """Save the comp as a .nk, clear, reopen: the group (knobs, inner nodes, connections) comes back and mattes
     again to the same pixels, from the cache."""
     import mattebox_nuke
-    from mattebox_nuke import exr, node
+    from mattebox_nuke import node
+    from mattebox_plugin import exr
 
     nuke = fake_nuke_each
     mask = square_mask(H, W)

@@ -17,10 +17,9 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
+from mattebox_plugin import exr
 from mattebox_plugin.frames import parse_frames
 from mattebox_plugin.run import RememberedHellos, Shot
-
-from . import exr
 
 #: the result file's layout, part of every content key (bump when it changes, so old files are not reused)
 RESULT_LAYOUT = 2  # 2: results carry the plate's pixel aspect

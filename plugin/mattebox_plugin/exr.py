@@ -11,6 +11,10 @@ Nuke build, so this module reads and writes the EXR subset those Write/Read node
   values "none", "Zip (1 scanline)" and "Zip (16 scanlines)". Other codecs (PIZ, DWAA, ...) raise ExrError naming
   the Write knob to change.
 
+It lives in the host-neutral package because it is one EXR writer for every side: the server writes its colour
+EXRs (`mattebox matte`'s foreground, renders) through :func:`encode` too, whose numpy layout of an uncompressed
+file is a fifth of OpenCV's writer's time.
+
 The layout follows the OpenEXR file-format spec ("The OpenEXR File Layout", openexr.com): magic 20000630, version
 2, a header of ``name\\0 type\\0 size value`` attributes, a table of uint64 chunk offsets, then chunks of
 ``int32 y, int32 size, data``; inside a chunk each scanline stores every channel (sorted by name) in turn. ZIP
@@ -360,14 +364,13 @@ def _attr(name: str, kind: str, value: bytes) -> bytes:
     return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
 
 
-def write(path: str, width: int, height: int, planes: Dict[str, Any], compression: str = "zips",
-          pixel_aspect: float = 1.0) -> None:
-    """Write FLOAT planes (name -> plane) as a scanline EXR; ``compression`` is 'none', 'zips' or 'zip';
-    ``pixel_aspect`` is the pixelAspectRatio attribute (pixel width / height: 2.0 for 2:1 anamorphic).
-
-    Channel names follow EXR/Nuke conventions: ``R``, ``G``, ``B``, ``A`` load into Nuke's rgba layer,
-    ``layer.channel`` (e.g. ``mattebox.trimap``) into a layer of that name.
-    """
+def encode(width: int, height: int, planes: Dict[str, Any], compression: str = "zips",
+           pixel_aspect: float = 1.0):
+    """The bytes of a scanline EXR of FLOAT planes (name -> plane): bytes, or with numpy and no compression a
+    uint8 array laid out in one copy of the pixels (a 1080p RGB frame ~12 ms; OpenCV's writer took 50-60 ms).
+    ``compression`` is 'none', 'zips' or 'zip'; ``pixel_aspect`` the pixelAspectRatio attribute (pixel width /
+    height: 2.0 for 2:1 anamorphic). Channel names follow EXR/Nuke conventions: ``R``, ``G``, ``B``, ``A`` load
+    into Nuke's rgba layer, ``layer.channel`` (e.g. ``mattebox.trimap``) into a layer of that name."""
     if compression not in ("none", "zips", "zip"):
         raise ExrError(f"compression must be 'none', 'zips' or 'zip', got {compression!r}")
     if width < 1 or height < 1:
@@ -377,7 +380,6 @@ def write(path: str, width: int, height: int, planes: Dict[str, Any], compressio
     code = COMPRESSIONS[compression]
     lines_per_chunk = SUPPORTED_COMPRESSIONS[code]
     names = sorted(planes)
-    data = {name: plane_bytes(planes[name], height, width) for name in names}
     chlist = b"".join(n.encode() + b"\0" + struct.pack("<iB3xii", FLOAT, 0, 1, 1) for n in names) + b"\0"
     window = struct.pack("<4i", 0, 0, width - 1, height - 1)
     header = b"".join([
@@ -392,6 +394,9 @@ def write(path: str, width: int, height: int, planes: Dict[str, Any], compressio
         _attr("screenWindowWidth", "float", struct.pack("<f", 1.0)),
         b"\0",
     ])
+    if code == 0 and np is not None and all(isinstance(planes[n], np.ndarray) for n in names):
+        return _uncompressed(header, width, height, [planes[n] for n in names])
+    data = {name: plane_bytes(planes[name], height, width) for name in names}
     row_bytes = 4 * width
     chunks = []
     for y in range(0, height, lines_per_chunk):
@@ -408,10 +413,34 @@ def write(path: str, width: int, height: int, planes: Dict[str, Any], compressio
     for chunk in chunks:
         offsets.append(at)
         at += len(chunk)
+    return b"".join([header, struct.pack(f"<{len(offsets)}Q", *offsets)] + chunks)
+
+
+def _uncompressed(header: bytes, width: int, height: int, planes: List[Any]):
+    """An uncompressed file (one scanline per chunk) as one uint8 array: the header, the offset table, then each
+    scanline's y, byte count and the planes' rows (in the channel list's order), filled by whole-array copies."""
+    for plane in planes:
+        if plane.shape != (height, width):
+            raise ExrError(f"plane shape {plane.shape} does not match {height}x{width}")
+    line = 8 + 4 * len(planes) * width
+    start = len(header) + 8 * height
+    out = np.empty(start + line * height, np.uint8)
+    out[:len(header)] = np.frombuffer(header, np.uint8)
+    out[len(header):start].view("<u8")[:] = start + line * np.arange(height, dtype=np.uint64)
+    lines = out[start:].reshape(height, line)
+    lines[:, :8].view("<i4")[:] = np.column_stack([np.arange(height), np.full(height, line - 8)]).astype("<i4")
+    rows = lines[:, 8:].view("<f4").reshape(height, len(planes), width)
+    for k, plane in enumerate(planes):
+        rows[:, k, :] = plane
+    return out
+
+
+def write(path: str, width: int, height: int, planes: Dict[str, Any], compression: str = "zips",
+          pixel_aspect: float = 1.0) -> None:
+    """Write FLOAT planes (name -> plane) as a scanline EXR (:func:`encode`), through a temporary file renamed over
+    ``path``."""
+    data = encode(width, height, planes, compression, pixel_aspect)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as fh:
-        fh.write(header)
-        fh.write(struct.pack(f"<{len(offsets)}Q", *offsets))
-        for chunk in chunks:
-            fh.write(chunk)
+        fh.write(data)
     os.replace(tmp, path)  # readers never see a half-written frame
