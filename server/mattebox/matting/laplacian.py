@@ -86,6 +86,9 @@ class ProductRegion:
     window_runs: np.ndarray
     out_shape: Tuple[int, ...]  #: a product's output: (H, W), or (pixels,) when packed
     windows: Optional[np.ndarray] = None  #: None: every window (:meth:`whole`)
+    #: packed: (index in an H×W image, index in the packed vector, length) of each run, for
+    #: :func:`.compiled.gather_runs` and ``scatter_runs`` between the two layouts (None otherwise)
+    moves: Optional[np.ndarray] = None
 
     @cached_property
     def cost(self) -> np.ndarray:
@@ -97,15 +100,6 @@ class ProductRegion:
             work += before[starts]
         return work // 2
 
-    @cached_property
-    def moves(self) -> np.ndarray:
-        """(index in an H×W image, index in the packed vector, length) of each run of a region made by
-        :meth:`around` (:func:`.compiled.gather_runs` and ``scatter_runs`` between the two layouts)."""
-        rows = np.repeat(np.arange(len(self.out_starts) - 1), np.diff(self.out_starts))
-        width = self.windows.shape[1]
-        return np.ascontiguousarray(np.stack([rows * width + self.out_runs[:, 0], self.out_runs[:, 2],
-                                              self.out_runs[:, 1] - self.out_runs[:, 0]], axis=1))
-
     @classmethod
     def around(cls, active: np.ndarray, r: int, packed: bool = False) -> "ProductRegion":
         """The region of the pixels ``active`` (H×W bool); ``packed``: products write a vector of them."""
@@ -116,13 +110,12 @@ class ProductRegion:
         window_runs[window_runs[:, 1] == w, 1] = w + r
         out_starts, runs = _row_runs(active)
         lengths = runs[:, 1] - runs[:, 0]
-        if packed:
-            at = np.cumsum(lengths) - lengths
-        else:
-            at = np.repeat(np.arange(h), np.diff(out_starts)) * w + runs[:, 0]
+        in_image = np.repeat(np.arange(h), np.diff(out_starts)) * w + runs[:, 0]  # each run's first pixel's index
+        at = np.cumsum(lengths) - lengths if packed else in_image
         out_runs = np.ascontiguousarray(np.column_stack([runs, at]), np.int64)
         out_shape = (int(lengths.sum()),) if packed else (h, w)
-        return cls(out_starts, out_runs, window_starts, window_runs, out_shape, windows)
+        moves = np.ascontiguousarray(np.column_stack([in_image, at, lengths]), np.int64) if packed else None
+        return cls(out_starts, out_runs, window_starts, window_runs, out_shape, windows, moves)
 
     @classmethod
     def whole(cls, h: int, w: int, r: int) -> "ProductRegion":
@@ -173,12 +166,16 @@ class MattingLaplacian:
                         eps / float((2 * r + 1) ** 2), self.inv_cov)
         self._ring = self._sums = np.empty((0,))  # the product's scratch per block (:meth:`_scratch`)
 
+    def _blocks(self, per_block: int) -> int:
+        """How many blocks of rows (of equal work in the region) a kernel runs in: the ``blocks`` asked for, else as
+        many as :func:`.compiled.row_blocks` gives for ``per_block``."""
+        return self.blocks or compiled.row_blocks(int(self.region.cost[-1]), per_block)
+
     def _in_blocks(self, kernel: Callable, per_block: int, *args) -> None:
-        """``kernel(*args, y0, y1)`` over all rows, in blocks of equal work in the region at once (as many as
-        :func:`.compiled.row_blocks` gives for ``per_block``, or the ``blocks`` asked for)."""
+        """``kernel(*args, y0, y1)`` over all rows, in :meth:`_blocks` blocks at once."""
         cost = self.region.cost
-        blocks = self.blocks or compiled.row_blocks(int(cost[-1]), per_block)
-        compiled.run_blocks(lambda _, y0, y1: kernel(*args, y0, y1), blocks, 0, len(cost) - 1, cost)
+        compiled.run_blocks(lambda _, y0, y1: kernel(*args, y0, y1), self._blocks(per_block), 0, len(cost) - 1,
+                            cost)
 
     def _scratch(self, blocks: int) -> None:
         """Per block of rows (run at once; the result does not depend on their number), the product's window rows
@@ -196,7 +193,7 @@ class MattingLaplacian:
         p = np.ascontiguousarray(p, np.float64)
         flat = out.reshape(-1)  # (a view)
         cost = region.cost
-        blocks = self.blocks or compiled.row_blocks(int(cost[-1]), compiled.PRODUCT_PIXELS)
+        blocks = self._blocks(compiled.PRODUCT_PIXELS)
         self._scratch(blocks)
         compiled.run_blocks(lambda block, y0, y1: compiled.laplacian_rows(
             self.image, self.inv_cov, self.valid, self.count, p, self._ring[block], self._sums[block], flat, y0, y1,
