@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mattebox.matting.alpha import SolverSettings, expand_known, prepare, solve_alpha
-from mattebox.matting.laplacian import MattingLaplacian, ProductRegion, affine_upsample
+from mattebox.matting.laplacian import MattingLaplacian, ProductRegion, affine_upsample, linear_taps
 from mattebox.matting.sampling import alpha_prior, nearest_known
 
 
@@ -252,20 +252,33 @@ def test_compiled_box_candidates_equal_the_numpy_formulation():
         np.testing.assert_array_equal(out[s], expected)
 
 
-def test_compiled_affine_evaluation_equals_the_numpy_formulation():
-    """kernels.affine_evaluate replaced numpy's b + Σ_c a_c·I_c (three products, three sums, a cast): the same
-    float32 α bit for bit, for float32 and float64 images."""
+def test_compiled_affine_upsampling_equals_opencvs_resize_then_evaluation():
+    """kernels.affine_upsample_evaluate replaced four cv2.resize calls (INTER_LINEAR, float64 planes at the fine
+    size) and an evaluation b + Σ_c a_c·I_c: the same α up to float64 rounding, for shrink factors of 2 and
+    odd sizes (the crops' halves round up), and bit for bit the numpy formulation of its taps (row first)."""
     from mattebox.matting import kernels
 
     rng = np.random.default_rng(5)
-    b, a0, a1, a2 = (rng.normal(0, 3, (13, 17)) for _ in range(4))
-    for dtype in (np.float32, np.float64):
-        image = rng.random((13, 17, 3)).astype(dtype)
-        expected = b.copy()
-        for c, a in enumerate((a0, a1, a2)):
-            expected += a * image[:, :, c]
-        out = np.empty((13, 17), np.float32)
-        kernels.affine_evaluate(b, a0, a1, a2, image, out, 0, len(out))
+    for (hc, wc), (h, w) in (((7, 9), (13, 17)), ((7, 9), (14, 18)), ((5, 4), (5, 4)), ((456, 811), (911, 1622))):
+        coeffs = rng.normal(0, 3, (4, hc, wc))
+        image = rng.random((h, w, 3)).astype(np.float32)
+        resized = [cv2.resize(plane, (w, h), interpolation=cv2.INTER_LINEAR) for plane in coeffs]
+        rows, row_weights = linear_taps(hc, h)
+        columns, column_weights = linear_taps(wc, w)
+        out = np.empty((h, w), np.float32)
+        kernels.affine_upsample_evaluate(coeffs, rows, row_weights, columns, column_weights, image, out, 0, h)
+        expected = resized[3].copy()
+        for c in range(3):
+            expected += resized[c] * image[:, :, c]
+        np.testing.assert_allclose(out, expected.astype(np.float32), rtol=1e-6, atol=1e-6)
+        taps = np.empty((4, h, w))
+        for c, plane in enumerate(coeffs):
+            along = plane[:, columns[:, 0]] * column_weights[:, 0] + plane[:, columns[:, 1]] * column_weights[:, 1]
+            taps[c] = along[rows[:, 0]] * row_weights[:, :1] + along[rows[:, 1]] * row_weights[:, 1:]
+            np.testing.assert_allclose(taps[c], resized[c], rtol=0, atol=1e-13)  # OpenCV's geometry
+        expected = taps[3].copy()
+        for c in range(3):
+            expected += taps[c] * image[:, :, c]
         np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
@@ -486,14 +499,14 @@ def kernel_cases(rng):
     box = rng.random((h * w, 4)).astype(np.float32)
     box[::3, 3] = 0.0  # boxes without known pixels
     mask = (rng.random(n) < 0.6).astype(np.uint8)
-    plane = rng.random((h, w))
     return [
         ("window_inverse", (image, valid, 1e-7 / 9, np.empty((6, h, w)), 0, h)),
         ("laplacian_diagonal", (image, inv, valid, np.empty((h, w)), 0, h)),
         ("affine_coefficients", (rng.random((3, h, w)), rng.random((6, h, w)), rng.random((3, h, w)),
                                  rng.random((h, w)).astype(np.float32), 1e-4 / 9, np.empty((4, h, w)), 0, h)),
-        ("affine_evaluate", (plane, plane * 2, plane * 3, plane - 1, rng.random((h, w, 3)).astype(np.float32),
-                             np.empty((h, w), np.float32), 0, h)),
+        ("affine_upsample_evaluate", (rng.normal(0, 1, (4, (h + 1) // 2, (w + 1) // 2)),
+                                      *linear_taps((h + 1) // 2, h), *linear_taps((w + 1) // 2, w),
+                                      rng.random((h, w, 3)).astype(np.float32), np.empty((h, w), np.float32), 0, h)),
         ("solve_terms", (mask, *(rng.random(n).astype(np.float32) for _ in range(3)), 0.005, np.empty(n),
                          rng.normal(0, 1, n), rng.random(n) * 0.02, np.empty(n), 0, n)),
         ("cg_direction", (rng.normal(0, 1, n), rng.normal(0, 1, n), rng.random(n), 0.7, 0, n)),

@@ -59,7 +59,7 @@ STREAMING_PIXELS = 500_000
 #: the kernels :data:`STREAMING_PIXELS` applies to
 STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift", "solve_terms", "gather_nearest",
                        "gather_colours", "gather_runs", "scatter_runs", "label_weighted", "box_candidates",
-                       "affine_evaluate", "expand_label"})
+                       "expand_label"})
 
 #: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
@@ -97,8 +97,8 @@ SIGNATURES = {
                      "i8", "i8")],
     "affine_coefficients": [("f8[:,:,::1]", "f8[:,:,::1]", "f8[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]", "i8",
                              "i8")],
-    "affine_evaluate": [("f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f8[:,::1]", "f4[:,:,::1]", "f4[:,::1]", "i8",
-                         "i8")],
+    "affine_upsample_evaluate": [("f8[:,:,::1]", "i8[:,::1]", "f8[:,::1]", "i8[:,::1]", "f8[:,::1]", "f4[:,:,::1]",
+                                  "f4[:,::1]", "i8", "i8")],
     "galerkin_fine": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
                        "f8[:,::1]")],
     "galerkin_stencil": [("f8[:,:,::1]", "f8[:,:,::1]")],

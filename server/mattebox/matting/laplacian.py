@@ -345,13 +345,27 @@ class CropOperator:
         return np.ones(self.region.out_shape, np.uint8) if self.packed else unknown.view(np.uint8)
 
 
+def linear_taps(source: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Bilinear resampling of ``source`` pixels to ``size`` along one axis as OpenCV's INTER_LINEAR does it
+    (half-pixel centres, x_src = (x + ½)·source/size − ½, clamped at both ends): (taps, weights), each (size, 2):
+    the two source indices (int64) and their float64 weights for each output pixel."""
+    position = (np.arange(size) + 0.5) * (source / size) - 0.5
+    first = np.floor(position)
+    fraction = position - first
+    first = first.astype(np.int64)
+    fraction[(first < 0) | (first >= source - 1)] = 0.0  # beyond the end pixels' centres: the end pixel
+    first = np.clip(first, 0, source - 1)
+    taps = np.stack([first, np.minimum(first + 1, source - 1)], axis=1)
+    return taps, np.stack([1.0 - fraction, fraction], axis=1)
+
+
 def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fine: np.ndarray,
                     r: int = 1, eps: float = 1e-4) -> np.ndarray:
     """Carry a coarse α to a finer image through Levin's local affine model (PAMI 2008 eq. 3 and §6).
 
     Fits α ≈ a_kᵀ I + b_k in every coarse window (guided-filter least squares with regulariser ``eps``; He, Sun,
     Tang, "Guided Image Filtering", ECCV 2010, eqs. 5-6), averages the coefficients over the windows covering each
-    pixel, upsamples them bilinearly and evaluates them on the fine image. Returns H×W float32 (not clipped).
+    pixel, interpolates them bilinearly and evaluates them on the fine image. Returns H×W float32 (not clipped).
     """
     h, w = image_fine.shape[:2]
     # box means of the colours, their pairwise products and their products with α, in float64 (Σ = mean(I Iᵀ) −
@@ -366,8 +380,10 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
         means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2), coeffs, 0,
         len(alpha_coarse))
     del means, products, cross
-    a0, a1, a2, b = (cv2.resize(_box_mean(x, r), (w, h), interpolation=cv2.INTER_LINEAR) for x in coeffs)
+    # averaged over the windows covering each coarse pixel, then interpolated and evaluated in one compiled pass
+    coeffs = _box_means(coeffs, r)
     out = np.empty((h, w), np.float32)
-    compiled.in_blocks(h * w, "affine_evaluate")(
-        b, a0, a1, a2, image_fine, out, 0, h)
+    compiled.in_blocks(h * w, "affine_upsample_evaluate")(
+        coeffs, *linear_taps(alpha_coarse.shape[0], h), *linear_taps(alpha_coarse.shape[1], w), image_fine, out,
+        0, h)
     return out
