@@ -47,8 +47,9 @@ def multilevel(image: np.ndarray, alpha: np.ndarray, eps_r: float = 5e-3, omega:
         if background is not None:
             plate = (cv2.resize(background, (lw, lh), interpolation=cv2.INTER_NEAREST) if (lh, lw) != (h, w)
                      else background).reshape(lh, lw, 3)
-        if fg is None:
-            fg = np.repeat(np.mean(image.reshape(-1, 3), axis=0)[None, None], lh * lw, 0).reshape(lh, lw, 3)
+        if fg is None:  # the image's mean colour (OpenCV sums in float64: numpy's float32 mean took 26 ms at 1080p)
+            mean = np.array(cv2.mean(np.ascontiguousarray(image, np.float32))[:3], np.float32)
+            fg = np.repeat(mean[None, None], lh * lw, 0).reshape(lh, lw, 3)
             bg = fg.copy() if plate is None else plate.copy()
         else:
             fg = cv2.resize(fg, (lw, lh), interpolation=cv2.INTER_NEAREST).reshape(lh, lw, 3)
