@@ -229,27 +229,40 @@ def test_compiled_nearest_known_equals_the_numpy_formulation(label):
     assert (trimap.reshape(-1)[near_index] == label).all()
 
 
-def test_compiled_box_candidates_equal_the_numpy_formulation():
-    """kernels.box_candidates replaced a gather and np.where per scale: the same candidate colours, bit for bit
-    (box mean of the label's known colours, or the nearest known colour where the box holds none)."""
+@pytest.mark.parametrize("seed, shape", [(2, None), (4, None), (6, (7, 5))])
+def test_box_candidates_from_summed_area_tables_equal_opencvs_box_filter(seed, shape):
+    """The colour prior's box means come from a summed-area table per label over the unknown pixels' rows and
+    columns widened by the largest radius (kernels.box_candidates), reflected at the frame's edges:
+    the same candidate colours, bit for bit, as OpenCV's normalised box filter of the whole frame's label colours
+    and 0/1 weight (BORDER_REFLECT_101), read at the unknown pixels (mean colour = colour sums × 1/count in
+    float32), or the nearest known colour where the box holds none — for 8-bit colours, near the frame's edges
+    and with boxes wider than the frame."""
     import cv2
 
     from mattebox.matting.sampling import _colour_candidates
 
-    image, trimap = random_scene(2)
+    image, trimap = random_scene(seed, shape or (48, 64))
+    if shape is not None:  # a frame smaller than the widest box, the labels scattered
+        trimap = np.random.default_rng(seed).choice(np.float32([0.0, 0.5, 1.0]), shape)
+        trimap[0, 0], trimap[-1, -1] = 1.0, 0.5
+    image = np.round(image * 255).astype(np.float32) / 255  # 8-bit colours
     unknown = trimap == 0.5
     at = np.flatnonzero(unknown)
-    out = _colour_candidates(image, trimap, 1.0, at, (1, 4))
+    ys, xs = np.flatnonzero(unknown.any(axis=1)), np.flatnonzero(unknown.any(axis=0))
+    radii = (1, 4, 9)
+    out = _colour_candidates(image, trimap, 1.0, at, radii, (ys[0], ys[-1] + 1, xs[0], xs[-1] + 1))
     np.testing.assert_array_equal(out[0], image.reshape(-1, 3)[nearest_known(trimap, 1.0, at)[1]].T)
     weight = (trimap == 1.0).astype(np.float32)
     weighted = np.concatenate([image * weight[..., None], weight[..., None]], axis=2)
-    for s, radius in enumerate((1, 4), 1):
+    branches = set()
+    for s, radius in enumerate(radii, 1):
         box = cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1)).reshape(-1, 4)[at]
         count = box[:, 3]
         inv = 1.0 / np.maximum(count, 1e-3)
         expected = np.where(count > 1e-3, box[:, :3].T * inv, out[0])
-        assert (count <= 1e-3).any() and (count > 1e-3).any()  # both branches taken
+        branches |= set(count > 1e-3)
         np.testing.assert_array_equal(out[s], expected)
+    assert branches == {True, False} or shape is not None  # both branches taken
 
 
 def test_compiled_affine_upsampling_equals_opencvs_resize_then_evaluation():
@@ -516,10 +529,6 @@ def kernel_cases(rng):
                             rng.integers(0, h * w, 49), at, np.empty(at.size, np.float32), np.empty(at.size, np.int64),
                             0, at.size)),
         ("gather_colours", (pixels, at, np.empty((3, at.size), np.float32), 0, at.size)),
-        ("label_weighted", (rng.random((h, w, 3)).astype(np.float32), flat_trimap.reshape(h, w), np.float32(1.0),
-                            np.empty((h, w, 4), np.float32), 0, h)),
-        ("box_candidates", (box, at, rng.random((3, at.size)).astype(np.float32),
-                            np.empty((3, at.size), np.float32), 0, at.size)),
         ("best_colour_pairs", (rng.random((3, n)).astype(np.float32), rng.random((4, 3, n)).astype(np.float32),
                                rng.random((4, 3, n)).astype(np.float32), 0.1, 0.1, np.empty(n, np.float32),
                                np.empty(n, np.float32), 0, n)),

@@ -58,7 +58,7 @@ PRODUCT_PIXELS = 50_000
 STREAMING_PIXELS = 500_000
 #: the kernels :data:`STREAMING_PIXELS` applies to
 STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift", "solve_terms", "gather_nearest",
-                       "gather_colours", "gather_runs", "scatter_runs", "label_weighted", "box_candidates",
+                       "gather_colours", "gather_runs", "scatter_runs",
                        "expand_label"})
 
 #: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
@@ -74,13 +74,13 @@ SIGNATURES = {
     "best_colour_pairs": [("f4[:,::1]", "f4[:,:,::1]", "f4[:,:,::1]", "f8", "f8", "f4[::1]", "f4[::1]", "i8",
                            "i8")],
     "expand_label": [("f4[:,::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "f8", "f4", "f4[::1]", "i8", "i8")],
-    "box_candidates": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "f4[:,::1]", "i8", "i8")],
+    "box_candidates": [("f4[:,:,::1]", "f4[:,::1]", "f4", "i8[::1]", "i8[::1]", "i8[::1]", "i8[::1]", "i8", "i8", "i8",
+                        "f8[:,:,::1]", "f4[:,:,::1]")],
     "zero_positions": [("u1[:,::1]", "i8[::1]")],
     "gather_nearest": [("f4[:,::1]", "i4[:,::1]", "i8[::1]", "i8[::1]", "f4[::1]", "i8[::1]", "i8", "i8")],
     "gather_colours": [("f4[:,::1]", "i8[::1]", "f4[:,::1]", "i8", "i8")],
     "gather_runs": [("f4[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8"), ("f8[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8")],
     "scatter_runs": [("f8[::1]", "i8[:,::1]", "f8[::1]", "i8", "i8")],
-    "label_weighted": [("f4[:,:,::1]", "f4[:,::1]", "f4", "f4[:,:,::1]", "i8", "i8")],
     "dot": [("f8[::1]", "f8[::1]")],
     "dot_chunks": [("f8[::1]", "f8[::1]", "f8[::1]", "i8", "i8")],
     "cg_update": [("f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8")],

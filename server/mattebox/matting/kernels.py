@@ -428,35 +428,59 @@ def scatter_runs(source, moves, out, start, stop):
 
 
 @njit(cache=True, nogil=True)
-def label_weighted(image, trimap, label, out, start, stop):
-    """Rows ``start`` … ``stop`` − 1 of the colour prior's box-filter input: ``out`` (H×W×4 float32) = the colours
-    of ``image`` (H×W×3) where ``trimap`` == ``label`` and zero elsewhere, then that 0/1 weight (float32, as
-    numpy's image × weight did it)."""
-    for y in range(start, stop):
-        for x in range(trimap.shape[1]):
-            weight = np.float32(1.0) if trimap[y, x] == label else np.float32(0.0)
-            for c in range(3):
-                out[y, x, c] = image[y, x, c] * weight
-            out[y, x, 3] = weight
+def box_candidates(image, trimap, label, rows, columns, radii, at, width, y0, x0, ring, out):
+    """The colour prior's local-mean candidates (Wang & Cohen 2007's candidates, here box means) of one label at
+    every scale: for each unknown pixel ``at[i]`` (flat index into an H×``width`` frame, ascending) and each radius
+    ``radii[s]``, ``out[1 + s, :, i]`` = the mean colour of the label's pixels (``trimap`` == ``label``) of
+    ``image`` (H×W×3) in the (2r+1)² box around it — its colour sums over its count, each scaled by 1/(2r+1)² to
+    float32 as OpenCV's normalised box filter gives them — or the nearest known colour ``out[0, :, i]`` where the
+    box holds none (count ≤ 1e-3); in float32 as numpy did it from OpenCV's blur.
 
-
-@njit(cache=True, nogil=True)
-def box_candidates(box, at, nearest, out, start, stop):
-    """One scale of the colour prior's local-mean candidates (Wang & Cohen 2007 candidates, here box means): for
-    each unknown pixel ``at[i]`` (flat index; i = ``start`` … ``stop`` − 1), ``out[:, i]`` = the box's colour sums
-    / its count of known pixels
-    (``box``: H·W×4 float32, three colour sums then the count), or the nearest known colour ``nearest[:, i]``
-    where the box holds none (count ≤ 1e-3). In float32 as numpy did it; no N×4 gather or temporaries."""
-    for i in range(start, stop):
-        j = at[i]
-        count = box[j, 3]
-        if count > np.float32(1e-3):
-            inv = np.float32(1.0) / count
-            for c in range(3):
-                out[c, i] = box[j, c] * inv
-        else:
-            for c in range(3):
-                out[c, i] = nearest[c, i]
+    The box sums come from a summed-area table (Crow, SIGGRAPH 1984) of (colour, 1) over the frame rows ``rows``
+    and columns ``columns`` (positions ``y0`` … and ``x0`` … of the frame, beyond its edges where the boxes reach
+    there), which may repeat frame rows and columns (the frame's edges reflected, as OpenCV reads beyond
+    them). Only the table rows the current pixels' boxes reach are kept, in ``ring`` (2·max(radii) + 2 rows ×
+    (len(columns) + 1) × 4 float64): 5 MB for a 1080p frame instead of a frame-sized table or box output. Sums of
+    8-bit colours are exact in float64 (up to 2^53 / 255² pixels' worth), so a box's sum from four corners is
+    exactly what a box filter's running sums give."""
+    slots = ring.shape[0]
+    reach = (slots - 2) // 2
+    ring[0, :, :] = 0.0  # table row 0: nothing summed
+    built = 1  # table rows 0 … built − 1 are in the ring (row t in slot t % slots)
+    for i in range(at.size):
+        y = at[i] // width - y0  # the pixel's table row and column (its box's top left corner is y − r, x − r)
+        x = at[i] % width - x0
+        while built <= y + reach + 1:  # table row built = row built − 1 plus frame row rows[built − 1]
+            above, row = ring[(built - 1) % slots], ring[built % slots]
+            source = rows[built - 1]
+            s0 = s1 = s2 = s3 = 0.0
+            row[0, :] = 0.0
+            for c in range(columns.size):
+                column = columns[c]
+                if trimap[source, column] == label:
+                    s0 += np.float64(image[source, column, 0])
+                    s1 += np.float64(image[source, column, 1])
+                    s2 += np.float64(image[source, column, 2])
+                    s3 += 1.0
+                row[c + 1, 0] = above[c + 1, 0] + s0
+                row[c + 1, 1] = above[c + 1, 1] + s1
+                row[c + 1, 2] = above[c + 1, 2] + s2
+                row[c + 1, 3] = above[c + 1, 3] + s3
+            built += 1
+        for s in range(radii.size):
+            r = radii[s]
+            scale = 1.0 / ((2 * r + 1) * (2 * r + 1))
+            top, bottom = ring[(y - r) % slots], ring[(y + r + 1) % slots]
+            left, right = x - r, x + r + 1
+            count = np.float32((bottom[right, 3] - top[right, 3] - bottom[left, 3] + top[left, 3]) * scale)
+            if count > np.float32(1e-3):
+                inv = np.float32(1.0) / count
+                for c in range(3):
+                    total = bottom[right, c] - top[right, c] - bottom[left, c] + top[left, c]
+                    out[1 + s, c, i] = np.float32(total * scale) * inv
+            else:
+                for c in range(3):
+                    out[1 + s, c, i] = out[0, c, i]
 
 
 @njit(cache=True, nogil=True)

@@ -49,24 +49,38 @@ def _gather_colours(pixels: np.ndarray, index: np.ndarray, out: np.ndarray) -> n
     return out
 
 
+def reflected(first: int, stop: int, size: int) -> np.ndarray:
+    """The frame indices of positions ``first`` … ``stop`` − 1 along an axis of ``size`` pixels, positions beyond
+    the frame reflected about its end pixels as OpenCV's default border (BORDER_REFLECT_101: …, 2, 1 | 0, 1, 2, …)
+    (int64)."""
+    position = np.arange(first, stop)
+    if size == 1:
+        return np.zeros_like(position)
+    period = 2 * (size - 1)
+    position = np.abs(position) % period
+    return np.where(position < size, position, period - position)
+
+
 def _colour_candidates(image: np.ndarray, trimap: np.ndarray, label: float, at: np.ndarray,
-                       scales: Tuple[int, ...]) -> Optional[np.ndarray]:
-    """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``): (1 + len(scales))×3×N
-    float32, the nearest known pixel's colour first (None when the trimap has no pixel of ``label``)."""
+                       scales: Tuple[int, ...], box: Tuple[int, int, int, int]) -> Optional[np.ndarray]:
+    """Candidate colours of ``label`` for the N unknown pixels (flat indices ``at``, within the frame's rows
+    box[0] … box[1] − 1 and columns box[2] … box[3] − 1): (1 + len(scales))×3×N float32, the nearest known pixel's
+    colour first, then the mean known colour in a box of each radius in ``scales`` (OpenCV's normalised box
+    filter of the label's colours and of its 0/1 weight, read at the unknown pixels; :func:`.compiled.box_candidates`
+    from a summed-area table over the unknown pixels' rows and columns widened by the largest radius); None when the
+    trimap has no pixel of ``label``."""
     near = nearest_known(trimap, label, at)
     if near is None:
         return None
     out = np.empty((1 + len(scales), 3, at.size), np.float32)
     _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), near[1], out[0])
     del near
-    weighted = np.empty(trimap.shape + (4,), np.float32)  # colour sums and counts in one filter
-    compiled.in_blocks(trimap.size, "label_weighted")(
-        np.ascontiguousarray(image), np.ascontiguousarray(trimap), np.float32(label), weighted, 0, len(trimap))
-    box = np.empty_like(weighted)
-    candidates = compiled.in_blocks(at.size, "box_candidates")
-    for s, radius in enumerate(scales, 1):
-        cv2.blur(weighted, (2 * radius + 1, 2 * radius + 1), dst=box)
-        candidates(box.reshape(-1, 4), at, out[0], out[s], 0, at.size)
+    reach = max(scales)
+    (y0, y1, x0, x1), (h, w) = box, trimap.shape
+    rows, columns = reflected(y0 - reach, y1 + reach, h), reflected(x0 - reach, x1 + reach, w)
+    ring = np.empty((2 * reach + 2, columns.size + 1, 4))  # the summed-area table's rows in reach
+    compiled.box_candidates(np.ascontiguousarray(image), np.ascontiguousarray(trimap), np.float32(label), rows,
+                            columns, np.array(scales, np.int64), at, w, y0 - reach, x0 - reach, ring, out)
     return out
 
 
@@ -77,12 +91,18 @@ def alpha_prior(image: np.ndarray, trimap: np.ndarray, scales: Tuple[int, ...] =
     :func:`.compiled.best_colour_pairs`)."""
     prior = np.zeros(trimap.shape, np.float32)
     confidence = np.zeros(trimap.shape, np.float32)
-    at = np.flatnonzero(trimap == UNKNOWN)
+    unknown = trimap == UNKNOWN
+    at = np.flatnonzero(unknown)
+    if not at.size:
+        return prior, confidence
+    ys, xs = np.flatnonzero(unknown.any(axis=1)), np.flatnonzero(unknown.any(axis=0))
+    box = (ys[0], ys[-1] + 1, xs[0], xs[-1] + 1)
+    del unknown
     # each label's candidates on a thread of its own where a frame is big enough to cut its work into blocks
-    both = (lambda: _colour_candidates(image, trimap, 1.0, at, scales),
-            lambda: _colour_candidates(image, trimap, 0.0, at, scales))
+    both = (lambda: _colour_candidates(image, trimap, 1.0, at, scales, box),
+            lambda: _colour_candidates(image, trimap, 0.0, at, scales, box))
     fgs, bgs = compiled.run_tasks(trimap.size, *both)
-    if fgs is None or bgs is None or not at.size:
+    if fgs is None or bgs is None:
         return prior, confidence
     colour = _gather_colours(np.ascontiguousarray(image).reshape(-1, 3), at, np.empty((3, at.size), np.float32))
     best_alpha, best_confidence = np.empty(at.size, np.float32), np.empty(at.size, np.float32)
