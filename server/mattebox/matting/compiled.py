@@ -65,7 +65,7 @@ STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift",
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
 #: (alphamatting-dev with both trimaps, the three quality presets, the 1080p mask and 4K cases)
 SIGNATURES = {
-    "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
+    "window_inverse": [("f4[:,:,::1]", "u1[:,::1]", "f8", "f8[:,:,::1]", "i8[::1]", "i8[:,::1]", "i8", "i8")],
     "laplacian_rows": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
                         "f8[:,::1]", "f8[::1]", "i8", "i8", "i8[::1]", "i8[:,::1]", "i8[::1]", "i8[:,::1]")],
     "laplacian_diagonal": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "f8[:,::1]", "i8", "i8")],

@@ -68,45 +68,48 @@ def symmetric_inverse(s00, s01, s02, s11, s12, s22):
 
 
 @njit(cache=True, nogil=True)
-def window_inverse(image, valid, reg, inv, start, stop):
-    """Per window w_k (centre k, only where ``valid[k]`` and the window lies inside the array), rows ``start`` …
-    ``stop`` − 1: the 6 distinct entries (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv``
-    (6×H×W), by the adjugate; zero elsewhere. ``image`` is 3 colour planes (3×H×W). Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ
-    over the window (Levin et al. 2008 eq. 12)."""
+def window_inverse(image, valid, reg, inv, starts, runs, start, stop):
+    """Per window w_k (centre k) of rows ``start`` … ``stop`` − 1 in the runs of window centres
+    ``runs[starts[y]]`` … ``runs[starts[y + 1] − 1]`` (each [x0, x1), clipped to the array): the 6 distinct entries
+    (00, 01, 02, 11, 12, 22) of Δ_k = (Σ_k + reg·U)⁻¹ into the planes ``inv`` (6×H×W), by the adjugate, where
+    ``valid[k]`` and the window lies inside the array, else zero. Elsewhere ``inv`` is not written (no product
+    reads it there: a big crop's pages outside its band's windows are never touched). ``image`` is 3 colour planes
+    (3×H×W). Σ_k = mean(I Iᵀ) − μ_k μ_kᵀ over the window (Levin et al. 2008 eq. 12)."""
     h, w = valid.shape
     r = RADIUS
     size = (2 * r + 1) ** 2
     for y in range(start, stop):
-        for x in range(w):
-            if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
-                for c in range(6):
-                    inv[c, y, x] = 0.0
-                continue
-            m0 = m1 = m2 = 0.0
-            q00 = q01 = q02 = q11 = q12 = q22 = 0.0
-            for j in range(y - r, y + r + 1):
-                for i in range(x - r, x + r + 1):
-                    a, b, c = np.float64(image[0, j, i]), np.float64(image[1, j, i]), np.float64(image[2, j, i])
-                    m0 += a
-                    m1 += b
-                    m2 += c
-                    q00 += a * a
-                    q01 += a * b
-                    q02 += a * c
-                    q11 += b * b
-                    q12 += b * c
-                    q22 += c * c
-            m0 /= size
-            m1 /= size
-            m2 /= size
-            s00 = q00 / size - m0 * m0 + reg
-            s01 = q01 / size - m0 * m1
-            s02 = q02 / size - m0 * m2
-            s11 = q11 / size - m1 * m1 + reg
-            s12 = q12 / size - m1 * m2
-            s22 = q22 / size - m2 * m2 + reg
-            (inv[0, y, x], inv[1, y, x], inv[2, y, x],
-             inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
+        for n in range(starts[y], starts[y + 1]):
+            for x in range(max(runs[n, 0], 0), min(runs[n, 1], w)):
+                if valid[y, x] == 0 or y < r or y >= h - r or x < r or x >= w - r:
+                    for c in range(6):
+                        inv[c, y, x] = 0.0
+                    continue
+                m0 = m1 = m2 = 0.0
+                q00 = q01 = q02 = q11 = q12 = q22 = 0.0
+                for j in range(y - r, y + r + 1):
+                    for i in range(x - r, x + r + 1):
+                        a, b, c = np.float64(image[0, j, i]), np.float64(image[1, j, i]), np.float64(image[2, j, i])
+                        m0 += a
+                        m1 += b
+                        m2 += c
+                        q00 += a * a
+                        q01 += a * b
+                        q02 += a * c
+                        q11 += b * b
+                        q12 += b * c
+                        q22 += c * c
+                m0 /= size
+                m1 /= size
+                m2 /= size
+                s00 = q00 / size - m0 * m0 + reg
+                s01 = q01 / size - m0 * m1
+                s02 = q02 / size - m0 * m2
+                s11 = q11 / size - m1 * m1 + reg
+                s12 = q12 / size - m1 * m2
+                s22 = q22 / size - m2 * m2 + reg
+                (inv[0, y, x], inv[1, y, x], inv[2, y, x],
+                 inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
 
 
 @njit(cache=True, nogil=True)

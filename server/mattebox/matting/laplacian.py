@@ -160,10 +160,12 @@ class MattingLaplacian:
         del used
         # colour planes (3×H×W), the engines' precision (sums are float64); planes let the kernels vectorise
         self.image = np.ascontiguousarray(np.moveaxis(image[:, :, :3], 2, 0), np.float32)
-        self.inv_cov = np.empty((6, h, w), np.float64)  # Δ_k's distinct entries 00 01 02 11 12 22, as planes
+        # Δ_k's distinct entries 00 01 02 11 12 22, as planes: set at the region's windows only (all that is read)
+        self.inv_cov = np.empty((6, h, w), np.float64)
         self.blocks = None if blocks is None else max(1, min(blocks, h))
         self._in_blocks(compiled.window_inverse, compiled.PARALLEL_PIXELS, self.image, self.valid,
-                        eps / float((2 * r + 1) ** 2), self.inv_cov)
+                        eps / float((2 * r + 1) ** 2), self.inv_cov, self.region.window_starts,
+                        self.region.window_runs)
         self._ring = self._sums = np.empty((0,))  # the product's scratch per block (:meth:`_scratch`)
 
     def _blocks(self, per_block: int) -> int:
