@@ -50,7 +50,9 @@ PARALLEL_PIXELS = 250_000
 #: … for the matting Laplacian's product (:class:`.laplacian.MattingLaplacian`, in units of its
 #: :attr:`.laplacian.ProductRegion.cost`): dense arithmetic on a few planes, it halves on two threads from small
 #: sizes on (a 1080p roto's levels, blocks of equal work: 8.5 → 4.5 ms at 760k, 2.2 → 1.3 ms at 194k, 0.63 → 0.5 ms
-#: at 50k), and a solve runs it thousands of times: the hand-off (~35 µs) is paid back from here
+#: at 50k), and a solve runs it thousands of times: the hand-off (~35 µs) is paid back from here. The same for
+#: its set-up (Δ_k and diag(L), heavier per window still: the 1080p roto's level 1, 194k, 10.1 → 7.0 and
+#: 9.5 → 4.8 ms)
 PRODUCT_PIXELS = 50_000
 #: … for the kernels that do a few operations per element loaded (CG's vector updates and sums, the set-up's
 #: gathers and copies): memory-bound, they gain from a second thread only on big vectors (2 × 192k elements: 1.4×

@@ -163,7 +163,7 @@ class MattingLaplacian:
         # Δ_k's distinct entries 00 01 02 11 12 22, as planes: set at the region's windows only (all that is read)
         self.inv_cov = np.empty((6, h, w), np.float64)
         self.blocks = None if blocks is None else max(1, min(blocks, h))
-        self._in_blocks(compiled.window_inverse, compiled.PARALLEL_PIXELS, self.image, self.valid,
+        self._in_blocks(compiled.window_inverse, compiled.PRODUCT_PIXELS, self.image, self.valid,
                         eps / float((2 * r + 1) ** 2), self.inv_cov, self.region.window_starts,
                         self.region.window_runs)
         self._ring = self._sums = np.empty((0,))  # the product's scratch per block (:meth:`_scratch`)
@@ -205,7 +205,7 @@ class MattingLaplacian:
     def diagonal(self) -> np.ndarray:
         """diag(L) (for the Jacobi preconditioner)."""
         out = np.empty(self.valid.shape, np.float64)
-        self._in_blocks(compiled.laplacian_diagonal, compiled.PARALLEL_PIXELS, self.image, self.inv_cov, self.valid,
+        self._in_blocks(compiled.laplacian_diagonal, compiled.PRODUCT_PIXELS, self.image, self.inv_cov, self.valid,
                         out)
         return out
 
