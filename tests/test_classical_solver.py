@@ -298,18 +298,20 @@ def test_compiled_affine_upsampling_equals_opencvs_resize_then_evaluation():
         np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
-def test_compiled_affine_coefficients_equal_the_numpy_formulation():
-    """kernels.affine_coefficients replaced ~40 whole-array numpy operations of the guided-filter fit (He et al.
-    2010 eqs. 5-6: Σ + reg·U inverted by the adjugate, a = Δ(mean(Iα) − μᾱ), b = ᾱ − aᵀμ): the same a and b bit
-    for bit, from the same box means."""
+def test_compiled_affine_fit_equals_the_numpy_formulation_on_opencvs_box_means():
+    """kernels.affine_coefficients fits the guided filter per window (He et al. 2010 eqs. 5-6: Σ + reg·U inverted by
+    the adjugate, a = Δ(mean(Iα) − μᾱ), b = ᾱ − aᵀμ) from window sums it adds itself, edges reflected; it replaced
+    OpenCV's box means (BORDER_REFLECT) of 13 float64 planes and a fit from them: the same a and b to rounding,
+    flat windows (Σ ≈ 0: Δ ≈ U/reg) and the frame's edges included."""
     from mattebox.matting import kernels
 
     rng = np.random.default_rng(7)
     shape, reg = (11, 14), 1e-4 / 9
-    image = rng.random(shape + (3,))
+    image = rng.random(shape + (3,)).astype(np.float32)
+    image[3:8, 4:10] = image[5, 6]  # flat windows
     alpha = rng.random(shape).astype(np.float32)
     box = (lambda x: cv2.blur(x, (3, 3), borderType=cv2.BORDER_REFLECT))
-    ch = [image[:, :, c].copy() for c in range(3)]
+    ch = [image[:, :, c].astype(np.float64) for c in range(3)]
     m = [box(c) for c in ch]
     pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
     s00, s01, s02, s11, s12, s22 = (box(ch[a] * ch[b]) - m[a] * m[b] + (reg if a == b else 0.0) for a, b in pairs)
@@ -317,16 +319,15 @@ def test_compiled_affine_coefficients_equal_the_numpy_formulation():
     c11, c12, c22 = s00 * s22 - s02 * s02, s01 * s02 - s00 * s12, s00 * s11 - s01 * s01
     det = s00 * c00 + s01 * c01 + s02 * c02
     d00, d01, d02, d11, d12, d22 = (c / det for c in (c00, c01, c02, c11, c12, c22))
-    mean_alpha = box(alpha)
+    mean_alpha = box(alpha.astype(np.float64))
     v = [box(c * alpha) - mc * mean_alpha for c, mc in zip(ch, m)]
     a = (d00 * v[0] + d01 * v[1] + d02 * v[2], d01 * v[0] + d11 * v[1] + d12 * v[2],
          d02 * v[0] + d12 * v[1] + d22 * v[2])
     b = mean_alpha - a[0] * m[0] - a[1] * m[1] - a[2] * m[2]
     coeffs = np.empty((4,) + shape)
-    kernels.affine_coefficients(np.stack(m), np.stack([box(ch[i] * ch[j]) for i, j in pairs]),
-                                np.stack([box(c * alpha) for c in ch]), mean_alpha, reg, coeffs, 0, shape[0])
+    kernels.affine_coefficients(image, alpha, reg, coeffs, 0, shape[0])
     for got, want in zip(coeffs, (*a, b)):
-        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
 
 
 def test_compiled_solve_terms_equal_the_numpy_formulation():
@@ -520,8 +521,8 @@ def kernel_cases(rng):
     return [
         ("window_inverse", (image, valid, 1e-7 / 9, np.empty((6, h, w)), starts, runs, 0, h)),
         ("laplacian_diagonal", (image, inv, valid, np.empty((h, w)), 0, h)),
-        ("affine_coefficients", (rng.random((3, h, w)), rng.random((6, h, w)), rng.random((3, h, w)),
-                                 rng.random((h, w)).astype(np.float32), 1e-4 / 9, np.empty((4, h, w)), 0, h)),
+        ("affine_coefficients", (rng.random((h, w, 3)).astype(np.float32), rng.random((h, w)).astype(np.float32),
+                                 1e-4 / 9, np.empty((4, h, w)), 0, h)),
         ("affine_upsample_evaluate", (rng.normal(0, 1, (4, (h + 1) // 2, (w + 1) // 2)),
                                       *linear_taps((h + 1) // 2, h), *linear_taps((w + 1) // 2, w),
                                       rng.random((h, w, 3)).astype(np.float32), np.empty((h, w), np.float32), 0, h)),

@@ -97,8 +97,7 @@ SIGNATURES = {
                     # (the band-only operator's compact layout is float64)
                     ("u1[::1]", "f8[::1]", "f8[::1]", "f8[::1]", "f8", "f8[::1]", "f8[::1]", "f8[::1]", "f8[::1]",
                      "i8", "i8")],
-    "affine_coefficients": [("f8[:,:,::1]", "f8[:,:,::1]", "f8[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]", "i8",
-                             "i8")],
+    "affine_coefficients": [("f4[:,:,::1]", "f4[:,::1]", "f8", "f8[:,:,::1]", "i8", "i8")],
     "affine_upsample_evaluate": [("f8[:,:,::1]", "i8[:,::1]", "f8[:,::1]", "i8[:,::1]", "f8[:,::1]", "f4[:,:,::1]",
                                   "f4[:,::1]", "i8", "i8")],
     "galerkin_fine": [("f4[:,:,::1]", "f8[:,:,::1]", "u1[:,::1]", "u1[:,::1]", "f8[:,::1]", "f8[:,:,::1]",
@@ -379,11 +378,12 @@ _IN_BLOCKS = {"dot": _dot, "cg_update": _cg_update, "restrict_and_shift": _restr
               "foreground_sweeps": _foreground_sweeps}
 
 
-def in_blocks(items: int, kernel: str) -> Callable:
+def in_blocks(items: int, kernel: str, per_block: Optional[int] = None) -> Callable:
     """The function to call for ``kernel``'s work over ``items`` pixels, with the kernel's own arguments: the kernel
     itself when :func:`row_blocks` gives one block, else the same work in that many blocks at once on the worker
-    threads (:func:`run_blocks`), with the same result bit for bit."""
-    blocks = row_blocks(items, STREAMING_PIXELS if kernel in STREAMING else PARALLEL_PIXELS)
+    threads (:func:`run_blocks`), with the same result bit for bit. ``per_block``: the least work per block
+    (default :data:`STREAMING_PIXELS` for the :data:`STREAMING` kernels, else :data:`PARALLEL_PIXELS`)."""
+    blocks = row_blocks(items, per_block or (STREAMING_PIXELS if kernel in STREAMING else PARALLEL_PIXELS))
     if blocks == 1:
         return globals()[kernel]
     if kernel in _IN_BLOCKS:

@@ -602,28 +602,66 @@ def solve_terms(mask, weight, prior, initial, data_weight, data, b, precond, x, 
         x[i] = np.float64(initial[i]) * m
 
 
+@njit(cache=True, inline="always")
+def _reflected(i, n):
+    """Index ``i`` of an axis of ``n`` pixels, reflected at its ends as OpenCV's BORDER_REFLECT (…, 1, 0 | 0, 1, …,
+    n − 1 | n − 1, n − 2, …) for reaches up to n."""
+    if i < 0:
+        return -i - 1
+    if i >= n:
+        return 2 * n - i - 1
+    return i
+
+
 @njit(cache=True, nogil=True)
-def affine_coefficients(means, products, cross, mean_alpha, reg, coeffs, start, stop):
+def affine_coefficients(image, alpha, reg, coeffs, start, stop):
     """Levin's local affine model α ≈ aᵀI + b fitted per window by guided-filter least squares (He, Sun, Tang,
     ECCV 2010, eqs. 5-6): a = (Σ + reg·U)⁻¹ (mean(I α) − μ ᾱ), b = ᾱ − aᵀμ, with Σ = mean(I Iᵀ) − μμᵀ inverted by
-    the adjugate. Inputs are the windows' box means (H×W float64 planes): ``means`` μ (3), ``products`` mean(I_a I_b)
-    (6, order 00 01 02 11 12 22), ``cross`` mean(I_c α) (3) and ``mean_alpha`` ᾱ (any float dtype); out ``coeffs``
-    (4×H×W: a0, a1, a2, b), rows ``start`` … ``stop`` − 1. One pass and the same operations in the same order as
-    numpy's ~40 whole-array ones."""
+    the adjugate, over the (2r+1)² window centred at each pixel of ``image`` (H×W×3) and ``alpha`` (H×W), its
+    pixels beyond the edges reflected as OpenCV's BORDER_REFLECT; the window means summed here in float64, with
+    no whole-image planes of them (13 float64 planes, ~48 MB for the 1080p roto's level 1, when OpenCV's box filter
+    made them). Out ``coeffs`` (4×H×W: a0, a1, a2, b), rows ``start`` … ``stop`` − 1."""
+    h, w = alpha.shape
+    r = RADIUS
+    inv_size = 1.0 / ((2 * r + 1) * (2 * r + 1))
     for y in range(start, stop):
-        for x in range(mean_alpha.shape[1]):
-            m0, m1, m2 = means[0, y, x], means[1, y, x], means[2, y, x]
-            ma = np.float64(mean_alpha[y, x])
-            s00 = products[0, y, x] - m0 * m0 + reg
-            s01 = products[1, y, x] - m0 * m1 + 0.0
-            s02 = products[2, y, x] - m0 * m2 + 0.0
-            s11 = products[3, y, x] - m1 * m1 + reg
-            s12 = products[4, y, x] - m1 * m2 + 0.0
-            s22 = products[5, y, x] - m2 * m2 + reg
+        for x in range(w):
+            m0 = m1 = m2 = ma = 0.0
+            q00 = q01 = q02 = q11 = q12 = q22 = 0.0
+            c0 = c1 = c2 = 0.0
+            for dj in range(-r, r + 1):
+                j = _reflected(y + dj, h)
+                for di in range(-r, r + 1):
+                    i = _reflected(x + di, w)
+                    a, b, c = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
+                    v = np.float64(alpha[j, i])
+                    m0 += a
+                    m1 += b
+                    m2 += c
+                    ma += v
+                    q00 += a * a
+                    q01 += a * b
+                    q02 += a * c
+                    q11 += b * b
+                    q12 += b * c
+                    q22 += c * c
+                    c0 += a * v
+                    c1 += b * v
+                    c2 += c * v
+            m0 *= inv_size
+            m1 *= inv_size
+            m2 *= inv_size
+            ma *= inv_size
+            s00 = q00 * inv_size - m0 * m0 + reg
+            s01 = q01 * inv_size - m0 * m1
+            s02 = q02 * inv_size - m0 * m2
+            s11 = q11 * inv_size - m1 * m1 + reg
+            s12 = q12 * inv_size - m1 * m2
+            s22 = q22 * inv_size - m2 * m2 + reg
             d00, d01, d02, d11, d12, d22 = symmetric_inverse(s00, s01, s02, s11, s12, s22)
-            v0 = cross[0, y, x] - m0 * ma
-            v1 = cross[1, y, x] - m1 * ma
-            v2 = cross[2, y, x] - m2 * ma
+            v0 = c0 * inv_size - m0 * ma
+            v1 = c1 * inv_size - m1 * ma
+            v2 = c2 * inv_size - m2 * ma
             a0 = d00 * v0 + d01 * v1 + d02 * v2
             a1 = d01 * v0 + d11 * v1 + d12 * v2
             a2 = d02 * v0 + d12 * v1 + d22 * v2

@@ -39,17 +39,10 @@ import numpy as np
 
 from . import compiled
 
-#: the 6 distinct entries of a symmetric 3×3 matrix, as (row, column)
-_SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-
-
-def _box_mean(x: np.ndarray, r: int) -> np.ndarray:
-    """Mean over the (2r+1)² window centred at each pixel (values near the border are not used)."""
-    return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT)
-
 
 def _box_means(planes, r: int) -> np.ndarray:
-    """:func:`_box_mean` of each H×W float64 plane, as the rows of one k×H×W array (no stacking copy)."""
+    """The mean over the (2r+1)² window centred at each pixel (edges reflected: OpenCV's BORDER_REFLECT) of each
+    H×W float64 plane, as the rows of one k×H×W array (no stacking copy)."""
     planes = list(planes)
     out = np.empty((len(planes),) + planes[0].shape, np.float64)
     for plane, mean in zip(planes, out):
@@ -369,19 +362,14 @@ def affine_upsample(alpha_coarse: np.ndarray, image_coarse: np.ndarray, image_fi
     Tang, "Guided Image Filtering", ECCV 2010, eqs. 5-6), averages the coefficients over the windows covering each
     pixel, interpolates them bilinearly and evaluates them on the fine image. Returns H×W float32 (not clipped).
     """
+    if r != compiled.RADIUS:
+        raise ValueError(f"radius: the compiled affine fit uses Levin's 3x3 windows (r = {compiled.RADIUS}), "
+                         f"got r = {r}")
     h, w = image_fine.shape[:2]
-    # box means of the colours, their pairwise products and their products with α, in float64 (Σ = mean(I Iᵀ) −
-    # μμᵀ cancels badly in float32), by OpenCV; the per-window fit is one compiled pass (compiled.affine_coefficients)
-    channels = [np.ascontiguousarray(image_coarse[:, :, c], dtype=np.float64) for c in range(3)]
-    means = _box_means(channels, r)
-    products = _box_means((channels[a] * channels[b] for a, b in _SYM), r)
-    cross = _box_means((c * alpha_coarse for c in channels), r)
-    del channels
     coeffs = np.empty((4,) + alpha_coarse.shape, np.float64)
-    compiled.in_blocks(alpha_coarse.size, "affine_coefficients")(
-        means, products, cross, _box_mean(alpha_coarse, r), eps / float((2 * r + 1) ** 2), coeffs, 0,
-        len(alpha_coarse))
-    del means, products, cross
+    compiled.in_blocks(alpha_coarse.size, "affine_coefficients", compiled.PRODUCT_PIXELS)(
+        np.ascontiguousarray(image_coarse[:, :, :3], np.float32), np.ascontiguousarray(alpha_coarse, np.float32),
+        eps / float((2 * r + 1) ** 2), coeffs, 0, len(alpha_coarse))
     # averaged over the windows covering each coarse pixel, then interpolated and evaluated in one compiled pass
     coeffs = _box_means(coeffs, r)
     out = np.empty((h, w), np.float32)
