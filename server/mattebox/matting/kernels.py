@@ -67,6 +67,19 @@ def symmetric_inverse(s00, s01, s02, s11, s12, s22):
     return c00 / det, c01 / det, c02 / det, c11 / det, c12 / det, c22 / det
 
 
+@njit(cache=True, inline="always")
+def window_statistics(s0, s1, s2, q00, q01, q02, q11, q12, q22, size, reg):
+    """A window's mean colour μ and Δ = (Σ + reg·U)⁻¹, Σ = mean(I Iᵀ) − μμᵀ (Levin et al. 2008 eq. 12; He et al.
+    2010 eq. 5), from its colour sums ``s`` = Σ I_c and ``q`` = Σ I_a I_b (00 01 02 11 12 22) over ``size``
+    pixels: (μ0, μ1, μ2, Δ00, Δ01, Δ02, Δ11, Δ12, Δ22). One formulation for the Laplacian's Δ_k
+    (:func:`window_inverse`) and the affine upsampling's fit (:func:`affine_coefficients`)."""
+    m0, m1, m2 = s0 / size, s1 / size, s2 / size
+    d00, d01, d02, d11, d12, d22 = symmetric_inverse(
+        q00 / size - m0 * m0 + reg, q01 / size - m0 * m1, q02 / size - m0 * m2,
+        q11 / size - m1 * m1 + reg, q12 / size - m1 * m2, q22 / size - m2 * m2 + reg)
+    return m0, m1, m2, d00, d01, d02, d11, d12, d22
+
+
 @njit(cache=True, nogil=True)
 def window_inverse(image, valid, reg, inv, starts, runs, start, stop):
     """Per window w_k (centre k) of rows ``start`` … ``stop`` − 1 in the runs of window centres
@@ -85,31 +98,24 @@ def window_inverse(image, valid, reg, inv, starts, runs, start, stop):
                     for c in range(6):
                         inv[c, y, x] = 0.0
                     continue
-                m0 = m1 = m2 = 0.0
+                s0 = s1 = s2 = 0.0
                 q00 = q01 = q02 = q11 = q12 = q22 = 0.0
                 for j in range(y - r, y + r + 1):
                     for i in range(x - r, x + r + 1):
                         a, b, c = np.float64(image[0, j, i]), np.float64(image[1, j, i]), np.float64(image[2, j, i])
-                        m0 += a
-                        m1 += b
-                        m2 += c
+                        s0 += a
+                        s1 += b
+                        s2 += c
                         q00 += a * a
                         q01 += a * b
                         q02 += a * c
                         q11 += b * b
                         q12 += b * c
                         q22 += c * c
-                m0 /= size
-                m1 /= size
-                m2 /= size
-                s00 = q00 / size - m0 * m0 + reg
-                s01 = q01 / size - m0 * m1
-                s02 = q02 / size - m0 * m2
-                s11 = q11 / size - m1 * m1 + reg
-                s12 = q12 / size - m1 * m2
-                s22 = q22 / size - m2 * m2 + reg
-                (inv[0, y, x], inv[1, y, x], inv[2, y, x],
-                 inv[3, y, x], inv[4, y, x], inv[5, y, x]) = symmetric_inverse(s00, s01, s02, s11, s12, s22)
+                _, _, _, d00, d01, d02, d11, d12, d22 = window_statistics(
+                    s0, s1, s2, q00, q01, q02, q11, q12, q22, size, reg)
+                inv[0, y, x], inv[1, y, x], inv[2, y, x] = d00, d01, d02
+                inv[3, y, x], inv[4, y, x], inv[5, y, x] = d11, d12, d22
 
 
 @njit(cache=True, nogil=True)
@@ -623,10 +629,10 @@ def affine_coefficients(image, alpha, reg, coeffs, start, stop):
     made them). Out ``coeffs`` (4×H×W: a0, a1, a2, b), rows ``start`` … ``stop`` − 1."""
     h, w = alpha.shape
     r = RADIUS
-    inv_size = 1.0 / ((2 * r + 1) * (2 * r + 1))
+    size = (2 * r + 1) ** 2
     for y in range(start, stop):
         for x in range(w):
-            m0 = m1 = m2 = ma = 0.0
+            s0 = s1 = s2 = sa = 0.0
             q00 = q01 = q02 = q11 = q12 = q22 = 0.0
             c0 = c1 = c2 = 0.0
             for dj in range(-r, r + 1):
@@ -635,10 +641,10 @@ def affine_coefficients(image, alpha, reg, coeffs, start, stop):
                     i = _reflected(x + di, w)
                     a, b, c = np.float64(image[j, i, 0]), np.float64(image[j, i, 1]), np.float64(image[j, i, 2])
                     v = np.float64(alpha[j, i])
-                    m0 += a
-                    m1 += b
-                    m2 += c
-                    ma += v
+                    s0 += a
+                    s1 += b
+                    s2 += c
+                    sa += v
                     q00 += a * a
                     q01 += a * b
                     q02 += a * c
@@ -648,20 +654,12 @@ def affine_coefficients(image, alpha, reg, coeffs, start, stop):
                     c0 += a * v
                     c1 += b * v
                     c2 += c * v
-            m0 *= inv_size
-            m1 *= inv_size
-            m2 *= inv_size
-            ma *= inv_size
-            s00 = q00 * inv_size - m0 * m0 + reg
-            s01 = q01 * inv_size - m0 * m1
-            s02 = q02 * inv_size - m0 * m2
-            s11 = q11 * inv_size - m1 * m1 + reg
-            s12 = q12 * inv_size - m1 * m2
-            s22 = q22 * inv_size - m2 * m2 + reg
-            d00, d01, d02, d11, d12, d22 = symmetric_inverse(s00, s01, s02, s11, s12, s22)
-            v0 = c0 * inv_size - m0 * ma
-            v1 = c1 * inv_size - m1 * ma
-            v2 = c2 * inv_size - m2 * ma
+            m0, m1, m2, d00, d01, d02, d11, d12, d22 = window_statistics(
+                s0, s1, s2, q00, q01, q02, q11, q12, q22, size, reg)
+            ma = sa / size
+            v0 = c0 / size - m0 * ma
+            v1 = c1 / size - m1 * ma
+            v2 = c2 / size - m2 * ma
             a0 = d00 * v0 + d01 * v1 + d02 * v2
             a1 = d01 * v0 + d11 * v1 + d12 * v2
             a2 = d02 * v0 + d12 * v1 + d22 * v2
