@@ -68,16 +68,16 @@ def run(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=4) as pool:
         reads = {name: pool.submit(read, path) for name, (read, path) in files.items() if path}
     try:
-        read = {name: done.result() for name, done in reads.items()}  # (the first file that fails is reported)
-        image, colorspace = read["image"]
+        arrays = {name: done.result() for name, done in reads.items()}  # (the first file that fails is reported)
+        image, colorspace = arrays["image"]
         inputs = {"image": image}
         for name in ("second", "background"):
-            if name in read:
-                array, space = read[name]
+            if name in arrays:
+                array, space = arrays[name]
                 inputs[name] = array if space == colorspace else _convert(array, space, colorspace)
         for name in ("mask", "trimap"):
-            if name in read:
-                inputs[name] = read[name]
+            if name in arrays:
+                inputs[name] = arrays[name]
     except ImageReadError as exc:
         print(f"mattebox: {exc}", file=sys.stderr)
         return 2

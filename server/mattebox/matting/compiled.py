@@ -60,8 +60,7 @@ PRODUCT_PIXELS = 50_000
 STREAMING_PIXELS = 500_000
 #: the kernels :data:`STREAMING_PIXELS` applies to
 STREAMING = frozenset({"dot", "cg_update", "cg_direction", "restrict_and_shift", "solve_terms", "gather_nearest",
-                       "gather_colours", "gather_runs", "scatter_runs",
-                       "expand_label"})
+                       "gather_colours", "gather_runs", "scatter_runs", "expand_label"})
 
 #: every kernel the engine calls, with the argument types it passes (numba's signature syntax; all arrays
 #: C-contiguous): the JIT dispatchers' ``.signatures`` after the classical tests and bench/speed.py's inputs
